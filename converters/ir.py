@@ -181,9 +181,7 @@ class Graph:
 
     def copy(self) -> Graph:
         g = Graph()
-        g.tensors = {
-            k: Tensor(t.name, t.shape, t.dtype, t.data, t.quant) for k, t in self.tensors.items()
-        }
+        g.tensors = {k: Tensor(t.name, t.shape, t.dtype, t.data, t.quant) for k, t in self.tensors.items()}
         g.nodes = [Node(n.op, list(n.inputs), list(n.outputs), dict(n.attrs), n.name) for n in self.nodes]
         g.inputs = list(self.inputs)
         g.outputs = list(self.outputs)

@@ -1,0 +1,25 @@
+"""Graph passes. Each is a function ``Graph -> Graph`` (it may update the graph in place and
+returns it), runnable and testable alone."""
+
+from edgekit.converters.passes.activation_fusion import fuse_activations
+from edgekit.converters.passes.batchnorm import fold_batchnorm
+from edgekit.converters.passes.cleanup import fold_constants, remove_identities, remove_noop_reshapes
+from edgekit.converters.passes.layout import optimize_layout, to_nhwc_io
+from edgekit.converters.passes.patterns import fuse_gelu, fuse_hardswish
+
+ONNX_PASSES = (remove_identities, fold_batchnorm, fuse_gelu, fuse_hardswish)
+TFLITE_PASSES = (fold_constants, optimize_layout, fold_constants, remove_noop_reshapes, fuse_activations)
+
+__all__ = [
+    "ONNX_PASSES",
+    "TFLITE_PASSES",
+    "fold_batchnorm",
+    "fold_constants",
+    "fuse_activations",
+    "fuse_gelu",
+    "fuse_hardswish",
+    "optimize_layout",
+    "remove_identities",
+    "remove_noop_reshapes",
+    "to_nhwc_io",
+]

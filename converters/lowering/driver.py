@@ -1,0 +1,50 @@
+"""Run every node of an ONNX-level graph through its lowering."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from edgekit.converters.ir import Graph
+from edgekit.converters.lowering import LOWERINGS, _load_all
+from edgekit.converters.lowering.context import Lowering, NotLowerable
+
+from edgekit.errors import UnsupportedModelError
+
+
+def unsupported_nodes(graph: Graph) -> list[tuple[str, int, str, str]]:
+    """(op, count, first node name, reason) for every op type that has no lowering."""
+    _load_all()
+    counts: Counter[str] = Counter()
+    first: dict[str, str] = {}
+    for node in graph.nodes:
+        if node.op not in LOWERINGS:
+            counts[node.op] += 1
+            first.setdefault(node.op, node.name)
+    return [(op, n, first[op], "unsupported_onnx_op") for op, n in counts.most_common()]
+
+
+def describe(problems: list[tuple[str, int, str, str]]) -> str:
+    return "; ".join(f"{op} x{n} (first: '{name}', {reason})" for op, n, name, reason in problems)
+
+
+def lower(src: Graph) -> Graph:
+    problems = unsupported_nodes(src)
+    if problems:
+        raise UnsupportedModelError(f"the model uses ops edgekit cannot convert: {describe(problems)}")
+    ctx = Lowering(src)
+    for name in src.inputs:
+        ctx.use(name)
+    failures: list[tuple[str, int, str, str]] = []
+    for node in src.nodes:
+        ctx.node = node
+        try:
+            LOWERINGS[node.op](ctx, node)
+        except NotLowerable as exc:
+            failures.append((node.op, 1, node.name, f"{exc.reason}: {exc.detail}"))
+    if failures:
+        raise UnsupportedModelError(f"some nodes cannot be converted: {describe(failures)}")
+    ctx.out.inputs = list(src.inputs)
+    ctx.out.outputs = list(src.outputs)
+    for name in ctx.out.outputs:
+        ctx.use(name)
+    return ctx.out

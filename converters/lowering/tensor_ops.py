@@ -1,0 +1,230 @@
+"""Shape and data-movement ops: Reshape, Flatten, Squeeze, Unsqueeze, Transpose, Concat,
+Split, Slice, Pad, Resize, Gather, reductions, and the no-ops Identity/Dropout."""
+
+from __future__ import annotations
+
+import numpy as np
+from edgekit.converters.lowering import lowers
+from edgekit.converters.lowering.context import Lowering, NotLowerable
+
+
+def _axis(axis: int, rank: int) -> int:
+    return axis + rank if axis < 0 else axis
+
+
+@lowers("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout")
+def reshape(ctx: Lowering, node) -> None:
+    # the output shape is static and known: every reshape-like op is a RESHAPE to it
+    out = node.outputs[0]
+    ctx.reshape(ctx.use(node.inputs[0]), ctx.shape(out), out=out)
+
+
+@lowers("Transpose")
+def transpose(ctx: Lowering, node) -> None:
+    x = ctx.use(node.inputs[0])
+    rank = len(ctx.shape(x))
+    perm = list(node.attrs.get("perm", list(range(rank))[::-1]))
+    ctx.op_to("TRANSPOSE", [x, ctx.constant(np.array(perm, np.int32), "perm")], node.outputs[0])
+
+
+@lowers("Concat")
+def concat(ctx: Lowering, node) -> None:
+    inputs = [ctx.use(i) for i in node.inputs if i and np.prod(ctx.shape(i)) > 0]
+    out = node.outputs[0]
+    axis = _axis(int(node.attrs["axis"]), len(ctx.shape(out)))
+    if len(inputs) == 1:
+        ctx.reshape(inputs[0], ctx.shape(out), out=out)
+        return
+    ctx.op_to("CONCATENATION", inputs, out, axis=axis, fused_activation_function="NONE")
+
+
+@lowers("Split")
+def split(ctx: Lowering, node) -> None:
+    x = ctx.use(node.inputs[0])
+    rank = len(ctx.shape(x))
+    axis = _axis(int(node.attrs.get("axis", 0)), rank)
+    sizes = [ctx.shape(o)[axis] for o in node.outputs]
+    outs = [ctx.declare(o) for o in node.outputs]
+    axis_const = ctx.constant(np.array(axis, np.int32), "axis")
+    if len(set(sizes)) == 1:
+        ctx.emit("SPLIT", [axis_const, x], outs, num_splits=len(outs))
+    else:
+        size_const = ctx.constant(np.array(sizes, np.int32), "size_splits")
+        ctx.emit("SPLIT_V", [x, size_const, axis_const], outs, num_splits=len(outs))
+
+
+@lowers("Slice")
+def slice_(ctx: Lowering, node) -> None:
+    x = ctx.use(node.inputs[0])
+    shape = ctx.shape(x)
+    rank = len(shape)
+    if "starts" in node.attrs:  # opset < 10
+        starts, ends = node.attrs["starts"], node.attrs["ends"]
+        axes = node.attrs.get("axes", list(range(len(starts))))
+        steps = [1] * len(starts)
+    else:
+        starts = ctx.require_const(node.inputs[1], "Slice starts").tolist()
+        ends = ctx.require_const(node.inputs[2], "Slice ends").tolist()
+        axes = (
+            ctx.require_const(node.inputs[3], "Slice axes").tolist()
+            if len(node.inputs) > 3 and node.inputs[3]
+            else list(range(len(starts)))
+        )
+        steps = (
+            ctx.require_const(node.inputs[4], "Slice steps").tolist()
+            if len(node.inputs) > 4 and node.inputs[4]
+            else [1] * len(starts)
+        )
+    begin, end, stride = [0] * rank, list(shape), [1] * rank
+    for s, e, a, st in zip(starts, ends, axes, steps, strict=True):
+        a = _axis(int(a), rank)
+        s, e = slice(int(s), int(e), int(st)).indices(shape[a])[:2]
+        begin[a], end[a], stride[a] = s, e, int(st)
+    out = node.outputs[0]
+    if all(s == 1 for s in stride):
+        size = [e - b for b, e in zip(begin, end, strict=True)]
+        ctx.op_to(
+            "SLICE",
+            [x, ctx.constant(np.array(begin, np.int32), "begin"), ctx.constant(np.array(size, np.int32), "size")],
+            out,
+        )
+        return
+    end_mask = 0
+    for a in range(rank):
+        if stride[a] < 0 and end[a] < 0:
+            end_mask |= 1 << a  # slice to the very start
+    ctx.op_to(
+        "STRIDED_SLICE",
+        [
+            x,
+            ctx.constant(np.array(begin, np.int32), "begin"),
+            ctx.constant(np.array(end, np.int32), "end"),
+            ctx.constant(np.array(stride, np.int32), "strides"),
+        ],
+        out,
+        begin_mask=0,
+        end_mask=end_mask,
+        ellipsis_mask=0,
+        new_axis_mask=0,
+        shrink_axis_mask=0,
+    )
+
+
+@lowers("Pad")
+def pad(ctx: Lowering, node) -> None:
+    x = ctx.use(node.inputs[0])
+    rank = len(ctx.shape(x))
+    mode = node.attrs.get("mode", "constant")
+    if "pads" in node.attrs:  # opset < 11
+        pads = list(node.attrs["pads"])
+        value = float(node.attrs.get("value", 0.0))
+    else:
+        pads = ctx.require_const(node.inputs[1], "Pad pads").tolist()
+        value_const = ctx.const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
+        value = float(value_const) if value_const is not None else 0.0
+        if len(node.inputs) > 3 and node.inputs[3]:
+            axes = [_axis(int(a), rank) for a in ctx.require_const(node.inputs[3], "Pad axes")]
+            full = [0] * (2 * rank)
+            for i, a in enumerate(axes):
+                full[a], full[a + rank] = pads[i], pads[i + len(axes)]
+            pads = full
+    if any(p < 0 for p in pads):
+        raise NotLowerable("unsupported_attribute", "negative padding")
+    paddings = ctx.constant(np.array([[pads[i], pads[i + rank]] for i in range(rank)], np.int32), "paddings")
+    out = node.outputs[0]
+    if mode == "constant":
+        if value == 0.0:
+            ctx.op_to("PAD", [x, paddings], out)
+        else:
+            ctx.op_to("PADV2", [x, paddings, ctx.constant(np.array(value, np.float32), "pad_value")], out)
+    elif mode in ("reflect", "edge"):
+        if mode == "edge" and any(p > 1 for p in pads):
+            raise NotLowerable("unsupported_attribute", "edge padding wider than 1")
+        ctx.op_to("MIRROR_PAD", [x, paddings], out, mode="REFLECT" if mode == "reflect" else "SYMMETRIC")
+    else:
+        raise NotLowerable("unsupported_attribute", f"Pad mode '{mode}'")
+
+
+@lowers("Resize", "Upsample")
+def resize(ctx: Lowering, node) -> None:
+    x, out = node.inputs[0], node.outputs[0]
+    if len(ctx.shape(x)) != 4:
+        raise NotLowerable("unsupported_rank", "Resize of a tensor that is not 4-D")
+    n, c, h, w = ctx.shape(x)
+    on, oc, oh, ow = ctx.shape(out)
+    if (on, oc) != (n, c):
+        raise NotLowerable("unsupported_attribute", "Resize of the batch or channel dimension")
+    mode = node.attrs.get("mode", "nearest")
+    transform = node.attrs.get("coordinate_transformation_mode", "half_pixel" if node.op == "Resize" else "asymmetric")
+    if ctx.src.metadata.get("opset", 13) < 11 and node.op == "Resize":
+        transform = "asymmetric"
+    size = ctx.constant(np.array([oh, ow], np.int32), "size")
+    flags = dict(
+        align_corners=transform == "align_corners", half_pixel_centers=transform in ("half_pixel", "pytorch_half_pixel")
+    )
+    if transform not in ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric"):
+        raise NotLowerable("unsupported_attribute", f"Resize coordinate_transformation_mode '{transform}'")
+    if transform == "pytorch_half_pixel" and (oh == 1 or ow == 1):
+        raise NotLowerable("unsupported_attribute", "pytorch_half_pixel resize to a size of 1")
+    if mode == "nearest":
+        nearest = node.attrs.get("nearest_mode", "round_prefer_floor")
+        if transform == "asymmetric" and nearest != "floor" and not (oh % h == 0 and ow % w == 0):
+            raise NotLowerable("unsupported_attribute", f"nearest resize with nearest_mode '{nearest}'")
+        op = "RESIZE_NEAREST_NEIGHBOR"
+    elif mode in ("linear", "bilinear"):
+        op = "RESIZE_BILINEAR"
+    else:
+        raise NotLowerable("unsupported_attribute", f"Resize mode '{mode}'")
+    ctx.nhwc_result(op, [ctx.nhwc(x), size], out, **flags)
+
+
+_REDUCERS = {
+    "ReduceMean": "MEAN",
+    "ReduceMax": "REDUCE_MAX",
+    "ReduceMin": "REDUCE_MIN",
+    "ReduceSum": "SUM",
+    "ReduceProd": "REDUCE_PROD",
+}
+
+
+@lowers("ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum")
+def reduce(ctx: Lowering, node) -> None:
+    x = ctx.use(node.inputs[0])
+    rank = len(ctx.shape(x))
+    if "axes" in node.attrs:
+        axes = list(node.attrs["axes"])
+    elif len(node.inputs) > 1 and node.inputs[1]:
+        axes = ctx.require_const(node.inputs[1], "reduction axes").tolist()
+    else:
+        axes = [] if node.attrs.get("noop_with_empty_axes", 0) else list(range(rank))
+    out = node.outputs[0]
+    if not axes:
+        ctx.reshape(x, ctx.shape(out), out=out)
+        return
+    axes = sorted(_axis(int(a), rank) for a in axes)
+    keep = bool(node.attrs.get("keepdims", 1))
+    ctx.op_to(_REDUCERS[node.op], [x, ctx.constant(np.array(axes, np.int32), "axes")], out, keep_dims=keep)
+
+
+@lowers("Gather")
+def gather(ctx: Lowering, node) -> None:
+    x = ctx.use(node.inputs[0])
+    indices = ctx.require_const(node.inputs[1], "Gather indices")
+    rank = len(ctx.shape(x))
+    axis = _axis(int(node.attrs.get("axis", 0)), rank)
+    indices = np.where(indices < 0, indices + ctx.shape(x)[axis], indices).astype(np.int32)
+    out = node.outputs[0]
+    if indices.ndim == 0:
+        # a single index: a SLICE plus a RESHAPE dropping the axis (both XNNPACK-friendly)
+        begin = [0] * rank
+        size = list(ctx.shape(x))
+        begin[axis], size[axis] = int(indices), 1
+        s = ctx.op_new(
+            "SLICE",
+            [x, ctx.constant(np.array(begin, np.int32), "begin"), ctx.constant(np.array(size, np.int32), "size")],
+            tuple(size),
+            f"{out}_slice",
+        )
+        ctx.reshape(s, ctx.shape(out), out=out)
+        return
+    ctx.op_to("GATHER", [x, ctx.constant(indices, "indices")], out, axis=axis, batch_dims=0)

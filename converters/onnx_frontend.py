@@ -1,0 +1,292 @@
+"""ONNX -> IR.
+
+Input shapes are fixed first (from the model or ``--input-shape``); the model then runs
+once on onnxruntime with every intermediate tensor exposed, which gives each tensor its
+static shape and dtype and the value of every tensor that does not depend on the inputs
+(weights built by ConstantOfShape, shape arithmetic through Shape/Gather/Concat/...).
+Those are folded to constants, so only data-path nodes reach the IR.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from edgekit.converters.ir import Graph
+from onnx import helper, numpy_helper
+
+from edgekit.errors import InvalidModelError, ShapeError, UnsupportedModelError
+
+MIN_OPSET = 7
+MAX_OPSET = 21
+
+# ops whose result depends only on a tensor's shape: constant once shapes are static
+SHAPE_ONLY_OPS = frozenset({"Shape", "Size"})
+# ops that are only convertible when folded away
+FOLD_ONLY_OPS = frozenset(
+    {
+        "Shape",
+        "Size",
+        "Constant",
+        "ConstantOfShape",
+        "Range",
+        "NonZero",
+        "EyeLike",
+        "Expand",
+        "Equal",
+        "Where",
+        "ScatterND",
+        "Less",
+        "Greater",
+        "Not",
+        "And",
+        "Or",
+        "Floor",
+        "Ceil",
+        "Mod",
+        "ReduceProd",
+        "Tile",
+        "OneHot",
+        "Trilu",
+        "CumSum",
+    }
+)
+
+
+@dataclass
+class OnnxSource:
+    model: onnx.ModelProto
+    sha256: str
+    path: str | None
+
+
+def read_model(source: str | os.PathLike | onnx.ModelProto | bytes) -> OnnxSource:
+    """Read and sanity-check an ONNX model; user errors become InvalidModelError."""
+    if isinstance(source, onnx.ModelProto):
+        data = source.SerializeToString()
+        path = None
+    elif isinstance(source, bytes):
+        data, path = source, None
+    else:
+        path = str(source)
+        try:
+            data = Path(path).read_bytes()
+        except FileNotFoundError:
+            raise InvalidModelError(f"{path}: no such file") from None
+        except IsADirectoryError:
+            raise InvalidModelError(f"{path}: is a folder, expected an .onnx file") from None
+    where = path or "model"
+    try:
+        model = onnx.load_model_from_string(data)
+    except Exception as exc:  # protobuf raises DecodeError and friends
+        raise InvalidModelError(
+            f"{where} is not a readable ONNX model ({type(exc).__name__}); is the file truncated or of another format?"
+        ) from None
+    if not model.graph.node or not model.graph.output:
+        raise InvalidModelError(f"{where} is not an ONNX model with a graph (no nodes or no outputs)")
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid"
+        raise InvalidModelError(f"{where} fails the ONNX checker: {first}") from None
+    opset = default_opset(model)
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise UnsupportedModelError(
+            f"{where} uses ONNX opset {opset}; edgekit converts opsets {MIN_OPSET} to {MAX_OPSET} "
+            f"(re-export the model with an opset in that range)"
+        )
+    return OnnxSource(model, hashlib.sha256(data).hexdigest(), path)
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    return 1
+
+
+def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    initializers = {i.name for i in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in initializers]
+
+
+def _dims(vi: onnx.ValueInfoProto) -> list[int | str | None]:
+    dims: list[int | str | None] = []
+    for d in vi.type.tensor_type.shape.dim:
+        if d.HasField("dim_value") and d.dim_value > 0:
+            dims.append(int(d.dim_value))
+        elif d.HasField("dim_param"):
+            dims.append(d.dim_param)
+        else:
+            dims.append(None)
+    return dims
+
+
+def parse_input_shapes(specs: list[str] | None) -> dict[str, tuple[int, ...]]:
+    """Parse ``NAME=1,3,224,224`` strings."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for spec in specs or []:
+        name, sep, dims = spec.rpartition("=")
+        try:
+            if not sep or not name:
+                raise ValueError
+            shape = tuple(int(d) for d in dims.split(","))
+            if any(d <= 0 for d in shape):
+                raise ValueError
+        except ValueError:
+            raise ShapeError(
+                f"--input-shape '{spec}' is not NAME=D1,D2,...; e.g. --input-shape input=1,3,224,224"
+            ) from None
+        shapes[name] = shape
+    return shapes
+
+
+def fixed_input_shapes(
+    model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]] | None
+) -> dict[str, tuple[int, ...]]:
+    input_shapes = dict(input_shapes or {})
+    inputs = graph_inputs(model)
+    names = [i.name for i in inputs]
+    for name in input_shapes:
+        if name not in names:
+            raise ShapeError(
+                f"--input-shape names '{name}', which is not an input of the model; inputs are: " + ", ".join(names)
+            )
+    shapes: dict[str, tuple[int, ...]] = {}
+    for vi in inputs:
+        dims = _dims(vi)
+        if vi.name in input_shapes:
+            shape = input_shapes[vi.name]
+            if dims and len(shape) != len(dims):
+                raise ShapeError(
+                    f"--input-shape gives '{vi.name}' {len(shape)} dimensions but the model has {len(dims)}"
+                )
+            for want, have in zip(shape, dims, strict=False):
+                if isinstance(have, int) and have != want:
+                    raise ShapeError(
+                        f"--input-shape {vi.name}={','.join(map(str, shape))} contradicts the model's "
+                        f"fixed shape {dims}"
+                    )
+            shapes[vi.name] = tuple(shape)
+        elif all(isinstance(d, int) for d in dims):
+            shapes[vi.name] = tuple(dims)  # type: ignore[arg-type]
+        else:
+            example = ",".join(str(d) if isinstance(d, int) else "1" for d in dims)
+            raise ShapeError(
+                f"input '{vi.name}' has dynamic dimensions {dims}; fix them with --input-shape {vi.name}={example}"
+            )
+    return shapes
+
+
+_ONNX_TO_NUMPY = {
+    onnx.TensorProto.FLOAT: np.float32,
+    onnx.TensorProto.FLOAT16: np.float16,
+    onnx.TensorProto.DOUBLE: np.float64,
+    onnx.TensorProto.INT8: np.int8,
+    onnx.TensorProto.UINT8: np.uint8,
+    onnx.TensorProto.INT16: np.int16,
+    onnx.TensorProto.INT32: np.int32,
+    onnx.TensorProto.INT64: np.int64,
+    onnx.TensorProto.BOOL: np.bool_,
+}
+
+
+def input_dtype(vi: onnx.ValueInfoProto) -> np.dtype:
+    elem = vi.type.tensor_type.elem_type
+    if elem not in _ONNX_TO_NUMPY:
+        raise UnsupportedModelError(f"input '{vi.name}' has ONNX element type {elem}, which edgekit cannot feed")
+    return np.dtype(_ONNX_TO_NUMPY[elem])
+
+
+def _constant_outputs(model: onnx.ModelProto) -> set[str]:
+    """Names of tensors that do not depend on the graph inputs (shapes are static)."""
+    const = {i.name for i in model.graph.initializer}
+    for node in model.graph.node:
+        ins = [i for i in node.input if i]
+        if node.op_type in SHAPE_ONLY_OPS or all(i in const for i in ins):
+            if node.op_type.startswith("Random"):
+                continue
+            const.update(o for o in node.output if o)
+    return const
+
+
+def evaluate(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """Run the model once on zeros with every intermediate tensor exposed."""
+    import onnxruntime as ort
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    wanted = [o for n in m.graph.node for o in n.output if o]
+    del m.graph.output[:]
+    m.graph.output.extend(helper.ValueInfoProto(name=o) for o in dict.fromkeys(wanted))
+    for vi in m.graph.input:
+        if vi.name in shapes:
+            dims = vi.type.tensor_type.shape.dim
+            for d, v in zip(dims, shapes[vi.name], strict=True):
+                d.Clear()
+                d.dim_value = v
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(m.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        feeds = {vi.name: np.zeros(shapes[vi.name], input_dtype(vi)) for vi in graph_inputs(model)}
+        values = session.run(None, feeds)
+    except Exception as exc:
+        msg = str(exc).strip().splitlines()[0][:300]
+        raise InvalidModelError(f"onnxruntime cannot run the model with the fixed input shapes: {msg}") from None
+    return {o.name: v for o, v in zip(session.get_outputs(), values, strict=True)}
+
+
+def to_ir(source: OnnxSource, input_shapes: dict[str, tuple[int, ...]] | None = None) -> Graph:
+    """Build the IR (ONNX ops, NCHW) with static shapes and folded constants."""
+    model = source.model
+    shapes = fixed_input_shapes(model, input_shapes)
+    values = evaluate(model, shapes)
+    constant = _constant_outputs(model)
+
+    g = Graph()
+    g.metadata["source_sha256"] = source.sha256
+    g.metadata["opset"] = default_opset(model)
+    for vi in graph_inputs(model):
+        g.add_tensor(vi.name, shapes[vi.name], input_dtype(vi))
+        g.inputs.append(vi.name)
+    initializers = {i.name: i for i in model.graph.initializer}
+    for name, init in initializers.items():
+        g.add_tensor(name, tuple(init.dims), numpy_helper.to_array(init).dtype, numpy_helper.to_array(init))
+
+    for index, node in enumerate(model.graph.node):
+        outputs = [o for o in node.output]
+        for o in outputs:
+            if not o or o not in values:
+                continue
+            v = np.asarray(values[o])
+            g.add_tensor(o, v.shape, v.dtype, v if o in constant else None)
+        if all(not o or o in constant for o in outputs):
+            continue  # folded
+        if node.domain not in ("", "ai.onnx"):
+            raise UnsupportedModelError(f"node '{node.name}' uses custom domain '{node.domain}' op {node.op_type}")
+        attrs = {a.name: _attr_value(a) for a in node.attribute}
+        g.add_node(node.op_type, list(node.input), outputs, attrs, node.name or f"{node.op_type}_{index}")
+    g.outputs = [o.name for o in model.graph.output]
+    # an output that is constant still needs a tensor
+    for o in g.outputs:
+        if o not in g.tensors:
+            raise InvalidModelError(f"graph output '{o}' is not produced by any node")
+    g.metadata["_signature"] = {"inputs": list(g.inputs), "outputs": list(g.outputs)}
+    return g
+
+
+def _attr_value(attr: onnx.AttributeProto):
+    value = helper.get_attribute_value(attr)
+    if isinstance(value, onnx.TensorProto):
+        return numpy_helper.to_array(value)
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, list) and value and isinstance(value[0], bytes):
+        return [v.decode() for v in value]
+    return value

@@ -1,0 +1,105 @@
+"""Fold BatchNormalization (and per-channel Mul/Add by constants) into the Conv,
+ConvTranspose or Gemm that produces its input (ONNX level, before lowering)."""
+
+from __future__ import annotations
+
+import numpy as np
+from edgekit.converters.ir import Graph, Node
+
+_LINEAR = ("Conv", "ConvTranspose", "Gemm")
+
+
+def _per_channel(value: np.ndarray, channels: int, rank: int) -> np.ndarray | None:
+    """``value`` as a [channels] vector if it broadcasts along axis 1 of a rank-``rank`` tensor."""
+    if value.size == 1:
+        return np.full(channels, float(value.reshape(())), np.float64)
+    shape = (1,) * (rank - value.ndim) + value.shape
+    expected = [1] * rank
+    expected[1] = channels
+    if list(shape) != expected:
+        return None
+    return value.reshape(channels).astype(np.float64)
+
+
+def _weights_and_bias(graph: Graph, node: Node) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """(weights, bias, output-channel axis of the weights) of a foldable producer."""
+    weights = graph.const(node.inputs[1])
+    if weights is None:
+        return None
+    if node.op == "Gemm":
+        if node.attrs.get("transA", 0) or float(node.attrs.get("alpha", 1.0)) != 1.0:
+            return None
+        if len(node.inputs) > 2 and node.inputs[2] and float(node.attrs.get("beta", 1.0)) != 1.0:
+            return None
+        axis = 0 if node.attrs.get("transB", 0) else 1
+        cout = weights.shape[axis]
+    elif node.op == "ConvTranspose":
+        if int(node.attrs.get("group", 1)) != 1:
+            return None
+        axis, cout = 1, weights.shape[1]
+    else:
+        axis, cout = 0, weights.shape[0]
+    if len(node.inputs) > 2 and node.inputs[2]:
+        bias = graph.const(node.inputs[2])
+        if bias is None or bias.size != cout:
+            return None
+        bias = bias.reshape(cout)
+    else:
+        bias = np.zeros(cout, weights.dtype)
+    return weights, bias, axis
+
+
+def _apply(graph: Graph, producer: Node, weights, bias, axis: int, scale, shift, new_out: str) -> None:
+    shape = [1] * weights.ndim
+    shape[axis] = -1
+    w = (weights.astype(np.float64) * scale.reshape(shape)).astype(np.float32)
+    b = (bias.astype(np.float64) * scale + shift).astype(np.float32)
+    producer.inputs = [
+        producer.inputs[0],
+        graph.add_const(w, f"{producer.name}_w_folded"),
+        graph.add_const(b, f"{producer.name}_b_folded"),
+    ]
+    producer.outputs = [new_out]
+
+
+def fold_batchnorm(graph: Graph) -> Graph:
+    changed = True
+    while changed:
+        changed = False
+        producers = graph.producers()
+        consumers = graph.consumers()
+        for node in list(graph.nodes):
+            if node.op not in ("BatchNormalization", "Mul", "Add"):
+                continue
+            x = node.inputs[0]
+            producer = producers.get(x)
+            if producer is None or producer.op not in _LINEAR or len(consumers.get(x, [])) != 1:
+                continue
+            if x in graph.outputs:
+                continue
+            found = _weights_and_bias(graph, producer)
+            if found is None:
+                continue
+            weights, bias, axis = found
+            channels = bias.size
+            rank = len(graph.shape(x))
+            if node.op == "BatchNormalization":
+                stats = [graph.const(n) for n in node.inputs[1:5]]
+                if any(s is None for s in stats) or len([o for o in node.outputs if o]) != 1:
+                    continue
+                gamma, beta, mean, var = (s.astype(np.float64) for s in stats)
+                scale = gamma / np.sqrt(var + float(node.attrs.get("epsilon", 1e-5)))
+                shift = beta - mean * scale
+            else:
+                other = node.inputs[1] if node.inputs[0] == x else node.inputs[0]
+                value = graph.const(other)
+                vec = None if value is None else _per_channel(value, channels, rank)
+                if vec is None or producer.op == "Gemm" and value.ndim > 1 and value.shape[0] != 1:
+                    continue
+                scale, shift = (vec, np.zeros(channels)) if node.op == "Mul" else (np.ones(channels), vec)
+            _apply(graph, producer, weights, bias, axis, scale, shift, node.outputs[0])
+            graph.nodes.remove(node)
+            changed = True
+            break
+    graph.remove_unused()
+    return graph

@@ -1,0 +1,95 @@
+"""Identity removal, constant folding and no-op reshape removal."""
+
+from __future__ import annotations
+
+import numpy as np
+from edgekit.converters.ir import Graph, Node
+
+
+def bypass(graph: Graph, node: Node) -> bool:
+    """Remove a single-input, single-output no-op node by pointing its readers at its input.
+
+    A graph output keeps its position; when the input is also a graph input/output the
+    node stays (TFLite needs distinct tensors there)."""
+    src, dst = node.inputs[0], node.outputs[0]
+    if dst in graph.outputs and (src in graph.inputs or src in graph.outputs or graph.is_const(src)):
+        return False
+    graph.replace_uses(dst, src)
+    graph.nodes.remove(node)
+    return True
+
+
+def remove_identities(graph: Graph) -> Graph:
+    """Drop ONNX Identity and Dropout (inference mode) nodes."""
+    for node in [n for n in graph.nodes if n.op in ("Identity", "Dropout")]:
+        if len(node.outputs) > 1 and node.outputs[1] and any(node.outputs[1] in n.inputs for n in graph.nodes):
+            continue  # the Dropout mask is read: keep the node
+        node.outputs = node.outputs[:1]
+        bypass(graph, node)
+    graph.remove_unused()
+    return graph
+
+
+def _transpose(x, perm):
+    return np.transpose(x, perm)
+
+
+# TFLite op -> numpy evaluation from constant inputs (only what lowering leaves behind)
+CONST_EVALUATORS = {
+    "TRANSPOSE": lambda node, xs: np.transpose(xs[0], xs[1].tolist()),
+    "RESHAPE": lambda node, xs: xs[0].reshape([int(d) for d in node.attrs.get("new_shape", xs[1])]),
+    "CAST": None,
+    "MUL": lambda node, xs: xs[0] * xs[1],
+    "ADD": lambda node, xs: xs[0] + xs[1],
+    "SUB": lambda node, xs: xs[0] - xs[1],
+    "DIV": lambda node, xs: xs[0] / xs[1],
+}
+
+
+def fold_constants(graph: Graph) -> Graph:
+    """Evaluate TFLite nodes whose inputs are all constants."""
+    changed = True
+    while changed:
+        changed = False
+        for node in list(graph.nodes):
+            fn = CONST_EVALUATORS.get(node.op)
+            if fn is None or len(node.outputs) != 1 or not node.inputs:
+                continue
+            if node.attrs.get("fused_activation_function", "NONE") != "NONE":
+                continue
+            values = [graph.const(i) for i in node.inputs]
+            if any(v is None for v in values):
+                continue
+            out = graph.tensors[node.outputs[0]]
+            if out.quant is not None or out.name in graph.outputs:
+                continue
+            result = np.ascontiguousarray(fn(node, values).astype(out.dtype))
+            out.data = result
+            out.shape = tuple(result.shape)
+            graph.nodes.remove(node)
+            changed = True
+    graph.remove_unused()
+    return graph
+
+
+def remove_noop_reshapes(graph: Graph) -> Graph:
+    """Merge RESHAPE chains and drop RESHAPEs that change nothing."""
+    changed = True
+    while changed:
+        changed = False
+        producers = graph.producers()
+        for node in list(graph.nodes):
+            if node.op != "RESHAPE":
+                continue
+            src = node.inputs[0]
+            p = producers.get(src)
+            if p is not None and p.op == "RESHAPE" and graph.tensors[src].quant is None:
+                node.inputs[0] = p.inputs[0]
+                changed = True
+                src = node.inputs[0]
+            if graph.shape(src) == graph.shape(node.outputs[0]):
+                a, b = graph.tensors[src], graph.tensors[node.outputs[0]]
+                if (a.quant is None) == (b.quant is None) and (a.quant is None or a.quant.same_as(b.quant)):
+                    changed |= bypass(graph, node)
+        graph.remove_unused()
+    return graph

@@ -1,0 +1,464 @@
+"""NCHW -> NHWC: push TRANSPOSEs through layout-agnostic ops, cancel inverse pairs, and turn
+transposes that move no data into reshapes.
+
+Lowering wraps every layout-sensitive op (conv, pool, resize, ...) in TRANSPOSEs; after this
+pass a CNN trunk runs entirely in NHWC. Tensors that change layout are recorded in
+``graph.metadata["layouts"]`` (tflite tensor -> (source tensor, perm)) so the per-layer
+comparison can map them back.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from edgekit.converters.ir import Graph, Node
+from edgekit.converters.passes.cleanup import bypass, remove_noop_reshapes
+
+UNARY = frozenset(
+    {
+        "RELU",
+        "RELU6",
+        "RELU_N1_TO_1",
+        "LOGISTIC",
+        "TANH",
+        "HARD_SWISH",
+        "ELU",
+        "LEAKY_RELU",
+        "GELU",
+        "ABS",
+        "NEG",
+        "SQRT",
+        "RSQRT",
+        "EXP",
+        "LOG",
+        "SQUARE",
+        "QUANTIZE",
+        "DEQUANTIZE",
+        "CAST",
+        "FLOOR",
+    }
+)
+BINARY = frozenset({"ADD", "SUB", "MUL", "DIV", "MAXIMUM", "MINIMUM", "POW", "SQUARED_DIFFERENCE", "PRELU"})
+REDUCERS = frozenset({"MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN"})
+
+
+def perm_of(graph: Graph, node: Node) -> tuple[int, ...] | None:
+    value = graph.const(node.inputs[1])
+    return None if value is None else tuple(int(v) for v in value)
+
+
+def inverse(perm) -> tuple[int, ...]:
+    inv = [0] * len(perm)
+    for i, p in enumerate(perm):
+        inv[p] = i
+    return tuple(inv)
+
+
+def compose(first, second) -> tuple[int, ...]:
+    """x.transpose(first).transpose(second) == x.transpose(compose(first, second))."""
+    return tuple(first[s] for s in second)
+
+
+def moves_no_data(shape, perm) -> bool:
+    """True when transposing ``shape`` by ``perm`` keeps every element in place."""
+    kept = [p for p in perm if shape[p] != 1]
+    return kept == sorted(kept)
+
+
+def _set_perm(graph: Graph, node: Node, perm) -> None:
+    node.inputs[1] = graph.add_const(np.array(perm, np.int32), "perm")
+
+
+def _transpose_after(graph: Graph, node: Node, perm, index: int = 0) -> None:
+    """Make ``node`` write a permuted tensor and restore the old one with a TRANSPOSE(perm)."""
+    old = node.outputs[index]
+    t = graph.tensors[old]
+    pre_shape = tuple(t.shape[i] for i in inverse(perm))
+    new = graph.add_tensor(
+        f"{old}_nhwc" if len(perm) == 4 else f"{old}_t", pre_shape, t.dtype, quant=t.quant, unique=True
+    )
+    node.outputs[index] = new
+    graph.metadata.setdefault("layouts", {})[new] = [old, list(inverse(perm))]
+    graph.nodes.insert(
+        graph.nodes.index(node) + 1,
+        Node(
+            "TRANSPOSE",
+            [new, graph.add_const(np.array(perm, np.int32), "perm")],
+            [old],
+            {},
+            name=f"{node.name}/transpose",
+        ),
+    )
+
+
+def _const_for(graph: Graph, name: str, rank: int, perm) -> str | None:
+    value = graph.const(name)
+    if value is None:
+        return None
+    expanded = value.reshape((1,) * (rank - value.ndim) + value.shape)
+    t = graph.tensors[name]
+    return graph.add_tensor(
+        f"{name}_nhwc",
+        tuple(np.transpose(expanded, inverse(perm)).shape),
+        t.dtype,
+        np.ascontiguousarray(np.transpose(expanded, inverse(perm))),
+        t.quant,
+        unique=True,
+    )
+
+
+def _try_push(graph: Graph, node: Node, producers) -> bool:
+    """Move TRANSPOSEs that feed ``node`` to after it, when ``node`` commutes with them."""
+    op = node.op
+    if op in UNARY or op in BINARY or op == "CONCATENATION":
+        data = [i for i in node.inputs if i and not graph.is_const(i)]
+    elif op in REDUCERS or op in ("PAD", "PADV2", "MIRROR_PAD", "SLICE", "SOFTMAX", "SPLIT", "SPLIT_V"):
+        data = [node.inputs[1]] if op == "SPLIT" else [node.inputs[0]]
+    else:
+        return False
+    if not data or graph.is_const(data[0]):
+        return False
+    feeding = [producers.get(i) for i in data]
+    if any(p is None or p.op != "TRANSPOSE" for p in feeding):
+        return False
+    perms = {perm_of(graph, p) for p in feeding}
+    if len(perms) != 1 or None in perms:
+        return False
+    perm = perms.pop()
+    rank = len(perm)
+    if any(
+        graph.tensors[i].quant is not None
+        and not graph.tensors[i].quant.same_as(graph.tensors[producers[i].inputs[0]].quant)
+        for i in data
+    ):
+        return False
+    out_rank = len(graph.shape(node.outputs[0]))
+
+    if op in UNARY or op in BINARY:
+        if out_rank != rank:
+            return False
+        new_inputs = []
+        for i in node.inputs:
+            if not i:
+                new_inputs.append(i)
+            elif graph.is_const(i):
+                if len(graph.shape(i)) > rank:
+                    return False
+                new_inputs.append(_const_for(graph, i, rank, perm))
+            else:
+                new_inputs.append(producers[i].inputs[0])
+        if op == "PRELU" and len(graph.shape(node.inputs[1])) != rank:
+            return False
+        node.inputs = new_inputs
+        _transpose_after(graph, node, perm)
+        return True
+    if op == "CONCATENATION":
+        node.inputs = [producers[i].inputs[0] for i in node.inputs]
+        node.attrs["axis"] = perm[node.attrs["axis"] % rank]
+        _transpose_after(graph, node, perm)
+        return True
+    if op == "SOFTMAX":
+        if perm[-1] != rank - 1:
+            return False
+        node.inputs[0] = producers[node.inputs[0]].inputs[0]
+        _transpose_after(graph, node, perm)
+        return True
+    if op in ("PAD", "PADV2", "MIRROR_PAD", "SLICE"):
+        rows = [graph.const(i) for i in node.inputs[1:3]] if op == "SLICE" else [graph.const(node.inputs[1])]
+        if any(r is None for r in rows):
+            return False
+        new_rows = []
+        for r in rows:
+            moved = np.empty_like(r)
+            for i in range(rank):
+                moved[perm[i]] = r[i]
+            new_rows.append(graph.add_const(moved, "moved"))
+        node.inputs[0] = producers[node.inputs[0]].inputs[0]
+        for k, name in enumerate(new_rows):
+            node.inputs[1 + k] = name
+        _transpose_after(graph, node, perm)
+        return True
+    if op in ("SPLIT", "SPLIT_V"):
+        axis_index = 0 if op == "SPLIT" else 2
+        axis = graph.const(node.inputs[axis_index])
+        if axis is None:
+            return False
+        node.inputs[axis_index] = graph.add_const(np.array(perm[int(axis) % rank], np.int32), "axis")
+        data_index = 1 if op == "SPLIT" else 0
+        node.inputs[data_index] = producers[node.inputs[data_index]].inputs[0]
+        for k in range(len(node.outputs)):
+            _transpose_after(graph, node, perm, k)
+        return True
+    if op in REDUCERS:
+        axes = graph.const(node.inputs[1])
+        if axes is None:
+            return False
+        axes = sorted(int(a) % rank for a in np.atleast_1d(axes))
+        x_axes = sorted(perm[a] for a in axes)
+        node.inputs[0] = producers[node.inputs[0]].inputs[0]
+        node.inputs[1] = graph.add_const(np.array(x_axes, np.int32), "axes")
+        if node.attrs.get("keep_dims"):
+            _transpose_after(graph, node, perm)
+            return True
+        y_kept = [i for i in range(rank) if i not in axes]
+        x_kept = [i for i in range(rank) if i not in x_axes]
+        q = tuple(x_kept.index(perm[i]) for i in y_kept)
+        if q != tuple(range(len(q))):
+            _transpose_after(graph, node, q)
+        return True
+    return False
+
+
+def _groups(src: tuple[int, ...], dst: tuple[int, ...]) -> list[tuple[list[int], list[int]]] | None:
+    """Split a reshape into groups of consecutive dims with equal products (size-1 dims go
+    with their left neighbour); None when the shapes do not line up that way."""
+    groups: list[tuple[list[int], list[int]]] = []
+    i = j = 0
+    while i < len(src) or j < len(dst):
+        gi, gj = [], []
+        pi = pj = 1
+        if i < len(src):
+            gi.append(i)
+            pi *= src[i]
+            i += 1
+        if j < len(dst):
+            gj.append(j)
+            pj *= dst[j]
+            j += 1
+        while pi != pj:
+            if pi < pj and i < len(src):
+                gi.append(i)
+                pi *= src[i]
+                i += 1
+            elif pj < pi and j < len(dst):
+                gj.append(j)
+                pj *= dst[j]
+                j += 1
+            else:
+                return None
+        while i < len(src) and src[i] == 1 and (j >= len(dst) or dst[j] != 1):
+            gi.append(i)
+            i += 1
+        while j < len(dst) and dst[j] == 1 and (i >= len(src) or src[i] != 1):
+            gj.append(j)
+            j += 1
+        groups.append((gi, gj))
+    return groups
+
+
+def _sink_through_reshape(graph: Graph, reshape: Node, producers) -> bool:
+    """x -T(P)-> y -RESHAPE-> z  ==>  x -RESHAPE-> x' -T(Q)-> z when the reshape only splits
+    or merges dims that stay adjacent and in order in x."""
+    t = producers.get(reshape.inputs[0])
+    if t is None or t.op != "TRANSPOSE" or graph.tensors[reshape.inputs[0]].quant is not None:
+        return False
+    perm = perm_of(graph, t)
+    if perm is None:
+        return False
+    x = t.inputs[0]
+    y_shape, z_shape = graph.shape(reshape.inputs[0]), graph.shape(reshape.outputs[0])
+    groups = _groups(y_shape, z_shape)
+    if groups is None:
+        return False
+    x_groups = []
+    for ydims, zdims in groups:
+        xdims = [perm[d] for d in ydims]
+        if xdims != list(range(xdims[0], xdims[0] + len(xdims))):
+            return False
+        x_groups.append((xdims[0], zdims))
+    order = sorted(range(len(groups)), key=lambda g: x_groups[g][0])
+    new_shape, position = [], {}
+    for g in order:
+        for zd in x_groups[g][1]:
+            position[zd] = len(new_shape)
+            new_shape.append(z_shape[zd])
+    q = tuple(position[zd] for zd in range(len(z_shape)))
+    out = reshape.outputs[0]
+    mid = graph.add_tensor(
+        f"{out}_pre", tuple(new_shape), graph.dtype(out), quant=graph.tensors[out].quant, unique=True
+    )
+    reshape.inputs = [x, graph.add_const(np.array(new_shape, np.int32), "shape")]
+    reshape.attrs["new_shape"] = list(new_shape)
+    reshape.outputs = [mid]
+    graph.nodes.insert(
+        graph.nodes.index(reshape) + 1,
+        Node(
+            "TRANSPOSE",
+            [mid, graph.add_const(np.array(q, np.int32), "perm")],
+            [out],
+            {},
+            name=f"{reshape.name}/transpose",
+        ),
+    )
+    return True
+
+
+def _hoist_through_reshape(graph: Graph, t: Node, producers, consumers) -> bool:
+    """w -RESHAPE-> v -T(R)-> u  ==>  w -T(S)-> w' -RESHAPE-> u, so T(S) can meet the
+    transposes before it."""
+    reshape = producers.get(t.inputs[0])
+    if reshape is None or reshape.op != "RESHAPE" or len(consumers.get(t.inputs[0], [])) != 1:
+        return False
+    w = reshape.inputs[0]
+    wp = producers.get(w)
+    if wp is None or wp.op != "TRANSPOSE":
+        return False  # only worth it when it can cancel
+    perm = perm_of(graph, t)
+    if perm is None or graph.tensors[w].quant is not None:
+        return False
+    w_shape, v_shape = graph.shape(w), graph.shape(t.inputs[0])
+    groups = _groups(w_shape, v_shape)
+    if groups is None:
+        return False
+    where = {v: i for i, v in enumerate(perm)}  # v dim -> position in u
+    placed = []
+    for wdims, vdims in groups:
+        pos = [where[v] for v in vdims]
+        if pos != list(range(pos[0], pos[0] + len(pos))):
+            return False
+        placed.append((pos[0], wdims))
+    s = tuple(d for _, wdims in sorted(placed) for d in wdims)
+    before = compose(perm_of(graph, wp), s) if perm_of(graph, wp) is not None else None
+    if before is None or not moves_no_data(graph.shape(wp.inputs[0]), before):
+        return False  # hoisting only pays when the transposes then cancel
+    u = t.outputs[0]
+    w_t = graph.add_tensor(f"{w}_t", tuple(w_shape[d] for d in s), graph.dtype(w), unique=True)
+    t.inputs = [w, graph.add_const(np.array(s, np.int32), "perm")]
+    t.outputs = [w_t]
+    reshape.inputs = [w_t, graph.add_const(np.array(graph.shape(u), np.int32), "shape")]
+    reshape.attrs["new_shape"] = list(graph.shape(u))
+    reshape.outputs = [u]
+    graph.nodes.remove(t)
+    graph.nodes.insert(graph.nodes.index(reshape), t)
+    return True
+
+
+def _fold_into_fully_connected(graph: Graph, t: Node, consumers) -> bool:
+    """x -T(P)-> y -RESHAPE [N, K]-> FULLY_CONNECTED: permute the weight columns instead."""
+    y = t.outputs[0]
+    users = consumers.get(y, [])
+    if len(users) != 1 or users[0].op != "RESHAPE":
+        return False
+    reshape = users[0]
+    fcs = consumers.get(reshape.outputs[0], [])
+    y_shape = graph.shape(y)
+    z_shape = graph.shape(reshape.outputs[0])
+    if len(z_shape) != 2 or z_shape[0] != y_shape[0] or not fcs:
+        return False
+    if any(
+        fc.op != "FULLY_CONNECTED" or fc.inputs[0] != reshape.outputs[0] or not graph.is_const(fc.inputs[1])
+        for fc in fcs
+    ):
+        return False
+    perm = perm_of(graph, t)
+    if perm is None or perm[0] != 0 or graph.tensors[y].quant is not None:
+        return False
+    sample = (1,) + tuple(y_shape[1:])
+    index = np.arange(int(np.prod(sample))).reshape(sample).transpose(inverse(perm)).reshape(-1)
+    for fc in fcs:
+        weights = graph.const(fc.inputs[1])
+        fc.inputs[1] = graph.add_const(np.ascontiguousarray(weights[:, index]), f"{fc.name}_weights_nhwc")
+    reshape.inputs[0] = t.inputs[0]
+    return True
+
+
+def _data_free_transposes_to_reshapes(graph: Graph) -> None:
+    for node in graph.nodes:
+        if node.op == "TRANSPOSE":
+            perm = perm_of(graph, node)
+            if perm is not None and moves_no_data(graph.shape(node.inputs[0]), perm):
+                out = node.outputs[0]
+                node.op = "RESHAPE"
+                node.inputs = [node.inputs[0], graph.add_const(np.array(graph.shape(out), np.int32), "shape")]
+                node.attrs = {"new_shape": list(graph.shape(out))}
+
+
+def optimize_layout(graph: Graph) -> Graph:
+    for _ in range(10_000):
+        if not _layout_step(graph):
+            break
+    # only now: a data-free TRANSPOSE still carries layout the pushes above can use
+    _data_free_transposes_to_reshapes(graph)
+    graph.toposort()
+    graph.remove_unused()
+    remove_noop_reshapes(graph)
+    return graph
+
+
+def _layout_step(graph: Graph) -> bool:
+    producers, consumers = graph.producers(), graph.consumers()
+    for node in graph.nodes:
+        if node.op != "TRANSPOSE":
+            continue
+        perm = perm_of(graph, node)
+        if perm is None:
+            continue
+        src = node.inputs[0]
+        p = producers.get(src)
+        if p is not None and p.op == "TRANSPOSE" and perm_of(graph, p) is not None:
+            node.inputs[0] = p.inputs[0]
+            _set_perm(graph, node, compose(perm_of(graph, p), perm))
+            graph.remove_unused()
+            return True
+        if perm == tuple(range(len(perm))):
+            if bypass(graph, node):
+                graph.remove_unused()
+                return True
+            continue
+        if _fold_into_fully_connected(graph, node, consumers):
+            graph.remove_unused()
+            return True
+        if _hoist_through_reshape(graph, node, producers, consumers):
+            return True
+    for node in graph.nodes:
+        if node.op == "RESHAPE" and _sink_through_reshape(graph, node, producers):
+            graph.remove_unused()
+            return True
+        if node.op != "TRANSPOSE" and _try_push(graph, node, producers):
+            graph.remove_unused()
+            return True
+    return False
+
+
+def to_nhwc_io(graph: Graph, inputs: bool = True, outputs: bool = True) -> Graph:
+    """Give rank-4 float inputs/outputs the NHWC layout TFLite users expect.
+
+    Each changed input gets a TRANSPOSE to its old NCHW tensor (cancelled later by the layout
+    pass); an output fed by a NHWC->NCHW TRANSPOSE is taken before it. The permutations are
+    recorded in ``graph.metadata["io_layout"]`` (name -> perm from source to tflite layout)."""
+    io_layout = graph.metadata.setdefault("io_layout", {})
+    signature = graph.metadata.get("_signature", {"inputs": list(graph.inputs), "outputs": list(graph.outputs)})
+    if inputs:
+        for k, name in enumerate(graph.inputs):
+            t = graph.tensors[name]
+            if len(t.shape) != 4 or t.dtype != np.float32:
+                continue
+            inner = graph.add_tensor(f"{name}_nchw", t.shape, t.dtype, unique=True)
+            for n in graph.nodes:
+                n.inputs = [inner if i == name else i for i in n.inputs]
+            graph.outputs = [inner if o == name else o for o in graph.outputs]
+            n_, c, h, w = t.shape
+            t.shape = (n_, h, w, c)
+            graph.nodes.insert(
+                0,
+                Node(
+                    "TRANSPOSE",
+                    [name, graph.add_const(np.array((0, 3, 1, 2), np.int32), "perm")],
+                    [inner],
+                    {},
+                    name=f"{name}/to_nchw",
+                ),
+            )
+            io_layout[signature["inputs"][k]] = [0, 2, 3, 1]
+    if outputs:
+        producers = graph.producers()
+        for k, name in enumerate(list(graph.outputs)):
+            p = producers.get(name)
+            if p is None or p.op != "TRANSPOSE" or perm_of(graph, p) != (0, 3, 1, 2):
+                continue
+            src = p.inputs[0]
+            if src in graph.inputs or src in graph.outputs:
+                continue
+            graph.outputs[k] = src
+            io_layout[signature["outputs"][k]] = [0, 2, 3, 1]
+        graph.remove_unused()
+    return graph

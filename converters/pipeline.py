@@ -1,0 +1,109 @@
+"""The conversion pipeline: import -> ONNX passes -> lower -> TFLite passes -> write."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekit.converters import onnx_frontend
+from edgekit.converters.ir import Graph
+from edgekit.converters.lowering.driver import lower, unsupported_nodes
+from edgekit.converters.passes import ONNX_PASSES, TFLITE_PASSES, optimize_layout, to_nhwc_io
+from edgekit.converters.tflite_writer import write_model
+
+from edgekit import __version__
+from edgekit.errors import OutputPathError, UnsupportedModelError
+
+
+@dataclass
+class ConversionResult:
+    path: Path | None
+    size_bytes: int
+    seconds: float
+    ops: dict[str, int]
+    transposes: int
+    partitions: int | None = None
+    verification: Any = None
+    notes: list[str] = field(default_factory=list)
+
+
+def import_onnx(model, input_shapes: dict[str, tuple[int, ...]] | None = None) -> Graph:
+    """ONNX model (path, bytes or ModelProto) -> IR with ONNX ops, after the ONNX passes."""
+    source = onnx_frontend.read_model(model)
+    onnx_frontend.fixed_input_shapes(source.model, input_shapes)  # shape errors before any work
+    graph = onnx_frontend.to_ir(source, input_shapes)
+    problems = unsupported_nodes(graph)
+    if problems:
+        from edgekit.converters.lowering.driver import describe
+
+        raise UnsupportedModelError(f"the model uses ops edgekit cannot convert: {describe(problems)}")
+    for p in ONNX_PASSES:
+        graph = p(graph)
+    return graph
+
+
+def to_tflite_graph(graph: Graph, nhwc_io: bool = True) -> Graph:
+    """ONNX-level IR -> optimized TFLite-level IR (float32)."""
+    out = lower(graph)
+    if nhwc_io:
+        to_nhwc_io(out, inputs=True, outputs=False)
+    for p in TFLITE_PASSES:
+        out = p(out)
+    if nhwc_io:
+        to_nhwc_io(out, inputs=False, outputs=True)
+        out = optimize_layout(out)
+    return out
+
+
+def convert(
+    model,
+    output: str | os.PathLike | None = None,
+    *,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+    nhwc_io: bool = True,
+    quantize: str | None = None,
+    calibration=None,
+    **quant_options,
+) -> ConversionResult:
+    """Convert an ONNX model to a TFLite flatbuffer; writes ``output`` atomically when given."""
+    if output is not None:
+        out_dir = Path(output).parent
+        if not out_dir.is_dir():
+            raise OutputPathError(f"cannot write {output}: folder {out_dir} does not exist; create it first")
+    start = time.perf_counter()
+    graph = import_onnx(model, input_shapes)
+    tfl = to_tflite_graph(graph, nhwc_io=nhwc_io)
+    if quantize:
+        from edgekit.converters.quant import quantize_graph
+
+        tfl = quantize_graph(tfl, graph, mode=quantize, calibration=calibration, **quant_options)
+    tfl.metadata["edgekit"] = {
+        "version": __version__,
+        "source_sha256": graph.metadata.get("source_sha256"),
+        "io_layout": tfl.metadata.get("io_layout", {}),
+        "quantization": quantize or "float32",
+    }
+    data = write_model(tfl, output)
+    ops = tfl.op_histogram()
+    return ConversionResult(
+        path=Path(output) if output is not None else None,
+        size_bytes=len(data),
+        seconds=time.perf_counter() - start,
+        ops=ops,
+        transposes=ops.get("TRANSPOSE", 0),
+        partitions=xnnpack_partitions(data),
+    )
+
+
+def xnnpack_partitions(model: bytes) -> int | None:
+    """How many XNNPACK delegate partitions LiteRT makes of the model (None without LiteRT)."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        return None
+    interpreter = Interpreter(model_content=model, num_threads=1)
+    interpreter.allocate_tensors()
+    return sum(1 for op in interpreter._get_ops_details() if op["op_name"] == "DELEGATE")
