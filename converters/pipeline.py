@@ -10,7 +10,7 @@ from typing import Any
 
 from edgekit.converters import onnx_frontend
 from edgekit.converters.ir import Graph
-from edgekit.converters.lowering.driver import lower, unsupported_nodes
+from edgekit.converters.lowering.driver import describe, lower, unsupported_nodes
 from edgekit.converters.passes import ONNX_PASSES, TFLITE_PASSES, optimize_layout, to_nhwc_io
 from edgekit.converters.tflite_writer import write_model
 
@@ -30,18 +30,24 @@ class ConversionResult:
     notes: list[str] = field(default_factory=list)
 
 
-def import_onnx(model, input_shapes: dict[str, tuple[int, ...]] | None = None) -> Graph:
-    """ONNX model (path, bytes or ModelProto) -> IR with ONNX ops, after the ONNX passes."""
-    source = onnx_frontend.read_model(model)
-    onnx_frontend.fixed_input_shapes(source.model, input_shapes)  # shape errors before any work
+def onnx_ir(source: onnx_frontend.OnnxSource, input_shapes=None) -> Graph:
+    """IR with ONNX ops after the ONNX-level passes (pattern fusion first: Erf is fine
+    inside a GELU)."""
     graph = onnx_frontend.to_ir(source, input_shapes)
-    problems = unsupported_nodes(graph)
-    if problems:
-        from edgekit.converters.lowering.driver import describe
-
-        raise UnsupportedModelError(f"the model uses ops edgekit cannot convert: {describe(problems)}")
     for p in ONNX_PASSES:
         graph = p(graph)
+    return graph
+
+
+def import_onnx(model, input_shapes: dict[str, tuple[int, ...]] | None = None) -> Graph:
+    """ONNX model (path, bytes or ModelProto) -> IR with ONNX ops, after the ONNX passes;
+    refuses, listing every problem at once, a model with ops edgekit cannot lower."""
+    source = onnx_frontend.read_model(model)
+    onnx_frontend.fixed_input_shapes(source.model, input_shapes)  # shape errors before any work
+    graph = onnx_ir(source, input_shapes)
+    problems = unsupported_nodes(graph)
+    if problems:
+        raise UnsupportedModelError(f"the model uses ops edgekit cannot convert: {describe(problems)}")
     return graph
 
 

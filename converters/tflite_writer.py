@@ -49,7 +49,7 @@ def _aligned_bytes(builder: flatbuffers.Builder, data: bytes) -> int:
     builder.StartVector(1, len(data), BUFFER_ALIGNMENT)
     builder.head -= len(data)
     builder.Bytes[builder.head : builder.head + len(data)] = data
-    return builder.EndVector(len(data))
+    return builder.EndVector()
 
 
 def _options(builder: flatbuffers.Builder, node: Node) -> tuple[int, int]:

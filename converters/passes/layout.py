@@ -318,8 +318,9 @@ def _hoist_through_reshape(graph: Graph, t: Node, producers, consumers) -> bool:
         placed.append((pos[0], wdims))
     s = tuple(d for _, wdims in sorted(placed) for d in wdims)
     before = compose(perm_of(graph, wp), s) if perm_of(graph, wp) is not None else None
-    if before is None or not moves_no_data(graph.shape(wp.inputs[0]), before):
-        return False  # hoisting only pays when the transposes then cancel
+    merges = len(consumers.get(w, [])) == 1  # the two transposes become one
+    if before is None or not (merges or moves_no_data(graph.shape(wp.inputs[0]), before)):
+        return False  # hoisting only pays when transposes merge or cancel
     u = t.outputs[0]
     w_t = graph.add_tensor(f"{w}_t", tuple(w_shape[d] for d in s), graph.dtype(w), unique=True)
     t.inputs = [w, graph.add_const(np.array(s, np.int32), "perm")]

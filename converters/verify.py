@@ -1,0 +1,206 @@
+"""Run a converted model on LiteRT and its ONNX source on onnxruntime, on the same inputs,
+and say how far apart they are."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from edgekit.converters.tflite_reader import metadata
+
+from edgekit.errors import InputError, InvalidModelError
+
+
+@dataclass
+class OutputComparison:
+    name: str
+    sqnr_db: float
+    cosine: float
+    max_abs_error: float
+    top1_agreement: float | None
+
+
+@dataclass
+class VerificationReport:
+    samples: int
+    outputs: list[OutputComparison] = field(default_factory=list)
+
+    @property
+    def min_sqnr_db(self) -> float:
+        return min(o.sqnr_db for o in self.outputs)
+
+    def table(self) -> str:
+        lines = [f"{'output':<24} {'SQNR dB':>9} {'cosine':>9} {'max |err|':>11} {'top-1':>7}"]
+        for o in self.outputs:
+            top1 = "-" if o.top1_agreement is None else f"{100 * o.top1_agreement:.1f}%"
+            lines.append(f"{o.name[:24]:<24} {o.sqnr_db:>9.2f} {o.cosine:>9.6f} {o.max_abs_error:>11.3g} {top1:>7}")
+        lines.append(f"({self.samples} samples)")
+        return "\n".join(lines)
+
+
+def sqnr_db(reference: np.ndarray, value: np.ndarray) -> float:
+    reference = reference.astype(np.float64)
+    noise = float(np.sum((reference - value.astype(np.float64)) ** 2))
+    signal = float(np.sum(reference**2))
+    if noise == 0.0:
+        return float("inf")
+    if signal == 0.0:
+        return float("-inf")
+    return 10.0 * np.log10(signal / noise)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    denom = np.linalg.norm(a) * np.linalg.norm(b)
+    return 1.0 if denom == 0 and np.array_equal(a, b) else float(a @ b / denom) if denom else 0.0
+
+
+def load_samples(data, input_names: list[str]) -> dict[str, np.ndarray]:
+    """``data``: an array (single input), a dict, a .npy/.npz file, or a folder of .npy files."""
+    if isinstance(data, np.ndarray):
+        return {input_names[0]: data}
+    if isinstance(data, dict):
+        return {k: np.asarray(v) for k, v in data.items()}
+    path = Path(data)
+    if path.is_dir():
+        files = sorted(path.glob("*.npy"))
+        if not files:
+            raise InputError(f"{path} holds no .npy files; pass a .npy/.npz file or a folder of .npy samples")
+        return {input_names[0]: np.stack([np.load(f) for f in files])}
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise InputError(f"{path} is not a .npy/.npz array file ({exc})") from None
+    if isinstance(loaded, np.ndarray):
+        return {input_names[0]: loaded}
+    keys = list(loaded.keys())
+    if all(n in keys for n in input_names):
+        return {n: loaded[n] for n in input_names}
+    if len(input_names) == 1 and keys:
+        return {input_names[0]: loaded[keys[0]]}
+    raise InputError(f"{path} has arrays {keys}; name them after the model's inputs {input_names}")
+
+
+class TFLiteRunner:
+    """A LiteRT interpreter fed by source-layout float arrays (layout and int8 I/O handled)."""
+
+    def __init__(self, model: bytes, threads: int | None = None) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interpreter = Interpreter(model_content=model, num_threads=threads or os.cpu_count() or 1)
+        self.interpreter.allocate_tensors()
+        info = metadata(model).get("edgekit", {})
+        self.io_layout: dict[str, list[int]] = dict(info.get("io_layout", {})) if isinstance(info, dict) else {}
+        signature = self.interpreter.get_signature_list()["serving_default"]
+        self.input_names: list[str] = list(signature["inputs"])
+        self.output_names: list[str] = list(signature["outputs"])
+        self.runner = self.interpreter.get_signature_runner("serving_default")
+        self.input_details = self.runner.get_input_details()
+        self.output_details = self.runner.get_output_details()
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        prepared = {}
+        for name, value in feeds.items():
+            perm = self.io_layout.get(name)
+            value = np.transpose(value, perm) if perm else value
+            detail = self.input_details[name]
+            scale, zero_point = detail["quantization"]
+            if detail["dtype"] in (np.int8, np.uint8) and scale:
+                info = np.iinfo(detail["dtype"])
+                value = np.clip(np.round(value / scale + zero_point), info.min, info.max)
+            prepared[name] = np.ascontiguousarray(value.astype(detail["dtype"]).reshape(detail["shape"]))
+        results = self.runner(**prepared)
+        outputs = {}
+        for name, value in results.items():
+            scale, zero_point = self.output_details[name]["quantization"]
+            if value.dtype in (np.int8, np.uint8) and scale:
+                value = (value.astype(np.float32) - zero_point) * scale
+            perm = self.io_layout.get(name)
+            if perm:
+                value = np.transpose(value, np.argsort(perm))
+            outputs[name] = value
+        return outputs
+
+
+def verify(
+    onnx_model,
+    tflite_model,
+    *,
+    data=None,
+    samples: int = 8,
+    seed: int = 0,
+    threads: int | None = None,
+) -> VerificationReport:
+    """Compare ``tflite_model`` (path or bytes) with ``onnx_model`` (path/bytes/ModelProto)."""
+    import onnxruntime as ort
+    from edgekit.converters.onnx_frontend import input_dtype, read_model
+
+    source = read_model(onnx_model)
+    if isinstance(tflite_model, bytes | bytearray):
+        tfl_bytes = bytes(tflite_model)
+    else:
+        try:
+            tfl_bytes = Path(tflite_model).read_bytes()
+        except OSError as exc:
+            raise InvalidModelError(f"{tflite_model}: {exc.strerror}") from None
+    runner = TFLiteRunner(tfl_bytes, threads)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(source.model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    onnx_inputs = {i.name: i for i in source.model.graph.input}
+    if set(runner.input_names) - set(onnx_inputs):
+        raise InputError(
+            f"the TFLite model's inputs {runner.input_names} are not inputs of the ONNX model; "
+            "is this the model it was converted from?"
+        )
+    tfl_shapes = {n: d["shape"] for n, d in runner.input_details.items()}
+
+    def source_shape(name: str) -> tuple[int, ...]:
+        shape = tuple(int(d) for d in tfl_shapes[name])
+        perm = runner.io_layout.get(name)
+        return tuple(shape[i] for i in np.argsort(perm)) if perm else shape
+
+    if data is not None:
+        feeds_all = load_samples(data, runner.input_names)
+    else:
+        rng = np.random.default_rng(seed)
+        feeds_all = {}
+        for name in runner.input_names:
+            dtype = input_dtype(onnx_inputs[name])
+            shape = source_shape(name)
+            feeds_all[name] = rng.standard_normal((samples, *shape)).astype(dtype)
+            if shape[0] == 1:
+                feeds_all[name] = feeds_all[name][:, 0]
+    count = min(len(v) for v in feeds_all.values())
+    count = min(count, samples) if data is None else count
+    refs: dict[str, list[np.ndarray]] = {n: [] for n in runner.output_names}
+    outs: dict[str, list[np.ndarray]] = {n: [] for n in runner.output_names}
+    for i in range(count):
+        feed = {}
+        for name, values in feeds_all.items():
+            sample = np.asarray(values[i])
+            want = source_shape(name)
+            if sample.shape != want:
+                if sample.size != int(np.prod(want)):
+                    raise InputError(
+                        f"sample {i} for input '{name}' has shape {sample.shape}; the model takes {list(want)}"
+                    )
+                sample = sample.reshape(want)
+            feed[name] = sample.astype(input_dtype(onnx_inputs[name]))
+        ref = dict(zip([o.name for o in session.get_outputs()], session.run(None, feed), strict=True))
+        got = runner(feed)
+        for name in runner.output_names:
+            refs[name].append(np.asarray(ref[name], np.float32))
+            outs[name].append(np.asarray(got[name], np.float32).reshape(np.shape(ref[name])))
+    report = VerificationReport(samples=count)
+    for name in runner.output_names:
+        r, o = np.stack(refs[name]), np.stack(outs[name])
+        top1 = None
+        if r.ndim >= 2 and r.shape[-1] > 1 and r[0].size == r.shape[-1]:
+            top1 = float(np.mean(r.reshape(count, -1).argmax(-1) == o.reshape(count, -1).argmax(-1)))
+        report.outputs.append(OutputComparison(name, sqnr_db(r, o), cosine(r, o), float(np.max(np.abs(r - o))), top1))
+    return report

@@ -1,0 +1,71 @@
+"""edgekit convert MODEL.onnx -o OUT.tflite: convert (and optionally verify) a model."""
+
+from __future__ import annotations
+
+import argparse
+
+from edgekit.commands._shapes import add_input_shape
+
+QUANTIZE_MODES = ("int8", "int16x8", "dynamic", "fp16")
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy", "mse")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="the source .onnx model")
+    parser.add_argument("-o", "--output", required=True, help="the .tflite file to write")
+    add_input_shape(parser)
+    parser.add_argument("--nchw-io", action="store_true", help="keep 4-D inputs/outputs NCHW (default: NHWC)")
+    q = parser.add_argument_group("quantization")
+    q.add_argument("--quantize", choices=QUANTIZE_MODES, help="quantize weights/activations (default: float32)")
+    q.add_argument("--calibration", metavar="DATA", help="calibration samples: .npy/.npz or a folder of images")
+    q.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default="minmax")
+    q.add_argument("--per-tensor", action="store_true", help="per-tensor weights (default: per-channel)")
+    q.add_argument("--io-type", choices=("float32", "int8", "uint8"), default="float32")
+    q.add_argument("--resize", metavar="H,W", help="image calibration: resize to H,W")
+    q.add_argument("--mean", metavar="M[,M,M]", help="image calibration: subtract per-channel mean")
+    q.add_argument("--std", metavar="S[,S,S]", help="image calibration: divide by per-channel std")
+    q.add_argument("--scale", type=float, default=1 / 255, help="image calibration: multiply pixels first")
+    v = parser.add_argument_group("verification")
+    v.add_argument("--verify", action="store_true", help="compare the result with onnxruntime afterwards")
+    v.add_argument("--data", help="verification inputs: .npy/.npz file or folder of .npy (default: random)")
+    v.add_argument("--samples", type=int, default=8, help="random verification samples (default 8)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgekit.converters import convert, verify
+    from edgekit.converters.onnx_frontend import parse_input_shapes
+    from edgekit.errors import CalibrationError
+
+    shapes = parse_input_shapes(args.input_shape)
+    options = {}
+    if args.quantize:
+        if args.quantize in ("int8", "int16x8") and not args.calibration:
+            raise CalibrationError(
+                f"--quantize {args.quantize} needs calibration data: pass --calibration samples.npy "
+                "(an array in the model's input layout) or --calibration FOLDER of images"
+            )
+        options = dict(
+            calibration=_calibration(args) if args.calibration else None,
+            method=args.calibration_method,
+            per_channel=not args.per_tensor,
+            io_type=args.io_type,
+        )
+    result = convert(
+        args.model, args.output, input_shapes=shapes, nhwc_io=not args.nchw_io, quantize=args.quantize, **options
+    )
+    ops = ", ".join(f"{op} x{n}" for op, n in result.ops.items())
+    print(f"wrote {result.path} ({result.size_bytes:,} bytes) in {result.seconds:.2f} s")
+    print(f"ops: {ops}")
+    print(f"TRANSPOSE ops remaining: {result.transposes}; XNNPACK partitions: {result.partitions}")
+    if args.verify:
+        report = verify(args.model, args.output, data=args.data, samples=args.samples)
+        print(report.table())
+    return 0
+
+
+def _calibration(args: argparse.Namespace):
+    from pathlib import Path
+
+    from edgekit.converters.calibration_data import load_calibration
+
+    return load_calibration(Path(args.calibration), resize=args.resize, mean=args.mean, std=args.std, scale=args.scale)

@@ -1,0 +1,130 @@
+"""Bad input to the converter CLI: one line on stderr, non-zero exit, no output file."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from tests.converters.onnx_models import model, rand
+
+N = helper.make_node
+
+
+def edgekit(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgekit", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def good_model(tmp_path: Path) -> Path:
+    m = model(
+        [N("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], {"x": (1, 3, 8, 8)}, {"y": None}, {"w": rand(4, 3, 3, 3)}
+    )
+    path = tmp_path / "good.onnx"
+    path.write_bytes(m.SerializeToString())
+    return path
+
+
+def assert_user_error(result: subprocess.CompletedProcess, *words: str) -> None:
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip() and "XNNPACK" not in line]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def test_truncated_onnx(tmp_path, good_model):
+    bad = tmp_path / "truncated.onnx"
+    bad.write_bytes(good_model.read_bytes()[:100])
+    out = tmp_path / "out.tflite"
+    assert_user_error(edgekit("convert", str(bad), "-o", str(out)), "truncated")
+    assert not out.exists()
+
+
+def test_not_onnx(tmp_path):
+    bad = tmp_path / "photo.onnx"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
+    out = tmp_path / "out.tflite"
+    assert_user_error(edgekit("convert", str(bad), "-o", str(out)), "ONNX")
+    assert not out.exists()
+
+
+def test_unsupported_ops_are_all_listed(tmp_path):
+    m = model(
+        [N("Relu", ["x"], ["r"]), N("Hardmax", ["r"], ["h"]), N("Hardmax", ["h"], ["h2"]), N("Celu", ["h2"], ["y"])],
+        {"x": (1, 4)},
+        {"y": None},
+    )
+    path = tmp_path / "m.onnx"
+    path.write_bytes(m.SerializeToString())
+    out = tmp_path / "out.tflite"
+    result = edgekit("convert", str(path), "-o", str(out))
+    assert_user_error(result, "Hardmax x2", "Celu x1")
+    assert not out.exists()
+
+
+def test_dynamic_shape_needs_input_shape(tmp_path):
+    m = model([N("Relu", ["x"], ["y"])], {"x": ("batch", 3, 8, 8)}, {"y": ("batch", 3, 8, 8)})
+    path = tmp_path / "dyn.onnx"
+    path.write_bytes(m.SerializeToString())
+    out = tmp_path / "out.tflite"
+    assert_user_error(edgekit("convert", str(path), "-o", str(out)), "'x'", "--input-shape x=1,3,8,8")
+    assert not out.exists()
+    ok = edgekit("convert", str(path), "-o", str(out), "--input-shape", "x=2,3,8,8", "--verify")
+    assert ok.returncode == 0, ok.stderr
+    assert out.exists()
+
+
+def test_output_in_missing_folder(tmp_path, good_model):
+    out = tmp_path / "no" / "such" / "dir" / "out.tflite"
+    assert_user_error(edgekit("convert", str(good_model), "-o", str(out)), "does not exist")
+    assert not out.parent.exists()
+
+
+def test_input_shape_names_unknown_input(tmp_path, good_model):
+    out = tmp_path / "out.tflite"
+    assert_user_error(
+        edgekit("convert", str(good_model), "-o", str(out), "--input-shape", "image=1,3,8,8"),
+        "'image'",
+        "inputs are: x",
+    )
+    assert not out.exists()
+
+
+def test_missing_file(tmp_path):
+    assert_user_error(edgekit("convert", str(tmp_path / "nope.onnx"), "-o", str(tmp_path / "o.tflite")), "no such file")
+
+
+def test_int8_without_calibration(tmp_path, good_model):
+    out = tmp_path / "out.tflite"
+    assert_user_error(edgekit("convert", str(good_model), "-o", str(out), "--quantize", "int8"), "--calibration")
+    assert not out.exists()
+
+
+def test_convert_verify_and_inspect_succeed(tmp_path, good_model):
+    out = tmp_path / "out.tflite"
+    result = edgekit("convert", str(good_model), "-o", str(out), "--verify")
+    assert result.returncode == 0, result.stderr
+    assert "SQNR" in result.stdout and "TRANSPOSE ops remaining: 0" in result.stdout
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp files left
+    inspect = edgekit("inspect", str(good_model))
+    assert inspect.returncode == 0 and "MACs: 6,912" in inspect.stdout, inspect.stdout
+    tfl = edgekit("inspect", str(out))
+    assert "CONV_2D x1" in tfl.stdout and "XNNPACK partitions: 1" in tfl.stdout
+    data = tmp_path / "x.npy"
+    np.save(data, rand(3, 1, 3, 8, 8, seed=4))
+    verified = edgekit("verify", str(good_model), str(out), "--data", str(data), "--min-sqnr", "60")
+    assert verified.returncode == 0 and "(3 samples)" in verified.stdout, verified.stdout + verified.stderr
+
+
+def test_inspect_lists_unsupported(tmp_path):
+    m = model([N("Hardmax", ["x"], ["y"])], {"x": (1, 4)}, {"y": None})
+    path = tmp_path / "m.onnx"
+    path.write_bytes(m.SerializeToString())
+    result = edgekit("inspect", str(path))
+    assert result.returncode == 1 and "Hardmax x1" in result.stdout

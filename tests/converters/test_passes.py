@@ -1,0 +1,200 @@
+"""Each pass alone: it does its rewrite, and the graph still computes what onnxruntime does."""
+
+from __future__ import annotations
+
+import numpy as np
+from edgekit.converters import onnx_frontend
+from edgekit.converters.passes import (
+    fold_batchnorm,
+    fuse_activations,
+    fuse_gelu,
+    fuse_hardswish,
+    optimize_layout,
+    remove_identities,
+    to_nhwc_io,
+)
+from edgekit.converters.pipeline import to_tflite_graph
+from edgekit.converters.tflite_writer import serialize
+from edgekit.converters.verify import TFLiteRunner, sqnr_db
+from onnx import helper
+
+from tests.converters.onnx_models import model, rand
+
+N = helper.make_node
+
+
+def ir(m):
+    return onnx_frontend.to_ir(onnx_frontend.read_model(m))
+
+
+def ops(graph) -> list[str]:
+    return [n.op for n in graph.nodes]
+
+
+def matches_onnxruntime(m, graph) -> None:
+    import onnxruntime as ort
+
+    graph.metadata["edgekit"] = {"io_layout": graph.metadata.get("io_layout", {})}
+    runner = TFLiteRunner(serialize(graph))
+    session = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {i.name: rand(*i.shape, seed=7) for i in session.get_inputs()}
+    want = session.run(None, feeds)[0]
+    got = list(runner(feeds).values())[0]
+    assert sqnr_db(want, got.reshape(want.shape)) > 60
+
+
+def conv_bn_model():
+    return model(
+        [
+            N("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+            N("BatchNormalization", ["c", "g", "be", "m", "v"], ["n"]),
+            N("Relu", ["n"], ["r"]),
+            N("Conv", ["r", "w2"], ["y"]),
+        ],
+        {"x": (1, 3, 8, 8)},
+        {"y": None},
+        {
+            "w": rand(4, 3, 3, 3, seed=1),
+            "b": rand(4, seed=2),
+            "g": rand(4, seed=3),
+            "be": rand(4, seed=4),
+            "m": rand(4, seed=5),
+            "v": np.abs(rand(4, seed=6)) + 0.1,
+            "w2": rand(5, 4, 1, 1, seed=8),
+        },
+    )
+
+
+def test_fold_batchnorm_removes_bn_and_keeps_numbers():
+    m = conv_bn_model()
+    g = fold_batchnorm(ir(m))
+    assert ops(g) == ["Conv", "Relu", "Conv"]
+    matches_onnxruntime(m, to_tflite_graph(g))
+
+
+def test_fold_batchnorm_into_gemm_and_mul_add():
+    m = model(
+        [N("Gemm", ["x", "w"], ["g"], transB=1), N("Mul", ["g", "s"], ["m"]), N("Add", ["m", "t"], ["y"])],
+        {"x": (2, 6)},
+        {"y": None},
+        {"w": rand(3, 6, seed=1), "s": rand(3, seed=2), "t": rand(1, 3, seed=3)},
+    )
+    g = fold_batchnorm(ir(m))
+    assert ops(g) == ["Gemm"]
+    matches_onnxruntime(m, to_tflite_graph(g))
+
+
+def test_bn_not_folded_when_conv_output_is_shared():
+    m = model(
+        [
+            N("Conv", ["x", "w"], ["c"]),
+            N("BatchNormalization", ["c", "g", "be", "m", "v"], ["n"]),
+            N("Add", ["n", "c"], ["y"]),
+        ],
+        {"x": (1, 2, 4, 4)},
+        {"y": None},
+        {"w": rand(2, 2, 1, 1), "g": rand(2), "be": rand(2), "m": rand(2), "v": np.ones(2, np.float32)},
+    )
+    assert "BatchNormalization" in ops(fold_batchnorm(ir(m)))
+
+
+def test_remove_identities():
+    m = model(
+        [N("Identity", ["x"], ["a"]), N("Dropout", ["a"], ["b"]), N("Relu", ["b"], ["y"])], {"x": (1, 4)}, {"y": None}
+    )
+    assert ops(remove_identities(ir(m))) == ["Relu"]
+
+
+def test_fuse_gelu_both_orders():
+    consts = {"c": np.array(1.4142135, np.float32), "one": np.array(1.0, np.float32), "half": np.array(0.5, np.float32)}
+    a = model(
+        [
+            N("Div", ["x", "c"], ["d"]),
+            N("Erf", ["d"], ["e"]),
+            N("Add", ["e", "one"], ["p"]),
+            N("Mul", ["x", "p"], ["m"]),
+            N("Mul", ["m", "half"], ["y"]),
+        ],
+        {"x": (1, 8)},
+        {"y": None},
+        consts,
+    )
+    b = model(
+        [
+            N("Mul", ["x", "half"], ["h"]),
+            N("Div", ["x", "c"], ["d"]),
+            N("Erf", ["d"], ["e"]),
+            N("Add", ["e", "one"], ["p"]),
+            N("Mul", ["h", "p"], ["y"]),
+        ],
+        {"x": (1, 8)},
+        {"y": None},
+        consts,
+    )
+    for m in (a, b):
+        g = fuse_gelu(ir(m))
+        assert ops(g) == ["Gelu"]
+        matches_onnxruntime(m, to_tflite_graph(g))
+
+
+def test_fuse_hardswish():
+    m = model(
+        [N("HardSigmoid", ["x"], ["h"], alpha=1 / 6, beta=0.5), N("Mul", ["x", "h"], ["y"])], {"x": (1, 8)}, {"y": None}
+    )
+    assert ops(fuse_hardswish(ir(m))) == ["HardSwish"]
+
+
+def test_layout_leaves_no_transpose_in_a_cnn_trunk():
+    m = model(
+        [
+            N("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+            N("Relu", ["a"], ["r"]),
+            N("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+            N("Conv", ["p", "w2"], ["b"], pads=[1, 1, 1, 1]),
+            N("Add", ["b", "p"], ["s"]),
+            N("Concat", ["s", "p"], ["c"], axis=1),
+            N("GlobalAveragePool", ["c"], ["g"]),
+            N("Flatten", ["g"], ["f"]),
+            N("Gemm", ["f", "fc"], ["y"], transB=1),
+        ],
+        {"x": (1, 3, 16, 16)},
+        {"y": None},
+        {"w1": rand(8, 3, 3, 3, seed=1), "w2": rand(8, 8, 3, 3, seed=2), "fc": rand(10, 16, seed=3)},
+    )
+    from edgekit.converters.lowering.driver import lower
+
+    lowered = lower(ir(m))
+    assert "TRANSPOSE" in ops(lowered)
+    to_nhwc_io(lowered, outputs=False)
+    g = optimize_layout(lowered)
+    assert "TRANSPOSE" not in ops(g), ops(g)
+    matches_onnxruntime(m, g)
+
+
+def test_transpose_before_flatten_folds_into_fully_connected():
+    m = model(
+        [N("Conv", ["x", "w"], ["c"]), N("Flatten", ["c"], ["f"]), N("Gemm", ["f", "fc"], ["y"], transB=1)],
+        {"x": (1, 3, 5, 5)},
+        {"y": None},
+        {"w": rand(4, 3, 1, 1, seed=1), "fc": rand(6, 100, seed=2)},
+    )
+    g = to_tflite_graph(ir(m))
+    assert ops(g) == ["CONV_2D", "RESHAPE", "FULLY_CONNECTED"], ops(g)
+    matches_onnxruntime(m, g)
+
+
+def test_fuse_activations():
+    m = model(
+        [N("Conv", ["x", "w"], ["c"]), N("Clip", ["c", "lo", "hi"], ["y"])],
+        {"x": (1, 3, 4, 4)},
+        {"y": None},
+        {"w": rand(2, 3, 1, 1), "lo": np.array(0, np.float32), "hi": np.array(6, np.float32)},
+    )
+    from edgekit.converters.lowering.driver import lower
+
+    g = lower(ir(m))
+    assert "RELU6" in ops(g)
+    g = fuse_activations(optimize_layout(to_nhwc_io(g, outputs=False)))
+    conv = [n for n in g.nodes if n.op == "CONV_2D"][0]
+    assert conv.attrs["fused_activation_function"] == "RELU6" and "RELU6" not in ops(g)
+    matches_onnxruntime(m, g)

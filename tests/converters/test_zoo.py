@@ -1,0 +1,66 @@
+"""Real architectures: the onnx package's light model zoo (random weights put in place of its
+constant ones) and torchvision models exported with torch.onnx.export, each converted and
+compared with onnxruntime on 8 random inputs; XNNPACK must take each graph whole."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import pytest
+from edgekit.converters import convert, verify
+
+from tests.converters.onnx_models import randomize_constant_weights
+
+LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+LIGHT_MODELS = sorted(p.stem.removeprefix("light_") for p in LIGHT.glob("light_*.onnx"))
+TORCHVISION = [
+    "mobilenet_v2",
+    "mobilenet_v3_small",
+    "mobilenet_v3_large",
+    "resnet18",
+    "shufflenet_v2_x1_0",
+    "squeezenet1_1",
+    "efficientnet_b0",
+]
+# TRANSPOSEs that are part of the model's own semantics (channel shuffles) and stay
+EXPECTED_TRANSPOSES = {"shufflenet": 16, "shufflenet_v2_x1_0": 46}
+
+
+def test_light_zoo_is_complete():
+    assert len(LIGHT_MODELS) == 9, LIGHT_MODELS
+
+
+def _check(model, tmp_path: Path, name: str) -> None:
+    out = tmp_path / f"{name}.tflite"
+    result = convert(model, out)
+    report = verify(model, out, samples=8)
+    assert report.min_sqnr_db >= 60, report.table()
+    assert result.partitions == 1, f"{name}: {result.partitions} XNNPACK partitions, ops {result.ops}"
+    assert result.transposes <= EXPECTED_TRANSPOSES.get(name, 0), result.ops
+
+
+@pytest.mark.parametrize("name", LIGHT_MODELS)
+def test_light_zoo_model(name, tmp_path):
+    model = randomize_constant_weights(onnx.load(LIGHT / f"light_{name}.onnx"), seed=0)
+    _check(model, tmp_path, name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", TORCHVISION)
+def test_torchvision_model(name, tmp_path):
+    torch = pytest.importorskip("torch")
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    net = getattr(torchvision.models, name)(weights=None).eval()
+    path = tmp_path / f"{name}.onnx"
+    torch.onnx.export(
+        net,
+        torch.zeros(1, 3, 224, 224),
+        str(path),
+        opset_version=17,
+        dynamo=False,
+        input_names=["input"],
+        output_names=["logits"],
+    )
+    _check(str(path), tmp_path, name)
