@@ -25,10 +25,18 @@ class DigitsCNN(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-            nn.Conv2d(16, 32, 3, padding=1, stride=2), nn.BatchNorm2d(32), nn.ReLU(),
-            nn.Conv2d(32, 32, 3, padding=1, groups=32), nn.BatchNorm2d(32), nn.ReLU6(),
-            nn.Conv2d(32, 64, 1), nn.BatchNorm2d(64), nn.ReLU(),
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 3, padding=1, stride=2),
+            nn.BatchNorm2d(32),
+            nn.ReLU(),
+            nn.Conv2d(32, 32, 3, padding=1, groups=32),
+            nn.BatchNorm2d(32),
+            nn.ReLU6(),
+            nn.Conv2d(32, 64, 1),
+            nn.BatchNorm2d(64),
+            nn.ReLU(),
         )
         self.classifier = nn.Linear(64, 10)
 
@@ -76,8 +84,13 @@ def main() -> None:
     print(f"held-out accuracy (torch fp32): {accuracy(model, x_test, y_test):.4f}")
     args.out.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(
-        model, torch.zeros(1, 1, 8, 8), str(args.out / "digits_cnn.onnx"), opset_version=17, dynamo=False,
-        input_names=["image"], output_names=["logits"],
+        model,
+        torch.zeros(1, 1, 8, 8),
+        str(args.out / "digits_cnn.onnx"),
+        opset_version=17,
+        dynamo=False,
+        input_names=["image"],
+        output_names=["logits"],
     )
     rng = np.random.default_rng(0)
     calib = x_train[rng.choice(len(x_train), 200, replace=False)]
