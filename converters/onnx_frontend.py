@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from edgekit.converters.ir import Graph
 from onnx import helper, numpy_helper
 
+from edgekit.converters.ir import Graph
 from edgekit.errors import InvalidModelError, ShapeError, UnsupportedModelError
 
 MIN_OPSET = 7

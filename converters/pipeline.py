@@ -8,13 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgekit import __version__
 from edgekit.converters import onnx_frontend
 from edgekit.converters.ir import Graph
 from edgekit.converters.lowering.driver import describe, lower, unsupported_nodes
 from edgekit.converters.passes import ONNX_PASSES, TFLITE_PASSES, optimize_layout, to_nhwc_io
 from edgekit.converters.tflite_writer import write_model
-
-from edgekit import __version__
 from edgekit.errors import OutputPathError, UnsupportedModelError
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import flatbuffers
 import numpy as np
 import tflite
+
 from edgekit.converters.ir import Graph, Node, Tensor
 from edgekit.converters.tflite_ops import ENUM_FIELDS, OPTIONS_TABLE, TENSOR_TYPE, op_version
-
 from edgekit.errors import OutputPathError, UnsupportedModelError
 
 SCHEMA_VERSION = 3

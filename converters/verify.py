@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from edgekit.converters.tflite_reader import metadata
 
+from edgekit.converters.tflite_reader import metadata
 from edgekit.errors import InputError, InvalidModelError
 
 
@@ -137,6 +137,7 @@ def verify(
 ) -> VerificationReport:
     """Compare ``tflite_model`` (path or bytes) with ``onnx_model`` (path/bytes/ModelProto)."""
     import onnxruntime as ort
+
     from edgekit.converters.onnx_frontend import input_dtype, read_model
 
     source = read_model(onnx_model)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from edgekit.converters.lowering import lowers
 from edgekit.converters.lowering.context import Lowering, NotLowerable
 

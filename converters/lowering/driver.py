@@ -7,7 +7,6 @@ from collections import Counter
 from edgekit.converters.ir import Graph
 from edgekit.converters.lowering import LOWERINGS, _load_all
 from edgekit.converters.lowering.context import Lowering, NotLowerable
-
 from edgekit.errors import UnsupportedModelError
 
 

@@ -4,6 +4,7 @@ Split, Slice, Pad, Resize, Gather, reductions, and the no-ops Identity/Dropout."
 from __future__ import annotations
 
 import numpy as np
+
 from edgekit.converters.lowering import lowers
 from edgekit.converters.lowering.context import Lowering, NotLowerable
 

@@ -4,6 +4,7 @@ ConvTranspose or Gemm that produces its input (ONNX level, before lowering)."""
 from __future__ import annotations
 
 import numpy as np
+
 from edgekit.converters.ir import Graph, Node
 
 _LINEAR = ("Conv", "ConvTranspose", "Gemm")

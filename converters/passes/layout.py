@@ -10,6 +10,7 @@ comparison can map them back.
 from __future__ import annotations
 
 import numpy as np
+
 from edgekit.converters.ir import Graph, Node
 from edgekit.converters.passes.cleanup import bypass, remove_noop_reshapes
 

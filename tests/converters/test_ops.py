@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from edgekit.converters import convert, verify
 from onnx import helper
 
+from edgekit.converters import convert, verify
 from tests.converters.onnx_models import model, rand
 
 N = helper.make_node

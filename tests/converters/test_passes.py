@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+from onnx import helper
+
 from edgekit.converters import onnx_frontend
 from edgekit.converters.passes import (
     fold_batchnorm,
@@ -16,8 +18,6 @@ from edgekit.converters.passes import (
 from edgekit.converters.pipeline import to_tflite_graph
 from edgekit.converters.tflite_writer import serialize
 from edgekit.converters.verify import TFLiteRunner, sqnr_db
-from onnx import helper
-
 from tests.converters.onnx_models import model, rand
 
 N = helper.make_node

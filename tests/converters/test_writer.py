@@ -7,12 +7,12 @@ import hashlib
 import numpy as np
 import pytest
 import tflite
+from onnx import helper
+
 from edgekit.converters import convert
 from edgekit.converters.ir import Graph
 from edgekit.converters.tflite_reader import metadata
 from edgekit.converters.tflite_writer import serialize, write_atomic
-from onnx import helper
-
 from tests.converters.onnx_models import model, rand
 
 N = helper.make_node

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import onnx
 import pytest
-from edgekit.converters import convert, verify
 
+from edgekit.converters import convert, verify
 from tests.converters.onnx_models import randomize_constant_weights
 
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"

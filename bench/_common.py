@@ -1,0 +1,38 @@
+"""Timing helpers shared by the benchmarks: interleaved, repeated, median-based."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+
+def time_calls(fn: Callable[[], object], runs: int, warmup: int = 5) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+def interleaved(fns: dict[str, Callable[[], object]], rounds: int = 5, runs: int = 20) -> dict[str, float]:
+    """Median latency (ms) of each function, measured in alternating rounds so machine noise
+    hits every contender alike."""
+    per: dict[str, list[float]] = {k: [] for k in fns}
+    for fn in fns.values():
+        time_calls(fn, 1, warmup=5)
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            per[name].extend(time_calls(fn, runs, warmup=1))
+    return {k: 1000 * statistics.median(v) for k, v in per.items()}
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    lines = [fmt.format(*header), fmt.format(*["-" * w for w in widths])]
+    lines += [fmt.format(*[str(c) for c in r]) for r in rows]
+    return "\n".join(lines)
