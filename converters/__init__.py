@@ -15,8 +15,8 @@ def convert(model, output=None, **options):
 
 
 def verify(onnx_model, tflite_model, **options):
-    """Compare a TFLite model against its ONNX source; see :mod:`edgekit.converters.verify`."""
-    from edgekit.converters.verify import verify as _verify
+    """Compare a TFLite model against its ONNX source; see :mod:`edgekit.converters.verification`."""
+    from edgekit.converters.verification import verify as _verify
 
     return _verify(onnx_model, tflite_model, **options)
 

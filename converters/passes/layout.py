@@ -248,7 +248,11 @@ def _groups(src: tuple[int, ...], dst: tuple[int, ...]) -> list[tuple[list[int],
 
 def _sink_through_reshape(graph: Graph, reshape: Node, producers) -> bool:
     """x -T(P)-> y -RESHAPE-> z  ==>  x -RESHAPE-> x' -T(Q)-> z when the reshape only splits
-    or merges dims that stay adjacent and in order in x."""
+    or merges dims that stay adjacent in x.
+
+    When a merged group is adjacent in x but in another order (a channel shuffle), the
+    transpose is split in two: one that only reorders dims inside groups stays before the
+    reshape, and the group-level one moves after it, where it can meet its inverse."""
     t = producers.get(reshape.inputs[0])
     if t is None or t.op != "TRANSPOSE" or graph.tensors[reshape.inputs[0]].quant is not None:
         return False
@@ -263,16 +267,21 @@ def _sink_through_reshape(graph: Graph, reshape: Node, producers) -> bool:
     x_groups = []
     for ydims, zdims in groups:
         xdims = [perm[d] for d in ydims]
-        if xdims != list(range(xdims[0], xdims[0] + len(xdims))):
+        if sorted(xdims) != list(range(min(xdims), min(xdims) + len(xdims))):
             return False
-        x_groups.append((xdims[0], zdims))
+        x_groups.append((min(xdims), xdims, zdims))
     order = sorted(range(len(groups)), key=lambda g: x_groups[g][0])
     new_shape, position = [], {}
     for g in order:
-        for zd in x_groups[g][1]:
+        for zd in x_groups[g][2]:
             position[zd] = len(new_shape)
             new_shape.append(z_shape[zd])
     q = tuple(position[zd] for zd in range(len(z_shape)))
+    within = tuple(d for g in order for d in x_groups[g][1])
+    if within != tuple(range(len(within))):
+        if q == tuple(range(len(q))):
+            return False  # nothing would move past the reshape
+        x = _transpose_node_before(graph, t, reshape, within)
     out = reshape.outputs[0]
     mid = graph.add_tensor(
         f"{out}_pre", tuple(new_shape), graph.dtype(out), quant=graph.tensors[out].quant, unique=True
@@ -291,6 +300,18 @@ def _sink_through_reshape(graph: Graph, reshape: Node, producers) -> bool:
         ),
     )
     return True
+
+
+def _transpose_node_before(graph: Graph, t: Node, reshape: Node, perm) -> str:
+    """A new TRANSPOSE(perm) of ``t``'s input, placed before ``reshape``; returns its output."""
+    src = t.inputs[0]
+    shape = tuple(graph.shape(src)[p] for p in perm)
+    out = graph.add_tensor(f"{src}_t", shape, graph.dtype(src), quant=graph.tensors[src].quant, unique=True)
+    graph.nodes.insert(
+        graph.nodes.index(reshape),
+        Node("TRANSPOSE", [src, graph.add_const(np.array(perm, np.int32), "perm")], [out], {}, name=f"{t.name}/within"),
+    )
+    return out
 
 
 def _hoist_through_reshape(graph: Graph, t: Node, producers, consumers) -> bool:
@@ -319,9 +340,9 @@ def _hoist_through_reshape(graph: Graph, t: Node, producers, consumers) -> bool:
         placed.append((pos[0], wdims))
     s = tuple(d for _, wdims in sorted(placed) for d in wdims)
     before = compose(perm_of(graph, wp), s) if perm_of(graph, wp) is not None else None
-    merges = len(consumers.get(w, [])) == 1  # the two transposes become one
-    if before is None or not (merges or moves_no_data(graph.shape(wp.inputs[0]), before)):
-        return False  # hoisting only pays when transposes merge or cancel
+    # only when the transposes then cancel: merging alone would undo a partial sink
+    if before is None or not moves_no_data(graph.shape(wp.inputs[0]), before):
+        return False
     u = t.outputs[0]
     w_t = graph.add_tensor(f"{w}_t", tuple(w_shape[d] for d in s), graph.dtype(w), unique=True)
     t.inputs = [w, graph.add_const(np.array(s, np.int32), "perm")]

@@ -16,7 +16,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from edgekit.converters import convert, verify
-    from edgekit.converters.verify import TFLiteRunner
+    from edgekit.converters.verification import TFLiteRunner
 
     samples = files("edgekit") / "samples"
     onnx_path = Path(str(samples / "digits_cnn.onnx"))

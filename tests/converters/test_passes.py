@@ -17,7 +17,7 @@ from edgekit.converters.passes import (
 )
 from edgekit.converters.pipeline import to_tflite_graph
 from edgekit.converters.tflite_writer import serialize
-from edgekit.converters.verify import TFLiteRunner, sqnr_db
+from edgekit.converters.verification import TFLiteRunner, sqnr_db
 from tests.converters.onnx_models import model, rand
 
 N = helper.make_node
