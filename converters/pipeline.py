@@ -25,6 +25,7 @@ class ConversionResult:
     ops: dict[str, int]
     transposes: int
     partitions: int | None = None
+    edgetpu: Any = None
     verification: Any = None
     notes: list[str] = field(default_factory=list)
 
@@ -71,9 +72,19 @@ def convert(
     nhwc_io: bool = True,
     quantize: str | None = None,
     calibration=None,
+    target: str | None = None,
     **quant_options,
 ) -> ConversionResult:
-    """Convert an ONNX model to a TFLite flatbuffer; writes ``output`` atomically when given."""
+    """Convert an ONNX model to a TFLite flatbuffer; writes ``output`` atomically when given.
+
+    ``target="edgetpu"`` requires full-integer int8 with int8/uint8 I/O and reports which ops
+    the Edge TPU compiler would leave to the CPU."""
+    if target not in (None, "cpu", "edgetpu"):
+        raise UnsupportedModelError(f"unknown target '{target}'; choose cpu or edgetpu")
+    if target == "edgetpu" and (quantize != "int8" or quant_options.get("io_type") not in ("int8", "uint8")):
+        raise UnsupportedModelError(
+            "--target edgetpu needs a fully integer model: add --quantize int8 --io-type int8 (or uint8)"
+        )
     if output is not None:
         out_dir = Path(output).parent
         if not out_dir.is_dir():
@@ -91,6 +102,11 @@ def convert(
         "io_layout": tfl.metadata.get("io_layout", {}),
         "quantization": quantize or "float32",
     }
+    edgetpu_report = None
+    if target == "edgetpu":
+        from edgekit.converters.edgetpu import check_edgetpu
+
+        edgetpu_report = check_edgetpu(tfl)
     data = write_model(tfl, output)
     ops = tfl.op_histogram()
     return ConversionResult(
@@ -100,6 +116,7 @@ def convert(
         ops=ops,
         transposes=ops.get("TRANSPOSE", 0),
         partitions=xnnpack_partitions(data),
+        edgetpu=edgetpu_report,
     )
 
 

@@ -21,6 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     q.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default="minmax")
     q.add_argument("--per-tensor", action="store_true", help="per-tensor weights (default: per-channel)")
     q.add_argument("--io-type", choices=("float32", "int8", "uint8"), default="float32")
+    q.add_argument(
+        "--target",
+        choices=("cpu", "edgetpu"),
+        default="cpu",
+        help="edgetpu: enforce the Edge TPU compiler's rules and report ops left to the CPU",
+    )
     q.add_argument("--resize", metavar="H,W", help="image calibration: resize to H,W")
     q.add_argument("--mean", metavar="M[,M,M]", help="image calibration: subtract per-channel mean")
     q.add_argument("--std", metavar="S[,S,S]", help="image calibration: divide by per-channel std")
@@ -51,12 +57,20 @@ def run(args: argparse.Namespace) -> int:
             io_type=args.io_type,
         )
     result = convert(
-        args.model, args.output, input_shapes=shapes, nhwc_io=not args.nchw_io, quantize=args.quantize, **options
+        args.model,
+        args.output,
+        input_shapes=shapes,
+        nhwc_io=not args.nchw_io,
+        quantize=args.quantize,
+        target=None if args.target == "cpu" else args.target,
+        **options,
     )
     ops = ", ".join(f"{op} x{n}" for op, n in result.ops.items())
     print(f"wrote {result.path} ({result.size_bytes:,} bytes) in {result.seconds:.2f} s")
     print(f"ops: {ops}")
     print(f"TRANSPOSE ops remaining: {result.transposes}; XNNPACK partitions: {result.partitions}")
+    if result.edgetpu is not None:
+        print(result.edgetpu.summary())
     if args.verify:
         report = verify(args.model, args.output, data=args.data, samples=args.samples)
         print(report.table())

@@ -128,3 +128,9 @@ def test_inspect_lists_unsupported(tmp_path):
     path.write_bytes(m.SerializeToString())
     result = edgekit("inspect", str(path))
     assert result.returncode == 1 and "Hardmax x1" in result.stdout
+
+
+def test_edgetpu_target_needs_int8(tmp_path, good_model):
+    out = tmp_path / "out.tflite"
+    assert_user_error(edgekit("convert", str(good_model), "-o", str(out), "--target", "edgetpu"), "--quantize int8")
+    assert not out.exists()

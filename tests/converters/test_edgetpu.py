@@ -1,0 +1,42 @@
+"""Edge TPU rule checks on hand-built graphs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgekit.converters.edgetpu import check_edgetpu
+from edgekit.converters.ir import Graph, QuantParams
+
+
+def _int8_graph(ops: list[str], shape=(1, 8, 8, 4), dtype=np.int8) -> Graph:
+    g = Graph()
+    q = QuantParams(0.1, 0)
+    g.add_tensor("t0", shape, dtype, quant=q)
+    for i, op in enumerate(ops):
+        g.add_tensor(f"t{i + 1}", shape, dtype, quant=q)
+        g.add_node(op, [f"t{i}"], [f"t{i + 1}"], name=f"n{i}")
+    g.inputs, g.outputs = ["t0"], [f"t{len(ops)}"]
+    return g
+
+
+def test_all_supported_ops_map():
+    report = check_edgetpu(_int8_graph(["RELU", "RELU6", "LOGISTIC"]))
+    assert report.fully_mapped and len(report.mapped) == 3
+
+
+def test_first_unsupported_op_sends_the_rest_to_the_cpu():
+    report = check_edgetpu(_int8_graph(["RELU", "ELU", "RELU", "RELU6"]))
+    assert [n.op for n in report.mapped] == ["RELU"]
+    assert [n.op for n, _ in report.on_cpu] == ["ELU", "RELU", "RELU6"]
+    assert "not supported" in report.on_cpu[0][1] and "after an unmapped op" in report.on_cpu[1][1]
+
+
+def test_float_tensors_are_refused():
+    report = check_edgetpu(_int8_graph(["RELU"], dtype=np.float32))
+    assert not report.fully_mapped and "float32" in report.on_cpu[0][1]
+
+
+def test_more_than_three_innermost_dims():
+    report = check_edgetpu(_int8_graph(["RELU"], shape=(2, 8, 8, 4)))
+    assert "3 innermost" in report.on_cpu[0][1]
+    assert check_edgetpu(_int8_graph(["RELU"], shape=(1, 1, 8, 8, 4))).fully_mapped
