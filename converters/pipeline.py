@@ -96,11 +96,15 @@ def convert(
         from edgekit.converters.quant import quantize_graph
 
         tfl = quantize_graph(tfl, graph, mode=quantize, calibration=calibration, **quant_options)
-    tfl.metadata["edgekit"] = {
-        "version": __version__,
-        "source_sha256": graph.metadata.get("source_sha256"),
-        "io_layout": tfl.metadata.get("io_layout", {}),
-        "quantization": quantize or "float32",
+    tfl.metadata = {
+        "_signature": tfl.metadata["_signature"],
+        "edgekit": {
+            "version": __version__,
+            "source_sha256": graph.metadata.get("source_sha256"),
+            "io_layout": tfl.metadata.get("io_layout", {}),
+            "tensor_layouts": tfl.metadata.get("layouts", {}),
+            "quantization": quantize or "float32",
+        },
     }
     edgetpu_report = None
     if target == "edgetpu":

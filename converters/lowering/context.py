@@ -124,6 +124,7 @@ class Lowering:
         """Emit an NHWC op whose NCHW result is the source tensor ``out_name``."""
         n, c, h, w = self.shape(out_name)
         y = self.op_new(op, inputs, (n, h, w, c), f"{out_name}_nhwc", **attrs)
+        self.out.metadata.setdefault("layouts", {})[y] = [out_name, list(NCHW_TO_NHWC)]
         self.declare(out_name)
         perm = self.constant(np.array(NHWC_TO_NCHW, np.int32), "perm")
         self.emit("TRANSPOSE", [y, perm], [out_name])

@@ -35,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     v.add_argument("--verify", action="store_true", help="compare the result with onnxruntime afterwards")
     v.add_argument("--data", help="verification inputs: .npy/.npz file or folder of .npy (default: random)")
     v.add_argument("--samples", type=int, default=8, help="random verification samples (default 8)")
+    v.add_argument("--report", metavar="FILE.json", help="write conversion, verification and per-layer results")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,9 +72,34 @@ def run(args: argparse.Namespace) -> int:
     print(f"TRANSPOSE ops remaining: {result.transposes}; XNNPACK partitions: {result.partitions}")
     if result.edgetpu is not None:
         print(result.edgetpu.summary())
-    if args.verify:
+    report = None
+    if args.verify or args.report:
         report = verify(args.model, args.output, data=args.data, samples=args.samples)
         print(report.table())
+    if args.report:
+        from dataclasses import asdict
+
+        from edgekit.commands._report import per_layer, write_report
+
+        layers = per_layer(args.model, args.output, args.data)
+        worst = ", ".join(f"{w.tensor} ({w.sqnr_db:.1f} dB)" for w in layers.worst(3))
+        print(f"worst layers: {worst}")
+        write_report(
+            args.report,
+            {
+                "model": args.model,
+                "output": str(result.path),
+                "size_bytes": result.size_bytes,
+                "seconds": result.seconds,
+                "ops": result.ops,
+                "transposes": result.transposes,
+                "xnnpack_partitions": result.partitions,
+                "quantization": args.quantize or "float32",
+                "outputs": [asdict(o) for o in report.outputs],
+                "layers": [asdict(layer) for layer in layers.layers],
+            },
+        )
+        print(f"wrote {args.report}")
     return 0
 
 

@@ -1,0 +1,148 @@
+"""Per-layer comparison: every TFLite tensor that stands for an ONNX tensor, against it.
+
+LiteRT runs without delegates and with every intermediate tensor preserved; onnxruntime
+runs with every intermediate exposed. Tensors are matched by name (the converter keeps ONNX
+names on op outputs) and through the layout record the converter stores in the model's
+metadata (tensors moved to NHWC)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.converters.tflite_reader import metadata, operator_names
+from edgekit.converters.verification import sqnr_db
+
+
+@dataclass
+class LayerError:
+    tensor: str
+    op: str
+    sqnr_db: float
+    max_abs_error: float
+
+
+@dataclass
+class LayerReport:
+    layers: list[LayerError]
+
+    def worst(self, n: int = 5) -> list[LayerError]:
+        return sorted(self.layers, key=lambda layer: layer.sqnr_db)[:n]
+
+    def table(self, limit: int | None = None) -> str:
+        rows = self.layers if limit is None else self.layers[:limit]
+        lines = [f"{'#':>4}  {'op':<20} {'SQNR dB':>9} {'max |err|':>11}  tensor"]
+        for i, layer in enumerate(rows):
+            lines.append(f"{i:>4}  {layer.op:<20} {layer.sqnr_db:>9.2f} {layer.max_abs_error:>11.3g}  {layer.tensor}")
+        worst = ", ".join(f"{w.tensor} ({w.sqnr_db:.1f} dB)" for w in self.worst(3))
+        lines.append(f"worst layers: {worst}")
+        return "\n".join(lines)
+
+    def to_json(self) -> str:
+        return json.dumps({"layers": [asdict(layer) for layer in self.layers]}, indent=1, default=float)
+
+
+def _resolve(name: str, layouts: dict[str, list]) -> tuple[str, list[int] | None]:
+    """(source tensor, perm with tflite = source.transpose(perm)) for a tflite tensor name."""
+    perm = None
+    seen = set()
+    while name in layouts and name not in seen:
+        seen.add(name)
+        src, p = layouts[name]
+        perm = list(p) if perm is None else [p[i] for i in perm]
+        name = src
+    return name, perm
+
+
+def _onnx_intermediates(model, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    names = list(dict.fromkeys(o for n in m.graph.node for o in n.output if o))
+    del m.graph.output[:]
+    m.graph.output.extend(helper.ValueInfoProto(name=o) for o in names)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    session = ort.InferenceSession(m.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds), strict=True))
+
+
+def compare_layers(onnx_model, tflite_model: bytes | str | os.PathLike, sample: dict[str, np.ndarray]) -> LayerReport:
+    """``sample``: one input per ONNX input name, in the ONNX layout (batch included)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from edgekit.converters.onnx_frontend import read_model
+    from edgekit.converters.verification import TFLiteRunner
+
+    source = read_model(onnx_model)
+    data = tflite_model if isinstance(tflite_model, bytes) else Path(tflite_model).read_bytes()
+    info = metadata(data).get("edgekit", {})
+    layouts = info.get("tensor_layouts", {}) if isinstance(info, dict) else {}
+    reference = _onnx_intermediates(source.model, sample)
+
+    interpreter = Interpreter(
+        model_content=data,
+        num_threads=1,
+        experimental_preserve_all_tensors=True,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
+    interpreter.allocate_tensors()
+    runner = TFLiteRunner(data)
+    for name, value in sample.items():  # feed through the runner's layout/quantization handling
+        perm = runner.io_layout.get(name)
+        value = np.transpose(value, perm) if perm else value
+        detail = runner.input_details[name]
+        scale, zero_point = detail["quantization"]
+        if detail["dtype"] in (np.int8, np.uint8) and scale:
+            info_t = np.iinfo(detail["dtype"])
+            value = np.clip(np.round(value / scale + zero_point), info_t.min, info_t.max)
+        interpreter.set_tensor(detail["index"], value.astype(detail["dtype"]))
+    interpreter.invoke()
+
+    producers = _producer_ops(data)
+    layers = []
+    for detail in interpreter.get_tensor_details():
+        index, name = detail["index"], detail["name"]
+        if index not in producers:
+            continue
+        src, perm = _resolve(name, layouts)
+        if src not in reference:
+            continue
+        try:
+            value = interpreter.get_tensor(index)
+        except ValueError:
+            continue
+        scale, zero_point = detail["quantization"]
+        if value.dtype in (np.int8, np.uint8, np.int16) and scale:
+            value = (value.astype(np.float32) - zero_point) * scale
+        ref = np.asarray(reference[src], np.float32)
+        if perm is not None:
+            value = np.transpose(value, np.argsort(perm))
+        if value.size != ref.size:
+            continue
+        value = value.reshape(ref.shape)
+        layers.append(LayerError(src, producers[index], sqnr_db(ref, value), float(np.max(np.abs(ref - value)))))
+    return LayerReport(layers)
+
+
+def _producer_ops(data: bytes) -> dict[int, str]:
+    """tensor index -> the op that writes it."""
+    import tflite
+
+    model = tflite.Model.GetRootAs(data, 0)
+    sg = model.Subgraphs(0)
+    names = operator_names(data)
+    produced = {}
+    for i in range(sg.OperatorsLength()):
+        op = sg.Operators(i)
+        for j in range(op.OutputsLength()):
+            produced[op.Outputs(j)] = names[i]
+    return produced
