@@ -64,3 +64,52 @@ def test_torchvision_model(name, tmp_path):
         output_names=["logits"],
     )
     _check(str(path), tmp_path, name)
+
+
+def _attention_models():
+    import torch
+    from torch import nn
+
+    class Encoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc = nn.TransformerEncoderLayer(32, 4, 64, batch_first=True, activation="gelu")
+            self.head = nn.Linear(32, 5)
+
+        def forward(self, x):
+            return self.head(self.enc(x).mean(1))
+
+    class PatchAttention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.patch = nn.Conv2d(3, 32, 4, 4)
+            self.attn = nn.MultiheadAttention(32, 4, batch_first=True)
+            self.norm = nn.LayerNorm(32)
+            self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+
+        def forward(self, x):
+            p = self.patch(x).flatten(2).transpose(1, 2)
+            a, _ = self.attn(p, p, p)
+            a = self.norm(a + p)
+            return self.up(a.transpose(1, 2).reshape(1, 32, 4, 4))
+
+    return {
+        "encoder": (Encoder(), torch.randn(1, 10, 32)),
+        "patch_attention": (PatchAttention(), torch.randn(1, 3, 16, 16)),
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["encoder", "patch_attention"])
+def test_attention_blocks(name, tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    net, example = _attention_models()[name]
+    path = tmp_path / f"{name}.onnx"
+    torch.onnx.export(
+        net.eval(), example, str(path), opset_version=17, dynamo=False, input_names=["x"], output_names=["y"]
+    )
+    out = tmp_path / f"{name}.tflite"
+    result = convert(str(path), out)
+    assert verify(str(path), out, samples=8).min_sqnr_db >= 60
+    assert result.partitions == 1, result.ops
