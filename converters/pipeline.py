@@ -93,9 +93,13 @@ def convert(
     graph = import_onnx(model, input_shapes)
     tfl = to_tflite_graph(graph, nhwc_io=nhwc_io)
     if quantize:
-        from edgekit.converters.quant import quantize_graph
+        from edgekit.converters.quantizer import quantize_graph
 
         tfl = quantize_graph(tfl, graph, mode=quantize, calibration=calibration, **quant_options)
+        if quantize == "int8":
+            from edgekit.converters.int8_rules import check_int8
+
+            check_int8(tfl)
     tfl.metadata = {
         "_signature": tfl.metadata["_signature"],
         "edgekit": {

@@ -88,13 +88,16 @@ def _pad_for_max(ctx: Lowering, x: str, xh: str, per_dim) -> str:
     (t, b), (l, r) = per_dim
     mask = np.full((1, h, w, 1), FLOAT_LOWEST, np.float32)
     mask[:, t : h - b, l : w - r, :] = 0.0
-    return ctx.op_new(
+    masked = ctx.new(f"{x}_masked", (n, h, w, c))
+    # tagged: the quantizer gives the mask a scale that saturates the border to the int8 minimum
+    ctx.emit(
         "ADD",
         [padded, ctx.constant(mask, f"{x}_pool_mask")],
-        (n, h, w, c),
-        f"{x}_masked",
+        [masked],
         fused_activation_function="NONE",
+        _role="pool_mask",
     )
+    return masked
 
 
 @lowers("MaxPool")

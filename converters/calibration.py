@@ -1,0 +1,213 @@
+"""Activation ranges for quantization: run the float model over calibration samples and feed
+every intermediate tensor to an observer.
+
+Observers share one small interface (``observe(array)``, ``range() -> (lo, hi)``) and are
+registered by name; the quantizer never branches on the method."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from edgekit.converters.calibration_data import check_array
+from edgekit.errors import CalibrationError
+
+BINS = 2048
+
+
+class Observer:
+    """Collects statistics of one tensor over the calibration run."""
+
+    def observe(self, value: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def range(self) -> tuple[float, float]:
+        raise NotImplementedError
+
+
+class MinMaxObserver(Observer):
+    def __init__(self) -> None:
+        self.lo, self.hi = np.inf, -np.inf
+
+    def observe(self, value: np.ndarray) -> None:
+        self.lo = min(self.lo, float(value.min()))
+        self.hi = max(self.hi, float(value.max()))
+
+    def range(self) -> tuple[float, float]:
+        return self.lo, self.hi
+
+
+class HistogramObserver(MinMaxObserver):
+    """A histogram of |x| over [0, R]; R doubles (merging bin pairs) when a larger value comes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.limit = 0.0
+        self.hist = np.zeros(BINS, np.float64)
+
+    def observe(self, value: np.ndarray) -> None:
+        super().observe(value)
+        magnitude = np.abs(value.ravel())
+        top = float(magnitude.max()) if magnitude.size else 0.0
+        if top == 0.0:
+            self.hist[0] += magnitude.size
+            return
+        if self.limit == 0.0:
+            self.limit = top
+        while top > self.limit:
+            self.hist = np.concatenate([self.hist.reshape(-1, 2).sum(1), np.zeros(BINS // 2)])
+            self.limit *= 2
+        self.hist += np.histogram(magnitude, bins=BINS, range=(0.0, self.limit))[0]
+
+    def edges(self) -> np.ndarray:
+        return np.linspace(0.0, self.limit, BINS + 1)
+
+    def threshold(self) -> float:
+        raise NotImplementedError
+
+    def range(self) -> tuple[float, float]:
+        if self.limit == 0.0:
+            return self.lo, self.hi
+        t = self.threshold()
+        return max(self.lo, -t), min(self.hi, t)
+
+
+class PercentileObserver(HistogramObserver):
+    percentile = 99.99
+
+    def threshold(self) -> float:
+        cdf = np.cumsum(self.hist) / max(self.hist.sum(), 1.0)
+        index = int(np.searchsorted(cdf, self.percentile / 100.0))
+        return float(self.edges()[min(index + 1, BINS)])
+
+
+class EntropyObserver(HistogramObserver):
+    """The clipping threshold whose 128-level quantized distribution is closest (KL) to the
+    observed one, the method TensorRT made standard."""
+
+    levels = 128
+
+    def threshold(self) -> float:
+        hist = self.hist
+        best, best_kl = BINS, np.inf
+        for stop in range(self.levels, BINS + 1, 16):
+            p = hist[:stop].copy()
+            p[stop - 1] += hist[stop:].sum()
+            if p.sum() == 0:
+                continue
+            chunks = np.array_split(hist[:stop], self.levels)
+            q = np.concatenate([np.where(c > 0, c.sum() / max(np.count_nonzero(c), 1), 0.0) for c in chunks])
+            p, q = p / p.sum(), q / max(q.sum(), 1e-12)
+            mask = p > 0
+            kl = float(np.sum(p[mask] * np.log(p[mask] / np.maximum(q[mask], 1e-12))))
+            if kl < best_kl:
+                best, best_kl = stop, kl
+        return float(self.edges()[best])
+
+
+class MSEObserver(HistogramObserver):
+    """The clipping threshold minimising the expected squared error of 8-bit quantization."""
+
+    def threshold(self) -> float:
+        centers = (self.edges()[:-1] + self.edges()[1:]) / 2
+        best, best_err = self.limit, np.inf
+        for fraction in np.linspace(0.05, 1.0, 96):
+            t = self.limit * fraction
+            step = t / 127.5
+            clipped = np.minimum(centers, t)
+            err = np.sum(self.hist * ((centers - clipped) ** 2 + np.where(centers <= t, step**2 / 12, 0.0)))
+            if err < best_err:
+                best, best_err = t, err
+        return float(best)
+
+
+OBSERVERS: dict[str, Callable[[], Observer]] = {
+    "minmax": MinMaxObserver,
+    "percentile": PercentileObserver,
+    "entropy": EntropyObserver,
+    "mse": MSEObserver,
+}
+
+
+def prepare_samples(calibration, input_names: list[str], source_shapes: dict[str, tuple[int, ...]]) -> list[dict]:
+    """Split calibration data into per-invoke feeds (source layout), checking shape and values."""
+    if calibration is None:
+        raise CalibrationError(
+            "int8 quantization needs calibration data: pass --calibration samples.npy (an array in the "
+            "model's input layout) or a folder of images"
+        )
+    if isinstance(calibration, np.ndarray):
+        if len(input_names) != 1:
+            raise CalibrationError(
+                f"the model has inputs {input_names}: pass calibration data as a .npz with those names"
+            )
+        calibration = {input_names[0]: calibration}
+    missing = [n for n in input_names if n not in calibration]
+    if missing:
+        raise CalibrationError(f"calibration data has no samples for input(s) {missing}; name arrays after the inputs")
+    per_input = {}
+    for name in input_names:
+        array = check_array(np.asarray(calibration[name]), f"for input '{name}'")
+        want = tuple(source_shapes[name])
+        if array.shape[1:] == want[1:] and want[0] == 1:
+            per_input[name] = [array[i : i + 1] for i in range(len(array))]
+        elif array.shape == want:
+            per_input[name] = [array]
+        elif array.shape[1:] == want:
+            per_input[name] = list(array)
+        else:
+            raise CalibrationError(
+                f"calibration samples for '{name}' have shape {list(array.shape)}; the model takes "
+                f"{list(want)} (pass an array of shape [N, {', '.join(map(str, want[1:]))}])"
+            )
+    count = min(len(v) for v in per_input.values())
+    return [{n: per_input[n][i] for n in input_names} for i in range(count)]
+
+
+def calibrate(
+    model: bytes, samples: list[dict[str, np.ndarray]], io_layout: dict[str, list[int]], method: str = "minmax"
+) -> dict[str, tuple[float, float]]:
+    """Run the float model on every sample; returns tensor name -> (lo, hi) of its values."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    if method not in OBSERVERS:
+        raise CalibrationError(f"unknown calibration method '{method}'; choose one of {sorted(OBSERVERS)}")
+    interpreter = Interpreter(
+        model_content=model,
+        num_threads=2,
+        experimental_preserve_all_tensors=True,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
+    interpreter.allocate_tensors()
+    runner = interpreter.get_signature_runner("serving_default")
+    inputs = runner.get_input_details()
+    del runner  # it holds views into the interpreter, which invoke() refuses
+    tensors = [d for d in interpreter.get_tensor_details() if d["dtype"] == np.float32]
+    observers: dict[str, Observer] = {}
+    start = time.monotonic()
+    for k, sample in enumerate(samples):
+        for name, value in sample.items():
+            perm = io_layout.get(name)
+            value = np.transpose(value, perm) if perm else value
+            interpreter.set_tensor(
+                inputs[name]["index"], np.ascontiguousarray(value, np.float32).reshape(inputs[name]["shape"])
+            )
+        interpreter.invoke()
+        for detail in tensors:
+            try:
+                value = interpreter.get_tensor(detail["index"])
+            except ValueError:
+                continue
+            if value.size == 0:
+                continue
+            observers.setdefault(detail["name"], OBSERVERS[method]()).observe(value)
+        done = k + 1 == len(samples)
+        message = f"calibrating ({method}): {k + 1}/{len(samples)} samples, {time.monotonic() - start:.1f} s"
+        if sys.stderr.isatty():
+            print(f"\r{message}", end="\n" if done else "", file=sys.stderr, flush=True)
+        elif done or (k + 1) % 25 == 0:
+            print(message, file=sys.stderr, flush=True)
+    return {name: obs.range() for name, obs in observers.items()}

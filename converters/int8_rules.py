@@ -1,0 +1,132 @@
+"""The writer's self-check: TFLite's int8 rules (TFLITE_INT8.md) that its kernels never check
+at load time and would answer with wrong numbers. A model breaking any is refused."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from edgekit.converters.ir import Graph
+from edgekit.converters.quantizer import FIXED_OUTPUT, SHARED, WEIGHTED
+from edgekit.errors import UnsupportedModelError
+
+INT8 = np.dtype(np.int8)
+
+
+class Int8RuleError(UnsupportedModelError):
+    """The quantized graph breaks a rule of TFLite's int8 kernels."""
+
+
+def _quant_shape_rule(graph: Graph) -> list[str]:
+    problems = []
+    for t in graph.tensors.values():
+        q = t.quant
+        if q is None:
+            continue
+        if q.scale.size != q.zero_point.size:
+            problems.append(f"{t.name}: {q.scale.size} scales but {q.zero_point.size} zero points")
+        if t.shape and not 0 <= q.axis < len(t.shape):
+            problems.append(f"{t.name}: quantized_dimension {q.axis} outside [0, {len(t.shape)})")
+        if q.scale.size not in (1, t.shape[q.axis] if t.shape and 0 <= q.axis < len(t.shape) else 1):
+            problems.append(f"{t.name}: {q.scale.size} scales for dimension of size {t.shape[q.axis]}")
+        if np.any(q.scale <= 0) or not np.all(np.isfinite(q.scale)):
+            problems.append(f"{t.name}: scales must be finite and positive")
+    return problems
+
+
+def _activation_rule(graph: Graph) -> list[str]:
+    problems = []
+    for t in graph.tensors.values():
+        if t.is_const or t.dtype != INT8:
+            continue
+        if t.quant is None:
+            problems.append(f"{t.name}: int8 activation without quantization parameters")
+        elif t.quant.scale.size != 1:
+            problems.append(f"{t.name}: activations must be quantized per tensor")
+        elif not -128 <= int(t.quant.zero_point[0]) <= 127:
+            problems.append(f"{t.name}: zero point {int(t.quant.zero_point[0])} outside [-128, 127]")
+    return problems
+
+
+def _weight_and_bias_rule(graph: Graph) -> list[str]:
+    problems = []
+    for n in graph.nodes:
+        if n.op not in WEIGHTED:
+            continue
+        w_index, axis, b_index = WEIGHTED[n.op]
+        w = graph.tensors[n.inputs[w_index]]
+        if w.dtype != INT8:
+            continue
+        q = w.quant
+        if q is None or np.any(q.zero_point != 0):
+            problems.append(f"{n.name}: weights must be symmetric (zero point 0)")
+            continue
+        if w.data is not None and (w.data.min() < -127 or w.data.max() > 127):
+            problems.append(f"{n.name}: int8 weights must lie in [-127, 127]")
+        if q.per_channel and q.axis != axis:
+            problems.append(f"{n.name}: {n.op} weights are per channel along axis {axis}, not {q.axis}")
+        if len(n.inputs) <= b_index or not n.inputs[b_index]:
+            continue
+        b = graph.tensors[n.inputs[b_index]]
+        x = graph.tensors[n.inputs[2] if n.op == "TRANSPOSE_CONV" else n.inputs[0]]
+        if b.dtype != np.int32 or b.quant is None:
+            problems.append(f"{n.name}: bias must be int32 with quantization parameters")
+            continue
+        if b.quant.axis != 0 or np.any(b.quant.zero_point != 0):
+            problems.append(f"{n.name}: bias must be quantized along axis 0 with zero point 0")
+        if x.quant is not None:
+            want = x.quant.scale[0] * np.broadcast_to(q.scale, b.quant.scale.shape)
+            if b.quant.scale.size not in (1, q.scale.size) or not np.allclose(b.quant.scale, want, rtol=1e-5):
+                problems.append(f"{n.name}: bias scale must be input_scale * weight_scale per channel")
+    return problems
+
+
+def _fixed_output_rule(graph: Graph) -> list[str]:
+    problems = []
+    for n in graph.nodes:
+        out = graph.tensors[n.outputs[0]]
+        if n.op in FIXED_OUTPUT and out.dtype == INT8:
+            scale, zero_point = FIXED_OUTPUT[n.op]
+            q = out.quant
+            if q is None or not np.isclose(q.scale[0], scale) or int(q.zero_point[0]) != zero_point:
+                problems.append(f"{n.name}: int8 {n.op} output must be (scale {scale:g}, zero point {zero_point})")
+    return problems
+
+
+def _shared_rule(graph: Graph) -> list[str]:
+    problems = []
+    for n in graph.nodes:
+        if n.op not in SHARED:
+            continue
+        out = graph.tensors[n.outputs[0]]
+        if out.dtype != INT8:
+            continue
+        indices = SHARED[n.op]
+        for k, name in enumerate(n.inputs):
+            if not name or (indices is not None and k not in indices):
+                continue
+            t = graph.tensors[name]
+            if t.dtype == INT8 and not (t.quant is not None and t.quant.same_as(out.quant)):
+                problems.append(f"{n.name}: {n.op} input '{name}' and output must share quantization parameters")
+    return problems
+
+
+RULES: dict[str, Callable[[Graph], list[str]]] = {
+    "quantization parameters well formed": _quant_shape_rule,
+    "activations per tensor": _activation_rule,
+    "weights and bias": _weight_and_bias_rule,
+    "fixed output parameters": _fixed_output_rule,
+    "shared parameters": _shared_rule,
+}
+
+
+def check_int8(graph: Graph) -> None:
+    """Raise Int8RuleError naming every broken rule."""
+    problems = [f"[{rule}] {p}" for rule, check in RULES.items() for p in check(graph)]
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise Int8RuleError("refusing to write a model TFLite would run wrongly: " + "; ".join(problems[:5]) + more)
+
+
+__all__ = ["RULES", "Int8RuleError", "check_int8"]

@@ -1,0 +1,472 @@
+"""Post-training quantization of a float TFLite-level graph.
+
+``int8``: symmetric per-channel int8 weights, asymmetric int8 activations from calibration,
+int32 biases with scale ``input_scale * weight_scale[c]``, fixed output parameters for
+SOFTMAX/LOGISTIC/TANH, one set of parameters shared across ops that move bytes without
+rescaling (pools, concatenation, reshape-like ops). Ops without an int8 kernel stay float
+between DEQUANTIZE/QUANTIZE. ``dynamic``: int8 weights, float activations. ``fp16``: float16
+weights dequantized at load.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgekit.converters.ir import Graph, Node, QuantParams
+from edgekit.errors import UnsupportedModelError
+
+# op -> (weight input index, per-channel axis of the weight, bias input index)
+WEIGHTED = {
+    "CONV_2D": (1, 0, 2),
+    "DEPTHWISE_CONV_2D": (1, 3, 2),
+    "FULLY_CONNECTED": (1, 0, 2),
+    "TRANSPOSE_CONV": (1, 0, 3),
+}
+# ops with int8 kernels in TFLite (others stay float between DEQUANTIZE and QUANTIZE)
+INT8_OPS = frozenset(
+    {
+        *WEIGHTED,
+        "ADD",
+        "SUB",
+        "MUL",
+        "AVERAGE_POOL_2D",
+        "MAX_POOL_2D",
+        "CONCATENATION",
+        "RESHAPE",
+        "SQUEEZE",
+        "TRANSPOSE",
+        "PAD",
+        "SLICE",
+        "STRIDED_SLICE",
+        "SPLIT",
+        "SPLIT_V",
+        "MEAN",
+        "SUM",
+        "REDUCE_MAX",
+        "REDUCE_MIN",
+        "SOFTMAX",
+        "LOGISTIC",
+        "TANH",
+        "RELU",
+        "RELU6",
+        "RELU_N1_TO_1",
+        "LEAKY_RELU",
+        "PRELU",
+        "HARD_SWISH",
+        "MAXIMUM",
+        "MINIMUM",
+        "RESIZE_BILINEAR",
+        "RESIZE_NEAREST_NEIGHBOR",
+        "GATHER",
+        "BATCH_MATMUL",
+        "ELU",
+        "SQUARED_DIFFERENCE",
+        "LOG_SOFTMAX",
+        "MIRROR_PAD",
+        "RSQRT",
+        "GELU",
+    }
+)
+# output parameters fixed by the int8 kernels: op -> (scale, zero point)
+FIXED_OUTPUT = {
+    "SOFTMAX": (1 / 256, -128),
+    "LOGISTIC": (1 / 256, -128),
+    "TANH": (1 / 128, 0),
+    "LOG_SOFTMAX": (16 / 256, 127),
+}
+# ops whose int8 output must carry their (data) input's parameters; value: data input indices
+SHARED = {
+    "AVERAGE_POOL_2D": (0,),
+    "MAX_POOL_2D": (0,),
+    "RESHAPE": (0,),
+    "SQUEEZE": (0,),
+    "TRANSPOSE": (0,),
+    "PAD": (0,),
+    "MIRROR_PAD": (0,),
+    "SLICE": (0,),
+    "STRIDED_SLICE": (0,),
+    "GATHER": (0,),
+    "SPLIT": (1,),
+    "SPLIT_V": (0,),
+    "RESIZE_BILINEAR": (0,),
+    "RESIZE_NEAREST_NEIGHBOR": (0,),
+    "REDUCE_MAX": (0,),
+    "REDUCE_MIN": (0,),
+    "MAXIMUM": (0, 1),
+    "MINIMUM": (0, 1),
+    "CONCATENATION": None,  # None: every input
+}
+INT8 = np.dtype(np.int8)
+
+
+def activation_params(lo: float, hi: float, min_scale: float = 0.0) -> QuantParams:
+    """Asymmetric int8 parameters whose grid holds 0 exactly; the scale is at least
+    ``min_scale`` (the range then widens around its centre)."""
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    if hi - lo < 1e-30:
+        hi = lo + 1e-30
+    scale = max((hi - lo) / 255.0, min_scale)
+    if scale > (hi - lo) / 255.0:
+        centre = (hi + lo) / 2
+        lo, hi = min(centre - 127.5 * scale, 0.0), max(centre + 127.5 * scale, 0.0)
+        scale = max((hi - lo) / 255.0, min_scale)
+    zero_point = int(np.clip(round(-128 - lo / scale), -128, 127))
+    return QuantParams(np.float32(scale), zero_point)
+
+
+def symmetric_weights(w: np.ndarray, axis: int | None) -> tuple[np.ndarray, QuantParams]:
+    """int8 weights in [-127, 127], zero point 0, per channel along ``axis`` (None: per tensor)."""
+    w = w.astype(np.float64)
+    if axis is None:
+        amax = np.array([np.abs(w).max()])
+        scale = np.where(amax > 0, amax / 127.0, 1.0)
+        q = np.clip(np.round(w / scale[0]), -127, 127)
+        return q.astype(np.int8), QuantParams(scale.astype(np.float32), np.zeros(1, np.int64), 0)
+    moved = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
+    amax = np.abs(moved).max(axis=1)
+    scale = np.where(amax > 0, amax / 127.0, 1.0)
+    shape = [1] * w.ndim
+    shape[axis] = -1
+    q = np.clip(np.round(w / scale.reshape(shape)), -127, 127)
+    return q.astype(np.int8), QuantParams(scale.astype(np.float32), np.zeros(scale.size, np.int64), axis)
+
+
+def quantize_values(value: np.ndarray, q: QuantParams, dtype=np.int8) -> np.ndarray:
+    info = np.iinfo(dtype)
+    return np.clip(np.round(value / q.scale[0]) + q.zero_point[0], info.min, info.max).astype(dtype)
+
+
+class _Groups:
+    """Union-find over tensor names that must share quantization parameters."""
+
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+
+    def find(self, x: str) -> str:
+        self.parent.setdefault(x, x)
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a: str, b: str) -> None:
+        self.parent[self.find(a)] = self.find(b)
+
+
+@dataclass
+class QuantizationSummary:
+    int8_ops: int
+    float_ops: list[str]
+
+
+# XNNPACK refuses (and some versions crash on) requantization multipliers of 256 and more
+MAX_MULTIPLIER = 255.0
+MIN_ADD_INPUT_RATIO = 1 / 1000  # XNNPACK: input_scale / output_scale >= 2^-10
+
+
+def _minimum_scales(g: Graph, is_int8: dict[int, bool], params: dict[str, QuantParams]) -> dict[str, float]:
+    """Tensor -> the smallest scale that keeps every requantization multiplier in XNNPACK's bounds."""
+    needs: dict[str, float] = {}
+    for n in g.nodes:
+        if not is_int8[id(n)] or not n.outputs or n.outputs[0] not in params:
+            continue
+        out = n.outputs[0]
+
+        def scale_of(name: str) -> float:
+            if name in params:
+                return float(params[name].scale[0])
+            t = g.tensors[name]
+            if t.is_const and t.data is not None:
+                return max(float(np.abs(t.data).max()), 1e-30) / 127.0
+            return 0.0
+
+        if n.op in WEIGHTED:
+            w_index, axis, _ = WEIGHTED[n.op]
+            x = n.inputs[2] if n.op == "TRANSPOSE_CONV" else n.inputs[0]
+            w = g.tensors[n.inputs[w_index]].data
+            w_scale = float(np.abs(w).max()) / 127.0 if w is not None else 0.0
+            needs[out] = scale_of(x) * w_scale / MAX_MULTIPLIER
+        elif n.op == "MUL":
+            needs[out] = scale_of(n.inputs[0]) * scale_of(n.inputs[1]) / MAX_MULTIPLIER
+        elif n.op in ("ADD", "SUB") and n.attrs.get("_role") != "pool_mask":
+            needs[out] = max(scale_of(n.inputs[0]), scale_of(n.inputs[1])) / MAX_MULTIPLIER
+            for i in n.inputs:  # and each input scale at least 2^-10 of the output's
+                if i in params:
+                    needs[i] = max(needs.get(i, 0.0), scale_of(out) * MIN_ADD_INPUT_RATIO)
+        elif n.op in ("MEAN", "SUM", "LEAKY_RELU", "HARD_SWISH", "ELU", "PRELU", "BATCH_MATMUL"):
+            needs[out] = max(scale_of(i) for i in n.inputs if i and i in params) / MAX_MULTIPLIER
+    return needs
+
+
+def _data_inputs(graph: Graph, node: Node) -> list[str]:
+    return [i for i in node.inputs if i and not graph.is_const(i)]
+
+
+def quantize_int8(
+    graph: Graph,
+    ranges: dict[str, tuple[float, float]],
+    *,
+    per_channel: bool = True,
+    io_type: str = "float32",
+    keep_float: set[str] | frozenset[str] = frozenset(),
+) -> Graph:
+    """A full-integer copy of ``graph`` (activations int8 wherever a kernel exists)."""
+    g = graph.copy()
+    is_int8 = {id(n): n.op in INT8_OPS and n.attrs.get("_source") not in keep_float for n in g.nodes}
+
+    # tensors that become int8: touched by an int8 op (data inputs and outputs)
+    quantized: set[str] = set()
+    for n in g.nodes:
+        if is_int8[id(n)]:
+            quantized.update(_data_inputs(g, n))
+            quantized.update(n.outputs)
+    quantized = {t for t in quantized if g.tensors[t].dtype == np.float32}
+
+    groups = _Groups()
+    for n in g.nodes:
+        if not is_int8[id(n)]:
+            continue
+        if n.op in SHARED:
+            indices = SHARED[n.op]
+            ins = [i for k, i in enumerate(n.inputs) if i and (indices is None or k in indices)]
+            for name in ins:
+                for out in n.outputs:
+                    if name in quantized or g.is_const(name):
+                        groups.union(name, out)
+        if n.attrs.get("_role") == "pool_mask":
+            groups.union(n.inputs[0], n.outputs[0])
+
+    fixed: dict[str, tuple[float, int]] = {}
+    for n in g.nodes:
+        if is_int8[id(n)] and n.op in FIXED_OUTPUT:
+            root = groups.find(n.outputs[0])
+            if root in fixed and fixed[root] != FIXED_OUTPUT[n.op]:
+                raise UnsupportedModelError(f"internal: conflicting fixed parameters at {n.name}")
+            fixed[root] = FIXED_OUTPUT[n.op]
+
+    # one range per group: the union of its members' observed ranges
+    group_range: dict[str, list[float]] = {}
+    masked = {n.outputs[0] for n in g.nodes if n.attrs.get("_role") == "pool_mask"}
+    for t in quantized:
+        if t not in ranges:
+            raise UnsupportedModelError(f"internal: no calibration range for tensor '{t}'")
+        r = group_range.setdefault(groups.find(t), [np.inf, -np.inf])
+        if t in masked:
+            continue  # the float minimum on the border says nothing about the values
+        lo, hi = ranges[t]
+        r[0], r[1] = min(r[0], lo), max(r[1], hi)
+    min_scale: dict[str, float] = {}
+    for _ in range(8):  # widen output scales until every requantization multiplier is in bounds
+        params = {}
+        for t in quantized:
+            root = groups.find(t)
+            if root in fixed:
+                params[t] = QuantParams(np.float32(fixed[root][0]), fixed[root][1])
+            else:
+                lo, hi = group_range.get(root, (0.0, 1.0))
+                lo, hi = (lo if np.isfinite(lo) else 0.0), (hi if np.isfinite(hi) else 1.0)
+                params[t] = activation_params(lo, hi, min_scale.get(root, 0.0))
+        needs = _minimum_scales(g, is_int8, params)
+        changed = False
+        for t, need in needs.items():
+            root = groups.find(t)
+            if root not in fixed and need > float(params[t].scale[0]) * (1 + 1e-6):
+                min_scale[root] = max(min_scale.get(root, 0.0), need)
+                changed = True
+        if not changed:
+            break
+
+    # activations
+    for t in quantized:
+        tensor = g.tensors[t]
+        if not tensor.is_const:
+            tensor.dtype, tensor.quant = INT8, params[t]
+
+    # constants of int8 ops
+    for n in g.nodes:
+        if not is_int8[id(n)]:
+            continue
+        if n.op in WEIGHTED:
+            _quantize_weighted(g, n, per_channel)
+            continue
+        for k, name in enumerate(n.inputs):
+            t = g.tensors.get(name) if name else None
+            if t is None or not t.is_const or t.dtype != np.float32:
+                continue
+            new = g.add_tensor(f"{name}_q", t.shape, INT8, unique=True)
+            if n.attrs.get("_role") == "pool_mask":
+                # 0 -> 127 keeps the interior; the float minimum saturates to -128, and so does
+                # the sum on the border, which then never wins the max
+                q = QuantParams(g.tensors[n.inputs[0]].quant.scale, 127)
+            elif n.op in SHARED:
+                q = g.tensors[n.outputs[0]].quant
+            else:
+                q = activation_params(float(t.data.min()), float(t.data.max()))
+            g.tensors[new].data = quantize_values(t.data, q)
+            g.tensors[new].quant = q
+            n.inputs[k] = new
+
+    _bridge_float_ops(g, is_int8)
+    _set_io(g, io_type)
+    g.remove_unused()
+    return g
+
+
+def _quantize_weighted(g: Graph, n: Node, per_channel: bool) -> None:
+    w_index, axis, b_index = WEIGHTED[n.op]
+    x = n.inputs[2] if n.op == "TRANSPOSE_CONV" else n.inputs[0]
+    w = g.tensors[n.inputs[w_index]]
+    if w.data is None:
+        raise UnsupportedModelError(f"{n.op} '{n.name}' has non-constant weights; int8 needs constant weights")
+    channel_axis = axis if per_channel and n.op != "FULLY_CONNECTED" else None
+    q, wq = symmetric_weights(w.data, channel_axis)
+    name = g.add_tensor(f"{w.name}_int8", w.shape, INT8, q, wq, unique=True)
+    n.inputs[w_index] = name
+    if len(n.inputs) > b_index and n.inputs[b_index]:
+        b = g.tensors[n.inputs[b_index]]
+        in_scale = float(g.tensors[x].quant.scale[0])
+        bias_scale = (in_scale * wq.scale.astype(np.float64)).astype(np.float32)
+        values = np.round(b.data.astype(np.float64) / bias_scale.astype(np.float64))
+        values = np.clip(values, np.iinfo(np.int32).min, np.iinfo(np.int32).max).astype(np.int32)
+        bq = QuantParams(bias_scale, np.zeros(bias_scale.size, np.int64), 0)
+        n.inputs[b_index] = g.add_tensor(f"{b.name}_int32", b.shape, np.int32, values, bq, unique=True)
+
+
+def _bridge_float_ops(g: Graph, is_int8: dict[int, bool]) -> None:
+    """DEQUANTIZE int8 inputs of float ops and QUANTIZE their outputs back where int8 is read."""
+    for n in list(g.nodes):
+        if is_int8.get(id(n), True):
+            continue
+        for k, name in enumerate(n.inputs):
+            t = g.tensors.get(name) if name else None
+            if t is not None and t.dtype == INT8 and not t.is_const:
+                f = g.add_tensor(f"{name}_float", t.shape, np.float32, unique=True)
+                g.nodes.insert(g.nodes.index(n), Node("DEQUANTIZE", [name], [f], {}, name=f"{n.name}/dequantize"))
+                n.inputs[k] = f
+        for k, name in enumerate(n.outputs):
+            t = g.tensors[name]
+            if t.dtype == INT8:
+                f = g.add_tensor(f"{name}_float", t.shape, np.float32, unique=True)
+                n.outputs[k] = f
+                g.nodes.insert(g.nodes.index(n) + 1, Node("QUANTIZE", [f], [name], {}, name=f"{n.name}/quantize"))
+
+
+def _set_io(g: Graph, io_type: str) -> None:
+    if io_type not in ("float32", "int8", "uint8"):
+        raise UnsupportedModelError(f"--io-type {io_type}: choose float32, int8 or uint8")
+    for k, name in enumerate(list(g.inputs)):
+        t = g.tensors[name]
+        if t.dtype != INT8 or io_type == "int8":
+            continue
+        outer_dtype = np.float32 if io_type == "float32" else np.uint8
+        outer_quant = None if io_type == "float32" else QuantParams(t.quant.scale, t.quant.zero_point + 128)
+        outer = g.add_tensor(f"{name}_input", t.shape, outer_dtype, quant=outer_quant, unique=True)
+        g.nodes.insert(0, Node("QUANTIZE", [outer], [name], {}, name=f"{name}/quantize"))
+        g.inputs[k] = outer
+    for k, name in enumerate(list(g.outputs)):
+        t = g.tensors[name]
+        if t.dtype != INT8 or io_type == "int8":
+            continue
+        if io_type == "float32":
+            outer = g.add_tensor(f"{name}_output", t.shape, np.float32, unique=True)
+            g.nodes.append(Node("DEQUANTIZE", [name], [outer], {}, name=f"{name}/dequantize"))
+        else:
+            q = QuantParams(t.quant.scale, t.quant.zero_point + 128)
+            outer = g.add_tensor(f"{name}_output", t.shape, np.uint8, quant=q, unique=True)
+            g.nodes.append(Node("QUANTIZE", [name], [outer], {}, name=f"{name}/to_uint8"))
+        g.outputs[k] = outer
+
+
+def quantize_dynamic(graph: Graph, per_channel: bool = True) -> Graph:
+    """int8 weights for conv / fully-connected, float activations (hybrid kernels)."""
+    g = graph.copy()
+    for n in g.nodes:
+        if n.op not in ("CONV_2D", "FULLY_CONNECTED"):
+            continue
+        w = g.tensors[n.inputs[1]]
+        if w.data is None:
+            continue
+        axis = 0 if per_channel else None
+        q, wq = symmetric_weights(w.data, axis)
+        n.inputs[1] = g.add_tensor(f"{w.name}_int8", w.shape, INT8, q, wq, unique=True)
+        if n.op == "FULLY_CONNECTED":
+            n.attrs["asymmetric_quantize_inputs"] = True
+    g.remove_unused()
+    return g
+
+
+def quantize_fp16(graph: Graph) -> Graph:
+    """float16 constants, each dequantized once at load (XNNPACK folds the DEQUANTIZE)."""
+    g = graph.copy()
+    done: dict[str, str] = {}
+    for n in list(g.nodes):
+        for k, name in enumerate(n.inputs):
+            t = g.tensors.get(name) if name else None
+            if t is None or not t.is_const or t.dtype != np.float32 or t.data.size < 16:
+                continue
+            if name not in done:
+                half = g.add_tensor(f"{name}_fp16", t.shape, np.float16, t.data.astype(np.float16), unique=True)
+                full = g.add_tensor(f"{name}_fp32", t.shape, np.float32, unique=True)
+                g.nodes.insert(0, Node("DEQUANTIZE", [half], [full], {}, name=f"{name}/dequantize"))
+                done[name] = full
+            n.inputs[k] = done[name]
+    g.remove_unused()
+    return g
+
+
+def expand_for_int8(graph: Graph) -> Graph:
+    """Rewrite ops whose int8 kernels XNNPACK lacks into ones it has, before calibration:
+    HARD_SWISH(x) = x * (relu6(x + 3) * 1/6)."""
+    g = graph.copy()
+    for n in [n for n in g.nodes if n.op == "HARD_SWISH"]:
+        x, out = n.inputs[0], n.outputs[0]
+        shape = g.shape(x)
+        at = g.nodes.index(n)
+        g.nodes.remove(n)
+        h6 = g.add_tensor(f"{out}_relu6", shape, np.float32, unique=True)
+        h = g.add_tensor(f"{out}_hardsigmoid", shape, np.float32, unique=True)
+        three = g.add_const(np.array(3.0, np.float32), "three")
+        sixth = g.add_const(np.array(1 / 6, np.float32), "one_sixth")
+        for k, new in enumerate(
+            [
+                Node("ADD", [x, three], [h6], {"fused_activation_function": "RELU6"}, name=f"{n.name}/add3"),
+                Node("MUL", [h6, sixth], [h], {"fused_activation_function": "NONE"}, name=f"{n.name}/div6"),
+                Node("MUL", [x, h], [out], {"fused_activation_function": "NONE"}, name=f"{n.name}/mul"),
+            ]
+        ):
+            new.attrs["_source"] = n.attrs.get("_source", "")
+            g.nodes.insert(at + k, new)
+    return g
+
+
+def quantize_graph(
+    tfl: Graph,
+    onnx_graph: Graph,
+    *,
+    mode: str,
+    calibration=None,
+    method: str = "minmax",
+    per_channel: bool = True,
+    io_type: str = "float32",
+    keep_float: list[str] | None = None,
+) -> Graph:
+    """Quantize the float TFLite-level graph ``tfl`` converted from ``onnx_graph``."""
+    if mode == "fp16":
+        return quantize_fp16(tfl)
+    if mode == "dynamic":
+        return quantize_dynamic(tfl, per_channel)
+    if mode != "int8":
+        raise UnsupportedModelError(f"--quantize {mode} is not supported yet; use int8, dynamic or fp16")
+    from edgekit.converters.calibration import calibrate, prepare_samples
+    from edgekit.converters.tflite_writer import serialize
+
+    tfl = expand_for_int8(tfl)
+    names = onnx_graph.metadata["_signature"]["inputs"]
+    shapes = {user: onnx_graph.shape(t) for user, t in zip(names, onnx_graph.inputs, strict=True)}
+    samples = prepare_samples(calibration, names, shapes)
+    float_model = tfl.copy()
+    float_model.metadata = {"_signature": tfl.metadata["_signature"]}
+    ranges = calibrate(serialize(float_model), samples, tfl.metadata.get("io_layout", {}), method)
+    return quantize_int8(tfl, ranges, per_channel=per_channel, io_type=io_type, keep_float=set(keep_float or []))
