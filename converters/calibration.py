@@ -88,17 +88,18 @@ class EntropyObserver(HistogramObserver):
     """The clipping threshold whose 128-level quantized distribution is closest (KL) to the
     observed one, the method TensorRT made standard."""
 
-    levels = 128
-
     def threshold(self) -> float:
-        hist = self.hist
+        hist = self.hist.copy()
+        hist[0] = 0  # exact zeros (ReLU's spike) quantize exactly whatever the threshold
+        # a one-sided tensor gets all 256 asymmetric levels on [0, T]; a signed one 128 a side
+        levels = 256 if self.lo >= 0 else 128
         best, best_kl = BINS, np.inf
-        for stop in range(self.levels, BINS + 1, 16):
+        for stop in range(levels, BINS + 1, 16):
             p = hist[:stop].copy()
             p[stop - 1] += hist[stop:].sum()
             if p.sum() == 0:
                 continue
-            chunks = np.array_split(hist[:stop], self.levels)
+            chunks = np.array_split(hist[:stop], levels)
             q = np.concatenate([np.where(c > 0, c.sum() / max(np.count_nonzero(c), 1), 0.0) for c in chunks])
             p, q = p / p.sum(), q / max(q.sum(), 1e-12)
             mask = p > 0
@@ -210,4 +211,6 @@ def calibrate(
             print(f"\r{message}", end="\n" if done else "", file=sys.stderr, flush=True)
         elif done or (k + 1) % 25 == 0:
             print(message, file=sys.stderr, flush=True)
-    return {name: obs.range() for name, obs in observers.items()}
+    # graph outputs keep their full range: clipping what the user reads costs more than it saves
+    outputs = {d["name"] for d in interpreter.get_output_details()}
+    return {name: (obs.lo, obs.hi) if name in outputs else obs.range() for name, obs in observers.items()}

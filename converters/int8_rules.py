@@ -28,8 +28,9 @@ def _quant_shape_rule(graph: Graph) -> list[str]:
             problems.append(f"{t.name}: {q.scale.size} scales but {q.zero_point.size} zero points")
         if t.shape and not 0 <= q.axis < len(t.shape):
             problems.append(f"{t.name}: quantized_dimension {q.axis} outside [0, {len(t.shape)})")
-        if q.scale.size not in (1, t.shape[q.axis] if t.shape and 0 <= q.axis < len(t.shape) else 1):
-            problems.append(f"{t.name}: {q.scale.size} scales for dimension of size {t.shape[q.axis]}")
+        elif q.scale.size != 1 and (not t.shape or q.scale.size != t.shape[q.axis]):
+            size = t.shape[q.axis] if t.shape else 1
+            problems.append(f"{t.name}: {q.scale.size} scales for a dimension of size {size}")
         if np.any(q.scale <= 0) or not np.all(np.isfinite(q.scale)):
             problems.append(f"{t.name}: scales must be finite and positive")
     return problems
@@ -76,8 +77,9 @@ def _weight_and_bias_rule(graph: Graph) -> list[str]:
         if b.quant.axis != 0 or np.any(b.quant.zero_point != 0):
             problems.append(f"{n.name}: bias must be quantized along axis 0 with zero point 0")
         if x.quant is not None:
-            want = x.quant.scale[0] * np.broadcast_to(q.scale, b.quant.scale.shape)
-            if b.quant.scale.size not in (1, q.scale.size) or not np.allclose(b.quant.scale, want, rtol=1e-5):
+            if b.quant.scale.size != q.scale.size:
+                problems.append(f"{n.name}: bias has {b.quant.scale.size} scales, the weights {q.scale.size}")
+            elif not np.allclose(b.quant.scale, x.quant.scale[0] * q.scale, rtol=1e-5):
                 problems.append(f"{n.name}: bias scale must be input_scale * weight_scale per channel")
     return problems
 

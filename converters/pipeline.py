@@ -95,6 +95,8 @@ def convert(
     if quantize:
         from edgekit.converters.quantizer import quantize_graph
 
+        if target == "edgetpu":
+            quant_options["fully_integer"] = True
         tfl = quantize_graph(tfl, graph, mode=quantize, calibration=calibration, **quant_options)
         if quantize == "int8":
             from edgekit.converters.int8_rules import check_int8

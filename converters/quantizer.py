@@ -69,6 +69,9 @@ INT8_OPS = frozenset(
         "GELU",
     }
 )
+# int8 kernels XNNPACK lacks: on a CPU target these run in float inside the same XNNPACK
+# partition (DEQUANTIZE/QUANTIZE around them) instead of splitting the graph
+FLOAT_ON_CPU = frozenset({"SOFTMAX", "LOG_SOFTMAX", "RSQRT", "GELU", "GATHER", "RESIZE_NEAREST_NEIGHBOR"})
 # output parameters fixed by the int8 kernels: op -> (scale, zero point)
 FIXED_OUTPUT = {
     "SOFTMAX": (1 / 256, -128),
@@ -211,10 +214,17 @@ def quantize_int8(
     per_channel: bool = True,
     io_type: str = "float32",
     keep_float: set[str] | frozenset[str] = frozenset(),
+    float_ops: frozenset[str] = FLOAT_ON_CPU,
 ) -> Graph:
-    """A full-integer copy of ``graph`` (activations int8 wherever a kernel exists)."""
+    """A full-integer copy of ``graph`` (activations int8 wherever a kernel exists).
+
+    ``keep_float`` names source (ONNX) nodes to leave in float; ops in ``float_ops`` stay
+    float too (the default: those XNNPACK has no int8 kernel for; pass an empty set for a
+    fully integer model, as the Edge TPU needs)."""
     g = graph.copy()
-    is_int8 = {id(n): n.op in INT8_OPS and n.attrs.get("_source") not in keep_float for n in g.nodes}
+    is_int8 = {
+        id(n): n.op in INT8_OPS and n.op not in float_ops and n.attrs.get("_source") not in keep_float for n in g.nodes
+    }
 
     # tensors that become int8: touched by an int8 op (data inputs and outputs)
     quantized: set[str] = set()
@@ -416,10 +426,63 @@ def quantize_fp16(graph: Graph) -> Graph:
     return g
 
 
+def _average_pool_as_depthwise(g: Graph, n: Node) -> None:
+    """AVERAGE_POOL_2D -> MEAN (a window covering the input) or a DEPTHWISE_CONV_2D with
+    constant 1/(kh*kw) weights, which int8 represents exactly."""
+    x, out = n.inputs[0], n.outputs[0]
+    _, h, w, c = g.shape(x)
+    kh, kw = n.attrs["filter_height"], n.attrs["filter_width"]
+    act = n.attrs.get("fused_activation_function", "NONE")
+    if n.attrs.get("padding") == "VALID" and (kh, kw) == (h, w) and act == "NONE":
+        n.op = "MEAN"
+        n.inputs = [x, g.add_const(np.array([1, 2], np.int32), "axes")]
+        n.attrs = {"keep_dims": True, "_source": n.attrs.get("_source", "")}
+        return
+    sh, sw = n.attrs["stride_h"], n.attrs["stride_w"]
+    if n.attrs.get("padding") == "SAME":
+        # SAME windows exclude the padding: pad with zeros, sum, and rescale each border
+        # window by (kh*kw / its real element count) with a constant MUL
+        _, oh, ow, _ = g.shape(out)
+        pads = []
+        for size, k, stride, o in ((h, kh, sh, oh), (w, kw, sw, ow)):
+            total = max((o - 1) * stride + k - size, 0)
+            pads.append((total // 2, total - total // 2))
+        padded = g.add_tensor(f"{out}_padded", (1, h + sum(pads[0]), w + sum(pads[1]), c), np.float32, unique=True)
+        paddings = g.add_const(np.array([[0, 0], pads[0], pads[1], [0, 0]], np.int32), "paddings")
+        g.nodes.insert(g.nodes.index(n), Node("PAD", [x, paddings], [padded], {}, name=f"{n.name}/pad"))
+        ones = np.pad(np.ones((h, w)), pads)
+        counts = np.array(
+            [[ones[i * sh : i * sh + kh, j * sw : j * sw + kw].sum() for j in range(ow)] for i in range(oh)]
+        )
+        summed = g.add_tensor(f"{out}_window_mean", g.shape(out), np.float32, unique=True)
+        correction = g.add_const((kh * kw / counts).reshape(1, oh, ow, 1).astype(np.float32), f"{out}_count")
+        g.nodes.insert(
+            g.nodes.index(n) + 1,
+            Node("MUL", [summed, correction], [out], {"fused_activation_function": act}, name=f"{n.name}/count"),
+        )
+        n.outputs = [summed]
+        x, act = padded, "NONE"
+    weights = np.full((1, kh, kw, c), 1.0 / (kh * kw), np.float32)
+    n.op = "DEPTHWISE_CONV_2D"
+    n.inputs = [x, g.add_const(weights, f"{out}_avg_weights"), g.add_const(np.zeros(c, np.float32), f"{out}_avg_bias")]
+    n.attrs = {
+        "padding": "VALID",
+        "stride_w": n.attrs["stride_w"],
+        "stride_h": n.attrs["stride_h"],
+        "depth_multiplier": 1,
+        "dilation_w_factor": 1,
+        "dilation_h_factor": 1,
+        "fused_activation_function": act,
+        "_source": n.attrs.get("_source", ""),
+    }
+
+
 def expand_for_int8(graph: Graph) -> Graph:
     """Rewrite ops whose int8 kernels XNNPACK lacks into ones it has, before calibration:
-    HARD_SWISH(x) = x * (relu6(x + 3) * 1/6)."""
+    HARD_SWISH(x) = x * (relu6(x + 3) * 1/6); AVERAGE_POOL_2D as MEAN or DEPTHWISE_CONV_2D."""
     g = graph.copy()
+    for n in [n for n in g.nodes if n.op == "AVERAGE_POOL_2D"]:
+        _average_pool_as_depthwise(g, n)
     for n in [n for n in g.nodes if n.op == "HARD_SWISH"]:
         x, out = n.inputs[0], n.outputs[0]
         shape = g.shape(x)
@@ -451,6 +514,7 @@ def quantize_graph(
     per_channel: bool = True,
     io_type: str = "float32",
     keep_float: list[str] | None = None,
+    fully_integer: bool = False,
 ) -> Graph:
     """Quantize the float TFLite-level graph ``tfl`` converted from ``onnx_graph``."""
     if mode == "fp16":
@@ -469,4 +533,11 @@ def quantize_graph(
     float_model = tfl.copy()
     float_model.metadata = {"_signature": tfl.metadata["_signature"]}
     ranges = calibrate(serialize(float_model), samples, tfl.metadata.get("io_layout", {}), method)
-    return quantize_int8(tfl, ranges, per_channel=per_channel, io_type=io_type, keep_float=set(keep_float or []))
+    return quantize_int8(
+        tfl,
+        ranges,
+        per_channel=per_channel,
+        io_type=io_type,
+        keep_float=set(keep_float or []),
+        float_ops=frozenset() if fully_integer else FLOAT_ON_CPU,
+    )

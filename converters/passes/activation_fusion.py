@@ -8,7 +8,34 @@ from edgekit.converters.tflite_ops import FUSABLE_ACTIVATION_OPS
 FUSABLE = {"RELU": "RELU", "RELU6": "RELU6", "RELU_N1_TO_1": "RELU_N1_TO_1"}
 
 
+def _distribute_over_concat(graph: Graph) -> None:
+    """act(CONCATENATION(a, b, ...)) -> CONCATENATION(act(a), act(b), ...) with each act fused
+    into the op producing that input, when every input allows it."""
+    consumers, producers = graph.consumers(), graph.producers()
+    for act in [n for n in graph.nodes if n.op in FUSABLE]:
+        concat = producers.get(act.inputs[0])
+        if concat is None or concat.op != "CONCATENATION" or len(consumers.get(act.inputs[0], [])) != 1:
+            continue
+        if act.inputs[0] in graph.outputs:
+            continue
+        feeding = [producers.get(i) for i in concat.inputs]
+        if not all(
+            p is not None
+            and p.op in FUSABLE_ACTIVATION_OPS
+            and p.attrs.get("fused_activation_function", "NONE") == "NONE"
+            and len(consumers.get(p.outputs[0], [])) == 1
+            and p.outputs[0] not in graph.outputs
+            for p in feeding
+        ):
+            continue
+        for p in feeding:
+            p.attrs["fused_activation_function"] = FUSABLE[act.op]
+        concat.outputs = [act.outputs[0]]
+        graph.nodes.remove(act)
+
+
 def fuse_activations(graph: Graph) -> Graph:
+    _distribute_over_concat(graph)
     consumers = graph.consumers()
     producers = graph.producers()
     for act in [n for n in graph.nodes if n.op in FUSABLE]:

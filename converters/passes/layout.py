@@ -381,6 +381,12 @@ def _fold_into_fully_connected(graph: Graph, t: Node, consumers) -> bool:
         weights = graph.const(fc.inputs[1])
         fc.inputs[1] = graph.add_const(np.ascontiguousarray(weights[:, index]), f"{fc.name}_weights_nhwc")
     reshape.inputs[0] = t.inputs[0]
+    # the flattened tensor now holds NHWC order: it no longer stands for the source tensor
+    flat = reshape.outputs[0]
+    if flat not in graph.outputs:
+        renamed = graph.add_tensor(f"{flat}_nhwc_order", graph.shape(flat), graph.dtype(flat), unique=True)
+        graph.replace_uses(flat, renamed)
+        reshape.outputs = [renamed]
     return True
 
 

@@ -1,0 +1,47 @@
+"""Which ops XNNPACK leaves to TFLite's built-in kernels.
+
+The Python interpreter does not say which nodes a delegate took, so each op is tried alone:
+a one-op model with the op's real tensors (shapes, types, quantization, constants) is built
+and loaded; an op XNNPACK takes comes back as one DELEGATE node."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from edgekit.converters.ir import Graph, Node
+from edgekit.converters.tflite_writer import serialize
+
+
+def single_op_model(graph: Graph, node: Node) -> bytes:
+    g = Graph()
+    for name in [*node.inputs, *node.outputs]:
+        if name:
+            g.tensors[name] = graph.tensors[name]
+    g.nodes = [node]
+    g.inputs = [i for i in dict.fromkeys(node.inputs) if i and not graph.is_const(i)]
+    g.outputs = list(node.outputs)
+    return serialize(g)
+
+
+def undelegated_ops(graph: Graph) -> list[Node]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    left: list[Node] = []
+    cache: dict[tuple, bool] = {}
+    for node in graph.nodes:
+        key = (
+            node.op,
+            tuple(sorted((k, str(v)) for k, v in node.attrs.items() if not k.startswith("_"))),
+            tuple((graph.tensors[i].dtype.str, graph.tensors[i].shape) for i in node.inputs if i),
+        )
+        if key not in cache or node.op in ("ADD", "SUB", "MUL", "CONCATENATION"):
+            interpreter = Interpreter(model_content=single_op_model(graph, node), num_threads=1)
+            interpreter.allocate_tensors()
+            cache[key] = any(op["op_name"] == "DELEGATE" for op in interpreter._get_ops_details())
+        if not cache[key]:
+            left.append(node)
+    return left
+
+
+def describe(nodes: list[Node]) -> str:
+    return ", ".join(f"{op} x{n}" for op, n in Counter(n.op for n in nodes).most_common()) or "none"

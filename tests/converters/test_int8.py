@@ -1,0 +1,266 @@
+"""Full-integer int8: accuracy on a model trained on real data, one XNNPACK partition,
+the rules the writer refuses to break, and bad calibration input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib.resources import files
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from edgekit.converters import convert, verify
+from edgekit.converters.calibration import OBSERVERS
+from edgekit.converters.int8_rules import Int8RuleError, check_int8
+from edgekit.converters.ir import Graph, QuantParams
+from edgekit.converters.verification import TFLiteRunner
+from edgekit.errors import CalibrationError
+from tests.converters.onnx_models import model, rand, randomize_constant_weights
+
+N = helper.make_node
+SAMPLES = files("edgekit") / "samples"
+DIGITS = str(SAMPLES / "digits_cnn.onnx")
+LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return np.load(str(SAMPLES / "digits_data.npz"))
+
+
+def accuracy(path: Path, data, io_name="image") -> float:
+    runner = TFLiteRunner(path.read_bytes())
+    out = runner.output_names[0]
+    logits = np.stack([runner({io_name: x[None]})[out][0] for x in data["x_test"]])
+    return float(np.mean(logits.argmax(1) == data["y_test"]))
+
+
+@pytest.mark.parametrize("method", sorted(OBSERVERS))
+def test_digits_int8_keeps_accuracy(method, digits, tmp_path):
+    fp32, int8 = tmp_path / "fp32.tflite", tmp_path / "int8.tflite"
+    convert(DIGITS, fp32)
+    result = convert(DIGITS, int8, quantize="int8", calibration=digits["x_calib"], method=method)
+    assert result.partitions == 1, result.ops
+    assert abs(accuracy(fp32, digits) - accuracy(int8, digits)) <= 0.005
+    assert verify(DIGITS, int8, data=digits["x_test"][:50]).min_sqnr_db > 20
+    assert result.size_bytes < 0.6 * fp32.stat().st_size
+
+
+@pytest.mark.parametrize("io_type", ["int8", "uint8"])
+def test_integer_io(io_type, digits, tmp_path):
+    out = tmp_path / "m.tflite"
+    convert(DIGITS, out, quantize="int8", calibration=digits["x_calib"], io_type=io_type)
+    runner = TFLiteRunner(out.read_bytes())
+    detail = runner.input_details["image"]
+    assert detail["dtype"] == np.dtype(io_type) and detail["quantization"][0] > 0
+    assert runner.output_details["logits"]["dtype"] == np.dtype(io_type)
+    assert accuracy(out, digits) > 0.95
+
+
+def test_fp16_and_dynamic(digits, tmp_path):
+    for mode in ("fp16", "dynamic"):
+        out = tmp_path / f"{mode}.tflite"
+        convert(DIGITS, out, quantize=mode)
+        assert accuracy(out, digits) > 0.97, mode
+
+
+@pytest.mark.parametrize("name", sorted(p.stem.removeprefix("light_") for p in LIGHT.glob("light_*.onnx")))
+def test_light_zoo_int8_is_one_partition(name, tmp_path):
+    m = randomize_constant_weights(onnx.load(LIGHT / f"light_{name}.onnx"), seed=0)
+    calibration = np.random.default_rng(0).uniform(0, 1, (4, 3, 224, 224)).astype(np.float32)
+    result = convert(m, tmp_path / "m.tflite", quantize="int8", calibration=calibration)
+    assert result.partitions == 1, result.ops
+    # random weights make peaky softmax outputs: a loose sanity bound (accuracy is tested on digits)
+    assert verify(m, tmp_path / "m.tflite", samples=2).outputs[0].cosine > 0.75
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name",
+    [
+        "mobilenet_v2",
+        "mobilenet_v3_small",
+        "mobilenet_v3_large",
+        "resnet18",
+        "shufflenet_v2_x1_0",
+        "squeezenet1_1",
+        "efficientnet_b0",
+    ],
+)
+def test_torchvision_int8_is_one_partition(name, tmp_path):
+    torch = pytest.importorskip("torch")
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    path = tmp_path / f"{name}.onnx"
+    torch.onnx.export(
+        getattr(torchvision.models, name)(weights=None).eval(),
+        torch.zeros(1, 3, 224, 224),
+        str(path),
+        opset_version=17,
+        dynamo=False,
+        input_names=["input"],
+    )
+    calibration = np.random.default_rng(0).standard_normal((4, 3, 224, 224)).astype(np.float32)
+    result = convert(str(path), tmp_path / "m.tflite", quantize="int8", calibration=calibration)
+    assert result.partitions == 1, result.ops
+    # int8 weights are 0.25x; per-channel scales and the int64 zero points TFLite requires add the rest
+    assert result.size_bytes <= 0.30 * path.stat().st_size
+
+
+# --- bad calibration input -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        (np.zeros((4, 1, 9, 9), np.float32), "shape"),
+        (np.zeros((4, 1, 8, 8), np.int32), "dtype"),
+        (np.full((4, 1, 8, 8), np.nan, np.float32), "NaN"),
+        (np.zeros((0, 1, 8, 8), np.float32), "empty"),
+        (None, "calibration data"),
+    ],
+)
+def test_bad_calibration_data(data, words, tmp_path):
+    with pytest.raises(CalibrationError, match=words):
+        convert(DIGITS, tmp_path / "m.tflite", quantize="int8", calibration=data)
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "edgekit", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_calibration_folder_errors(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "m.tflite"
+    result = _cli("convert", DIGITS, "-o", str(out), "--quantize", "int8", "--calibration", str(empty))
+    assert result.returncode != 0 and "empty" in result.stderr and "Traceback" not in result.stderr
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "notes.txt").write_text("not an image")
+    result = _cli("convert", DIGITS, "-o", str(out), "--quantize", "int8", "--calibration", str(bad))
+    assert result.returncode != 0 and "not an image" in result.stderr
+    assert not out.exists()
+
+
+def test_calibration_from_image_folder(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    m = model(
+        [N("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], {"x": (1, 3, 16, 16)}, {"y": None}, {"w": rand(4, 3, 3, 3)}
+    )
+    path = tmp_path / "m.onnx"
+    path.write_bytes(m.SerializeToString())
+    out = tmp_path / "m.tflite"
+    result = _cli(
+        "convert",
+        str(path),
+        "-o",
+        str(out),
+        "--quantize",
+        "int8",
+        "--calibration",
+        str(folder),
+        "--resize",
+        "16,16",
+        "--mean",
+        "0.5",
+        "--std",
+        "0.25",
+        "--verify",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "calibrating" in result.stderr and "SQNR" in result.stdout
+
+
+# --- the writer's self-check ---------------------------------------------------------------------
+
+
+def _conv_graph(**overrides) -> Graph:
+    g = Graph()
+    x_q = QuantParams(0.05, -3)
+    w_q = QuantParams(np.array([0.01, 0.02]), np.zeros(2), 0)
+    g.add_tensor("x", (1, 4, 4, 3), np.int8, quant=x_q)
+    w = np.ones((2, 3, 3, 3), np.int8)
+    g.add_tensor("w", w.shape, np.int8, w, overrides.get("w_q", w_q))
+    b_scale = overrides.get("b_scale", x_q.scale[0] * w_q.scale)
+    g.add_tensor(
+        "b", (2,), np.int32, np.zeros(2, np.int32), QuantParams(b_scale, np.zeros(2), overrides.get("b_axis", 0))
+    )
+    g.add_tensor("y", (1, 4, 4, 2), np.int8, quant=QuantParams(0.1, 0))
+    g.add_node("CONV_2D", ["x", "w", "b"], ["y"], {"padding": "SAME"})
+    g.add_tensor("s", (1, 4, 4, 2), np.int8, quant=overrides.get("softmax_q", QuantParams(1 / 256, -128)))
+    g.add_node("SOFTMAX", ["y"], ["s"], {"beta": 1.0})
+    g.add_tensor("p", (1, 2, 2, 2), np.int8, quant=overrides.get("pool_q", QuantParams(1 / 256, -128)))
+    g.add_node("MAX_POOL_2D", ["s"], ["p"], {"padding": "VALID"})
+    g.inputs, g.outputs = ["x"], ["p"]
+    return g
+
+
+def test_self_check_accepts_a_correct_graph():
+    check_int8(_conv_graph())
+
+
+@pytest.mark.parametrize(
+    ("override", "rule"),
+    [
+        ({"b_scale": np.array([0.001, 0.001])}, "bias scale"),
+        ({"b_axis": 1}, "axis 0"),
+        ({"w_q": QuantParams(np.array([0.01, 0.02]), np.array([0, 1]), 0)}, "symmetric"),
+        ({"w_q": QuantParams(np.array([0.01, 0.02, 0.03]), np.zeros(3), 0)}, "3 scales"),
+        ({"w_q": QuantParams(np.array([0.01, 0.02]), np.zeros(2), 7)}, "quantized_dimension"),
+        ({"softmax_q": QuantParams(0.01, 0)}, "SOFTMAX output"),
+        ({"pool_q": QuantParams(0.5, 3)}, "share quantization"),
+    ],
+)
+def test_self_check_refuses_each_rule(override, rule):
+    with pytest.raises(Int8RuleError, match=rule):
+        check_int8(_conv_graph(**override))
+
+
+def test_weights_outside_range_are_refused():
+    g = _conv_graph()
+    g.tensors["w"].data = np.full((2, 3, 3, 3), -128, np.int8)
+    with pytest.raises(Int8RuleError, match=r"\[-127, 127\]"):
+        check_int8(g)
+
+
+def test_int8_rewrites_keep_float_numbers():
+    """The pre-quantization rewrites (average pools, hard-swish) compute the same in float."""
+    from edgekit.converters.pipeline import import_onnx, to_tflite_graph
+    from edgekit.converters.quantizer import expand_for_int8
+    from edgekit.converters.tflite_writer import serialize
+    from edgekit.converters.verification import sqnr_db
+
+    m = model(
+        [
+            N("AveragePool", ["x"], ["a"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+            N("AveragePool", ["a"], ["b"], kernel_shape=[2, 2], strides=[2, 2]),
+            N("HardSwish", ["b"], ["h"]),
+            N("GlobalAveragePool", ["h"], ["y"]),
+        ],
+        {"x": (1, 4, 10, 10)},
+        {"y": None},
+        opset=14,
+    )
+    tfl = to_tflite_graph(import_onnx(m))
+    expanded = expand_for_int8(tfl)
+    ops = [n.op for n in expanded.nodes]
+    assert "AVERAGE_POOL_2D" not in ops and "HARD_SWISH" not in ops, ops
+    x = rand(1, 10, 10, 4, seed=3)
+    outs = []
+    for g in (tfl, expanded):
+        g.metadata.pop("edgekit", None)
+        runner = TFLiteRunner(serialize(g))
+        outs.append(list(runner({"x": x}).values())[0])
+    assert sqnr_db(outs[0], outs[1]) > 80
