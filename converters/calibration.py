@@ -169,9 +169,16 @@ def prepare_samples(calibration, input_names: list[str], source_shapes: dict[str
 
 
 def calibrate(
-    model: bytes, samples: list[dict[str, np.ndarray]], io_layout: dict[str, list[int]], method: str = "minmax"
+    model: bytes,
+    samples: list[dict[str, np.ndarray]],
+    io_layout: dict[str, list[int]],
+    method: str = "minmax",
+    channel_means: dict[str, np.ndarray] | None = None,
 ) -> dict[str, tuple[float, float]]:
-    """Run the float model on every sample; returns tensor name -> (lo, hi) of its values."""
+    """Run the float model on every sample; returns tensor name -> (lo, hi) of its values.
+
+    Tensors named in ``channel_means`` also get the mean of each channel (last axis) over the
+    run, written back into that dict (bias correction uses them)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     if method not in OBSERVERS:
@@ -205,6 +212,9 @@ def calibrate(
             if value.size == 0:
                 continue
             observers.setdefault(detail["name"], OBSERVERS[method]()).observe(value)
+            if channel_means is not None and detail["name"] in channel_means:
+                means = value.reshape(-1, value.shape[-1]).mean(axis=0) / len(samples)
+                channel_means[detail["name"]] = channel_means[detail["name"]] + means
         done = k + 1 == len(samples)
         message = f"calibrating ({method}): {k + 1}/{len(samples)} samples, {time.monotonic() - start:.1f} s"
         if sys.stderr.isatty():

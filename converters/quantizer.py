@@ -215,6 +215,7 @@ def quantize_int8(
     io_type: str = "float32",
     keep_float: set[str] | frozenset[str] = frozenset(),
     float_ops: frozenset[str] = FLOAT_ON_CPU,
+    channel_means: dict[str, np.ndarray] | None = None,
 ) -> Graph:
     """A full-integer copy of ``graph`` (activations int8 wherever a kernel exists).
 
@@ -299,7 +300,7 @@ def quantize_int8(
         if not is_int8[id(n)]:
             continue
         if n.op in WEIGHTED:
-            _quantize_weighted(g, n, per_channel)
+            _quantize_weighted(g, n, per_channel, channel_means or {})
             continue
         for k, name in enumerate(n.inputs):
             t = g.tensors.get(name) if name else None
@@ -324,13 +325,31 @@ def quantize_int8(
     return g
 
 
-def _quantize_weighted(g: Graph, n: Node, per_channel: bool) -> None:
+def _bias_correction(op: str, error: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """Expected output shift per channel caused by the weight rounding ``error``, for inputs
+    whose channels average ``mean``."""
+    if op == "FULLY_CONNECTED":
+        return error @ mean
+    if op == "DEPTHWISE_CONV_2D":
+        multiplier = error.shape[3] // mean.size
+        return error.sum(axis=(0, 1, 2)) * np.repeat(mean, multiplier)
+    if op == "CONV_2D":
+        groups = mean.size // error.shape[3]
+        per_group = error.shape[0] // groups
+        m = mean.reshape(groups, -1)
+        return np.concatenate(
+            [np.einsum("ohwi,i->o", error[k * per_group : (k + 1) * per_group], m[k]) for k in range(groups)]
+        )
+    return np.zeros(error.shape[0])
+
+
+def _quantize_weighted(g: Graph, n: Node, per_channel: bool, channel_means: dict[str, np.ndarray]) -> None:
     w_index, axis, b_index = WEIGHTED[n.op]
     x = n.inputs[2] if n.op == "TRANSPOSE_CONV" else n.inputs[0]
     w = g.tensors[n.inputs[w_index]]
     if w.data is None:
         raise UnsupportedModelError(f"{n.op} '{n.name}' has non-constant weights; int8 needs constant weights")
-    channel_axis = axis if per_channel and n.op != "FULLY_CONNECTED" else None
+    channel_axis = axis if per_channel else None
     q, wq = symmetric_weights(w.data, channel_axis)
     name = g.add_tensor(f"{w.name}_int8", w.shape, INT8, q, wq, unique=True)
     n.inputs[w_index] = name
@@ -338,7 +357,15 @@ def _quantize_weighted(g: Graph, n: Node, per_channel: bool) -> None:
         b = g.tensors[n.inputs[b_index]]
         in_scale = float(g.tensors[x].quant.scale[0])
         bias_scale = (in_scale * wq.scale.astype(np.float64)).astype(np.float32)
-        values = np.round(b.data.astype(np.float64) / bias_scale.astype(np.float64))
+        bias = b.data.astype(np.float64)
+        mean = channel_means.get(n.attrs.get("_float_input", x))
+        if mean is not None and n.op != "TRANSPOSE_CONV":
+            shape = [1] * w.data.ndim
+            if wq.per_channel:
+                shape[wq.axis] = -1
+            error = q.astype(np.float64) * wq.scale.astype(np.float64).reshape(shape) - w.data.astype(np.float64)
+            bias = bias - _bias_correction(n.op, error, mean.astype(np.float64))
+        values = np.round(bias / bias_scale.astype(np.float64))
         values = np.clip(values, np.iinfo(np.int32).min, np.iinfo(np.int32).max).astype(np.int32)
         bq = QuantParams(bias_scale, np.zeros(bias_scale.size, np.int64), 0)
         n.inputs[b_index] = g.add_tensor(f"{b.name}_int32", b.shape, np.int32, values, bq, unique=True)
@@ -515,6 +542,7 @@ def quantize_graph(
     io_type: str = "float32",
     keep_float: list[str] | None = None,
     fully_integer: bool = False,
+    bias_correction: bool = True,
 ) -> Graph:
     """Quantize the float TFLite-level graph ``tfl`` converted from ``onnx_graph``."""
     if mode == "fp16":
@@ -532,7 +560,14 @@ def quantize_graph(
     samples = prepare_samples(calibration, names, shapes)
     float_model = tfl.copy()
     float_model.metadata = {"_signature": tfl.metadata["_signature"]}
-    ranges = calibrate(serialize(float_model), samples, tfl.metadata.get("io_layout", {}), method)
+    means = None
+    if bias_correction:
+        means = {
+            n.inputs[0]: np.zeros(tfl.shape(n.inputs[0])[-1])
+            for n in tfl.nodes
+            if n.op in WEIGHTED and n.op != "TRANSPOSE_CONV"
+        }
+    ranges = calibrate(serialize(float_model), samples, tfl.metadata.get("io_layout", {}), method, means)
     return quantize_int8(
         tfl,
         ranges,
@@ -540,4 +575,5 @@ def quantize_graph(
         io_type=io_type,
         keep_float=set(keep_float or []),
         float_ops=frozenset() if fully_integer else FLOAT_ON_CPU,
+        channel_means=means,
     )

@@ -22,6 +22,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     q.add_argument("--per-tensor", action="store_true", help="per-tensor weights (default: per-channel)")
     q.add_argument("--io-type", choices=("float32", "int8", "uint8"), default="float32")
     q.add_argument(
+        "--keep-float",
+        nargs="+",
+        metavar="NODE",
+        default=[],
+        help="ONNX node names to leave in float (see the per-layer table of --report)",
+    )
+    q.add_argument(
+        "--no-bias-correction",
+        action="store_true",
+        help="skip the correction of the bias for the weights' rounding error (on by default)",
+    )
+    q.add_argument(
         "--target",
         choices=("cpu", "edgetpu"),
         default="cpu",
@@ -56,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
             method=args.calibration_method,
             per_channel=not args.per_tensor,
             io_type=args.io_type,
+            keep_float=args.keep_float,
+            bias_correction=not args.no_bias_correction,
         )
     result = convert(
         args.model,

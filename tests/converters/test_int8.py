@@ -264,3 +264,27 @@ def test_int8_rewrites_keep_float_numbers():
         runner = TFLiteRunner(serialize(g))
         outs.append(list(runner({"x": x}).values())[0])
     assert sqnr_db(outs[0], outs[1]) > 80
+
+
+def test_keep_float_leaves_a_node_in_float(digits, tmp_path):
+    first_conv = next(n.name for n in onnx.load(DIGITS).graph.node if n.op_type == "Conv")
+    out = tmp_path / "m.tflite"
+    convert(DIGITS, out, quantize="int8", calibration=digits["x_calib"], keep_float=[first_conv])
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interpreter = Interpreter(
+        model_path=str(out), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
+    convs = [op for op in interpreter._get_ops_details() if op["op_name"] == "CONV_2D"]
+    dtypes = [interpreter.get_tensor_details()[convs[k]["inputs"][1]]["dtype"] for k in range(len(convs))]
+    assert np.dtype(np.float32) in dtypes and np.dtype(np.int8) in dtypes
+    assert accuracy(out, digits) > 0.97
+
+
+def test_bias_correction_helps_on_trained_model(digits, tmp_path):
+    scores = {}
+    for flag in (False, True):
+        out = tmp_path / f"{flag}.tflite"
+        convert(DIGITS, out, quantize="int8", calibration=digits["x_calib"], bias_correction=flag)
+        scores[flag] = verify(DIGITS, out, data=digits["x_test"]).min_sqnr_db
+    assert scores[True] > scores[False], scores

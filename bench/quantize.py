@@ -1,0 +1,211 @@
+"""int8 benchmark: edgekit's full-integer TFLite against onnxruntime's quantize_static (QDQ,
+per-channel, the same calibration samples), on the digits CNN (trained on real data) and on
+torchvision MobileNetV2 / ResNet-18 (random weights, random calibration images).
+
+For each model: SQNR of the int8 output against the fp32 ONNX output on held-out inputs,
+accuracy where labels exist, file sizes, calibration time, and latency of LiteRT int8 against
+onnxruntime int8 at 1 and 2 threads, measured interleaved in the same run.
+
+    python bench/quantize.py [--calibration-samples 100] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from importlib.resources import files
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import interleaved, table  # noqa: E402
+
+from edgekit.converters import convert  # noqa: E402
+from edgekit.converters.verification import TFLiteRunner, sqnr_db  # noqa: E402
+
+
+def export_torchvision(name: str, path: Path) -> None:
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    net = getattr(torchvision.models, name)(weights=None).eval()
+    torch.onnx.export(
+        net,
+        torch.zeros(1, 3, 224, 224),
+        str(path),
+        opset_version=17,
+        dynamo=False,
+        input_names=["input"],
+        output_names=["logits"],
+    )
+
+
+def ort_quantize(fp32: Path, out: Path, input_name: str, calibration: np.ndarray) -> float:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter(calibration)
+
+        def get_next(self):
+            item = next(self.items, None)
+            return None if item is None else {input_name: item[None]}
+
+    pre = out.with_suffix(".pre.onnx")
+    quant_pre_process(str(fp32), str(pre))
+    start = time.perf_counter()
+    quantize_static(
+        str(pre),
+        str(out),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+    )
+    return time.perf_counter() - start
+
+
+def session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def evaluate(name, fp32, calib, test, labels, work, rounds, runs):
+    input_name = session(fp32, 1).get_inputs()[0].name
+    edge = work / f"{name}_int8.tflite"
+    start = time.perf_counter()
+    result = convert(str(fp32), edge, quantize="int8", calibration=calib)
+    edge_seconds = time.perf_counter() - start
+    ort_path = work / f"{name}_ort_int8.onnx"
+    ort_seconds = ort_quantize(fp32, ort_path, input_name, calib)
+
+    ref_sess, ort_sess, runner = session(fp32, 2), session(ort_path, 2), TFLiteRunner(edge.read_bytes())
+    ref, ours, theirs = [], [], []
+    for x in test:
+        feed = {input_name: x[None]}
+        ref.append(ref_sess.run(None, feed)[0])
+        ours.append(list(runner(feed).values())[0])
+        theirs.append(ort_sess.run(None, feed)[0])
+    ref, ours, theirs = np.concatenate(ref), np.concatenate(ours), np.concatenate(theirs)
+    quality = {
+        "edgekit SQNR dB": sqnr_db(ref, ours),
+        "onnxruntime SQNR dB": sqnr_db(ref, theirs),
+    }
+    if labels is not None:
+        quality["fp32 acc"] = float(np.mean(ref.argmax(1) == labels))
+        quality["edgekit acc"] = float(np.mean(ours.argmax(1) == labels))
+        quality["onnxruntime acc"] = float(np.mean(theirs.argmax(1) == labels))
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    latency = []
+    x = test[:1]
+    for threads in (1, 2):
+        interpreter = Interpreter(model_path=str(edge), num_threads=threads)
+        interpreter.allocate_tensors()
+        detail = interpreter.get_input_details()[0]
+        perm = runner.io_layout.get(input_name)
+        interpreter.set_tensor(detail["index"], np.ascontiguousarray(np.transpose(x, perm) if perm else x))
+        ort_int8 = session(ort_path, threads)
+        timings = interleaved(
+            {"litert": interpreter.invoke, "ort": lambda s=ort_int8, f={input_name: x}: s.run(None, f)}, rounds, runs
+        )
+        latency.append((threads, timings["litert"], timings["ort"]))
+    sizes = (fp32.stat().st_size, result.size_bytes, ort_path.stat().st_size)
+    return quality, latency, sizes, (edge_seconds, ort_seconds), result.partitions
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calibration-samples", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--models", default="digits,mobilenet_v2,resnet18")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="edgekit-quant-"))
+    rng = np.random.default_rng(0)
+    rows_q, rows_l, rows_s = [], [], []
+    for name in args.models.split(","):
+        if name == "digits":
+            fp32 = Path(str(files("edgekit") / "samples" / "digits_cnn.onnx"))
+            data = np.load(str(files("edgekit") / "samples" / "digits_data.npz"))
+            calib, test, labels = data["x_calib"][: args.calibration_samples], data["x_test"], data["y_test"]
+        else:
+            fp32 = work / f"{name}.onnx"
+            export_torchvision(name, fp32)
+            calib = rng.uniform(-2, 2, (args.calibration_samples, 3, 224, 224)).astype(np.float32)
+            test, labels = rng.uniform(-2, 2, (16, 3, 224, 224)).astype(np.float32), None
+        quality, latency, sizes, seconds, partitions = evaluate(
+            name, fp32, calib, test, labels, work, args.rounds, args.runs
+        )
+        acc = ""
+        if labels is not None:
+            acc = (
+                f"{100 * quality['fp32 acc']:.2f} / {100 * quality['edgekit acc']:.2f} / "
+                f"{100 * quality['onnxruntime acc']:.2f}"
+            )
+        rows_q.append(
+            [
+                name,
+                f"{quality['edgekit SQNR dB']:.2f}",
+                f"{quality['onnxruntime SQNR dB']:.2f}",
+                acc,
+                partitions,
+                f"{seconds[0]:.1f}",
+                f"{seconds[1]:.1f}",
+            ]
+        )
+        for threads, ours, theirs in latency:
+            rows_l.append(
+                [
+                    name,
+                    threads,
+                    f"{ours:.3f}",
+                    f"{theirs:.3f}",
+                    f"{ours / theirs:.3f}",
+                    "yes" if ours / theirs <= 0.85 else "no",
+                ]
+            )
+        rows_s.append(
+            [
+                name,
+                f"{sizes[0] / 1e6:.3f}",
+                f"{sizes[1] / 1e6:.3f}",
+                f"{sizes[1] / sizes[0]:.3f}",
+                f"{sizes[2] / 1e6:.3f}",
+            ]
+        )
+    print(f"calibration: {args.calibration_samples} samples, min-max, per-channel weights\n")
+    print(
+        table(
+            rows_q,
+            [
+                "model",
+                "edgekit SQNR dB",
+                "ORT SQNR dB",
+                "acc fp32/edgekit/ORT %",
+                "XNNPACK partitions",
+                "edgekit s",
+                "ORT s",
+            ],
+        )
+    )
+    print()
+    print(table(rows_l, ["model", "threads", "LiteRT int8 ms", "ORT int8 ms", "ratio", "<= 0.85"]))
+    print()
+    print(table(rows_s, ["model", "fp32 ONNX MB", "edgekit int8 MB", "int8/fp32", "ORT QDQ MB"]))
+
+
+if __name__ == "__main__":
+    main()
