@@ -1,0 +1,39 @@
+"""edgekit bench MODEL: benchmark a model the way LiteRT's benchmark_model does."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="a .tflite or .onnx model")
+    parser.add_argument("--runs", type=int, default=50, help="minimum timed runs (default 50)")
+    parser.add_argument("--warmup", type=int, default=1, help="minimum warm-up runs (default 1)")
+    parser.add_argument("--min-secs", type=float, default=1.0, help="minimum timed seconds (default 1)")
+    parser.add_argument("--threads", type=int, help="interpreter threads (default: the board's recommendation)")
+    parser.add_argument("--backend", default="auto", help="auto, litert, tflite-runtime or onnxruntime")
+    parser.add_argument("--delegate", help="edgetpu, edgetpu:usb, edgetpu:pci, edgetpu:usb:0 ...")
+    parser.add_argument("--no-xnnpack", action="store_true", help="TFLite's built-in kernels only")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from edgekit.errors import InputError
+    from edgekit.runtime.benchmark import benchmark
+
+    if args.runs < 1 or args.min_secs < 0 or (args.threads is not None and args.threads < 1):
+        raise InputError("--runs and --threads must be at least 1 and --min-secs not negative")
+    result = benchmark(
+        args.model,
+        backend=args.backend,
+        threads=args.threads,
+        xnnpack=not args.no_xnnpack,
+        delegate=args.delegate,
+        runs=args.runs,
+        warmup=args.warmup,
+        min_secs=args.min_secs,
+    )
+    print(json.dumps(result.as_dict(), indent=1) if args.json else result.report())
+    return 0

@@ -1,0 +1,60 @@
+"""onnxruntime for .onnx models on the device."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgekit.errors import BackendError
+from edgekit.runtime.backends import Backend, TensorSpec
+
+_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(int32)": np.int32,
+    "tensor(int64)": np.int64,
+    "tensor(bool)": np.bool_,
+    "tensor(double)": np.float64,
+}
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, model: bytes, threads: int, delegate: str | None = None, xnnpack: bool = True) -> None:
+        import onnxruntime as ort
+
+        if delegate is not None:
+            raise BackendError("the onnxruntime backend takes no delegate; the Edge TPU runs .tflite models")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self.profiling = False
+        try:
+            self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise BackendError(f"onnxruntime cannot load the model: {str(exc).strip().splitlines()[0]}") from None
+        self.threads = threads
+        self.inputs = [self._spec(i, k) for k, i in enumerate(self.session.get_inputs())]
+        self.outputs = [self._spec(o, k) for k, o in enumerate(self.session.get_outputs())]
+        self._feeds: dict[str, np.ndarray] = {}
+        self._results: list[np.ndarray] = []
+
+    @staticmethod
+    def _spec(arg, index: int) -> TensorSpec:
+        shape = tuple(d if isinstance(d, int) else -1 for d in arg.shape)
+        return TensorSpec(arg.name, shape, np.dtype(_TYPES.get(arg.type, np.float32)), None, index)
+
+    def set_input(self, spec: TensorSpec, value: np.ndarray) -> None:
+        self._feeds[spec.name] = value
+
+    def invoke(self) -> None:
+        self._results = self.session.run(None, self._feeds)
+
+    def get_output(self, spec: TensorSpec) -> np.ndarray:
+        return self._results[spec.index]
+
+    def resize_input(self, spec: TensorSpec, shape: tuple[int, ...]) -> None:
+        pass  # onnxruntime takes any shape its graph allows

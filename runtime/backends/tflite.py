@@ -1,0 +1,110 @@
+"""LiteRT (ai_edge_litert) and tflite-runtime: the same interpreter API from two packages."""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import re
+
+import numpy as np
+
+from edgekit.errors import BackendError, InputError, InvalidModelError
+from edgekit.runtime.backends import Backend, TensorSpec
+
+EDGETPU_LIBRARY = "libedgetpu.so.1"
+EDGETPU_DEVICE = re.compile(r"^(usb|pci)?(:\d+)?$")
+
+
+def _spec(detail: dict, name: str) -> TensorSpec:
+    scale, zero_point = detail["quantization"]
+    quant = (float(scale), int(zero_point)) if scale else None
+    return TensorSpec(name, tuple(int(d) for d in detail["shape"]), np.dtype(detail["dtype"]), quant, detail["index"])
+
+
+class _InterpreterBackend(Backend):
+    module = ""
+
+    def __init__(self, model: bytes, threads: int, delegate: str | None = None, xnnpack: bool = True) -> None:
+        api = importlib.import_module(self.module)
+        kwargs = {"model_content": model, "num_threads": threads}
+        delegates = []
+        if delegate is not None:
+            delegates.append(load_edgetpu(api, delegate))
+            kwargs["experimental_delegates"] = delegates
+        if not xnnpack:
+            kwargs["experimental_op_resolver_type"] = api.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        try:
+            self.interpreter = api.Interpreter(**kwargs)
+            self.interpreter.allocate_tensors()
+            self.threads = threads
+            self._refresh()
+        except Exception as exc:  # the interpreter's own refusal of a damaged model
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise InvalidModelError(f"{self.name} cannot load the model: {first}") from None
+
+    def _refresh(self) -> None:
+        names_in: dict[int, str] = {}
+        names_out: dict[int, str] = {}
+        signatures = self.interpreter.get_signature_list()
+        if "serving_default" in signatures:
+            runner = self.interpreter.get_signature_runner("serving_default")
+            names_in = {d["index"]: n for n, d in runner.get_input_details().items()}
+            names_out = {d["index"]: n for n, d in runner.get_output_details().items()}
+            del runner  # it keeps views of the interpreter's buffers
+        self.inputs = [_spec(d, names_in.get(d["index"], d["name"])) for d in self.interpreter.get_input_details()]
+        self.outputs = [_spec(d, names_out.get(d["index"], d["name"])) for d in self.interpreter.get_output_details()]
+
+    def set_input(self, spec: TensorSpec, value: np.ndarray) -> None:
+        self.interpreter.set_tensor(spec.index, value)
+
+    def invoke(self) -> None:
+        self.interpreter.invoke()
+
+    def get_output(self, spec: TensorSpec) -> np.ndarray:
+        return self.interpreter.get_tensor(spec.index)
+
+    def resize_input(self, spec: TensorSpec, shape: tuple[int, ...]) -> None:
+        self.interpreter.resize_tensor_input(spec.index, list(shape), strict=False)
+        self.interpreter.allocate_tensors()
+        self._refresh()
+
+    def delegated_partitions(self) -> int:
+        return sum(1 for op in self.interpreter._get_ops_details() if op["op_name"] == "DELEGATE")
+
+    def close(self) -> None:
+        self.interpreter = None
+
+
+def load_edgetpu(api, device: str):
+    """The Edge TPU delegate; ``device`` as pycoral's make_interpreter takes it: "usb",
+    "usb:N", "pci", "pci:N", ":N" (the Nth Edge TPU of any kind), or "" for the first."""
+    if not EDGETPU_DEVICE.match(device):
+        raise InputError(f"Edge TPU device '{device}' is not one of usb, usb:N, pci, pci:N, :N")
+    options = {"device": device} if device else {}
+    try:  # look for the library first: a failed load_delegate leaves a noisy half-made object
+        ctypes.CDLL(EDGETPU_LIBRARY)
+    except OSError:
+        raise BackendError(
+            f"the Edge TPU library {EDGETPU_LIBRARY} is not installed: install libedgetpu1-std from Coral's "
+            "Debian repository"
+        ) from None
+    try:
+        return api.load_delegate(EDGETPU_LIBRARY, options)
+    except (ValueError, OSError) as exc:
+        text = str(exc)
+        if "not found" in text.lower() or "cannot open" in text.lower() or "no such file" in text.lower():
+            raise BackendError(
+                f"the Edge TPU library {EDGETPU_LIBRARY} is not installed: install libedgetpu1-std from Coral's "
+                "Debian repository"
+            ) from None
+        raise BackendError(f"no Edge TPU found for device '{device or 'any'}': is it plugged in? ({text})") from None
+
+
+class LiteRTBackend(_InterpreterBackend):
+    name = "litert"
+    module = "ai_edge_litert.interpreter"
+
+
+class TFLiteRuntimeBackend(_InterpreterBackend):
+    name = "tflite-runtime"
+    module = "tflite_runtime.interpreter"

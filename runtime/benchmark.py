@@ -1,0 +1,135 @@
+"""A benchmark that reports what LiteRT's benchmark_model reports: model size, init time,
+first inference, warm-up average, then count/min/max/mean/std/percentiles and throughput."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.runtime.profiling import peak_rss_mb
+from edgekit.runtime.session import Session, load
+
+
+@dataclass
+class BenchmarkResult:
+    model: str
+    backend: str
+    threads: int
+    model_size_mb: float
+    init_ms: float
+    first_inference_ms: float
+    warmup_avg_ms: float
+    count: int
+    min_ms: float
+    max_ms: float
+    mean_ms: float
+    std_ms: float
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    throughput_ips: float
+    peak_rss_mb: float
+    delegate_partitions: int | None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def report(self) -> str:
+        us = 1000.0
+        return "\n".join(
+            [
+                f"The input model file size (MB): {self.model_size_mb:.6g}",
+                f"Backend: {self.backend}, threads: {self.threads}, delegate partitions: {self.delegate_partitions}",
+                f"Initialized session in {self.init_ms:.3f}ms.",
+                f"count={self.count} first={self.first_inference_ms * us:.0f} min={self.min_ms * us:.0f} "
+                f"max={self.max_ms * us:.0f} avg={self.mean_ms * us:.1f} std={self.std_ms * us:.0f} (us)",
+                f"Percentiles (us): p50={self.p50_ms * us:.0f} p90={self.p90_ms * us:.0f} p95={self.p95_ms * us:.0f} "
+                f"p99={self.p99_ms * us:.0f}",
+                f"Inference timings in us: Init: {self.init_ms * us:.0f}, First inference: "
+                f"{self.first_inference_ms * us:.0f}, Warmup (avg): {self.warmup_avg_ms * us:.1f}, "
+                f"Inference (avg): {self.mean_ms * us:.1f}",
+                f"Throughput: {self.throughput_ips:.2f} inferences/s",
+                f"Peak memory (RSS, MB): {self.peak_rss_mb:.1f}",
+            ]
+        )
+
+
+def random_inputs(session: Session, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for spec in session.inputs:
+        shape = tuple(1 if d < 0 else d for d in spec.shape)
+        if np.issubdtype(spec.dtype, np.integer) and spec.quant is None:
+            info = np.iinfo(spec.dtype)
+            feeds[spec.name] = rng.integers(max(info.min, -128), min(info.max, 127), shape).astype(spec.dtype)
+        else:
+            feeds[spec.name] = rng.uniform(-1, 1, shape).astype(np.float32)
+    return feeds
+
+
+def benchmark(
+    path: str | os.PathLike,
+    *,
+    backend: str = "auto",
+    threads: int | None = None,
+    xnnpack: bool = True,
+    delegate: str | None = None,
+    runs: int = 50,
+    warmup: int = 1,
+    min_secs: float = 1.0,
+    max_secs: float = 150.0,
+) -> BenchmarkResult:
+    start = time.perf_counter()
+    session = load(path, backend=backend, threads=threads, delegate=delegate, xnnpack=xnnpack)
+    init = time.perf_counter() - start
+    feeds = random_inputs(session)
+    session.run(feeds)  # sets the inputs; timed below as the first inference
+    t = time.perf_counter()
+    session.invoke_raw()
+    first = time.perf_counter() - t
+    warm = []
+    deadline = time.perf_counter() + 0.5
+    while len(warm) < warmup or time.perf_counter() < deadline:
+        t = time.perf_counter()
+        session.invoke_raw()
+        warm.append(time.perf_counter() - t)
+        if len(warm) >= max(warmup, 1) and time.perf_counter() >= deadline:
+            break
+    times = []
+    begin = time.perf_counter()
+    while len(times) < runs or time.perf_counter() - begin < min_secs:
+        t = time.perf_counter()
+        session.invoke_raw()
+        times.append(time.perf_counter() - t)
+        if time.perf_counter() - begin > max_secs:
+            break
+    ms = np.array(times) * 1000
+    p50, p90, p95, p99 = np.percentile(ms, [50, 90, 95, 99])
+    result = BenchmarkResult(
+        model=str(path),
+        backend=session.backend,
+        threads=session.threads,
+        model_size_mb=Path(path).stat().st_size / 1e6,
+        init_ms=init * 1000,
+        first_inference_ms=first * 1000,
+        warmup_avg_ms=float(np.mean(warm)) * 1000,
+        count=len(ms),
+        min_ms=float(ms.min()),
+        max_ms=float(ms.max()),
+        mean_ms=float(ms.mean()),
+        std_ms=float(ms.std()),
+        p50_ms=float(p50),
+        p90_ms=float(p90),
+        p95_ms=float(p95),
+        p99_ms=float(p99),
+        throughput_ips=float(len(ms) / (ms.sum() / 1000)),
+        peak_rss_mb=peak_rss_mb(),
+        delegate_partitions=session.delegated_partitions(),
+    )
+    session.close()
+    return result
