@@ -38,6 +38,9 @@ def _check(model, tmp_path: Path, name: str) -> None:
     assert report.min_sqnr_db >= 60, report.table()
     assert result.partitions == 1, f"{name}: {result.partitions} XNNPACK partitions, ops {result.ops}"
     assert result.transposes <= EXPECTED_TRANSPOSES.get(name, 0), result.ops
+    from edgekit.runtime import load
+
+    load(out, threads=1)  # the runtime's flatbuffer verifier accepts what the writer makes
 
 
 @pytest.mark.parametrize("name", LIGHT_MODELS)

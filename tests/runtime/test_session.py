@@ -118,7 +118,7 @@ from edgekit.errors import EdgekitError
 from edgekit.runtime import load
 data = bytearray(open({str(float_path)!r}, "rb").read())
 rng = np.random.default_rng(0)
-for trial in range(150):
+for trial in range(600):
     bad = bytearray(data)
     for i in rng.integers(8, len(bad), size=int(rng.integers(1, 6))):
         bad[i] = int(rng.integers(0, 256))
