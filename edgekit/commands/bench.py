@@ -15,6 +15,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--delegate", help="edgetpu, edgetpu:usb, edgetpu:pci, edgetpu:usb:0 ...")
     parser.add_argument("--no-xnnpack", action="store_true", help="TFLite's built-in kernels only")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
+    parser.add_argument(
+        "--op-profile",
+        action="store_true",
+        help="also time every op alone (run order, top ops, summary by type, delegate coverage)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,5 +40,19 @@ def run(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         min_secs=args.min_secs,
     )
-    print(json.dumps(result.as_dict(), indent=1) if args.json else result.report())
+    report = result.as_dict()
+    if args.op_profile:
+        from edgekit.opprofile import profile
+
+        ops = profile(args.model, backend=args.backend, threads=result.threads, xnnpack=not args.no_xnnpack)
+        report["op_profile"] = [vars(o) for o in ops.ops]
+        report["op_profile_total_ms"] = ops.total_ms
+    print(json.dumps(report, indent=1) if args.json else result.report())
+    if args.op_profile and not args.json:
+        print()
+        print(ops.tables())
+        print(
+            f"whole model (measured): {result.mean_ms:.4f} ms; per-op total / measured = "
+            f"{ops.total_ms / result.mean_ms:.3f}"
+        )
     return 0
