@@ -13,7 +13,7 @@ from edgekit.converters import onnx_frontend
 from edgekit.converters.ir import Graph
 from edgekit.converters.lowering.driver import describe, lower, unsupported_nodes
 from edgekit.converters.passes import ONNX_PASSES, TFLITE_PASSES, optimize_layout, to_nhwc_io
-from edgekit.converters.tflite_writer import write_model
+from edgekit.converters.tflite_writer import serialize, write_model
 from edgekit.errors import OutputPathError, UnsupportedModelError
 
 
@@ -73,12 +73,14 @@ def convert(
     quantize: str | None = None,
     calibration=None,
     target: str | None = None,
+    auto_mixed: float | None = None,
     **quant_options,
 ) -> ConversionResult:
     """Convert an ONNX model to a TFLite flatbuffer; writes ``output`` atomically when given.
 
     ``target="edgetpu"`` requires full-integer int8 with int8/uint8 I/O and reports which ops
-    the Edge TPU compiler would leave to the CPU."""
+    the Edge TPU compiler would leave to the CPU. ``auto_mixed=DB`` keeps in float the layers
+    whose int8 output loses more than DB dB of SQNR against their input."""
     if target not in (None, "cpu", "edgetpu"):
         raise UnsupportedModelError(f"unknown target '{target}'; choose cpu or edgetpu")
     if target == "edgetpu" and (quantize != "int8" or quant_options.get("io_type") not in ("int8", "uint8")):
@@ -97,7 +99,17 @@ def convert(
 
         if target == "edgetpu":
             quant_options["fully_integer"] = True
-        tfl = quantize_graph(tfl, graph, mode=quantize, calibration=calibration, **quant_options)
+        float_tfl = tfl
+        tfl = quantize_graph(float_tfl, graph, mode=quantize, calibration=calibration, **quant_options)
+        if quantize == "int8" and auto_mixed is not None:
+            keep = _lossy_layers(model, graph, tfl, calibration, auto_mixed)
+            if keep:
+                print(
+                    f"auto-mixed: keeping {len(keep)} layer(s) in float: {', '.join(keep[:8])}"
+                    f"{' ...' if len(keep) > 8 else ''}"
+                )
+                quant_options["keep_float"] = list(quant_options.get("keep_float") or []) + keep
+                tfl = quantize_graph(float_tfl, graph, mode=quantize, calibration=calibration, **quant_options)
         if quantize == "int8":
             from edgekit.converters.int8_rules import check_int8
 
@@ -139,3 +151,22 @@ def xnnpack_partitions(model: bytes) -> int | None:
     interpreter = Interpreter(model_content=model, num_threads=1)
     interpreter.allocate_tensors()
     return sum(1 for op in interpreter._get_ops_details() if op["op_name"] == "DELEGATE")
+
+
+def _lossy_layers(model, graph: Graph, tfl: Graph, calibration, max_drop: float) -> list[str]:
+    """ONNX nodes whose int8 output loses more than ``max_drop`` dB, on one calibration sample."""
+    import numpy as np
+
+    from edgekit.converters.mixed import lossy_layers
+
+    names = graph.metadata["_signature"]["inputs"]
+    if isinstance(calibration, dict):
+        sample = {k: np.asarray(v)[:1] for k, v in calibration.items()}
+    else:
+        sample = {names[0]: np.asarray(calibration)[:1].reshape(graph.shape(graph.inputs[0]))}
+    probe = tfl.copy()
+    probe.metadata = {
+        "_signature": tfl.metadata["_signature"],
+        "edgekit": {"io_layout": tfl.metadata.get("io_layout", {}), "tensor_layouts": tfl.metadata.get("layouts", {})},
+    }
+    return lossy_layers(model, serialize(probe), sample, max_drop)

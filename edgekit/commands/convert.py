@@ -29,6 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="ONNX node names to leave in float (see the per-layer table of --report)",
     )
     q.add_argument(
+        "--auto-mixed",
+        action="store_true",
+        help="keep in float the layers whose int8 output loses more than --max-sqnr-drop dB",
+    )
+    q.add_argument("--max-sqnr-drop", type=float, default=10.0, metavar="DB", help="for --auto-mixed (default 10)")
+    q.add_argument(
         "--no-bias-correction",
         action="store_true",
         help="skip the correction of the bias for the weights' rounding error (on by default)",
@@ -78,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         nhwc_io=not args.nchw_io,
         quantize=args.quantize,
         target=None if args.target == "cpu" else args.target,
+        auto_mixed=args.max_sqnr_drop if args.auto_mixed else None,
         **options,
     )
     ops = ", ".join(f"{op} x{n}" for op, n in result.ops.items())

@@ -27,8 +27,10 @@ def run(args: argparse.Namespace) -> int:
     for label, options in (("fp32", {}), ("int8", {"quantize": "int8", "calibration": data["x_calib"]})):
         path = out_dir / f"digits_{label}.tflite"
         result = convert(onnx_path, path, **options)
-        print(f"\n{label}: {onnx_path.name} -> {path} ({result.size_bytes:,} bytes, {result.seconds:.2f} s, "
-              f"{result.partitions} XNNPACK partition(s))")
+        print(
+            f"\n{label}: {onnx_path.name} -> {path} ({result.size_bytes:,} bytes, {result.seconds:.2f} s, "
+            f"{result.partitions} XNNPACK partition(s))"
+        )
         print(verify(onnx_path, path, data=data["x_test"]).table())
         session = load(path, threads=1)
         window = LatencyWindow()
@@ -37,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
         logits = np.concatenate([session.run(x[None])["logits"] for x in images])
         accuracy = float(np.mean(logits.argmax(1) == data["y_test"]))
         stats = window.summary()
-        print(f"held-out accuracy on {session.backend}: {100 * accuracy:.2f}% ({len(images)} digits); "
-              f"latency p50 {1000 * stats['p50_ms']:.1f} us, p99 {1000 * stats['p99_ms']:.1f} us")
+        print(
+            f"held-out accuracy on {session.backend}: {100 * accuracy:.2f}% ({len(images)} digits); "
+            f"latency p50 {1000 * stats['p50_ms']:.1f} us, p99 {1000 * stats['p99_ms']:.1f} us"
+        )
     return 0

@@ -288,3 +288,13 @@ def test_bias_correction_helps_on_trained_model(digits, tmp_path):
         convert(DIGITS, out, quantize="int8", calibration=digits["x_calib"], bias_correction=flag)
         scores[flag] = verify(DIGITS, out, data=digits["x_test"]).min_sqnr_db
     assert scores[True] > scores[False], scores
+
+
+def test_auto_mixed_keeps_the_lossiest_layer_in_float(digits, tmp_path, capsys):
+    plain, mixed = tmp_path / "int8.tflite", tmp_path / "mixed.tflite"
+    convert(DIGITS, plain, quantize="int8", calibration=digits["x_calib"])
+    result = convert(DIGITS, mixed, quantize="int8", calibration=digits["x_calib"], auto_mixed=3.0)
+    assert "auto-mixed: keeping" in capsys.readouterr().out
+    assert result.ops.get("DEQUANTIZE", 0) >= 1 and result.partitions == 1
+    data = digits["x_test"][:100]
+    assert verify(DIGITS, mixed, data=data).min_sqnr_db > verify(DIGITS, plain, data=data).min_sqnr_db
