@@ -74,6 +74,7 @@ def convert(
     calibration=None,
     target: str | None = None,
     auto_mixed: float | None = None,
+    equalize: bool = False,
     **quant_options,
 ) -> ConversionResult:
     """Convert an ONNX model to a TFLite flatbuffer; writes ``output`` atomically when given.
@@ -93,6 +94,10 @@ def convert(
             raise OutputPathError(f"cannot write {output}: folder {out_dir} does not exist; create it first")
     start = time.perf_counter()
     graph = import_onnx(model, input_shapes)
+    if equalize:
+        from edgekit.converters.passes.equalize import equalize as cross_layer_equalization
+
+        graph = cross_layer_equalization(graph)
     tfl = to_tflite_graph(graph, nhwc_io=nhwc_io)
     if quantize:
         from edgekit.converters.quantizer import quantize_graph

@@ -35,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     q.add_argument("--max-sqnr-drop", type=float, default=10.0, metavar="DB", help="for --auto-mixed (default 10)")
     q.add_argument(
+        "--equalize", action="store_true", help="cross-layer equalization of consecutive convolutions before quantizing"
+    )
+    q.add_argument(
         "--no-bias-correction",
         action="store_true",
         help="skip the correction of the bias for the weights' rounding error (on by default)",
@@ -85,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         quantize=args.quantize,
         target=None if args.target == "cpu" else args.target,
         auto_mixed=args.max_sqnr_drop if args.auto_mixed else None,
+        equalize=args.equalize,
         **options,
     )
     ops = ", ".join(f"{op} x{n}" for op, n in result.ops.items())
