@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit.converters.passes.layout import resolve_layout
 from edgekit.converters.tflite_reader import metadata, operator_names
 from edgekit.converters.verification import sqnr_db
 
@@ -44,18 +45,6 @@ class LayerReport:
 
     def to_json(self) -> str:
         return json.dumps({"layers": [asdict(layer) for layer in self.layers]}, indent=1, default=float)
-
-
-def _resolve(name: str, layouts: dict[str, list]) -> tuple[str, list[int] | None]:
-    """(source tensor, perm with tflite = source.transpose(perm)) for a tflite tensor name."""
-    perm = None
-    seen = set()
-    while name in layouts and name not in seen:
-        seen.add(name)
-        src, p = layouts[name]
-        perm = list(p) if perm is None else [p[i] for i in perm]
-        name = src
-    return name, perm
 
 
 def _onnx_intermediates(model, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -113,7 +102,7 @@ def compare_layers(onnx_model, tflite_model: bytes | str | os.PathLike, sample: 
         index, name = detail["index"], detail["name"]
         if index not in producers:
             continue
-        src, perm = _resolve(name, layouts)
+        src, perm = resolve_layout(name, layouts)
         if src not in reference:
             continue
         try:

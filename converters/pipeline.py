@@ -13,6 +13,7 @@ from edgekit.converters import onnx_frontend
 from edgekit.converters.ir import Graph
 from edgekit.converters.lowering.driver import describe, lower, unsupported_nodes
 from edgekit.converters.passes import ONNX_PASSES, TFLITE_PASSES, optimize_layout, to_nhwc_io
+from edgekit.converters.passes.layout import final_layouts
 from edgekit.converters.tflite_writer import serialize, write_model
 from edgekit.errors import OutputPathError, UnsupportedModelError
 
@@ -119,13 +120,14 @@ def convert(
             from edgekit.converters.int8_rules import check_int8
 
             check_int8(tfl)
+    _short_constant_names(tfl)
     tfl.metadata = {
         "_signature": tfl.metadata["_signature"],
         "edgekit": {
             "version": __version__,
             "source_sha256": graph.metadata.get("source_sha256"),
             "io_layout": tfl.metadata.get("io_layout", {}),
-            "tensor_layouts": tfl.metadata.get("layouts", {}),
+            "tensor_layouts": final_layouts(tfl),
             "quantization": quantize or "float32",
         },
     }
@@ -175,3 +177,21 @@ def _lossy_layers(model, graph: Graph, tfl: Graph, calibration, max_drop: float)
         "edgekit": {"io_layout": tfl.metadata.get("io_layout", {}), "tensor_layouts": tfl.metadata.get("layouts", {})},
     }
     return lossy_layers(model, serialize(probe), sample, max_drop)
+
+
+def _short_constant_names(graph: Graph) -> None:
+    """Name constants after the op that reads them ("conv_2d/12/1": input 1 of op 12) instead
+    of the long chains the passes build; names are pure file overhead for weights."""
+    renames: dict[str, str] = {}
+    for index, node in enumerate(graph.nodes):
+        for k, name in enumerate(node.inputs):
+            t = graph.tensors.get(name) if name else None
+            if t is None or not t.is_const or name in graph.inputs or name in graph.outputs:
+                continue
+            if name not in renames:
+                renames[name] = graph.unique_name(f"{node.op.lower()}/{index}/{k}")
+                graph.tensors[renames[name]] = t
+                t.name = renames[name]
+            node.inputs[k] = renames[name]
+    for old in renames:
+        graph.tensors.pop(old, None)

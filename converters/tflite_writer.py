@@ -82,12 +82,22 @@ def _options(builder: flatbuffers.Builder, node: Node) -> tuple[int, int]:
     return getattr(tflite.BuiltinOptions, table), offset
 
 
-def _quantization(builder: flatbuffers.Builder, tensor: Tensor) -> int | None:
+def _quantization(builder: flatbuffers.Builder, tensor: Tensor, shared: dict[tuple, int]) -> int | None:
+    """The tensor's QuantizationParameters. Identical scale / zero-point vectors are written once
+    and shared (flatbuffers allow it): per-channel zero points are all zeros, and a weight and
+    its bias have as many channels, so this saves most of the int64 zero-point bytes."""
     q = tensor.quant
     if q is None:
         return None
-    scale = _numpy_vector(builder, q.scale.astype(np.float32))
-    zero_point = _numpy_vector(builder, q.zero_point.astype(np.int64))
+
+    def vector(array: np.ndarray) -> int:
+        key = (array.dtype.str, array.tobytes())
+        if key not in shared:
+            shared[key] = _numpy_vector(builder, array)
+        return shared[key]
+
+    scale = vector(q.scale.astype(np.float32))
+    zero_point = vector(q.zero_point.astype(np.int64))
     tflite.QuantizationParametersStart(builder)
     tflite.QuantizationParametersAddScale(builder, scale)
     tflite.QuantizationParametersAddZeroPoint(builder, zero_point)
@@ -158,6 +168,7 @@ def serialize(graph: Graph) -> bytes:
         buffer_offsets.append(tflite.BufferEnd(builder))
 
     tensor_offsets = []
+    shared_vectors: dict[tuple, int] = {}
     for name in order:
         t = graph.tensors[name]
         type_name = TENSOR_TYPE.get(t.dtype)
@@ -165,7 +176,7 @@ def serialize(graph: Graph) -> bytes:
             raise UnsupportedModelError(f"tensor '{name}' has dtype {t.dtype}, which TFLite cannot hold")
         name_off = builder.CreateString(name)
         shape_off = _int_vector(builder, t.shape)
-        quant_off = _quantization(builder, t)
+        quant_off = _quantization(builder, t, shared_vectors)
         tflite.TensorStart(builder)
         tflite.TensorAddShape(builder, shape_off)
         tflite.TensorAddType(builder, getattr(tflite.TensorType, type_name))

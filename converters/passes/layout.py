@@ -491,3 +491,27 @@ def to_nhwc_io(graph: Graph, inputs: bool = True, outputs: bool = True) -> Graph
             io_layout[signature["outputs"][k]] = [0, 2, 3, 1]
         graph.remove_unused()
     return graph
+
+
+def resolve_layout(name: str, layouts: dict[str, list]) -> tuple[str, list[int] | None]:
+    """Follow the layout record from a tensor back to the source tensor it stands for:
+    (source name, perm with tensor = source.transpose(perm)), or (name, None)."""
+    perm = None
+    seen = set()
+    while name in layouts and name not in seen:
+        seen.add(name)
+        src, p = layouts[name]
+        perm = list(p) if perm is None else [p[i] for i in perm]
+        name = src
+    return name, perm
+
+
+def final_layouts(graph: Graph) -> dict[str, list]:
+    """The layout record reduced to tensors still in the graph, each resolved to its source."""
+    layouts = graph.metadata.get("layouts", {})
+    result = {}
+    for name in graph.tensors:
+        if name in layouts:
+            src, perm = resolve_layout(name, layouts)
+            result[name] = [src, perm]
+    return result

@@ -108,7 +108,8 @@ def test_torchvision_int8_is_one_partition(name, tmp_path):
     result = convert(str(path), tmp_path / "m.tflite", quantize="int8", calibration=calibration)
     assert result.partitions == 1, result.ops
     # int8 weights are 0.25x; per-channel scales and the int64 zero points TFLite requires add the rest
-    assert result.size_bytes <= 0.30 * path.stat().st_size
+    goal = 0.27 if name in ("mobilenet_v2", "resnet18") else 0.30  # the bench's models meet 0.27
+    assert result.size_bytes <= goal * path.stat().st_size
 
 
 # --- bad calibration input -------------------------------------------------------------------

@@ -27,9 +27,13 @@ def test_profile_tables(tmp_path):
     path.write_bytes(int8_model(io_type="float32"))
     prof = profile_tflite(path, threads=1, runs=5)
     assert [o.op for o in prof.ops] == ["QUANTIZE", "FULLY_CONNECTED", "DEQUANTIZE"]
-    assert all(o.avg_ms > 0 and o.delegated for o in prof.ops)
+    assert all(o.avg_ms > 0 and isinstance(o.delegated, bool) for o in prof.ops)
     text = prof.tables()
-    assert "Run Order" in text and "Summary by node type" in text and "3 of 3 ops" in text
+    assert "Run Order" in text and "Summary by node type" in text and "delegate coverage" in text
+    from edgekit.runtime import available
+
+    if "litert" in available():  # LiteRT's XNNPACK takes all three; tflite-runtime 2.14's takes fewer
+        assert all(o.delegated for o in prof.ops) and "3 of 3 ops" in text
 
 
 def test_bench_op_profile_cli(tmp_path):
