@@ -102,6 +102,43 @@ SHARED = {
     "CONCATENATION": None,  # None: every input
 }
 INT8 = np.dtype(np.int8)
+INT16 = np.dtype(np.int16)
+# int16x8: int16 activations (symmetric), int8 weights, int64 biases; ops with int16 kernels
+INT16_OPS = frozenset(
+    {
+        *WEIGHTED,
+        "ADD",
+        "SUB",
+        "MUL",
+        "AVERAGE_POOL_2D",
+        "MAX_POOL_2D",
+        "CONCATENATION",
+        "RESHAPE",
+        "SQUEEZE",
+        "TRANSPOSE",
+        "PAD",
+        "SLICE",
+        "STRIDED_SLICE",
+        "SPLIT",
+        "SPLIT_V",
+        "MEAN",
+        "SOFTMAX",
+        "LOGISTIC",
+        "TANH",
+        "RELU",
+        "RELU6",
+        "LEAKY_RELU",
+        "MAXIMUM",
+        "MINIMUM",
+    }
+)
+FIXED_OUTPUT_16 = {"SOFTMAX": (1 / 32768, 0), "LOGISTIC": (1 / 32768, 0), "TANH": (1 / 32768, 0)}
+
+
+def symmetric16_params(lo: float, hi: float, min_scale: float = 0.0) -> QuantParams:
+    """int16 activation parameters: symmetric, zero point 0."""
+    scale = max(abs(float(lo)), abs(float(hi)), 1e-30) / 32767.0
+    return QuantParams(np.float32(max(scale, min_scale)), 0)
 
 
 def activation_params(lo: float, hi: float, min_scale: float = 0.0) -> QuantParams:
@@ -216,6 +253,7 @@ def quantize_int8(
     keep_float: set[str] | frozenset[str] = frozenset(),
     float_ops: frozenset[str] = FLOAT_ON_CPU,
     channel_means: dict[str, np.ndarray] | None = None,
+    activations: str = "int8",
 ) -> Graph:
     """A full-integer copy of ``graph`` (activations int8 wherever a kernel exists).
 
@@ -223,8 +261,15 @@ def quantize_int8(
     float too (the default: those XNNPACK has no int8 kernel for; pass an empty set for a
     fully integer model, as the Edge TPU needs)."""
     g = graph.copy()
+    sixteen = activations == "int16"
+    act = INT16 if sixteen else INT8
+    supported = INT16_OPS if sixteen else INT8_OPS
+    fixed_table = FIXED_OUTPUT_16 if sixteen else FIXED_OUTPUT
+    make_params = symmetric16_params if sixteen else activation_params
+    if sixteen and io_type != "float32":
+        raise UnsupportedModelError("int16x8 models take float32 I/O; drop --io-type")
     is_int8 = {
-        id(n): n.op in INT8_OPS and n.op not in float_ops and n.attrs.get("_source") not in keep_float for n in g.nodes
+        id(n): n.op in supported and n.op not in float_ops and n.attrs.get("_source") not in keep_float for n in g.nodes
     }
 
     # tensors that become int8: touched by an int8 op (data inputs and outputs)
@@ -251,11 +296,11 @@ def quantize_int8(
 
     fixed: dict[str, tuple[float, int]] = {}
     for n in g.nodes:
-        if is_int8[id(n)] and n.op in FIXED_OUTPUT:
+        if is_int8[id(n)] and n.op in fixed_table:
             root = groups.find(n.outputs[0])
-            if root in fixed and fixed[root] != FIXED_OUTPUT[n.op]:
+            if root in fixed and fixed[root] != fixed_table[n.op]:
                 raise UnsupportedModelError(f"internal: conflicting fixed parameters at {n.name}")
-            fixed[root] = FIXED_OUTPUT[n.op]
+            fixed[root] = fixed_table[n.op]
 
     # one range per group: the union of its members' observed ranges
     group_range: dict[str, list[float]] = {}
@@ -278,7 +323,7 @@ def quantize_int8(
             else:
                 lo, hi = group_range.get(root, (0.0, 1.0))
                 lo, hi = (lo if np.isfinite(lo) else 0.0), (hi if np.isfinite(hi) else 1.0)
-                params[t] = activation_params(lo, hi, min_scale.get(root, 0.0))
+                params[t] = make_params(lo, hi, min_scale.get(root, 0.0))
         needs = _minimum_scales(g, is_int8, params)
         changed = False
         for t, need in needs.items():
@@ -293,29 +338,29 @@ def quantize_int8(
     for t in quantized:
         tensor = g.tensors[t]
         if not tensor.is_const:
-            tensor.dtype, tensor.quant = INT8, params[t]
+            tensor.dtype, tensor.quant = act, params[t]
 
     # constants of int8 ops
     for n in g.nodes:
         if not is_int8[id(n)]:
             continue
         if n.op in WEIGHTED:
-            _quantize_weighted(g, n, per_channel, channel_means or {})
+            _quantize_weighted(g, n, per_channel, channel_means or {}, np.int64 if sixteen else np.int32)
             continue
         for k, name in enumerate(n.inputs):
             t = g.tensors.get(name) if name else None
             if t is None or not t.is_const or t.dtype != np.float32:
                 continue
-            new = g.add_tensor(f"{name}_q", t.shape, INT8, unique=True)
+            new = g.add_tensor(f"{name}_q", t.shape, act, unique=True)
             if n.attrs.get("_role") == "pool_mask":
                 # 0 -> 127 keeps the interior; the float minimum saturates to -128, and so does
-                # the sum on the border, which then never wins the max
-                q = QuantParams(g.tensors[n.inputs[0]].quant.scale, 127)
+                # the sum on the border, which then never wins the max (int16: zero point 0)
+                q = QuantParams(g.tensors[n.inputs[0]].quant.scale, 0 if sixteen else 127)
             elif n.op in SHARED:
                 q = g.tensors[n.outputs[0]].quant
             else:
-                q = activation_params(float(t.data.min()), float(t.data.max()))
-            g.tensors[new].data = quantize_values(t.data, q)
+                q = make_params(float(t.data.min()), float(t.data.max()))
+            g.tensors[new].data = quantize_values(t.data, q, act)
             g.tensors[new].quant = q
             n.inputs[k] = new
 
@@ -343,7 +388,9 @@ def _bias_correction(op: str, error: np.ndarray, mean: np.ndarray) -> np.ndarray
     return np.zeros(error.shape[0])
 
 
-def _quantize_weighted(g: Graph, n: Node, per_channel: bool, channel_means: dict[str, np.ndarray]) -> None:
+def _quantize_weighted(
+    g: Graph, n: Node, per_channel: bool, channel_means: dict[str, np.ndarray], bias_dtype=np.int32
+) -> None:
     w_index, axis, b_index = WEIGHTED[n.op]
     x = n.inputs[2] if n.op == "TRANSPOSE_CONV" else n.inputs[0]
     w = g.tensors[n.inputs[w_index]]
@@ -366,9 +413,9 @@ def _quantize_weighted(g: Graph, n: Node, per_channel: bool, channel_means: dict
             error = q.astype(np.float64) * wq.scale.astype(np.float64).reshape(shape) - w.data.astype(np.float64)
             bias = bias - _bias_correction(n.op, error, mean.astype(np.float64))
         values = np.round(bias / bias_scale.astype(np.float64))
-        values = np.clip(values, np.iinfo(np.int32).min, np.iinfo(np.int32).max).astype(np.int32)
+        values = np.clip(values, np.iinfo(bias_dtype).min, np.iinfo(bias_dtype).max).astype(bias_dtype)
         bq = QuantParams(bias_scale, np.zeros(bias_scale.size, np.int64), 0)
-        n.inputs[b_index] = g.add_tensor(f"{b.name}_int32", b.shape, np.int32, values, bq, unique=True)
+        n.inputs[b_index] = g.add_tensor(f"{b.name}_q", b.shape, bias_dtype, values, bq, unique=True)
 
 
 def _bridge_float_ops(g: Graph, is_int8: dict[int, bool]) -> None:
@@ -378,13 +425,13 @@ def _bridge_float_ops(g: Graph, is_int8: dict[int, bool]) -> None:
             continue
         for k, name in enumerate(n.inputs):
             t = g.tensors.get(name) if name else None
-            if t is not None and t.dtype == INT8 and not t.is_const:
+            if t is not None and t.dtype in (INT8, INT16) and t.quant is not None and not t.is_const:
                 f = g.add_tensor(f"{name}_float", t.shape, np.float32, unique=True)
                 g.nodes.insert(g.nodes.index(n), Node("DEQUANTIZE", [name], [f], {}, name=f"{n.name}/dequantize"))
                 n.inputs[k] = f
         for k, name in enumerate(n.outputs):
             t = g.tensors[name]
-            if t.dtype == INT8:
+            if t.dtype in (INT8, INT16) and t.quant is not None:
                 f = g.add_tensor(f"{name}_float", t.shape, np.float32, unique=True)
                 n.outputs[k] = f
                 g.nodes.insert(g.nodes.index(n) + 1, Node("QUANTIZE", [f], [name], {}, name=f"{n.name}/quantize"))
@@ -395,7 +442,7 @@ def _set_io(g: Graph, io_type: str) -> None:
         raise UnsupportedModelError(f"--io-type {io_type}: choose float32, int8 or uint8")
     for k, name in enumerate(list(g.inputs)):
         t = g.tensors[name]
-        if t.dtype != INT8 or io_type == "int8":
+        if t.dtype not in (INT8, INT16) or io_type == "int8":
             continue
         outer_dtype = np.float32 if io_type == "float32" else np.uint8
         outer_quant = None if io_type == "float32" else QuantParams(t.quant.scale, t.quant.zero_point + 128)
@@ -404,7 +451,7 @@ def _set_io(g: Graph, io_type: str) -> None:
         g.inputs[k] = outer
     for k, name in enumerate(list(g.outputs)):
         t = g.tensors[name]
-        if t.dtype != INT8 or io_type == "int8":
+        if t.dtype not in (INT8, INT16) or io_type == "int8":
             continue
         if io_type == "float32":
             outer = g.add_tensor(f"{name}_output", t.shape, np.float32, unique=True)
@@ -549,8 +596,8 @@ def quantize_graph(
         return quantize_fp16(tfl)
     if mode == "dynamic":
         return quantize_dynamic(tfl, per_channel)
-    if mode != "int8":
-        raise UnsupportedModelError(f"--quantize {mode} is not supported yet; use int8, dynamic or fp16")
+    if mode not in ("int8", "int16x8"):
+        raise UnsupportedModelError(f"--quantize {mode}: choose int8, int16x8, dynamic or fp16")
     from edgekit.converters.calibration import calibrate, prepare_samples
     from edgekit.converters.tflite_writer import serialize
 
@@ -574,6 +621,7 @@ def quantize_graph(
         per_channel=per_channel,
         io_type=io_type,
         keep_float=set(keep_float or []),
-        float_ops=frozenset() if fully_integer else FLOAT_ON_CPU,
+        float_ops=frozenset() if fully_integer or mode == "int16x8" else FLOAT_ON_CPU,
         channel_means=means,
+        activations="int16" if mode == "int16x8" else "int8",
     )

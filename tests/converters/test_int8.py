@@ -331,3 +331,20 @@ def test_cross_layer_equalization(tmp_path):
         convert(m, path, quantize="int8", calibration=calibration, equalize=eq, bias_correction=False)
         sqnr[eq] = verify(m, path, data=test).min_sqnr_db
     assert sqnr[True] > sqnr[False] + 3, sqnr
+
+
+def test_int16x8_is_more_precise_than_int8(digits, tmp_path):
+    scores = {}
+    for mode in ("int8", "int16x8"):
+        out = tmp_path / f"{mode}.tflite"
+        convert(DIGITS, out, quantize=mode, calibration=digits["x_calib"])
+        scores[mode] = verify(DIGITS, out, data=digits["x_test"]).min_sqnr_db
+        assert accuracy(out, digits) > 0.97
+    runner = TFLiteRunner((tmp_path / "int16x8.tflite").read_bytes())
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(tmp_path / "int16x8.tflite"))
+    conv = next(op for op in interpreter._get_ops_details() if op["op_name"] == "CONV_2D")
+    assert interpreter.get_tensor_details()[conv["inputs"][0]]["dtype"] == np.int16
+    assert runner.output_details["logits"]["dtype"] == np.float32
+    assert scores["int16x8"] > scores["int8"], scores
