@@ -37,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     q.add_argument(
         "--equalize", action="store_true", help="cross-layer equalization of consecutive convolutions before quantizing"
     )
+    q.add_argument("--bias-correction", action="store_true", help="correct biases for weight rounding (the default)")
     q.add_argument(
         "--no-bias-correction",
         action="store_true",
@@ -95,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {result.path} ({result.size_bytes:,} bytes) in {result.seconds:.2f} s")
     print(f"ops: {ops}")
     print(f"TRANSPOSE ops remaining: {result.transposes}; XNNPACK partitions: {result.partitions}")
+    if args.quantize in ("int8", "int16x8"):
+        _print_io_quantization(result.path)
     if result.edgetpu is not None:
         print(result.edgetpu.summary())
     report = None
@@ -134,3 +137,15 @@ def _calibration(args: argparse.Namespace):
     from edgekit.converters.calibration_data import load_calibration
 
     return load_calibration(Path(args.calibration), resize=args.resize, mean=args.mean, std=args.std, scale=args.scale)
+
+
+def _print_io_quantization(path) -> None:
+    """The scales and zero points a device needs to feed and read the model (also stored in it)."""
+    from edgekit.converters.verification import TFLiteRunner
+
+    runner = TFLiteRunner(path.read_bytes())
+    for kind, details in (("input", runner.input_details), ("output", runner.output_details)):
+        for name, d in details.items():
+            scale, zero_point = d["quantization"]
+            io = f"scale {scale:.6g}, zero point {zero_point}" if scale else "float (quantized inside the model)"
+            print(f"{kind} {name}: {d['dtype'].__name__} {[int(v) for v in d['shape']]}, {io}")
