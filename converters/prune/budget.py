@@ -1,0 +1,50 @@
+"""Pruning to a budget: the uniform channel ratio that reaches a MAC or parameter target."""
+
+from __future__ import annotations
+
+import onnx
+
+from edgekit.converters.analysis import count_macs, count_params
+from edgekit.converters.prune.channels import prune_channels
+from edgekit.errors import InputError
+
+MAX_RATIO = 0.95
+
+
+def cost(model: onnx.ModelProto, what: str) -> int:
+    from edgekit.converters.pipeline import import_onnx
+
+    graph = import_onnx(model)
+    return count_macs(graph) if what == "macs" else count_params(graph)
+
+
+def prune_to_budget(
+    model: onnx.ModelProto,
+    target: float,
+    what: str = "macs",
+    criterion: str = "l1",
+    min_channels: int = 1,
+    exclude: frozenset[str] = frozenset(),
+) -> tuple[onnx.ModelProto, float, float]:
+    """(pruned model, ratio used, reached fraction of the dense cost) for ``target`` in (0, 1)."""
+    if not 0 < target < 1:
+        raise InputError(f"--target-{what} must lie strictly between 0 and 1, e.g. 0.5")
+    dense = cost(model, what)
+    best = prune_channels(model, MAX_RATIO, criterion, min_channels, exclude)
+    best_fraction = cost(best, what) / dense
+    if best_fraction > target:
+        raise InputError(
+            f"cannot reach {target:.0%} of the {what}: pruning every prunable group by {MAX_RATIO:.0%} leaves "
+            f"{best_fraction:.1%} (the rest sits in layers channel pruning cannot shrink)"
+        )
+    lo, hi = 0.0, MAX_RATIO
+    chosen, fraction, ratio = best, best_fraction, MAX_RATIO
+    for _ in range(12):
+        mid = (lo + hi) / 2
+        candidate = prune_channels(model, mid, criterion, min_channels, exclude)
+        f = cost(candidate, what) / dense
+        if f <= target:
+            chosen, fraction, ratio, hi = candidate, f, mid, mid
+        else:
+            lo = mid
+    return chosen, ratio, fraction

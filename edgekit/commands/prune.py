@@ -1,0 +1,69 @@
+"""edgekit prune MODEL.onnx -o PRUNED.onnx: structured channel pruning, magnitude sparsity or
+k-means weight sharing, with a size report."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="the source .onnx model")
+    parser.add_argument("-o", "--output", required=True, help="the pruned .onnx model to write")
+    parser.add_argument("--method", choices=("channel", "magnitude", "cluster"), default="channel")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument(
+        "--ratio", type=float, help="channel: share of each group's channels to remove; magnitude: sparsity"
+    )
+    budget.add_argument("--target-macs", type=float, help="channel: keep this fraction of the MACs")
+    budget.add_argument("--target-params", type=float, help="channel: keep this fraction of the parameters")
+    parser.add_argument("--criterion", choices=("l1", "l2", "fpgm"), default="l1")
+    parser.add_argument("--min-channels", type=int, default=1, help="never keep fewer channels in a group")
+    parser.add_argument("--exclude", nargs="+", default=[], metavar="NODE", help="ONNX node names to leave alone")
+    parser.add_argument(
+        "--scope", choices=("global", "layer"), default="global", help="magnitude: where the threshold applies"
+    )
+    parser.add_argument("--clusters", type=int, default=16, help="cluster: shared values per output channel")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import onnx
+
+    from edgekit.converters.onnx_frontend import read_model
+    from edgekit.converters.prune import cluster_weights, magnitude_prune, prune_channels
+    from edgekit.converters.prune.budget import prune_to_budget
+    from edgekit.converters.prune.report import size_report
+    from edgekit.converters.tflite_writer import write_atomic
+    from edgekit.errors import InputError, OutputPathError
+
+    model = read_model(args.model).model
+    if not Path(args.output).parent.is_dir():
+        raise OutputPathError(f"cannot write {args.output}: folder {Path(args.output).parent} does not exist")
+    exclude = frozenset(args.exclude)
+    if args.method == "channel":
+        if args.target_macs is not None or args.target_params is not None:
+            what = "macs" if args.target_macs is not None else "params"
+            target = args.target_macs if args.target_macs is not None else args.target_params
+            pruned, ratio, fraction = prune_to_budget(model, target, what, args.criterion, args.min_channels, exclude)
+            print(f"channel ratio {ratio:.3f} keeps {fraction:.1%} of the {what} (target {target:.0%})")
+        else:
+            if args.ratio is None:
+                raise InputError("channel pruning needs --ratio, --target-macs or --target-params")
+            pruned = prune_channels(model, args.ratio, args.criterion, args.min_channels, exclude)
+    elif args.method == "magnitude":
+        if args.ratio is None:
+            raise InputError("magnitude pruning needs --ratio (the sparsity, e.g. 0.8)")
+        pruned, report = magnitude_prune(model, args.ratio, args.scope, exclude)
+        for layer, sparsity in report.items():
+            print(f"  {sparsity:6.1%}  {layer}")
+    else:
+        pruned = cluster_weights(model, args.clusters, exclude=exclude)
+    onnx.checker.check_model(pruned)
+    write_atomic(args.output, pruned.SerializeToString())
+    before, after = size_report(model), size_report(pruned)
+    print(f"{'':<22} {'dense':>12} {'pruned':>12}")
+    for key in ("params", "macs", "tflite_fp32_bytes", "tflite_fp32_zstd", "tflite_fp32_gzip"):
+        print(f"{key:<22} {before[key]:>12,} {after[key]:>12,}")
+    print(f"wrote {args.output}")
+    return 0

@@ -1,0 +1,140 @@
+"""Pruning: pruned models load in onnxruntime, convert, and match; bad requests are refused."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib.resources import files
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from edgekit.converters import convert, verify
+from edgekit.converters.prune import cluster_weights, find_groups, magnitude_prune, prune_channels
+from edgekit.converters.prune.budget import cost, prune_to_budget
+from edgekit.errors import InputError
+from tests.converters.onnx_models import model, rand
+
+N = helper.make_node
+DIGITS = str(files("edgekit") / "samples" / "digits_cnn.onnx")
+
+
+def residual_cnn():
+    """conv-bn-relu-conv chain (prunable), a residual Add (its channels tied), then Gemm."""
+    return model(
+        [
+            N("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+            N("BatchNormalization", ["a", "g", "b", "m", "v"], ["an"]),
+            N("Relu", ["an"], ["ar"]),
+            N("Conv", ["ar", "w2"], ["c"], pads=[1, 1, 1, 1]),
+            N("Add", ["c", "x"], ["s"]),
+            N("Relu", ["s"], ["sr"]),
+            N("Conv", ["sr", "w3"], ["d"]),
+            N("Relu", ["d"], ["dr"]),
+            N("Conv", ["dr", "dw"], ["e"], group=8, pads=[1, 1, 1, 1]),
+            N("Relu", ["e"], ["er"]),
+            N("Conv", ["er", "w4"], ["f"]),
+            N("GlobalAveragePool", ["f"], ["gp"]),
+            N("Flatten", ["gp"], ["fl"]),
+            N("Gemm", ["fl", "fc"], ["y"], transB=1),
+        ],
+        {"x": (1, 4, 8, 8)},
+        {"y": None},
+        {
+            "w1": rand(6, 4, 3, 3, seed=1),
+            "g": rand(6, seed=2),
+            "b": rand(6, seed=3),
+            "m": rand(6, seed=4),
+            "v": np.abs(rand(6, seed=5)) + 0.5,
+            "w2": rand(4, 6, 3, 3, seed=6),
+            "w3": rand(8, 4, 1, 1, seed=7),
+            "dw": rand(8, 1, 3, 3, seed=8),
+            "w4": rand(5, 8, 1, 1, seed=9),
+            "fc": rand(3, 5, seed=10),
+        },
+    )
+
+
+@pytest.mark.parametrize("criterion", ["l1", "l2", "fpgm"])
+def test_channel_pruning_keeps_the_model_valid(criterion, tmp_path):
+    m = residual_cnn()
+    groups = {g.name for g in find_groups(m)}
+    assert len(groups) == 3  # w1->w2, w3->dw->w4, w4->fc; w2's output is tied to the residual
+    pruned = prune_channels(m, 0.5, criterion)
+    onnx.checker.check_model(pruned)
+    weights = {i.name: i.dims for i in pruned.graph.initializer}
+    assert list(weights["w1"]) == [3, 4, 3, 3] and list(weights["w2"]) == [4, 3, 3, 3]
+    assert cost(pruned, "macs") < cost(m, "macs")
+    out = tmp_path / "p.tflite"
+    convert(pruned, out)
+    assert verify(pruned, out, samples=4).min_sqnr_db > 60
+
+
+def test_pruned_digits_model_still_classifies(tmp_path):
+    data = np.load(str(files("edgekit") / "samples" / "digits_data.npz"))
+    pruned, ratio, fraction = prune_to_budget(onnx.load(DIGITS), 0.7)
+    assert fraction <= 0.7
+    out = tmp_path / "p.tflite"
+    convert(pruned, out, quantize="int8", calibration=data["x_calib"])
+    assert verify(pruned, out, data=data["x_test"][:50]).min_sqnr_db > 20
+
+
+def test_magnitude_and_cluster():
+    m = onnx.load(DIGITS)
+    sparse, report = magnitude_prune(m, 0.8)
+    weights = [
+        onnx.numpy_helper.to_array(i)
+        for i in sparse.graph.initializer
+        if i.name in {n.input[1] for n in sparse.graph.node if n.op_type in ("Conv", "Gemm")}
+    ]
+    total = sum(w.size for w in weights)
+    assert abs(sum((w == 0).sum() for w in weights) / total - 0.8) < 0.01
+    assert set(report) and all(0 <= v <= 1 for v in report.values())
+    clustered = cluster_weights(m, 16)
+    for init in clustered.graph.initializer:
+        w = onnx.numpy_helper.to_array(init)
+        if w.ndim == 4 and w.shape[1] > 1:
+            assert all(np.unique(row).size <= 16 for row in w.reshape(w.shape[0], -1))
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda m: prune_channels(m, 1.5), "between 0 and 1"),
+        (lambda m: prune_channels(m, 0.0), "between 0 and 1"),
+        (lambda m: prune_channels(m, 0.5, exclude=frozenset(g.name for g in find_groups(m))), "excluded"),
+        (lambda m: prune_to_budget(m, 0.01), "best|leaves"),
+        (lambda m: magnitude_prune(m, 1.0), "between 0 and 1"),
+    ],
+)
+def test_bad_requests(call, message):
+    with pytest.raises(InputError, match=message):
+        call(onnx.load(DIGITS))
+
+
+def test_nothing_prunable():
+    m = model([N("Relu", ["x"], ["y"])], {"x": (1, 4)}, {"y": None})
+    with pytest.raises(InputError, match="nothing is prunable"):
+        prune_channels(m, 0.5)
+
+
+def test_cli(tmp_path):
+    out = tmp_path / "p.onnx"
+    result = subprocess.run(
+        [sys.executable, "-m", "edgekit", "prune", DIGITS, "-o", str(out), "--target-macs", "0.6"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "tflite_fp32_zstd" in result.stdout and out.exists()
+    bad = subprocess.run(
+        [sys.executable, "-m", "edgekit", "prune", DIGITS, "-o", str(tmp_path / "q.onnx"), "--ratio", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bad.returncode != 0 and "between 0 and 1" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "q.onnx").exists()
