@@ -48,3 +48,20 @@ def prune_to_budget(
         else:
             lo = mid
     return chosen, ratio, fraction
+
+
+def prune_by_sensitivity(
+    model: onnx.ModelProto, target: float, samples, labels=None, criterion: str = "l1"
+) -> tuple[onnx.ModelProto, dict[str, float], float]:
+    """Spend the MAC budget where the sensitivity table says it hurts least."""
+    from edgekit.converters.prune.sensitivity import allocate, analyse
+
+    if not 0 < target < 1:
+        raise InputError("--target-macs must lie strictly between 0 and 1, e.g. 0.5")
+    dense = cost(model, "macs")
+    table = analyse(model, samples, labels, criterion=criterion)
+    ratios = allocate(table, int(dense * (1 - target)))
+    if not ratios:
+        raise InputError("the sensitivity table offers no pruning step")
+    pruned = prune_channels(model, ratios, criterion)
+    return pruned, ratios, cost(pruned, "macs") / dense

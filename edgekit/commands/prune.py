@@ -8,8 +8,22 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="the source .onnx model")
-    parser.add_argument("-o", "--output", required=True, help="the pruned .onnx model to write")
-    parser.add_argument("--method", choices=("channel", "magnitude", "cluster"), default="channel")
+    parser.add_argument("-o", "--output", help="the pruned .onnx model to write")
+    parser.add_argument("--method", choices=("channel", "magnitude", "cluster", "lowrank"), default="channel")
+    parser.add_argument(
+        "--sensitivity",
+        action="store_true",
+        help="table the output SQNR (accuracy with --labels) with each group pruned alone",
+    )
+    parser.add_argument(
+        "--allocation",
+        choices=("uniform", "sensitivity"),
+        default="uniform",
+        help="how --target-macs spreads the pruning over groups",
+    )
+    parser.add_argument("--data", help="sample inputs (.npy, model layout) for --sensitivity / --allocation")
+    parser.add_argument("--labels", help="labels (.npy) for the samples: sensitivity in accuracy instead of SQNR")
+    parser.add_argument("--energy", type=float, default=0.9, help="lowrank: singular-value energy to keep")
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument(
         "--ratio", type=float, help="channel: share of each group's channels to remove; magnitude: sparsity"
@@ -28,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    import numpy as np
     import onnx
 
     from edgekit.converters.onnx_frontend import read_model
@@ -38,6 +53,17 @@ def run(args: argparse.Namespace) -> int:
     from edgekit.errors import InputError, OutputPathError
 
     model = read_model(args.model).model
+    samples = labels = None
+    if args.sensitivity or args.allocation == "sensitivity":
+        samples, labels = _samples(args, model, np)
+    if args.sensitivity:
+        from edgekit.converters.prune.sensitivity import analyse, format_table
+
+        print(format_table(analyse(model, samples, labels, criterion=args.criterion)))
+        if not args.output:
+            return 0
+    if not args.output:
+        raise InputError("pass -o PRUNED.onnx (or --sensitivity alone for the table)")
     if not Path(args.output).parent.is_dir():
         raise OutputPathError(f"cannot write {args.output}: folder {Path(args.output).parent} does not exist")
     exclude = frozenset(args.exclude)
@@ -45,8 +71,16 @@ def run(args: argparse.Namespace) -> int:
         if args.target_macs is not None or args.target_params is not None:
             what = "macs" if args.target_macs is not None else "params"
             target = args.target_macs if args.target_macs is not None else args.target_params
-            pruned, ratio, fraction = prune_to_budget(model, target, what, args.criterion, args.min_channels, exclude)
-            print(f"channel ratio {ratio:.3f} keeps {fraction:.1%} of the {what} (target {target:.0%})")
+            if args.allocation == "sensitivity":
+                from edgekit.converters.prune.budget import prune_by_sensitivity
+
+                pruned, ratios, fraction = prune_by_sensitivity(model, target, samples, labels, args.criterion)
+                print(f"per-group ratios {ratios} keep {fraction:.1%} of the MACs (target {target:.0%})")
+            else:
+                pruned, ratio, fraction = prune_to_budget(
+                    model, target, what, args.criterion, args.min_channels, exclude
+                )
+                print(f"channel ratio {ratio:.3f} keeps {fraction:.1%} of the {what} (target {target:.0%})")
         else:
             if args.ratio is None:
                 raise InputError("channel pruning needs --ratio, --target-macs or --target-params")
@@ -57,6 +91,12 @@ def run(args: argparse.Namespace) -> int:
         pruned, report = magnitude_prune(model, args.ratio, args.scope, exclude)
         for layer, sparsity in report.items():
             print(f"  {sparsity:6.1%}  {layer}")
+    elif args.method == "lowrank":
+        from edgekit.converters.prune.lowrank import factorize
+
+        pruned, report = factorize(model, energy=args.energy, exclude=exclude)
+        for layer, (rank, full) in report.items():
+            print(f"  rank {rank:>4} of {full:>4}  {layer}")
     else:
         pruned = cluster_weights(model, args.clusters, exclude=exclude)
     onnx.checker.check_model(pruned)
@@ -67,3 +107,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"{key:<22} {before[key]:>12,} {after[key]:>12,}")
     print(f"wrote {args.output}")
     return 0
+
+
+def _samples(args: argparse.Namespace, model, np):
+    """Samples for the sensitivity table: --data (and --labels), else 8 random inputs."""
+    from edgekit.converters.onnx_frontend import fixed_input_shapes
+    from edgekit.errors import InputError
+
+    shape = next(iter(fixed_input_shapes(model, None).values()))
+    if args.data:
+        try:
+            samples = np.load(args.data).astype(np.float32)
+        except (OSError, ValueError):
+            raise InputError(f"{args.data} is not a .npy array") from None
+        samples = samples.reshape((-1, *shape[1:]))
+    else:
+        samples = np.random.default_rng(0).standard_normal((8, *shape[1:])).astype(np.float32)
+    labels = np.load(args.labels) if args.labels else None
+    return samples, labels

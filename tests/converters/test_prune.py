@@ -138,3 +138,37 @@ def test_cli(tmp_path):
     )
     assert bad.returncode != 0 and "between 0 and 1" in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "q.onnx").exists()
+
+
+def test_sensitivity_table_and_allocation():
+    from edgekit.converters.prune.budget import prune_by_sensitivity
+    from edgekit.converters.prune.sensitivity import analyse, format_table
+
+    data = np.load(str(files("edgekit") / "samples" / "digits_data.npz"))
+    m = onnx.load(DIGITS)
+    table = analyse(m, data["x_test"][:60], data["y_test"][:60])
+    assert len(table) == len(find_groups(m)) and "r=0.5" in format_table(table)
+    for s in table:  # pruning more never saves fewer MACs
+        saved = [s.macs_saved[r] for r in sorted(s.macs_saved)]
+        assert saved == sorted(saved) and saved[0] > 0
+    pruned, ratios, fraction = prune_by_sensitivity(m, 0.7, data["x_test"][:60], data["y_test"][:60])
+    assert ratios and fraction < 1
+    onnx.checker.check_model(pruned)
+
+
+def test_lowrank_factorisation(tmp_path):
+    m = model(
+        [N("Flatten", ["x"], ["f"]), N("Gemm", ["f", "w", "b"], ["y"], transB=1)],
+        {"x": (2, 64)},
+        {"y": None},
+        {"w": (rand(48, 4, seed=1) @ rand(4, 64, seed=2)).astype(np.float32), "b": rand(48, seed=3)},
+    )
+    from edgekit.converters.prune.lowrank import factorize
+
+    low, report = factorize(m, energy=0.999)
+    assert list(report.values()) == [(4, 48)]  # a rank-4 matrix is found to be rank 4
+    onnx.checker.check_model(low)
+    convert(low, tmp_path / "l.tflite")
+    assert verify(m, tmp_path / "l.tflite", samples=4).min_sqnr_db > 60  # same function as the dense model
+    with pytest.raises(InputError, match="between 0 and 1"):
+        factorize(m, energy=1.5)

@@ -1,0 +1,99 @@
+"""Low-rank factorisation: a Gemm, or a 1x1 Conv, whose weight matrix is well approximated by
+rank r becomes two thinner layers (SVD: W ~ (U_r S_r) V_r^T)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from edgekit.errors import InputError
+
+
+def _rank(singular: np.ndarray, energy: float | None, rank_fraction: float | None) -> int:
+    if rank_fraction is not None:
+        return max(1, int(round(rank_fraction * singular.size)))
+    share = np.cumsum(singular**2) / max(float((singular**2).sum()), 1e-30)
+    return int(np.searchsorted(share, energy) + 1)
+
+
+def factorize(
+    model: onnx.ModelProto,
+    energy: float | None = 0.9,
+    rank_fraction: float | None = None,
+    exclude: frozenset[str] = frozenset(),
+) -> tuple[onnx.ModelProto, dict[str, tuple[int, int]]]:
+    """Factorize every Gemm (transB=1 or 0) and 1x1 group-1 Conv where it saves parameters.
+    Returns the model and, per layer, (rank, full rank)."""
+    if energy is not None and not 0 < energy < 1:
+        raise InputError("--energy must lie strictly between 0 and 1, e.g. 0.9")
+    if rank_fraction is not None and not 0 < rank_fraction < 1:
+        raise InputError("--rank must lie strictly between 0 and 1")
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    inits = {i.name: i for i in out.graph.initializer}
+    report: dict[str, tuple[int, int]] = {}
+    nodes = []
+    for node in out.graph.node:
+        name = node.name or node.output[0]
+        weight = inits.get(node.input[1]) if len(node.input) > 1 else None
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        w = numpy_helper.to_array(weight) if weight is not None else None
+        is_gemm = node.op_type == "Gemm" and w is not None and not attrs.get("transA", 0) and w.ndim == 2
+        is_conv = (
+            node.op_type == "Conv"
+            and w is not None
+            and w.ndim == 4
+            and w.shape[2:] == (1, 1)
+            and attrs.get("group", 1) == 1
+            and all(s == 1 for s in attrs.get("strides", [1, 1]))
+        )
+        if name in exclude or not (is_gemm or is_conv):
+            nodes.append(node)
+            continue
+        matrix = (w if attrs.get("transB", 0) else w.T) if is_gemm else w[:, :, 0, 0]  # [out, in]
+        u, s, vt = np.linalg.svd(matrix.astype(np.float64), full_matrices=False)
+        r = _rank(s, energy, rank_fraction)
+        if r * sum(matrix.shape) >= matrix.size:
+            nodes.append(node)
+            continue
+        first = (vt[:r]).astype(np.float32)  # [r, in]
+        second = (u[:, :r] * s[:r]).astype(np.float32)  # [out, r]
+        mid = f"{name}/lowrank"
+        f_name, s_name = f"{name}/lowrank_in", f"{name}/lowrank_out"
+        if is_gemm:
+            out.graph.initializer.extend(
+                [numpy_helper.from_array(first, f_name), numpy_helper.from_array(second, s_name)]
+            )
+            nodes.append(helper.make_node("Gemm", [node.input[0], f_name], [mid], name=f"{name}_a", transB=1))
+            rest = [node.input[2]] if len(node.input) > 2 and node.input[2] else []
+            nodes.append(
+                helper.make_node(
+                    "Gemm",
+                    [mid, s_name, *rest],
+                    list(node.output),
+                    name=f"{name}_b",
+                    transB=1,
+                    beta=float(attrs.get("beta", 1.0)),
+                    alpha=float(attrs.get("alpha", 1.0)),
+                )
+            )
+        else:
+            out.graph.initializer.extend(
+                [
+                    numpy_helper.from_array(first[:, :, None, None], f_name),
+                    numpy_helper.from_array(second[:, :, None, None], s_name),
+                ]
+            )
+            pads = attrs.get("pads")
+            extra = {"pads": pads} if pads else {}
+            nodes.append(helper.make_node("Conv", [node.input[0], f_name], [mid], name=f"{name}_a", **extra))
+            rest = [node.input[2]] if len(node.input) > 2 and node.input[2] else []
+            nodes.append(helper.make_node("Conv", [mid, s_name, *rest], list(node.output), name=f"{name}_b"))
+        report[name] = (r, min(matrix.shape))
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    del out.graph.value_info[:]
+    if not report:
+        raise InputError("nothing to factorize: no Gemm or 1x1 Conv gains from a lower rank at this setting")
+    return out, report
