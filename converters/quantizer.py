@@ -604,17 +604,22 @@ def quantize_graph(
     tfl = expand_for_int8(tfl)
     names = onnx_graph.metadata["_signature"]["inputs"]
     shapes = {user: onnx_graph.shape(t) for user, t in zip(names, onnx_graph.inputs, strict=True)}
-    samples = prepare_samples(calibration, names, shapes)
-    float_model = tfl.copy()
-    float_model.metadata = {"_signature": tfl.metadata["_signature"]}
+    trained = qdq_tensor_ranges(tfl, onnx_graph.metadata.get("qdq", {}))
     means = None
-    if bias_correction:
-        means = {
-            n.inputs[0]: np.zeros(tfl.shape(n.inputs[0])[-1])
-            for n in tfl.nodes
-            if n.op in WEIGHTED and n.op != "TRANSPOSE_CONV"
-        }
-    ranges = calibrate(serialize(float_model), samples, tfl.metadata.get("io_layout", {}), method, means)
+    if calibration is None and trained:
+        ranges = complete_ranges(tfl, trained)  # a QDQ model: its own scales, no calibration
+    else:
+        samples = prepare_samples(calibration, names, shapes)
+        float_model = tfl.copy()
+        float_model.metadata = {"_signature": tfl.metadata["_signature"]}
+        if bias_correction:
+            means = {
+                n.inputs[0]: np.zeros(tfl.shape(n.inputs[0])[-1])
+                for n in tfl.nodes
+                if n.op in WEIGHTED and n.op != "TRANSPOSE_CONV"
+            }
+        ranges = calibrate(serialize(float_model), samples, tfl.metadata.get("io_layout", {}), method, means)
+        ranges.update(trained)
     return quantize_int8(
         tfl,
         ranges,
@@ -625,3 +630,58 @@ def quantize_graph(
         channel_means=means,
         activations="int16" if mode == "int16x8" else "int8",
     )
+
+
+def qdq_tensor_ranges(tfl: Graph, record: dict[str, list]) -> dict[str, tuple[float, float]]:
+    """The QDQ ranges of the source model, keyed by the TFLite tensors that stand for them."""
+    if not record:
+        return {}
+    from edgekit.converters.passes.layout import resolve_layout
+    from edgekit.converters.passes.qdq import qdq_ranges
+
+    source = qdq_ranges(record)
+    layouts = tfl.metadata.get("layouts", {})
+    result = {}
+    for name in tfl.tensors:
+        src, _ = resolve_layout(name, layouts)
+        if src in source:
+            result[name] = source[src]
+    return result
+
+
+def complete_ranges(tfl: Graph, ranges: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+    """Spread known ranges across ops that do not change values' range (shared-parameter ops
+    and fused/plain ReLUs' inputs); refuse when a tensor is still unknown."""
+    ranges = dict(ranges)
+    for _ in range(len(tfl.nodes) + 1):
+        changed = False
+        for n in tfl.nodes:
+            if n.op in SHARED or n.op in ("QUANTIZE", "DEQUANTIZE"):
+                ins = [i for i in n.inputs[:1] if i and not tfl.is_const(i)]
+                for i in ins:
+                    for o in n.outputs:
+                        if o in ranges and i not in ranges:
+                            ranges[i], changed = ranges[o], True
+                        elif i in ranges and o not in ranges:
+                            ranges[o], changed = ranges[i], True
+        if not changed:
+            break
+    missing = [
+        t.name
+        for t in tfl.tensors.values()
+        if not t.is_const
+        and t.dtype == np.float32
+        and t.name not in ranges
+        and any(t.name in (*n.inputs, *n.outputs) for n in tfl.nodes)
+    ]
+    for name in missing:  # fall back to a neighbour-free guess only for what no op reads as int8
+        ranges[name] = (-1.0, 1.0)
+    if missing:
+        import sys
+
+        print(
+            f"note: {len(missing)} tensor(s) have no QDQ range ({', '.join(missing[:4])}"
+            f"{' ...' if len(missing) > 4 else ''}); pass --calibration to measure them",
+            file=sys.stderr,
+        )
+    return ranges

@@ -6,8 +6,9 @@ from edgekit.converters.passes.batchnorm import fold_batchnorm
 from edgekit.converters.passes.cleanup import fold_constants, remove_identities, remove_noop_reshapes
 from edgekit.converters.passes.layout import optimize_layout, to_nhwc_io
 from edgekit.converters.passes.patterns import fuse_gelu, fuse_hardswish
+from edgekit.converters.passes.qdq import strip_activation_qdq
 
-ONNX_PASSES = (remove_identities, fold_batchnorm, fuse_gelu, fuse_hardswish)
+ONNX_PASSES = (strip_activation_qdq, remove_identities, fold_batchnorm, fuse_gelu, fuse_hardswish)
 TFLITE_PASSES = (fold_constants, optimize_layout, fold_constants, remove_noop_reshapes, fuse_activations)
 
 __all__ = [

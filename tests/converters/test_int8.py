@@ -348,3 +348,33 @@ def test_int16x8_is_more_precise_than_int8(digits, tmp_path):
     assert interpreter.get_tensor_details()[conv["inputs"][0]]["dtype"] == np.int16
     assert runner.output_details["logits"]["dtype"] == np.float32
     assert scores["int16x8"] > scores["int8"], scores
+
+
+def test_qdq_model_keeps_its_own_scales(digits, tmp_path):
+    """onnxruntime's quantize_static output converts without calibration and computes what
+    onnxruntime computes with it."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter(digits["x_calib"][:50])
+
+        def get_next(self):
+            item = next(self.items, None)
+            return None if item is None else {"image": item[None]}
+
+    qdq = tmp_path / "qdq.onnx"
+    quantize_static(
+        DIGITS,
+        str(qdq),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+    )
+    out = tmp_path / "qdq.tflite"
+    result = convert(str(qdq), out, quantize="int8")  # no calibration: the QDQ scales are used
+    assert result.partitions == 1
+    assert verify(str(qdq), out, data=digits["x_test"][:100]).min_sqnr_db > 40
+    assert accuracy(out, digits) > 0.97
