@@ -656,14 +656,16 @@ def complete_ranges(tfl: Graph, ranges: dict[str, tuple[float, float]]) -> dict[
     for _ in range(len(tfl.nodes) + 1):
         changed = False
         for n in tfl.nodes:
-            if n.op in SHARED or n.op in ("QUANTIZE", "DEQUANTIZE"):
-                ins = [i for i in n.inputs[:1] if i and not tfl.is_const(i)]
-                for i in ins:
-                    for o in n.outputs:
-                        if o in ranges and i not in ranges:
-                            ranges[i], changed = ranges[o], True
-                        elif i in ranges and o not in ranges:
-                            ranges[o], changed = ranges[i], True
+            same = n.op in SHARED or n.op in ("QUANTIZE", "DEQUANTIZE")
+            within = n.op in ("MEAN", "AVERAGE_POOL_2D")  # an average stays inside its input's range
+            if not (same or within):
+                continue
+            for i in [i for i in n.inputs[:1] if i and not tfl.is_const(i)]:
+                for o in n.outputs:
+                    if same and o in ranges and i not in ranges:
+                        ranges[i], changed = ranges[o], True
+                    elif i in ranges and o not in ranges:
+                        ranges[o], changed = ranges[i], True
         if not changed:
             break
     missing = [
