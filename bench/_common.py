@@ -36,3 +36,21 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     lines = [fmt.format(*header), fmt.format(*["-" * w for w in widths])]
     lines += [fmt.format(*[str(c) for c in r]) for r in rows]
     return "\n".join(lines)
+
+
+def export_torchvision(name: str, path) -> None:
+    """torchvision ``name`` with random weights (seed 0), exported to ONNX opset 17 at 224x224."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    net = getattr(torchvision.models, name)(weights=None).eval()
+    torch.onnx.export(
+        net,
+        torch.zeros(1, 3, 224, 224),
+        str(path),
+        opset_version=17,
+        dynamo=False,
+        input_names=["input"],
+        output_names=["logits"],
+    )

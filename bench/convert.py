@@ -18,24 +18,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import interleaved, table  # noqa: E402
-
-
-def export(name: str, path: Path) -> None:
-    import torch
-    import torchvision
-
-    torch.manual_seed(0)
-    net = getattr(torchvision.models, name)(weights=None).eval()
-    torch.onnx.export(
-        net,
-        torch.zeros(1, 3, 224, 224),
-        str(path),
-        opset_version=17,
-        dynamo=False,
-        input_names=["input"],
-        output_names=["logits"],
-    )
+from _common import export_torchvision, interleaved, table  # noqa: E402
 
 
 def main() -> None:
@@ -52,7 +35,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="edgekit-bench-"))
     onnx_path, tfl_path = work / f"{args.model}.onnx", work / f"{args.model}.tflite"
-    export(args.model, onnx_path)
+    export_torchvision(args.model, onnx_path)
     start = time.perf_counter()
     result = convert(str(onnx_path), tfl_path)
     seconds = time.perf_counter() - start

@@ -17,24 +17,7 @@ import numpy as np
 import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import interleaved, table  # noqa: E402
-
-
-def export(name: str, path: Path) -> None:
-    import torch
-    import torchvision
-
-    torch.manual_seed(0)
-    net = getattr(torchvision.models, name)(weights=None).eval()
-    torch.onnx.export(
-        net,
-        torch.zeros(1, 3, 224, 224),
-        str(path),
-        opset_version=17,
-        dynamo=False,
-        input_names=["input"],
-        output_names=["logits"],
-    )
+from _common import export_torchvision, interleaved, table  # noqa: E402
 
 
 def main() -> None:
@@ -55,7 +38,7 @@ def main() -> None:
     rows, size_rows = [], []
     for name in ("resnet18", "mobilenet_v2"):
         dense = work / f"{name}.onnx"
-        export(name, dense)
+        export_torchvision(name, dense)
         pruned_model, ratio, fraction = prune_to_budget(onnx.load(dense), args.target_macs)
         pruned = work / f"{name}_pruned.onnx"
         onnx.save(pruned_model, pruned)

@@ -21,27 +21,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import interleaved, table  # noqa: E402
+from _common import export_torchvision, interleaved, table  # noqa: E402
 
 from edgekit.converters import convert  # noqa: E402
 from edgekit.converters.verification import TFLiteRunner, sqnr_db  # noqa: E402
-
-
-def export_torchvision(name: str, path: Path) -> None:
-    import torch
-    import torchvision
-
-    torch.manual_seed(0)
-    net = getattr(torchvision.models, name)(weights=None).eval()
-    torch.onnx.export(
-        net,
-        torch.zeros(1, 3, 224, 224),
-        str(path),
-        opset_version=17,
-        dynamo=False,
-        input_names=["input"],
-        output_names=["logits"],
-    )
 
 
 def ort_quantize(fp32: Path, out: Path, input_name: str, calibration: np.ndarray) -> float:

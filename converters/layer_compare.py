@@ -85,15 +85,8 @@ def compare_layers(onnx_model, tflite_model: bytes | str | os.PathLike, sample: 
     )
     interpreter.allocate_tensors()
     runner = TFLiteRunner(data)
-    for name, value in sample.items():  # feed through the runner's layout/quantization handling
-        perm = runner.io_layout.get(name)
-        value = np.transpose(value, perm) if perm else value
-        detail = runner.input_details[name]
-        scale, zero_point = detail["quantization"]
-        if detail["dtype"] in (np.int8, np.uint8) and scale:
-            info_t = np.iinfo(detail["dtype"])
-            value = np.clip(np.round(value / scale + zero_point), info_t.min, info_t.max)
-        interpreter.set_tensor(detail["index"], value.astype(detail["dtype"]))
+    for name, value in sample.items():  # the runner knows the model's layout and int8 inputs
+        interpreter.set_tensor(runner.input_details[name]["index"], runner.prepare(name, value))
     interpreter.invoke()
 
     producers = _producer_ops(data)

@@ -102,18 +102,19 @@ class TFLiteRunner:
         self.input_details = self.runner.get_input_details()
         self.output_details = self.runner.get_output_details()
 
+    def prepare(self, name: str, value: np.ndarray) -> np.ndarray:
+        """A source-layout float array as the model's input ``name`` takes it (layout, int8)."""
+        perm = self.io_layout.get(name)
+        value = np.transpose(value, perm) if perm else value
+        detail = self.input_details[name]
+        scale, zero_point = detail["quantization"]
+        if detail["dtype"] in (np.int8, np.uint8) and scale:
+            info = np.iinfo(detail["dtype"])
+            value = np.clip(np.round(value / scale + zero_point), info.min, info.max)
+        return np.ascontiguousarray(value.astype(detail["dtype"]).reshape(detail["shape"]))
+
     def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        prepared = {}
-        for name, value in feeds.items():
-            perm = self.io_layout.get(name)
-            value = np.transpose(value, perm) if perm else value
-            detail = self.input_details[name]
-            scale, zero_point = detail["quantization"]
-            if detail["dtype"] in (np.int8, np.uint8) and scale:
-                info = np.iinfo(detail["dtype"])
-                value = np.clip(np.round(value / scale + zero_point), info.min, info.max)
-            prepared[name] = np.ascontiguousarray(value.astype(detail["dtype"]).reshape(detail["shape"]))
-        results = self.runner(**prepared)
+        results = self.runner(**{name: self.prepare(name, value) for name, value in feeds.items()})
         outputs = {}
         for name, value in results.items():
             scale, zero_point = self.output_details[name]["quantization"]
