@@ -83,7 +83,7 @@ def main() -> None:
     masks = {k: v for k, v in channel_masks(model, 0.5).items() if k in ("features.0", "features.3", "features.9")}
     masks["features.6"] = masks["features.3"]  # the depthwise conv carries features.3's channels
     apply_channel_masks(model, masks)
-    train(model, x_tr, y_tr, args.epochs // 2, lr=1e-3, seed=args.seed, channel_mask=masks)
+    train(model, x_tr, y_tr, args.epochs, lr=1e-3, seed=args.seed, channel_mask=masks, teacher=dense)
     export = work / "masked.onnx"
     torch.onnx.export(
         model.eval(),
@@ -137,7 +137,7 @@ def main() -> None:
     print(table(rows, ["model", "torch acc %", "int8 TFLite acc %", "int8 zstd bytes", "vs dense int8"]))
 
     # --- three claims from the pruning literature, at 90% sparsity ------------------------
-    sparsity, budget = 0.9, args.epochs // 2
+    sparsity, budget = 0.9, args.epochs
     claims = []
     # (a) iterative (gradual) vs one-shot magnitude pruning, same fine-tuning budget
     one_shot = copy.deepcopy(dense)

@@ -113,7 +113,7 @@ def apply_channel_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> Non
             bn.bias[~mask] = 0
 
 
-def distillation_loss(student_logits, teacher_logits, labels, alpha: float = 0.7, temperature: float = 4.0):
+def distillation_loss(student_logits, teacher_logits, labels, alpha: float = 0.5, temperature: float = 2.0):
     soft = (
         nn.functional.kl_div(
             nn.functional.log_softmax(student_logits / temperature, 1),
