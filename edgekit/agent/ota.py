@@ -1,0 +1,250 @@
+"""Over-the-air model updates on the device: an explicit, persisted state machine.
+
+    idle -> downloading -> verified -> installed -> health_ok -> switched -> committed
+                 \\______________\\___________\\___________\\-> failed (previous model keeps serving)
+    switched/committed -> rolled_back (error rate too high after the switch)
+
+The device keeps two slots; the package goes into the inactive one and the switch is one
+atomic rename of ``state.json``. Every step is written before it is taken, so a process killed
+at any point restarts on a consistent model: before the switch the old model still serves and
+the unfinished deployment is cleaned up and retried; after it, the new one does."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgekit import package
+from edgekit.errors import PackageError
+
+STEPS = ("received", "downloading", "verified", "installed", "health_ok", "switched", "committed")
+CHUNK = 1 << 16
+
+
+@dataclass
+class Deployment:
+    id: str
+    package: str
+    sha256: str
+    size: int
+    url: str
+    signature: str  # hex
+    name: str = ""
+    version: str = ""
+
+    @classmethod
+    def from_message(cls, payload: dict) -> Deployment:
+        return cls(
+            payload["deployment"],
+            payload["package"],
+            payload["sha256"],
+            int(payload["size"]),
+            payload["url"],
+            payload.get("signature", ""),
+            payload.get("name", ""),
+            payload.get("version", ""),
+        )
+
+
+Reporter = Callable[[str, str, dict], None]  # (deployment id, step, details)
+
+
+class Slots:
+    """The device's model store: ``state.json``, two slots, a download folder."""
+
+    def __init__(self, root: str | os.PathLike, public_key: str) -> None:
+        self.root = Path(root)
+        self.public_key = public_key
+        for sub in ("slots/a", "slots/b", "downloads"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        if not (self.root / "state.json").exists():
+            self._save({"current": None, "previous": None, "pending": None})
+
+    # --- persisted state -----------------------------------------------------------------
+    def state(self) -> dict:
+        return json.loads((self.root / "state.json").read_text())
+
+    def _save(self, state: dict) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=".state.", dir=self.root)
+        with os.fdopen(fd, "w") as f:
+            json.dump(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.root / "state.json")
+
+    def _step(self, step: str, **fields) -> None:
+        state = self.state()
+        state["pending"] = {**(state["pending"] or {}), "step": step, **fields}
+        self._save(state)
+        _pause_for_tests(step)
+
+    # --- what the application runs -----------------------------------------------------
+    def current_model(self) -> Path | None:
+        current = self.state()["current"]
+        return None if current is None else self.root / "slots" / current["slot"] / current["model"]
+
+    def current(self) -> dict | None:
+        return self.state()["current"]
+
+    def _inactive(self) -> str:
+        current = self.state()["current"]
+        return "b" if current is not None and current["slot"] == "a" else "a"
+
+    # --- the update -------------------------------------------------------------------------
+    def deploy(self, d: Deployment, report: Reporter, budget_s: float = 60.0) -> bool:
+        """Run one deployment to the end; True when the new model serves."""
+        current = self.state()["current"]
+        if current is not None and current["sha256"] == d.sha256:
+            report(d.id, "committed", {"note": "already serving"})
+            return True
+        self._step("received", deployment=d.__dict__)
+        report(d.id, "received", {})
+        try:
+            archive = self._download(d, report)
+            package.verify(
+                archive,
+                public_key=self.public_key,
+                sha256=d.sha256,
+                size=d.size,
+                signature=bytes.fromhex(d.signature) if d.signature else None,
+            )
+            self._step("verified")
+            report(d.id, "verified", {})
+            slot = self._inactive()
+            target = self.root / "slots" / slot
+            shutil.rmtree(target, ignore_errors=True)
+            manifest = package.unpack(archive, target)
+            self._step("installed", slot=slot)
+            report(d.id, "installed", {"slot": slot})
+            health = healthcheck(target / manifest["model"], manifest.get("latency_budget_ms"), budget_s)
+            self._step("health_ok", health=health)
+            report(d.id, "health_ok", health)
+        except (PackageError, HealthCheckError, OSError) as exc:
+            self._fail(d, report, str(exc))
+            return False
+        state = self.state()
+        state["previous"], state["current"] = (
+            state["current"],
+            {
+                "slot": slot,
+                "model": manifest["model"],
+                "sha256": d.sha256,
+                "name": manifest.get("name", ""),
+                "version": manifest.get("version", ""),
+                "deployment": d.id,
+            },
+        )
+        state["pending"] = {**state["pending"], "step": "switched"}
+        self._save(state)  # the atomic switch
+        _pause_for_tests("switched")
+        report(d.id, "switched", {"slot": slot})
+        return True
+
+    def commit(self, deployment_id: str, report: Reporter) -> None:
+        state = self.state()
+        if state["pending"] and state["pending"].get("step") == "switched":
+            state["pending"] = None
+            self._save(state)
+            report(deployment_id, "committed", {})
+
+    def rollback(self, deployment_id: str, report: Reporter, reason: str) -> bool:
+        state = self.state()
+        if state["previous"] is None:
+            return False
+        state["current"], state["previous"], state["pending"] = state["previous"], None, None
+        self._save(state)
+        report(deployment_id, "rolled_back", {"reason": reason})
+        return True
+
+    def _fail(self, d: Deployment, report: Reporter, reason: str) -> None:
+        state = self.state()
+        slot = (state["pending"] or {}).get("slot")
+        state["pending"] = None
+        self._save(state)
+        if slot and (state["current"] is None or state["current"]["slot"] != slot):
+            shutil.rmtree(self.root / "slots" / slot, ignore_errors=True)
+        report(d.id, "failed", {"reason": reason})
+
+    def resume(self, report: Reporter) -> Deployment | None:
+        """After a restart: settle an interrupted deployment. Returns one to retry, if any."""
+        state = self.state()
+        pending = state["pending"]
+        if pending is None:
+            return None
+        d = Deployment(**pending["deployment"])
+        if pending.get("step") == "switched":
+            self.commit(d.id, report)  # the switch is durable: the new model serves
+            return None
+        self._fail(d, report, f"interrupted at {pending.get('step')}; the previous model kept serving")
+        return d
+
+    def _download(self, d: Deployment, report: Reporter) -> Path:
+        """Resumable, size-limited download into downloads/<sha256>.tar."""
+        path = self.root / "downloads" / f"{d.sha256}.tar"
+        if d.size > package.MAX_PACKAGE_BYTES:
+            raise PackageError(f"package of {d.size} bytes is over the device limit")
+        have = path.stat().st_size if path.exists() else 0
+        if have > d.size:
+            path.unlink()
+            have = 0
+        self._step("downloading")
+        report(d.id, "downloading", {"offset": have})
+        if have < d.size:
+            request = urllib.request.Request(d.url, headers={"Range": f"bytes={have}-"} if have else {})
+            with urllib.request.urlopen(request, timeout=30) as response, path.open("ab") as out:
+                if have and response.status != 206:
+                    out.truncate(0)  # the server ignored Range: start over
+                while True:
+                    chunk = response.read(CHUNK)
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                    if out.tell() > d.size:
+                        raise PackageError("download is larger than announced")
+        sig_path = path.with_suffix(".tar.sig")
+        if d.signature:
+            sig_path.write_text(d.signature)
+        return path
+
+
+class HealthCheckError(Exception):
+    pass
+
+
+def healthcheck(model: Path, latency_budget_ms: float | None, timeout_s: float = 60.0) -> dict:
+    """Load and run the candidate in a separate process: a crash there cannot take the agent
+    down. Checks finite outputs and, when the manifest sets one, the latency budget."""
+    cmd = [sys.executable, "-m", "edgekit.agent.healthcheck", str(model)]
+    if latency_budget_ms:
+        cmd += ["--budget-ms", str(latency_budget_ms)]
+    try:
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise HealthCheckError(f"health check did not finish in {timeout_s:.0f} s") from None
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
+        raise HealthCheckError(f"health check failed: {last}")
+    return json.loads(result.stdout)
+
+
+def _pause_for_tests(step: str) -> None:
+    """Tests kill the agent at a chosen step: EDGEKIT_OTA_PAUSE_AT=step makes it wait there."""
+    if os.environ.get("EDGEKIT_OTA_PAUSE_AT") == step:
+        marker = os.environ.get("EDGEKIT_OTA_PAUSE_MARKER")
+        if marker:
+            Path(marker).write_text(step)
+        time.sleep(3600)
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

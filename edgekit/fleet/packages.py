@@ -1,0 +1,86 @@
+"""The fleet manager's package store: content-addressed files served over HTTP with Range
+(so devices resume interrupted downloads)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import threading
+from functools import partial
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
+
+
+class PackageStore:
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def add(self, archive: str | os.PathLike, sha256: str) -> Path:
+        """Store a verified package under its sha256 (with its signature file)."""
+        target = self.root / f"{sha256}.tar"
+        if not target.exists():
+            tmp = target.with_suffix(".part")
+            shutil.copyfile(archive, tmp)
+            os.replace(tmp, target)
+        signature = Path(str(archive) + ".sig")
+        if signature.exists():
+            shutil.copyfile(signature, self.root / f"{sha256}.tar.sig")
+        return target
+
+    def path(self, name: str) -> Path | None:
+        if not re.fullmatch(r"[0-9a-f]{64}\.tar(\.sig)?", name):
+            return None
+        path = self.root / name
+        return path if path.is_file() else None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def __init__(self, store: PackageStore, *args, **kwargs) -> None:
+        self.store = store
+        super().__init__(*args, **kwargs)
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+    def do_GET(self) -> None:
+        path = self.store.path(self.path.rsplit("/", 1)[-1]) if self.path.startswith("/packages/") else None
+        if path is None:
+            self.send_error(404, "no such package")
+            return
+        size = path.stat().st_size
+        start, end = 0, size - 1
+        match = RANGE.match(self.headers.get("Range", ""))
+        if match:
+            start = int(match.group(1))
+            end = int(match.group(2)) if match.group(2) else size - 1
+            if start >= size or end < start:
+                self.send_error(416, "range not satisfiable")
+                return
+            end = min(end, size - 1)
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        else:
+            self.send_response(200)
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(end - start + 1))
+        self.end_headers()
+        with path.open("rb") as f:
+            f.seek(start)
+            remaining = end - start + 1
+            while remaining:
+                chunk = f.read(min(remaining, 1 << 16))
+                if not chunk:
+                    break
+                self.wfile.write(chunk)
+                remaining -= len(chunk)
+
+
+def serve_packages(store: PackageStore, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
+    """Start serving in a background thread; ``server.server_address`` has the port."""
+    server = ThreadingHTTPServer((host, port), partial(_Handler, store))
+    threading.Thread(target=server.serve_forever, name="edgekit-packages", daemon=True).start()
+    return server

@@ -1,0 +1,113 @@
+"""The fleet's MQTT protocol: one topic tree under a prefix, JSON payloads that carry a schema
+version. Data, builders and validation only; docs/protocol.md explains it.
+
+    {prefix}/{fleet}/{device}/status       birth/death, retained (death is the last will)
+    {prefix}/{fleet}/{device}/telemetry    telemetry windows, QoS 1
+    {prefix}/{fleet}/{device}/deploy       desired state (which package), retained
+    {prefix}/{fleet}/{device}/progress     deployment progress and results, QoS 1
+    {prefix}/{fleet}/{device}/cmd          commands to the device
+    {prefix}/{fleet}/{device}/cmd/resp     command responses
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+SCHEMA = 1
+PREFIX = "edgekit/v1"
+CHANNELS = ("status", "telemetry", "deploy", "progress", "cmd", "cmd/resp")
+
+# channel -> required payload fields (besides "schema")
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "status": ("state", "seq", "ts"),
+    "telemetry": ("seq", "ts", "window_s", "count"),
+    "deploy": ("deployment", "package", "sha256", "url", "size"),
+    "progress": ("deployment", "step", "ts"),
+    "cmd": ("id", "command"),
+    "cmd/resp": ("id", "ok"),
+}
+STATUS_STATES = ("online", "offline")
+PROGRESS_STEPS = (
+    "received",
+    "downloading",
+    "verified",
+    "installed",
+    "health_ok",
+    "switched",
+    "committed",
+    "failed",
+    "rolled_back",
+)
+
+
+class ProtocolError(ValueError):
+    """A message that does not follow the protocol (logged and counted, never fatal)."""
+
+
+@dataclass(frozen=True)
+class Topic:
+    fleet: str
+    device: str
+    channel: str
+
+    def __str__(self) -> str:
+        return f"{PREFIX}/{self.fleet}/{self.device}/{self.channel}"
+
+
+def topic(fleet: str, device: str, channel: str) -> str:
+    if channel not in CHANNELS:
+        raise ValueError(f"unknown channel {channel!r}")
+    for part in (fleet, device):
+        if not part or any(c in part for c in "/+#") or part != part.strip():
+            raise ValueError(f"invalid fleet or device id {part!r}")
+    return str(Topic(fleet, device, channel))
+
+
+def parse_topic(text: str) -> Topic:
+    parts = text.split("/")
+    head = PREFIX.split("/")
+    if parts[: len(head)] != head or len(parts) < len(head) + 3:
+        raise ProtocolError(f"not an edgekit topic: {text!r}")
+    fleet, device = parts[len(head)], parts[len(head) + 1]
+    channel = "/".join(parts[len(head) + 2 :])
+    if channel not in CHANNELS:
+        raise ProtocolError(f"unknown channel {channel!r} in {text!r}")
+    return Topic(fleet, device, channel)
+
+
+def encode(channel: str, **fields: Any) -> bytes:
+    payload = {"schema": SCHEMA, **fields}
+    validate(channel, payload)
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def decode(channel: str, data: bytes) -> dict[str, Any]:
+    if not data:
+        return {}  # an empty retained message clears a topic
+    try:
+        payload = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(f"malformed JSON on {channel}: {exc}") from None
+    validate(channel, payload)
+    return payload
+
+
+def validate(channel: str, payload: Any) -> None:
+    if not isinstance(payload, dict):
+        raise ProtocolError(f"{channel} payload must be a JSON object")
+    if payload.get("schema") != SCHEMA:
+        raise ProtocolError(f"{channel} payload has schema {payload.get('schema')!r}; this side speaks {SCHEMA}")
+    missing = [f for f in REQUIRED[channel] if f not in payload]
+    if missing:
+        raise ProtocolError(f"{channel} payload lacks {missing}")
+    if channel == "status" and payload["state"] not in STATUS_STATES:
+        raise ProtocolError(f"status state {payload['state']!r} is not one of {STATUS_STATES}")
+    if channel == "progress" and payload["step"] not in PROGRESS_STEPS:
+        raise ProtocolError(f"progress step {payload['step']!r} is not one of {PROGRESS_STEPS}")
+
+
+def now() -> float:
+    return round(time.time(), 3)
