@@ -86,6 +86,7 @@ def test_package_cli(tmp_path, models):
             timeout=60,
             cwd=tmp_path,
         )
+
     assert run("--new-key", "k", "k.pub").returncode == 0
     result = run(str(models[0]), "--name", "fc", "--version", "2", "--sign", "k")
     assert result.returncode == 0, result.stderr

@@ -1,0 +1,249 @@
+"""The device agent over MQTT: birth/death status, telemetry windows through the outbox,
+deployments through the OTA slots with progress reports, rollback on a bad error rate."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgekit import protocol
+from edgekit.agent.ota import Deployment, Slots
+from edgekit.agent.outbox import Outbox
+
+log = logging.getLogger("edgekit.agent")
+
+
+@dataclass
+class AgentConfig:
+    fleet: str
+    device: str
+    state_dir: str
+    public_key: str
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+    telemetry_interval_s: float = 10.0
+    outbox_limit: int = 10_000
+    error_rate_threshold: float = 0.2  # after a switch: roll back above this error rate ...
+    watch_invocations: int = 20  # ... measured over this many invocations
+    tags: list[str] = field(default_factory=list)
+
+
+class Agent:
+    def __init__(self, config: AgentConfig) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.config = config
+        root = Path(config.state_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        self.slots = Slots(root / "models", config.public_key)
+        self.outbox = Outbox(root / "outbox.sqlite", config.outbox_limit)
+        self.seq = 0
+        self.malformed = 0
+        self.errors = 0
+        self.invocations = 0
+        self._inflight: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self._deploying = threading.Lock()
+        self._stop = threading.Event()
+        self._session = None
+        self._session_sha = None
+        self._watch: tuple[str, int, int] | None = None  # (deployment, invocations, errors) at the switch
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"{config.fleet}.{config.device}", protocol=mqtt.MQTTv311
+        )
+        if config.username:
+            self.client.username_pw_set(config.username, config.password)
+        self.client.will_set(self._topic("status"), self._status("offline"), qos=1, retain=True)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.client.on_publish = self._on_publish
+        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+
+    # --- MQTT ---------------------------------------------------------------------------------
+    def _topic(self, channel: str) -> str:
+        return protocol.topic(self.config.fleet, self.config.device, channel)
+
+    def _status(self, state: str) -> bytes:
+        current = self.slots.current() or {}
+        self.seq += 1
+        return protocol.encode(
+            "status",
+            state=state,
+            seq=self.seq,
+            ts=protocol.now(),
+            tags=self.config.tags,
+            model=current.get("name"),
+            version=current.get("version"),
+            sha256=current.get("sha256"),
+        )
+
+    def start(self) -> None:
+        self.client.connect_async(self.config.host, self.config.port, keepalive=15)
+        self.client.loop_start()
+        retry = self.slots.resume(self._progress)
+        if retry is not None:
+            log.info("retrying interrupted deployment %s", retry.id)
+        threading.Thread(target=self._telemetry_loop, name="edgekit-telemetry", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        info = self.client.publish(self._topic("status"), self._status("offline"), qos=1, retain=True)
+        info.wait_for_publish(timeout=5)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.warning("broker refused the connection: %s", reason_code)
+            return
+        client.publish(self._topic("status"), self._status("online"), qos=1, retain=True)
+        client.subscribe([(self._topic("deploy"), 1), (self._topic("cmd"), 1)])
+        self._flush()
+
+    def _on_message(self, client, userdata, message) -> None:
+        try:
+            channel = protocol.parse_topic(message.topic).channel
+            payload = protocol.decode(channel, message.payload)
+        except protocol.ProtocolError as exc:
+            self.malformed += 1
+            log.warning("ignored a message: %s", exc)
+            return
+        if not payload:
+            return
+        if channel == "deploy":
+            threading.Thread(target=self._deploy, args=(Deployment.from_message(payload),), daemon=True).start()
+        elif channel == "cmd":
+            self._command(payload)
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        with self._lock:
+            row = self._inflight.pop(mid, None)
+        if row is not None:
+            self.outbox.done(row)
+
+    def _flush(self) -> None:
+        if not self.client.is_connected():
+            return
+        for row_id, topic, payload in self.outbox.pending():
+            with self._lock:
+                if row_id in self._inflight.values():
+                    continue
+                info = self.client.publish(topic, payload, qos=1)
+                self._inflight[info.mid] = row_id
+
+    # --- work -----------------------------------------------------------------------------------
+    def _progress(self, deployment: str, step: str, details: dict) -> None:
+        payload = protocol.encode("progress", deployment=deployment, step=step, ts=protocol.now(), details=details)
+        self.client.publish(self._topic("progress"), payload, qos=1)
+
+    def _deploy(self, d: Deployment) -> None:
+        if not self._deploying.acquire(blocking=False):
+            return  # one deployment at a time; the retained desired state brings it back later
+        try:
+            self._deploy_locked(d)
+        finally:
+            self._deploying.release()
+
+    def _deploy_locked(self, d: Deployment) -> None:
+        if self.slots.deploy(d, self._progress):
+            self._watch = (d.id, self.invocations, self.errors)
+            if self.config.watch_invocations <= 0:
+                self.slots.commit(d.id, self._progress)
+                self._watch = None
+            self.client.publish(self._topic("status"), self._status("online"), qos=1, retain=True)
+
+    def _command(self, payload: dict) -> None:
+        ok, detail = True, {}
+        if payload["command"] == "rollback":
+            ok = self.slots.rollback(payload.get("deployment", ""), self._progress, "requested by the fleet")
+        elif payload["command"] == "status":
+            detail = {"current": self.slots.current(), "outbox": len(self.outbox), "malformed": self.malformed}
+        else:
+            ok, detail = False, {"error": f"unknown command {payload['command']!r}"}
+        self.client.publish(
+            self._topic("cmd/resp"), protocol.encode("cmd/resp", id=payload["id"], ok=ok, **detail), qos=1
+        )
+
+    def session(self):
+        """The Session of the model serving now; a new model takes over between invocations."""
+        from edgekit.runtime import load
+
+        current = self.slots.current()
+        if current is None:
+            return None
+        if current["sha256"] != self._session_sha:
+            self._session = load(self.slots.current_model(), threads=1)
+            self._session_sha = current["sha256"]
+        return self._session
+
+    def record(self, ok: bool) -> None:
+        """Count an invocation (the built-in workload and applications call this)."""
+        self.invocations += 1
+        self.errors += 0 if ok else 1
+        if self._watch is not None:
+            dep, start_inv, start_err = self._watch
+            seen = self.invocations - start_inv
+            if seen >= self.config.watch_invocations:
+                rate = (self.errors - start_err) / seen
+                if rate > self.config.error_rate_threshold:
+                    self.slots.rollback(dep, self._progress, f"error rate {rate:.0%} after the switch")
+                else:
+                    self.slots.commit(dep, self._progress)
+                self._watch = None
+
+    def telemetry(self, window: dict | None = None, sensors: dict | None = None) -> None:
+        current = self.slots.current() or {}
+        self.seq += 1
+        payload = protocol.encode(
+            "telemetry",
+            seq=self.seq,
+            ts=protocol.now(),
+            window_s=self.config.telemetry_interval_s,
+            count=(window or {}).get("count", 0),
+            latency=window or {},
+            sensors=sensors or {},
+            errors=self.errors,
+            model=current.get("name"),
+            version=current.get("version"),
+            sha256=current.get("sha256"),
+            dropped=self.outbox.dropped(),
+        )
+        self.outbox.put(self._topic("telemetry"), payload)
+        self._flush()
+
+    def _telemetry_loop(self) -> None:
+        while not self._stop.wait(self.config.telemetry_interval_s * random.uniform(0.9, 1.1)):
+            try:
+                from edgekit.devices import read_sensors
+
+                self.telemetry(sensors=read_sensors())
+            except Exception:  # the agent must not die on a telemetry hiccup
+                log.exception("telemetry failed")
+
+
+def load_config(path: str) -> AgentConfig:
+    import tomllib
+
+    with open(path, "rb") as f:
+        data = tomllib.load(f)
+    agent = data.get("agent", data)
+    return AgentConfig(**agent)
+
+
+def run_forever(config: AgentConfig) -> None:
+    agent = Agent(config)
+    agent.start()
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        agent.stop()
+
+
+__all__ = ["Agent", "AgentConfig", "load_config", "run_forever"]

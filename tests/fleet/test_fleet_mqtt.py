@@ -1,0 +1,127 @@
+"""Agents, fleet manager and a real Mosquitto broker: telemetry lands in SQLite, a good package
+reaches every device through canary and waves, a bad one stops in the canary."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from edgekit import package, protocol
+from edgekit.agent.runner import Agent, AgentConfig
+from edgekit.fleet.manager import FleetManager
+from tests.fleet.mosquitto import Mosquitto
+
+
+def wait_for(condition, timeout: float = 60.0, what: str = "condition") -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = Mosquitto(tmp_path).start()
+    yield b
+    b.stop()
+
+
+def _agents(tmp_path, broker, public_key, n: int) -> list[Agent]:
+    agents = []
+    for i in range(n):
+        config = AgentConfig(
+            fleet="f1",
+            device=f"dev{i:02d}",
+            state_dir=str(tmp_path / f"dev{i:02d}"),
+            public_key=public_key,
+            port=broker.port,
+            telemetry_interval_s=3600,
+            watch_invocations=0,
+            tags=["cameras"] if i % 2 == 0 else ["doors"],
+        )
+        agent = Agent(config)
+        agent.start()
+        agents.append(agent)
+    return agents
+
+
+def _deploy_message(info: package.PackageInfo, base: str, deployment: str) -> dict:
+    return {
+        "deployment": deployment,
+        "package": info.path.name,
+        "sha256": info.sha256,
+        "size": info.size,
+        "url": f"{base}{info.sha256}.tar",
+        "signature": info.signature.hex(),
+        "name": info.manifest["name"],
+        "version": info.manifest["version"],
+    }
+
+
+def test_telemetry_and_rollouts(tmp_path, broker, keys, models, server):
+    store, base = server
+    manager = FleetManager(tmp_path / "fleet.sqlite", port=broker.port)
+    manager.start()
+    agents = _agents(tmp_path, broker, keys[1], 6)
+    try:
+        wait_for(lambda: len(manager.devices("f1")) == 6, what="six devices registered")
+        assert manager.devices("f1", tag="cameras") == ["dev00", "dev02", "dev04"]
+        for agent in agents:
+            agent.telemetry(window={"count": 5, "p50_ms": 1.0})
+        wait_for(lambda: manager.store.query("SELECT COUNT(*) FROM telemetry")[0][0] == 6, what="telemetry stored")
+
+        good = package.build(models[0], tmp_path / "good.tar", name="fc", version="1", signing_key=keys[0])
+        store.add(good.path, good.sha256)
+        rollout = manager.start_rollout(
+            "f1",
+            _deploy_message(good, base, "r1"),
+            manager.devices("f1"),
+            canary=0.2,
+            waves=(0.5, 1.0),
+            max_failures=0.1,
+        )
+        wait_for(lambda: manager.rollout_status(rollout)["state"] == "done", what="good rollout done")
+        assert all(a.slots.current()["version"] == "1" for a in agents)
+
+        broken_model = tmp_path / "broken.tflite"
+        broken_model.write_bytes(models[0].read_bytes()[:300])
+        bad = package.build(broken_model, tmp_path / "bad.tar", name="fc", version="2", signing_key=keys[0])
+        store.add(bad.path, bad.sha256)
+        rollout = manager.start_rollout(
+            "f1",
+            _deploy_message(bad, base, "r2"),
+            manager.devices("f1"),
+            canary=0.2,
+            waves=(0.5, 1.0),
+            max_failures=0.1,
+        )
+        wait_for(lambda: manager.rollout_status(rollout)["state"] == "aborted", what="bad rollout aborted")
+        status = manager.rollout_status(rollout)
+        assert set(status["steps"]) == {"dev00", "dev01"}  # the canary (20% of 6 -> 2) and nobody else
+        assert all(a.slots.current()["version"] == "1" for a in agents)
+    finally:
+        for agent in agents:
+            agent.stop()
+        manager.stop()
+
+
+def test_malformed_messages_are_counted_not_fatal(tmp_path, broker):
+    import paho.mqtt.client as mqtt
+
+    manager = FleetManager(tmp_path / "fleet.sqlite", port=broker.port)
+    manager.start()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        t = protocol.topic("f1", "dev9", "telemetry")
+        for payload in (b"{not json", b'{"schema": 99, "seq": 1}', b"[1, 2]", b"\xff\xfe"):
+            client.publish(t, payload, qos=1).wait_for_publish(5)
+        client.publish(t, protocol.encode("telemetry", seq=1, ts=1.0, window_s=10, count=3), qos=1).wait_for_publish(5)
+        wait_for(lambda: manager.counters.malformed == 4 and manager.counters.stored == 1, what="counted")
+    finally:
+        client.loop_stop()
+        manager.stop()
