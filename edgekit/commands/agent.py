@@ -1,0 +1,30 @@
+"""edgekit agent run --config agent.toml: the device agent."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    run = sub.add_parser("run", help="connect to the broker and serve deployments and telemetry")
+    run.add_argument(
+        "--config",
+        required=True,
+        help="agent.toml ([agent] fleet, device, state_dir, public_key, host, port, telemetry_interval_s, ...)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    from edgekit.agent.runner import load_config, run_forever
+    from edgekit.errors import InputError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        config = load_config(args.config)
+    except (OSError, ValueError, TypeError) as exc:
+        raise InputError(f"cannot read agent config {args.config}: {exc}") from None
+    run_forever(config)
+    return 0
