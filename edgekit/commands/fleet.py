@@ -7,7 +7,7 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", default="fleet.sqlite", help="the fleet database (SQLite file)")
-    parser.add_argument("--host", default="127.0.0.1", help="MQTT broker host")
+    parser.add_argument("--host", help="MQTT broker host (serve: none given starts the embedded broker)")
     parser.add_argument("--port", type=int, default=1883, help="MQTT broker port")
     parser.add_argument("--fleet", default="default", help="fleet id")
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -32,6 +32,12 @@ def run(args: argparse.Namespace) -> int:
         from edgekit.fleet.manager import FleetManager
         from edgekit.fleet.packages import PackageStore, serve_packages
 
+        if args.host is None:
+            from edgekit.broker import Broker
+
+            broker = Broker("127.0.0.1", args.port).start()
+            print(f"embedded MQTT broker on 127.0.0.1:{broker.port} (use Mosquitto for production fleets)")
+            args.host, args.port = "127.0.0.1", broker.port
         manager = FleetManager(args.db, host=args.host, port=args.port)
         try:
             manager.start()

@@ -22,9 +22,15 @@ def wait_for(condition, timeout: float = 60.0, what: str = "condition") -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.fixture
-def broker(tmp_path):
-    b = Mosquitto(tmp_path).start()
+@pytest.fixture(params=["mosquitto", "embedded"])
+def broker(request, tmp_path):
+    """Every integration test runs against Mosquitto and against edgekit's embedded broker."""
+    if request.param == "mosquitto":
+        b = Mosquitto(tmp_path).start()
+    else:
+        from edgekit.broker import Broker
+
+        b = Broker(port=0).start()
     yield b
     b.stop()
 
@@ -124,4 +130,26 @@ def test_malformed_messages_are_counted_not_fatal(tmp_path, broker):
         wait_for(lambda: manager.counters.malformed == 4 and manager.counters.stored == 1, what="counted")
     finally:
         client.loop_stop()
+        manager.stop()
+
+
+def test_topic_wildcards():
+    from edgekit.broker import topic_matches
+
+    assert topic_matches("edgekit/v1/+/+/status", "edgekit/v1/f/d/status")
+    assert topic_matches("edgekit/v1/#", "edgekit/v1/f/d/cmd/resp")
+    assert not topic_matches("edgekit/v1/+/+/status", "edgekit/v1/f/d/telemetry")
+    assert not topic_matches("edgekit/v1/+/status", "edgekit/v1/f/d/status")
+
+
+def test_last_will_marks_a_dead_device_offline(tmp_path, broker, keys):
+    manager = FleetManager(tmp_path / "fleet.sqlite", port=broker.port)
+    manager.start()
+    [agent] = _agents(tmp_path, broker, keys[1], 1)
+    try:
+        wait_for(lambda: manager.store.query("SELECT state FROM devices") == [("online",)], what="online")
+        agent.client._sock.close()  # the connection dies without a DISCONNECT: the broker sends the will
+        agent.client.loop_stop()
+        wait_for(lambda: manager.store.query("SELECT state FROM devices") == [("offline",)], what="offline")
+    finally:
         manager.stop()
