@@ -19,6 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tel.add_argument("device")
     tel.add_argument("--last", type=int, default=10)
     sub.add_parser("rollouts", help="rollouts and their state")
+    prov = sub.add_parser("provision", help="broker credentials, ACL and agent.toml for a device")
+    prov.add_argument("device")
+    prov.add_argument("--broker-dir", default="broker", help="where the Mosquitto passwd/acl files live")
+    prov.add_argument("--public-key", required=True, help="the fleet's public key file (edgekit package --new-key)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,6 +61,13 @@ def run(args: argparse.Namespace) -> int:
                 print(f"received {c.received}, stored {c.stored}, malformed {c.malformed}", flush=True)
         except KeyboardInterrupt:
             manager.stop()
+        return 0
+    if args.action == "provision":
+        from edgekit.fleet.provision import provision
+
+        public = Path(args.public_key).read_text().strip()
+        creds = provision(args.broker_dir, args.fleet, args.device, public, args.host or "127.0.0.1", args.port)
+        print(f"provisioned {args.device}: config {creds['config']} (password inside; copy it to the device)")
         return 0
     store = FleetStore(args.db)
     if args.action == "devices":

@@ -24,7 +24,10 @@ class Mosquitto:
             pytest.skip("mosquitto is not installed (scripts/dev test installs it)")
         self.port = port or free_port()
         self.conf = folder / "mosquitto.conf"
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra}")
+        # "user root": as root Mosquitto would drop to its own user, which cannot read pytest's private tmp
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\nuser root\n{extra}"
+        )
         self.binary = binary
         self.proc: subprocess.Popen | None = None
 
