@@ -104,6 +104,8 @@ class Agent:
             return
         client.publish(self._topic("status"), self._status("online"), qos=1, retain=True)
         client.subscribe([(self._topic("deploy"), 1), (self._topic("cmd"), 1)])
+        with self._lock:  # a new session: whatever was in flight may be gone, so send it all again
+            self._inflight.clear()  # (the fleet stores a window once, whatever the duplicates)
         self._flush()
 
     def _on_message(self, client, userdata, message) -> None:

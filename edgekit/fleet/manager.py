@@ -100,6 +100,7 @@ class FleetManager:
         username: str | None = None,
         password: str | None = None,
         batch_size: int = 500,
+        client_id: str = "edgekit-fleet",
     ) -> None:
         import paho.mqtt.client as mqtt
 
@@ -108,7 +109,9 @@ class FleetManager:
         self.queue: queue.Queue = queue.Queue()
         self.batch_size = batch_size
         self._stop = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edgekit-fleet-{uuid.uuid4().hex[:8]}")
+        # a persistent session under a stable id: with a persistent broker (Mosquitto's
+        # persistence), telemetry published while the manager reconnects is queued, not lost
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
         if username:
             self.client.username_pw_set(username, password)
         self.client.on_connect = self._on_connect

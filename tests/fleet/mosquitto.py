@@ -18,7 +18,7 @@ def free_port() -> int:
 
 
 class Mosquitto:
-    def __init__(self, folder: Path, port: int | None = None, extra: str = "") -> None:
+    def __init__(self, folder: Path, port: int | None = None, extra: str = "", persistent: bool = False) -> None:
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(binary).exists():
             pytest.skip("mosquitto is not installed (scripts/dev test installs it)")

@@ -19,7 +19,7 @@ def wait_for(condition, timeout: float = 60.0, what: str = "condition") -> None:
         if condition():
             return
         time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}")  # pragma: no cover
 
 
 @pytest.fixture(params=["mosquitto", "embedded"])
@@ -153,3 +153,56 @@ def test_last_will_marks_a_dead_device_offline(tmp_path, broker, keys):
         wait_for(lambda: manager.store.query("SELECT state FROM devices") == [("offline",)], what="offline")
     finally:
         manager.stop()
+
+
+def test_broker_restart_loses_no_telemetry(tmp_path, keys):
+    broker = Mosquitto(tmp_path, persistent=True).start()  # production brokers persist sessions
+    manager = FleetManager(tmp_path / "fleet.sqlite", port=broker.port)
+    manager.start()
+    agents = _agents(tmp_path, broker, keys[1], 3)
+    try:
+        wait_for(lambda: len(manager.devices("f1")) == 3, what="registered")
+        time.sleep(1.5)  # let the broker autosave the manager's session
+        broker.stop()
+        time.sleep(0.5)
+        for agent in agents:  # written to the outbox while the broker is down
+            for _ in range(5):
+                agent.telemetry(window={"count": 1})
+        assert all(len(a.outbox) == 5 for a in agents)
+        broker.start()
+        wait_for(
+            lambda: manager.store.query("SELECT COUNT(*) FROM telemetry")[0][0] == 15,
+            timeout=90,
+            what="all 15 windows stored after the restart",
+        )
+        wait_for(lambda: all(len(a.outbox) == 0 for a in agents), what="outboxes drained")
+    finally:
+        for agent in agents:
+            agent.stop()
+        manager.stop()
+        broker.stop()
+
+
+def test_manager_restart_resumes_the_rollout(tmp_path, keys, models, server):
+    store, base = server
+    broker = Mosquitto(tmp_path).start()
+    manager = FleetManager(tmp_path / "fleet.sqlite", port=broker.port)
+    manager.start()
+    agents = _agents(tmp_path, broker, keys[1], 4)
+    try:
+        wait_for(lambda: len(manager.devices("f1")) == 4, what="registered")
+        good = package.build(models[0], tmp_path / "good.tar", name="fc", version="1", signing_key=keys[0])
+        store.add(good.path, good.sha256)
+        rollout = manager.start_rollout(
+            "f1", _deploy_message(good, base, "r1"), manager.devices("f1"), canary=0.25, waves=(1.0,), max_failures=0.5
+        )
+        manager.stop()  # right after the canary was sent
+        manager = FleetManager(tmp_path / "fleet.sqlite", port=broker.port)
+        manager.start()
+        wait_for(lambda: manager.rollout_status(rollout)["state"] == "done", what="resumed rollout done")
+        assert all(a.slots.current()["version"] == "1" for a in agents)
+    finally:
+        for agent in agents:
+            agent.stop()
+        manager.stop()
+        broker.stop()
