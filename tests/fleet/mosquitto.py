@@ -25,9 +25,8 @@ class Mosquitto:
         self.port = port or free_port()
         self.conf = folder / "mosquitto.conf"
         # "user root": as root Mosquitto would drop to its own user, which cannot read pytest's private tmp
-        self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\nuser root\n{extra}"
-        )
+        store = f"persistence true\npersistence_location {folder}/\n" if persistent else "persistence false\n"
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{store}user root\n{extra}")
         self.binary = binary
         self.proc: subprocess.Popen | None = None
 

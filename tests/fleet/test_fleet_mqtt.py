@@ -13,13 +13,13 @@ from edgekit.fleet.manager import FleetManager
 from tests.fleet.mosquitto import Mosquitto
 
 
-def wait_for(condition, timeout: float = 60.0, what: str = "condition") -> None:
+def wait_for(condition, timeout: float = 60.0, what: str = "condition", detail=None) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if condition():
             return
         time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")  # pragma: no cover
+    raise AssertionError(f"timed out waiting for {what}" + (f": {detail()}" if detail else ""))
 
 
 @pytest.fixture(params=["mosquitto", "embedded"])
@@ -174,6 +174,13 @@ def test_broker_restart_loses_no_telemetry(tmp_path, keys):
             lambda: manager.store.query("SELECT COUNT(*) FROM telemetry")[0][0] == 15,
             timeout=90,
             what="all 15 windows stored after the restart",
+            detail=lambda: (
+                manager.store.query("SELECT device, seq FROM telemetry"),
+                [len(a.outbox) for a in agents],
+                [a.client.is_connected() for a in agents],
+                manager.client.is_connected(),
+                manager.counters,
+            ),
         )
         wait_for(lambda: all(len(a.outbox) == 0 for a in agents), what="outboxes drained")
     finally:
