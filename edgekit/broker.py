@@ -205,3 +205,25 @@ class Broker:
                 if topic_matches(pattern, topic):
                     self._send(client, topic, payload, min(qos, msg_qos), True)
                     break
+
+
+def main() -> None:
+    """``python -m edgekit.broker --port 1883``: the embedded broker on its own."""
+    import argparse
+    import time
+
+    parser = argparse.ArgumentParser(description="edgekit's embedded MQTT 3.1.1 broker")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=1883)
+    args = parser.parse_args()
+    broker = Broker(args.host, args.port).start()
+    print(f"embedded MQTT broker on {args.host}:{broker.port}", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        broker.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -50,37 +50,32 @@ class FleetStore:
         self.lock = threading.Lock()
 
     def write(self, batch: list[tuple[str, str, str, dict]]) -> None:
+        telemetry, seen, statuses, progress = [], {}, [], []
+        for fleet, device, channel, p in batch:
+            if channel == "status":
+                tags = json.dumps(p.get("tags", []))
+                statuses.append(
+                    (fleet, device, p["state"], p["ts"], tags, p.get("model"), p.get("version"), p.get("sha256"))
+                )
+            elif channel == "telemetry":
+                telemetry.append((fleet, device, p["seq"], p["ts"], json.dumps(p)))
+                seen[(fleet, device)] = max(p["ts"], seen.get((fleet, device), 0))
+            elif channel == "progress":
+                details = json.dumps(p.get("details", {}))
+                progress.append((p["deployment"], fleet, device, p["step"], p["ts"], details))
         with self.lock, self.db:
-            for fleet, device, channel, p in batch:
-                if channel == "status":
-                    self.db.execute(
-                        "INSERT INTO devices VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(fleet, device) DO UPDATE SET "
-                        "state=excluded.state, last_seen=excluded.last_seen, tags=excluded.tags, model=excluded.model,"
-                        " version=excluded.version, sha256=excluded.sha256",
-                        (
-                            fleet,
-                            device,
-                            p["state"],
-                            p["ts"],
-                            json.dumps(p.get("tags", [])),
-                            p.get("model"),
-                            p.get("version"),
-                            p.get("sha256"),
-                        ),
-                    )
-                elif channel == "telemetry":
-                    self.db.execute(
-                        "INSERT OR IGNORE INTO telemetry VALUES (?,?,?,?,?)",
-                        (fleet, device, p["seq"], p["ts"], json.dumps(p)),
-                    )
-                    self.db.execute(
-                        "UPDATE devices SET last_seen=? WHERE fleet=? AND device=?", (p["ts"], fleet, device)
-                    )
-                elif channel == "progress":
-                    self.db.execute(
-                        "INSERT INTO progress VALUES (?,?,?,?,?,?)",
-                        (p["deployment"], fleet, device, p["step"], p["ts"], json.dumps(p.get("details", {}))),
-                    )
+            self.db.executemany(
+                "INSERT INTO devices VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(fleet, device) DO UPDATE SET "
+                "state=excluded.state, last_seen=excluded.last_seen, tags=excluded.tags, model=excluded.model,"
+                " version=excluded.version, sha256=excluded.sha256",
+                statuses,
+            )
+            self.db.executemany("INSERT OR IGNORE INTO telemetry VALUES (?,?,?,?,?)", telemetry)
+            self.db.executemany(
+                "UPDATE devices SET last_seen=MAX(COALESCE(last_seen, 0), ?) WHERE fleet=? AND device=?",
+                [(ts, fleet, device) for (fleet, device), ts in seen.items()],
+            )
+            self.db.executemany("INSERT INTO progress VALUES (?,?,?,?,?,?)", progress)
 
     def query(self, sql: str, args: tuple = ()) -> list[tuple]:
         with self.lock:
