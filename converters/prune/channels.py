@@ -9,6 +9,7 @@ channels keep their size."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -192,6 +193,44 @@ def _keep(group: ChannelGroup, m: _Model, ratio: float, criterion: str, min_chan
     return np.sort(np.argsort(-scores)[:count])
 
 
+# metadata key under which a pruned model records, per pruned tensor, which of the original
+# channels it kept (what bias correction needs to line the pruned model up with the dense one)
+KEPT_KEY = "edgekit.pruned_channels"
+
+
+def kept_channels(model: onnx.ModelProto) -> dict[str, list[int]]:
+    """Tensor name -> indices of the original channels kept, as recorded by :func:`prune_channels`
+    (empty for a model it did not write)."""
+    for prop in model.metadata_props:
+        if prop.key == KEPT_KEY:
+            return {k: list(v) for k, v in json.loads(prop.value).items()}
+    return {}
+
+
+def _record_kept(model: onnx.ModelProto, kept: dict[str, list[int]]) -> None:
+    """Merge ``kept`` (indices into the model's current channels) into its record, composing with
+    an earlier pruning so the indices always refer to the original model."""
+    record = kept_channels(model)
+    for tensor, keep in kept.items():
+        before = record.get(tensor)
+        record[tensor] = [int(before[i]) for i in keep] if before else [int(i) for i in keep]
+    for prop in list(model.metadata_props):
+        if prop.key == KEPT_KEY:
+            model.metadata_props.remove(prop)
+    model.metadata_props.add(key=KEPT_KEY, value=json.dumps(record, separators=(",", ":")))
+
+
+def group_tensors(group: ChannelGroup, m: _Model) -> list[str]:
+    """The tensors that carry the group's channels (from the producer to the consumer's input)."""
+    tensors, tensor = [], group.producer.output[0]
+    while True:
+        tensors.append(tensor)
+        nxt = m.only_consumer(tensor)
+        if nxt is None or nxt is group.consumer:
+            return tensors
+        tensor = nxt.output[0]
+
+
 def _apply(group: ChannelGroup, m: _Model, keep: np.ndarray) -> None:
     def take(node: onnx.NodeProto, index: int, axis: int = 0) -> None:
         m.set_input(node, index, np.take(m.array(node.input[index]), keep, axis=axis))
@@ -242,9 +281,13 @@ def prune_channels(
         why = "every prunable layer is excluded" if exclude and find_groups(model) else "nothing is prunable"
         raise InputError(f"cannot prune: {why} (channel pruning needs Conv -> [BN/activation] -> Conv/Gemm chains)")
     m = _Model(out)
+    kept: dict[str, list[int]] = {}
     for group in groups:
         r = ratio.get(group.name) if isinstance(ratio, dict) else ratio
         if r:
-            _apply(group, m, _keep(group, m, r, criterion, min_channels))
+            keep = _keep(group, m, r, criterion, min_channels)
+            kept.update({t: keep.tolist() for t in group_tensors(group, m)})
+            _apply(group, m, keep)
+    _record_kept(out, kept)
     del out.graph.value_info[:]
     return out
