@@ -21,7 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="uniform",
         help="how --target-macs spreads the pruning over groups",
     )
-    parser.add_argument("--data", help="sample inputs (.npy, model layout) for --sensitivity / --allocation")
+    parser.add_argument(
+        "--data", help="sample inputs (.npy, model layout) for --sensitivity / --allocation / --bias-correct"
+    )
     parser.add_argument("--labels", help="labels (.npy) for the samples: sensitivity in accuracy instead of SQNR")
     parser.add_argument("--energy", type=float, default=0.9, help="lowrank: singular-value energy to keep")
     budget = parser.add_mutually_exclusive_group()
@@ -32,6 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     budget.add_argument("--target-params", type=float, help="channel: keep this fraction of the parameters")
     parser.add_argument("--criterion", choices=("l1", "l2", "fpgm"), default="l1")
     parser.add_argument("--min-channels", type=int, default=1, help="never keep fewer channels in a group")
+    parser.add_argument(
+        "--bias-correct",
+        action="store_true",
+        help="channel: shift the biases of the layers that read pruned channels so their output means on --data "
+        "match the dense model's (no training)",
+    )
     parser.add_argument("--exclude", nargs="+", default=[], metavar="NODE", help="ONNX node names to leave alone")
     parser.add_argument(
         "--scope", choices=("global", "layer"), default="global", help="magnitude: where the threshold applies"
@@ -54,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
 
     model = read_model(args.model).model
     samples = labels = None
-    if args.sensitivity or args.allocation == "sensitivity":
+    if args.bias_correct and (args.method != "channel" or not args.data):
+        raise InputError("--bias-correct needs --method channel (the default) and --data SAMPLES.npy")
+    if args.sensitivity or args.allocation == "sensitivity" or args.bias_correct:
         samples, labels = _samples(args, model, np)
     if args.sensitivity:
         from edgekit.converters.prune.sensitivity import analyse, format_table
@@ -85,6 +95,19 @@ def run(args: argparse.Namespace) -> int:
             if args.ratio is None:
                 raise InputError("channel pruning needs --ratio, --target-macs or --target-params")
             pruned = prune_channels(model, args.ratio, args.criterion, args.min_channels, exclude)
+        if args.bias_correct:
+            from edgekit.converters.prune.recovery import correct_bias
+            from edgekit.converters.prune.sensitivity import _outputs
+            from edgekit.converters.verification import sqnr_db
+
+            corrected = correct_bias(model, pruned, samples)
+            reference = _outputs(model, samples)
+            print(
+                f"bias correction on {len(samples)} samples: output SQNR vs dense on them "
+                f"{sqnr_db(reference, _outputs(pruned, samples)):.2f} dB -> "
+                f"{sqnr_db(reference, _outputs(corrected, samples)):.2f} dB"
+            )
+            pruned = corrected
     elif args.method == "magnitude":
         if args.ratio is None:
             raise InputError("magnitude pruning needs --ratio (the sparsity, e.g. 0.8)")
