@@ -266,3 +266,62 @@ def test_cli_bias_correct(tmp_path):
         timeout=300,
     )
     assert bad.returncode == 2 and "--data" in bad.stderr and not (tmp_path / "q.onnx").exists()
+
+
+def _edgekit(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgekit", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_convert_with_pruning(tmp_path):
+    """edgekit convert --prune-macs: the pruned model is what gets converted and verified."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    data = np.load(str(files("edgekit") / "samples" / "digits_data.npz"))
+    np.save(tmp_path / "calib.npy", data["x_calib"])
+    np.save(tmp_path / "test.npy", data["x_test"][:50])
+    common = ["--quantize", "int8", "--calibration", str(tmp_path / "calib.npy")]
+    dense = _edgekit("convert", DIGITS, "-o", str(tmp_path / "dense.tflite"), *common)
+    assert dense.returncode == 0, dense.stderr
+    pruned = _edgekit(
+        "convert",
+        DIGITS,
+        "-o",
+        str(tmp_path / "pruned.tflite"),
+        *common,
+        *("--prune-macs", "0.5", "--prune-criterion", "l2", "--prune-bias-correct"),
+        *("--verify", "--data", str(tmp_path / "test.npy"), "--report", str(tmp_path / "r.json")),
+    )
+    assert pruned.returncode == 0, pruned.stderr
+    assert "bias-corrected" in pruned.stdout and "SQNR" in pruned.stdout
+    import json
+
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["pruning"]["macs_pruned"] <= 0.5 * report["pruning"]["macs_dense"]
+    assert report["outputs"][0]["sqnr_db"] > 20  # the int8 model against the pruned ONNX it came from
+    assert (tmp_path / "pruned.tflite").stat().st_size < (tmp_path / "dense.tflite").stat().st_size
+    interpreter = Interpreter(model_path=str(tmp_path / "pruned.tflite"))
+    interpreter.allocate_tensors()
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    interpreter.set_tensor(inp["index"], data["x_test"][:1].transpose(0, 2, 3, 1).astype(inp["dtype"]))
+    interpreter.invoke()
+    assert interpreter.get_tensor(out["index"]).shape == (1, 10)
+    ratio = _edgekit("convert", DIGITS, "-o", str(tmp_path / "r.tflite"), "--prune-ratio", "0.25")
+    assert ratio.returncode == 0 and "pruned 25.0% of the channels" in ratio.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--prune-ratio", "1.5"], "--prune-ratio 1.5 must lie strictly between 0 and 1"),
+        (["--prune-ratio", "0"], "--prune-ratio 0 must lie strictly between 0 and 1"),
+        (["--prune-macs", "1"], "--prune-macs 1 must lie strictly between 0 and 1"),
+        (["--prune-ratio", "0.5", "--prune-bias-correct"], "--calibration"),
+        (["--prune-bias-correct"], "--prune-ratio R or --prune-macs F"),
+    ],
+)
+def test_convert_with_bad_pruning_options(tmp_path, args, message):
+    out = tmp_path / "o.tflite"
+    result = _edgekit("convert", DIGITS, "-o", str(out), *args)
+    assert result.returncode == 2 and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert not out.exists() and not list(tmp_path.iterdir())
