@@ -59,6 +59,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     budget.add_argument("--prune-macs", type=float, metavar="F", help="keep this fraction of the MACs")
     pr.add_argument("--prune-criterion", choices=("l1", "l2", "fpgm"), default="l1")
     pr.add_argument(
+        "--prune-round-to",
+        type=int,
+        default=8,
+        metavar="N",
+        help="keep a multiple of N channels in groups wider than N (default 8, 1: no rounding)",
+    )
+    pr.add_argument(
         "--prune-bias-correct",
         action="store_true",
         help="correct the biases of the layers reading pruned channels on the --calibration data",
@@ -170,10 +177,12 @@ def _prune(args: argparse.Namespace, shapes, calibration):
                 dim.dim_value = int(size)
     dense_macs = cost(model, "macs")
     if args.prune_macs is not None:
-        pruned, ratio, _ = prune_to_budget(model, args.prune_macs, "macs", args.prune_criterion)
+        pruned, ratio, _ = prune_to_budget(
+            model, args.prune_macs, "macs", args.prune_criterion, round_to=args.prune_round_to
+        )
     else:
         ratio = args.prune_ratio
-        pruned = prune_channels(model, ratio, args.prune_criterion)
+        pruned = prune_channels(model, ratio, args.prune_criterion, round_to=args.prune_round_to)
     if args.prune_bias_correct:
         samples = calibration
         if isinstance(samples, dict):
@@ -185,6 +194,7 @@ def _prune(args: argparse.Namespace, shapes, calibration):
     args._pruning = {
         "ratio": round(float(ratio), 4),
         "criterion": args.prune_criterion,
+        "round_to": args.prune_round_to,
         "bias_correct": bool(args.prune_bias_correct),
         "macs_dense": dense_macs,
         "macs_pruned": macs,

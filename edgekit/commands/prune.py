@@ -35,6 +35,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--criterion", choices=("l1", "l2", "fpgm"), default="l1")
     parser.add_argument("--min-channels", type=int, default=1, help="never keep fewer channels in a group")
     parser.add_argument(
+        "--round-to",
+        type=int,
+        default=8,
+        metavar="N",
+        help="keep a multiple of N channels in groups wider than N (XNNPACK computes channels in tiles; "
+        "default 8, 1: no rounding)",
+    )
+    parser.add_argument(
         "--bias-correct",
         action="store_true",
         help="channel: shift the biases of the layers that read pruned channels so their output means on --data "
@@ -69,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     if args.sensitivity:
         from edgekit.converters.prune.sensitivity import analyse, format_table
 
-        print(format_table(analyse(model, samples, labels, criterion=args.criterion)))
+        print(format_table(analyse(model, samples, labels, criterion=args.criterion, round_to=args.round_to)))
         if not args.output:
             return 0
     if not args.output:
@@ -84,17 +92,19 @@ def run(args: argparse.Namespace) -> int:
             if args.allocation == "sensitivity":
                 from edgekit.converters.prune.budget import prune_by_sensitivity
 
-                pruned, ratios, fraction = prune_by_sensitivity(model, target, samples, labels, args.criterion)
+                pruned, ratios, fraction = prune_by_sensitivity(
+                    model, target, samples, labels, args.criterion, args.round_to
+                )
                 print(f"per-group ratios {ratios} keep {fraction:.1%} of the MACs (target {target:.0%})")
             else:
                 pruned, ratio, fraction = prune_to_budget(
-                    model, target, what, args.criterion, args.min_channels, exclude
+                    model, target, what, args.criterion, args.min_channels, exclude, args.round_to
                 )
                 print(f"channel ratio {ratio:.3f} keeps {fraction:.1%} of the {what} (target {target:.0%})")
         else:
             if args.ratio is None:
                 raise InputError("channel pruning needs --ratio, --target-macs or --target-params")
-            pruned = prune_channels(model, args.ratio, args.criterion, args.min_channels, exclude)
+            pruned = prune_channels(model, args.ratio, args.criterion, args.min_channels, exclude, args.round_to)
         if args.bias_correct:
             from edgekit.converters.prune.recovery import correct_bias
             from edgekit.converters.prune.sensitivity import _outputs
