@@ -1,8 +1,10 @@
 """Pruning benchmark: channel pruning to 50% of the MACs on torchvision ResNet-18 and
 MobileNetV2 (random weights), both converted to int8 TFLite, LiteRT latency pruned vs dense in
-the same run (interleaved), at 1 and 2 threads; plus sizes and compressed sizes.
+the same run (interleaved), at 1 and 2 threads; plus sizes and compressed sizes. Each
+``--round-to`` value is one pruned variant (kept channel counts rounded to a multiple of it; 1 is
+no rounding, 8 the default of edgekit prune), all timed in the same interleaved rounds.
 
-    python bench/prune.py [--target-macs 0.5] [--rounds 5]
+    python bench/prune.py [--target-macs 0.5] [--rounds 10] [--round-to 1 8 16]
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from _common import export_torchvision, interleaved, table  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target-macs", type=float, default=0.5)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--round-to", type=int, nargs="+", default=[1, 8, 16])
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
 
@@ -39,13 +42,16 @@ def main() -> None:
     for name in ("resnet18", "mobilenet_v2"):
         dense = work / f"{name}.onnx"
         export_torchvision(name, dense)
-        pruned_model, ratio, fraction = prune_to_budget(onnx.load(dense), args.target_macs)
-        pruned = work / f"{name}_pruned.onnx"
-        onnx.save(pruned_model, pruned)
-        paths = {}
-        for label, src in (("dense", dense), ("pruned", pruned)):
-            paths[label] = work / f"{name}_{label}_int8.tflite"
-            convert(str(src), paths[label], quantize="int8", calibration=calibration)
+        paths, fractions = {"dense": work / f"{name}_dense_int8.tflite"}, {}
+        convert(str(dense), paths["dense"], quantize="int8", calibration=calibration)
+        for round_to in args.round_to:
+            pruned_model, ratio, fractions[round_to] = prune_to_budget(
+                onnx.load(dense), args.target_macs, round_to=round_to
+            )
+            pruned = work / f"{name}_pruned_r{round_to}.onnx"
+            onnx.save(pruned_model, pruned)
+            paths[round_to] = work / f"{name}_pruned_r{round_to}_int8.tflite"
+            convert(str(pruned), paths[round_to], quantize="int8", calibration=calibration)
         x = calibration[:1].transpose(0, 2, 3, 1).copy()
         for threads in (1, 2):
             calls = {}
@@ -55,30 +61,37 @@ def main() -> None:
                 interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
                 calls[label] = interpreter.invoke
             t = interleaved(calls, args.rounds, args.runs)
-            speedup = t["dense"] / t["pruned"]
-            rows.append(
-                [
-                    name,
-                    f"{fraction:.1%}",
-                    threads,
-                    f"{t['dense']:.2f}",
-                    f"{t['pruned']:.2f}",
-                    f"{speedup:.2f}x",
-                    "yes" if speedup >= 1.6 else "no",
-                ]
-            )
+            for round_to in args.round_to:
+                speedup = t["dense"] / t[round_to]
+                rows.append(
+                    [
+                        name,
+                        round_to,
+                        f"{fractions[round_to]:.1%}",
+                        threads,
+                        f"{t['dense']:.2f}",
+                        f"{t[round_to]:.2f}",
+                        f"{speedup:.2f}x",
+                        "yes" if speedup >= 1.6 else "no",
+                    ]
+                )
         for label, path in paths.items():
             data = path.read_bytes()
             size_rows.append(
                 [
                     name,
-                    label,
+                    label if label == "dense" else f"pruned, round-to {label}",
                     f"{len(data) / 1e6:.2f}",
                     f"{len(zstandard.ZstdCompressor(level=19).compress(data)) / 1e6:.2f}",
                     f"{len(gzip.compress(data, 9)) / 1e6:.2f}",
                 ]
             )
-    print(table(rows, ["model", "MACs kept", "threads", "dense int8 ms", "pruned int8 ms", "speed-up", ">= 1.6x"]))
+    print(
+        table(
+            rows,
+            ["model", "round-to", "MACs kept", "threads", "dense int8 ms", "pruned int8 ms", "speed-up", ">= 1.6x"],
+        )
+    )
     print()
     print(table(size_rows, ["model", "variant", "int8 MB", "zstd MB", "gzip MB"]))
 
