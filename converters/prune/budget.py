@@ -60,7 +60,8 @@ def _fill(model, target, what, dense, ratio, chosen, fraction, criterion, min_ch
     well under the target; give channels back one tile at a time, widest groups first, while the
     cost stays within it."""
     groups = sorted(find_groups(model, exclude), key=lambda g: -g.channels)
-    counts = {g.name: kept_count(g.channels, ratio, min_channels, round_to) for g in groups}
+    per_group = ratio if isinstance(ratio, dict) else {g.name: ratio for g in groups}
+    counts = {g.name: kept_count(g.channels, per_group.get(g.name, 0.0), min_channels, round_to) for g in groups}
     width = {g.name: g.channels for g in groups}
 
     def ratios() -> dict[str, float]:
@@ -97,3 +98,60 @@ def prune_by_sensitivity(
         raise InputError("the sensitivity table offers no pruning step")
     pruned = prune_channels(model, ratios, criterion, round_to=round_to)
     return pruned, ratios, cost(pruned, "macs") / dense
+
+
+def prune_by_latency(
+    model: onnx.ModelProto,
+    target: float,
+    criterion: str = "l1",
+    min_channels: int = 1,
+    exclude: frozenset[str] = frozenset(),
+    round_to: int = ROUND_TO,
+    table=None,
+    alpha: float = 1.0,
+    threads: int = 1,
+    progress=print,
+) -> tuple[onnx.ModelProto, dict[str, float], float]:
+    """Keep ``target`` of the MACs, pruning each group in proportion to the time its MACs cost
+    (measured by :func:`edgekit.converters.prune.latency.measure` unless ``table`` is given):
+    ratio = base * (time per MAC / mean) ** alpha, with base searched to meet the target."""
+    import numpy as np
+
+    from edgekit.converters.prune.latency import measure
+
+    if not 0 < target < 1:
+        raise InputError("--target-macs must lie strictly between 0 and 1, e.g. 0.5")
+    if table is None:
+        table = measure(model, 0.5, criterion, round_to, exclude, threads, progress=progress)
+    efficiency = {row.group: max(row.efficiency, 0.0) for row in table}
+    mean = float(np.mean(list(efficiency.values()))) if efficiency else 0.0
+    if mean <= 0:
+        raise InputError("the timings show no group whose pruning saves time; use the uniform allocation")
+    weights = {g: max(e / mean, 0.1) ** alpha for g, e in efficiency.items()}
+
+    def ratios(base: float) -> dict[str, float]:
+        return {g: min(base * w, MAX_RATIO) for g, w in weights.items()}
+
+    dense = cost(model, "macs")
+    lo, hi = 0.0, MAX_RATIO / min(weights.values())
+    chosen = prune_channels(model, ratios(hi), criterion, min_channels, exclude, round_to)
+    fraction = cost(chosen, "macs") / dense
+    if fraction > target:
+        raise InputError(
+            f"cannot reach {target:.0%} of the MACs: pruning every prunable group by {MAX_RATIO:.0%} leaves "
+            f"{fraction:.1%} (the rest sits in layers channel pruning cannot shrink)"
+        )
+    base = hi
+    for _ in range(14):
+        mid = (lo + hi) / 2
+        candidate = prune_channels(model, ratios(mid), criterion, min_channels, exclude, round_to)
+        f = cost(candidate, "macs") / dense
+        if f <= target:
+            chosen, fraction, base, hi = candidate, f, mid, mid
+        else:
+            lo = mid
+    if round_to > 1:
+        chosen, fraction = _fill(
+            model, target, "macs", dense, ratios(base), chosen, fraction, criterion, min_channels, exclude, round_to
+        )
+    return chosen, ratios(base), fraction

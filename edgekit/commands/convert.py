@@ -66,6 +66,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="keep a multiple of N channels in groups wider than N (default 8, 1: no rounding)",
     )
     pr.add_argument(
+        "--prune-allocation",
+        choices=("uniform", "latency"),
+        default="uniform",
+        help="with --prune-macs: one ratio for every group, or more where MACs cost more time (measured here)",
+    )
+    pr.add_argument(
         "--prune-bias-correct",
         action="store_true",
         help="correct the biases of the layers reading pruned channels on the --calibration data",
@@ -86,10 +92,11 @@ def run(args: argparse.Namespace) -> int:
     source = args.model
     if args.prune_ratio is not None or args.prune_macs is not None:
         source = _prune(args, shapes, calibration)
-    elif args.prune_bias_correct:
+    elif args.prune_bias_correct or args.prune_allocation != "uniform":
         from edgekit.errors import InputError
 
-        raise InputError("--prune-bias-correct goes with --prune-ratio R or --prune-macs F")
+        option = "--prune-bias-correct" if args.prune_bias_correct else "--prune-allocation"
+        raise InputError(f"{option} goes with --prune-ratio R or --prune-macs F")
     options = {}
     if args.quantize:
         # no --calibration is fine for QDQ models (their own scales); others get a clear error
@@ -176,7 +183,14 @@ def _prune(args: argparse.Namespace, shapes, calibration):
                 dim.Clear()
                 dim.dim_value = int(size)
     dense_macs = cost(model, "macs")
-    if args.prune_macs is not None:
+    if args.prune_allocation == "latency" and args.prune_macs is None:
+        raise InputError("--prune-allocation latency goes with --prune-macs F")
+    if args.prune_allocation == "latency":
+        from edgekit.converters.prune.budget import prune_by_latency
+
+        pruned, ratios, _ = prune_by_latency(model, args.prune_macs, args.prune_criterion, round_to=args.prune_round_to)
+        ratio = sum(ratios.values()) / len(ratios)
+    elif args.prune_macs is not None:
         pruned, ratio, _ = prune_to_budget(
             model, args.prune_macs, "macs", args.prune_criterion, round_to=args.prune_round_to
         )
@@ -195,12 +209,14 @@ def _prune(args: argparse.Namespace, shapes, calibration):
         "ratio": round(float(ratio), 4),
         "criterion": args.prune_criterion,
         "round_to": args.prune_round_to,
+        "allocation": args.prune_allocation,
         "bias_correct": bool(args.prune_bias_correct),
         "macs_dense": dense_macs,
         "macs_pruned": macs,
     }
+    mean = " on average" if args.prune_allocation == "latency" else ""
     print(
-        f"pruned {ratio:.1%} of the channels ({args.prune_criterion}"
+        f"pruned {ratio:.1%} of the channels{mean} ({args.prune_criterion}"
         f"{', bias-corrected' if args.prune_bias_correct else ''}): MACs {dense_macs:,} -> {macs:,} "
         f"({macs / dense_macs:.1%})"
     )

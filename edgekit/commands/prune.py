@@ -17,10 +17,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--allocation",
-        choices=("uniform", "sensitivity"),
+        choices=("uniform", "sensitivity", "latency"),
         default="uniform",
-        help="how --target-macs spreads the pruning over groups",
+        help="how --target-macs spreads the pruning over groups (latency: in proportion to the LiteRT time each "
+        "group's MACs cost, measured here by pruning each group alone)",
     )
+    parser.add_argument("--threads", type=int, default=1, help="LiteRT threads for --allocation latency timings")
     parser.add_argument(
         "--data", help="sample inputs (.npy, model layout) for --sensitivity / --allocation / --bias-correct"
     )
@@ -89,7 +91,19 @@ def run(args: argparse.Namespace) -> int:
         if args.target_macs is not None or args.target_params is not None:
             what = "macs" if args.target_macs is not None else "params"
             target = args.target_macs if args.target_macs is not None else args.target_params
-            if args.allocation == "sensitivity":
+            if args.allocation == "latency":
+                from edgekit.converters.prune.budget import prune_by_latency
+                from edgekit.converters.prune.latency import format_table, measure
+
+                if what != "macs":
+                    raise InputError("--allocation latency goes with --target-macs")
+                table = measure(model, 0.5, args.criterion, args.round_to, exclude, args.threads)
+                print(format_table(table))
+                pruned, ratios, fraction = prune_by_latency(
+                    model, target, args.criterion, args.min_channels, exclude, args.round_to, table=table
+                )
+                print(f"latency-aware ratios keep {fraction:.1%} of the MACs (target {target:.0%})")
+            elif args.allocation == "sensitivity":
                 from edgekit.converters.prune.budget import prune_by_sensitivity
 
                 pruned, ratios, fraction = prune_by_sensitivity(

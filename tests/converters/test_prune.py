@@ -119,6 +119,23 @@ def test_channel_counts_round_to_tiles():
         prune_channels(m, 0.5, round_to=0)
 
 
+def test_latency_aware_allocation():
+    from edgekit.converters.prune.budget import prune_by_latency
+    from edgekit.converters.prune.latency import GroupLatency, format_table, measure
+
+    m = wide_cnn()
+    table = measure(m, progress=None, rounds=2, runs=2)  # real timings: tiny, noisy, but well-formed
+    assert [row.group for row in table] == ["a", "b", "c"] and all(row.macs_saved > 0 for row in table)
+    assert "time/MAC" in format_table(table)
+    # with given timings: the group whose MACs cost the most time is pruned the most
+    given = [GroupLatency("a", 0.3, 0.6), GroupLatency("b", 0.3, 0.15), GroupLatency("c", 0.05, 0.05)]
+    pruned, ratios, fraction = prune_by_latency(m, 0.5, table=given, round_to=1)
+    assert ratios["a"] > ratios["c"] > ratios["b"] and fraction <= 0.5
+    assert abs(fraction - cost(pruned, "macs") / cost(m, "macs")) < 1e-9 and fraction > 0.45
+    with pytest.raises(InputError, match="saves time"):
+        prune_by_latency(m, 0.5, table=[GroupLatency("a", 0.3, -0.1)])
+
+
 def test_pruned_digits_model_still_classifies(tmp_path):
     data = np.load(str(files("edgekit") / "samples" / "digits_data.npz"))
     pruned, ratio, fraction = prune_to_budget(onnx.load(DIGITS), 0.7)
@@ -364,6 +381,7 @@ def test_convert_with_pruning(tmp_path):
         (["--prune-macs", "1"], "--prune-macs 1 must lie strictly between 0 and 1"),
         (["--prune-ratio", "0.5", "--prune-bias-correct"], "--calibration"),
         (["--prune-bias-correct"], "--prune-ratio R or --prune-macs F"),
+        (["--prune-ratio", "0.5", "--prune-allocation", "latency"], "goes with --prune-macs F"),
     ],
 )
 def test_convert_with_bad_pruning_options(tmp_path, args, message):
