@@ -73,7 +73,7 @@ def measure(
     round_to: int = ROUND_TO,
     exclude: frozenset[str] = frozenset(),
     threads: int = 1,
-    rounds: int = 10,
+    rounds: int = 20,
     runs: int = 10,
     progress: Callable[[str], None] | None = print,
 ) -> list[GroupLatency]:
