@@ -37,7 +37,7 @@ def main() -> None:
     reference = _outputs(dense, x)
     rows = [["dense", "-", "-", f"{100 * np.mean(reference.argmax(1) == y):.2f}", "-"]]
     for ratio in args.ratios:
-        pruned = prune_channels(dense, ratio, args.criterion)
+        pruned = prune_channels(dense, ratio, args.criterion, round_to=1)  # exactly the ratio in every group
         corrected = correct_bias(dense, pruned, data["x_calib"])
         plain, fixed = _outputs(pruned, x), _outputs(corrected, x)
         rows.append(
