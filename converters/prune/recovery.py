@@ -75,6 +75,8 @@ class _Runner:
         try:
             session = ort.InferenceSession(batched.SerializeToString(), options, providers=["CPUExecutionProvider"])
             outputs = session.run(tensors, {name: self.samples})
+            if any(o.ndim == 0 or o.shape[0] != len(self.samples) for o in outputs):
+                raise ValueError("the batch did not come through")
         except Exception:  # fixed batch in Reshape constants etc.: one sample at a time
             session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
             runs = [session.run(tensors, {name: s[None]}) for s in self.samples]
