@@ -134,8 +134,12 @@ def correct_bias(dense: onnx.ModelProto, pruned: onnx.ModelProto, samples: np.nd
         raise InputError("bias correction needs calibration samples (a non-empty batch)")
     if len(dense.graph.input) != 1 or len(pruned.graph.input) != 1:
         raise InputError("bias correction supports models with a single input")
-    if out_name(pruned) != out_name(dense):
+    if pruned.graph.input[0].name != dense.graph.input[0].name:
         raise InputError("the pruned model's input is not the dense model's; pass the model it was pruned from")
+    reference_model = onnx.ModelProto()
+    reference_model.CopyFrom(dense)
+    constants_to_initializers(reference_model)  # weights held in Constant nodes, as the pruner sees them
+    dense = reference_model
     out = onnx.ModelProto()
     out.CopyFrom(pruned)
     constants_to_initializers(out)
@@ -164,10 +168,6 @@ def correct_bias(dense: onnx.ModelProto, pruned: onnx.ModelProto, samples: np.nd
         current = runner.means(out, [node.output[0]])[node.output[0]]
         _set_bias(out, node, target - current)
     return out
-
-
-def out_name(model: onnx.ModelProto) -> str:
-    return model.graph.input[0].name
 
 
 def _output_channels(model: onnx.ModelProto, node: onnx.NodeProto) -> int | None:
