@@ -1,8 +1,12 @@
 """Pruning benchmark: channel pruning to 50% of the MACs on torchvision ResNet-18 and
 MobileNetV2 (random weights), both converted to int8 TFLite, LiteRT latency pruned vs dense in
-the same run (interleaved), at 1 and 2 threads; plus sizes and compressed sizes.
+the same run (interleaved), at 1 and 2 threads; plus sizes and compressed sizes. Each
+``--round-to`` value is one pruned variant (kept channel counts rounded to a multiple of it; 1 is
+no rounding, 8 the default of edgekit prune); one more variant allocates the budget by measured
+latency (each group pruned alone and timed first, rounded to 8: ``--allocation latency``). All
+variants are timed in the same interleaved rounds.
 
-    python bench/prune.py [--target-macs 0.5] [--rounds 5]
+    python bench/prune.py [--target-macs 0.5] [--rounds 10] [--round-to 1 8 16] [--no-latency]
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ from _common import export_torchvision, interleaved, table  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target-macs", type=float, default=0.5)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--round-to", type=int, nargs="+", default=[1, 8, 16])
+    parser.add_argument("--no-latency", action="store_true", help="skip the latency-aware variant")
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
 
@@ -31,7 +37,7 @@ def main() -> None:
     from ai_edge_litert.interpreter import Interpreter
 
     from edgekit.converters import convert
-    from edgekit.converters.prune.budget import prune_to_budget
+    from edgekit.converters.prune.budget import prune_by_latency, prune_to_budget
 
     work = Path(tempfile.mkdtemp(prefix="edgekit-prune-"))
     calibration = np.random.default_rng(0).uniform(-2, 2, (16, 3, 224, 224)).astype(np.float32)
@@ -39,13 +45,22 @@ def main() -> None:
     for name in ("resnet18", "mobilenet_v2"):
         dense = work / f"{name}.onnx"
         export_torchvision(name, dense)
-        pruned_model, ratio, fraction = prune_to_budget(onnx.load(dense), args.target_macs)
-        pruned = work / f"{name}_pruned.onnx"
-        onnx.save(pruned_model, pruned)
-        paths = {}
-        for label, src in (("dense", dense), ("pruned", pruned)):
-            paths[label] = work / f"{name}_{label}_int8.tflite"
-            convert(str(src), paths[label], quantize="int8", calibration=calibration)
+        paths, fractions = {"dense": work / f"{name}_dense_int8.tflite"}, {}
+        convert(str(dense), paths["dense"], quantize="int8", calibration=calibration)
+        variants = {f"uniform, round-to {r}": r for r in args.round_to}
+        if not args.no_latency:
+            variants["latency, round-to 8"] = "latency"
+        for label, round_to in variants.items():
+            if round_to == "latency":
+                pruned_model, _, fractions[label] = prune_by_latency(onnx.load(dense), args.target_macs, round_to=8)
+            else:
+                pruned_model, _, fractions[label] = prune_to_budget(
+                    onnx.load(dense), args.target_macs, round_to=round_to
+                )
+            pruned = work / f"{name}_pruned_{len(paths)}.onnx"
+            onnx.save(pruned_model, pruned)
+            paths[label] = work / f"{name}_pruned_{len(paths)}_int8.tflite"
+            convert(str(pruned), paths[label], quantize="int8", calibration=calibration)
         x = calibration[:1].transpose(0, 2, 3, 1).copy()
         for threads in (1, 2):
             calls = {}
@@ -55,18 +70,20 @@ def main() -> None:
                 interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
                 calls[label] = interpreter.invoke
             t = interleaved(calls, args.rounds, args.runs)
-            speedup = t["dense"] / t["pruned"]
-            rows.append(
-                [
-                    name,
-                    f"{fraction:.1%}",
-                    threads,
-                    f"{t['dense']:.2f}",
-                    f"{t['pruned']:.2f}",
-                    f"{speedup:.2f}x",
-                    "yes" if speedup >= 1.6 else "no",
-                ]
-            )
+            for label in variants:
+                speedup = t["dense"] / t[label]
+                rows.append(
+                    [
+                        name,
+                        label,
+                        f"{fractions[label]:.1%}",
+                        threads,
+                        f"{t['dense']:.2f}",
+                        f"{t[label]:.2f}",
+                        f"{speedup:.2f}x",
+                        "yes" if speedup >= 1.6 else "no",
+                    ]
+                )
         for label, path in paths.items():
             data = path.read_bytes()
             size_rows.append(
@@ -78,7 +95,12 @@ def main() -> None:
                     f"{len(gzip.compress(data, 9)) / 1e6:.2f}",
                 ]
             )
-    print(table(rows, ["model", "MACs kept", "threads", "dense int8 ms", "pruned int8 ms", "speed-up", ">= 1.6x"]))
+    print(
+        table(
+            rows,
+            ["model", "allocation", "MACs kept", "threads", "dense int8 ms", "pruned int8 ms", "speed-up", ">= 1.6x"],
+        )
+    )
     print()
     print(table(size_rows, ["model", "variant", "int8 MB", "zstd MB", "gzip MB"]))
 

@@ -2,6 +2,7 @@
 k-means weight sharing), and the size/MAC accounting that goes with them."""
 
 from edgekit.converters.prune.channels import CRITERIA, find_groups, prune_channels
+from edgekit.converters.prune.recovery import correct_bias
 from edgekit.converters.prune.weights import cluster_weights, magnitude_prune
 
-__all__ = ["CRITERIA", "cluster_weights", "find_groups", "magnitude_prune", "prune_channels"]
+__all__ = ["CRITERIA", "cluster_weights", "correct_bias", "find_groups", "magnitude_prune", "prune_channels"]

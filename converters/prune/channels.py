@@ -9,6 +9,7 @@ channels keep their size."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -185,11 +186,64 @@ def find_groups(model: onnx.ModelProto, exclude: set[str] | frozenset[str] = fro
     return groups
 
 
-def _keep(group: ChannelGroup, m: _Model, ratio: float, criterion: str, min_channels: int) -> np.ndarray:
+def kept_count(channels: int, ratio: float, min_channels: int = 1, round_to: int = 1) -> int:
+    """How many of ``channels`` a group pruned by ``ratio`` keeps: at least ``min_channels``, and
+    for groups wider than ``round_to`` a multiple of it (the nearest; XNNPACK packs channels in
+    tiles of 8, 16 or 32, so a partial tile costs about as much as a full one)."""
+    count = int(round(channels * (1 - ratio)))
+    if round_to > 1 and channels > round_to:
+        count = max(round_to, int(count / round_to + 0.5) * round_to)
+    return min(max(count, min_channels, 1), channels)
+
+
+def _keep(
+    group: ChannelGroup, m: _Model, ratio: float, criterion: str, min_channels: int, round_to: int = 1
+) -> np.ndarray:
     scores = CRITERIA[criterion](m.array(group.producer.input[1]))
-    count = max(min_channels, int(round(group.channels * (1 - ratio))))
-    count = min(count, group.channels)
+    count = kept_count(group.channels, ratio, min_channels, round_to)
     return np.sort(np.argsort(-scores)[:count])
+
+
+# kept channel counts are rounded to a multiple of this in groups wider than it (1: no rounding);
+# measured by bench/prune.py: MobileNetV2 at 50% MACs runs 1.5x faster than dense without, 1.8x with
+ROUND_TO = 8
+
+# metadata key under which a pruned model records, per pruned tensor, which of the original
+# channels it kept (what bias correction needs to line the pruned model up with the dense one)
+KEPT_KEY = "edgekit.pruned_channels"
+
+
+def kept_channels(model: onnx.ModelProto) -> dict[str, list[int]]:
+    """Tensor name -> indices of the original channels kept, as recorded by :func:`prune_channels`
+    (empty for a model it did not write)."""
+    for prop in model.metadata_props:
+        if prop.key == KEPT_KEY:
+            return {k: list(v) for k, v in json.loads(prop.value).items()}
+    return {}
+
+
+def _record_kept(model: onnx.ModelProto, kept: dict[str, list[int]]) -> None:
+    """Merge ``kept`` (indices into the model's current channels) into its record, composing with
+    an earlier pruning so the indices always refer to the original model."""
+    record = kept_channels(model)
+    for tensor, keep in kept.items():
+        before = record.get(tensor)
+        record[tensor] = [int(before[i]) for i in keep] if before else [int(i) for i in keep]
+    for prop in list(model.metadata_props):
+        if prop.key == KEPT_KEY:
+            model.metadata_props.remove(prop)
+    model.metadata_props.add(key=KEPT_KEY, value=json.dumps(record, separators=(",", ":")))
+
+
+def group_tensors(group: ChannelGroup, m: _Model) -> list[str]:
+    """The tensors that carry the group's channels (from the producer to the consumer's input)."""
+    tensors, tensor = [], group.producer.output[0]
+    while True:
+        tensors.append(tensor)
+        nxt = m.only_consumer(tensor)
+        if nxt is None or nxt is group.consumer:
+            return tensors
+        tensor = nxt.output[0]
 
 
 def _apply(group: ChannelGroup, m: _Model, keep: np.ndarray) -> None:
@@ -226,11 +280,15 @@ def prune_channels(
     criterion: str = "l1",
     min_channels: int = 1,
     exclude: set[str] | frozenset[str] = frozenset(),
+    round_to: int = ROUND_TO,
 ) -> onnx.ModelProto:
     """A copy of ``model`` with ``ratio`` of each prunable group's channels removed (a float
-    for every group, or group name -> ratio)."""
+    for every group, or group name -> ratio); ``round_to`` N keeps a multiple of N channels in
+    groups wider than N."""
     if criterion not in CRITERIA:
         raise InputError(f"unknown criterion '{criterion}'; choose {', '.join(CRITERIA)}")
+    if round_to < 1:
+        raise InputError(f"--round-to {round_to} must be a positive channel count, e.g. 8")
     ratios = ratio.values() if isinstance(ratio, dict) else [ratio]
     if any(not 0 < r < 1 for r in ratios):
         raise InputError("pruning ratios must lie strictly between 0 and 1, e.g. --ratio 0.5")
@@ -242,9 +300,13 @@ def prune_channels(
         why = "every prunable layer is excluded" if exclude and find_groups(model) else "nothing is prunable"
         raise InputError(f"cannot prune: {why} (channel pruning needs Conv -> [BN/activation] -> Conv/Gemm chains)")
     m = _Model(out)
+    kept: dict[str, list[int]] = {}
     for group in groups:
         r = ratio.get(group.name) if isinstance(ratio, dict) else ratio
         if r:
-            _apply(group, m, _keep(group, m, r, criterion, min_channels))
+            keep = _keep(group, m, r, criterion, min_channels, round_to)
+            kept.update({t: keep.tolist() for t in group_tensors(group, m)})
+            _apply(group, m, keep)
+    _record_kept(out, kept)
     del out.graph.value_info[:]
     return out

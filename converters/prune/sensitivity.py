@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from edgekit.converters.prune.channels import find_groups, prune_channels
+from edgekit.converters.prune.channels import ROUND_TO, find_groups, prune_channels
 from edgekit.errors import InputError
 
 RATIOS = (0.25, 0.5, 0.75)
@@ -51,6 +51,7 @@ def analyse(
     labels: np.ndarray | None = None,
     ratios=RATIOS,
     criterion: str = "l1",
+    round_to: int = ROUND_TO,
 ) -> list[Sensitivity]:
     from edgekit.converters.prune.budget import cost
 
@@ -64,7 +65,7 @@ def analyse(
     for g in groups:
         saved, score = {}, {}
         for r in ratios:
-            pruned = prune_channels(model, {g.name: r}, criterion)
+            pruned = prune_channels(model, {g.name: r}, criterion, round_to=round_to)
             saved[r] = dense_macs - cost(pruned, "macs")
             score[r] = _score(reference, _outputs(pruned, samples), labels)
         table.append(Sensitivity(g.name, saved, score, dense))

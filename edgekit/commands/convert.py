@@ -53,6 +53,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     q.add_argument("--mean", metavar="M[,M,M]", help="image calibration: subtract per-channel mean")
     q.add_argument("--std", metavar="S[,S,S]", help="image calibration: divide by per-channel std")
     q.add_argument("--scale", type=float, default=1 / 255, help="image calibration: multiply pixels first")
+    pr = parser.add_argument_group("pruning (structured channels, before conversion; see edgekit prune)")
+    budget = pr.add_mutually_exclusive_group()
+    budget.add_argument("--prune-ratio", type=float, metavar="R", help="remove this share of every group's channels")
+    budget.add_argument("--prune-macs", type=float, metavar="F", help="keep this fraction of the MACs")
+    pr.add_argument("--prune-criterion", choices=("l1", "l2", "fpgm"), default="l1")
+    pr.add_argument(
+        "--prune-round-to",
+        type=int,
+        default=8,
+        metavar="N",
+        help="keep a multiple of N channels in groups wider than N (default 8, 1: no rounding)",
+    )
+    pr.add_argument(
+        "--prune-allocation",
+        choices=("uniform", "latency"),
+        default="uniform",
+        help="with --prune-macs: one ratio for every group, or more where MACs cost more time (measured here)",
+    )
+    pr.add_argument(
+        "--prune-bias-correct",
+        action="store_true",
+        help="correct the biases of the layers reading pruned channels on the --calibration data",
+    )
     v = parser.add_argument_group("verification")
     v.add_argument("--verify", action="store_true", help="compare the result with onnxruntime afterwards")
     v.add_argument("--data", help="verification inputs: .npy/.npz file or folder of .npy (default: random)")
@@ -65,11 +88,20 @@ def run(args: argparse.Namespace) -> int:
     from edgekit.converters.onnx_frontend import parse_input_shapes
 
     shapes = parse_input_shapes(args.input_shape)
+    calibration = _calibration(args) if args.calibration else None
+    source = args.model
+    if args.prune_ratio is not None or args.prune_macs is not None:
+        source = _prune(args, shapes, calibration)
+    elif args.prune_bias_correct or args.prune_allocation != "uniform":
+        from edgekit.errors import InputError
+
+        option = "--prune-bias-correct" if args.prune_bias_correct else "--prune-allocation"
+        raise InputError(f"{option} goes with --prune-ratio R or --prune-macs F")
     options = {}
     if args.quantize:
         # no --calibration is fine for QDQ models (their own scales); others get a clear error
         options = dict(
-            calibration=_calibration(args) if args.calibration else None,
+            calibration=calibration,
             method=args.calibration_method,
             per_channel=not args.per_tensor,
             io_type=args.io_type,
@@ -77,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
             bias_correction=not args.no_bias_correction,
         )
     result = convert(
-        args.model,
+        source,
         args.output,
         input_shapes=shapes,
         nhwc_io=not args.nchw_io,
@@ -97,14 +129,14 @@ def run(args: argparse.Namespace) -> int:
         print(result.edgetpu.summary())
     report = None
     if args.verify or args.report:
-        report = verify(args.model, args.output, data=args.data, samples=args.samples)
+        report = verify(source, args.output, data=args.data, samples=args.samples)
         print(report.table())
     if args.report:
         from dataclasses import asdict
 
         from edgekit.commands._report import per_layer, write_report
 
-        layers = per_layer(args.model, args.output, args.data)
+        layers = per_layer(source, args.output, args.data)
         worst = ", ".join(f"{w.tensor} ({w.sqnr_db:.1f} dB)" for w in layers.worst(3))
         print(f"worst layers: {worst}")
         write_report(
@@ -118,12 +150,77 @@ def run(args: argparse.Namespace) -> int:
                 "transposes": result.transposes,
                 "xnnpack_partitions": result.partitions,
                 "quantization": args.quantize or "float32",
+                "pruning": getattr(args, "_pruning", None),
                 "outputs": [asdict(o) for o in report.outputs],
                 "layers": [asdict(layer) for layer in layers.layers],
             },
         )
         print(f"wrote {args.report}")
     return 0
+
+
+def _prune(args: argparse.Namespace, shapes, calibration):
+    """The source model pruned as the --prune-* options ask (an onnx.ModelProto)."""
+    import numpy as np
+
+    from edgekit.converters.onnx_frontend import fixed_input_shapes, read_model
+    from edgekit.converters.prune import correct_bias, prune_channels
+    from edgekit.converters.prune.budget import cost, prune_to_budget
+    from edgekit.errors import InputError
+
+    if args.prune_ratio is not None and not 0 < args.prune_ratio < 1:
+        raise InputError(f"--prune-ratio {args.prune_ratio:g} must lie strictly between 0 and 1, e.g. 0.5")
+    if args.prune_macs is not None and not 0 < args.prune_macs < 1:
+        raise InputError(f"--prune-macs {args.prune_macs:g} must lie strictly between 0 and 1, e.g. 0.5")
+    if args.prune_bias_correct and calibration is None:
+        raise InputError("--prune-bias-correct needs --calibration DATA (the samples it measures the layers on)")
+    model = read_model(args.model).model
+    fixed = fixed_input_shapes(model, shapes)
+    for vi in model.graph.input:  # pruning counts MACs, which needs the shapes convert will use
+        if vi.name in fixed:
+            dims = vi.type.tensor_type.shape.dim
+            for dim, size in zip(dims, fixed[vi.name], strict=True):
+                dim.Clear()
+                dim.dim_value = int(size)
+    dense_macs = cost(model, "macs")
+    if args.prune_allocation == "latency" and args.prune_macs is None:
+        raise InputError("--prune-allocation latency goes with --prune-macs F")
+    if args.prune_allocation == "latency":
+        from edgekit.converters.prune.budget import prune_by_latency
+
+        pruned, ratios, _ = prune_by_latency(model, args.prune_macs, args.prune_criterion, round_to=args.prune_round_to)
+        ratio = sum(ratios.values()) / len(ratios)
+    elif args.prune_macs is not None:
+        pruned, ratio, _ = prune_to_budget(
+            model, args.prune_macs, "macs", args.prune_criterion, round_to=args.prune_round_to
+        )
+    else:
+        ratio = args.prune_ratio
+        pruned = prune_channels(model, ratio, args.prune_criterion, round_to=args.prune_round_to)
+    if args.prune_bias_correct:
+        samples = calibration
+        if isinstance(samples, dict):
+            if len(samples) != 1:
+                raise InputError("--prune-bias-correct needs calibration data for a single input")
+            samples = next(iter(samples.values()))
+        pruned = correct_bias(model, pruned, np.asarray(samples, np.float32))
+    macs = cost(pruned, "macs")
+    args._pruning = {
+        "ratio": round(float(ratio), 4),
+        "criterion": args.prune_criterion,
+        "round_to": args.prune_round_to,
+        "allocation": args.prune_allocation,
+        "bias_correct": bool(args.prune_bias_correct),
+        "macs_dense": dense_macs,
+        "macs_pruned": macs,
+    }
+    mean = " on average" if args.prune_allocation == "latency" else ""
+    print(
+        f"pruned {ratio:.1%} of the channels{mean} ({args.prune_criterion}"
+        f"{', bias-corrected' if args.prune_bias_correct else ''}): MACs {dense_macs:,} -> {macs:,} "
+        f"({macs / dense_macs:.1%})"
+    )
+    return pruned
 
 
 def _calibration(args: argparse.Namespace):

@@ -17,11 +17,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--allocation",
-        choices=("uniform", "sensitivity"),
+        choices=("uniform", "sensitivity", "latency"),
         default="uniform",
-        help="how --target-macs spreads the pruning over groups",
+        help="how --target-macs spreads the pruning over groups (latency: in proportion to the LiteRT time each "
+        "group's MACs cost, measured here by pruning each group alone)",
     )
-    parser.add_argument("--data", help="sample inputs (.npy, model layout) for --sensitivity / --allocation")
+    parser.add_argument("--threads", type=int, default=1, help="LiteRT threads for --allocation latency timings")
+    parser.add_argument(
+        "--data", help="sample inputs (.npy, model layout) for --sensitivity / --allocation / --bias-correct"
+    )
     parser.add_argument("--labels", help="labels (.npy) for the samples: sensitivity in accuracy instead of SQNR")
     parser.add_argument("--energy", type=float, default=0.9, help="lowrank: singular-value energy to keep")
     budget = parser.add_mutually_exclusive_group()
@@ -32,6 +36,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     budget.add_argument("--target-params", type=float, help="channel: keep this fraction of the parameters")
     parser.add_argument("--criterion", choices=("l1", "l2", "fpgm"), default="l1")
     parser.add_argument("--min-channels", type=int, default=1, help="never keep fewer channels in a group")
+    parser.add_argument(
+        "--round-to",
+        type=int,
+        default=8,
+        metavar="N",
+        help="keep a multiple of N channels in groups wider than N (XNNPACK computes channels in tiles; "
+        "default 8, 1: no rounding)",
+    )
+    parser.add_argument(
+        "--bias-correct",
+        action="store_true",
+        help="channel: shift the biases of the layers that read pruned channels so their output means on --data "
+        "match the dense model's (no training)",
+    )
     parser.add_argument("--exclude", nargs="+", default=[], metavar="NODE", help="ONNX node names to leave alone")
     parser.add_argument(
         "--scope", choices=("global", "layer"), default="global", help="magnitude: where the threshold applies"
@@ -54,12 +72,14 @@ def run(args: argparse.Namespace) -> int:
 
     model = read_model(args.model).model
     samples = labels = None
-    if args.sensitivity or args.allocation == "sensitivity":
+    if args.bias_correct and (args.method != "channel" or not args.data):
+        raise InputError("--bias-correct needs --method channel (the default) and --data SAMPLES.npy")
+    if args.sensitivity or args.allocation == "sensitivity" or args.bias_correct:
         samples, labels = _samples(args, model, np)
     if args.sensitivity:
         from edgekit.converters.prune.sensitivity import analyse, format_table
 
-        print(format_table(analyse(model, samples, labels, criterion=args.criterion)))
+        print(format_table(analyse(model, samples, labels, criterion=args.criterion, round_to=args.round_to)))
         if not args.output:
             return 0
     if not args.output:
@@ -71,20 +91,47 @@ def run(args: argparse.Namespace) -> int:
         if args.target_macs is not None or args.target_params is not None:
             what = "macs" if args.target_macs is not None else "params"
             target = args.target_macs if args.target_macs is not None else args.target_params
-            if args.allocation == "sensitivity":
+            if args.allocation == "latency":
+                from edgekit.converters.prune.budget import prune_by_latency
+                from edgekit.converters.prune.latency import format_table, measure
+
+                if what != "macs":
+                    raise InputError("--allocation latency goes with --target-macs")
+                table = measure(model, 0.5, args.criterion, args.round_to, exclude, args.threads)
+                print(format_table(table))
+                pruned, ratios, fraction = prune_by_latency(
+                    model, target, args.criterion, args.min_channels, exclude, args.round_to, table=table
+                )
+                print(f"latency-aware ratios keep {fraction:.1%} of the MACs (target {target:.0%})")
+            elif args.allocation == "sensitivity":
                 from edgekit.converters.prune.budget import prune_by_sensitivity
 
-                pruned, ratios, fraction = prune_by_sensitivity(model, target, samples, labels, args.criterion)
+                pruned, ratios, fraction = prune_by_sensitivity(
+                    model, target, samples, labels, args.criterion, args.round_to
+                )
                 print(f"per-group ratios {ratios} keep {fraction:.1%} of the MACs (target {target:.0%})")
             else:
                 pruned, ratio, fraction = prune_to_budget(
-                    model, target, what, args.criterion, args.min_channels, exclude
+                    model, target, what, args.criterion, args.min_channels, exclude, args.round_to
                 )
                 print(f"channel ratio {ratio:.3f} keeps {fraction:.1%} of the {what} (target {target:.0%})")
         else:
             if args.ratio is None:
                 raise InputError("channel pruning needs --ratio, --target-macs or --target-params")
-            pruned = prune_channels(model, args.ratio, args.criterion, args.min_channels, exclude)
+            pruned = prune_channels(model, args.ratio, args.criterion, args.min_channels, exclude, args.round_to)
+        if args.bias_correct:
+            from edgekit.converters.prune.recovery import correct_bias
+            from edgekit.converters.prune.sensitivity import _outputs
+            from edgekit.converters.verification import sqnr_db
+
+            corrected = correct_bias(model, pruned, samples)
+            reference = _outputs(model, samples)
+            print(
+                f"bias correction on {len(samples)} samples: output SQNR vs dense on them "
+                f"{sqnr_db(reference, _outputs(pruned, samples)):.2f} dB -> "
+                f"{sqnr_db(reference, _outputs(corrected, samples)):.2f} dB"
+            )
+            pruned = corrected
     elif args.method == "magnitude":
         if args.ratio is None:
             raise InputError("magnitude pruning needs --ratio (the sparsity, e.g. 0.8)")
