@@ -25,17 +25,17 @@ def edgekit_lines() -> list[str]:
     for block in blocks("bash"):
         for line in block.splitlines():
             command = line.split("#")[0].strip()
-            if command.startswith("edgekit ") and not PLACEHOLDERS.search(command):
+            runs = command.startswith("edgekit ") or command.startswith("python -c ")  # setup lines run too, in order
+            if runs and not PLACEHOLDERS.search(command):
                 lines.append(command)
     return lines
 
 
 @pytest.mark.parametrize("command", edgekit_lines())
 def test_cli_example(command):
-    args = shlex.split(command)[1:]
-    result = subprocess.run(
-        [sys.executable, "-m", "edgekit", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
+    program, *args = shlex.split(command)
+    prefix = [sys.executable, "-m", "edgekit"] if program == "edgekit" else [sys.executable]
+    result = subprocess.run([*prefix, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
