@@ -138,6 +138,21 @@ def verify(
     return digest
 
 
+def read_manifest(path: str | os.PathLike) -> dict:
+    """The manifest of a (verified) package, read without unpacking anything else."""
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            member = tar.getmember(MANIFEST)
+            if not member.isfile() or member.size > 1 << 20:
+                raise PackageError("package manifest is not a small regular file")
+            manifest = json.loads(tar.extractfile(member).read())
+    except (tarfile.TarError, KeyError, OSError, ValueError) as exc:
+        raise PackageError(f"cannot read the package manifest: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("schema") != MANIFEST_SCHEMA:
+        raise PackageError(f"package manifest has an unknown schema (this side reads {MANIFEST_SCHEMA})")
+    return manifest
+
+
 def unpack(path: str | os.PathLike, destination: str | os.PathLike, max_member_bytes: int = MAX_PACKAGE_BYTES) -> dict:
     """Extract a verified package into ``destination`` (must not exist); returns the manifest."""
     destination = Path(destination)

@@ -96,6 +96,15 @@ class Slots:
     def current(self) -> dict | None:
         return self.state()["current"]
 
+    def current_manifest(self) -> dict | None:
+        current = self.state()["current"]
+        if current is None:
+            return None
+        try:
+            return json.loads((self.root / "slots" / current["slot"] / package.MANIFEST).read_text())
+        except (OSError, ValueError):
+            return None
+
     def _inactive(self) -> str:
         current = self.state()["current"]
         return "b" if current is not None and current["slot"] == "a" else "a"
@@ -103,10 +112,14 @@ class Slots:
     # --- the update -------------------------------------------------------------------------
     def deploy(self, d: Deployment, report: Reporter, budget_s: float = 60.0) -> bool:
         """Run one deployment to the end; True when the new model serves."""
-        current = self.state()["current"]
+        state = self.state()
+        current = state["current"]
         if current is not None and current["sha256"] == d.sha256:
             report(d.id, "committed", {"note": "already serving"})
             return True
+        if d.id in state.get("given_up", []):
+            report(d.id, "failed", {"reason": "this deployment failed or was rolled back here before"})
+            return False
         self._step("received", deployment=d.__dict__)
         report(d.id, "received", {})
         try:
@@ -129,8 +142,11 @@ class Slots:
             health = healthcheck(target / manifest["model"], manifest.get("latency_budget_ms"), budget_s)
             self._step("health_ok", health=health)
             report(d.id, "health_ok", health)
-        except (PackageError, HealthCheckError, OSError) as exc:
+        except (PackageError, HealthCheckError) as exc:  # the package is bad: never retry it here
             self._fail(d, report, str(exc))
+            return False
+        except OSError as exc:  # network or disk: the retained desired state retries it later
+            self._fail(d, report, str(exc), give_up=False)
             return False
         state = self.state()
         state["previous"], state["current"] = (
@@ -159,17 +175,20 @@ class Slots:
 
     def rollback(self, deployment_id: str, report: Reporter, reason: str) -> bool:
         state = self.state()
-        if state["previous"] is None:
-            return False
+        if state["previous"] is None or (deployment_id and (state["current"] or {}).get("deployment") != deployment_id):
+            return False  # nothing to go back to, or that deployment is not what serves now
         state["current"], state["previous"], state["pending"] = state["previous"], None, None
+        _give_up(state, deployment_id)
         self._save(state)
         report(deployment_id, "rolled_back", {"reason": reason})
         return True
 
-    def _fail(self, d: Deployment, report: Reporter, reason: str) -> None:
+    def _fail(self, d: Deployment, report: Reporter, reason: str, give_up: bool = True) -> None:
         state = self.state()
         slot = (state["pending"] or {}).get("slot")
         state["pending"] = None
+        if give_up:
+            _give_up(state, d.id)
         self._save(state)
         if slot and (state["current"] is None or state["current"]["slot"] != slot):
             shutil.rmtree(self.root / "slots" / slot, ignore_errors=True)
@@ -185,7 +204,7 @@ class Slots:
         if pending.get("step") == "switched":
             self.commit(d.id, report)  # the switch is durable: the new model serves
             return None
-        self._fail(d, report, f"interrupted at {pending.get('step')}; the previous model kept serving")
+        self._fail(d, report, f"interrupted at {pending.get('step')}; the previous model kept serving", give_up=False)
         return d
 
     def _download(self, d: Deployment, report: Reporter) -> Path:
@@ -235,6 +254,10 @@ def healthcheck(model: Path, latency_budget_ms: float | None, timeout_s: float =
         last = (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
         raise HealthCheckError(f"health check failed: {last}")
     return json.loads(result.stdout)
+
+
+def _give_up(state: dict, deployment_id: str, keep: int = 50) -> None:
+    state["given_up"] = [*state.get("given_up", []), deployment_id][-keep:]
 
 
 def _pause_for_tests(step: str) -> None:

@@ -13,8 +13,10 @@ from pathlib import Path
 from edgekit import protocol
 from edgekit.agent.ota import Deployment, Slots
 from edgekit.agent.outbox import Outbox
+from edgekit.agent.telemetry import TelemetryCollector
 
 log = logging.getLogger("edgekit.agent")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
 @dataclass
@@ -32,6 +34,11 @@ class AgentConfig:
     error_rate_threshold: float = 0.2  # after a switch: roll back above this error rate ...
     watch_invocations: int = 20  # ... measured over this many invocations
     tags: list[str] = field(default_factory=list)
+    workload_images: str | None = None  # built-in workload: run the model on these images in a loop
+    workload_rate_hz: float = 0.0  # ... at this rate (0: as fast as it goes)
+    tls_ca: str | None = None  # TLS to the broker: CA file (turns TLS on) ...
+    tls_cert: str | None = None  # ... and a client certificate and key, when the broker asks for one
+    tls_key: str | None = None
 
 
 class Agent:
@@ -43,6 +50,7 @@ class Agent:
         root.mkdir(parents=True, exist_ok=True)
         self.slots = Slots(root / "models", config.public_key)
         self.outbox = Outbox(root / "outbox.sqlite", config.outbox_limit)
+        self.collector = TelemetryCollector()
         self.seq = 0
         self.malformed = 0
         self.errors = 0
@@ -59,6 +67,8 @@ class Agent:
         )
         if config.username:
             self.client.username_pw_set(config.username, config.password)
+        if config.tls_ca:
+            self.client.tls_set(ca_certs=config.tls_ca, certfile=config.tls_cert, keyfile=config.tls_key)
         self.client.will_set(self._topic("status"), self._status("offline"), qos=1, retain=True)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
@@ -90,6 +100,8 @@ class Agent:
         if retry is not None:
             log.info("retrying interrupted deployment %s", retry.id)
         threading.Thread(target=self._telemetry_loop, name="edgekit-telemetry", daemon=True).start()
+        if self.config.workload_images:
+            threading.Thread(target=self._workload_loop, name="edgekit-workload", daemon=True).start()
 
     def stop(self) -> None:
         self._stop.set()
@@ -181,13 +193,16 @@ class Agent:
             return None
         if current["sha256"] != self._session_sha:
             self._session = load(self.slots.current_model(), threads=1)
+            self._session.add_hook(self.collector)
             self._session_sha = current["sha256"]
         return self._session
 
     def record(self, ok: bool) -> None:
         """Count an invocation (the built-in workload and applications call this)."""
         self.invocations += 1
-        self.errors += 0 if ok else 1
+        if not ok:
+            self.errors += 1
+            self.collector.error()
         if self._watch is not None:
             dep, start_inv, start_err = self._watch
             seen = self.invocations - start_inv
@@ -200,17 +215,17 @@ class Agent:
                 self._watch = None
 
     def telemetry(self, window: dict | None = None, sensors: dict | None = None) -> None:
+        """Queue one telemetry window (by default the collector's since the last one) and send it."""
         current = self.slots.current() or {}
+        fields = window if window is not None else self.collector.window(sensors)
         self.seq += 1
         payload = protocol.encode(
             "telemetry",
             seq=self.seq,
             ts=protocol.now(),
             window_s=self.config.telemetry_interval_s,
-            count=(window or {}).get("count", 0),
-            latency=window or {},
-            sensors=sensors or {},
-            errors=self.errors,
+            **{"count": 0, **fields},
+            errors_total=self.errors,
             model=current.get("name"),
             version=current.get("version"),
             sha256=current.get("sha256"),
@@ -227,6 +242,47 @@ class Agent:
                 self.telemetry(sensors=read_sensors())
             except Exception:  # the agent must not die on a telemetry hiccup
                 log.exception("telemetry failed")
+
+    def _workload_loop(self) -> None:
+        """The built-in workload: every image of the folder through the serving model, round and
+        round, each invocation counted (an exception is an error, not the end of the loop)."""
+        from edgekit.runtime.preprocess import preprocess
+
+        folder = Path(self.config.workload_images)
+        images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+        if not images:
+            log.error("workload: no images in %s; the built-in workload is off", folder)
+            return
+        period = 1.0 / self.config.workload_rate_hz if self.config.workload_rate_hz > 0 else 0.0
+        i = 0
+        while not self._stop.is_set():
+            started = time.perf_counter()
+            session = self.session()
+            if session is None:
+                self._stop.wait(1.0)
+                continue
+            try:
+                spec = self._preprocessing(session)
+                session.run(preprocess(images[i % len(images)], spec))
+                self.record(True)
+            except Exception as exc:
+                log.debug("workload invocation failed: %s", exc)
+                self.record(False)
+            i += 1
+            if period:
+                self._stop.wait(max(0.0, period - (time.perf_counter() - started)))
+
+    def _preprocessing(self, session) -> dict:
+        """The package's preprocessing, or a resize to the model's input (NHWC, grey for 1 channel)."""
+        manifest = self.slots.current_manifest() or {}
+        if manifest.get("preprocessing"):
+            return manifest["preprocessing"]
+        shape = session.inputs[0].shape
+        if len(shape) == 4 and shape[-1] in (1, 3):
+            return {"resize": [shape[1], shape[2]], "color": "L" if shape[-1] == 1 else "RGB"}
+        if len(shape) == 4 and shape[1] in (1, 3):
+            return {"resize": [shape[2], shape[3]], "color": "L" if shape[1] == 1 else "RGB", "layout": "nchw"}
+        raise ValueError(f"cannot feed images to an input of shape {shape}")
 
 
 def load_config(path: str) -> AgentConfig:

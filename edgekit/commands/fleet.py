@@ -1,89 +1,281 @@
-"""edgekit fleet serve | devices | telemetry DEVICE | deploy PACKAGE --to ... | rollouts."""
+"""edgekit fleet serve | devices | telemetry DEVICE | deploy PACKAGE --to ... | rollouts |
+pause/resume/abort/rollback ROLLOUT | provision DEVICE.
+
+``serve`` runs the manager (MQTT ingest, rollouts, HTTP API); the other actions are clients of
+its HTTP API (``--api``), with the token from ``--token``, $EDGEKIT_FLEET_TOKEN or the token file
+``serve`` wrote next to its database."""
 
 from __future__ import annotations
 
 import argparse
+import os
+
+DEFAULT_API = "http://127.0.0.1:8765"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", default="fleet.sqlite", help="the fleet database (SQLite file)")
-    parser.add_argument("--host", help="MQTT broker host (serve: none given starts the embedded broker)")
-    parser.add_argument("--port", type=int, default=1883, help="MQTT broker port")
     parser.add_argument("--fleet", default="default", help="fleet id")
+    parser.add_argument("--api", default=os.environ.get("EDGEKIT_FLEET_API", DEFAULT_API), help="the manager's API")
+    parser.add_argument("--token", help="API token for changes (default: $EDGEKIT_FLEET_TOKEN or DB.token)")
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    serve = sub.add_parser("serve", help="ingest telemetry, serve packages, run rollouts")
+
+    serve = sub.add_parser("serve", help="ingest telemetry, serve packages and the API, run rollouts")
+    serve.add_argument("--host", help="MQTT broker host (none: start the embedded broker)")
+    serve.add_argument("--port", type=int, default=1883, help="MQTT broker port")
+    serve.add_argument("--username", help="broker user for the manager")
+    serve.add_argument("--password", default=os.environ.get("EDGEKIT_BROKER_PASSWORD"))
+    serve.add_argument("--tls-ca", help="CA file: connect to the broker over TLS")
+    serve.add_argument("--tls-cert", help="client certificate for the broker")
+    serve.add_argument("--tls-key", help="client key for the broker")
     serve.add_argument("--packages", default="packages", help="package store folder")
+    serve.add_argument("--http-host", default="127.0.0.1", help="API address (0.0.0.0 for the fleet to reach it)")
     serve.add_argument("--http-port", type=int, default=8765)
-    sub.add_parser("devices", help="the device registry")
+    serve.add_argument("--public-url", help="URL devices download packages from (default http://HOST:PORT)")
+    serve.add_argument("--public-key", help="the fleet's public key file: uploads are verified with it")
+    serve.add_argument("--retention-days", type=float, default=30.0, help="drop telemetry older than this")
+
+    devices = sub.add_parser("devices", help="the device registry")
+    devices.add_argument("--tag")
     tel = sub.add_parser("telemetry", help="recent telemetry of a device")
     tel.add_argument("device")
     tel.add_argument("--last", type=int, default=10)
-    sub.add_parser("rollouts", help="rollouts and their state")
+    deploy = sub.add_parser("deploy", help="upload a signed package and roll it out")
+    deploy.add_argument("package", help="the package .tar (its .sig beside it)")
+    deploy.add_argument("--to", nargs="+", default=["all"], help="all | tag:NAME | id:DEV[,DEV] (several allowed)")
+    deploy.add_argument("--canary", default="5%", help="canary group share (at least one device)")
+    deploy.add_argument("--waves", default="25,50,100", help="cumulative wave shares in percent")
+    deploy.add_argument("--max-failures", default="10%", help="abort and roll back past this share of failures")
+    deploy.add_argument("--max-error-rate", help="gate: invocation error rate on the new model, e.g. 2%%")
+    deploy.add_argument("--max-latency-regression", type=float, help="gate: p90 new/old, e.g. 1.2")
+    deploy.add_argument("--max-power-w", type=float, help="gate: median watts on the new model")
+    deploy.add_argument("--wave-timeout", type=float, default=900.0, help="seconds before stragglers stop blocking")
+    deploy.add_argument("--id", help="rollout id (default NAME-VERSION-RANDOM)")
+    rollouts = sub.add_parser("rollouts", help="rollouts and their state")
+    rollouts.add_argument("rollout", nargs="?", help="show one in detail")
+    for action, text in (
+        ("pause", "hold a rollout (devices at work finish)"),
+        ("resume", "continue a paused rollout"),
+        ("abort", "stop a rollout; updated devices keep the new model"),
+        ("rollback", "stop a rollout and roll back every device it updated"),
+    ):
+        sub.add_parser(action, help=text).add_argument("rollout")
     prov = sub.add_parser("provision", help="broker credentials, ACL and agent.toml for a device")
     prov.add_argument("device")
+    prov.add_argument("--host", default="127.0.0.1", help="the broker host the device connects to")
+    prov.add_argument("--port", type=int, default=1883)
     prov.add_argument("--broker-dir", default="broker", help="where the Mosquitto passwd/acl files live")
     prov.add_argument("--public-key", required=True, help="the fleet's public key file (edgekit package --new-key)")
 
 
+def share(text: str, what: str) -> float:
+    """'5%', '5' (percent) or '0.05' -> 0.05."""
+    from edgekit.errors import InputError
+
+    try:
+        value = float(text.rstrip("%"))
+    except ValueError:
+        raise InputError(f"{what} must be a percentage like 10% (got {text!r})") from None
+    value = value / 100 if text.endswith("%") or value > 1 else value
+    if not 0 <= value <= 1:
+        raise InputError(f"{what} must lie between 0% and 100% (got {text!r})")
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
-    import json
-    import time
-    from pathlib import Path
-
-    from edgekit.fleet.manager import FleetStore
-
     if args.action == "serve":
-        from edgekit.fleet.manager import FleetManager
-        from edgekit.fleet.packages import PackageStore, serve_packages
-
-        if args.host is None:
-            from edgekit.broker import Broker
-
-            broker = Broker("127.0.0.1", args.port).start()
-            print(f"embedded MQTT broker on 127.0.0.1:{broker.port} (use Mosquitto for production fleets)")
-            args.host, args.port = "127.0.0.1", broker.port
-        manager = FleetManager(args.db, host=args.host, port=args.port)
-        try:
-            manager.start()
-        except OSError as exc:
-            from edgekit.errors import FleetError
-
-            raise FleetError(
-                f"cannot reach the MQTT broker at {args.host}:{args.port} ({exc}); start mosquitto "
-                "or pass --host/--port"
-            ) from None
-        httpd = serve_packages(PackageStore(Path(args.packages)), port=args.http_port)
-        print(f"fleet manager: broker {args.host}:{args.port}, packages on :{httpd.server_address[1]}, db {args.db}")
-        try:
-            while True:
-                time.sleep(5)
-                c = manager.counters
-                print(f"received {c.received}, stored {c.stored}, malformed {c.malformed}", flush=True)
-        except KeyboardInterrupt:
-            manager.stop()
-        return 0
+        return serve(args)
     if args.action == "provision":
+        from pathlib import Path
+
         from edgekit.fleet.provision import provision
 
         public = Path(args.public_key).read_text().strip()
-        creds = provision(args.broker_dir, args.fleet, args.device, public, args.host or "127.0.0.1", args.port)
+        creds = provision(args.broker_dir, args.fleet, args.device, public, args.host, args.port)
         print(f"provisioned {args.device}: config {creds['config']} (password inside; copy it to the device)")
         return 0
-    store = FleetStore(args.db)
+    from edgekit.fleet.client import FleetClient
+
+    client = FleetClient(args.api, token=_token(args), fleet=args.fleet)
     if args.action == "devices":
-        for row in store.query(
-            "SELECT device, state, last_seen, tags, model, version FROM devices WHERE fleet=? ORDER BY device",
-            (args.fleet,),
-        ):
-            print("  ".join(str(v) for v in row))
+        _print_table(
+            [
+                [d["device"], d["state"], _age(d["last_seen"]), ",".join(d["tags"]), d["model"], d["version"]]
+                for d in client.devices(args.tag)
+            ],
+            ["device", "state", "last seen", "tags", "model", "version"],
+        )
     elif args.action == "telemetry":
-        for seq, ts, payload in store.query(
-            "SELECT seq, ts, payload FROM telemetry WHERE fleet=? AND device=? ORDER BY ts DESC LIMIT ?",
-            (args.fleet, args.device, args.last),
-        ):
-            p = json.loads(payload)
-            print(seq, ts, p.get("count"), p.get("latency", {}).get("p50_ms"), p.get("version"))
+        rows = []
+        for w in client.telemetry(args.device, args.last):
+            lat = w.get("latency") or {}
+            power = w.get("power") or {}
+            watts = f"{power['watts']:.2f}{'~' if power.get('estimated') else ''}" if power.get("watts") else ""
+            rows.append(
+                [
+                    w["seq"],
+                    _age(w["ts"]),
+                    w.get("count"),
+                    w.get("errors"),
+                    lat.get("p50_ms"),
+                    lat.get("p90_ms"),
+                    lat.get("p99_ms"),
+                    watts,
+                    w.get("temp_c"),
+                    w.get("version"),
+                ]
+            )
+        _print_table(
+            rows, ["seq", "age", "count", "errors", "p50 ms", "p90 ms", "p99 ms", "W (~ est.)", "°C", "version"]
+        )
+    elif args.action == "deploy":
+        gates = {"max_failures": share(args.max_failures, "--max-failures"), "wave_timeout_s": args.wave_timeout}
+        if args.max_error_rate is not None:
+            gates["max_error_rate"] = share(args.max_error_rate, "--max-error-rate")
+        if args.max_latency_regression is not None:
+            gates["max_latency_regression"] = args.max_latency_regression
+        if args.max_power_w is not None:
+            gates["max_power_w"] = args.max_power_w
+        waves = [share(w if w.endswith("%") else w + "%", "--waves") for w in args.waves.split(",") if w]
+        info = client.upload(args.package)
+        status = client.deploy(info["sha256"], args.to, share(args.canary, "--canary"), waves, gates, args.id)
+        print(f"uploaded {info['name']} {info['version']} ({info['size']:,} bytes, sha256 {info['sha256'][:12]}...)")
+        print(f"rollout {status['id']}: {len(status['devices'])} devices, waves at {status['cuts']}")
     elif args.action == "rollouts":
-        for row in store.query("SELECT id, state, wave, created FROM rollouts ORDER BY created"):
-            print("  ".join(str(v) for v in row))
+        if args.rollout:
+            s = client.rollout(args.rollout)
+            print(f"{s['id']}: {s['state']} {s['reason']}  wave {s['wave'] + 1}/{len(s['cuts'])}  {s['counts']}")
+            for device in s["devices"]:
+                print(f"  {device}  {s['steps'].get(device, '-')}")
+        else:
+            _print_table(
+                [
+                    [
+                        s["id"],
+                        s["version"],
+                        s["state"],
+                        f"{s['wave'] + 1}/{len(s['cuts'])}",
+                        len(s["devices"]),
+                        s["counts"].get("committed", 0),
+                        s["counts"].get("failed", 0) + s["counts"].get("rolled_back", 0),
+                        s["reason"],
+                    ]
+                    for s in client.rollouts()
+                ],
+                ["rollout", "version", "state", "wave", "devices", "committed", "failed", "reason"],
+            )
+    else:  # pause, resume, abort, rollback
+        s = client.control(args.rollout, args.action)
+        print(f"rollout {s['id']}: {s['state']} {s['reason']}")
     return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    import secrets
+    import time
+    from pathlib import Path
+
+    from edgekit.errors import FleetError, InputError
+    from edgekit.fleet.api import serve_api
+    from edgekit.fleet.manager import FleetManager
+    from edgekit.fleet.packages import PackageStore
+
+    public_key = None
+    if args.public_key:
+        try:
+            public_key = Path(args.public_key).read_text().strip()
+        except OSError as exc:
+            raise InputError(f"cannot read the fleet public key {args.public_key}: {exc.strerror}") from None
+    token_file = _token_file(args.db)
+    if not token_file.exists():
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32))
+    token = token_file.read_text().strip()
+    broker = None
+    if args.host is None:
+        from edgekit.broker import Broker
+
+        broker = Broker("127.0.0.1", args.port).start()
+        print(f"embedded MQTT broker on 127.0.0.1:{broker.port} (use Mosquitto for production fleets)")
+        args.host, args.port = "127.0.0.1", broker.port
+    tls = {"ca": args.tls_ca, "cert": args.tls_cert, "key": args.tls_key} if args.tls_ca else None
+    manager = FleetManager(
+        args.db, host=args.host, port=args.port, username=args.username, password=args.password, tls=tls
+    )
+    try:
+        manager.start()
+    except (OSError, ValueError) as exc:
+        raise FleetError(
+            f"cannot reach the MQTT broker at {args.host}:{args.port} ({exc}); start mosquitto or pass --host/--port"
+        ) from None
+    try:
+        httpd, _ = serve_api(
+            manager,
+            PackageStore(Path(args.packages)),
+            token,
+            public_key,
+            args.http_host,
+            args.http_port,
+            args.public_url,
+        )
+    except OSError as exc:
+        manager.stop()
+        raise FleetError(f"cannot serve the API on {args.http_host}:{args.http_port}: {exc.strerror}") from None
+    print(
+        f"fleet manager: broker {args.host}:{args.port}, API http://{args.http_host}:{httpd.server_address[1]} "
+        f"(token in {token_file}), db {args.db}",
+        flush=True,
+    )
+    last_retention = 0.0
+    try:
+        while True:
+            time.sleep(5)
+            if time.time() - last_retention > 3600:
+                manager.prune_telemetry(args.retention_days * 86400)
+                last_retention = time.time()
+            c = manager.counters
+            print(f"received {c.received}, stored {c.stored}, malformed {c.malformed}", flush=True)
+    except KeyboardInterrupt:
+        manager.stop()
+        httpd.shutdown()
+    return 0
+
+
+def _token_file(db: str):
+    from pathlib import Path
+
+    return Path(db).with_suffix(".token")
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    if args.token or os.environ.get("EDGEKIT_FLEET_TOKEN"):
+        return args.token or os.environ["EDGEKIT_FLEET_TOKEN"]
+    path = _token_file(args.db)
+    return path.read_text().strip() if path.exists() else None
+
+
+def _age(ts: float | None) -> str:
+    import time
+
+    if ts is None:
+        return "-"
+    seconds = max(0.0, time.time() - ts)
+    return (
+        f"{seconds:.0f}s ago"
+        if seconds < 120
+        else f"{seconds / 60:.0f}m ago"
+        if seconds < 7200
+        else f"{seconds / 3600:.0f}h ago"
+    )
+
+
+def _print_table(rows: list[list], headers: list[str]) -> None:
+    cells = [[str(h) for h in headers]] + [["" if v is None else str(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    for i, row in enumerate(cells):
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+    if not rows:
+        print("(none)")

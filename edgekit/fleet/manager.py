@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit import protocol
+from edgekit.errors import InputError
+from edgekit.fleet.gates import Gates, judge_telemetry
 
 log = logging.getLogger("edgekit.fleet")
 
@@ -28,10 +30,13 @@ CREATE TABLE IF NOT EXISTS telemetry (fleet TEXT, device TEXT, seq INTEGER, ts R
     PRIMARY KEY (fleet, device, seq, ts));
 CREATE TABLE IF NOT EXISTS progress (deployment TEXT, fleet TEXT, device TEXT, step TEXT, ts REAL, details TEXT);
 CREATE TABLE IF NOT EXISTS rollouts (id TEXT PRIMARY KEY, fleet TEXT, deploy TEXT, devices TEXT, waves TEXT,
-    max_failures REAL, wave INTEGER, state TEXT, created REAL);
+    max_failures REAL, wave INTEGER, state TEXT, created REAL, gates TEXT, wave_started REAL, reason TEXT,
+    rollback INTEGER DEFAULT 0);
+CREATE INDEX IF NOT EXISTS telemetry_by_time ON telemetry (fleet, ts);
 CREATE INDEX IF NOT EXISTS progress_by_deployment ON progress (deployment, device);
 """
 DONE_STEPS = ("committed", "failed", "rolled_back")
+ROLLBACK_BY_COMMAND = "rollback by command"
 
 
 @dataclass
@@ -47,6 +52,10 @@ class FleetStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA_SQL)
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(rollouts)")}
+        for column, kind in (("gates", "TEXT"), ("wave_started", "REAL"), ("reason", "TEXT"), ("rollback", "INTEGER")):
+            if column not in columns:  # a database from before these columns
+                self.db.execute(f"ALTER TABLE rollouts ADD COLUMN {column} {kind}")
         self.lock = threading.Lock()
 
     def write(self, batch: list[tuple[str, str, str, dict]]) -> None:
@@ -96,6 +105,7 @@ class FleetManager:
         password: str | None = None,
         batch_size: int = 500,
         client_id: str = "edgekit-fleet",
+        tls: dict | None = None,
     ) -> None:
         import paho.mqtt.client as mqtt
 
@@ -109,10 +119,13 @@ class FleetManager:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
         if username:
             self.client.username_pw_set(username, password)
+        if tls:  # {"ca": CA file, "cert": client certificate, "key": client key}
+            self.client.tls_set(ca_certs=tls["ca"], certfile=tls.get("cert"), keyfile=tls.get("key"))
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.host, self.port = host, port
         self._sent: set[tuple[str, str]] = set()
+        self._rolled_back: set[tuple[str, str]] = set()
 
     def start(self) -> None:
         self.client.connect(self.host, self.port, keepalive=15)
@@ -166,9 +179,34 @@ class FleetManager:
         rows = self.store.query("SELECT device, tags FROM devices WHERE fleet=? ORDER BY device", (fleet,))
         return [d for d, tags in rows if tag is None or tag in json.loads(tags or "[]")]
 
+    def resolve_targets(self, fleet: str, targets: list[str]) -> list[str]:
+        """``all``, ``tag:NAME`` and ``id:A,B`` (or bare device ids) -> registered devices, in order."""
+        known, chosen = self.devices(fleet), []
+        for target in targets:
+            kind, _, value = target.partition(":") if ":" in target else ("id", "", target)
+            if target == "all":
+                found = known
+            elif kind == "tag":
+                found = self.devices(fleet, value)
+            elif kind == "id":
+                found = [d for d in value.split(",") if d]
+                unknown = [d for d in found if d not in known]
+                if unknown:
+                    raise InputError(f"unknown device(s) {unknown} in fleet {fleet!r}")
+            else:
+                raise InputError(f"cannot target {target!r}: use all, tag:NAME or id:DEVICE[,DEVICE]")
+            chosen += [d for d in found if d not in chosen]
+        if not chosen:
+            raise InputError(f"{' '.join(targets)} matches no registered device in fleet {fleet!r}")
+        return chosen
+
     def deploy_to(self, fleet: str, device: str, deploy: dict) -> None:
         payload = protocol.encode("deploy", **deploy)
         self.client.publish(protocol.topic(fleet, device, "deploy"), payload, qos=1, retain=True)
+
+    def clear_deploy(self, fleet: str, device: str) -> None:
+        """Remove the retained desired state, so a device that was offline does not pick it up."""
+        self.client.publish(protocol.topic(fleet, device, "deploy"), b"", qos=1, retain=True)
 
     def command(self, fleet: str, device: str, command: str, **fields) -> None:
         payload = protocol.encode("cmd", id=uuid.uuid4().hex, command=command, **fields)
@@ -182,34 +220,70 @@ class FleetManager:
         canary: float = 0.05,
         waves: tuple[float, ...] = (0.25, 0.5, 1.0),
         max_failures: float = 0.1,
+        gates: Gates | dict | None = None,
     ) -> str:
-        """Canary (at least one device) first, then cumulative waves of the device list."""
+        """Canary (at least one device) first, then cumulative waves of the device list; each wave
+        passes its health gates before the next starts."""
         if not devices:
-            raise ValueError("no devices to deploy to")
+            raise InputError("no devices to deploy to")
+        if not 0 <= canary < 1 or not waves or any(not 0 < w <= 1 for w in waves):
+            raise InputError(
+                "canary is a share in [0, 1) and waves shares in (0, 1], e.g. --canary 5% --waves 25,50,100"
+            )
+        gates = gates if isinstance(gates, Gates) else Gates.from_dict({"max_failures": max_failures, **(gates or {})})
         rollout_id = deploy["deployment"]
-        cuts = sorted({max(1, math.ceil(canary * len(devices)))} | {math.ceil(w * len(devices)) for w in waves})
+        if self.store.query("SELECT 1 FROM rollouts WHERE id=?", (rollout_id,)):
+            raise InputError(f"rollout {rollout_id} exists already")
+        n = len(devices)
+        cuts = sorted({max(1, math.ceil(canary * n))} | {math.ceil(w * n) for w in waves} | {n})
+        now = time.time()
         self.store.execute(
-            "INSERT INTO rollouts VALUES (?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO rollouts (id, fleet, deploy, devices, waves, max_failures, wave, state, created, gates,"
+            " wave_started, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 rollout_id,
                 fleet,
                 json.dumps(deploy),
                 json.dumps(devices),
                 json.dumps(cuts),
-                max_failures,
+                gates.max_failures,
                 0,
                 "running",
-                time.time(),
+                now,
+                json.dumps(gates.to_dict()),
+                now,
+                "",
             ),
         )
         self._advance(rollout_id)
         return rollout_id
 
+    def _rollout(self, rollout_id: str) -> dict:
+        rows = self.store.query(
+            "SELECT fleet, deploy, devices, waves, wave, state, created, gates, wave_started, reason, rollback "
+            "FROM rollouts WHERE id=?",
+            (rollout_id,),
+        )
+        if not rows:
+            raise InputError(f"no rollout {rollout_id!r}; edgekit fleet rollouts lists them")
+        fleet, deploy, devices, cuts, wave, state, created, gates, wave_started, reason, rollback = rows[0]
+        return {
+            "id": rollout_id,
+            "fleet": fleet,
+            "deploy": json.loads(deploy),
+            "devices": json.loads(devices),
+            "cuts": json.loads(cuts),
+            "wave": wave,
+            "state": state,
+            "created": created,
+            "gates": Gates.from_dict(json.loads(gates or "{}")),
+            "wave_started": wave_started or created,
+            "reason": reason or "",
+            "rollback": bool(rollback),
+        }
+
     def rollout_status(self, rollout_id: str) -> dict:
-        row = self.store.query("SELECT fleet, devices, waves, wave, state FROM rollouts WHERE id=?", (rollout_id,))
-        if not row:
-            raise KeyError(rollout_id)
-        fleet, devices, cuts, wave, state = row[0]
+        r = self._rollout(rollout_id)
         steps = dict(
             self.store.query(
                 "SELECT device, step FROM progress p WHERE deployment=? AND ts = (SELECT MAX(ts) FROM progress q "
@@ -217,41 +291,131 @@ class FleetManager:
                 (rollout_id,),
             )
         )
-        return {"state": state, "wave": wave, "cuts": json.loads(cuts), "devices": json.loads(devices), "steps": steps}
+        counts: dict[str, int] = {}
+        for step in steps.values():
+            counts[step] = counts.get(step, 0) + 1
+        return {
+            "id": rollout_id,
+            "state": r["state"],
+            "reason": r["reason"],
+            "wave": r["wave"],
+            "cuts": r["cuts"],
+            "devices": r["devices"],
+            "steps": steps,
+            "counts": counts,
+            "package": r["deploy"].get("package"),
+            "version": r["deploy"].get("version"),
+            "gates": r["gates"].to_dict(),
+            "created": r["created"],
+        }
+
+    def rollouts(self) -> list[dict]:
+        return [self.rollout_status(i) for (i,) in self.store.query("SELECT id FROM rollouts ORDER BY created")]
+
+    def _set_state(self, rollout_id: str, state: str, reason: str = "", allowed: tuple[str, ...] = ()) -> None:
+        current = self._rollout(rollout_id)["state"]
+        if allowed and current not in allowed:
+            raise InputError(f"rollout {rollout_id} is {current}; cannot make it {state}")
+        self.store.execute(
+            "UPDATE rollouts SET state=?, reason=?, wave_started=? WHERE id=?", (state, reason, time.time(), rollout_id)
+        )
+        log.info("rollout %s: %s %s", rollout_id, state, reason)
+
+    def pause(self, rollout_id: str) -> None:
+        """Hold the rollout: no new devices get it; those at work finish."""
+        self._set_state(rollout_id, "paused", "paused by command", allowed=("running",))
+
+    def resume(self, rollout_id: str) -> None:
+        self._set_state(rollout_id, "running", "", allowed=("paused",))
+        self._advance(rollout_id)
+
+    def abort(self, rollout_id: str, reason: str = "aborted by command", rollback: bool = False) -> None:
+        """Stop the rollout: devices that have not started never will (their retained desired state
+        is cleared); with ``rollback`` every device it switched goes back to its previous model."""
+        r = self._rollout(rollout_id)
+        if r["state"] in ("done", "aborted", "rolled_back") and not rollback:
+            raise InputError(f"rollout {rollout_id} is {r['state']} already")
+        self._set_state(rollout_id, "rolled_back" if reason == ROLLBACK_BY_COMMAND else "aborted", reason)
+        if rollback:
+            self.store.execute("UPDATE rollouts SET rollback=1 WHERE id=?", (rollout_id,))
+        steps = self.rollout_status(rollout_id)["steps"]
+        for device in r["devices"]:
+            if (rollout_id, device) in self._sent or device in steps:
+                self.clear_deploy(r["fleet"], device)
+        if rollback:
+            self._roll_back_switched(rollout_id, r["fleet"], steps)
+
+    def rollback(self, rollout_id: str) -> None:
+        self.abort(rollout_id, ROLLBACK_BY_COMMAND, rollback=True)
+
+    def _roll_back_switched(self, rollout_id: str, fleet: str, steps: dict[str, str]) -> None:
+        for device, step in steps.items():
+            if step in ("switched", "committed") and (rollout_id, device) not in self._rolled_back:
+                self.command(fleet, device, "rollback", deployment=rollout_id)
+                self._rolled_back.add((rollout_id, device))
+
+    def _telemetry_rows(self, fleet: str, devices: list[str], since: float) -> list[tuple[str, str]]:
+        marks = ",".join("?" * len(devices))
+        return self.store.query(
+            f"SELECT device, payload FROM telemetry WHERE fleet=? AND ts>=? AND device IN ({marks})",
+            (fleet, since, *devices),
+        )
 
     def _advance(self, rollout_id: str) -> None:
-        fleet, deploy, devices, cuts, max_failures, wave, state = self.store.query(
-            "SELECT fleet, deploy, devices, waves, max_failures, wave, state FROM rollouts WHERE id=?", (rollout_id,)
-        )[0]
-        if state != "running":
+        r = self._rollout(rollout_id)
+        if r["rollback"]:  # stragglers that switch after a rollback go back too
+            self._roll_back_switched(rollout_id, r["fleet"], self.rollout_status(rollout_id)["steps"])
             return
-        devices, cuts, deploy = json.loads(devices), json.loads(cuts), json.loads(deploy)
-        status = self.rollout_status(rollout_id)
-        targeted = devices[: cuts[wave]]
-        finished = [d for d in targeted if status["steps"].get(d) in DONE_STEPS]
-        failed = [d for d in targeted if status["steps"].get(d) in ("failed", "rolled_back")]
-        if failed and len(failed) / len(targeted) > max_failures:
-            for d in targeted:
-                if status["steps"].get(d) in ("switched", "committed"):
-                    self.command(fleet, d, "rollback", deployment=rollout_id)
-            self.store.execute("UPDATE rollouts SET state='aborted' WHERE id=?", (rollout_id,))
-            log.warning("rollout %s aborted: %d of %d failed", rollout_id, len(failed), len(targeted))
+        if r["state"] != "running":
+            return
+        gates: Gates = r["gates"]
+        steps = self.rollout_status(rollout_id)["steps"]
+        targeted = r["devices"][: r["cuts"][r["wave"]]]
+        failed = [d for d in targeted if steps.get(d) in ("failed", "rolled_back")]
+        if failed and len(failed) / len(targeted) > gates.max_failures:
+            self.abort(
+                rollout_id, f"{len(failed)} of {len(targeted)} devices failed (gate {gates.max_failures:.0%})", True
+            )
             return
         for d in targeted:
-            if d not in status["steps"] and (rollout_id, d) not in self._sent:
-                self.deploy_to(fleet, d, deploy)
+            if d not in steps and (rollout_id, d) not in self._sent:
+                self.deploy_to(r["fleet"], d, r["deploy"])
                 self._sent.add((rollout_id, d))
-        if len(finished) == len(targeted):
-            if wave + 1 < len(cuts):
-                self.store.execute("UPDATE rollouts SET wave=? WHERE id=?", (wave + 1, rollout_id))
-                self._advance(rollout_id)
-            else:
-                self.store.execute("UPDATE rollouts SET state='done' WHERE id=?", (rollout_id,))
+        timed_out = time.time() - r["wave_started"] > gates.wave_timeout_s
+        if any(steps.get(d) not in DONE_STEPS for d in targeted) and not timed_out:
+            return
+        committed = [d for d in targeted if steps.get(d) == "committed"]
+        if gates.needs_telemetry and committed:
+            window = r["created"] - 3600  # what the devices reported in the hour before, as the baseline
+            rows = self._telemetry_rows(r["fleet"], committed, window)
+            verdict = judge_telemetry(gates, r["deploy"]["sha256"], rows, rows, committed)
+            if not verdict.ready and not timed_out:
+                return
+            if not verdict.passed:
+                self.abort(rollout_id, "health gate: " + "; ".join(verdict.reasons), rollback=True)
+                return
+        if r["wave"] + 1 < len(r["cuts"]):
+            self.store.execute(
+                "UPDATE rollouts SET wave=?, wave_started=? WHERE id=?", (r["wave"] + 1, time.time(), rollout_id)
+            )
+            self._advance(rollout_id)
+        else:
+            self.store.execute("UPDATE rollouts SET state='done' WHERE id=?", (rollout_id,))
+            log.info("rollout %s done", rollout_id)
 
     def _rollout_loop(self) -> None:
         while not self._stop.wait(0.5):
-            for (rollout_id,) in self.store.query("SELECT id FROM rollouts WHERE state='running'"):
+            for (rollout_id,) in self.store.query(
+                "SELECT id FROM rollouts WHERE state='running' OR (state IN ('aborted', 'rolled_back') AND rollback=1)"
+            ):
                 try:
                     self._advance(rollout_id)
                 except Exception:
                     log.exception("rollout %s", rollout_id)
+
+    def prune_telemetry(self, older_than_s: float) -> int:
+        """Retention: drop telemetry windows older than this; returns how many went."""
+        cutoff = time.time() - older_than_s
+        count = self.store.query("SELECT COUNT(*) FROM telemetry WHERE ts<?", (cutoff,))[0][0]
+        self.store.execute("DELETE FROM telemetry WHERE ts<?", (cutoff,))
+        return count

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -12,6 +13,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 class PackageStore:
@@ -31,6 +38,39 @@ class PackageStore:
             shutil.copyfile(signature, self.root / f"{sha256}.tar.sig")
         return target
 
+    def add_upload(self, data_path: Path, signature: bytes, public_key: str) -> dict:
+        """A package uploaded to the manager: verified with the fleet key (like a device would)
+        before it is stored; returns its description."""
+        from edgekit import package
+
+        digest = package.verify(data_path, public_key=public_key, signature=signature)
+        manifest = package.read_manifest(data_path)
+        target = self.root / f"{digest}.tar"
+        if not target.exists():
+            os.replace(data_path, target)
+        _write_atomic(self.root / f"{digest}.tar.sig", signature.hex().encode())
+        info = {
+            "sha256": digest,
+            "size": target.stat().st_size,
+            "signature": signature.hex(),
+            "name": manifest.get("name", ""),
+            "version": manifest.get("version", ""),
+            "manifest": manifest,
+        }
+        _write_atomic(self.root / f"{digest}.json", json.dumps(info).encode())
+        return info
+
+    def info(self, sha256: str) -> dict | None:
+        if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+            return None
+        try:
+            return json.loads((self.root / f"{sha256}.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def list(self) -> list[dict]:
+        return [i for p in sorted(self.root.glob("*.json")) if (i := self.info(p.stem)) is not None]
+
     def path(self, name: str) -> Path | None:
         if not re.fullmatch(r"[0-9a-f]{64}\.tar(\.sig)?", name):
             return None
@@ -47,6 +87,9 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
+        self.send_package()
+
+    def send_package(self) -> None:
         path = self.store.path(self.path.rsplit("/", 1)[-1]) if self.path.startswith("/packages/") else None
         if path is None:
             self.send_error(404, "no such package")

@@ -1,0 +1,323 @@
+"""The fleet manager's HTTP API: devices, telemetry, packages and rollouts as JSON, the package
+files themselves with Range support, and ``/openapi.json`` generated from the same route table
+the server dispatches on (so the description cannot drift from the code). Reading is open;
+every change (POST) needs ``Authorization: Bearer TOKEN``."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import re
+import tempfile
+import threading
+import uuid
+from dataclasses import dataclass
+from functools import partial
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+from edgekit import __version__, package
+from edgekit.errors import EdgekitError
+from edgekit.fleet.gates import Gates
+from edgekit.fleet.packages import PackageStore, _Handler
+
+log = logging.getLogger("edgekit.fleet.api")
+MAX_JSON_BYTES = 1 << 20
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str  # OpenAPI template, e.g. /api/v1/rollouts/{rollout}/{action}
+    handler: str
+    summary: str
+    changes: bool = False  # needs the token
+    body: str | None = None  # request body media type
+    query: tuple[str, ...] = ()
+
+    @property
+    def pattern(self) -> re.Pattern:
+        return re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", self.path) + "$")
+
+
+ROUTES = (
+    Route(
+        "GET",
+        "/api/v1/devices",
+        "devices",
+        "The device registry (tags, state, last seen, model)",
+        query=("fleet", "tag"),
+    ),
+    Route(
+        "GET",
+        "/api/v1/devices/{device}/telemetry",
+        "telemetry",
+        "A device's most recent telemetry windows",
+        query=("fleet", "last"),
+    ),
+    Route("GET", "/api/v1/packages", "packages", "Stored packages"),
+    Route(
+        "POST",
+        "/api/v1/packages",
+        "upload",
+        "Upload a signed package (body: the .tar; header X-Edgekit-Signature: hex ed25519 signature)",
+        changes=True,
+        body="application/x-tar",
+    ),
+    Route("GET", "/api/v1/rollouts", "rollouts", "Rollouts and their progress"),
+    Route(
+        "POST",
+        "/api/v1/rollouts",
+        "deploy",
+        "Start a rollout: {package, to: [all | tag:NAME | id:DEV,...], canary, waves, gates, fleet}",
+        changes=True,
+        body="application/json",
+    ),
+    Route("GET", "/api/v1/rollouts/{rollout}", "rollout", "One rollout"),
+    Route(
+        "POST",
+        "/api/v1/rollouts/{rollout}/{action}",
+        "control",
+        "pause, resume, abort (stop; updated devices keep the new model) or rollback (stop and roll back)",
+        changes=True,
+    ),
+    Route("GET", "/packages/{file}", "package_file", "A package file or its signature (Range supported)"),
+    Route("GET", "/openapi.json", "openapi", "This description"),
+)
+
+
+def openapi() -> dict:
+    paths: dict = {}
+    for route in ROUTES:
+        op: dict = {
+            "summary": route.summary,
+            "operationId": route.handler,
+            "responses": {
+                "200": {"description": "OK", "content": {"application/json": {}}},
+                "400": {"description": "Bad request", "content": {"application/json": {}}},
+                "404": {"description": "Not found"},
+            },
+        }
+        params = [
+            {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+            for n in re.findall(r"\{(\w+)\}", route.path)
+        ]
+        params += [{"name": n, "in": "query", "required": False, "schema": {"type": "string"}} for n in route.query]
+        if params:
+            op["parameters"] = params
+        if route.body:
+            op["requestBody"] = {"required": True, "content": {route.body: {}}}
+        if route.changes:
+            op["security"] = [{"token": []}]
+            op["responses"]["401"] = {"description": "Missing or wrong token"}
+        paths.setdefault(route.path, {})[route.method.lower()] = op
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "edgekit fleet manager", "version": __version__},
+        "paths": paths,
+        "components": {"securitySchemes": {"token": {"type": "http", "scheme": "bearer"}}},
+    }
+
+
+class _ApiHandler(_Handler):
+    def __init__(self, api: FleetApi, *args, **kwargs) -> None:
+        self.api = api
+        super().__init__(api.store, *args, **kwargs)
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def _dispatch(self, method: str) -> None:
+        url = urlparse(self.path)
+        try:
+            for route in ROUTES:
+                match = route.pattern.match(url.path)
+                if match and route.method == method:
+                    if route.changes:
+                        self._authorize()
+                    if route.handler == "package_file":
+                        self.send_package()
+                        return
+                    query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+                    result = getattr(self.api, route.handler)(self, query=query, **match.groupdict())
+                    self._json(201 if method == "POST" and route.handler in ("upload", "deploy") else 200, result)
+                    return
+            raise ApiError(404, f"no route {method} {url.path}; see /openapi.json")
+        except ApiError as exc:
+            self._json(exc.status, {"error": str(exc)})
+        except EdgekitError as exc:  # bad input from the caller: a clear message, the server goes on
+            self._json(400, {"error": str(exc)})
+        except Exception as exc:
+            log.exception("API %s %s", method, self.path)
+            self._json(500, {"error": f"internal error: {exc}"})
+
+    def _authorize(self) -> None:
+        header = self.headers.get("Authorization", "")
+        given = header[7:] if header.startswith("Bearer ") else ""
+        if not given or not hmac.compare_digest(given.encode(), self.api.token.encode()):
+            raise ApiError(401, "this change needs the fleet token: Authorization: Bearer TOKEN")
+
+    def _json(self, status: int, payload) -> None:
+        data = json.dumps(payload, indent=1).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def body(self, limit: int) -> int:
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            raise ApiError(411, "the request needs a Content-Length") from None
+        if length > limit:
+            raise ApiError(413, f"request body of {length} bytes is over the {limit}-byte limit")
+        return length
+
+    def json_body(self) -> dict:
+        data = self.rfile.read(self.body(MAX_JSON_BYTES))
+        try:
+            value = json.loads(data or b"{}")
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ApiError(400, f"request body is not JSON: {exc}") from None
+        if not isinstance(value, dict):
+            raise ApiError(400, "request body must be a JSON object")
+        return value
+
+
+class FleetApi:
+    """The route handlers (one method per Route.handler) over a FleetManager and a PackageStore."""
+
+    def __init__(self, manager, store: PackageStore, token: str, public_key: str | None, public_url: str) -> None:
+        self.manager, self.store, self.token = manager, store, token
+        self.public_key, self.public_url = public_key, public_url.rstrip("/")
+        self.fleet = "default"
+
+    def devices(self, handler, query: dict) -> list[dict]:
+        fleet, tag = query.get("fleet", self.fleet), query.get("tag")
+        rows = self.manager.store.query(
+            "SELECT device, state, last_seen, tags, model, version, sha256 FROM devices WHERE fleet=? ORDER BY device",
+            (fleet,),
+        )
+        keys = ("device", "state", "last_seen", "tags", "model", "version", "sha256")
+        out = [dict(zip(keys, row, strict=True)) for row in rows]
+        for d in out:
+            d["tags"] = json.loads(d["tags"] or "[]")
+        return [d for d in out if tag is None or tag in d["tags"]]
+
+    def telemetry(self, handler, query: dict, device: str) -> list[dict]:
+        try:
+            last = int(query.get("last", 10))
+        except ValueError:
+            raise ApiError(400, "last must be a number of windows") from None
+        rows = self.manager.store.query(
+            "SELECT payload FROM telemetry WHERE fleet=? AND device=? ORDER BY ts DESC LIMIT ?",
+            (query.get("fleet", self.fleet), device, last),
+        )
+        return [json.loads(p) for (p,) in rows]
+
+    def packages(self, handler, query: dict) -> list[dict]:
+        return self.store.list()
+
+    def upload(self, handler, query: dict) -> dict:
+        if not self.public_key:
+            raise ApiError(400, "this manager has no fleet public key (edgekit fleet serve --public-key)")
+        try:
+            signature = bytes.fromhex(handler.headers.get("X-Edgekit-Signature", ""))
+        except ValueError:
+            signature = b""
+        if not signature:
+            raise ApiError(400, "upload needs the package's signature in X-Edgekit-Signature (hex)")
+        remaining = handler.body(package.MAX_PACKAGE_BYTES)
+        fd, tmp = tempfile.mkstemp(prefix=".upload.", dir=self.store.root)
+        try:
+            with open(fd, "wb") as out:
+                while remaining:
+                    chunk = handler.rfile.read(min(remaining, 1 << 16))
+                    if not chunk:
+                        raise ApiError(400, "upload ended before Content-Length bytes")
+                    out.write(chunk)
+                    remaining -= len(chunk)
+            return self.store.add_upload(Path(tmp), signature, self.public_key)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def rollouts(self, handler, query: dict) -> list[dict]:
+        return self.manager.rollouts()
+
+    def rollout(self, handler, query: dict, rollout: str) -> dict:
+        return self.manager.rollout_status(rollout)
+
+    def deploy(self, handler, query: dict) -> dict:
+        request = handler.json_body()
+        info = self.store.info(str(request.get("package", "")))
+        if info is None:
+            raise ApiError(
+                404, f"no stored package {request.get('package')!r}; upload it first (POST /api/v1/packages)"
+            )
+        fleet = request.get("fleet", self.fleet)
+        targets = request.get("to") or ["all"]
+        devices = self.manager.resolve_targets(fleet, [targets] if isinstance(targets, str) else list(targets))
+        rollout_id = request.get("id") or f"{info['name']}-{info['version']}-{uuid.uuid4().hex[:8]}"
+        deploy = {
+            "deployment": rollout_id,
+            "package": f"{info['name']}-{info['version']}.tar",
+            "sha256": info["sha256"],
+            "size": info["size"],
+            "url": f"{self.public_url}/packages/{info['sha256']}.tar",
+            "signature": info["signature"],
+            "name": info["name"],
+            "version": info["version"],
+        }
+        try:
+            gates = Gates.from_dict(request.get("gates"))
+            canary = float(request.get("canary", 0.05))
+            waves = tuple(float(w) for w in request.get("waves", (0.25, 0.5, 1.0)))
+        except (TypeError, ValueError) as exc:
+            raise ApiError(400, f"bad rollout parameters: {exc}") from None
+        self.manager.start_rollout(fleet, deploy, devices, canary=canary, waves=waves, gates=gates)
+        return self.manager.rollout_status(rollout_id)
+
+    def control(self, handler, query: dict, rollout: str, action: str) -> dict:
+        actions = {
+            "pause": self.manager.pause,
+            "resume": self.manager.resume,
+            "abort": self.manager.abort,
+            "rollback": self.manager.rollback,
+        }
+        if action not in actions:
+            raise ApiError(404, f"unknown action {action!r}; one of {sorted(actions)}")
+        actions[action](rollout)
+        return self.manager.rollout_status(rollout)
+
+    def openapi(self, handler, query: dict) -> dict:
+        return openapi()
+
+
+def serve_api(
+    manager,
+    store: PackageStore,
+    token: str,
+    public_key: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    public_url: str | None = None,
+) -> tuple[ThreadingHTTPServer, FleetApi]:
+    """Serve in a background thread; ``server.server_address`` has the port."""
+    api = FleetApi(manager, store, token, public_key, public_url or "")
+    server = ThreadingHTTPServer((host, port), partial(_ApiHandler, api))
+    if not public_url:
+        api.public_url = f"http://{host}:{server.server_address[1]}"
+    threading.Thread(target=server.serve_forever, name="edgekit-fleet-api", daemon=True).start()
+    return server, api

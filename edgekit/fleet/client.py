@@ -1,0 +1,84 @@
+"""A client of the fleet manager's HTTP API (what the ``edgekit fleet`` commands use)."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from edgekit.errors import FleetError, InputError
+
+
+class FleetClient:
+    def __init__(self, url: str, token: str | None = None, fleet: str = "default", timeout: float = 60.0) -> None:
+        self.url, self.token, self.fleet, self.timeout = url.rstrip("/"), token, fleet, timeout
+
+    def _call(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None, **query):
+        query = {k: v for k, v in {"fleet": self.fleet, **query}.items() if v is not None}
+        request = urllib.request.Request(
+            f"{self.url}{path}?{urllib.parse.urlencode(query)}", data=body, method=method, headers=headers or {}
+        )
+        if method != "GET":
+            if not self.token:
+                raise InputError("changes need the fleet token: --token, $EDGEKIT_FLEET_TOKEN or the DB.token file")
+            request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            try:
+                message = json.loads(exc.read()).get("error", exc.reason)
+            except (ValueError, AttributeError):
+                message = exc.reason
+            raise FleetError(f"the fleet manager refused {method} {path}: {message}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise FleetError(
+                f"cannot reach the fleet manager at {self.url} ({reason}); start edgekit fleet serve or pass --api"
+            ) from None
+
+    def devices(self, tag: str | None = None) -> list[dict]:
+        return self._call("GET", "/api/v1/devices", tag=tag)
+
+    def telemetry(self, device: str, last: int = 10) -> list[dict]:
+        return self._call("GET", f"/api/v1/devices/{urllib.parse.quote(device)}/telemetry", last=last)
+
+    def packages(self) -> list[dict]:
+        return self._call("GET", "/api/v1/packages")
+
+    def upload(self, package_path: str | Path) -> dict:
+        path = Path(package_path)
+        try:
+            data = path.read_bytes()
+            signature = Path(str(path) + ".sig").read_text().strip()
+        except OSError as exc:
+            raise InputError(
+                f"cannot read the package {exc.filename}: {exc.strerror} (edgekit package makes both)"
+            ) from None
+        headers = {"Content-Type": "application/x-tar", "X-Edgekit-Signature": signature}
+        return self._call("POST", "/api/v1/packages", data, headers)
+
+    def deploy(
+        self,
+        sha256: str,
+        to: list[str],
+        canary: float = 0.05,
+        waves: list[float] | tuple[float, ...] = (0.25, 0.5, 1.0),
+        gates: dict | None = None,
+        rollout_id: str | None = None,
+    ) -> dict:
+        body = {"package": sha256, "to": to, "canary": canary, "waves": list(waves), "gates": gates or {}}
+        if rollout_id:
+            body["id"] = rollout_id
+        return self._call("POST", "/api/v1/rollouts", json.dumps(body).encode(), {"Content-Type": "application/json"})
+
+    def rollouts(self) -> list[dict]:
+        return self._call("GET", "/api/v1/rollouts")
+
+    def rollout(self, rollout_id: str) -> dict:
+        return self._call("GET", f"/api/v1/rollouts/{urllib.parse.quote(rollout_id)}")
+
+    def control(self, rollout_id: str, action: str) -> dict:
+        return self._call("POST", f"/api/v1/rollouts/{urllib.parse.quote(rollout_id)}/{action}", b"{}")

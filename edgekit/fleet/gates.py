@@ -1,0 +1,89 @@
+"""Health gates of a rollout wave: what must hold before the next wave starts. Failures come
+from deployment progress; error rate, p90 latency and power from the telemetry windows the
+wave's devices sent while serving the new model, compared with what they sent before."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import asdict, dataclass, fields
+
+from edgekit.errors import InputError
+
+
+@dataclass(frozen=True)
+class Gates:
+    max_failures: float = 0.1  # share of a wave's devices whose deployment failed
+    max_error_rate: float | None = None  # failed invocations / invocations on the new model
+    max_latency_regression: float | None = None  # p90 new / p90 before (1.2 = 20% slower allowed)
+    max_power_w: float | None = None  # median watts on the new model
+    telemetry_windows: int = 1  # windows per device on the new model before telemetry gates judge
+    wave_timeout_s: float = 900.0  # then unfinished devices stop blocking (they get it when they return)
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> Gates:
+        values = dict(values or {})
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise InputError(f"unknown gate(s) {sorted(unknown)}; known: {[f.name for f in fields(cls)]}")
+        gates = cls(**values)
+        if not 0 <= gates.max_failures <= 1:
+            raise InputError("max_failures is a share of the wave, between 0 and 1 (10% = 0.1)")
+        return gates
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def needs_telemetry(self) -> bool:
+        return any(v is not None for v in (self.max_error_rate, self.max_latency_regression, self.max_power_w))
+
+
+@dataclass
+class Verdict:
+    ready: bool  # enough evidence to judge
+    passed: bool
+    reasons: list[str]
+    figures: dict
+
+
+def _windows(rows: list[tuple[str, str]]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for device, payload in rows:
+        out.setdefault(device, []).append(json.loads(payload))
+    return out
+
+
+def judge_telemetry(
+    gates: Gates, new_sha: str, after: list[tuple[str, str]], before: list[tuple[str, str]], devices: list[str]
+) -> Verdict:
+    """``after``/``before``: (device, telemetry payload) rows since / before the rollout began."""
+    if not gates.needs_telemetry or not devices:
+        return Verdict(True, True, [], {})
+    new = {d: [w for w in ws if w.get("sha256") == new_sha] for d, ws in _windows(after).items()}
+    old = {d: [w for w in ws if w.get("sha256") != new_sha] for d, ws in _windows(before).items()}
+    ready = all(len(new.get(d, [])) >= gates.telemetry_windows for d in devices)
+    windows = [w for d in devices for w in new.get(d, [])]
+    reasons, figures = [], {}
+    if gates.max_error_rate is not None:
+        count = sum(w.get("count", 0) for w in windows)
+        errors = sum(w.get("errors", 0) for w in windows)
+        rate = errors / count if count else 0.0
+        figures["error_rate"] = rate
+        if count and rate > gates.max_error_rate:
+            reasons.append(f"error rate {rate:.1%} > {gates.max_error_rate:.1%}")
+    if gates.max_latency_regression is not None:
+        p90_new = [w["latency"]["p90_ms"] for w in windows if w.get("latency")]
+        p90_old = [w["latency"]["p90_ms"] for d in devices for w in old.get(d, []) if w.get("latency")]
+        if p90_new and p90_old:
+            ratio = statistics.median(p90_new) / statistics.median(p90_old)
+            figures["p90_ratio"] = ratio
+            if ratio > gates.max_latency_regression:
+                reasons.append(f"p90 latency {ratio:.2f}x the previous version's > {gates.max_latency_regression:.2f}x")
+    if gates.max_power_w is not None:
+        watts = [w["power"]["watts"] for w in windows if w.get("power") and w["power"].get("watts") is not None]
+        if watts:
+            figures["watts"] = statistics.median(watts)
+            if figures["watts"] > gates.max_power_w:
+                reasons.append(f"median power {figures['watts']:.2f} W > {gates.max_power_w:.2f} W")
+    return Verdict(ready, not reasons, reasons, figures)

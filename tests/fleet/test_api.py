@@ -1,0 +1,130 @@
+"""The fleet manager's HTTP API on a real broker with real agents: token for changes, signed
+uploads, rollouts to tags with pause/resume, telemetry health gates, rollback by command, and an
+OpenAPI description that matches the routes."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import pytest
+
+from edgekit import package
+from edgekit.errors import FleetError, InputError
+from edgekit.fleet.api import ROUTES, serve_api
+from edgekit.fleet.client import FleetClient
+from edgekit.fleet.manager import FleetManager
+from edgekit.fleet.packages import PackageStore
+from tests.fleet.test_fleet_mqtt import _agents, broker, wait_for  # noqa: F401  (broker is a fixture)
+
+TOKEN = "s3cret-token"
+
+
+@pytest.fixture
+def fleet(tmp_path, broker, keys):  # noqa: F811
+    manager = FleetManager(tmp_path / "fleet.sqlite", port=broker.port)
+    manager.start()
+    httpd, api = serve_api(manager, PackageStore(tmp_path / "store"), TOKEN, public_key=keys[1])
+    api.fleet = "f1"
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    agents = _agents(tmp_path, broker, keys[1], 4)  # dev00, dev02 are cameras
+    try:
+        wait_for(lambda: len(manager.devices("f1")) == 4, what="four devices registered")
+        yield manager, FleetClient(url, TOKEN, fleet="f1"), agents, url
+    finally:
+        for agent in agents:
+            agent.stop()
+        manager.stop()
+        httpd.shutdown()
+
+
+def _package(tmp_path, model, key, version: str) -> package.PackageInfo:
+    return package.build(model, tmp_path / f"fc-{version}.tar", name="fc", version=version, signing_key=key)
+
+
+def test_changes_need_the_token_and_uploads_a_valid_signature(tmp_path, fleet, keys, models):
+    manager, client, agents, url = fleet
+    info = _package(tmp_path, models[0], keys[0], "1")
+    with pytest.raises(FleetError, match="token"):
+        FleetClient(url, "wrong", fleet="f1").upload(info.path)
+    with pytest.raises(InputError, match="token"):
+        FleetClient(url, None, fleet="f1").upload(info.path)
+    other_private, other_public = tmp_path / "other.key", tmp_path / "other.pub"
+    package.generate_key(other_private, other_public)
+    forged = package.build(models[0], tmp_path / "forged.tar", name="fc", version="9", signing_key=other_private)
+    with pytest.raises(FleetError, match="does not verify"):
+        client.upload(forged.path)
+    assert client.upload(info.path)["sha256"] == info.sha256
+    assert [p["version"] for p in client.packages()] == ["1"]
+    with pytest.raises(FleetError, match="no stored package"):
+        client.deploy("0" * 64, ["all"])
+    with pytest.raises(FleetError, match="matches no registered device"):
+        client.deploy(info.sha256, ["tag:nothing"])
+    assert client.devices("cameras")[0]["device"] == "dev00"
+    assert len(client.devices()) == 4
+
+
+def test_rollout_to_a_tag_with_pause_and_resume(tmp_path, fleet, keys, models):
+    manager, client, agents, url = fleet
+    info = _package(tmp_path, models[0], keys[0], "1")
+    client.upload(info.path)
+    status = client.deploy(info.sha256, ["tag:cameras"], canary=0.05, waves=[1.0], rollout_id="r1")
+    assert status["devices"] == ["dev00", "dev02"] and status["cuts"] == [1, 2]
+    assert client.control("r1", "pause")["state"] == "paused"
+    wait_for(lambda: client.rollout("r1")["steps"].get("dev00") == "committed", what="canary committed")
+    assert client.rollout("r1")["steps"].get("dev02") is None and client.rollout("r1")["state"] == "paused"
+    client.control("r1", "resume")
+    wait_for(lambda: client.rollout("r1")["state"] == "done", what="rollout done")
+    assert [a.slots.current() and a.slots.current()["version"] for a in agents] == ["1", None, "1", None]
+    with pytest.raises(FleetError, match="cannot make it paused"):
+        client.control("r1", "pause")
+    # rollback by command: v2 reaches both cameras, then both go back to v1
+    info2 = _package(tmp_path, models[1], keys[0], "2")
+    client.upload(info2.path)
+    client.deploy(info2.sha256, ["id:dev00,dev02"], canary=0.5, waves=[1.0], rollout_id="r2")
+    wait_for(lambda: client.rollout("r2")["state"] == "done", what="second rollout done")
+    assert client.control("r2", "rollback")["state"] == "rolled_back"
+    wait_for(
+        lambda: [agents[i].slots.current()["version"] for i in (0, 2)] == ["1", "1"],
+        what="cameras back on v1",
+        detail=lambda: client.rollout("r2"),
+    )
+
+
+def test_latency_gate_stops_the_canary_and_rolls_it_back(tmp_path, fleet, keys, models):
+    manager, client, agents, url = fleet
+    v1 = _package(tmp_path, models[0], keys[0], "1")
+    client.upload(v1.path)
+    client.deploy(v1.sha256, ["all"], canary=0.0, waves=[1.0], rollout_id="base")
+    wait_for(lambda: client.rollout("base")["state"] == "done", what="v1 everywhere")
+    for agent in agents:  # the fleet's latency on v1
+        agent.telemetry(window={"count": 100, "errors": 0, "latency": {"p90_ms": 2.0}})
+    v2 = _package(tmp_path, models[1], keys[0], "2")
+    client.upload(v2.path)
+    gates = {"max_latency_regression": 1.5, "telemetry_windows": 1}
+    client.deploy(v2.sha256, ["all"], canary=0.25, waves=[1.0], gates=gates, rollout_id="slow")
+    wait_for(lambda: client.rollout("slow")["steps"].get("dev00") == "committed", what="canary committed")
+    assert client.rollout("slow")["state"] == "running"  # waiting for the canary's telemetry
+    agents[0].telemetry(window={"count": 100, "errors": 0, "latency": {"p90_ms": 5.0}})  # 2.5x slower
+    wait_for(lambda: client.rollout("slow")["state"] == "aborted", what="gate tripped")
+    assert "p90 latency" in client.rollout("slow")["reason"]
+    wait_for(lambda: agents[0].slots.current()["version"] == "1", what="canary rolled back")
+    assert all(a.slots.current()["version"] == "1" for a in agents)
+    assert set(client.rollout("slow")["steps"]) == {"dev00"}
+
+
+def test_openapi_describes_every_route(fleet):
+    manager, client, agents, url = fleet
+    with urllib.request.urlopen(f"{url}/openapi.json") as response:
+        spec = json.loads(response.read())
+    assert spec["openapi"].startswith("3.")
+    for route in ROUTES:
+        operation = spec["paths"][route.path][route.method.lower()]
+        assert ("security" in operation) == route.changes
+    with urllib.request.urlopen(f"{url}/api/v1/devices?fleet=f1&tag=doors") as response:
+        assert [d["device"] for d in json.loads(response.read())] == ["dev01", "dev03"]
+    request = urllib.request.Request(f"{url}/api/v1/rollouts", data=b"{not json", method="POST")
+    request.add_header("Authorization", f"Bearer {TOKEN}")
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(request)
+    assert error.value.code == 400 and "not JSON" in json.loads(error.value.read())["error"]
