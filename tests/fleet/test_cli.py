@@ -1,0 +1,121 @@
+"""The fleet end to end through the command line, every part its own process: ``edgekit fleet
+serve`` (embedded broker), ``edgekit agent run`` with the built-in image workload, ``edgekit
+package`` and ``edgekit fleet deploy``; telemetry with real latency comes back."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgekit.fleet.client import FleetClient
+from tests.fleet.mosquitto import free_port
+from tests.fleet.test_fleet_mqtt import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def edgekit(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-m", "edgekit", *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def spawn(*args: str, cwd: Path, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "edgekit", *args], cwd=cwd, stdout=log.open("w"), stderr=subprocess.STDOUT
+    )
+
+
+@pytest.fixture
+def digits_tflite(tmp_path) -> Path:
+    from edgekit.converters import convert
+
+    out = tmp_path / "digits.tflite"
+    convert(str(ROOT / "edgekit" / "samples" / "digits_cnn.onnx"), out)
+    return out
+
+
+def test_serve_deploy_and_workload_telemetry(tmp_path, digits_tflite):
+    from PIL import Image
+
+    edgekit("package", "--new-key", "fleet.key", "fleet.pub", cwd=tmp_path)
+    edgekit("package", str(digits_tflite), "--name", "digits", "--version", "1", "--sign", "fleet.key", cwd=tmp_path)
+    images = tmp_path / "images"
+    images.mkdir()
+    x = np.load(ROOT / "edgekit" / "samples" / "digits_data.npz")["x_calib"][:8]
+    for i, sample in enumerate(x):
+        Image.fromarray((sample.reshape(8, 8) * 255 / max(sample.max(), 1e-6)).astype(np.uint8), "L").save(
+            images / f"{i}.png"
+        )
+    mqtt_port, http_port = free_port(), free_port()
+    (tmp_path / "agent.toml").write_text(
+        "[agent]\n"
+        'fleet = "default"\ndevice = "cam1"\nstate_dir = "state"\n'
+        f'public_key = "{(tmp_path / "fleet.pub").read_text().strip()}"\n'
+        f"port = {mqtt_port}\ntelemetry_interval_s = 1.0\nwatch_invocations = 5\n"
+        f'tags = ["cameras"]\nworkload_images = "{images}"\nworkload_rate_hz = 50\n'
+    )
+    server = spawn(
+        "fleet", "serve", "--port", str(mqtt_port), "--http-port", str(http_port), "--public-key", "fleet.pub",
+        cwd=tmp_path, log=tmp_path / "serve.log",
+    )  # fmt: skip
+    agent = None
+    api = ("fleet", "--api", f"http://127.0.0.1:{http_port}")
+    try:
+        log = tmp_path / "serve.log"
+        wait_for(lambda: "fleet manager" in log.read_text(), what="manager up", detail=log.read_text)
+        agent = spawn("agent", "run", "--config", "agent.toml", cwd=tmp_path, log=tmp_path / "agent.log")
+        wait_for(lambda: "cam1" in edgekit(*api, "devices", cwd=tmp_path).stdout, what="agent registered")
+
+        refused = edgekit(*api, "--token", "wrong", "deploy", "digits-1.tar", cwd=tmp_path, check=False)
+        assert refused.returncode != 0 and "token" in refused.stderr and "Traceback" not in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+
+        out = edgekit(*api, "deploy", "digits-1.tar", "--to", "tag:cameras", "--canary", "0%", "--waves", "100",
+                      "--id", "r1", cwd=tmp_path).stdout  # fmt: skip
+        assert "rollout r1: 1 devices" in out
+        wait_for(lambda: "done" in edgekit(*api, "rollouts", cwd=tmp_path).stdout, what="rollout done",
+                 detail=lambda: (tmp_path / "agent.log").read_text()[-2000:])  # fmt: skip
+
+        client = FleetClient(f"http://127.0.0.1:{http_port}")
+        wait_for(
+            lambda: any(w["count"] > 0 and w["version"] == "1" for w in client.telemetry("cam1", 20)),
+            what="telemetry windows with inferences on v1",
+        )
+        window = next(w for w in client.telemetry("cam1", 20) if w["count"] > 0)
+        assert 0 < window["latency"]["p50_ms"] <= window["latency"]["p99_ms"] and window["errors"] == 0
+        assert window["power"]["estimated"] is True  # no power sensor on this machine: flagged as an estimate
+        table = edgekit(*api, "telemetry", "cam1", cwd=tmp_path).stdout
+        assert f"{window['latency']['p50_ms']}" in table
+        state = json.loads((tmp_path / "state" / "models" / "state.json").read_text())
+        assert state["current"]["version"] == "1" and state["pending"] is None  # committed after 5 invocations
+    finally:
+        for proc in (agent, server):
+            if proc is not None:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+def test_clients_without_a_manager_get_one_line(tmp_path):
+    port = free_port()
+    result = edgekit("fleet", "--api", f"http://127.0.0.1:{port}", "devices", cwd=tmp_path, check=False)
+    assert result.returncode != 0 and "cannot reach the fleet manager" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    env_result = subprocess.run(
+        [sys.executable, "-m", "edgekit", "fleet", "--api", f"http://127.0.0.1:{port}", "deploy", "missing.tar"],
+        cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "EDGEKIT_FLEET_TOKEN": "x"},
+    )  # fmt: skip
+    assert env_result.returncode != 0 and "missing.tar" in env_result.stderr
