@@ -3,10 +3,11 @@
 1. Ingest: simulated devices publish telemetry windows (QoS 1) as fast as they can; the fleet
    manager must store every one. Reports the sustained stored rate with zero loss and the
    manager's CPU use at a fixed 1,000 messages/s (1,000 devices x 1 message/s).
-2. Rollout: N agents (one process, real MQTT, real OTA with separate-process health checks) take
-   a good package through canary and waves; then a bad one stops in the canary.
+2. Rollout: 200 agents (25 per process, real MQTT, real OTA with separate-process health
+   checks), driven through the HTTP API: a good package goes through a 5% canary and waves
+   25/50/100; then a package with a broken model must stop in the canary.
 
-    python bench/fleet.py [--messages 20000] [--agents 20]
+    python bench/fleet.py [--messages 50000] [--agents 200] [--skip-ingest]
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+# a fleet broker needs room for QoS 1 bursts to the manager (Mosquitto defaults: 20 in flight, 1000 queued)
+FLEET_BROKER = "max_inflight_messages 1000\nmax_queued_messages 1000000\n"
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -102,6 +105,100 @@ def run_load(port: int, work: Path, fleet: str, devices: int, per_device: int, r
     return total / seconds, total, count, cpu
 
 
+def host_agents(port: int, public_key: str, work: str, first: int, count: int, ready, stop) -> None:
+    """``count`` real agents (MQTT, outbox, OTA slots, separate-process health checks) in this process."""
+    from edgekit.agent.runner import Agent, AgentConfig
+
+    agents = []
+    for i in range(first, first + count):
+        config = AgentConfig(
+            fleet="bench",
+            device=f"a{i:03d}",
+            state_dir=f"{work}/a{i:03d}",
+            public_key=public_key,
+            port=port,
+            telemetry_interval_s=3600,
+            watch_invocations=0,
+            tags=["cameras"],
+        )
+        agents.append(Agent(config))
+        agents[-1].start()
+    ready.put(count)
+    stop.wait()
+    for agent in agents:
+        agent.stop()
+
+
+def rollout(port: int, work: Path, agents: int, per_process: int = 25) -> list[list]:
+    """A good package through canary 5% and waves 25/50/100 to every agent, then a package whose
+    model is broken: it must stop in the canary, which keeps serving the good one."""
+    from edgekit import package
+    from edgekit.converters import convert
+    from edgekit.fleet.api import serve_api
+    from edgekit.fleet.client import FleetClient
+    from edgekit.fleet.manager import FleetManager
+    from edgekit.fleet.packages import PackageStore
+
+    key, pub = work / "fleet.key", work / "fleet.pub"
+    public_key = package.generate_key(key, pub)
+    good_model, bad_model = work / "digits.tflite", work / "broken.tflite"
+    convert(str(ROOT / "edgekit" / "samples" / "digits_cnn.onnx"), good_model)
+    bad_model.write_bytes(good_model.read_bytes()[:400])
+    good = package.build(good_model, work / "good.tar", name="digits", version="1", signing_key=key)
+    bad = package.build(bad_model, work / "bad.tar", name="digits", version="2", signing_key=key)
+
+    manager = FleetManager(work / "rollout.sqlite", port=port, client_id="bench-rollout")
+    manager.start()
+    httpd, _ = serve_api(manager, PackageStore(work / "store"), "bench-token", public_key)
+    client = FleetClient(f"http://127.0.0.1:{httpd.server_address[1]}", "bench-token", fleet="bench")
+    ready, stop = mp.Queue(), mp.Event()
+    hosts = [
+        mp.Process(
+            target=host_agents,
+            args=(port, public_key, str(work / "agents"), i, min(per_process, agents - i), ready, stop),
+        )
+        for i in range(0, agents, per_process)
+    ]
+    rows = []
+    try:
+        for h in hosts:
+            h.start()
+        for _ in hosts:
+            ready.get(timeout=120)
+        deadline = time.time() + 60
+        while len(manager.devices("bench")) < agents and time.time() < deadline:
+            time.sleep(0.2)
+        for info, expect in ((good, "done"), (bad, "aborted")):
+            client.upload(info.path)
+            start = time.perf_counter()
+            status = client.deploy(info.sha256, ["tag:cameras"], 0.05, [0.25, 0.5, 1.0], {"max_failures": 0.1})
+            while status["state"] == "running" and time.perf_counter() - start < 900:
+                time.sleep(0.5)
+                status = client.rollout(status["id"])
+            seconds = time.perf_counter() - start
+            serving = manager.store.query(
+                "SELECT COUNT(*) FROM devices WHERE fleet='bench' AND version='1' AND state='online'"
+            )[0][0]
+            touched = len(status["steps"])
+            rows.append(
+                [
+                    f"v{info.manifest['version']} ({'good' if expect == 'done' else 'broken model'})",
+                    agents,
+                    status["state"] + ("" if status["state"] == expect else " (UNEXPECTED)"),
+                    f"{touched} ({status['counts']})",
+                    serving,
+                    f"{seconds:.1f}",
+                ]
+            )
+    finally:
+        stop.set()
+        for h in hosts:
+            h.join(timeout=60)
+        manager.stop()
+        httpd.shutdown()
+    return rows
+
+
 def wait_for_port(port: int, timeout: float = 10.0) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -113,18 +210,11 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
     raise RuntimeError(f"nothing listens on port {port}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=50000, help="ingest: windows from 50 devices")
-    parser.add_argument("--seconds", type=int, default=10, help="steady load: 1,000 devices x 1 msg/s for this long")
-    parser.add_argument("--agents", type=int, default=20)
-    args = parser.parse_args()
+def ingest_table(args: argparse.Namespace, work: Path) -> str:
     from tests.fleet.mosquitto import Mosquitto, free_port
 
-    work = Path(tempfile.mkdtemp(prefix="edgekit-fleet-"))
     rows = []
-    # a fleet broker needs room for QoS 1 bursts to the manager (Mosquitto defaults: 20 in flight, 1000 queued)
-    mosquitto = Mosquitto(work, extra="max_inflight_messages 1000\nmax_queued_messages 1000000\n").start()
+    mosquitto = Mosquitto(work, extra=FLEET_BROKER).start()
     embedded_port = free_port()  # in its own process, so the manager's CPU figure is the manager's alone
     embedded = subprocess.Popen([sys.executable, "-m", "edgekit.broker", "--port", str(embedded_port)])
     wait_for_port(embedded_port)
@@ -145,12 +235,35 @@ def main() -> None:
     finally:
         mosquitto.stop()
         embedded.terminate()
-    print(
-        table(
-            rows,
-            ["broker", "stored/sent", "stored msg/s", "zero loss", "manager CPU at 1,000 msg/s", "zero loss"],
-        )
-    )
+    headers = ["broker", "stored/sent", "stored msg/s", "zero loss", "manager CPU at 1,000 msg/s", "zero loss"]
+    return table(rows, headers)
+
+
+def rollout_table(args: argparse.Namespace, work: Path) -> str:
+    from tests.fleet.mosquitto import Mosquitto
+
+    folder = work / "rollout"
+    folder.mkdir()
+    mosquitto = Mosquitto(folder, extra=FLEET_BROKER).start()
+    try:
+        rows = rollout(mosquitto.port, folder, args.agents)
+    finally:
+        mosquitto.stop()
+    return table(rows, ["package", "agents", "rollout", "devices touched (last step)", "serving v1", "seconds"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=50000, help="ingest: windows from 50 devices")
+    parser.add_argument("--seconds", type=int, default=10, help="steady load: 1,000 devices x 1 msg/s for this long")
+    parser.add_argument("--agents", type=int, default=200, help="rollout: simulated agents (0: skip)")
+    parser.add_argument("--skip-ingest", action="store_true")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="edgekit-fleet-"))
+    if not args.skip_ingest:
+        print(ingest_table(args, work), flush=True)
+    if args.agents:
+        print(rollout_table(args, work))
 
 
 if __name__ == "__main__":

@@ -105,8 +105,12 @@ class Agent:
 
     def stop(self) -> None:
         self._stop.set()
-        info = self.client.publish(self._topic("status"), self._status("offline"), qos=1, retain=True)
-        info.wait_for_publish(timeout=5)
+        if self.client.is_connected():  # else the broker's copy of the last will says it
+            info = self.client.publish(self._topic("status"), self._status("offline"), qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout=5)
+            except (RuntimeError, ValueError):
+                pass
         self.client.disconnect()
         self.client.loop_stop()
 

@@ -266,7 +266,7 @@ class FleetApi:
             raise ApiError(
                 404, f"no stored package {request.get('package')!r}; upload it first (POST /api/v1/packages)"
             )
-        fleet = request.get("fleet", self.fleet)
+        fleet = request.get("fleet") or query.get("fleet") or self.fleet
         targets = request.get("to") or ["all"]
         devices = self.manager.resolve_targets(fleet, [targets] if isinstance(targets, str) else list(targets))
         rollout_id = request.get("id") or f"{info['name']}-{info['version']}-{uuid.uuid4().hex[:8]}"
