@@ -3,6 +3,7 @@ deployments through the OTA slots with progress reports, rollback on a bad error
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -107,10 +108,8 @@ class Agent:
         self._stop.set()
         if self.client.is_connected():  # else the broker's copy of the last will says it
             info = self.client.publish(self._topic("status"), self._status("offline"), qos=1, retain=True)
-            try:
+            with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(timeout=5)
-            except (RuntimeError, ValueError):
-                pass
         self.client.disconnect()
         self.client.loop_stop()
 

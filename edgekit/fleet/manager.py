@@ -10,7 +10,6 @@ import json
 import logging
 import math
 import queue
-import sqlite3
 import threading
 import time
 import uuid
@@ -20,21 +19,12 @@ from pathlib import Path
 from edgekit import protocol
 from edgekit.errors import InputError
 from edgekit.fleet.gates import Gates, judge_telemetry
+from edgekit.fleet.store import FleetStore
+
+__all__ = ["FleetManager", "FleetStore"]
 
 log = logging.getLogger("edgekit.fleet")
 
-SCHEMA_SQL = """
-CREATE TABLE IF NOT EXISTS devices (fleet TEXT, device TEXT, state TEXT, last_seen REAL, tags TEXT,
-    model TEXT, version TEXT, sha256 TEXT, PRIMARY KEY (fleet, device));
-CREATE TABLE IF NOT EXISTS telemetry (fleet TEXT, device TEXT, seq INTEGER, ts REAL, payload TEXT,
-    PRIMARY KEY (fleet, device, seq, ts));
-CREATE TABLE IF NOT EXISTS progress (deployment TEXT, fleet TEXT, device TEXT, step TEXT, ts REAL, details TEXT);
-CREATE TABLE IF NOT EXISTS rollouts (id TEXT PRIMARY KEY, fleet TEXT, deploy TEXT, devices TEXT, waves TEXT,
-    max_failures REAL, wave INTEGER, state TEXT, created REAL, gates TEXT, wave_started REAL, reason TEXT,
-    rollback INTEGER DEFAULT 0);
-CREATE INDEX IF NOT EXISTS telemetry_by_time ON telemetry (fleet, ts);
-CREATE INDEX IF NOT EXISTS progress_by_deployment ON progress (deployment, device);
-"""
 DONE_STEPS = ("committed", "failed", "rolled_back")
 ROLLBACK_BY_COMMAND = "rollback by command"
 
@@ -46,59 +36,10 @@ class Counters:
     malformed: int = 0
 
 
-class FleetStore:
-    def __init__(self, path: str | Path) -> None:
-        self.db = sqlite3.connect(str(path), check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA_SQL)
-        columns = {row[1] for row in self.db.execute("PRAGMA table_info(rollouts)")}
-        for column, kind in (("gates", "TEXT"), ("wave_started", "REAL"), ("reason", "TEXT"), ("rollback", "INTEGER")):
-            if column not in columns:  # a database from before these columns
-                self.db.execute(f"ALTER TABLE rollouts ADD COLUMN {column} {kind}")
-        self.lock = threading.Lock()
-
-    def write(self, batch: list[tuple[str, str, str, dict]]) -> None:
-        telemetry, seen, statuses, progress = [], {}, [], []
-        for fleet, device, channel, p in batch:
-            if channel == "status":
-                tags = json.dumps(p.get("tags", []))
-                statuses.append(
-                    (fleet, device, p["state"], p["ts"], tags, p.get("model"), p.get("version"), p.get("sha256"))
-                )
-            elif channel == "telemetry":
-                telemetry.append((fleet, device, p["seq"], p["ts"], json.dumps(p)))
-                seen[(fleet, device)] = max(p["ts"], seen.get((fleet, device), 0))
-            elif channel == "progress":
-                details = json.dumps(p.get("details", {}))
-                progress.append((p["deployment"], fleet, device, p["step"], p["ts"], details))
-        with self.lock, self.db:
-            self.db.executemany(
-                "INSERT INTO devices VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(fleet, device) DO UPDATE SET "
-                "state=excluded.state, last_seen=excluded.last_seen, tags=excluded.tags, model=excluded.model,"
-                " version=excluded.version, sha256=excluded.sha256",
-                statuses,
-            )
-            self.db.executemany("INSERT OR IGNORE INTO telemetry VALUES (?,?,?,?,?)", telemetry)
-            self.db.executemany(
-                "UPDATE devices SET last_seen=MAX(COALESCE(last_seen, 0), ?) WHERE fleet=? AND device=?",
-                [(ts, fleet, device) for (fleet, device), ts in seen.items()],
-            )
-            self.db.executemany("INSERT INTO progress VALUES (?,?,?,?,?,?)", progress)
-
-    def query(self, sql: str, args: tuple = ()) -> list[tuple]:
-        with self.lock:
-            return self.db.execute(sql, args).fetchall()
-
-    def execute(self, sql: str, args: tuple = ()) -> None:
-        with self.lock, self.db:
-            self.db.execute(sql, args)
-
-
 class FleetManager:
     def __init__(
         self,
-        db: str | Path,
+        db: str | Path,  # a SQLite file or a postgresql:// URL
         host: str = "127.0.0.1",
         port: int = 1883,
         username: str | None = None,
@@ -170,7 +111,7 @@ class FleetManager:
             try:
                 self.store.write(batch)
                 self.counters.stored += len(batch)
-            except (sqlite3.Error, KeyError, TypeError) as exc:  # never die on one bad batch
+            except (*self.store.errors, KeyError, TypeError) as exc:  # never die on one bad batch
                 self.counters.malformed += len(batch)
                 log.warning("could not store a batch: %s", exc)
 

@@ -1,0 +1,155 @@
+"""The fleet manager's database: SQLite (a file, WAL, the default) or PostgreSQL (a
+``postgresql://`` URL, for large fleets; needs the ``postgres`` extra). One schema and one SQL
+dialect for both: ``?`` placeholders (translated for psycopg) and upserts both engines speak."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+from edgekit.errors import FleetError
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS devices (fleet TEXT, device TEXT, state TEXT, last_seen DOUBLE PRECISION,
+    tags TEXT, model TEXT, version TEXT, sha256 TEXT, PRIMARY KEY (fleet, device))""",
+    """CREATE TABLE IF NOT EXISTS telemetry (fleet TEXT, device TEXT, seq BIGINT, ts DOUBLE PRECISION, payload TEXT,
+    PRIMARY KEY (fleet, device, seq, ts))""",
+    """CREATE TABLE IF NOT EXISTS progress (deployment TEXT, fleet TEXT, device TEXT, step TEXT,
+    ts DOUBLE PRECISION, details TEXT)""",
+    """CREATE TABLE IF NOT EXISTS rollouts (id TEXT PRIMARY KEY, fleet TEXT, deploy TEXT, devices TEXT, waves TEXT,
+    max_failures DOUBLE PRECISION, wave INTEGER, state TEXT, created DOUBLE PRECISION, gates TEXT,
+    wave_started DOUBLE PRECISION, reason TEXT, rollback INTEGER DEFAULT 0)""",
+    "CREATE INDEX IF NOT EXISTS telemetry_by_time ON telemetry (fleet, ts)",
+    "CREATE INDEX IF NOT EXISTS progress_by_deployment ON progress (deployment, device)",
+)
+# columns added after the first release: (table, column, type)
+ADDED_COLUMNS = (
+    ("rollouts", "gates", "TEXT"),
+    ("rollouts", "wave_started", "DOUBLE PRECISION"),
+    ("rollouts", "reason", "TEXT"),
+    ("rollouts", "rollback", "INTEGER DEFAULT 0"),
+)
+UPSERT_DEVICE = (
+    "INSERT INTO devices VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (fleet, device) DO UPDATE SET "
+    "state=excluded.state, last_seen=excluded.last_seen, tags=excluded.tags, model=excluded.model, "
+    "version=excluded.version, sha256=excluded.sha256"
+)
+INSERT_TELEMETRY = "INSERT INTO telemetry VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING"  # a resent window is stored once
+TOUCH_DEVICE = (
+    "UPDATE devices SET last_seen = CASE WHEN last_seen IS NULL OR last_seen < ? THEN ? ELSE last_seen END "
+    "WHERE fleet=? AND device=?"
+)
+INSERT_PROGRESS = "INSERT INTO progress VALUES (?,?,?,?,?,?)"
+
+
+class FleetStore:
+    """Thread-safe access to the fleet database (one connection, one lock)."""
+
+    def __init__(self, location: str | Path) -> None:
+        self.location = str(location)
+        self.lock = threading.Lock()
+        if self.location.startswith(("postgresql://", "postgres://")):
+            self._open_postgres()
+        else:
+            self._open_sqlite()
+
+    # --- engines ------------------------------------------------------------------------------
+    def _open_sqlite(self) -> None:
+        self.dialect, self.errors = "sqlite", (sqlite3.Error,)
+        try:
+            self.db = sqlite3.connect(self.location, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            for statement in SCHEMA:
+                self.db.execute(statement)
+            for table, column, kind in ADDED_COLUMNS:
+                if column not in {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+            self.db.commit()
+        except sqlite3.Error as exc:
+            raise FleetError(f"cannot open the fleet database {self.location}: {exc}") from None
+
+    def _open_postgres(self) -> None:
+        try:
+            import psycopg
+        except ImportError:
+            raise FleetError("a postgresql:// database needs psycopg: pip install 'edgekit[postgres]'") from None
+        self.dialect, self.errors = "postgresql", (psycopg.Error,)
+        try:
+            self.db = psycopg.connect(self.location, autocommit=True)
+            with self.db.transaction():
+                for statement in SCHEMA:
+                    self.db.execute(statement)
+                for table, column, kind in ADDED_COLUMNS:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
+        except psycopg.Error as exc:
+            raise FleetError(f"cannot open the fleet database {_redact(self.location)}: {exc}".strip()) from None
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.dialect == "postgresql" else sql
+
+    @contextmanager
+    def _transaction(self):
+        if self.dialect == "postgresql":
+            with self.db.transaction():
+                yield
+        else:
+            with self.db:
+                yield
+
+    # --- access --------------------------------------------------------------------------------
+    def query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self.lock:
+            return list(self.db.execute(self._sql(sql), args).fetchall())
+
+    def execute(self, sql: str, args: tuple = ()) -> None:
+        with self.lock, self._transaction():
+            self.db.execute(self._sql(sql), args)
+
+    def _many(self, sql: str, rows: list[tuple]) -> None:
+        if not rows:
+            return
+        if self.dialect == "postgresql":
+            with self.db.cursor() as cursor:
+                cursor.executemany(self._sql(sql), rows)
+        else:
+            self.db.executemany(sql, rows)
+
+    def write(self, batch: list[tuple[str, str, str, dict]]) -> None:
+        """One transaction for a batch of (fleet, device, channel, payload) messages."""
+        telemetry, seen, statuses, progress = [], {}, [], []
+        for fleet, device, channel, p in batch:
+            if channel == "status":
+                tags = json.dumps(p.get("tags", []))
+                statuses.append(
+                    (fleet, device, p["state"], p["ts"], tags, p.get("model"), p.get("version"), p.get("sha256"))
+                )
+            elif channel == "telemetry":
+                telemetry.append((fleet, device, p["seq"], p["ts"], json.dumps(p)))
+                seen[(fleet, device)] = max(p["ts"], seen.get((fleet, device), 0))
+            elif channel == "progress":
+                details = json.dumps(p.get("details", {}))
+                progress.append((p["deployment"], fleet, device, p["step"], p["ts"], details))
+        with self.lock, self._transaction():
+            self._many(UPSERT_DEVICE, statuses)
+            self._many(INSERT_TELEMETRY, telemetry)
+            self._many(TOUCH_DEVICE, [(ts, ts, fleet, device) for (fleet, device), ts in seen.items()])
+            self._many(INSERT_PROGRESS, progress)
+
+    def close(self) -> None:
+        with self.lock:
+            self.db.close()
+
+
+def _redact(url: str) -> str:
+    """A database URL without its password, for messages."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
