@@ -86,7 +86,8 @@ class FleetStore:
                 for table, column, kind in ADDED_COLUMNS:
                     self.db.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
         except psycopg.Error as exc:
-            raise FleetError(f"cannot open the fleet database {_redact(self.location)}: {exc}".strip()) from None
+            reason = " ".join(str(exc).split())  # one line
+            raise FleetError(f"cannot open the fleet database {_redact(self.location)}: {reason}") from None
 
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s") if self.dialect == "postgresql" else sql

@@ -1,0 +1,58 @@
+"""The fleet manager on a real PostgreSQL: telemetry, the registry and a rollout, as on SQLite;
+a bad URL gives one clear line."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgekit import package
+from edgekit.errors import FleetError
+from edgekit.fleet.manager import FleetManager
+from edgekit.fleet.store import FleetStore
+from tests.fleet.postgres import Postgres
+from tests.fleet.test_fleet_mqtt import _agents, _deploy_message, wait_for
+
+
+@pytest.fixture
+def postgres():
+    server = Postgres().start()
+    yield server
+    server.stop()
+
+
+def test_manager_on_postgres(tmp_path, postgres, keys, models, server):
+    from edgekit.broker import Broker
+
+    broker = Broker(port=0).start()
+    manager = FleetManager(postgres.url, port=broker.port)
+    assert manager.store.dialect == "postgresql"
+    manager.start()
+    agents = _agents(tmp_path, broker, keys[1], 3)
+    try:
+        wait_for(lambda: len(manager.devices("f1")) == 3, what="three devices registered")
+        for agent in agents:
+            agent.telemetry(window={"count": 4, "latency": {"p90_ms": 1.5}})
+            agent.telemetry(window={"count": 5})
+        wait_for(lambda: manager.store.query("SELECT COUNT(*) FROM telemetry")[0][0] == 6, what="telemetry stored")
+        store, base = server
+        good = package.build(models[0], tmp_path / "good.tar", name="fc", version="1", signing_key=keys[0])
+        store.add(good.path, good.sha256)
+        rollout = manager.start_rollout("f1", _deploy_message(good, base, "r1"), manager.devices("f1"), canary=0.3)
+        wait_for(lambda: manager.rollout_status(rollout)["state"] == "done", what="rollout done on PostgreSQL")
+        assert manager.rollout_status(rollout)["counts"] == {"committed": 3}
+        # timestamps keep sub-second precision (PostgreSQL's REAL is 4 bytes: ~2 minutes at today's epoch)
+        kinds = manager.store.query(
+            "SELECT data_type FROM information_schema.columns WHERE table_name='telemetry' AND column_name='ts'"
+        )
+        assert kinds == [("double precision",)]
+    finally:
+        for agent in agents:
+            agent.stop()
+        manager.stop()
+        broker.stop()
+
+
+def test_bad_postgres_url_is_one_line(postgres):
+    with pytest.raises(FleetError, match="cannot open the fleet database") as error:
+        FleetStore(postgres.url.replace("/postgres", "/no_such_database"))
+    assert "\n" not in str(error.value)
