@@ -56,7 +56,8 @@ class Agent:
         self.malformed = 0
         self.errors = 0
         self.invocations = 0
-        self._inflight: dict[int, int] = {}
+        self._inflight: dict[int, mqtt.MQTTMessageInfo] = {}  # outbox row -> its publish
+        self._wake = threading.Event()
         self._lock = threading.Lock()
         self._deploying = threading.Lock()
         self._stop = threading.Event()
@@ -101,11 +102,13 @@ class Agent:
         if retry is not None:
             log.info("retrying interrupted deployment %s", retry.id)
         threading.Thread(target=self._telemetry_loop, name="edgekit-telemetry", daemon=True).start()
+        threading.Thread(target=self._sender_loop, name="edgekit-sender", daemon=True).start()
         if self.config.workload_images:
             threading.Thread(target=self._workload_loop, name="edgekit-workload", daemon=True).start()
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self.client.is_connected():  # else the broker's copy of the last will says it
             info = self.client.publish(self._topic("status"), self._status("offline"), qos=1, retain=True)
             with contextlib.suppress(RuntimeError, ValueError):
@@ -139,25 +142,46 @@ class Agent:
             self._command(payload)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
-        with self._lock:
-            row = self._inflight.pop(mid, None)
-        if row is not None:
-            self.outbox.done(row)
+        self._wake.set()  # the sender thread retires acknowledged rows and sends more
 
     def _flush(self) -> None:
+        """Ask the sender thread to send what the outbox holds (never publish from a paho callback
+        or under our lock: paho holds its own locks around callbacks)."""
+        self._wake.set()
+
+    def _sender_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(5.0)
+            self._wake.clear()
+            try:
+                self._send_pending()
+            except Exception:  # the agent must not die on a send hiccup; the rows stay in the outbox
+                log.exception("sending from the outbox failed")
+
+    def _send_pending(self) -> None:
+        with self._lock:
+            acked = [row for row, info in self._inflight.items() if info.is_published()]
+            for row in acked:
+                del self._inflight[row]
+        for row in acked:
+            self.outbox.done(row)
         if not self.client.is_connected():
             return
         for row_id, topic, payload in self.outbox.pending():
             with self._lock:
-                if row_id in self._inflight.values():
+                if row_id in self._inflight:
                     continue
-                info = self.client.publish(topic, payload, qos=1)
-                self._inflight[info.mid] = row_id
+            info = self.client.publish(topic, payload, qos=1)
+            if info.rc != 0:  # not connected any more: the next connection sends it
+                return
+            with self._lock:
+                self._inflight[row_id] = info
 
     # --- work -----------------------------------------------------------------------------------
     def _progress(self, deployment: str, step: str, details: dict) -> None:
         payload = protocol.encode("progress", deployment=deployment, step=step, ts=protocol.now(), details=details)
-        self.client.publish(self._topic("progress"), payload, qos=1)
+        self.outbox.put(self._topic("progress"), payload)  # store-and-forward, like telemetry
+        self._flush()
 
     def _deploy(self, d: Deployment) -> None:
         if not self._deploying.acquire(blocking=False):
