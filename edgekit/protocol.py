@@ -29,6 +29,25 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "cmd": ("id", "command"),
     "cmd/resp": ("id", "ok"),
 }
+NUMBER = (int, float)
+# fields whose type is checked wherever they appear (bool is not a number here)
+TYPES: dict[str, tuple[type, ...]] = {
+    "seq": (int,),
+    "ts": NUMBER,
+    "window_s": NUMBER,
+    "count": (int,),
+    "size": (int,),
+    "state": (str,),
+    "step": (str,),
+    "deployment": (str,),
+    "package": (str,),
+    "sha256": (str, type(None)),
+    "url": (str,),
+    "id": (str,),
+    "command": (str,),
+    "ok": (bool,),
+    "tags": (list,),
+}
 STATUS_STATES = ("online", "offline")
 PROGRESS_STEPS = (
     "received",
@@ -103,6 +122,10 @@ def validate(channel: str, payload: Any) -> None:
     missing = [f for f in REQUIRED[channel] if f not in payload]
     if missing:
         raise ProtocolError(f"{channel} payload lacks {missing}")
+    for name, kinds in TYPES.items():
+        value = payload.get(name)
+        if name in payload and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)):
+            raise ProtocolError(f"{channel} field {name!r} has the wrong type ({type(value).__name__})")
     if channel == "status" and payload["state"] not in STATUS_STATES:
         raise ProtocolError(f"status state {payload['state']!r} is not one of {STATUS_STATES}")
     if channel == "progress" and payload["step"] not in PROGRESS_STEPS:

@@ -111,9 +111,14 @@ class FleetManager:
             try:
                 self.store.write(batch)
                 self.counters.stored += len(batch)
-            except (*self.store.errors, KeyError, TypeError) as exc:  # never die on one bad batch
-                self.counters.malformed += len(batch)
-                log.warning("could not store a batch: %s", exc)
+            except (*self.store.errors, KeyError, TypeError, ValueError):  # isolate the bad message(s)
+                for message in batch:
+                    try:
+                        self.store.write([message])
+                        self.counters.stored += 1
+                    except (*self.store.errors, KeyError, TypeError, ValueError) as exc:
+                        self.counters.malformed += 1
+                        log.warning("could not store a %s message from %s: %s", message[2], message[1], exc)
 
     # --- deployments and rollouts --------------------------------------------------------------
     def devices(self, fleet: str, tag: str | None = None) -> list[str]:

@@ -3,6 +3,7 @@ reaches every device through canary and waves, a bad one stops in the canary."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import pytest
@@ -130,6 +131,58 @@ def test_malformed_messages_are_counted_not_fatal(tmp_path, broker):
         wait_for(lambda: manager.counters.malformed == 4 and manager.counters.stored == 1, what="counted")
     finally:
         client.loop_stop()
+        manager.stop()
+
+
+BAD_PAYLOADS = (
+    b"{not json",
+    b"\xff\xfe",
+    b"[1, 2]",
+    b'{"schema": 99, "seq": 1, "ts": 1, "state": "online", "window_s": 1, "count": 1}',
+    b'{"schema": 1}',
+    # every field present, some of the wrong type
+    b'{"schema": 1, "seq": "7", "ts": "now", "state": 1, "window_s": 1, "count": true, "deployment": 5,'
+    b' "step": "committed", "id": 3, "ok": "yes", "command": ["rollback"], "package": 1, "sha256": 2,'
+    b' "url": 3, "size": "big"}',
+)
+
+
+def test_malformed_messages_on_every_topic(tmp_path, broker, keys):
+    """Each side counts what it cannot read and goes on: the manager on status, telemetry,
+    progress and cmd/resp, the agent on deploy and cmd."""
+    import paho.mqtt.client as mqtt
+
+    manager = FleetManager(tmp_path / "fleet.sqlite", port=broker.port)
+    manager.start()
+    [agent] = _agents(tmp_path, broker, keys[1], 1)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    responses = []
+
+    def on_message(c, u, message) -> None:
+        with contextlib.suppress(protocol.ProtocolError):  # our own bad payloads, echoed
+            responses.append(protocol.decode("cmd/resp", message.payload))
+
+    client.on_message = on_message
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        wait_for(lambda: manager.devices("f1") == ["dev00"] and agent.client.is_connected(), what="agent up")
+        client.subscribe(protocol.topic("f1", "dev00", "cmd/resp"), qos=1)
+        for channel in ("status", "telemetry", "progress", "cmd/resp", "deploy", "cmd"):
+            for payload in BAD_PAYLOADS:
+                client.publish(protocol.topic("f1", "dev00", channel), payload, qos=1).wait_for_publish(5)
+        bad = len(BAD_PAYLOADS)
+        wait_for(lambda: agent.malformed == 2 * bad, what="agent counted", detail=lambda: agent.malformed)
+        # the manager also hears what is sent to it on cmd/resp: 4 channels' worth
+        wait_for(lambda: manager.counters.malformed == 4 * bad, what="manager counted", detail=lambda: manager.counters)
+        agent.telemetry(window={"count": 2})
+        wait_for(lambda: manager.store.query("SELECT COUNT(*) FROM telemetry")[0][0] == 1, what="still ingesting")
+        client.publish(protocol.topic("f1", "dev00", "cmd"), protocol.encode("cmd", id="c1", command="status"), qos=1)
+        wait_for(lambda: any(r.get("id") == "c1" and r["ok"] for r in responses), what="agent still answers")
+        assert agent.slots.current() is None  # no deployment came of any of it
+    finally:
+        client.loop_stop()
+        agent.stop()
         manager.stop()
 
 
