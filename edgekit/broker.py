@@ -117,6 +117,11 @@ class Broker:
             kind, _, body = await self._read_packet(reader)
             if kind != CONNECT:
                 return
+            _, pos = _string(body, 0)
+            if body[pos] != 4:  # MQTT 3.1.1 only: "unacceptable protocol version", as the spec says
+                writer.write(_packet(CONNACK, 0, b"\x00\x01"))
+                await writer.drain()
+                return
             self._connect(client, body)
             writer.write(_packet(CONNACK, 0, b"\x00\x00"))
             while True:

@@ -15,6 +15,7 @@ from edgekit import protocol
 from edgekit.agent.ota import Deployment, Slots
 from edgekit.agent.outbox import Outbox
 from edgekit.agent.telemetry import TelemetryCollector
+from edgekit.mqtt import choose_version, connect_args, make_client
 
 log = logging.getLogger("edgekit.agent")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -40,6 +41,7 @@ class AgentConfig:
     tls_ca: str | None = None  # TLS to the broker: CA file (turns TLS on) ...
     tls_cert: str | None = None  # ... and a client certificate and key, when the broker asks for one
     tls_key: str | None = None
+    mqtt_version: str = "auto"  # auto: MQTT 5 where the broker speaks it, else 3.1.1; or "5", "3.1.1"
 
 
 class Agent:
@@ -64,13 +66,11 @@ class Agent:
         self._session = None
         self._session_sha = None
         self._watch: tuple[str, int, int] | None = None  # (deployment, invocations, errors) at the switch
-        self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=f"{config.fleet}.{config.device}", protocol=mqtt.MQTTv311
+        tls = {"ca": config.tls_ca, "cert": config.tls_cert, "key": config.tls_key} if config.tls_ca else None
+        self.mqtt_version = choose_version(config.mqtt_version, config.host, config.port, tls)
+        self.client = make_client(
+            f"{config.fleet}.{config.device}", self.mqtt_version, config.username, config.password, tls
         )
-        if config.username:
-            self.client.username_pw_set(config.username, config.password)
-        if config.tls_ca:
-            self.client.tls_set(ca_certs=config.tls_ca, certfile=config.tls_cert, keyfile=config.tls_key)
         self.client.will_set(self._topic("status"), self._status("offline"), qos=1, retain=True)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
@@ -96,7 +96,9 @@ class Agent:
         )
 
     def start(self) -> None:
-        self.client.connect_async(self.config.host, self.config.port, keepalive=15)
+        self.client.connect_async(
+            self.config.host, self.config.port, keepalive=15, **connect_args(self.mqtt_version, persistent=False)
+        )
         self.client.loop_start()
         retry = self.slots.resume(self._progress)
         if retry is not None:

@@ -20,6 +20,7 @@ from edgekit import protocol
 from edgekit.errors import InputError
 from edgekit.fleet.gates import Gates, judge_telemetry
 from edgekit.fleet.store import FleetStore
+from edgekit.mqtt import choose_version, connect_args, make_client
 
 __all__ = ["FleetManager", "FleetStore"]
 
@@ -46,10 +47,9 @@ class FleetManager:
         password: str | None = None,
         batch_size: int = 500,
         client_id: str = "edgekit-fleet",
-        tls: dict | None = None,
+        tls: dict | None = None,  # {"ca": CA file, "cert": client certificate, "key": client key}
+        mqtt_version: str = "auto",
     ) -> None:
-        import paho.mqtt.client as mqtt
-
         self.store = FleetStore(db)
         self.counters = Counters()
         self.queue: queue.Queue = queue.Queue()
@@ -57,11 +57,8 @@ class FleetManager:
         self._stop = threading.Event()
         # a persistent session under a stable id: with a persistent broker (Mosquitto's
         # persistence), telemetry published while the manager reconnects is queued, not lost
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
-        if username:
-            self.client.username_pw_set(username, password)
-        if tls:  # {"ca": CA file, "cert": client certificate, "key": client key}
-            self.client.tls_set(ca_certs=tls["ca"], certfile=tls.get("cert"), keyfile=tls.get("key"))
+        self.mqtt_version = choose_version(mqtt_version, host, port, tls)
+        self.client = make_client(client_id, self.mqtt_version, username, password, tls, persistent=True)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.host, self.port = host, port
@@ -69,7 +66,7 @@ class FleetManager:
         self._rolled_back: set[tuple[str, str]] = set()
 
     def start(self) -> None:
-        self.client.connect(self.host, self.port, keepalive=15)
+        self.client.connect(self.host, self.port, keepalive=15, **connect_args(self.mqtt_version, persistent=True))
         self.client.loop_start()
         threading.Thread(target=self._writer, name="edgekit-fleet-writer", daemon=True).start()
         threading.Thread(target=self._rollout_loop, name="edgekit-rollouts", daemon=True).start()

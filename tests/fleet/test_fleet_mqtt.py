@@ -76,6 +76,9 @@ def test_telemetry_and_rollouts(tmp_path, broker, keys, models, server):
     try:
         wait_for(lambda: len(manager.devices("f1")) == 6, what="six devices registered")
         assert manager.devices("f1", tag="cameras") == ["dev00", "dev02", "dev04"]
+        # MQTT 5 where the broker speaks it (Mosquitto), 3.1.1 otherwise (the embedded broker)
+        expected = 5 if isinstance(broker, Mosquitto) else 4
+        assert manager.mqtt_version == expected and {a.mqtt_version for a in agents} == {expected}
         for agent in agents:
             agent.telemetry(window={"count": 5, "p50_ms": 1.0})
         wait_for(lambda: manager.store.query("SELECT COUNT(*) FROM telemetry")[0][0] == 6, what="telemetry stored")
