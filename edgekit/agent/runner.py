@@ -75,7 +75,10 @@ class Agent:
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_publish = self._on_publish
-        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+        # exponential backoff (paho doubles the wait up to the cap) with jitter: every device's schedule
+        # is scaled by its own random factor, so a fleet does not reconnect in lockstep after an outage
+        jitter = random.uniform(0.5, 1.5)
+        self.client.reconnect_delay_set(min_delay=jitter, max_delay=30 * jitter)
 
     # --- MQTT ---------------------------------------------------------------------------------
     def _topic(self, channel: str) -> str:
