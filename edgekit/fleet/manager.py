@@ -358,7 +358,4 @@ class FleetManager:
 
     def prune_telemetry(self, older_than_s: float) -> int:
         """Retention: drop telemetry windows older than this; returns how many went."""
-        cutoff = time.time() - older_than_s
-        count = self.store.query("SELECT COUNT(*) FROM telemetry WHERE ts<?", (cutoff,))[0][0]
-        self.store.execute("DELETE FROM telemetry WHERE ts<?", (cutoff,))
-        return count
+        return self.store.prune_telemetry(older_than_s)

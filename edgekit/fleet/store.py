@@ -140,6 +140,15 @@ class FleetStore:
             self._many(TOUCH_DEVICE, [(ts, ts, fleet, device) for (fleet, device), ts in seen.items()])
             self._many(INSERT_PROGRESS, progress)
 
+    def prune_telemetry(self, older_than_s: float, now: float | None = None) -> int:
+        """Retention: drop telemetry windows older than this; returns how many went."""
+        import time
+
+        cutoff = (time.time() if now is None else now) - older_than_s
+        with self.lock, self._transaction():
+            cursor = self.db.execute(self._sql("DELETE FROM telemetry WHERE ts<?"), (cutoff,))
+            return cursor.rowcount
+
     def close(self) -> None:
         with self.lock:
             self.db.close()

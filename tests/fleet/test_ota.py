@@ -39,6 +39,7 @@ class Log:
 
     def __call__(self, deployment, step, details):
         self.steps.append(step)
+        self.details = getattr(self, "details", []) + [(step, details)]
 
 
 def test_good_package_switches_and_serves(tmp_path, server, keys, models):
@@ -50,6 +51,26 @@ def test_good_package_switches_and_serves(tmp_path, server, keys, models):
     assert slots.deploy(_deployment(tmp_path, server, keys, models[1], version="2", dep_id="d2"), log)
     assert slots.current()["version"] == "2" and slots.state()["previous"]["version"] == "1"
     assert slots.rollback("d2", log, "error rate") and slots.current()["version"] == "1"
+
+
+def test_interrupted_download_resumes_with_range(tmp_path, server, keys, models):
+    """A download cut off half-way (process killed mid-transfer) continues from where it stopped."""
+    slots, log = Slots(tmp_path / "device", keys[1]), Log()
+    d = _deployment(tmp_path, server, keys, models[0])
+    archive = (tmp_path / f"{d.package}").read_bytes()
+    (tmp_path / "device" / "downloads" / f"{d.sha256}.tar").write_bytes(archive[: len(archive) // 2])
+    assert slots.deploy(d, log)
+    assert ("downloading", {"offset": len(archive) // 2}) in log.details
+    assert slots.current()["sha256"] == d.sha256
+
+
+def test_given_up_deployment_is_not_retried(tmp_path, server, keys, models):
+    slots, log = Slots(tmp_path / "device", keys[1]), Log()
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(models[0].read_bytes()[:200])
+    d = _deployment(tmp_path, server, keys, broken, version="bad")
+    assert not slots.deploy(d, log) and not slots.deploy(d, log)  # the retained desired state comes back
+    assert log.steps.count("downloading") == 1 and log.steps[-1] == "failed"
 
 
 def test_bad_packages_never_serve(tmp_path, server, keys, models):

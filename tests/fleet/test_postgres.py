@@ -56,3 +56,14 @@ def test_bad_postgres_url_is_one_line(postgres):
     with pytest.raises(FleetError, match="cannot open the fleet database") as error:
         FleetStore(postgres.url.replace("/postgres", "/no_such_database"))
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_retention_drops_old_telemetry(tmp_path, engine, request):
+    location = request.getfixturevalue("postgres").url if engine == "postgresql" else tmp_path / "fleet.sqlite"
+    store = FleetStore(location)
+    windows = [("f1", "d1", "telemetry", {"seq": i, "ts": 1000.0 + i, "count": 1}) for i in range(10)]
+    store.write(windows)
+    assert store.prune_telemetry(older_than_s=100, now=1105.5) == 6  # ts 1000..1005 go
+    assert [s for (s,) in store.query("SELECT seq FROM telemetry ORDER BY seq")] == [6, 7, 8, 9]
+    store.close()
