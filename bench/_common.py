@@ -43,14 +43,7 @@ def export_torchvision(name: str, path) -> None:
     import torch
     import torchvision
 
+    from edgekit.converters.torch import export_onnx
+
     torch.manual_seed(0)
-    net = getattr(torchvision.models, name)(weights=None).eval()
-    torch.onnx.export(
-        net,
-        torch.zeros(1, 3, 224, 224),
-        str(path),
-        opset_version=17,
-        dynamo=False,
-        input_names=["input"],
-        output_names=["logits"],
-    )
+    export_onnx(getattr(torchvision.models, name)(weights=None), torch.zeros(1, 3, 224, 224), path)

@@ -241,13 +241,21 @@ def prepare_qat(model: nn.Module, activation_types: Iterable[type] = (nn.ReLU, n
     return nn.Sequential(FakeQuant(), qat)
 
 
+def export_onnx(
+    model: nn.Module, example: torch.Tensor, path: str, input_name: str = "input", output_name: str = "logits"
+) -> None:
+    """``model`` in eval mode to ONNX opset 17 (the TorchScript exporter), one input, one output."""
+    model.eval()
+    torch.onnx.export(
+        model, example, str(path), opset_version=17, dynamo=False, input_names=[input_name], output_names=[output_name]
+    )
+
+
 def export_qdq(
     model: nn.Module, example: torch.Tensor, path: str, input_name: str = "image", output_name: str = "logits"
 ) -> None:
-    model.eval()
-    torch.onnx.export(
-        model, example, path, opset_version=17, dynamo=False, input_names=[input_name], output_names=[output_name]
-    )
+    """A QAT model (its FakeQuant modules export as QuantizeLinear/DequantizeLinear pairs)."""
+    export_onnx(model, example, path, input_name, output_name)
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:

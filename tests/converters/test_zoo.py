@@ -54,18 +54,11 @@ def test_light_zoo_model(name, tmp_path):
 def test_torchvision_model(name, tmp_path):
     torch = pytest.importorskip("torch")
     torchvision = pytest.importorskip("torchvision")
+    from edgekit.converters.torch import export_onnx
+
     torch.manual_seed(0)
-    net = getattr(torchvision.models, name)(weights=None).eval()
     path = tmp_path / f"{name}.onnx"
-    torch.onnx.export(
-        net,
-        torch.zeros(1, 3, 224, 224),
-        str(path),
-        opset_version=17,
-        dynamo=False,
-        input_names=["input"],
-        output_names=["logits"],
-    )
+    export_onnx(getattr(torchvision.models, name)(weights=None), torch.zeros(1, 3, 224, 224), path)
     _check(str(path), tmp_path, name)
 
 
