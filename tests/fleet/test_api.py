@@ -128,3 +128,38 @@ def test_openapi_describes_every_route(fleet):
     with pytest.raises(urllib.error.HTTPError) as error:
         urllib.request.urlopen(request)
     assert error.value.code == 400 and "not JSON" in json.loads(error.value.read())["error"]
+
+
+def test_offline_device_gets_the_rollout_when_it_returns(tmp_path, fleet, keys, models):
+    from edgekit.agent.runner import Agent
+
+    manager, client, agents, url = fleet
+    agents[3].stop()  # dev03 goes offline before the rollout
+    wait_for(lambda: client.devices("doors")[1]["state"] == "offline", what="dev03 offline")
+    info = _package(tmp_path, models[0], keys[0], "1")
+    client.upload(info.path)
+    client.deploy(info.sha256, ["all"], canary=0.25, waves=[1.0], gates={"wave_timeout_s": 2}, rollout_id="r1")
+    wait_for(lambda: client.rollout("r1")["state"] == "done", what="done without the offline device")
+    assert "dev03" not in client.rollout("r1")["steps"]
+    returning = Agent(agents[3].config)  # the device comes back: the retained desired state is waiting
+    agents[3] = returning
+    returning.start()
+    wait_for(lambda: client.rollout("r1")["steps"].get("dev03") == "committed", what="dev03 caught up")
+    assert returning.slots.current()["version"] == "1"
+
+
+def test_error_rate_gate(tmp_path, fleet, keys, models):
+    manager, client, agents, url = fleet
+    v1 = _package(tmp_path, models[0], keys[0], "1")
+    client.upload(v1.path)
+    client.deploy(v1.sha256, ["all"], canary=0.0, waves=[1.0], rollout_id="base")
+    wait_for(lambda: client.rollout("base")["state"] == "done", what="v1 everywhere")
+    v2 = _package(tmp_path, models[1], keys[0], "2")
+    client.upload(v2.path)
+    client.deploy(v2.sha256, ["all"], canary=0.25, waves=[1.0], gates={"max_error_rate": 0.05}, rollout_id="errors")
+    wait_for(lambda: client.rollout("errors")["steps"].get("dev00") == "committed", what="canary committed")
+    agents[0].telemetry(window={"count": 100, "errors": 30})
+    wait_for(lambda: client.rollout("errors")["state"] == "aborted", what="error-rate gate tripped")
+    assert "error rate 30.0%" in client.rollout("errors")["reason"]
+    wait_for(lambda: agents[0].slots.current()["version"] == "1", what="the canary back on v1")
+    assert [a.slots.current()["version"] for a in agents] == ["1"] * 4
