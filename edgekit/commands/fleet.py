@@ -17,7 +17,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", default="fleet.sqlite", help="the fleet database (SQLite file)")
     parser.add_argument("--fleet", default="default", help="fleet id")
     parser.add_argument("--api", default=os.environ.get("EDGEKIT_FLEET_API", DEFAULT_API), help="the manager's API")
-    parser.add_argument("--token", help="API token for changes (default: $EDGEKIT_FLEET_TOKEN or DB.token)")
+    parser.add_argument(
+        "--token",
+        help="API token for changes (default: $EDGEKIT_FLEET_TOKEN, or the token file serve wrote: "
+        "DB.token beside a SQLite DB, fleet.token for a database URL)",
+    )
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     serve = sub.add_parser("serve", help="ingest telemetry, serve packages and the API, run rollouts")
@@ -243,9 +247,10 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def _token_file(db: str):
+    """Next to a SQLite database; ``fleet.token`` here for a database URL."""
     from pathlib import Path
 
-    return Path(db).with_suffix(".token")
+    return Path("fleet.token") if "://" in db else Path(db).with_suffix(".token")
 
 
 def _token(args: argparse.Namespace) -> str | None:
