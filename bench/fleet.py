@@ -145,7 +145,7 @@ def rollout(port: int, work: Path, agents: int, per_process: int = 25) -> list[l
     convert(str(ROOT / "edgekit" / "samples" / "digits_cnn.onnx"), good_model)
     bad_model.write_bytes(good_model.read_bytes()[:400])
     good = package.build(good_model, work / "good.tar", name="digits", version="1", signing_key=key)
-    bad = package.build(bad_model, work / "bad.tar", name="digits", version="2", signing_key=key)
+    bad = package.build(bad_model, work / "bad.tar", name="digits", version="2", signing_key=key, validate=False)
 
     manager = FleetManager(work / "rollout.sqlite", port=port, client_id="bench-rollout")
     manager.start()

@@ -1,15 +1,19 @@
 """Model packages for over-the-air updates.
 
-A package is a tar archive of ``manifest.json`` and the model file, plus a detached ed25519
-signature over the archive's sha256. It is verified (size, sha256, signature with the fleet
-key pinned at provisioning) BEFORE anything is unpacked, and unpacking refuses path traversal,
-links, devices and oversized members."""
+A package is a tar archive of ``manifest.json`` and the model file, xz-compressed by default
+(Python's own lzma, so a device needs nothing extra; the zeros of a sparse model and the few
+values of a clustered one shrink the download), plus a detached ed25519 signature over the
+archive's sha256. It is verified (size, sha256, signature with the fleet key pinned at
+provisioning) BEFORE anything is unpacked, and unpacking refuses path traversal, links,
+devices and members or totals over the size limit. Plain (uncompressed) tar packages still
+read."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import json
+import lzma
 import os
 import tarfile
 import tempfile
@@ -21,6 +25,10 @@ from edgekit.errors import PackageError
 MANIFEST = "manifest.json"
 MAX_PACKAGE_BYTES = 512 * 1024 * 1024
 MANIFEST_SCHEMA = 1
+XZ_MAGIC = b"\xfd7zXZ\x00"
+# preset 6: an 8 MiB dictionary, so a Raspberry Pi Zero decompresses in ~9 MiB of memory
+XZ_PRESET = 6
+COMPRESSIONS = ("xz", "none")
 
 
 @dataclass(frozen=True)
@@ -71,11 +79,23 @@ def build(
     latency_budget_ms: float | None = None,
     preprocessing: dict | None = None,
     extra: dict | None = None,
+    compression: str = "xz",
+    validate: bool = True,
 ) -> PackageInfo:
-    """Write ``output`` (.tar) and ``output.sig``; returns what a deployment needs to know."""
+    """Write ``output`` (a tar archive, xz-compressed unless ``compression="none"``) and
+    ``output.sig``; returns what a deployment needs to know. The manifest carries the model's
+    inputs and outputs (name, shape, dtype, int8 scale and zero point), the preprocessing, the
+    latency budget and a compression report. ``validate=False`` packages a .tflite that does not
+    parse as it is (the device's health check then refuses it: how the tests exercise that)."""
+    if compression not in COMPRESSIONS:
+        raise PackageError(f"unknown compression {compression!r}; choose one of {', '.join(COMPRESSIONS)}")
     model = Path(model)
     if not model.is_file():
         raise PackageError(f"{model}: no such model file")
+    if preprocessing:
+        from edgekit.runtime.preprocess import PreprocessSpec
+
+        PreprocessSpec.from_dict(preprocessing)  # refuse a spec the device could not apply
     data = model.read_bytes()
     manifest = {
         "schema": MANIFEST_SCHEMA,
@@ -85,7 +105,9 @@ def build(
         "model_sha256": hashlib.sha256(data).hexdigest(),
         "model_size": len(data),
         "latency_budget_ms": latency_budget_ms,
+        "io": model_io(model.name, data, strict=validate),
         "preprocessing": preprocessing or {},
+        "compression": _compression_report(data, compression),
         **(extra or {}),
     }
     buffer = io.BytesIO()
@@ -95,12 +117,80 @@ def build(
             info.size, info.mode, info.mtime = len(payload), 0o644, 0
             tar.addfile(info, io.BytesIO(payload))
     archive = buffer.getvalue()
+    if compression == "xz":
+        archive = lzma.compress(archive, preset=XZ_PRESET)
     digest = hashlib.sha256(archive).hexdigest()
     signature = _signing_key(signing_key).sign(bytes.fromhex(digest)).signature
     output = Path(output)
     _write(output, archive)
     _write(output.with_suffix(output.suffix + ".sig"), signature.hex().encode())
     return PackageInfo(output, digest, len(archive), signature, manifest)
+
+
+def _compression_report(data: bytes, compression: str) -> dict:
+    """How much the model shrinks for the download, and why: the share of zero bytes (sparsity)
+    and of distinct byte values (clustering) among the model's bytes."""
+    report = {"method": compression, "model_bytes": len(data)}
+    if compression == "xz":
+        report["model_xz_bytes"] = len(lzma.compress(data, preset=XZ_PRESET))
+    if data:
+        report["zero_byte_share"] = round(data.count(0) / len(data), 4)
+    return report
+
+
+def model_io(name: str, data: bytes, strict: bool = True) -> dict | None:
+    """Inputs and outputs of a .tflite model as the manifest records them (None for other
+    formats, when the flatbuffer schema package is not installed, or for an unreadable model
+    unless ``strict``)."""
+    if not name.endswith(".tflite"):
+        return None
+    try:
+        import tflite
+    except ImportError:
+        return None
+    try:
+        model = tflite.Model.GetRootAsModel(data, 0)
+        graph = model.Subgraphs(0)
+        dtypes = {v: k.lower() for k, v in vars(tflite.TensorType).items() if not k.startswith("_")}
+
+        names: dict[int, str] = {}  # the serving signature's names, as a Session shows them
+        for s in range(model.SignatureDefsLength()):
+            signature = model.SignatureDefs(s)
+            if signature.SignatureKey() in (b"serving_default", None):
+                for maps, count in (
+                    (signature.Inputs, signature.InputsLength()),
+                    (signature.Outputs, signature.OutputsLength()),
+                ):
+                    for i in range(count):
+                        names[maps(i).TensorIndex()] = maps(i).Name().decode()
+
+        def spec(index: int) -> dict:
+            tensor = graph.Tensors(index)
+            entry = {
+                "name": names.get(index, tensor.Name().decode()),
+                "shape": [int(d) for d in tensor.ShapeAsNumpy()] if tensor.ShapeLength() else [],
+                "dtype": dtypes.get(tensor.Type(), str(tensor.Type())),
+            }
+            quant = tensor.Quantization()
+            if quant is not None and quant.ScaleLength() == 1:
+                entry["scale"], entry["zero_point"] = float(quant.Scale(0)), int(quant.ZeroPoint(0))
+            return entry
+
+        return {
+            "inputs": [spec(graph.Inputs(i)) for i in range(graph.InputsLength())],
+            "outputs": [spec(graph.Outputs(i)) for i in range(graph.OutputsLength())],
+        }
+    except Exception as exc:  # the flatbuffer reader raises whatever a damaged file provokes
+        if not strict:
+            return None
+        raise PackageError(f"{name} is not a readable .tflite model ({exc}); convert it with edgekit convert") from None
+
+
+def _open_archive(path: Path) -> tarfile.TarFile:
+    """The package's tar archive, xz-compressed or plain (told by its first bytes, not its name)."""
+    with open(path, "rb") as f:
+        head = f.read(len(XZ_MAGIC))
+    return tarfile.open(path, mode="r:xz" if head == XZ_MAGIC else "r:")
 
 
 def verify(
@@ -141,12 +231,12 @@ def verify(
 def read_manifest(path: str | os.PathLike) -> dict:
     """The manifest of a (verified) package, read without unpacking anything else."""
     try:
-        with tarfile.open(path, mode="r:") as tar:
+        with _open_archive(Path(path)) as tar:
             member = tar.getmember(MANIFEST)
             if not member.isfile() or member.size > 1 << 20:
                 raise PackageError("package manifest is not a small regular file")
             manifest = json.loads(tar.extractfile(member).read())
-    except (tarfile.TarError, KeyError, OSError, ValueError) as exc:
+    except (tarfile.TarError, lzma.LZMAError, EOFError, KeyError, OSError, ValueError) as exc:
         raise PackageError(f"cannot read the package manifest: {exc}") from None
     if not isinstance(manifest, dict) or manifest.get("schema") != MANIFEST_SCHEMA:
         raise PackageError(f"package manifest has an unknown schema (this side reads {MANIFEST_SCHEMA})")
@@ -154,12 +244,17 @@ def read_manifest(path: str | os.PathLike) -> dict:
 
 
 def unpack(path: str | os.PathLike, destination: str | os.PathLike, max_member_bytes: int = MAX_PACKAGE_BYTES) -> dict:
-    """Extract a verified package into ``destination`` (must not exist); returns the manifest."""
+    """Extract a verified package into ``destination`` (must not exist); returns the manifest.
+    ``max_member_bytes`` bounds each member and all of them together, so a small compressed
+    archive cannot fill the device's disk."""
     destination = Path(destination)
     try:
-        with tarfile.open(path, mode="r:") as tar:
+        with _open_archive(Path(path)) as tar:
             members = tar.getmembers()
             names = set()
+            total = sum(m.size for m in members)
+            if total > max_member_bytes:
+                raise PackageError(f"package unpacks to {total} bytes, over the {max_member_bytes}-byte limit")
             for m in members:
                 target = (destination / m.name).resolve()
                 if not m.isfile():
@@ -176,7 +271,7 @@ def unpack(path: str | os.PathLike, destination: str | os.PathLike, max_member_b
                 source = tar.extractfile(m)
                 (destination / m.name).parent.mkdir(parents=True, exist_ok=True)
                 (destination / m.name).write_bytes(source.read())
-    except tarfile.TarError as exc:
+    except (tarfile.TarError, lzma.LZMAError, EOFError) as exc:
         raise PackageError(f"package is not a readable archive: {exc}") from None
     manifest = json.loads((destination / MANIFEST).read_text())
     model = destination / manifest.get("model", "")

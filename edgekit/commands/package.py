@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", nargs="?", help="the .tflite (or .onnx) model")
-    parser.add_argument("-o", "--output", help="package file (default NAME-VERSION.tar)")
+    parser.add_argument("-o", "--output", help="package file (default NAME-VERSION.tar.xz, or .tar uncompressed)")
     parser.add_argument("--name")
     parser.add_argument("--version")
     parser.add_argument("--sign", metavar="KEY", help="the fleet's ed25519 private key file")
     parser.add_argument("--latency-budget-ms", type=float, help="the health check's p50 latency limit")
+    parser.add_argument(
+        "--preprocess",
+        metavar="JSON",
+        help='image preprocessing the device applies, e.g. \'{"resize": [8, 8], "color": "L", "layout": "nchw"}\'',
+    )
+    parser.add_argument("--compression", choices=("xz", "none"), default="xz", help="archive compression (default xz)")
     parser.add_argument("--new-key", nargs=2, metavar=("PRIVATE", "PUBLIC"), help="create a signing key pair and exit")
 
 
@@ -24,7 +31,16 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not (args.model and args.name and args.version and args.sign):
         raise InputError("edgekit package MODEL --name N --version V --sign KEY (or --new-key PRIVATE PUBLIC)")
-    output = args.output or f"{args.name}-{args.version}.tar"
+    preprocessing = None
+    if args.preprocess:
+        try:
+            preprocessing = json.loads(args.preprocess)
+        except ValueError as exc:
+            raise InputError(f"--preprocess is not valid JSON ({exc})") from None
+        if not isinstance(preprocessing, dict):
+            raise InputError("--preprocess takes a JSON object, e.g. '{\"resize\": [224, 224]}'")
+    suffix = ".tar.xz" if args.compression == "xz" else ".tar"
+    output = args.output or f"{args.name}-{args.version}{suffix}"
     info = package.build(
         args.model,
         output,
@@ -32,6 +48,12 @@ def run(args: argparse.Namespace) -> int:
         version=args.version,
         signing_key=args.sign,
         latency_budget_ms=args.latency_budget_ms,
+        preprocessing=preprocessing,
+        compression=args.compression,
     )
-    print(f"wrote {info.path} ({info.size:,} bytes), sha256 {info.sha256}, signature {info.path}.sig")
+    report = info.manifest["compression"]
+    print(
+        f"wrote {info.path} ({info.size:,} bytes; model {report['model_bytes']:,} bytes), "
+        f"sha256 {info.sha256}, signature {info.path}.sig"
+    )
     return 0

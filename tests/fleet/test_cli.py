@@ -77,11 +77,11 @@ def test_serve_deploy_and_workload_telemetry(tmp_path, digits_tflite):
         agent = spawn("agent", "run", "--config", "agent.toml", cwd=tmp_path, log=tmp_path / "agent.log")
         wait_for(lambda: "cam1" in edgekit(*api, "devices", cwd=tmp_path).stdout, what="agent registered")
 
-        refused = edgekit(*api, "--token", "wrong", "deploy", "digits-1.tar", cwd=tmp_path, check=False)
+        refused = edgekit(*api, "--token", "wrong", "deploy", "digits-1.tar.xz", cwd=tmp_path, check=False)
         assert refused.returncode != 0 and "token" in refused.stderr and "Traceback" not in refused.stderr
         assert len(refused.stderr.strip().splitlines()) == 1
 
-        out = edgekit(*api, "deploy", "digits-1.tar", "--to", "tag:cameras", "--canary", "0%", "--waves", "100",
+        out = edgekit(*api, "deploy", "digits-1.tar.xz", "--to", "tag:cameras", "--canary", "0%", "--waves", "100",
                       "--id", "r1", cwd=tmp_path).stdout  # fmt: skip
         assert "rollout r1: 1 devices" in out
         wait_for(lambda: "done" in edgekit(*api, "rollouts", cwd=tmp_path).stdout, what="rollout done",

@@ -98,7 +98,9 @@ def test_telemetry_and_rollouts(tmp_path, broker, keys, models, server):
 
         broken_model = tmp_path / "broken.tflite"
         broken_model.write_bytes(models[0].read_bytes()[:300])
-        bad = package.build(broken_model, tmp_path / "bad.tar", name="fc", version="2", signing_key=keys[0])
+        bad = package.build(
+            broken_model, tmp_path / "bad.tar", name="fc", version="2", signing_key=keys[0], validate=False
+        )
         store.add(bad.path, bad.sha256)
         rollout = manager.start_rollout(
             "f1",

@@ -26,6 +26,7 @@ def _deployment(tmp_path, server, keys, model, name="fc", version="1", budget=No
         version=version,
         signing_key=keys[0],
         latency_budget_ms=budget,
+        validate=False,  # some tests package a broken model on purpose: the device must refuse it
     )
     store.add(info.path, info.sha256)
     return Deployment(

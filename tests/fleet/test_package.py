@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import lzma
 import subprocess
 import sys
 import tarfile
@@ -20,8 +21,64 @@ def test_build_verify_unpack(tmp_path, keys, models):
         models[0], tmp_path / "m.tar", name="fc", version="1.0", signing_key=private, latency_budget_ms=50
     )
     assert package.verify(info.path, public_key=public, sha256=info.sha256, size=info.size) == info.sha256
+    assert info.path.read_bytes()[:6] == package.XZ_MAGIC  # compressed by default
     manifest = package.unpack(info.path, tmp_path / "out")
     assert manifest["name"] == "fc" and (tmp_path / "out" / "v1.tflite").read_bytes() == models[0].read_bytes()
+    assert package.read_manifest(info.path) == manifest
+
+
+def test_manifest_records_io_and_compression(tmp_path, keys, models):
+    from edgekit.runtime import load
+
+    info = package.build(models[1], tmp_path / "m.tar.xz", name="fc", version="1", signing_key=keys[0])
+    io_spec, report = info.manifest["io"], info.manifest["compression"]
+    with load(models[1]) as session:  # the interpreter's own view of the model
+        assert [(t["name"], tuple(t["shape"])) for t in io_spec["inputs"]] == [
+            (s.name, tuple(s.shape)) for s in session.inputs
+        ]
+        assert [t["name"] for t in io_spec["outputs"]] == [s.name for s in session.outputs]
+        assert [t["dtype"] for t in io_spec["inputs"]] == [str(s.dtype) for s in session.inputs]
+    assert report["method"] == "xz" and report["model_bytes"] == models[1].stat().st_size
+    assert 0 < report["model_xz_bytes"] < report["model_bytes"]
+    plain = package.build(
+        models[1], tmp_path / "m.tar", name="fc", version="1", signing_key=keys[0], compression="none"
+    )
+    assert plain.size > info.size and package.unpack(plain.path, tmp_path / "plain")["version"] == "1"
+
+
+def test_bad_preprocessing_and_model(tmp_path, keys, models):
+    with pytest.raises(Exception, match="unknown preprocessing keys"):
+        package.build(
+            models[0], tmp_path / "m.tar", name="fc", version="1", signing_key=keys[0], preprocessing={"resise": [8, 8]}
+        )
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(b"\x00" * 64)
+    with pytest.raises(PackageError, match="not a readable .tflite"):
+        package.build(broken, tmp_path / "b.tar", name="fc", version="1", signing_key=keys[0])
+    assert not (tmp_path / "m.tar").exists() and not (tmp_path / "b.tar").exists()
+
+
+def test_decompression_bomb_is_refused(tmp_path):
+    """A few KB of xz that would unpack to 64 MiB: refused by the total limit before any write."""
+    archive = tmp_path / "bomb.tar.xz"
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        manifest = json.dumps({"model": "m.tflite", "model_sha256": "0"}).encode()
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(manifest)
+        tar.addfile(info, io.BytesIO(manifest))
+        for i in range(4):
+            big = tarfile.TarInfo(f"zeros{i}")
+            big.size = 16 << 20
+            tar.addfile(big, io.BytesIO(bytes(big.size)))
+    archive.write_bytes(lzma.compress(buffer.getvalue()))
+    assert archive.stat().st_size < 100_000
+    with pytest.raises(PackageError, match="unpacks to .* over the"):
+        package.unpack(archive, tmp_path / "out", max_member_bytes=32 << 20)
+    assert not (tmp_path / "out").exists()
+    archive.write_bytes(archive.read_bytes()[:5000])  # truncated xz stream: one clean error
+    with pytest.raises(PackageError, match="not a readable archive|cannot read"):
+        package.unpack(archive, tmp_path / "out2")
 
 
 def test_tampered_package(tmp_path, keys, models):
@@ -48,8 +105,8 @@ def test_wrong_key_and_size(tmp_path, keys, models):
         package.verify(info.path, public_key=keys[1], max_bytes=100)
 
 
-def _evil_archive(path, name: str, kind=tarfile.REGTYPE, target: str = "") -> None:
-    with tarfile.open(path, "w") as tar:
+def _evil_archive(path, name: str, kind=tarfile.REGTYPE, target: str = "", mode: str = "w") -> None:
+    with tarfile.open(path, mode) as tar:
         manifest = json.dumps({"model": "m.tflite", "model_sha256": "0"}).encode()
         info = tarfile.TarInfo("manifest.json")
         info.size = len(manifest)
@@ -69,9 +126,10 @@ def _evil_archive(path, name: str, kind=tarfile.REGTYPE, target: str = "") -> No
         ("hard", tarfile.LNKTYPE, "manifest.json", "links"),
     ],
 )
-def test_unsafe_archives_are_refused(tmp_path, name, kind, target, message):
+@pytest.mark.parametrize("mode", ["w", "w:xz"])
+def test_unsafe_archives_are_refused(tmp_path, name, kind, target, message, mode):
     archive = tmp_path / "evil.tar"
-    _evil_archive(archive, name, kind, target)
+    _evil_archive(archive, name, kind, target, mode)
     with pytest.raises(PackageError, match=message):
         package.unpack(archive, tmp_path / "out")
     assert not (tmp_path / "out").exists() and not (tmp_path.parent / "escape.txt").exists()
@@ -88,8 +146,13 @@ def test_package_cli(tmp_path, models):
         )
 
     assert run("--new-key", "k", "k.pub").returncode == 0
-    result = run(str(models[0]), "--name", "fc", "--version", "2", "--sign", "k")
+    result = run(str(models[0]), "--name", "fc", "--version", "2", "--sign", "k", "--preprocess", '{"resize": [4, 4]}')
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "fc-2.tar").exists() and (tmp_path / "fc-2.tar.sig").exists()
+    assert (tmp_path / "fc-2.tar.xz").exists() and (tmp_path / "fc-2.tar.xz.sig").exists()
+    assert package.read_manifest(tmp_path / "fc-2.tar.xz")["preprocessing"] == {"resize": [4, 4]}
+    for bad_json, message in (("{resize", "not valid JSON"), ("[1]", "JSON object"), ('{"x": 1}', "unknown")):
+        bad = run(str(models[0]), "--name", "fc", "--version", "3", "--sign", "k", "--preprocess", bad_json)
+        assert bad.returncode != 0 and message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+        assert not (tmp_path / "fc-3.tar.xz").exists()
     bad = run(str(models[0]), "--name", "fc", "--version", "2", "--sign", "missing.key")
     assert bad.returncode != 0 and "signing key" in bad.stderr and "Traceback" not in bad.stderr
