@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from edgekit.converters.onnx_frontend import read_model
     from edgekit.converters.prune import cluster_weights, magnitude_prune, prune_channels
     from edgekit.converters.prune.budget import prune_to_budget
-    from edgekit.converters.prune.report import size_report
+    from edgekit.converters.prune.report import SIZE_KEYS, size_report
     from edgekit.converters.tflite_writer import write_atomic
     from edgekit.errors import InputError, OutputPathError
 
@@ -148,10 +148,15 @@ def run(args: argparse.Namespace) -> int:
         pruned = cluster_weights(model, args.clusters, exclude=exclude)
     onnx.checker.check_model(pruned)
     write_atomic(args.output, pruned.SerializeToString())
-    before, after = size_report(model), size_report(pruned)
-    print(f"{'':<22} {'dense':>12} {'pruned':>12}")
-    for key in ("params", "macs", "tflite_fp32_bytes", "tflite_fp32_zstd", "tflite_fp32_gzip"):
-        print(f"{key:<22} {before[key]:>12,} {after[key]:>12,}")
+    if samples is None and args.data:
+        samples, _ = _samples(args, model, np)
+    before, after = size_report(model, samples), size_report(pruned, samples)
+    note = "" if args.data else " (int8 activation ranges from random inputs: pass --data for real ones)"
+    print(f"size report{note}")
+    print(f"{'':<22} {'dense':>12} {'pruned':>12} {'ratio':>7}")
+    for key in SIZE_KEYS:
+        ratio = f"{after[key] / before[key]:.2f}" if before[key] > 0 else "-"
+        print(f"{key:<22} {before[key]:>12,} {after[key]:>12,} {ratio:>7}")
     print(f"wrote {args.output}")
     return 0
 

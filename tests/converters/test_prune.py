@@ -145,7 +145,34 @@ def test_pruned_digits_model_still_classifies(tmp_path):
     assert verify(pruned, out, data=data["x_test"][:50]).min_sqnr_db > 20
 
 
-def test_magnitude_and_cluster():
+def _int8_weights(path) -> dict[str, tuple[np.ndarray, int]]:
+    """Weight tensors of CONV_2D / DEPTHWISE / FULLY_CONNECTED in an int8 .tflite: name ->
+    (int8 values, the axis of their output channels)."""
+    import tflite
+
+    data = path.read_bytes()
+    m = tflite.Model.GetRootAsModel(data, 0)
+    graph = m.Subgraphs(0)
+    axes = {
+        tflite.BuiltinOperator.CONV_2D: 0,
+        tflite.BuiltinOperator.DEPTHWISE_CONV_2D: 3,
+        tflite.BuiltinOperator.FULLY_CONNECTED: 0,
+    }
+    found = {}
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        code = m.OperatorCodes(op.OpcodeIndex()).BuiltinCode()
+        if code not in axes:
+            continue
+        tensor = graph.Tensors(op.Inputs(1))
+        raw = m.Buffers(tensor.Buffer()).DataAsNumpy()
+        assert tensor.Type() == tflite.TensorType.INT8
+        found[tensor.Name().decode()] = (raw.view(np.int8).reshape(tensor.ShapeAsNumpy()), axes[code])
+    return found
+
+
+def test_magnitude_and_cluster(tmp_path):
+    data = np.load(str(files("edgekit") / "samples" / "digits_data.npz"))
     m = onnx.load(DIGITS)
     sparse, report = magnitude_prune(m, 0.8)
     weights = [
@@ -161,6 +188,55 @@ def test_magnitude_and_cluster():
         w = onnx.numpy_helper.to_array(init)
         if w.ndim == 4 and w.shape[1] > 1:
             assert all(np.unique(row).size <= 16 for row in w.reshape(w.shape[0], -1))
+    # both load in onnxruntime, convert to int8, and verify against onnxruntime on held-out digits
+    for name, pruned in (("sparse", sparse), ("clustered", clustered)):
+        out = tmp_path / f"{name}.tflite"
+        convert(pruned, out, quantize="int8", calibration=data["x_calib"])
+        assert verify(pruned, out, data=data["x_test"][:50]).min_sqnr_db > 15, name
+        int8 = _int8_weights(out)
+        assert len(int8) == 5
+        if name == "sparse":  # int8 keeps every zero: 80% of all weights are exactly 0
+            zeros = sum(int((w == 0).sum()) for w, _ in int8.values())
+            assert zeros >= 0.8 * total - 1, (zeros, total)
+        else:  # int8 keeps the clustering: at most 16 distinct int8 values per output channel
+            for w, axis in int8.values():
+                rows = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
+                assert max(np.unique(row).size for row in rows) <= 16
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+def test_pruned_torchvision_models_convert_and_verify(name, tmp_path):
+    """50% of the MACs off real architectures: valid ONNX, onnxruntime runs it, int8 converts
+    and edgekit verify compares it with onnxruntime."""
+    import onnxruntime as ort
+
+    torch = pytest.importorskip("torch")
+    torchvision = pytest.importorskip("torchvision")
+    from edgekit.converters.torch import export_onnx
+
+    torch.manual_seed(0)
+    path = tmp_path / f"{name}.onnx"
+    export_onnx(getattr(torchvision.models, name)(weights=None).eval(), torch.zeros(1, 3, 224, 224), path)
+    dense = onnx.load(path)
+    pruned, _, fraction = prune_to_budget(dense, 0.5)
+    assert 0.4 < fraction <= 0.5
+    onnx.checker.check_model(pruned)
+    session = ort.InferenceSession(pruned.SerializeToString(), providers=["CPUExecutionProvider"])
+    sample = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    assert session.run(None, {session.get_inputs()[0].name: sample})[0].shape == (1, 1000)
+    fp32 = tmp_path / "pruned.tflite"
+    convert(pruned, fp32)
+    assert verify(pruned, fp32, samples=2).min_sqnr_db > 60
+    int8 = tmp_path / "pruned_int8.tflite"
+    calibration = np.random.default_rng(1).standard_normal((8, 3, 224, 224)).astype(np.float32)
+    result = convert(pruned, int8, quantize="int8", calibration=calibration)
+    assert result.partitions == 1
+    assert verify(pruned, int8, data=calibration[:2]).min_sqnr_db > 10
+    assert (
+        int8.stat().st_size
+        < 0.6 * convert(dense, tmp_path / "dense_int8.tflite", quantize="int8", calibration=calibration).size_bytes
+    )
 
 
 @pytest.mark.parametrize(
