@@ -15,7 +15,7 @@ imports torch).
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
@@ -39,7 +39,9 @@ def polynomial_sparsity(step: int, begin: int, end: int, final: float, initial: 
 
 
 class MagnitudePruner:
-    """Global magnitude masks over every Conv2d/Linear weight, tightened on a schedule."""
+    """Magnitude masks over every Conv2d/Linear weight, tightened on a schedule: one threshold
+    for all of them (``scope="global"``) or the same sparsity in each layer (``"layer"``; a
+    global threshold can empty a whole layer whose weights are small)."""
 
     def __init__(
         self,
@@ -49,11 +51,14 @@ class MagnitudePruner:
         end: int = 1000,
         frequency: int = 10,
         power: int = 3,
+        scope: str = "global",
     ) -> None:
         if not 0 < final_sparsity < 1:
             raise ValueError("final_sparsity must lie strictly between 0 and 1")
+        if scope not in ("global", "layer"):
+            raise ValueError("scope must be global or layer")
         self.model, self.final, self.begin, self.end = model, final_sparsity, begin, end
-        self.frequency, self.power = frequency, power
+        self.frequency, self.power, self.scope = frequency, power, scope
         self.masks = {name: torch.ones_like(w, dtype=torch.bool) for name, w in prunable_weights(model)}
         self.step_count = 0
 
@@ -62,11 +67,13 @@ class MagnitudePruner:
 
     def set_sparsity(self, sparsity: float) -> None:
         weights = dict(prunable_weights(self.model))
-        magnitudes = torch.cat([w.detach().abs().flatten() for w in weights.values()])
-        k = int(sparsity * magnitudes.numel())
-        threshold = magnitudes.kthvalue(k).values if k > 0 else magnitudes.min() - 1
-        for name, w in weights.items():
-            self.masks[name] = w.detach().abs() > threshold
+        groups = [weights] if self.scope == "global" else [{n: w} for n, w in weights.items()]
+        for group in groups:
+            magnitudes = torch.cat([w.detach().abs().flatten() for w in group.values()])
+            k = int(sparsity * magnitudes.numel())
+            threshold = magnitudes.kthvalue(k).values if k > 0 else magnitudes.min() - 1
+            for name, w in group.items():
+                self.masks[name] = w.detach().abs() > threshold
         self.apply()
 
     @torch.no_grad()
@@ -95,6 +102,22 @@ def channel_masks(model: nn.Module, ratio: float) -> dict[str, torch.Tensor]:
             mask[scores.argsort(descending=True)[:keep]] = True
             masks[name] = mask
     return masks
+
+
+def random_shift(max_pixels: int = 1) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Augmentation for small images: each image moved by up to ``max_pixels`` in x and y,
+    the border filled with zeros."""
+
+    def shift(images: torch.Tensor) -> torch.Tensor:
+        padded = nn.functional.pad(images, [max_pixels] * 4)
+        out = torch.empty_like(images)
+        h, w = images.shape[-2:]
+        offsets = torch.randint(0, 2 * max_pixels + 1, (len(images), 2))
+        for i, (dy, dx) in enumerate(offsets.tolist()):
+            out[i] = padded[i, :, dy : dy + h, dx : dx + w]
+        return out
+
+    return shift
 
 
 @torch.no_grad()
@@ -136,7 +159,12 @@ def train(
     channel_mask: dict[str, torch.Tensor] | None = None,
     teacher: nn.Module | None = None,
     batch: int = 64,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    alpha: float = 0.5,
+    temperature: float = 2.0,
 ) -> nn.Module:
+    """Adam fine-tuning. ``augment`` transforms each batch (the teacher sees the same images);
+    ``alpha`` weighs the teacher's soft targets at ``temperature`` against the labels."""
     torch.manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
@@ -147,12 +175,13 @@ def train(
         order = torch.randperm(len(xt))
         for i in range(0, len(xt), batch):
             idx = order[i : i + batch]
+            images = xt[idx] if augment is None else augment(xt[idx])
             opt.zero_grad()
-            logits = model(xt[idx])
+            logits = model(images)
             if teacher is not None:
                 with torch.no_grad():
-                    target = teacher(xt[idx])
-                loss = distillation_loss(logits, target, yt[idx])
+                    target = teacher(images)
+                loss = distillation_loss(logits, target, yt[idx], alpha, temperature)
             else:
                 loss = nn.functional.cross_entropy(logits, yt[idx])
             loss.backward()

@@ -22,23 +22,28 @@ SAMPLES = Path(__file__).resolve().parent.parent / "edgekit" / "samples"
 
 
 class DigitsCNN(nn.Module):
-    def __init__(self) -> None:
+    """The bundled sample at ``width=1`` (8.5k parameters); ``width=k`` multiplies every layer's
+    channels by k (the pruning benchmark uses a wider one, whose weights outweigh the file's
+    fixed structure)."""
+
+    def __init__(self, width: int = 1) -> None:
         super().__init__()
+        c1, c2, c3 = 16 * width, 32 * width, 64 * width
         self.features = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1),
-            nn.BatchNorm2d(16),
+            nn.Conv2d(1, c1, 3, padding=1),
+            nn.BatchNorm2d(c1),
             nn.ReLU(),
-            nn.Conv2d(16, 32, 3, padding=1, stride=2),
-            nn.BatchNorm2d(32),
+            nn.Conv2d(c1, c2, 3, padding=1, stride=2),
+            nn.BatchNorm2d(c2),
             nn.ReLU(),
-            nn.Conv2d(32, 32, 3, padding=1, groups=32),
-            nn.BatchNorm2d(32),
+            nn.Conv2d(c2, c2, 3, padding=1, groups=c2),
+            nn.BatchNorm2d(c2),
             nn.ReLU6(),
-            nn.Conv2d(32, 64, 1),
-            nn.BatchNorm2d(64),
+            nn.Conv2d(c2, c3, 1),
+            nn.BatchNorm2d(c3),
             nn.ReLU(),
         )
-        self.classifier = nn.Linear(64, 10)
+        self.classifier = nn.Linear(c3, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)
