@@ -25,6 +25,7 @@ from edgekit.converters.torch import (  # noqa: E402
     fold_batchnorm,
     polynomial_sparsity,
     prepare_qat,
+    random_shift,
     train,
 )
 from edgekit.converters.verification import TFLiteRunner  # noqa: E402
@@ -58,6 +59,61 @@ def test_gradual_magnitude_pruning_reaches_its_target(digits):
     )
     assert abs(float((weights == 0).float().mean()) - 0.8) < 0.02
     assert accuracy(model, x_te, y_te) > 0.9
+
+
+def test_layer_scope_prunes_every_layer_alike(digits):
+    """A global threshold empties layers whose weights are small; scope=layer never does."""
+    import copy
+
+    dense = digits[-1]
+    sparsity = {}
+    for scope in ("global", "layer"):
+        pruner = MagnitudePruner(copy.deepcopy(dense), 0.9, scope=scope)
+        pruner.set_sparsity(0.9)
+        sparsity[scope] = [1 - float(m.float().mean()) for m in pruner.masks.values()]
+    assert all(abs(s - 0.9) < 0.01 for s in sparsity["layer"])
+    assert max(sparsity["global"]) - min(sparsity["global"]) > 0.2
+    with pytest.raises(ValueError, match="scope"):
+        MagnitudePruner(dense, 0.5, scope="row")
+
+
+def test_random_shift_moves_images_within_bounds():
+    torch.manual_seed(0)
+    images = torch.rand(64, 1, 8, 8) + 0.1  # no zero pixels: a zero shows where the border came in
+    shifted = random_shift(1)(images)
+    assert shifted.shape == images.shape
+    moved = [not torch.equal(a, b) for a, b in zip(shifted, images, strict=True)]
+    assert 0 < sum(moved) < len(images)  # (0, 0) is one of the nine offsets
+    for a, b in zip(shifted, images, strict=True):  # every image is its original moved by <= 1 pixel
+        assert any(
+            torch.equal(
+                a[:, max(dy, 0) : 8 + min(dy, 0), max(dx, 0) : 8 + min(dx, 0)],
+                b[:, max(-dy, 0) : 8 + min(-dy, 0), max(-dx, 0) : 8 + min(-dx, 0)],
+            )
+            for dy in (-1, 0, 1)
+            for dx in (-1, 0, 1)
+        )
+
+
+def test_distillation_uses_the_teachers_targets(digits):
+    """alpha=1 trains on the teacher alone: a student distilled from a teacher that always says
+    class 3 learns to say 3, whatever the labels."""
+    x_tr, x_te, y_tr, y_te, _ = digits
+
+    class Always3(torch.nn.Module):
+        def forward(self, x):
+            out = torch.full((len(x), 10), -5.0)
+            out[:, 3] = 5.0
+            return out
+
+    def student(alpha: float):
+        torch.manual_seed(0)
+        return train(DigitsCNN(), x_tr[:256], y_tr[:256], epochs=10, teacher=Always3(), alpha=alpha)
+
+    distilled = student(1.0)
+    with torch.no_grad():
+        assert float((distilled(torch.from_numpy(x_te)).argmax(1) == 3).float().mean()) > 0.95  # teacher alone
+    assert accuracy(student(0.0), x_te, y_te) > 0.6  # the labels alone: the teacher is ignored
 
 
 def test_channel_masks_survive_fine_tuning(digits):
