@@ -3,8 +3,9 @@ MobileNetV2 (random weights), both converted to int8 TFLite, LiteRT latency prun
 the same run (interleaved), at 1 and 2 threads; plus sizes and compressed sizes. Each
 ``--round-to`` value is one pruned variant (kept channel counts rounded to a multiple of it; 1 is
 no rounding, 8 the default of edgekit prune); one more variant allocates the budget by measured
-latency (each group pruned alone and timed first, rounded to 8: ``--allocation latency``). All
-variants are timed in the same interleaved rounds.
+latency (each group pruned alone and timed first, rounded to 8: ``--allocation latency``), and
+one more does the same with the residual groups (channels joined by Adds across blocks) excluded,
+so only channels inside blocks shrink. All variants are timed in the same interleaved rounds.
 
     python bench/prune.py [--target-macs 0.5] [--rounds 10] [--round-to 1 8 16] [--no-latency]
 """
@@ -37,6 +38,7 @@ def main() -> None:
     from ai_edge_litert.interpreter import Interpreter
 
     from edgekit.converters import convert
+    from edgekit.converters.prune import find_groups
     from edgekit.converters.prune.budget import prune_by_latency, prune_to_budget
 
     work = Path(tempfile.mkdtemp(prefix="edgekit-prune-"))
@@ -50,9 +52,14 @@ def main() -> None:
         variants = {f"uniform, round-to {r}": r for r in args.round_to}
         if not args.no_latency:
             variants["latency, round-to 8"] = "latency"
+            variants["latency, in blocks only"] = "latency-blocks"
+        residual = frozenset(g.name for g in find_groups(onnx.load(dense)) if g.joins)
         for label, round_to in variants.items():
-            if round_to == "latency":
-                pruned_model, _, fractions[label] = prune_by_latency(onnx.load(dense), args.target_macs, round_to=8)
+            if isinstance(round_to, str):
+                exclude = residual if round_to == "latency-blocks" else frozenset()
+                pruned_model, _, fractions[label] = prune_by_latency(
+                    onnx.load(dense), args.target_macs, round_to=8, exclude=exclude
+                )
             else:
                 pruned_model, _, fractions[label] = prune_to_budget(
                     onnx.load(dense), args.target_macs, round_to=round_to

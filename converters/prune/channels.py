@@ -1,11 +1,17 @@
 """Structured channel pruning on an ONNX model: fewer channels, smaller convolutions.
 
-A prunable group is a convolution's output channels together with everything that must
-shrink with them: the BatchNormalization and element-wise activation after it, a depthwise
-convolution (and its BatchNormalization/activation) in between, and the input channels of the
-convolution or Gemm that reads the result. Tensors that feed an Add, a Concat or a graph output
-are left alone (their channel count is tied to other branches), so residual and concatenated
-channels keep their size."""
+A prunable group is a set of channels that must shrink together, found by following each
+convolution's output channels through the graph (a dependency graph, as in DepGraph):
+- the BatchNormalization, element-wise activations and pools they pass through, and depthwise
+  convolutions (whose channels are the same channels);
+- residual joins: an Add, Sub, Mul, Div, Max or Min of two tensors carrying channels makes them
+  one group, so a ResNet stage's stem or downsample convolution, every block's last convolution
+  and the blocks' inputs are pruned together with the same channel indices (and an SE block's
+  scale with the tensor it scales);
+- the input channels of every Conv and Gemm (after a global pool) that reads them.
+Channels that reach a Concat, a Reshape or Transpose, a grouped convolution, a graph input or
+output, a per-channel constant or any other op are tied to something pruning cannot follow, and
+their whole group is left as it is."""
 
 from __future__ import annotations
 
@@ -19,8 +25,7 @@ from onnx import numpy_helper
 
 from edgekit.errors import InputError, UnsupportedModelError
 
-# ops the channels pass through one to one (Flatten only matters after a global pool: a Gemm
-# that reads more features than there are channels is not taken as the group's consumer)
+# ops the channels pass through one to one
 ELEMENTWISE = frozenset(
     {
         "Relu",
@@ -41,21 +46,39 @@ ELEMENTWISE = frozenset(
         "Flatten",
     }
 )
+# element-wise binary ops: two tensors carrying channels become one group; a scalar constant
+# operand passes
+JOINS = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min"})
+GLOBAL_POOLS = frozenset({"GlobalAveragePool", "GlobalMaxPool"})
 
 
 @dataclass
 class ChannelGroup:
-    """One prunable set: ``producer``'s output channels and what follows them."""
+    """One prunable set of ``channels``: the convolutions that produce them, what they pass
+    through, and the layers that read them."""
 
-    producer: onnx.NodeProto
+    producers: list[onnx.NodeProto]
     channels: int
     batchnorms: list[onnx.NodeProto] = field(default_factory=list)
     depthwise: list[onnx.NodeProto] = field(default_factory=list)
-    consumer: onnx.NodeProto | None = None
+    consumers: list[onnx.NodeProto] = field(default_factory=list)
+    joins: list[onnx.NodeProto] = field(default_factory=list)
+    tensors: list[str] = field(default_factory=list)
+    tied: str = ""  # why the group cannot be pruned ("" when it can)
+
+    @property
+    def producer(self) -> onnx.NodeProto:
+        return self.producers[0]
 
     @property
     def name(self) -> str:
         return self.producer.name or self.producer.output[0]
+
+    def merge(self, other: ChannelGroup) -> None:
+        for attr in ("producers", "batchnorms", "depthwise", "consumers", "joins", "tensors"):
+            mine = getattr(self, attr)
+            mine.extend(x for x in getattr(other, attr) if not any(x is y for y in mine))
+        self.tied = self.tied or other.tied
 
 
 # importance criteria: weights [O, ...] -> one score per output channel (low = pruned first)
@@ -145,45 +168,153 @@ def _attr(node: onnx.NodeProto, name: str, default):
     return default
 
 
+def _reduce_axes(node: onnx.NodeProto, m: _Model) -> set[int] | None:
+    axes = _attr(node, "axes", None)
+    if axes is None and len(node.input) > 1 and node.input[1]:
+        value = m.array(node.input[1])
+        axes = None if value is None else value.tolist()
+    return None if axes is None else {int(a) % 4 for a in axes}
+
+
 def find_groups(model: onnx.ModelProto, exclude: set[str] | frozenset[str] = frozenset()) -> list[ChannelGroup]:
+    """The prunable channel groups of ``model``, in graph order of their first producer."""
+    return [g for g in _all_groups(model) if not g.tied and not _excluded(g, exclude)]
+
+
+def _excluded(group: ChannelGroup, exclude: set[str] | frozenset[str]) -> bool:
+    return any(p.name in exclude or p.output[0] in exclude for p in group.producers)
+
+
+def _all_groups(model: onnx.ModelProto) -> list[ChannelGroup]:
+    """Every channel group, prunable or tied, by following channels from each Conv through the
+    graph (nodes are in topological order, as ONNX requires)."""
     m = _Model(model)
-    groups = []
+    parent: dict[int, int] = {}
+    groups: dict[int, ChannelGroup] = {}
+    of_tensor: dict[str, int] = {}  # tensor -> its group's id (before finding the root)
+    pooled: set[str] = set()  # tensors whose spatial size is 1x1 (after a global pool)
+
+    def root(gid: int) -> int:
+        while parent[gid] != gid:
+            parent[gid] = parent[parent[gid]]
+            gid = parent[gid]
+        return gid
+
+    def group_of(tensor: str) -> ChannelGroup | None:
+        gid = of_tensor.get(tensor)
+        return None if gid is None else groups[root(gid)]
+
+    ids: dict[int, int] = {}  # id(group) -> its root id
+
+    def join(tensor: str, group: ChannelGroup) -> None:
+        of_tensor[tensor] = ids[id(group)]
+        group.tensors.append(tensor)
+
+    def union(a: ChannelGroup, b: ChannelGroup) -> ChannelGroup:
+        ra, rb = ids[id(a)], ids[id(b)]
+        if ra == rb:
+            return a
+        parent[rb] = ra
+        a.merge(b)
+        del groups[rb], ids[id(b)]
+        return a
+
+    def tie(tensor: str, why: str) -> None:
+        g = group_of(tensor)
+        if g is not None and not g.tied:
+            g.tied = why
+
     for node in model.graph.node:
-        if node.op_type != "Conv" or int(_attr(node, "group", 1)) != 1 or m.array(node.input[1]) is None:
+        op = node.op_type
+        ins = [t for t in node.input if t]
+        carried = [t for t in ins if group_of(t) is not None]
+        w = m.array(ins[1]) if op == "Conv" and len(ins) > 1 else None
+        if w is not None:
+            g = int(_attr(node, "group", 1))
+            source = group_of(ins[0])
+            if g > 1 and source is not None and g == source.channels and w.shape[:2] == (source.channels, 1):
+                source.depthwise.append(node)  # a depthwise convolution carries the same channels
+                join(node.output[0], source)
+                continue
+            if g > 1:
+                for t in carried:
+                    tie(t, f"read by the grouped convolution {node.name or node.output[0]}")
+                continue
+            if source is not None:
+                source.consumers.append(node)
+                if w.shape[1] != source.channels:
+                    tie(ins[0], f"{node.name or node.output[0]} reads a different channel count")
+            for t in carried[1:]:
+                tie(t, f"a constant input of {node.name or node.output[0]}")
+            gid = len(parent)
+            parent[gid] = gid
+            groups[gid] = ChannelGroup([node], int(w.shape[0]))
+            ids[id(groups[gid])] = gid
+            join(node.output[0], groups[gid])
             continue
-        if node.name in exclude or node.output[0] in exclude:
+        if not carried:
             continue
-        group = ChannelGroup(node, m.array(node.input[1]).shape[0])
-        tensor, ok = node.output[0], False
-        while True:
-            nxt = m.only_consumer(tensor)
-            if nxt is None:
-                break
-            if nxt.op_type == "BatchNormalization":
-                group.batchnorms.append(nxt)
-            elif nxt.op_type in ELEMENTWISE and nxt.input[0] == tensor:
-                if nxt.op_type == "PRelu" and (m.array(nxt.input[1]) is None or m.array(nxt.input[1]).size != 1):
-                    break
-            elif nxt.op_type == "Conv" and nxt.input[0] == tensor and m.array(nxt.input[1]) is not None:
-                g = int(_attr(nxt, "group", 1))
-                if g == group.channels and m.array(nxt.input[1]).shape[:2] == (group.channels, 1):
-                    group.depthwise.append(nxt)  # the channels run through it
-                elif g == 1:
-                    group.consumer, ok = nxt, True
-                    break
-                else:
-                    break
-            elif nxt.op_type == "Gemm" and nxt.input[0] == tensor and m.array(nxt.input[1]) is not None:
-                w = m.array(nxt.input[1])
-                if w.shape[1 if int(_attr(nxt, "transB", 0)) else 0] == group.channels:
-                    group.consumer, ok = nxt, True
-                break
+        group = group_of(carried[0])
+        name = node.name or (node.output[0] if node.output else op)
+        if op == "BatchNormalization" and node.input[0] == carried[0] and len(carried) == 1:
+            group.batchnorms.append(node)
+            join(node.output[0], group)
+        elif op in ELEMENTWISE and node.input[0] == carried[0] and len(carried) == 1:
+            if op == "PRelu" and (m.array(node.input[1]) is None or m.array(node.input[1]).size != 1):
+                tie(carried[0], f"the per-channel PRelu {name}")
+                continue
+            if op == "Flatten" and carried[0] not in pooled:
+                tie(carried[0], f"flattened with its spatial positions by {name}")
+                continue
+            join(node.output[0], group)
+            if op in GLOBAL_POOLS or (op == "Flatten" and carried[0] in pooled):
+                pooled.add(node.output[0])
+        elif op in ("ReduceMean", "ReduceMax") and len(carried) == 1 and node.input[0] == carried[0]:
+            axes = _reduce_axes(node, m)
+            if axes is None or 1 in axes:
+                tie(carried[0], f"reduced over channels by {name}")
+                continue
+            join(node.output[0], group)
+            if {2, 3} <= axes:
+                pooled.add(node.output[0])
+        elif op in JOINS and len(ins) == 2:
+            others = [t for t in ins if t not in carried]
+            if others:
+                const = m.array(others[0])
+                if const is None or const.size != 1:
+                    tie(carried[0], f"joined with a tensor pruning cannot follow by {name}")
+                    continue
             else:
-                break
-            tensor = nxt.output[0]
-        if ok:
-            groups.append(group)
-    return groups
+                second = group_of(carried[1])
+                if second.channels != group.channels:
+                    tie(carried[0], f"broadcast against other channels by {name}")
+                    tie(carried[1], f"broadcast against other channels by {name}")
+                    continue
+                group = union(group, second)
+            group.joins.append(node)
+            join(node.output[0], group)
+            if all(t in pooled for t in ins if t in carried) and len(carried) == len(ins):
+                pooled.add(node.output[0])
+        elif op == "Gemm" and node.input[0] == carried[0] and m.array(node.input[1]) is not None:
+            w = m.array(node.input[1])
+            features = w.shape[1 if int(_attr(node, "transB", 0)) else 0]
+            if carried[0] not in pooled or features != group.channels:
+                tie(carried[0], f"read as features by {name} (not after a global pool)")
+                continue
+            group.consumers.append(node)
+        else:
+            for t in carried:
+                tie(t, f"reaches {op} {name}")
+    for tensor in m.outputs:
+        tie(tensor, f"a graph output ({tensor})")
+    order = {id(n): i for i, n in enumerate(model.graph.node)}
+    result = []
+    for g in groups.values():
+        if not g.consumers and not g.tied:
+            g.tied = "nothing reads the channels"
+        g.producers.sort(key=lambda n: order[id(n)])  # named after its first producer in the graph
+        result.append(g)
+    return sorted(result, key=lambda g: order[id(g.producer)])
 
 
 def kept_count(channels: int, ratio: float, min_channels: int = 1, round_to: int = 1) -> int:
@@ -199,9 +330,14 @@ def kept_count(channels: int, ratio: float, min_channels: int = 1, round_to: int
 def _keep(
     group: ChannelGroup, m: _Model, ratio: float, criterion: str, min_channels: int, round_to: int = 1
 ) -> np.ndarray:
-    scores = CRITERIA[criterion](m.array(group.producer.input[1]))
+    """The channels to keep: highest importance summed over the group's producers, each
+    producer's scores normalised by their mean so no one layer's weight scale decides."""
+    scores = np.zeros(group.channels)
+    for producer in group.producers:
+        s = CRITERIA[criterion](m.array(producer.input[1]))
+        scores += s / s.mean() if s.mean() > 0 else s
     count = kept_count(group.channels, ratio, min_channels, round_to)
-    return np.sort(np.argsort(-scores)[:count])
+    return np.sort(np.argsort(-scores, kind="stable")[:count])
 
 
 # kept channel counts are rounded to a multiple of this in groups wider than it (1: no rounding);
@@ -235,25 +371,19 @@ def _record_kept(model: onnx.ModelProto, kept: dict[str, list[int]]) -> None:
     model.metadata_props.add(key=KEPT_KEY, value=json.dumps(record, separators=(",", ":")))
 
 
-def group_tensors(group: ChannelGroup, m: _Model) -> list[str]:
-    """The tensors that carry the group's channels (from the producer to the consumer's input)."""
-    tensors, tensor = [], group.producer.output[0]
-    while True:
-        tensors.append(tensor)
-        nxt = m.only_consumer(tensor)
-        if nxt is None or nxt is group.consumer:
-            return tensors
-        tensor = nxt.output[0]
+def group_tensors(group: ChannelGroup, m: _Model | None = None) -> list[str]:
+    """The tensors that carry the group's channels (from its producers to its consumers' inputs)."""
+    return list(group.tensors)
 
 
 def _apply(group: ChannelGroup, m: _Model, keep: np.ndarray) -> None:
     def take(node: onnx.NodeProto, index: int, axis: int = 0) -> None:
         m.set_input(node, index, np.take(m.array(node.input[index]), keep, axis=axis))
 
-    p = group.producer
-    take(p, 1)
-    if len(p.input) > 2 and p.input[2]:
-        take(p, 2)
+    for p in group.producers:
+        take(p, 1)
+        if len(p.input) > 2 and p.input[2]:
+            take(p, 2)
     for bn in group.batchnorms:
         for index in range(1, 5):
             take(bn, index)
@@ -264,14 +394,14 @@ def _apply(group: ChannelGroup, m: _Model, keep: np.ndarray) -> None:
         for a in dw.attribute:
             if a.name == "group":
                 a.i = int(len(keep))
-    c = group.consumer
-    if c.op_type == "Conv":
-        take(c, 1, axis=1)
-        return
-    trans_b = int(_attr(c, "transB", 0))  # Gemm: the input features are the channels
-    if m.array(c.input[1]).shape[1 if trans_b else 0] != group.channels:
-        raise UnsupportedModelError(f"cannot prune {group.name}: its Gemm reads more than the channels")
-    take(c, 1, axis=1 if trans_b else 0)
+    for c in group.consumers:
+        if c.op_type == "Conv":
+            take(c, 1, axis=1)
+            continue
+        trans_b = int(_attr(c, "transB", 0))  # Gemm: the input features are the channels
+        if m.array(c.input[1]).shape[1 if trans_b else 0] != group.channels:
+            raise UnsupportedModelError(f"cannot prune {group.name}: its Gemm reads more than the channels")
+        take(c, 1, axis=1 if trans_b else 0)
 
 
 def prune_channels(
