@@ -251,18 +251,22 @@ class Agent:
         current = self.slots.current() or {}
         fields = window if window is not None else self.collector.window(sensors)
         self.seq += 1
-        payload = protocol.encode(
-            "telemetry",
-            seq=self.seq,
-            ts=protocol.now(),
-            window_s=self.config.telemetry_interval_s,
-            **{"count": 0, **fields},
-            errors_total=self.errors,
-            model=current.get("name"),
-            version=current.get("version"),
-            sha256=current.get("sha256"),
-            dropped=self.outbox.dropped(),
-        )
+        seq, ts = self.seq, protocol.now()
+
+        def payload(dropped: int) -> bytes:  # the outbox's count once room is made for this window
+            return protocol.encode(
+                "telemetry",
+                seq=seq,
+                ts=ts,
+                window_s=self.config.telemetry_interval_s,
+                **{"count": 0, **fields},
+                errors_total=self.errors,
+                model=current.get("name"),
+                version=current.get("version"),
+                sha256=current.get("sha256"),
+                dropped=dropped,
+            )
+
         self.outbox.put(self._topic("telemetry"), payload)
         self._flush()
 

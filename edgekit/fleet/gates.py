@@ -14,7 +14,7 @@ from edgekit.errors import InputError
 @dataclass(frozen=True)
 class Gates:
     max_failures: float = 0.1  # share of a wave's devices whose deployment failed
-    max_error_rate: float | None = None  # failed invocations / invocations on the new model
+    max_error_rate: float | None = None  # failed / all invocations on the new model
     max_latency_regression: float | None = None  # p90 new / p90 before (1.2 = 20% slower allowed)
     max_power_w: float | None = None  # median watts on the new model
     telemetry_windows: int = 1  # windows per device on the new model before telemetry gates judge
@@ -66,11 +66,13 @@ def judge_telemetry(
     windows = [w for d in devices for w in new.get(d, [])]
     reasons, figures = [], {}
     if gates.max_error_rate is not None:
-        count = sum(w.get("count", 0) for w in windows)
+        # a window's count is the invocations that succeeded (timed by the Session's hooks);
+        # errors are the ones that raised, so the rate is errors over both
         errors = sum(w.get("errors", 0) for w in windows)
-        rate = errors / count if count else 0.0
+        invocations = sum(w.get("count", 0) for w in windows) + errors
+        rate = errors / invocations if invocations else 0.0
         figures["error_rate"] = rate
-        if count and rate > gates.max_error_rate:
+        if invocations and rate > gates.max_error_rate:
             reasons.append(f"error rate {rate:.1%} > {gates.max_error_rate:.1%}")
     if gates.max_latency_regression is not None:
         p90_new = [w["latency"]["p90_ms"] for w in windows if w.get("latency")]

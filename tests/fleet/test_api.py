@@ -158,8 +158,44 @@ def test_error_rate_gate(tmp_path, fleet, keys, models):
     client.upload(v2.path)
     client.deploy(v2.sha256, ["all"], canary=0.25, waves=[1.0], gates={"max_error_rate": 0.05}, rollout_id="errors")
     wait_for(lambda: client.rollout("errors")["steps"].get("dev00") == "committed", what="canary committed")
-    agents[0].telemetry(window={"count": 100, "errors": 30})
+    agents[0].telemetry(window={"count": 70, "errors": 30})  # 70 succeeded, 30 raised
     wait_for(lambda: client.rollout("errors")["state"] == "aborted", what="error-rate gate tripped")
     assert "error rate 30.0%" in client.rollout("errors")["reason"]
     wait_for(lambda: agents[0].slots.current()["version"] == "1", what="the canary back on v1")
     assert [a.slots.current()["version"] for a in agents] == ["1"] * 4
+
+
+def test_power_gate_on_an_estimate(tmp_path, fleet, keys, models):
+    """The canary reports watts the way a board without a power sensor does: the collector reads
+    a Raspberry Pi 4's procfs (device-tree model, an idle /proc/stat) from a folder, so the
+    estimate is the board profile's idle power, 2.7 W, flagged estimated; the gate is 2 W."""
+    from edgekit.agent.telemetry import TelemetryCollector
+
+    manager, client, agents, url = fleet
+    board = tmp_path / "pi4"
+    (board / "proc/device-tree").mkdir(parents=True)
+    (board / "proc/device-tree/model").write_bytes(b"Raspberry Pi 4 Model B Rev 1.4\x00")
+    (board / "proc/stat").write_text("cpu  1000 0 500 90000 100 0 10 0 0 0\n")
+    collector = agents[0].collector = TelemetryCollector(root=str(board))  # what dev00 measures with
+    try:
+        v1 = _package(tmp_path, models[0], keys[0], "1")
+        client.upload(v1.path)
+        client.deploy(v1.sha256, ["all"], canary=0.0, waves=[1.0], rollout_id="base")
+        wait_for(lambda: client.rollout("base")["state"] == "done", what="v1 everywhere")
+        v2 = _package(tmp_path, models[1], keys[0], "2")
+        client.upload(v2.path)
+        client.deploy(v2.sha256, ["all"], canary=0.25, waves=[1.0], gates={"max_power_w": 2.0}, rollout_id="hot")
+        wait_for(lambda: client.rollout("hot")["steps"].get("dev00") == "committed", what="canary committed")
+        assert client.rollout("hot")["state"] == "running"  # waiting for the canary's telemetry
+        agents[0].telemetry()  # the collector's window: the estimate
+        wait_for(lambda: client.rollout("hot")["state"] == "aborted", what="power gate tripped")
+        assert "median power 2.70 W > 2.00 W" in client.rollout("hot")["reason"]
+        [(payload,)] = manager.store.query("SELECT payload FROM telemetry WHERE device='dev00'")
+        window = json.loads(payload)
+        assert window["sha256"] == v2.sha256
+        assert window["power"]["estimated"] and window["power"]["source"] == "estimate"
+        wait_for(lambda: agents[0].slots.current()["version"] == "1", what="the canary back on v1")
+        assert [a.slots.current()["version"] for a in agents] == ["1"] * 4
+        assert set(client.rollout("hot")["steps"]) == {"dev00"}
+    finally:
+        collector.meter.end()  # its sampling thread
