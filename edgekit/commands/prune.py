@@ -52,6 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--exclude", nargs="+", default=[], metavar="NODE", help="ONNX node names to leave alone")
     parser.add_argument(
+        "--within-blocks",
+        action="store_true",
+        help="channel: leave the channels joined by residual Adds alone and prune only inside blocks",
+    )
+    parser.add_argument(
         "--scope", choices=("global", "layer"), default="global", help="magnitude: where the threshold applies"
     )
     parser.add_argument("--clusters", type=int, default=16, help="cluster: shared values per output channel")
@@ -87,6 +92,10 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.output).parent.is_dir():
         raise OutputPathError(f"cannot write {args.output}: folder {Path(args.output).parent} does not exist")
     exclude = frozenset(args.exclude)
+    if args.within_blocks:
+        from edgekit.converters.prune import find_groups
+
+        exclude |= {g.name for g in find_groups(model) if g.joins}
     if args.method == "channel":
         if args.target_macs is not None or args.target_params is not None:
             what = "macs" if args.target_macs is not None else "params"

@@ -128,6 +128,34 @@ def test_residual_channels_are_pruned_together(tmp_path):
     assert {g.name for g in find_groups(residual_cnn())} == {"a", "d", "f"}
 
 
+def test_cli_within_blocks_leaves_residual_channels(tmp_path):
+    source, out = tmp_path / "r.onnx", tmp_path / "p.onnx"
+    onnx.save(residual_stage(), source)
+    for flag, residual_width in (([], 6), (["--within-blocks"], 8)):
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "edgekit",
+                "prune",
+                str(source),
+                "-o",
+                str(out),
+                "--ratio",
+                "0.25",
+                "--round-to",
+                "1",
+                *flag,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr
+        dims = {i.name: list(i.dims) for i in onnx.load(out).graph.initializer}
+        assert dims["w0"][0] == residual_width and dims["w1"][0] == 4  # the inner group shrinks either way
+
+
 def wide_cnn():
     """Three prunable groups wider than 8 channels: 40 -> 48 -> 24 -> Gemm."""
     return model(
