@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--labels", help="labels (.npy) for the samples: sensitivity in accuracy instead of SQNR")
     parser.add_argument("--energy", type=float, default=0.9, help="lowrank: singular-value energy to keep")
+    parser.add_argument(
+        "--rank", type=float, help="lowrank: keep this fraction of each layer's full rank (not --energy)"
+    )
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument(
         "--ratio", type=float, help="channel: share of each group's channels to remove; magnitude: sparsity"
@@ -60,6 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--scope", choices=("global", "layer"), default="global", help="magnitude: where the threshold applies"
     )
     parser.add_argument("--clusters", type=int, default=16, help="cluster: shared values per output channel")
+    parser.add_argument(
+        "--cluster-scope",
+        choices=("channel", "layer"),
+        default="channel",
+        help="cluster: N values per output channel (snapped to its int8 grid) or per layer",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -150,11 +159,12 @@ def run(args: argparse.Namespace) -> int:
     elif args.method == "lowrank":
         from edgekit.converters.prune.lowrank import factorize
 
-        pruned, report = factorize(model, energy=args.energy, exclude=exclude)
+        energy = None if args.rank is not None else args.energy
+        pruned, report = factorize(model, energy=energy, rank_fraction=args.rank, exclude=exclude)
         for layer, (rank, full) in report.items():
             print(f"  rank {rank:>4} of {full:>4}  {layer}")
     else:
-        pruned = cluster_weights(model, args.clusters, exclude=exclude)
+        pruned = cluster_weights(model, args.clusters, per_channel=args.cluster_scope == "channel", exclude=exclude)
     onnx.checker.check_model(pruned)
     write_atomic(args.output, pruned.SerializeToString())
     if samples is None and args.data:

@@ -367,6 +367,25 @@ def test_cli(tmp_path):
     assert not (tmp_path / "q.onnx").exists()
 
 
+def test_cli_rank_and_cluster_scope(tmp_path):
+    def prune(*args):
+        out = tmp_path / "p.onnx"
+        result = subprocess.run(
+            [sys.executable, "-m", "edgekit", "prune", DIGITS, "-o", str(out), *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr
+        return onnx.load(out), result.stdout
+
+    _, stdout = prune("--method", "lowrank", "--rank", "0.25")
+    assert "rank    8 of   32" in stdout  # the 64x32 1x1 conv at a quarter of its full rank
+    clustered, _ = prune("--method", "cluster", "--clusters", "4", "--cluster-scope", "layer")
+    w = next(onnx.numpy_helper.to_array(i) for i in clustered.graph.initializer if list(i.dims) == [32, 16, 3, 3])
+    assert np.unique(w).size <= 4  # four values for the whole layer, not per channel
+
+
 def test_sensitivity_table_and_allocation():
     from edgekit.converters.prune.budget import prune_by_sensitivity
     from edgekit.converters.prune.sensitivity import analyse, format_table
