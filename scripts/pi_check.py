@@ -1,11 +1,16 @@
 """Run converted models on the host and report their outputs, for comparison with the same
 script run on an arm64 board (or under ../shared/tools/pi-emu).
 
-    python scripts/pi_check.py convert OUT_DIR          # host: convert the sample model (fp32, int8)
+    python scripts/pi_check.py convert OUT_DIR          # host: convert the sample model (fp32, int8) and
+                                                        # sign an OTA package of the int8 one
     python -I scripts/pi_check.py run OUT_DIR NAME      # host or board: outputs -> OUT_DIR/NAME.json
     python scripts/pi_check.py compare OUT_DIR A B      # max |A - B| and argmax agreement per model
 
-``-I`` keeps the source tree's ``edgekit/`` folder from shadowing the installed package.
+``-I`` keeps the source tree's ``edgekit/`` folder from shadowing the installed package. Under
+pi-emu, name the board's CPU (qemu's default "max" CPU has ISA extensions no Pi has, and
+XNNPACK's int8 kernels pick them); pi-emu clears the environment, so set it inside the command:
+
+    ../shared/tools/pi-emu run env QEMU_CPU=cortex-a72 python -I scripts/pi_check.py run pi-out pi4
 """
 
 from __future__ import annotations
@@ -31,6 +36,12 @@ def main() -> None:
         onnx_path = str(files("edgekit") / "samples" / "digits_cnn.onnx")
         convert(onnx_path, out / MODELS[0])
         convert(onnx_path, out / MODELS[1], quantize="int8", calibration=data["x_calib"])
+        from edgekit import package
+
+        package.generate_key(out / "fleet.key", out / "fleet.pub")
+        package.build(
+            out / MODELS[1], out / "digits-int8.tar.xz", name="digits", version="1", signing_key=out / "fleet.key"
+        )
     elif command == "run":
         from edgekit.devices import detect
         from edgekit.runtime import available, load
@@ -42,9 +53,23 @@ def main() -> None:
             "backends": available(),
             "board": detect().id,
         }
-        for name in MODELS:
+        paths = {name: out / name for name in MODELS}
+        if (out / "digits-int8.tar.xz").exists():  # the device's OTA path: verify, then unpack, then load
+            import shutil
+            import tempfile
+
+            from edgekit import package
+
+            package.verify(out / "digits-int8.tar.xz", public_key=(out / "fleet.pub").read_text().strip())
+            unpacked = Path(tempfile.mkdtemp()) / "slot"
+            manifest = package.unpack(out / "digits-int8.tar.xz", unpacked)
+            staged = out / f"{sys.argv[3]}-package"
+            shutil.rmtree(staged, ignore_errors=True)
+            shutil.copytree(unpacked, staged)
+            paths["package:" + manifest["model"]] = staged / manifest["model"]
+        for name, path in paths.items():
             for xnnpack in (True, False):
-                session = load(out / name, threads=2, xnnpack=xnnpack)
+                session = load(path, threads=2, xnnpack=xnnpack)
                 result[f"{name} xnnpack={xnnpack}"] = np.concatenate(
                     [session.run(v[None])["logits"] for v in x]
                 ).tolist()
