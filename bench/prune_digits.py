@@ -62,22 +62,25 @@ def main() -> None:
     calib = x_tr[:200]
     steps_per_epoch = (len(x_tr) + 63) // 64
 
+    def export(model, path: Path) -> Path:
+        torch.onnx.export(
+            model.eval(),
+            torch.zeros(1, 1, 8, 8),
+            str(path),
+            opset_version=17,
+            dynamo=False,
+            input_names=["image"],
+            output_names=["logits"],
+        )
+        return path
+
     def int8(model_or_path, name: str) -> tuple[float, int, int]:
         """Accuracy of the int8 TFLite model, its zstd-compressed size and its package's size."""
         path = work / f"{name}.onnx"
         if isinstance(model_or_path, onnx.ModelProto):
             onnx.save(model_or_path, path)
         else:
-            model_or_path.eval()
-            torch.onnx.export(
-                model_or_path,
-                torch.zeros(1, 1, 8, 8),
-                str(path),
-                opset_version=17,
-                dynamo=False,
-                input_names=["image"],
-                output_names=["logits"],
-            )
+            export(model_or_path, path)
         out = work / f"{name}.tflite"
         convert(str(path), out, quantize="int8", calibration=calib)
         runner = TFLiteRunner(out.read_bytes())
@@ -137,17 +140,8 @@ def main() -> None:
         masks["features.6"] = masks["features.3"]  # the depthwise conv carries features.3's channels
         apply_channel_masks(model, masks)
         train(model, x_tr, y_tr, args.epochs, lr=1e-3, seed=seed, channel_mask=masks, teacher=model_dense)
-        export = work / f"masked-{tag}.onnx"
-        torch.onnx.export(
-            model.eval(),
-            torch.zeros(1, 1, 8, 8),
-            str(export),
-            opset_version=17,
-            dynamo=False,
-            input_names=["image"],
-            output_names=["logits"],
-        )
-        pruned = prune_channels(onnx.load(export), 0.5, round_to=1)
+        masked = export(model, work / f"masked-{tag}.onnx")
+        pruned = prune_channels(onnx.load(masked), 0.5, round_to=1)
         rows.append(
             row(
                 "50% channels + fine-tune",

@@ -148,16 +148,23 @@ def test_offline_device_gets_the_rollout_when_it_returns(tmp_path, fleet, keys, 
     assert returning.slots.current()["version"] == "1"
 
 
-def test_error_rate_gate(tmp_path, fleet, keys, models):
-    manager, client, agents, url = fleet
+def _v1_then_v2_canary(tmp_path, client, keys, models, gates: dict, rollout_id: str):
+    """v1 on every device, then v2 to a 25% canary (dev00) under ``gates``; returns v2's package
+    once the canary has committed it."""
     v1 = _package(tmp_path, models[0], keys[0], "1")
     client.upload(v1.path)
     client.deploy(v1.sha256, ["all"], canary=0.0, waves=[1.0], rollout_id="base")
     wait_for(lambda: client.rollout("base")["state"] == "done", what="v1 everywhere")
     v2 = _package(tmp_path, models[1], keys[0], "2")
     client.upload(v2.path)
-    client.deploy(v2.sha256, ["all"], canary=0.25, waves=[1.0], gates={"max_error_rate": 0.05}, rollout_id="errors")
-    wait_for(lambda: client.rollout("errors")["steps"].get("dev00") == "committed", what="canary committed")
+    client.deploy(v2.sha256, ["all"], canary=0.25, waves=[1.0], gates=gates, rollout_id=rollout_id)
+    wait_for(lambda: client.rollout(rollout_id)["steps"].get("dev00") == "committed", what="canary committed")
+    return v2
+
+
+def test_error_rate_gate(tmp_path, fleet, keys, models):
+    manager, client, agents, url = fleet
+    _v1_then_v2_canary(tmp_path, client, keys, models, {"max_error_rate": 0.05}, "errors")
     agents[0].telemetry(window={"count": 70, "errors": 30})  # 70 succeeded, 30 raised
     wait_for(lambda: client.rollout("errors")["state"] == "aborted", what="error-rate gate tripped")
     assert "error rate 30.0%" in client.rollout("errors")["reason"]
@@ -178,14 +185,7 @@ def test_power_gate_on_an_estimate(tmp_path, fleet, keys, models):
     (board / "proc/stat").write_text("cpu  1000 0 500 90000 100 0 10 0 0 0\n")
     collector = agents[0].collector = TelemetryCollector(root=str(board))  # what dev00 measures with
     try:
-        v1 = _package(tmp_path, models[0], keys[0], "1")
-        client.upload(v1.path)
-        client.deploy(v1.sha256, ["all"], canary=0.0, waves=[1.0], rollout_id="base")
-        wait_for(lambda: client.rollout("base")["state"] == "done", what="v1 everywhere")
-        v2 = _package(tmp_path, models[1], keys[0], "2")
-        client.upload(v2.path)
-        client.deploy(v2.sha256, ["all"], canary=0.25, waves=[1.0], gates={"max_power_w": 2.0}, rollout_id="hot")
-        wait_for(lambda: client.rollout("hot")["steps"].get("dev00") == "committed", what="canary committed")
+        v2 = _v1_then_v2_canary(tmp_path, client, keys, models, {"max_power_w": 2.0}, "hot")
         assert client.rollout("hot")["state"] == "running"  # waiting for the canary's telemetry
         agents[0].telemetry()  # the collector's window: the estimate
         wait_for(lambda: client.rollout("hot")["state"] == "aborted", what="power gate tripped")
