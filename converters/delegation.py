@@ -13,13 +13,24 @@ from edgekit.converters.tflite_writer import serialize
 
 
 def single_op_model(graph: Graph, node: Node) -> bytes:
+    return ops_model(graph, [node])
+
+
+def ops_model(graph: Graph, nodes: list[Node]) -> bytes:
+    """A model of ``nodes`` alone (in order): their real tensors and constants; its inputs are
+    what they read and do not make, its outputs what the last one makes."""
     g = Graph()
-    for name in [*node.inputs, *node.outputs]:
-        if name:
-            g.tensors[name] = graph.tensors[name]
-    g.nodes = [node]
-    g.inputs = [i for i in dict.fromkeys(node.inputs) if i and not graph.is_const(i)]
-    g.outputs = list(node.outputs)
+    made: set[str] = set()
+    inputs: list[str] = []
+    for node in nodes:
+        for name in [*node.inputs, *node.outputs]:
+            if name:
+                g.tensors[name] = graph.tensors[name]
+        inputs += [i for i in node.inputs if i and i not in made and not graph.is_const(i)]
+        made.update(node.outputs)
+    g.nodes = list(nodes)
+    g.inputs = list(dict.fromkeys(inputs))
+    g.outputs = list(nodes[-1].outputs)
     return serialize(g)
 
 

@@ -36,6 +36,38 @@ def test_profile_tables(tmp_path):
         assert all(o.delegated for o in prof.ops) and "3 of 3 ops" in text
 
 
+def _pad_conv_model() -> bytes:
+    """PAD (height and width) then a VALID 3x3 stride-2 CONV_2D, as the converter writes an
+    ONNX convolution whose padding TFLite's SAME cannot express."""
+    import numpy as np
+
+    from edgekit.converters.ir import Graph
+
+    g = Graph()
+    g.add_tensor("image", (1, 64, 64, 3), np.float32)
+    paddings = g.add_const(np.array([[0, 0], [1, 1], [1, 1], [0, 0]], np.int32), "paddings")
+    g.add_tensor("padded", (1, 66, 66, 3), np.float32)
+    g.add_node("PAD", ["image", paddings], ["padded"], {})
+    w = g.add_const(np.random.default_rng(0).standard_normal((16, 3, 3, 3)).astype(np.float32), "w")
+    b = g.add_const(np.zeros(16, np.float32), "b")
+    g.add_tensor("features", (1, 32, 32, 16), np.float32)
+    g.add_node("CONV_2D", ["padded", w, b], ["features"], {"padding": "VALID", "stride_h": 2, "stride_w": 2})
+    g.inputs, g.outputs = ["image"], ["features"]
+    g.metadata["_signature"] = {"inputs": ["image"], "outputs": ["features"]}
+    return serialize(g)
+
+
+def test_pad_fused_into_the_convolution_is_timed_with_it(tmp_path):
+    path = tmp_path / "pad_conv.tflite"
+    path.write_bytes(_pad_conv_model())
+    prof = profile_tflite(path, threads=1, runs=5)
+    pad, conv = prof.ops
+    assert (pad.op, conv.op) == ("PAD", "CONV_2D")
+    assert "timed with the next convolution" in pad.name and conv.avg_ms > 0 and pad.avg_ms >= 0
+    alone = profile_tflite(path, threads=1, runs=5, xnnpack=False)  # TFLite's own kernels: each op alone
+    assert all(o.avg_ms > 0 for o in alone.ops) and "timed with" not in alone.ops[0].name
+
+
 def test_bench_op_profile_cli(tmp_path):
     path = tmp_path / "m.tflite"
     path.write_bytes(int8_model())
