@@ -99,14 +99,14 @@ CONVOLUTIONS = ("CONV_2D", "DEPTHWISE_CONV_2D")
 VALID = 1  # tflite.Padding.VALID
 
 
-def _fused_pad(graph, index: int) -> bool:
+def _fused_pad(graph, index: int, consumers: dict) -> bool:
     """Is node ``index`` a PAD that XNNPACK folds into the VALID convolution that alone reads it
     (constant paddings on height and width only)?"""
     node = graph.nodes[index]
     if node.op not in ("PAD", "PADV2") or index + 1 >= len(graph.nodes):
         return False
     after = graph.nodes[index + 1]
-    readers = graph.consumers().get(node.outputs[0], [])
+    readers = consumers.get(node.outputs[0], [])
     if after.op not in CONVOLUTIONS or after.inputs[0] != node.outputs[0] or readers != [after]:
         return False
     if after.attrs.get("padding") != VALID or not graph.is_const(node.inputs[1]):
@@ -138,7 +138,8 @@ def profile_tflite(
         return 1000 * statistics.median(samples), None if partitions is None or not xnnpack else partitions > 0
 
     timings = []
-    pads = {i for i in range(len(graph.nodes)) if xnnpack and _fused_pad(graph, i)}
+    consumers = graph.consumers()
+    pads = {i for i in range(len(graph.nodes)) if xnnpack and _fused_pad(graph, i, consumers)}
     for index, node in enumerate(graph.nodes):
         if index in pads:  # what the PAD adds to its convolution in situ: the pair less the conv alone
             pair, delegated = timed([node, graph.nodes[index + 1]])

@@ -128,11 +128,9 @@ def build(
 
 
 def _compression_report(data: bytes, compression: str) -> dict:
-    """How much the model shrinks for the download, and why: the share of zero bytes (sparsity)
-    and of distinct byte values (clustering) among the model's bytes."""
+    """What the download is made of: the compression, the model's bytes and their share of
+    zeros (what sparsity buys); the compressed size is the package's own (``PackageInfo.size``)."""
     report = {"method": compression, "model_bytes": len(data)}
-    if compression == "xz":
-        report["model_xz_bytes"] = len(lzma.compress(data, preset=XZ_PRESET))
     if data:
         report["zero_byte_share"] = round(data.count(0) / len(data), 4)
     return report

@@ -156,10 +156,6 @@ class _Model:
         else:
             self.inits[name].CopyFrom(numpy_helper.from_array(value, name))
 
-    def only_consumer(self, tensor: str) -> onnx.NodeProto | None:
-        users = self.consumers.get(tensor, [])
-        return users[0] if len(users) == 1 and tensor not in self.outputs else None
-
 
 def _attr(node: onnx.NodeProto, name: str, default):
     for a in node.attribute:
@@ -371,11 +367,6 @@ def _record_kept(model: onnx.ModelProto, kept: dict[str, list[int]]) -> None:
     model.metadata_props.add(key=KEPT_KEY, value=json.dumps(record, separators=(",", ":")))
 
 
-def group_tensors(group: ChannelGroup, m: _Model | None = None) -> list[str]:
-    """The tensors that carry the group's channels (from its producers to its consumers' inputs)."""
-    return list(group.tensors)
-
-
 def _apply(group: ChannelGroup, m: _Model, keep: np.ndarray) -> None:
     def take(node: onnx.NodeProto, index: int, axis: int = 0) -> None:
         m.set_input(node, index, np.take(m.array(node.input[index]), keep, axis=axis))
@@ -435,7 +426,7 @@ def prune_channels(
         r = ratio.get(group.name) if isinstance(ratio, dict) else ratio
         if r:
             keep = _keep(group, m, r, criterion, min_channels, round_to)
-            kept.update({t: keep.tolist() for t in group_tensors(group, m)})
+            kept.update({t: keep.tolist() for t in group.tensors})
             _apply(group, m, keep)
     _record_kept(out, kept)
     del out.graph.value_info[:]
