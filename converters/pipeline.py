@@ -76,13 +76,16 @@ def convert(
     target: str | None = None,
     auto_mixed: float | None = None,
     equalize: bool = False,
+    stem_block: int | None = None,
     **quant_options,
 ) -> ConversionResult:
     """Convert an ONNX model to a TFLite flatbuffer; writes ``output`` atomically when given.
 
     ``target="edgetpu"`` requires full-integer int8 with int8/uint8 I/O and reports which ops
     the Edge TPU compiler would leave to the CPU. ``auto_mixed=DB`` keeps in float the layers
-    whose int8 output loses more than DB dB of SQNR against their input."""
+    whose int8 output loses more than DB dB of SQNR against their input. ``stem_block=B``
+    rewrites a strided convolution on at most 4 channels as SpaceToDepth(B) -> convolution ->
+    DepthToSpace (:mod:`edgekit.converters.passes.stem`): faster on x86 CPUs with AMX, not on Arm."""
     if target not in (None, "cpu", "edgetpu"):
         raise UnsupportedModelError(f"unknown target '{target}'; choose cpu or edgetpu")
     if target == "edgetpu" and (quantize != "int8" or quant_options.get("io_type") not in ("int8", "uint8")):
@@ -95,6 +98,12 @@ def convert(
             raise OutputPathError(f"cannot write {output}: folder {out_dir} does not exist; create it first")
     start = time.perf_counter()
     graph = import_onnx(model, input_shapes)
+    if stem_block is not None:
+        from edgekit.converters.passes.stem import space_to_depth_stem
+
+        if stem_block not in (2, 4, 8):
+            raise UnsupportedModelError(f"stem block {stem_block} is not supported; choose 2, 4 or 8")
+        graph = space_to_depth_stem(graph, stem_block)
     if equalize:
         from edgekit.converters.passes.equalize import equalize as cross_layer_equalization
 

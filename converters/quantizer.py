@@ -67,6 +67,8 @@ INT8_OPS = frozenset(
         "MIRROR_PAD",
         "RSQRT",
         "GELU",
+        "SPACE_TO_DEPTH",
+        "DEPTH_TO_SPACE",
     }
 )
 # int8 kernels XNNPACK lacks: on a CPU target these run in float inside the same XNNPACK
@@ -99,6 +101,8 @@ SHARED = {
     "REDUCE_MIN": (0,),
     "MAXIMUM": (0, 1),
     "MINIMUM": (0, 1),
+    "SPACE_TO_DEPTH": (0,),
+    "DEPTH_TO_SPACE": (0,),
     "CONCATENATION": None,  # None: every input
 }
 INT8 = np.dtype(np.int8)

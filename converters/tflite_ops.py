@@ -269,6 +269,8 @@ OP_VERSION: dict[str, VersionRule] = {
     "GELU": _int8_is(1),
     "ELU": _int8_is(1),
     "DIV": _int8_is(1),
+    "SPACE_TO_DEPTH": _int8_is(2),
+    "DEPTH_TO_SPACE": _int8_is(2),
 }
 
 

@@ -60,10 +60,14 @@ def _pool(ctx: Lowering, node, op: str) -> None:
 
 
 NONNEGATIVE_PRODUCERS = frozenset({"Relu", "Sigmoid", "Softmax", "HardSigmoid"})
+# ops that only move values: their output is non-negative when their input is
+REARRANGING = frozenset({"DepthToSpace", "SpaceToDepth", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze"})
 
 
 def _nonnegative(ctx: Lowering, name: str) -> bool:
     producer = ctx.src.producers().get(name)
+    while producer is not None and producer.op in REARRANGING:
+        producer = ctx.src.producers().get(producer.inputs[0])
     if producer is None:
         return False
     if producer.op in NONNEGATIVE_PRODUCERS:

@@ -229,3 +229,15 @@ def gather(ctx: Lowering, node) -> None:
         ctx.reshape(s, ctx.shape(out), out=out)
         return
     ctx.op_to("GATHER", [x, ctx.constant(indices, "indices")], out, axis=axis, batch_dims=0)
+
+
+@lowers("SpaceToDepth", "DepthToSpace")
+def space_depth(ctx: Lowering, node) -> None:
+    """ONNX's SpaceToDepth and DepthToSpace in DCR mode order channels as (row in block, column in
+    block, channel): TFLite's NHWC SPACE_TO_DEPTH / DEPTH_TO_SPACE order them the same way."""
+    if len(ctx.shape(node.inputs[0])) != 4:
+        raise NotLowerable("unsupported_rank", f"{node.op} on a {len(ctx.shape(node.inputs[0]))}-D tensor")
+    if node.op == "DepthToSpace" and node.attrs.get("mode", "DCR") != "DCR":
+        raise NotLowerable("unsupported_attribute", "DepthToSpace in CRD mode")
+    op = "SPACE_TO_DEPTH" if node.op == "SpaceToDepth" else "DEPTH_TO_SPACE"
+    ctx.nhwc_result(op, [ctx.nhwc(node.inputs[0])], node.outputs[0], block_size=int(node.attrs["blocksize"]))

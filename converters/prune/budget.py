@@ -111,6 +111,7 @@ def prune_by_latency(
     alpha: float = 1.0,
     threads: int = 1,
     progress=print,
+    convert_options: dict | None = None,
 ) -> tuple[onnx.ModelProto, dict[str, float], float]:
     """Keep ``target`` of the MACs, pruning each group in proportion to the time its MACs cost
     (measured by :func:`edgekit.converters.prune.latency.measure` unless ``table`` is given):
@@ -122,7 +123,9 @@ def prune_by_latency(
     if not 0 < target < 1:
         raise InputError("--target-macs must lie strictly between 0 and 1, e.g. 0.5")
     if table is None:
-        table = measure(model, 0.5, criterion, round_to, exclude, threads, progress=progress)
+        table = measure(
+            model, 0.5, criterion, round_to, exclude, threads, progress=progress, convert_options=convert_options
+        )
     efficiency = {row.group: max(row.efficiency, 0.0) for row in table}
     mean = float(np.mean(list(efficiency.values()))) if efficiency else 0.0
     if mean <= 0:

@@ -76,8 +76,10 @@ def measure(
     rounds: int = 20,
     runs: int = 10,
     progress: Callable[[str], None] | None = print,
+    convert_options: dict | None = None,
 ) -> list[GroupLatency]:
-    """Per group: the MACs and the int8 LiteRT latency saved by pruning it alone by ``ratio``."""
+    """Per group: the MACs and the int8 LiteRT latency saved by pruning it alone by ``ratio``
+    (each model converted with ``convert_options`` too, e.g. ``{"stem_block": 4}``)."""
     from edgekit.converters.onnx_frontend import fixed_input_shapes
     from edgekit.converters.pipeline import convert
     from edgekit.converters.prune.budget import cost
@@ -87,19 +89,20 @@ def measure(
     calibration = {name: rng.uniform(-1, 1, (4, *shape[1:])).astype(np.float32) for name, shape in shapes.items()}
     if len(calibration) == 1:
         calibration = next(iter(calibration.values()))
+    options = {k: v for k, v in (convert_options or {}).items() if v is not None}
     groups = find_groups(model, exclude)
     dense_macs = cost(model, "macs")
     macs: dict[object, float] = {}
     with tempfile.TemporaryDirectory(prefix="edgekit-latency-") as work:
         paths = {"dense": Path(work) / "dense.tflite"}
-        convert(model, paths["dense"], quantize="int8", calibration=calibration)
+        convert(model, paths["dense"], quantize="int8", calibration=calibration, **options)
         for i, g in enumerate(groups):
             if progress:
                 progress(f"latency: converting with group {i + 1}/{len(groups)} pruned ({g.name})")
             pruned = prune_channels(model, {g.name: ratio}, criterion, round_to=round_to)
             macs[i] = 1 - cost(pruned, "macs") / dense_macs
             paths[i] = Path(work) / f"g{i}.tflite"
-            convert(pruned, paths[i], quantize="int8", calibration=calibration)
+            convert(pruned, paths[i], quantize="int8", calibration=calibration, **options)
         if progress:
             progress(f"latency: timing {len(paths)} models, {rounds} interleaved rounds at {threads} thread(s)")
         seconds = _medians({k: _invoker(p, threads) for k, p in paths.items()}, rounds, runs)

@@ -15,6 +15,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, help="the .tflite file to write")
     add_input_shape(parser)
     parser.add_argument("--nchw-io", action="store_true", help="keep 4-D inputs/outputs NCHW (default: NHWC)")
+    parser.add_argument(
+        "--stem-block",
+        type=int,
+        choices=(2, 4, 8),
+        metavar="B",
+        help="rewrite a strided conv on <= 4 channels (the stem) as SpaceToDepth(B) + conv + DepthToSpace: "
+        "faster on x86 CPUs with AMX, not on Arm (2, 4 or 8)",
+    )
     q = parser.add_argument_group("quantization")
     q.add_argument("--quantize", choices=QUANTIZE_MODES, help="quantize weights/activations (default: float32)")
     q.add_argument("--calibration", metavar="DATA", help="calibration samples: .npy/.npz or a folder of images")
@@ -117,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         target=None if args.target == "cpu" else args.target,
         auto_mixed=args.max_sqnr_drop if args.auto_mixed else None,
         equalize=args.equalize,
+        stem_block=args.stem_block,
         **options,
     )
     ops = ", ".join(f"{op} x{n}" for op, n in result.ops.items())
@@ -188,7 +197,13 @@ def _prune(args: argparse.Namespace, shapes, calibration):
     if args.prune_allocation == "latency":
         from edgekit.converters.prune.budget import prune_by_latency
 
-        pruned, ratios, _ = prune_by_latency(model, args.prune_macs, args.prune_criterion, round_to=args.prune_round_to)
+        pruned, ratios, _ = prune_by_latency(
+            model,
+            args.prune_macs,
+            args.prune_criterion,
+            round_to=args.prune_round_to,
+            convert_options={"stem_block": args.stem_block},
+        )
         ratio = sum(ratios.values()) / len(ratios)
     elif args.prune_macs is not None:
         pruned, ratio, _ = prune_to_budget(

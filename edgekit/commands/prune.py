@@ -24,6 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--threads", type=int, default=1, help="LiteRT threads for --allocation latency timings")
     parser.add_argument(
+        "--stem-block",
+        type=int,
+        choices=(2, 4, 8),
+        metavar="B",
+        help="for --allocation latency: time the models as edgekit convert --stem-block B will build them",
+    )
+    parser.add_argument(
         "--data", help="sample inputs (.npy, model layout) for --sensitivity / --allocation / --bias-correct"
     )
     parser.add_argument("--labels", help="labels (.npy) for the samples: sensitivity in accuracy instead of SQNR")
@@ -115,7 +122,15 @@ def run(args: argparse.Namespace) -> int:
 
                 if what != "macs":
                     raise InputError("--allocation latency goes with --target-macs")
-                table = measure(model, 0.5, args.criterion, args.round_to, exclude, args.threads)
+                table = measure(
+                    model,
+                    0.5,
+                    args.criterion,
+                    args.round_to,
+                    exclude,
+                    args.threads,
+                    convert_options={"stem_block": args.stem_block},
+                )
                 print(format_table(table))
                 pruned, ratios, fraction = prune_by_latency(
                     model, target, args.criterion, args.min_channels, exclude, args.round_to, table=table

@@ -338,6 +338,18 @@ CASES = {
     "identity_dropout": lambda: model(
         [N("Identity", ["x"], ["i"]), N("Dropout", ["i"], ["d"]), N("Relu", ["d"], ["y"])], X, {"y": None}
     ),
+    "space_to_depth": lambda: model(
+        [N("SpaceToDepth", ["x"], ["s"], blocksize=2), N("Conv", ["s", "w"], ["y"])],
+        X,
+        {"y": None},
+        {"w": conv_w(5, 32, 1)},
+    ),
+    "depth_to_space_dcr": lambda: model(
+        [N("Conv", ["x", "w"], ["c"]), N("DepthToSpace", ["c"], ["y"], blocksize=2, mode="DCR")],
+        X,
+        {"y": None},
+        {"w": conv_w(12, 8, 1)},
+    ),
     "instance_norm": lambda: model(
         [N("InstanceNormalization", ["x", "s", "b"], ["y"])],
         X,
