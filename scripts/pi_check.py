@@ -24,6 +24,37 @@ from pathlib import Path
 import numpy as np
 
 MODELS = ("digits_fp32.tflite", "digits_int8.tflite")
+STEM = "stem_s2d_int8.tflite"  # a 7x7/2 conv on 3 channels, converted with --stem-block 4
+
+
+def _stem_model():
+    """Conv 7x7/2 (3 -> 16) -> ReLU -> MaxPool 3x3/2 -> Conv 1x1 -> mean -> MatMul (10 logits)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = {
+        "w": rng.normal(0, 0.2, (16, 3, 7, 7)),
+        "b": rng.normal(0, 0.1, 16),
+        "w2": rng.normal(0, 0.3, (32, 16, 1, 1)),
+        "fc": rng.normal(0, 0.3, (32, 10)),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[7, 7], strides=[2, 2], pads=[3] * 4),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4),
+        helper.make_node("Conv", ["p", "w2"], ["c2"]),
+        helper.make_node("GlobalAveragePool", ["c2"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("MatMul", ["f", "fc"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "stem",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 64, 64])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
 def main() -> None:
@@ -36,6 +67,9 @@ def main() -> None:
         onnx_path = str(files("edgekit") / "samples" / "digits_cnn.onnx")
         convert(onnx_path, out / MODELS[0])
         convert(onnx_path, out / MODELS[1], quantize="int8", calibration=data["x_calib"])
+        images = np.random.default_rng(1).uniform(-1, 1, (48, 3, 64, 64)).astype(np.float32)
+        convert(_stem_model(), out / STEM, quantize="int8", calibration=images[:16], stem_block=4)
+        np.save(out / "stem_inputs.npy", images[16:].transpose(0, 2, 3, 1))
         from edgekit import package
 
         package.generate_key(out / "fleet.key", out / "fleet.pub")
@@ -67,6 +101,10 @@ def main() -> None:
             shutil.rmtree(staged, ignore_errors=True)
             shutil.copytree(unpacked, staged)
             paths["package:" + manifest["model"]] = staged / manifest["model"]
+        if (out / STEM).exists():
+            session = load(out / STEM, threads=2)
+            images = np.load(out / "stem_inputs.npy")
+            result[f"{STEM} xnnpack=True"] = np.concatenate([session.run(v[None])["logits"] for v in images]).tolist()
         for name, path in paths.items():
             for xnnpack in (True, False):
                 session = load(path, threads=2, xnnpack=xnnpack)
