@@ -86,6 +86,8 @@ def convert(
     whose int8 output loses more than DB dB of SQNR against their input. ``stem_block=B``
     rewrites a strided convolution on at most 4 channels as SpaceToDepth(B) -> convolution ->
     DepthToSpace (:mod:`edgekit.converters.passes.stem`): faster on x86 CPUs with AMX, not on Arm."""
+    if stem_block not in (None, 2, 4, 8):
+        raise UnsupportedModelError(f"stem block {stem_block} is not supported; choose 2, 4 or 8")
     if target not in (None, "cpu", "edgetpu"):
         raise UnsupportedModelError(f"unknown target '{target}'; choose cpu or edgetpu")
     if target == "edgetpu" and (quantize != "int8" or quant_options.get("io_type") not in ("int8", "uint8")):
@@ -101,8 +103,6 @@ def convert(
     if stem_block is not None:
         from edgekit.converters.passes.stem import space_to_depth_stem
 
-        if stem_block not in (2, 4, 8):
-            raise UnsupportedModelError(f"stem block {stem_block} is not supported; choose 2, 4 or 8")
         graph = space_to_depth_stem(graph, stem_block)
     if equalize:
         from edgekit.converters.passes.equalize import equalize as cross_layer_equalization

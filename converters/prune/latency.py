@@ -89,7 +89,7 @@ def measure(
     calibration = {name: rng.uniform(-1, 1, (4, *shape[1:])).astype(np.float32) for name, shape in shapes.items()}
     if len(calibration) == 1:
         calibration = next(iter(calibration.values()))
-    options = {k: v for k, v in (convert_options or {}).items() if v is not None}
+    options = convert_options or {}
     groups = find_groups(model, exclude)
     dense_macs = cost(model, "macs")
     macs: dict[object, float] = {}
