@@ -53,6 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     deploy.add_argument("--max-error-rate", help="gate: invocation error rate on the new model, e.g. 2%%")
     deploy.add_argument("--max-latency-regression", type=float, help="gate: p90 new/old, e.g. 1.2")
     deploy.add_argument("--max-power-w", type=float, help="gate: median watts on the new model")
+    deploy.add_argument(
+        "--power-measured-only",
+        action="store_true",
+        help="judge --max-power-w on power sensors alone; ignore devices' flagged estimates",
+    )
     deploy.add_argument("--wave-timeout", type=float, default=900.0, help="seconds before stragglers stop blocking")
     deploy.add_argument("--id", help="rollout id (default NAME-VERSION-RANDOM)")
     rollouts = sub.add_parser("rollouts", help="rollouts and their state")
@@ -140,7 +145,12 @@ def run(args: argparse.Namespace) -> int:
             gates["max_latency_regression"] = args.max_latency_regression
         if args.max_power_w is not None:
             gates["max_power_w"] = args.max_power_w
+        if args.power_measured_only:
+            gates["power_measured_only"] = True
         waves = [share(w if w.endswith("%") else w + "%", "--waves") for w in args.waves.split(",") if w]
+        from edgekit.fleet.gates import Gates
+
+        Gates.from_dict(gates)  # refuse a bad gate here, before the package travels
         info = client.upload(args.package)
         status = client.deploy(info["sha256"], args.to, share(args.canary, "--canary"), waves, gates, args.id)
         print(f"uploaded {info['name']} {info['version']} ({info['size']:,} bytes, sha256 {info['sha256'][:12]}...)")

@@ -5,6 +5,7 @@ wave's devices sent while serving the new model, compared with what they sent be
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from dataclasses import asdict, dataclass, fields
 
@@ -17,6 +18,7 @@ class Gates:
     max_error_rate: float | None = None  # failed / all invocations on the new model
     max_latency_regression: float | None = None  # p90 new / p90 before (1.2 = 20% slower allowed)
     max_power_w: float | None = None  # median watts on the new model
+    power_measured_only: bool = False  # judge power on sensor readings alone, not on estimates
     telemetry_windows: int = 1  # windows per device on the new model before telemetry gates judge
     wave_timeout_s: float = 900.0  # then unfinished devices stop blocking (they get it when they return)
 
@@ -26,10 +28,26 @@ class Gates:
         unknown = set(values) - {f.name for f in fields(cls)}
         if unknown:
             raise InputError(f"unknown gate(s) {sorted(unknown)}; known: {[f.name for f in fields(cls)]}")
-        gates = cls(**values)
-        if not 0 <= gates.max_failures <= 1:
-            raise InputError("max_failures is a share of the wave, between 0 and 1 (10% = 0.1)")
-        return gates
+        return cls(**values)
+
+    def __post_init__(self) -> None:
+        optional = {f.name for f in fields(self) if f.default is None}  # None: that gate is off
+        for name in ("max_failures", "max_error_rate", "max_latency_regression", "max_power_w", "wave_timeout_s"):
+            value = getattr(self, name)
+            if value is None and name in optional:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+                raise InputError(f"gate {name} must be a number (got {value!r})")
+            if name in ("max_failures", "max_error_rate"):  # shares: 10% = 0.1
+                if not 0 <= value <= 1:
+                    raise InputError(f"gate {name} must lie in [0, 1] (got {value!r})")
+            elif value <= 0:
+                raise InputError(f"gate {name} must lie in (0, inf] (got {value!r})")
+        windows = self.telemetry_windows
+        if isinstance(windows, bool) or not isinstance(windows, int) or windows < 1:
+            raise InputError(f"gate telemetry_windows must be a whole number of at least 1 (got {windows!r})")
+        if not isinstance(self.power_measured_only, bool):
+            raise InputError(f"gate power_measured_only must be true or false (got {self.power_measured_only!r})")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -83,9 +101,16 @@ def judge_telemetry(
             if ratio > gates.max_latency_regression:
                 reasons.append(f"p90 latency {ratio:.2f}x the previous version's > {gates.max_latency_regression:.2f}x")
     if gates.max_power_w is not None:
-        watts = [w["power"]["watts"] for w in windows if w.get("power") and w["power"].get("watts") is not None]
-        if watts:
-            figures["watts"] = statistics.median(watts)
+        readings = [w["power"] for w in windows if w.get("power") and w["power"].get("watts") is not None]
+        if gates.power_measured_only:
+            measured = [r for r in readings if not r.get("estimated")]
+            figures["power_estimates_ignored"] = len(readings) - len(measured)
+            readings = measured
+        estimated = sum(1 for r in readings if r.get("estimated"))
+        if readings:
+            figures["watts"] = statistics.median(r["watts"] for r in readings)
+            figures["watts_estimated"] = estimated
             if figures["watts"] > gates.max_power_w:
-                reasons.append(f"median power {figures['watts']:.2f} W > {gates.max_power_w:.2f} W")
+                note = f" ({estimated} of {len(readings)} windows estimated, not measured)" if estimated else ""
+                reasons.append(f"median power {figures['watts']:.2f} W > {gates.max_power_w:.2f} W{note}")
     return Verdict(ready, not reasons, reasons, figures)

@@ -80,6 +80,13 @@ def test_serve_deploy_and_workload_telemetry(tmp_path, digits_tflite):
         refused = edgekit(*api, "--token", "wrong", "deploy", "digits-1.tar.xz", cwd=tmp_path, check=False)
         assert refused.returncode != 0 and "token" in refused.stderr and "Traceback" not in refused.stderr
         assert len(refused.stderr.strip().splitlines()) == 1
+        bad_gate = edgekit(*api, "deploy", "digits-1.tar.xz", "--max-latency-regression", "0", cwd=tmp_path,
+                           check=False)  # fmt: skip
+        assert bad_gate.returncode == 2 and "Traceback" not in bad_gate.stderr
+        says = "edgekit fleet: error: gate max_latency_regression must lie in (0, inf] (got 0.0)"
+        assert bad_gate.stderr.strip() == says
+        token = (tmp_path / "fleet.token").read_text().strip()
+        assert FleetClient(f"http://127.0.0.1:{http_port}", token=token).packages() == []  # refused before upload
 
         out = edgekit(*api, "deploy", "digits-1.tar.xz", "--to", "tag:cameras", "--canary", "0%", "--waves", "100",
                       "--id", "r1", cwd=tmp_path).stdout  # fmt: skip

@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from edgekit.errors import InputError
 from edgekit.fleet.gates import Gates, judge_telemetry
 
 NEW, OLD = "n" * 64, "o" * 64
@@ -26,15 +27,29 @@ def test_power_over_the_limit_fails_naming_watts():
     rows = [w("a", power=power(7.0)), w("a", power=power(9.0)), w("b", power=power(8.0, estimated=False))]
     verdict = judge_telemetry(Gates(max_power_w=6.0), NEW, rows, [], ["a", "b"])
     assert verdict.ready and not verdict.passed
-    assert verdict.figures == {"watts": 8.0}  # the median over every window of the wave
-    assert verdict.reasons == ["median power 8.00 W > 6.00 W"]
+    assert verdict.figures == {"watts": 8.0, "watts_estimated": 2}  # the median over every window of the wave
+    assert verdict.reasons == ["median power 8.00 W > 6.00 W (2 of 3 windows estimated, not measured)"]
+
+
+def test_power_measured_only_ignores_estimates():
+    rows = [w("a", power=power(7.0)), w("a", power=power(9.0)), w("b", power=power(5.0, estimated=False))]
+    gates = Gates(max_power_w=6.0, power_measured_only=True)
+    verdict = judge_telemetry(gates, NEW, rows, [], ["a", "b"])
+    assert verdict.ready and verdict.passed and verdict.reasons == []
+    assert verdict.figures == {"power_estimates_ignored": 2, "watts": 5.0, "watts_estimated": 0}
+    rows.append(w("a", power=power(8.0, estimated=False)))
+    verdict = judge_telemetry(gates, NEW, rows, [], ["a", "b"])
+    assert not verdict.passed and verdict.reasons == ["median power 6.50 W > 6.00 W"]
+    # only estimates: no verdict on power, and the figures say why
+    verdict = judge_telemetry(gates, NEW, rows[:2], [], ["a"])
+    assert verdict.passed and verdict.figures == {"power_estimates_ignored": 2}
 
 
 def test_power_under_the_limit_passes():
     rows = [w("a", power=power(4.0)), w("a", power=power(5.5)), w("b", power=power(5.0))]
     verdict = judge_telemetry(Gates(max_power_w=6.0), NEW, rows, [], ["a", "b"])
     assert verdict.ready and verdict.passed and verdict.reasons == []
-    assert verdict.figures == {"watts": 5.0}
+    assert verdict.figures == {"watts": 5.0, "watts_estimated": 3}
 
 
 def test_windows_without_a_power_reading_say_nothing_about_power():
@@ -44,7 +59,8 @@ def test_windows_without_a_power_reading_say_nothing_about_power():
     # the windows that have one are judged alone, and only those on the new model of the wave's devices
     rows += [w("a", power=power(3.0)), w("b", OLD, power=power(0.1)), w("c", power=power(0.1))]
     verdict = judge_telemetry(Gates(max_power_w=1.0), NEW, rows, [], ["a", "b"])
-    assert verdict.figures == {"watts": 3.0} and verdict.reasons == ["median power 3.00 W > 1.00 W"]
+    assert verdict.figures == {"watts": 3.0, "watts_estimated": 1}
+    assert verdict.reasons == ["median power 3.00 W > 1.00 W (1 of 1 windows estimated, not measured)"]
 
 
 def test_not_ready_until_every_device_has_its_windows_on_the_new_model():
@@ -87,5 +103,31 @@ def test_every_gate_at_once_lists_every_reason():
     before = [w("a", OLD, count=100, latency={"p90_ms": 3.0})]
     gates = Gates(max_error_rate=0.1, max_latency_regression=2.0, max_power_w=10.0)
     verdict = judge_telemetry(gates, NEW, after, before, ["a"])
-    assert verdict.figures == pytest.approx({"error_rate": 0.2, "p90_ratio": 3.0, "watts": 12.0})
+    assert verdict.figures == pytest.approx({"error_rate": 0.2, "p90_ratio": 3.0, "watts": 12.0, "watts_estimated": 1})
     assert [r.split()[0] for r in verdict.reasons] == ["error", "p90", "median"]
+
+
+@pytest.mark.parametrize(
+    ("values", "says"),
+    [
+        ({"max_failures": 1.5}, "gate max_failures must lie in [0, 1] (got 1.5)"),
+        ({"max_error_rate": -0.01}, "gate max_error_rate must lie in [0, 1]"),
+        ({"max_latency_regression": 0}, "gate max_latency_regression must lie in (0, inf]"),
+        ({"max_power_w": "6W"}, "gate max_power_w must be a number (got '6W')"),
+        ({"max_power_w": float("nan")}, "gate max_power_w must be a number"),
+        ({"wave_timeout_s": -1}, "gate wave_timeout_s must lie in (0, inf]"),
+        ({"telemetry_windows": 0}, "gate telemetry_windows must be a whole number of at least 1 (got 0)"),
+        ({"telemetry_windows": 1.5}, "gate telemetry_windows must be a whole number"),
+        ({"power_measured_only": "yes"}, "gate power_measured_only must be true or false"),
+        ({"max_watts": 3}, "unknown gate(s) ['max_watts']"),
+    ],
+)
+def test_bad_gate_values_are_refused_naming_the_gate_and_its_range(values, says):
+    with pytest.raises(InputError) as caught:
+        Gates.from_dict(values)
+    assert str(caught.value).startswith(says)
+
+
+def test_gates_survive_their_own_dict():
+    gates = Gates(max_error_rate=0.02, max_power_w=6, power_measured_only=True, telemetry_windows=3)
+    assert Gates.from_dict(json.loads(json.dumps(gates.to_dict()))) == gates
