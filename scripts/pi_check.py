@@ -1,8 +1,9 @@
 """Run converted models on the host and report their outputs, for comparison with the same
 script run on an arm64 board (or under ../shared/tools/pi-emu).
 
-    python scripts/pi_check.py convert OUT_DIR          # host: convert the sample model (fp32, int8) and
-                                                        # sign an OTA package of the int8 one
+    python scripts/pi_check.py convert OUT_DIR          # host: convert the sample model (fp32, int8, and
+                                                        # int8 after channel pruning, sparsity and
+                                                        # clustering) and sign an OTA package of the int8 one
     python -I scripts/pi_check.py run OUT_DIR NAME      # host or board: outputs -> OUT_DIR/NAME.json
     python scripts/pi_check.py compare OUT_DIR A B      # max |A - B| and argmax agreement per model
 
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 MODELS = ("digits_fp32.tflite", "digits_int8.tflite")
+PRUNED = ("digits_channels50_int8.tflite", "digits_sparse80_int8.tflite", "digits_clusters16_int8.tflite")
 STEM = "stem_s2d_int8.tflite"  # a 7x7/2 conv on 3 channels, converted with --stem-block 4
 
 
@@ -67,6 +69,14 @@ def main() -> None:
         onnx_path = str(files("edgekit") / "samples" / "digits_cnn.onnx")
         convert(onnx_path, out / MODELS[0])
         convert(onnx_path, out / MODELS[1], quantize="int8", calibration=data["x_calib"])
+        import onnx
+
+        from edgekit.converters.prune import cluster_weights, magnitude_prune, prune_channels
+
+        dense = onnx.load(onnx_path)
+        pruned = (prune_channels(dense, 0.5), magnitude_prune(dense, 0.8)[0], cluster_weights(dense, 16))
+        for name, model in zip(PRUNED, pruned, strict=True):
+            convert(model, out / name, quantize="int8", calibration=data["x_calib"])
         images = np.random.default_rng(1).uniform(-1, 1, (48, 3, 64, 64)).astype(np.float32)
         convert(_stem_model(), out / STEM, quantize="int8", calibration=images[:16], stem_block=4)
         np.save(out / "stem_inputs.npy", images[16:].transpose(0, 2, 3, 1))
@@ -87,7 +97,7 @@ def main() -> None:
             "backends": available(),
             "board": detect().id,
         }
-        paths = {name: out / name for name in MODELS}
+        paths = {name: out / name for name in (*MODELS, *PRUNED) if (out / name).exists()}
         if (out / "digits-int8.tar.xz").exists():  # the device's OTA path: verify, then unpack, then load
             import shutil
             import tempfile
