@@ -125,8 +125,10 @@ class Agent:
         if reason_code.is_failure:
             log.warning("broker refused the connection: %s", reason_code)
             return
-        client.publish(self._topic("status"), self._status("online"), qos=1, retain=True)
+        # subscribe before saying "online": the broker handles a client's packets in order, so
+        # whoever hears the status can already reach the agent
         client.subscribe([(self._topic("deploy"), 1), (self._topic("cmd"), 1)])
+        client.publish(self._topic("status"), self._status("online"), qos=1, retain=True)
         with self._lock:  # a new session: whatever was in flight may be gone, so send it all again
             self._inflight.clear()  # (the fleet stores a window once, whatever the duplicates)
         self._flush()

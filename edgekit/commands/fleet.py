@@ -218,11 +218,19 @@ def serve(args: argparse.Namespace) -> int:
         args.db, host=args.host, port=args.port, username=args.username, password=args.password, tls=tls
     )
     try:
-        manager.start()
+        listening = manager.start()
     except (OSError, ValueError) as exc:
         raise FleetError(
             f"cannot reach the MQTT broker at {args.host}:{args.port} ({exc}); start mosquitto or pass --host/--port"
         ) from None
+    if not listening:
+        manager.stop()
+        if manager.refused:
+            raise FleetError(
+                f"the MQTT broker at {args.host}:{args.port} refused the fleet manager: {manager.refused}; "
+                "check --username/--password and the broker's ACL"
+            )
+        raise FleetError(f"the MQTT broker at {args.host}:{args.port} did not answer the fleet manager's subscriptions")
     try:
         httpd, _ = serve_api(
             manager,

@@ -60,16 +60,30 @@ class FleetManager:
         self.mqtt_version = choose_version(mqtt_version, host, port, tls)
         self.client = make_client(client_id, self.mqtt_version, username, password, tls, persistent=True)
         self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
+        self.subscribed = threading.Event()
+        self.refused: str | None = None  # the broker's reason, when it turned the manager away
+        self._answered = threading.Event()
         self.host, self.port = host, port
         self._sent: set[tuple[str, str]] = set()
         self._rolled_back: set[tuple[str, str]] = set()
 
-    def start(self) -> None:
+    def start(self, wait_s: float = 10.0) -> bool:
+        """Connect and start the writer and rollout threads; wait up to ``wait_s`` for the broker to
+        acknowledge the subscriptions, so that whatever is published after this returns is heard
+        (the first session of a new client id holds no subscriptions until then). Returns whether
+        it did; if not (``refused`` says why when the broker said no), the manager keeps trying in
+        the background."""
         self.client.connect(self.host, self.port, keepalive=15, **connect_args(self.mqtt_version, persistent=True))
         self.client.loop_start()
         threading.Thread(target=self._writer, name="edgekit-fleet-writer", daemon=True).start()
         threading.Thread(target=self._rollout_loop, name="edgekit-rollouts", daemon=True).start()
+        if self._answered.wait(wait_s) and self.subscribed.is_set():
+            return True
+        if self.refused is None:
+            log.warning("no subscription acknowledgement from %s:%s in %g s", self.host, self.port, wait_s)
+        return False
 
     def stop(self) -> None:
         self._stop.set()
@@ -78,7 +92,23 @@ class FleetManager:
         self.flush()
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self.refused = str(reason_code)
+            if self._answered.is_set():  # the first refusal is start()'s to report
+                log.warning("the broker at %s:%s refused the connection: %s", self.host, self.port, reason_code)
+            self._answered.set()
+            return
         client.subscribe([(f"{protocol.PREFIX}/+/+/{c}", 1) for c in ("status", "telemetry", "progress", "cmd/resp")])
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        refused = [code for code in reason_codes if code.is_failure]
+        if refused:
+            self.refused = f"{len(refused)} of the subscriptions refused ({refused[0]})"
+            log.warning("the broker at %s:%s refused %s", self.host, self.port, self.refused)
+        else:
+            self.refused = None
+            self.subscribed.set()
+        self._answered.set()
 
     def _on_message(self, client, userdata, message) -> None:
         self.counters.received += 1

@@ -124,7 +124,7 @@ def test_malformed_messages_are_counted_not_fatal(tmp_path, broker):
     import paho.mqtt.client as mqtt
 
     manager = FleetManager(tmp_path / "fleet.sqlite", port=broker.port)
-    manager.start()
+    assert manager.start()  # subscribed: nothing published from here on is missed
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
     client.connect("127.0.0.1", broker.port)
     client.loop_start()

@@ -3,6 +3,8 @@ under its own topics."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import paho.mqtt.client as mqtt
@@ -62,6 +64,23 @@ def test_device_cannot_publish_as_another(tmp_path, keys):
         bad.loop_stop()
         assert results == [True]
         dev01.loop_stop()
+        # a manager with the wrong password hears nothing: start says so, and serve refuses to run
+        impostor = FleetManager(tmp_path / "other.sqlite", port=broker.port, username=MANAGER_USER, password="wrong")
+        try:
+            assert impostor.start(wait_s=10) is False
+            assert impostor.refused and not impostor.subscribed.is_set()
+        finally:
+            impostor.stop()
+        serve = subprocess.run(
+            [sys.executable, "-m", "edgekit", "fleet", "--db", str(tmp_path / "serve.sqlite"), "serve"]
+            + ["--host", "127.0.0.1", "--port", str(broker.port), "--username", MANAGER_USER, "--password", "wrong"]
+            + ["--http-port", "0", "--packages", str(tmp_path / "packages")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert serve.returncode != 0 and "refused the fleet manager" in serve.stderr, serve.stderr
+        assert len(serve.stderr.strip().splitlines()) == 1 and "Traceback" not in serve.stderr
     finally:
         manager.stop()
         broker.stop()
