@@ -24,7 +24,8 @@ SIZE_KEYS = (
 )
 
 
-def _compressed(data: bytes, prefix: str) -> dict[str, int]:
+def compressed_sizes(data: bytes, prefix: str) -> dict[str, int]:
+    """``{prefix}_bytes``, ``_zstd`` (-1 without zstandard) and ``_gzip``; ``_xz`` too for an int8 prefix."""
     try:
         import zstandard
 
@@ -52,12 +53,12 @@ def size_report(model: onnx.ModelProto, calibration: np.ndarray | None = None) -
     tfl = to_tflite_graph(graph)
     tfl.metadata = {"_signature": tfl.metadata["_signature"]}
     report = {"params": count_params(graph), "macs": count_macs(graph)}
-    report.update(_compressed(serialize(tfl), "tflite_fp32"))
+    report.update(compressed_sizes(serialize(tfl), "tflite_fp32"))
     if calibration is None:
         shape = next(iter(fixed_input_shapes(model, None).values()))
         calibration = np.random.default_rng(0).standard_normal((8, *shape[1:])).astype(np.float32)
     with tempfile.TemporaryDirectory(prefix="edgekit-size-") as tmp:
         out = Path(tmp) / "int8.tflite"
         convert(model, out, quantize="int8", calibration=calibration)
-        report.update(_compressed(out.read_bytes(), "tflite_int8"))
+        report.update(compressed_sizes(out.read_bytes(), "tflite_int8"))
     return report

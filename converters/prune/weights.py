@@ -75,7 +75,8 @@ def cluster_weights(
 ) -> onnx.ModelProto:
     """k-means weight sharing. Centroids are snapped to the symmetric per-channel int8 grid the
     quantizer will use (scale = max|w| / 127 per output channel), so int8 keeps exactly the
-    clustered values."""
+    clustered values. Weights that are exactly zero (magnitude pruning's) stay zero and count as
+    one of the ``clusters`` values, so sparsity and clustering compound."""
     if not 2 <= clusters <= 256:
         raise InputError("clusters must be between 2 and 256")
     names = weight_tensors(model, exclude)
@@ -93,10 +94,14 @@ def cluster_weights(
             if amax == 0:
                 out[r] = row
                 continue
-            centroids, assign = kmeans_1d(row, min(clusters, np.unique(row).size))
+            nonzero = row != 0
+            values = row[nonzero]
+            budget = clusters - 1 if values.size < row.size else clusters
+            centroids, assign = kmeans_1d(values, min(budget, np.unique(values).size))
             step = amax / 127.0
             centroids = np.clip(np.round(centroids / step), -127, 127) * step
             centroids[np.argmax(np.abs(centroids))] = np.sign(centroids[np.argmax(np.abs(centroids))]) * amax
-            out[r] = centroids[assign]
+            out[r] = 0.0
+            out[r, nonzero] = centroids[assign]
         updates[init.name] = out.reshape(w.shape)
     return _replace(model, updates)

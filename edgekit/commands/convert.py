@@ -84,6 +84,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="correct the biases of the layers reading pruned channels on the --calibration data",
     )
+    w = parser.add_argument_group("weight compression (smaller packages; after any channel pruning)")
+    w.add_argument(
+        "--prune-sparsity",
+        type=float,
+        metavar="S",
+        help="zero this share of the Conv/Gemm/MatMul weights, smallest magnitudes over all layers (e.g. 0.8)",
+    )
+    w.add_argument(
+        "--prune-clusters",
+        type=int,
+        metavar="N",
+        help="k-means weight sharing: N values per output channel, on the int8 grid (2-256, e.g. 16)",
+    )
     v = parser.add_argument_group("verification")
     v.add_argument("--verify", action="store_true", help="compare the result with onnxruntime afterwards")
     v.add_argument("--data", help="verification inputs: .npy/.npz file or folder of .npy (default: random)")
@@ -92,12 +105,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from edgekit.converters import convert, verify
     from edgekit.converters.onnx_frontend import parse_input_shapes
 
     shapes = parse_input_shapes(args.input_shape)
     calibration = _calibration(args) if args.calibration else None
     source = args.model
+    _check_weight_compression(args)
     if args.prune_ratio is not None or args.prune_macs is not None:
         source = _prune(args, shapes, calibration)
     elif args.prune_bias_correct or args.prune_allocation != "uniform":
@@ -105,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
 
         option = "--prune-bias-correct" if args.prune_bias_correct else "--prune-allocation"
         raise InputError(f"{option} goes with --prune-ratio R or --prune-macs F")
+    if args.prune_sparsity is not None or args.prune_clusters is not None:
+        source = _compress_weights(args, source)
     options = {}
     if args.quantize:
         # no --calibration is fine for QDQ models (their own scales); others get a clear error
@@ -132,6 +150,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {result.path} ({result.size_bytes:,} bytes) in {result.seconds:.2f} s")
     print(f"ops: {ops}")
     print(f"TRANSPOSE ops remaining: {result.transposes}; XNNPACK partitions: {result.partitions}")
+    if args.prune_sparsity is not None or args.prune_clusters is not None:
+        from edgekit.converters.prune.report import compressed_sizes
+
+        sizes = compressed_sizes(result.path.read_bytes(), "int8")
+        zstd = f"{sizes['int8_zstd']:,}" if sizes["int8_zstd"] >= 0 else "- (no zstandard)"
+        print(
+            f"compressed: xz {sizes['int8_xz']:,} bytes (as edgekit package stores it), zstd {zstd}, "
+            f"gzip {sizes['int8_gzip']:,}"
+        )
     if args.quantize in ("int8", "int16x8"):
         _print_io_quantization(result.path)
     if result.edgetpu is not None:
@@ -140,6 +167,13 @@ def run(args: argparse.Namespace) -> int:
     if args.verify or args.report:
         report = verify(source, args.output, data=args.data, samples=args.samples)
         print(report.table())
+        if source is not args.model:
+            from dataclasses import asdict
+
+            unpruned = verify(args.model, args.output, data=args.data, samples=args.samples)
+            print(f"against the unpruned {Path(args.model).name}, same inputs (what pruning and conversion cost):")
+            print(unpruned.table())
+            args._pruning["outputs_vs_unpruned"] = [asdict(o) for o in unpruned.outputs]
     if args.report:
         from dataclasses import asdict
 
@@ -236,6 +270,40 @@ def _prune(args: argparse.Namespace, shapes, calibration):
         f"({macs / dense_macs:.1%})"
     )
     return pruned
+
+
+def _check_weight_compression(args: argparse.Namespace) -> None:
+    """Refuse --prune-sparsity / --prune-clusters values before any work is done."""
+    from edgekit.errors import InputError
+
+    if args.prune_sparsity is not None and not 0 < args.prune_sparsity < 1:
+        raise InputError(f"--prune-sparsity {args.prune_sparsity:g} must lie strictly between 0 and 1, e.g. 0.8")
+    if args.prune_clusters is not None and not 2 <= args.prune_clusters <= 256:
+        raise InputError(f"--prune-clusters {args.prune_clusters} must be between 2 and 256, e.g. 16")
+    if args.prune_clusters is not None and args.equalize:
+        raise InputError(
+            "--equalize rescales the weights per input channel and would undo --prune-clusters; drop one of them"
+        )
+
+
+def _compress_weights(args: argparse.Namespace, source):
+    """``source`` (a path or an onnx.ModelProto) with magnitude sparsity, then clustering, applied."""
+    from edgekit.converters.onnx_frontend import read_model
+    from edgekit.converters.prune import cluster_weights, magnitude_prune
+
+    model = read_model(source).model
+    pruning = getattr(args, "_pruning", None) or {}
+    if args.prune_sparsity is not None:
+        model, layers = magnitude_prune(model, args.prune_sparsity)
+        pruning["sparsity"] = args.prune_sparsity
+        pruning["sparsity_per_layer"] = {name: round(v, 4) for name, v in layers.items()}
+        print(f"zeroed {args.prune_sparsity:.0%} of the weights (smallest magnitudes over {len(layers)} layers)")
+    if args.prune_clusters is not None:
+        model = cluster_weights(model, args.prune_clusters)
+        pruning["clusters"] = args.prune_clusters
+        print(f"shared {args.prune_clusters} weight values per output channel (k-means, on the int8 grid)")
+    args._pruning = pruning
+    return model
 
 
 def _calibration(args: argparse.Namespace):

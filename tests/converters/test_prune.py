@@ -555,9 +555,69 @@ def test_convert_with_pruning(tmp_path):
     assert ratio.returncode == 0 and "pruned 25.0% of the channels" in ratio.stdout
 
 
+def test_clustering_keeps_magnitude_zeros():
+    """Sparsity and clustering compound: zeros stay zero and count as one of the N values."""
+    sparse, _ = magnitude_prune(onnx.load(DIGITS), 0.8)
+    both = cluster_weights(sparse, 8)
+    weights = {n.input[1] for n in both.graph.node if n.op_type in ("Conv", "Gemm")}
+    before = {i.name: onnx.numpy_helper.to_array(i) for i in sparse.graph.initializer if i.name in weights}
+    checked = 0
+    for init in both.graph.initializer:
+        if init.name not in weights:
+            continue
+        w, zeros = onnx.numpy_helper.to_array(init), before[init.name] == 0
+        assert (w[zeros] == 0).all() and (w[~zeros] != 0).mean() > 0.9, init.name
+        rows = w.reshape(w.shape[0], -1)
+        assert max(np.unique(row).size for row in rows) <= 8, init.name
+        checked += 1
+    assert checked == 5
+
+
+def test_convert_with_sparsity_and_clusters(tmp_path):
+    """edgekit convert --prune-sparsity / --prune-clusters: int8 keeps the zeros and the shared
+    values, the file compresses smaller than the dense one, and --verify also compares the
+    result with the unpruned model on the same inputs, which shows what one-shot sparsity costs."""
+    import json
+    import lzma
+
+    data = np.load(str(files("edgekit") / "samples" / "digits_data.npz"))
+    np.save(tmp_path / "calib.npy", data["x_calib"])
+    np.save(tmp_path / "test.npy", data["x_test"])
+    common = ["--quantize", "int8", "--calibration", str(tmp_path / "calib.npy")]
+    verify = ["--verify", "--data", str(tmp_path / "test.npy"), "--report", str(tmp_path / "r.json")]
+    dense = _edgekit("convert", DIGITS, "-o", str(tmp_path / "dense.tflite"), *common)
+    assert dense.returncode == 0, dense.stderr
+    unpruned_top1 = {}
+    for sparsity in ("0.3", "0.8"):
+        out = tmp_path / f"s{sparsity}.tflite"
+        args = ("--prune-sparsity", sparsity, "--prune-clusters", "16")
+        small = _edgekit("convert", DIGITS, "-o", str(out), *common, *args, *verify)
+        assert small.returncode == 0, small.stderr
+        assert f"zeroed {float(sparsity):.0%} of the weights" in small.stdout and "compressed: xz" in small.stdout
+        assert "against the unpruned digits_cnn.onnx" in small.stdout
+        report = json.loads((tmp_path / "r.json").read_text())
+        assert report["pruning"]["sparsity"] == float(sparsity) and report["pruning"]["clusters"] == 16
+        assert report["outputs"][0]["sqnr_db"] > 20  # int8 against the compressed ONNX it came from
+        unpruned_top1[sparsity] = report["pruning"]["outputs_vs_unpruned"][0]["top1_agreement"]
+        int8 = _int8_weights(out)
+        total = sum(w.size for w, _ in int8.values())
+        assert sum(int((w == 0).sum()) for w, _ in int8.values()) >= float(sparsity) * total - 1
+        for w, axis in int8.values():
+            rows = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
+            assert max(np.unique(row).size for row in rows) <= 16
+        xz = [len(lzma.compress((tmp_path / p).read_bytes())) for p in ("dense.tflite", out.name)]
+        assert xz[1] < 0.95 * xz[0], xz
+    # on the 8k-parameter sample, 30% one-shot keeps the dense model's answers; 80% needs training
+    assert unpruned_top1["0.3"] > 0.93 and unpruned_top1["0.8"] < 0.5, unpruned_top1
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
+        (["--prune-sparsity", "1"], "--prune-sparsity 1 must lie strictly between 0 and 1"),
+        (["--prune-sparsity", "-0.2"], "--prune-sparsity -0.2 must lie strictly between 0 and 1"),
+        (["--prune-clusters", "1"], "--prune-clusters 1 must be between 2 and 256"),
+        (["--prune-clusters", "16", "--equalize"], "would undo --prune-clusters"),
         (["--prune-ratio", "1.5"], "--prune-ratio 1.5 must lie strictly between 0 and 1"),
         (["--prune-ratio", "0"], "--prune-ratio 0 must lie strictly between 0 and 1"),
         (["--prune-macs", "1"], "--prune-macs 1 must lie strictly between 0 and 1"),
