@@ -75,8 +75,8 @@ def run_load(port: int, work: Path, fleet: str, devices: int, per_device: int, r
     from edgekit.fleet.manager import FleetManager
 
     manager = FleetManager(work / f"{fleet}-{port}.sqlite", port=port, client_id=f"manager-{fleet}-{port}")
-    manager.start()
-    time.sleep(0.5)
+    if not manager.start():  # subscribed, so the first window counts
+        raise SystemExit(f"the broker on port {port} did not take the fleet manager's subscriptions")
     ready, go = mp.Queue(), mp.Event()
     share = devices // procs
     workers = [
@@ -148,7 +148,8 @@ def rollout(port: int, work: Path, agents: int, per_process: int = 25) -> list[l
     bad = package.build(bad_model, work / "bad.tar", name="digits", version="2", signing_key=key, validate=False)
 
     manager = FleetManager(work / "rollout.sqlite", port=port, client_id="bench-rollout")
-    manager.start()
+    if not manager.start():
+        raise SystemExit(f"the broker on port {port} did not take the fleet manager's subscriptions")
     httpd, _ = serve_api(manager, PackageStore(work / "store"), "bench-token", public_key)
     client = FleetClient(f"http://127.0.0.1:{httpd.server_address[1]}", "bench-token", fleet="bench")
     ready, stop = mp.Queue(), mp.Event()

@@ -23,7 +23,7 @@ TOKEN = "s3cret-token"
 @pytest.fixture
 def fleet(tmp_path, broker, keys):  # noqa: F811
     manager = FleetManager(tmp_path / "fleet.sqlite", port=broker.port)
-    manager.start()
+    assert manager.start()
     httpd, api = serve_api(manager, PackageStore(tmp_path / "store"), TOKEN, public_key=keys[1])
     api.fleet = "f1"
     url = f"http://127.0.0.1:{httpd.server_address[1]}"

@@ -71,7 +71,7 @@ def _deploy_message(info: package.PackageInfo, base: str, deployment: str) -> di
 def test_telemetry_and_rollouts(tmp_path, broker, keys, models, server):
     store, base = server
     manager = FleetManager(tmp_path / "fleet.sqlite", port=broker.port)
-    manager.start()
+    assert manager.start()
     agents = _agents(tmp_path, broker, keys[1], 6)
     try:
         wait_for(lambda: len(manager.devices("f1")) == 6, what="six devices registered")
@@ -158,7 +158,7 @@ def test_malformed_messages_on_every_topic(tmp_path, broker, keys):
     import paho.mqtt.client as mqtt
 
     manager = FleetManager(tmp_path / "fleet.sqlite", port=broker.port)
-    manager.start()
+    assert manager.start()
     [agent] = _agents(tmp_path, broker, keys[1], 1)
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
     responses = []
@@ -202,7 +202,7 @@ def test_topic_wildcards():
 
 def test_last_will_marks_a_dead_device_offline(tmp_path, broker, keys):
     manager = FleetManager(tmp_path / "fleet.sqlite", port=broker.port)
-    manager.start()
+    assert manager.start()
     [agent] = _agents(tmp_path, broker, keys[1], 1)
     try:
         wait_for(lambda: manager.store.query("SELECT state FROM devices") == [("online",)], what="online")
@@ -217,7 +217,7 @@ def test_broker_restart_mid_rollout_loses_no_telemetry(tmp_path, keys, models, s
     store, base = server
     broker = Mosquitto(tmp_path, persistent=True).start()  # production brokers persist sessions
     manager = FleetManager(tmp_path / "fleet.sqlite", port=broker.port)
-    manager.start()
+    assert manager.start()
     agents = _agents(tmp_path, broker, keys[1], 3)
     try:
         wait_for(lambda: len(manager.devices("f1")) == 3, what="registered")
@@ -261,7 +261,7 @@ def test_manager_restart_resumes_the_rollout(tmp_path, keys, models, server):
     store, base = server
     broker = Mosquitto(tmp_path).start()
     manager = FleetManager(tmp_path / "fleet.sqlite", port=broker.port)
-    manager.start()
+    assert manager.start()
     agents = _agents(tmp_path, broker, keys[1], 4)
     try:
         wait_for(lambda: len(manager.devices("f1")) == 4, what="registered")
@@ -272,7 +272,7 @@ def test_manager_restart_resumes_the_rollout(tmp_path, keys, models, server):
         )
         manager.stop()  # right after the canary was sent
         manager = FleetManager(tmp_path / "fleet.sqlite", port=broker.port)
-        manager.start()
+        assert manager.start()
         wait_for(lambda: manager.rollout_status(rollout)["state"] == "done", what="resumed rollout done")
         assert all(a.slots.current()["version"] == "1" for a in agents)
     finally:

@@ -26,7 +26,7 @@ def test_manager_on_postgres(tmp_path, postgres, keys, models, server):
     broker = Broker(port=0).start()
     manager = FleetManager(postgres.url, port=broker.port)
     assert manager.store.dialect == "postgresql"
-    manager.start()
+    assert manager.start()
     agents = _agents(tmp_path, broker, keys[1], 3)
     try:
         wait_for(lambda: len(manager.devices("f1")) == 3, what="three devices registered")

@@ -39,7 +39,7 @@ def test_device_cannot_publish_as_another(tmp_path, keys):
         username=MANAGER_USER,
         password=(tmp_path / "broker" / "manager.secret").read_text(),
     )
-    manager.start()
+    assert manager.start()
     try:
         dev01 = _client(broker.port, "dev01", creds["dev01"]["password"])
         time.sleep(0.5)

@@ -55,7 +55,7 @@ def test_fleet_over_tls(tmp_path, keys):
     manager = FleetManager(tmp_path / "fleet.sqlite", port=broker.port, tls={"ca": str(ca_cert)})
     agents = []
     try:
-        manager.start()
+        assert manager.start()
         agents.append(_agent(tmp_path, "trusting", broker.port, keys[1], ca_cert))
         agents.append(_agent(tmp_path, "distrusting", broker.port, keys[1], other_ca))
         wait_for(lambda: manager.devices("f1") == ["trusting"], what="the trusting device registered over TLS")
