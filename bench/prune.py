@@ -2,8 +2,8 @@
 MobileNetV2 (random weights), both converted to int8 TFLite, LiteRT latency pruned vs dense in
 the same run (interleaved), at 1 and 2 threads; plus sizes and compressed sizes. Each
 ``--round-to`` value is one pruned variant (kept channel counts rounded to a multiple of it; 1 is
-no rounding, 8 the default of edgekit prune); one more variant allocates the budget by measured
-latency (each group pruned alone and timed first, rounded to 8: ``--allocation latency``), and
+no rounding, 16 the default of edgekit prune); one more variant allocates the budget by measured
+latency (each group pruned alone and timed first, rounded to 16: ``--allocation latency``), and
 one more does the same with the residual groups (channels joined by Adds across blocks) excluded,
 so only channels inside blocks shrink. All variants are timed in the same interleaved rounds.
 
@@ -32,6 +32,8 @@ import onnx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import export_torchvision, interleaved, table  # noqa: E402
 
+from edgekit.converters.prune.channels import ROUND_TO  # noqa: E402
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -41,7 +43,7 @@ def main() -> None:
     parser.add_argument("--no-latency", action="store_true", help="skip the latency-aware variant")
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--stem-block", type=int, choices=(2, 4, 8), help="convert with --stem-block B")
-    parser.add_argument("--latency-round-to", type=int, default=8, help="rounding of the latency-aware variants")
+    parser.add_argument("--latency-round-to", type=int, default=ROUND_TO, help="rounding of the latency-aware variants")
     args = parser.parse_args()
 
     import zstandard

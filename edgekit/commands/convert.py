@@ -69,9 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pr.add_argument(
         "--prune-round-to",
         type=int,
-        default=8,
+        default=16,  # converters.prune.channels.ROUND_TO
         metavar="N",
-        help="keep a multiple of N channels in groups wider than N (default 8, 1: no rounding)",
+        help="keep a multiple of N channels in groups wider than N (default 16, 1: no rounding)",
     )
     pr.add_argument(
         "--prune-allocation",

@@ -49,10 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--round-to",
         type=int,
-        default=8,
+        default=16,  # converters.prune.channels.ROUND_TO, not imported: this module loads without onnx
         metavar="N",
         help="keep a multiple of N channels in groups wider than N (XNNPACK computes channels in tiles; "
-        "default 8, 1: no rounding)",
+        "default 16, 1: no rounding)",
     )
     parser.add_argument(
         "--bias-correct",

@@ -181,6 +181,15 @@ def wide_cnn():
     )
 
 
+def test_cli_rounding_defaults_are_the_library_default():
+    from edgekit.cli import build_parser
+    from edgekit.converters.prune.channels import ROUND_TO
+
+    parser = build_parser()
+    assert parser.parse_args(["prune", "m.onnx", "-o", "p.onnx", "--ratio", "0.5"]).round_to == ROUND_TO
+    assert parser.parse_args(["convert", "m.onnx", "-o", "m.tflite"]).prune_round_to == ROUND_TO
+
+
 def test_channel_counts_round_to_tiles():
     from edgekit.converters.prune.channels import kept_count
 
@@ -193,7 +202,7 @@ def test_channel_counts_round_to_tiles():
         return [d.dims[0] for d in p.graph.initializer if d.name in ("w1", "w2", "w3")]
 
     assert widths(prune_channels(m, 0.5, round_to=1)) == [20, 24, 12]
-    assert widths(prune_channels(m, 0.5)) == [24, 24, 16]  # the default rounds to 8
+    assert widths(prune_channels(m, 0.5)) == [16, 32, 16]  # the default rounds to 16
     for round_to in (8, 16):
         pruned, _, fraction = prune_to_budget(m, 0.5, round_to=round_to)
         assert all(w % round_to == 0 for w in widths(pruned))
@@ -318,8 +327,11 @@ def test_pruned_torchvision_models_convert_and_verify(name, tmp_path):
     assert result.partitions == 1
     dense_int8 = tmp_path / "dense_int8.tflite"
     dense_result = convert(dense, dense_int8, quantize="int8", calibration=calibration)
-    # MobileNetV3's classifier (Gemm -> Gemm, not channel-pruned) holds most of its weights
-    assert int8.stat().st_size < {"mobilenet_v3_small": 0.8}.get(name, 0.6) * dense_result.size_bytes
+    # a MAC budget does not fix the weight count: MobileNetV3's classifier (Gemm -> Gemm, not
+    # channel-pruned) holds most of its weights, and MobileNetV2 at 50% of the MACs keeps
+    # 62% of its int8 bytes at the default rounding to 16 (59% rounded to 8)
+    limit = {"mobilenet_v3_small": 0.8, "mobilenet_v2": 0.65}.get(name, 0.6)
+    assert int8.stat().st_size < limit * dense_result.size_bytes
     # int8 serves the pruned model as well as the dense one (random weights: MobileNetV3's
     # outputs barely depend on the input, so its SQNR is low either way)
     dense_sqnr = verify(dense, dense_int8, data=calibration[:2]).min_sqnr_db
