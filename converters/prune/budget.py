@@ -10,6 +10,8 @@ from edgekit.errors import InputError
 
 MAX_RATIO = 0.95
 
+_COST_NAMES = {"macs": "MACs"}
+
 
 def cost(model: onnx.ModelProto, what: str) -> int:
     from edgekit.converters.pipeline import import_onnx
@@ -35,7 +37,8 @@ def prune_to_budget(
     best_fraction = cost(best, what) / dense
     if best_fraction > target:
         raise InputError(
-            f"cannot reach {target:.0%} of the {what}: pruning every prunable group by {MAX_RATIO:.0%} leaves "
+            f"cannot reach {target * 100:g}% of the {_COST_NAMES.get(what, what)}: "
+            f"pruning every prunable group by {MAX_RATIO:.0%} leaves "
             f"{best_fraction:.1%} (the rest sits in layers channel pruning cannot shrink)"
         )
     lo, hi = 0.0, MAX_RATIO
@@ -141,7 +144,7 @@ def prune_by_latency(
     fraction = cost(chosen, "macs") / dense
     if fraction > target:
         raise InputError(
-            f"cannot reach {target:.0%} of the MACs: pruning every prunable group by {MAX_RATIO:.0%} leaves "
+            f"cannot reach {target * 100:g}% of the MACs: pruning every prunable group by {MAX_RATIO:.0%} leaves "
             f"{fraction:.1%} (the rest sits in layers channel pruning cannot shrink)"
         )
     base = hi

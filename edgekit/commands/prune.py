@@ -135,19 +135,19 @@ def run(args: argparse.Namespace) -> int:
                 pruned, ratios, fraction = prune_by_latency(
                     model, target, args.criterion, args.min_channels, exclude, args.round_to, table=table
                 )
-                print(f"latency-aware ratios keep {fraction:.1%} of the MACs (target {target:.0%})")
+                print(f"latency-aware ratios keep {fraction:.1%} of the MACs (target {target * 100:g}%)")
             elif args.allocation == "sensitivity":
                 from edgekit.converters.prune.budget import prune_by_sensitivity
 
                 pruned, ratios, fraction = prune_by_sensitivity(
                     model, target, samples, labels, args.criterion, args.round_to
                 )
-                print(f"per-group ratios {ratios} keep {fraction:.1%} of the MACs (target {target:.0%})")
+                print(f"per-group ratios {ratios} keep {fraction:.1%} of the MACs (target {target * 100:g}%)")
             else:
                 pruned, ratio, fraction = prune_to_budget(
                     model, target, what, args.criterion, args.min_channels, exclude, args.round_to
                 )
-                print(f"channel ratio {ratio:.3f} keeps {fraction:.1%} of the {what} (target {target:.0%})")
+                print(f"channel ratio {ratio:.3f} keeps {fraction:.1%} of the {what} (target {target * 100:g}%)")
         else:
             if args.ratio is None:
                 raise InputError("channel pruning needs --ratio, --target-macs or --target-params")
