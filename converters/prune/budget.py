@@ -10,7 +10,19 @@ from edgekit.errors import InputError
 
 MAX_RATIO = 0.95
 
-_COST_NAMES = {"macs": "MACs"}
+COST_NAMES = {"macs": "MACs", "params": "params"}
+
+
+def _check_target(target: float, what: str) -> None:
+    if not 0 < target < 1:
+        raise InputError(f"--target-{what} must lie strictly between 0 and 1, e.g. 0.5")
+
+
+def _unreachable(target: float, what: str, reached: float) -> InputError:
+    return InputError(
+        f"cannot reach {target * 100:g}% of the {COST_NAMES[what]}: pruning every prunable group by "
+        f"{MAX_RATIO:.0%} leaves {reached:.1%} (the rest sits in layers channel pruning cannot shrink)"
+    )
 
 
 def cost(model: onnx.ModelProto, what: str) -> int:
@@ -30,17 +42,12 @@ def prune_to_budget(
     round_to: int = ROUND_TO,
 ) -> tuple[onnx.ModelProto, float, float]:
     """(pruned model, ratio used, reached fraction of the dense cost) for ``target`` in (0, 1)."""
-    if not 0 < target < 1:
-        raise InputError(f"--target-{what} must lie strictly between 0 and 1, e.g. 0.5")
+    _check_target(target, what)
     dense = cost(model, what)
     best = prune_channels(model, MAX_RATIO, criterion, min_channels, exclude, round_to)
     best_fraction = cost(best, what) / dense
     if best_fraction > target:
-        raise InputError(
-            f"cannot reach {target * 100:g}% of the {_COST_NAMES.get(what, what)}: "
-            f"pruning every prunable group by {MAX_RATIO:.0%} leaves "
-            f"{best_fraction:.1%} (the rest sits in layers channel pruning cannot shrink)"
-        )
+        raise _unreachable(target, what, best_fraction)
     lo, hi = 0.0, MAX_RATIO
     chosen, fraction, ratio = best, best_fraction, MAX_RATIO
     for _ in range(12):
@@ -92,8 +99,7 @@ def prune_by_sensitivity(
     """Spend the MAC budget where the sensitivity table says it hurts least."""
     from edgekit.converters.prune.sensitivity import allocate, analyse
 
-    if not 0 < target < 1:
-        raise InputError("--target-macs must lie strictly between 0 and 1, e.g. 0.5")
+    _check_target(target, "macs")
     dense = cost(model, "macs")
     table = analyse(model, samples, labels, criterion=criterion, round_to=round_to)
     ratios = allocate(table, int(dense * (1 - target)))
@@ -123,8 +129,7 @@ def prune_by_latency(
 
     from edgekit.converters.prune.latency import measure
 
-    if not 0 < target < 1:
-        raise InputError("--target-macs must lie strictly between 0 and 1, e.g. 0.5")
+    _check_target(target, "macs")
     if table is None:
         table = measure(
             model, 0.5, criterion, round_to, exclude, threads, progress=progress, convert_options=convert_options
@@ -143,10 +148,7 @@ def prune_by_latency(
     chosen = prune_channels(model, ratios(hi), criterion, min_channels, exclude, round_to)
     fraction = cost(chosen, "macs") / dense
     if fraction > target:
-        raise InputError(
-            f"cannot reach {target * 100:g}% of the MACs: pruning every prunable group by {MAX_RATIO:.0%} leaves "
-            f"{fraction:.1%} (the rest sits in layers channel pruning cannot shrink)"
-        )
+        raise _unreachable(target, "macs", fraction)
     base = hi
     for _ in range(14):
         mid = (lo + hi) / 2

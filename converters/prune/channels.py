@@ -339,8 +339,8 @@ def _keep(
 # kept channel counts are rounded to a multiple of this in groups wider than it (1: no rounding).
 # XNNPACK's int8 GEMMs work on 16 output channels at a time on Cortex-A53/A55 (Coral), on Cortex-A76
 # with dot products (Pi 5) and with AVX512-VNNI, 8 on Cortex-A72 (Pi 4) and AVX2, so 16 is a whole
-# tile on all of them. bench/prune.py, MobileNetV2 at 50% MACs, 1 / 2 threads: unrounded 1.36x /
-# 1.35x, 8 1.54x / 1.51x, 16 1.65x / 1.64x (AVX512-VNNI EPYC); 8 1.66x / 1.65x, 16 1.71x / 1.71x (AVX2)
+# tile on all of them. bench/prune.py, MobileNetV2 at 50% MACs, 1 thread, five runs on AVX512-VNNI
+# EPYCs: unrounded 1.34-1.40x, 8 1.44-1.61x, 16 1.64-1.75x (AVX2 EPYC: 8 1.66x, 16 1.71x)
 ROUND_TO = 16
 
 # metadata key under which a pruned model records, per pruned tensor, which of the original

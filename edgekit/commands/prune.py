@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
 
     from edgekit.converters.onnx_frontend import read_model
     from edgekit.converters.prune import cluster_weights, magnitude_prune, prune_channels
-    from edgekit.converters.prune.budget import prune_to_budget
+    from edgekit.converters.prune.budget import COST_NAMES, prune_to_budget
     from edgekit.converters.prune.report import SIZE_KEYS, size_report
     from edgekit.converters.tflite_writer import write_atomic
     from edgekit.errors import InputError, OutputPathError
@@ -116,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         if args.target_macs is not None or args.target_params is not None:
             what = "macs" if args.target_macs is not None else "params"
             target = args.target_macs if args.target_macs is not None else args.target_params
+            goal = f"(target {target * 100:g}%)"
             if args.allocation == "latency":
                 from edgekit.converters.prune.budget import prune_by_latency
                 from edgekit.converters.prune.latency import format_table, measure
@@ -135,19 +136,19 @@ def run(args: argparse.Namespace) -> int:
                 pruned, ratios, fraction = prune_by_latency(
                     model, target, args.criterion, args.min_channels, exclude, args.round_to, table=table
                 )
-                print(f"latency-aware ratios keep {fraction:.1%} of the MACs (target {target * 100:g}%)")
+                print(f"latency-aware ratios keep {fraction:.1%} of the MACs {goal}")
             elif args.allocation == "sensitivity":
                 from edgekit.converters.prune.budget import prune_by_sensitivity
 
                 pruned, ratios, fraction = prune_by_sensitivity(
                     model, target, samples, labels, args.criterion, args.round_to
                 )
-                print(f"per-group ratios {ratios} keep {fraction:.1%} of the MACs (target {target * 100:g}%)")
+                print(f"per-group ratios {ratios} keep {fraction:.1%} of the MACs {goal}")
             else:
                 pruned, ratio, fraction = prune_to_budget(
                     model, target, what, args.criterion, args.min_channels, exclude, args.round_to
                 )
-                print(f"channel ratio {ratio:.3f} keeps {fraction:.1%} of the {what} (target {target * 100:g}%)")
+                print(f"channel ratio {ratio:.3f} keeps {fraction:.1%} of the {COST_NAMES[what]} {goal}")
         else:
             if args.ratio is None:
                 raise InputError("channel pruning needs --ratio, --target-macs or --target-params")
