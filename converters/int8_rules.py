@@ -114,12 +114,52 @@ def _shared_rule(graph: Graph) -> list[str]:
     return problems
 
 
+def _fixed_range_forced_rule(graph: Graph) -> list[str]:
+    """A shared-parameter op that joins a fixed-parameter op's output (LOGISTIC: 1/256) with
+    values from any other producer forces that fixed range on them: a YOLO head's boxes
+    (0..640) concatenated with sigmoid scores were clipped to [0, 1]. The quantizer
+    requantizes the fixed output first; a model where it did not is refused."""
+    origins: dict[str, frozenset] = {}  # tensor -> the fixed ops its values come from (None: any other)
+    for n in graph.nodes:  # topological order: inputs first
+        for out in n.outputs:
+            if n.op in FIXED_OUTPUT:
+                origins[out] = frozenset({n.op})
+            elif n.op in SHARED and graph.tensors[out].dtype == INT8:
+                ins = _shared_data_inputs(graph, n)
+                origins[out] = frozenset().union(*(origins.get(i, frozenset({None})) for i in ins))
+            else:
+                origins[out] = frozenset({None})
+
+    problems = []
+    for n in graph.nodes:
+        if n.op not in SHARED or graph.tensors[n.outputs[0]].dtype != INT8:
+            continue
+        kinds = origins[n.outputs[0]]
+        fixed = sorted(k for k in kinds if k is not None)
+        if fixed and len(kinds) > 1:
+            problems.append(
+                f"{n.name}: {n.op} puts {'/'.join(fixed)}'s fixed output range on values from other ops; "
+                "requantize the fixed output first"
+            )
+    return problems
+
+
+def _shared_data_inputs(graph: Graph, node) -> list[str]:
+    indices = SHARED[node.op]
+    return [
+        i
+        for k, i in enumerate(node.inputs)
+        if i and (indices is None or k in indices) and not graph.tensors[i].is_const and graph.tensors[i].dtype == INT8
+    ]
+
+
 RULES: dict[str, Callable[[Graph], list[str]]] = {
     "quantization parameters well formed": _quant_shape_rule,
     "activations per tensor": _activation_rule,
     "weights and bias": _weight_and_bias_rule,
     "fixed output parameters": _fixed_output_rule,
     "shared parameters": _shared_rule,
+    "fixed range kept to its op": _fixed_range_forced_rule,
 }
 
 

@@ -202,11 +202,36 @@ def input_dtype(vi: onnx.ValueInfoProto) -> np.dtype:
     return np.dtype(_ONNX_TO_NUMPY[elem])
 
 
+def captured_names(graph: onnx.GraphProto) -> set[str]:
+    """Outer-scope tensors a subgraph (an ``If`` branch, a ``Loop`` body) reads without taking
+    them as inputs: they are as much inputs of the node that holds it as ``node.input``."""
+    defined = {i.name for i in graph.initializer} | {i.name for i in graph.input}
+    used: set[str] = set()
+    for node in graph.node:
+        used.update(i for i in node.input if i and i not in defined)
+        for sub in _subgraphs(node):
+            used.update(n for n in captured_names(sub) if n not in defined)
+        defined.update(o for o in node.output if o)
+    return used
+
+
+def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    return [a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH] + [
+        g for a in node.attribute if a.type == onnx.AttributeProto.GRAPHS for g in a.graphs
+    ]
+
+
+def node_dependencies(node: onnx.NodeProto) -> list[str]:
+    """Every tensor a node reads: its inputs and what its subgraphs capture."""
+    captured = set().union(*(captured_names(g) for g in _subgraphs(node))) if _subgraphs(node) else set()
+    return [i for i in node.input if i] + sorted(captured)
+
+
 def _constant_outputs(model: onnx.ModelProto) -> set[str]:
     """Names of tensors that do not depend on the graph inputs (shapes are static)."""
     const = {i.name for i in model.graph.initializer}
     for node in model.graph.node:
-        ins = [i for i in node.input if i]
+        ins = node_dependencies(node)
         if node.op_type in SHAPE_ONLY_OPS or all(i in const for i in ins):
             if node.op_type.startswith("Random"):
                 continue

@@ -275,6 +275,11 @@ def quantize_int8(
     is_int8 = {
         id(n): n.op in supported and n.op not in float_ops and n.attrs.get("_source") not in keep_float for n in g.nodes
     }
+    if float_ops:  # a CPU target may keep byte-moving ops in float where one int8 grid cannot hold their inputs
+        for n in _disparate_concatenations(g, ranges):
+            is_int8[id(n)] = False
+        if io_type == "float32":
+            _float_tail(g, is_int8)
 
     # tensors that become int8: touched by an int8 op (data inputs and outputs)
     quantized: set[str] = set()
@@ -284,19 +289,10 @@ def quantize_int8(
             quantized.update(n.outputs)
     quantized = {t for t in quantized if g.tensors[t].dtype == np.float32}
 
-    groups = _Groups()
-    for n in g.nodes:
-        if not is_int8[id(n)]:
-            continue
-        if n.op in SHARED:
-            indices = SHARED[n.op]
-            ins = [i for k, i in enumerate(n.inputs) if i and (indices is None or k in indices)]
-            for name in ins:
-                for out in n.outputs:
-                    if name in quantized or g.is_const(name):
-                        groups.union(name, out)
-        if n.attrs.get("_role") == "pool_mask":
-            groups.union(n.inputs[0], n.outputs[0])
+    ranges = dict(ranges)
+    groups = _share_groups(g, is_int8, quantized)
+    if _requantize_fixed_outputs(g, is_int8, quantized, ranges, groups, fixed_table):
+        groups = _share_groups(g, is_int8, quantized)
 
     fixed: dict[str, tuple[float, int]] = {}
     for n in g.nodes:
@@ -372,6 +368,133 @@ def quantize_int8(
     _set_io(g, io_type)
     g.remove_unused()
     return g
+
+
+# a concatenation whose inputs' ranges differ more than this stays float on a CPU target: on
+# one shared int8 grid the narrowest input would keep fewer than 255 / 16 ~ 16 levels
+MAX_CONCAT_SPAN_RATIO = 16.0
+
+
+def _disparate_concatenations(g: Graph, ranges: dict[str, tuple[float, float]]) -> list[Node]:
+    """CONCATENATIONs joining values of very different ranges, e.g. a detector's boxes (0..640)
+    and class scores (0..1): a float concatenation costs a copy, one int8 grid costs the scores."""
+    found = []
+    for n in g.nodes:
+        if n.op != "CONCATENATION":
+            continue
+        spans = [
+            max(ranges[i][1], 0.0) - min(ranges[i][0], 0.0) for i in n.inputs if i and not g.is_const(i) and i in ranges
+        ]
+        spans = [s for s in spans if np.isfinite(s)]
+        if len(spans) > 1 and max(spans) > MAX_CONCAT_SPAN_RATIO * max(min(spans), 1e-30):
+            found.append(n)
+    return found
+
+
+def _float_tail(g: Graph, is_int8: dict[int, bool]) -> None:
+    """Leave in float the cheap ops after the last weighted op whose results are only read in
+    float (float outputs, float ops): a detector's box decoding or a segmenter's final add would
+    otherwise be requantized once more per op for nothing, each time losing a grid step."""
+    consumers = g.consumers()
+    producers = g.producers()
+    outputs = set(g.outputs)
+
+    def source(name: str) -> Node | None:  # the producer behind reshape-like ops
+        p = producers.get(name)
+        while p is not None and is_int8[id(p)] and p.op in SHARED and len(_data_inputs(g, p)) == 1:
+            p = producers.get(_data_inputs(g, p)[0])
+        return p
+
+    def fed_in_float(n: Node) -> bool:  # int8 here would cost a QUANTIZE in as well as a DEQUANTIZE out
+        feeders = [source(i) for i in _data_inputs(g, n)]
+        return bool(feeders) and all(p is not None and not is_int8[id(p)] for p in feeders)
+
+    def read_in_float(n: Node) -> bool:
+        return all(
+            (t in outputs or consumers.get(t)) and all(not is_int8[id(c)] for c in consumers.get(t, []))
+            for t in n.outputs
+        )
+
+    changed = True
+    while changed:
+        changed = False
+        for n in reversed(g.nodes):
+            heavy = n.op in WEIGHTED or n.op == "BATCH_MATMUL"
+            if is_int8[id(n)] and (not heavy or fed_in_float(n)) and read_in_float(n):
+                is_int8[id(n)], changed = False, True
+
+
+def _share_groups(g: Graph, is_int8: dict[int, bool], quantized: set[str]) -> _Groups:
+    """Tensors that must carry one set of parameters: the inputs and outputs of int8 ops that
+    move bytes without rescaling (SHARED), and a pool mask's sum with its input."""
+    groups = _Groups()
+    for n in g.nodes:
+        if not is_int8[id(n)]:
+            continue
+        if n.op in SHARED:
+            indices = SHARED[n.op]
+            ins = [i for k, i in enumerate(n.inputs) if i and (indices is None or k in indices)]
+            for name in ins:
+                for out in n.outputs:
+                    if name in quantized or g.is_const(name):
+                        groups.union(name, out)
+        if n.attrs.get("_role") == "pool_mask":
+            groups.union(n.inputs[0], n.outputs[0])
+    return groups
+
+
+def _group_sources(g: Graph, is_int8: dict[int, bool], quantized: set[str], groups: _Groups) -> dict[str, set]:
+    """Group root -> where its values come from: the fixed-parameter op names whose outputs it
+    holds, and ``None`` for any other producer (an op that sets its own range, a graph input,
+    a float op's QUANTIZE). Tensors that a shared op copies from the group are not sources."""
+    producers = g.producers()
+    sources: dict[str, set] = {}
+    for t in quantized:
+        node = producers.get(t)
+        copied = (
+            node is not None and is_int8[id(node)] and (node.op in SHARED or node.attrs.get("_role") == "pool_mask")
+        )
+        if copied:
+            continue
+        fixed_op = node.op if node is not None and is_int8[id(node)] else None
+        sources.setdefault(groups.find(t), set()).add(fixed_op)
+    return sources
+
+
+def _requantize_fixed_outputs(
+    g: Graph,
+    is_int8: dict[int, bool],
+    quantized: set[str],
+    ranges: dict[str, tuple[float, float]],
+    groups: _Groups,
+    fixed_table: dict[str, tuple[float, int]],
+) -> bool:
+    """Give a fixed-parameter op (LOGISTIC, SOFTMAX, ...) its own output tensor followed by a
+    requantizing QUANTIZE wherever a shared-parameter op joins that output with values from
+    elsewhere: otherwise the whole group takes the fixed range, e.g. a YOLO head's
+    Concat(boxes in 0..320, sigmoid scores) clipped every box to [0, 1]."""
+    sources = _group_sources(g, is_int8, quantized, groups)
+    mixed = {
+        root
+        for root, kinds in sources.items()
+        if any(k in fixed_table for k in kinds) and len({fixed_table.get(k) for k in kinds}) > 1
+    }
+    if not mixed:
+        return False
+    for n in list(g.nodes):
+        if not (is_int8[id(n)] and n.op in fixed_table and groups.find(n.outputs[0]) in mixed):
+            continue
+        out = n.outputs[0]
+        own = g.add_tensor(f"{out}_{n.op.lower()}", g.shape(out), np.float32, unique=True)
+        n.outputs[0] = own
+        requantize = Node(
+            "QUANTIZE", [own], [out], {"_source": n.attrs.get("_source", "")}, name=f"{n.name}/requantize"
+        )
+        g.nodes.insert(g.nodes.index(n) + 1, requantize)
+        is_int8[id(requantize)] = True
+        quantized.add(own)
+        ranges[own] = ranges[out]
+    return True
 
 
 def _bias_correction(op: str, error: np.ndarray, mean: np.ndarray) -> np.ndarray:

@@ -1,0 +1,210 @@
+"""Trained models from the package registry (tests/real_models.py), converted and compared
+with onnxruntime on realistic inputs: the two silent wrong-number bugs of issue 21."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgekit.converters import convert
+from edgekit.converters.int8_rules import Int8RuleError, check_int8
+from edgekit.converters.verification import TFLiteRunner, sqnr_db
+from edgekit.errors import UnsupportedModelError
+from tests import real_models
+from tests.converters.onnx_models import model as onnx_model
+
+YOLO_SHAPE = (1, 3, 320, 320)
+
+
+def _photo_crops(count: int, seed: int) -> np.ndarray:
+    """Crops of scikit-learn's two sample photographs, resized to the detector's input, in [0, 1]."""
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(count):
+        img = load_sample_images().images[k % 2]
+        h, w, _ = img.shape
+        side = int(rng.integers(200, min(h, w)))
+        y, x = int(rng.integers(0, h - side)), int(rng.integers(0, w - side))
+        crop = Image.fromarray(img[y : y + side, x : x + side]).resize(YOLO_SHAPE[2:])
+        out.append(np.asarray(crop, np.float32).transpose(2, 0, 1) / 255.0)
+    return np.stack(out)
+
+
+@pytest.fixture(scope="module")
+def yolo():
+    path = real_models.path("nudenet-yolov8n")
+    calibration, test = _photo_crops(24, seed=0), _photo_crops(8, seed=1)
+    reference = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    expected = np.stack([reference.run(None, {"images": x[None]})[0][0] for x in test])
+    return path, calibration, test, expected
+
+
+def _yolo_outputs(tflite: Path, test: np.ndarray) -> np.ndarray:
+    runner = TFLiteRunner(tflite.read_bytes())
+    return np.stack([next(iter(runner({"images": x[None]}).values())).reshape(22, -1) for x in test])
+
+
+def _ort_int8_boxes(path: Path, calibration: np.ndarray, test: np.ndarray, tmp: Path) -> np.ndarray:
+    """onnxruntime's own int8 (quantize_static, QDQ, per channel, the same calibration)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    m = onnx.load(path)
+    for dim, value in zip(m.graph.input[0].type.tensor_type.shape.dim, YOLO_SHAPE, strict=True):
+        dim.dim_value = value
+    static = tmp / "static.onnx"
+    onnx.save(m, static)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter(calibration)
+
+        def get_next(self):
+            item = next(self.items, None)
+            return None if item is None else {"images": item[None]}
+
+    quantized = tmp / "ort_int8.onnx"
+    quantize_static(
+        str(static),
+        str(quantized),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+    )
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC  # exact QDQ arithmetic
+    session = ort.InferenceSession(str(quantized), options, providers=["CPUExecutionProvider"])
+    return np.stack([session.run(None, {"images": x[None]})[0][0] for x in test])
+
+
+@pytest.mark.slow
+def test_yolov8n_fp32_matches_onnxruntime(yolo, tmp_path):
+    path, _, test, expected = yolo
+    out = tmp_path / "fp32.tflite"
+    convert(path, out, input_shapes={"images": YOLO_SHAPE})
+    assert sqnr_db(expected, _yolo_outputs(out, test)) >= 60
+
+
+@pytest.mark.slow
+def test_yolov8n_int8_boxes_are_not_clipped_to_the_sigmoid_range(yolo, tmp_path):
+    """The head's Concat(boxes 0..320, sigmoid scores) took LOGISTIC's fixed 1/256 scale for
+    every input: boxes came out as 0.996, box SQNR 0 dB. Now at least onnxruntime's own int8."""
+    path, calibration, test, expected = yolo
+    out = tmp_path / "int8.tflite"
+    convert(path, out, input_shapes={"images": YOLO_SHAPE}, quantize="int8", calibration=calibration)
+    got = _yolo_outputs(out, test)
+    ort_boxes = _ort_int8_boxes(path, calibration, test, tmp_path)
+    ours, theirs = sqnr_db(expected[:, :4], got[:, :4]), sqnr_db(expected[:, :4], ort_boxes[:, :4])
+    assert got[:, :4].max() > 100, "boxes clipped"
+    assert ours >= 30 and ours >= theirs, f"box SQNR {ours:.1f} dB, onnxruntime int8 {theirs:.1f} dB"
+    assert sqnr_db(expected[:, 4:], got[:, 4:]) >= 5, "class scores lost"
+
+
+@pytest.mark.slow
+def test_yolov8n_fully_integer_requantizes_the_sigmoid(yolo, tmp_path):
+    """Fully integer (as the Edge TPU needs): the concatenation stays int8, so the sigmoid's
+    output is requantized onto the boxes' grid rather than the boxes squeezed onto its own."""
+    path, calibration, test, expected = yolo
+    out = tmp_path / "int8_full.tflite"
+    result = convert(
+        path, out, input_shapes={"images": YOLO_SHAPE}, quantize="int8", calibration=calibration, fully_integer=True
+    )
+    assert "DEQUANTIZE" in result.ops and result.ops["DEQUANTIZE"] == 1  # only the float output
+    assert sqnr_db(expected[:, :4], _yolo_outputs(out, test)[:, :4]) >= 30
+
+
+def _sigmoid_and_boxes_model() -> onnx.ModelProto:
+    """Concat(Sigmoid(x), 100 * x): a detector head in four nodes."""
+    return onnx_model(
+        [
+            helper.make_node("Sigmoid", ["x"], ["scores"]),
+            helper.make_node("Mul", ["x", "hundred"], ["boxes"]),
+            helper.make_node("Concat", ["boxes", "scores"], ["y"], axis=1),
+        ],
+        {"x": (1, 8)},
+        {"y": (1, 16)},
+        {"hundred": np.array(100.0, np.float32)},
+    )
+
+
+def test_small_head_keeps_both_ranges_fully_integer(tmp_path):
+    model = _sigmoid_and_boxes_model()
+    x = np.linspace(-3, 3, 8 * 32, dtype=np.float32).reshape(32, 1, 8)
+    out = tmp_path / "head.tflite"
+    convert(model, out, quantize="int8", calibration=x, fully_integer=True)
+    runner = TFLiteRunner(out.read_bytes())
+    got = np.stack([runner({"x": v})["y"] for v in x]).reshape(32, 16)
+    want = np.concatenate([100 * x[:, 0], 1 / (1 + np.exp(-x[:, 0]))], axis=1)
+    assert np.abs(got[:, :8] - want[:, :8]).max() <= 600 / 255 * 1.01  # one step of the boxes' grid
+
+
+def test_self_check_refuses_a_fixed_range_forced_on_other_values(monkeypatch):
+    """With the requantization switched off, the writer's self-check must refuse the model."""
+    from edgekit.converters import quantizer
+    from edgekit.converters.pipeline import import_onnx, to_tflite_graph
+
+    monkeypatch.setattr(quantizer, "_requantize_fixed_outputs", lambda *args: False)
+    graph = import_onnx(_sigmoid_and_boxes_model())
+    tfl = to_tflite_graph(graph)
+    x = np.linspace(-3, 3, 64, dtype=np.float32).reshape(8, 1, 8)
+    quantized = quantizer.quantize_graph(tfl, graph, mode="int8", calibration=x, fully_integer=True)
+    with pytest.raises(Int8RuleError, match="fixed output range"):
+        check_int8(quantized)
+
+
+def _if_capturing_model() -> onnx.ModelProto:
+    """y = If(rank(x) == 2, then: x * 2, else: x * 3): the condition hangs on shapes alone,
+    the branches read ``x`` from the outer graph without naming it as an input of the If."""
+
+    def branch(name: str, factor: float) -> onnx.GraphProto:
+        return helper.make_graph(
+            [helper.make_node("Mul", ["x", f"{name}_k"], [f"{name}_y"])],
+            name,
+            [],
+            [helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, [1, 4])],
+            [numpy_helper.from_array(np.array(factor, np.float32), f"{name}_k")],
+        )
+
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Size", ["shape"], ["rank"]),
+        helper.make_node("Equal", ["rank", "two"], ["cond"]),
+        helper.make_node("If", ["cond"], ["y"], then_branch=branch("then", 2.0), else_branch=branch("else", 3.0)),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "if_capture",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [numpy_helper.from_array(np.array(2, np.int64), "two")],
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def test_if_whose_branches_read_inputs_is_not_folded(tmp_path):
+    """The fold test looked only at node.input: an If on a shape-only condition whose branches
+    read ``x`` was folded into the zeros the probe saw (silero-vad became a 2,400-byte constant)."""
+    from edgekit.converters.pipeline import import_onnx
+
+    with pytest.raises(UnsupportedModelError, match="If"):
+        import_onnx(_if_capturing_model())
+
+
+def test_silero_vad_is_refused_rather_than_folded(tmp_path):
+    """silero-vad (LSTM inside If branches) is not convertible yet: a clear refusal naming the
+    op, never a constant model (it converted to 2,400 bytes answering 0.00167 for all audio)."""
+    path = real_models.path("silero-vad-16k-op15")
+    with pytest.raises(UnsupportedModelError, match="If"):
+        convert(path, tmp_path / "vad.tflite", input_shapes={"input": (1, 512), "state": (2, 1, 128)})
+    assert not (tmp_path / "vad.tflite").exists()
