@@ -11,9 +11,9 @@ the unfinished deployment is cleaned up and retried; after it, the new one does.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,6 +26,7 @@ from pathlib import Path
 
 from edgekit import package
 from edgekit.errors import PackageError
+from edgekit.protocol import ProtocolError
 
 STEPS = ("received", "downloading", "verified", "installed", "health_ok", "switched", "committed")
 CHUNK = 1 << 16
@@ -43,17 +44,60 @@ class Deployment:
     version: str = ""
 
     @classmethod
-    def from_message(cls, payload: dict) -> Deployment:
-        return cls(
+    def from_message(cls, payload: dict, allowed_hosts: frozenset[str] | set[str]) -> Deployment:
+        """A deployment from a deploy message whose every field has been checked: nothing of an
+        unverified message reaches a path, a URL or a file operation before it passes here.
+        ``allowed_hosts``: the only hosts packages may come from (the fleet's own servers)."""
+        d = cls(
             payload["deployment"],
             payload["package"],
             payload["sha256"],
-            int(payload["size"]),
+            payload["size"],
             payload["url"],
             payload.get("signature", ""),
-            payload.get("name", ""),
-            payload.get("version", ""),
+            payload.get("name", "") or "",
+            payload.get("version", "") or "",
         )
+        d.validate(allowed_hosts)
+        return d
+
+    def validate(self, allowed_hosts: frozenset[str] | set[str]) -> None:
+        from urllib.parse import urlsplit
+
+        checks = (
+            ("deployment", self.id, SAFE_ID),
+            ("package", self.package, SAFE_NAME),
+            ("sha256", self.sha256, HEX_SHA256),
+            ("signature", self.signature, HEX_SIGNATURE),
+            ("name", self.name, SAFE_NAME_OR_EMPTY),
+            ("version", self.version, SAFE_NAME_OR_EMPTY),
+        )
+        for field_name, value, pattern in checks:
+            if not isinstance(value, str) or not pattern.fullmatch(value):
+                raise ProtocolError(f"deploy field {field_name!r} is not valid: {str(value)[:80]!r}")
+        if (
+            not isinstance(self.size, int)
+            or isinstance(self.size, bool)
+            or not 0 < self.size <= package.MAX_PACKAGE_BYTES
+        ):
+            raise ProtocolError(f"deploy field 'size' must be 1..{package.MAX_PACKAGE_BYTES} bytes")
+        url = urlsplit(self.url) if isinstance(self.url, str) else None
+        if url is None or url.scheme not in ("http", "https") or url.username or url.password:
+            raise ProtocolError(f"deploy url must be http(s) without credentials: {str(self.url)[:80]!r}")
+        if url.hostname not in allowed_hosts:
+            raise ProtocolError(f"deploy url host {url.hostname!r} is not one of the fleet's {sorted(allowed_hosts)}")
+
+
+SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+SAFE_NAME_OR_EMPTY = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9._+-]{0,127})?")
+HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
+HEX_SIGNATURE = re.compile(r"[0-9a-f]{128}")  # ed25519: 64 bytes; a deploy without one is refused
+
+
+def version_key(version: str) -> tuple:
+    """Order of package versions: dotted numbers numerically ("1.10" > "1.9"), words after them."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"[.+-]", version))
 
 
 Reporter = Callable[[str, str, dict], None]  # (deployment id, step, details)
@@ -125,11 +169,7 @@ class Slots:
         try:
             archive = self._download(d, report)
             package.verify(
-                archive,
-                public_key=self.public_key,
-                sha256=d.sha256,
-                size=d.size,
-                signature=bytes.fromhex(d.signature) if d.signature else None,
+                archive, public_key=self.public_key, sha256=d.sha256, size=d.size, signature=bytes.fromhex(d.signature)
             )
             self._step("verified")
             report(d.id, "verified", {})
@@ -137,6 +177,7 @@ class Slots:
             target = self.root / "slots" / slot
             shutil.rmtree(target, ignore_errors=True)
             manifest = package.unpack(archive, target)
+            self._refuse_downgrade(manifest)
             self._step("installed", slot=slot)
             report(d.id, "installed", {"slot": slot})
             health = healthcheck(target / manifest["model"], manifest.get("latency_budget_ms"), budget_s)
@@ -161,10 +202,25 @@ class Slots:
             },
         )
         state["pending"] = {**state["pending"], "step": "switched"}
+        name, version = manifest.get("name", ""), manifest.get("version", "")
+        highest = state.setdefault("highest_versions", {})
+        if name and version and (name not in highest or version_key(version) > version_key(highest[name])):
+            highest[name] = version
         self._save(state)  # the atomic switch
         _pause_for_tests("switched")
         report(d.id, "switched", {"slot": slot})
         return True
+
+    def _refuse_downgrade(self, manifest: dict) -> None:
+        """Versions only go up (per model name), whatever a signed old package or a replayed
+        deploy message says; going back means publishing the old model under a new version."""
+        name, version = manifest.get("name", ""), manifest.get("version", "")
+        highest = self.state().get("highest_versions", {}).get(name)
+        if highest is not None and version_key(version) <= version_key(highest):
+            raise PackageError(
+                f"{name} {version} is not newer than {highest}, installed here before: refusing a downgrade "
+                "(to go back, publish that model again under a new version)"
+            )
 
     def commit(self, deployment_id: str, report: Reporter) -> None:
         state = self.state()
@@ -175,8 +231,12 @@ class Slots:
 
     def rollback(self, deployment_id: str, report: Reporter, reason: str) -> bool:
         state = self.state()
-        if state["previous"] is None or (deployment_id and (state["current"] or {}).get("deployment") != deployment_id):
-            return False  # nothing to go back to, or that deployment is not what serves now
+        if (
+            not deployment_id
+            or state["previous"] is None
+            or (state["current"] or {}).get("deployment") != deployment_id
+        ):
+            return False  # unnamed, nothing to go back to, or that deployment is not what serves now
         state["current"], state["previous"], state["pending"] = state["previous"], None, None
         _give_up(state, deployment_id)
         self._save(state)
@@ -230,9 +290,6 @@ class Slots:
                     out.write(chunk)
                     if out.tell() > d.size:
                         raise PackageError("download is larger than announced")
-        sig_path = path.with_suffix(".tar.sig")
-        if d.signature:
-            sig_path.write_text(d.signature)
         return path
 
 
@@ -267,7 +324,3 @@ def _pause_for_tests(step: str) -> None:
         if marker:
             Path(marker).write_text(step)
         time.sleep(3600)
-
-
-def file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()

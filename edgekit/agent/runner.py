@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgekit import protocol
-from edgekit.agent.ota import Deployment, Slots
+from edgekit.agent.ota import SAFE_ID, Deployment, Slots
 from edgekit.agent.outbox import Outbox
 from edgekit.agent.telemetry import TelemetryCollector
 from edgekit.mqtt import choose_version, connect_args, make_client
@@ -42,6 +42,7 @@ class AgentConfig:
     tls_cert: str | None = None  # ... and a client certificate and key, when the broker asks for one
     tls_key: str | None = None
     mqtt_version: str = "auto"  # auto: MQTT 5 where the broker speaks it, else 3.1.1; or "5", "3.1.1"
+    package_hosts: list[str] = field(default_factory=list)  # hosts packages may come from (default: the broker's)
 
 
 class Agent:
@@ -56,6 +57,8 @@ class Agent:
         self.collector = TelemetryCollector()
         self.seq = 0
         self.malformed = 0
+        self.rejected = 0  # deploy messages and commands refused before anything acted on them
+        self.package_hosts = frozenset(config.package_hosts or [config.host])
         self.errors = 0
         self.invocations = 0
         self._inflight: dict[int, mqtt.MQTTMessageInfo] = {}  # outbox row -> its publish
@@ -144,7 +147,13 @@ class Agent:
         if not payload:
             return
         if channel == "deploy":
-            threading.Thread(target=self._deploy, args=(Deployment.from_message(payload),), daemon=True).start()
+            try:
+                deployment = Deployment.from_message(payload, self.package_hosts)
+            except protocol.ProtocolError as exc:
+                self.rejected += 1
+                log.warning("refused a deploy message: %s", exc)
+                return
+            threading.Thread(target=self._deploy, args=(deployment,), daemon=True).start()
         elif channel == "cmd":
             self._command(payload)
 
@@ -209,9 +218,19 @@ class Agent:
     def _command(self, payload: dict) -> None:
         ok, detail = True, {}
         if payload["command"] == "rollback":
-            ok = self.slots.rollback(payload.get("deployment", ""), self._progress, "requested by the fleet")
+            deployment = payload.get("deployment")
+            if not isinstance(deployment, str) or not SAFE_ID.fullmatch(deployment):
+                self.rejected += 1
+                ok, detail = False, {"error": "rollback names no deployment; refused"}
+            else:
+                ok = self.slots.rollback(deployment, self._progress, "requested by the fleet")
         elif payload["command"] == "status":
-            detail = {"current": self.slots.current(), "outbox": len(self.outbox), "malformed": self.malformed}
+            detail = {
+                "current": self.slots.current(),
+                "outbox": len(self.outbox),
+                "malformed": self.malformed,
+                "rejected": self.rejected,
+            }
         else:
             ok, detail = False, {"error": f"unknown command {payload['command']!r}"}
         self.client.publish(

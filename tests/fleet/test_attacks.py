@@ -1,0 +1,179 @@
+"""Issue 17's attacks on the device, as an attacker on the broker would try them: every field of
+a deploy message is checked before it reaches a path, a URL or a file; signed old packages and
+replayed deploy messages cannot downgrade a device; a rollback must name what serves."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from edgekit import package, protocol
+from edgekit.agent.ota import Deployment, Slots
+from edgekit.protocol import ProtocolError
+from tests.fleet.test_fleet_mqtt import _agents, _deploy_message, broker, wait_for  # noqa: F401
+from tests.fleet.test_ota import Log, _deployment
+
+HOSTS = frozenset({"127.0.0.1"})
+
+
+def _forged(canary, **override) -> dict:
+    message = {
+        "deployment": "evil",
+        "package": "x.tar",
+        "sha256": "a" * 64,
+        "size": 100,
+        "url": f"file://{canary}",
+        "signature": "00" * 64,
+        "name": "fc",
+        "version": "9",
+    }
+    return {**message, **override}
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        {},  # file:// URL
+        {"url": "http://127.0.0.1:1/x", "sha256": "../../../../tmp/owned"},
+        {"url": "http://127.0.0.1:1/x", "sha256": "A" * 64},
+        {"url": "http://127.0.0.1:1/x", "signature": ""},
+        {"url": "http://127.0.0.1:1/x", "signature": "junk"},
+        {"url": "http://attacker.example/x"},
+        {"url": "http://user:pw@127.0.0.1/x"},
+        {"url": "ftp://127.0.0.1/x"},
+        {"url": "http://127.0.0.1:1/x", "deployment": "../x"},
+        {"url": "http://127.0.0.1:1/x", "size": 0},
+        {"url": "http://127.0.0.1:1/x", "size": True},
+        {"url": "http://127.0.0.1:1/x", "size": package.MAX_PACKAGE_BYTES + 1},
+        {"url": "http://127.0.0.1:1/x", "name": "a/b"},
+        {"url": "http://127.0.0.1:1/x", "version": "1\n2"},
+    ],
+)
+def test_forged_deploy_fields_are_refused_before_use(tmp_path, override):
+    canary = tmp_path / "canary"
+    canary.write_text("secret")
+    with pytest.raises(ProtocolError):
+        Deployment.from_message(_forged(canary, **override), HOSTS)
+
+
+def test_forged_deploy_over_mqtt_touches_nothing(tmp_path, broker, keys, models, server):  # noqa: F811
+    """The attack of issue 17 end to end: a forged deploy on the broker with a file:// URL, a
+    path-like digest and a junk signature. The planted file outside the state folder is
+    untouched, nothing is written under the state folder's downloads, the device keeps serving."""
+    store, base = server
+    agent = _agents(tmp_path, broker, keys[1], 1)[0]
+    try:
+        good = package.build(models[0], tmp_path / "good.tar", name="fc", version="1", signing_key=keys[0])
+        store.add(good.path, good.sha256)
+        publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        publisher.connect("127.0.0.1", broker.port)
+        publisher.loop_start()
+        deploy_topic = protocol.topic("f1", "dev00", "deploy")
+        publisher.publish(deploy_topic, protocol.encode("deploy", **_deploy_message(good, base, "r1")), qos=1)
+        wait_for(lambda: (agent.slots.current() or {}).get("version") == "1", what="the good package serves")
+
+        canary = tmp_path / "planted"
+        canary.write_text("do not touch")
+        before = (canary.stat().st_mtime_ns, stat.S_IMODE(canary.stat().st_mode))
+        for forged in (
+            _forged(canary),
+            _forged(canary, url=f"{base}x.tar", sha256="../../../../" + str(tmp_path / "owned")),
+            _forged(canary, url=f"{base}{good.sha256}.tar", sha256=good.sha256, signature="ff" * 3),
+        ):
+            publisher.publish(deploy_topic, protocol.encode("deploy", **forged), qos=1).wait_for_publish(5)
+        wait_for(lambda: agent.rejected == 3, what="three forged deploys refused")
+        publisher.loop_stop()
+        assert canary.read_text() == "do not touch"
+        assert (canary.stat().st_mtime_ns, stat.S_IMODE(canary.stat().st_mode)) == before
+        assert not (tmp_path / "owned").exists() and not (tmp_path / "owned.tar").exists()
+        downloads = tmp_path / "dev00" / "models" / "downloads"
+        assert sorted(p.name for p in downloads.iterdir()) == [f"{good.sha256}.tar"]
+        assert agent.slots.current()["version"] == "1"
+    finally:
+        agent.stop()
+
+
+def test_signed_older_package_is_not_installed(tmp_path, server, keys, models):
+    """Downgrade: a validly signed v1 (fetchable from the package listing) pushed to a device on v2."""
+    slots, log = Slots(tmp_path / "device", keys[1]), Log()
+    old = _deployment(tmp_path, server, keys, models[0], version="1", dep_id="d1")
+    new = _deployment(tmp_path, server, keys, models[1], version="2", dep_id="d2")
+    assert slots.deploy(new, log)
+    slots.commit("d2", log)
+    assert not slots.deploy(old, log)
+    assert log.steps[-1] == "failed" and "downgrade" in log.details[-1][1]["reason"]
+    assert slots.current()["version"] == "2"
+
+
+def test_replayed_deploy_after_a_rollback_does_not_come_back(tmp_path, server, keys, models):
+    """Replay: the old deploy message of v1 replayed once the device has moved on to v2 and v1's
+    slot was rolled away; and the same version published again under a new deployment id."""
+    slots, log = Slots(tmp_path / "device", keys[1]), Log()
+    v1 = _deployment(tmp_path, server, keys, models[0], version="1", dep_id="d1")
+    v2 = _deployment(tmp_path, server, keys, models[1], version="2", dep_id="d2")
+    assert slots.deploy(v1, log) and slots.deploy(v2, log)
+    slots.commit("d2", log)
+    assert not slots.deploy(v1, log)  # replayed as it was
+    v1.id = "d9"
+    assert not slots.deploy(v1, log)  # replayed under a fresh deployment id
+    assert slots.current()["version"] == "2"
+
+
+def test_version_order_is_numeric():
+    from edgekit.agent.ota import version_key
+
+    assert version_key("1.10") > version_key("1.9") > version_key("1.2.3") > version_key("1")
+    assert version_key("2") > version_key("1.99")
+
+
+def test_rollback_without_a_deployment_is_refused(tmp_path, server, keys, models):
+    slots, log = Slots(tmp_path / "device", keys[1]), Log()
+    assert slots.deploy(_deployment(tmp_path, server, keys, models[0], version="1", dep_id="d1"), log)
+    assert slots.deploy(_deployment(tmp_path, server, keys, models[1], version="2", dep_id="d2"), log)
+    assert not slots.rollback("", log, "attacker")
+    assert not slots.rollback("d1", log, "not what serves")
+    assert slots.current()["version"] == "2"
+    assert slots.rollback("d2", log, "the fleet asked") and slots.current()["version"] == "1"
+
+
+def test_rollback_command_without_deployment_over_mqtt(tmp_path, broker, keys, models, server):  # noqa: F811
+    store, base = server
+    agent = _agents(tmp_path, broker, keys[1], 1)[0]
+    try:
+        publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        publisher.connect("127.0.0.1", broker.port)
+        publisher.loop_start()
+        for version, model in (("1", models[0]), ("2", models[1])):
+            info = package.build(model, tmp_path / f"v{version}.tar", name="fc", version=version, signing_key=keys[0])
+            store.add(info.path, info.sha256)
+            message = protocol.encode("deploy", **_deploy_message(info, base, f"r{version}"))
+            publisher.publish(protocol.topic("f1", "dev00", "deploy"), message, qos=1, retain=True)
+            wait_for(lambda v=version: (agent.slots.current() or {}).get("version") == v, what=f"v{version} serves")
+        command = protocol.encode("cmd", id="c1", command="rollback")
+        publisher.publish(protocol.topic("f1", "dev00", "cmd"), command, qos=1).wait_for_publish(5)
+        wait_for(lambda: agent.rejected == 1, what="the unnamed rollback refused")
+        publisher.loop_stop()
+        assert agent.slots.current()["version"] == "2"
+    finally:
+        agent.stop()
+
+
+def test_provisioning_secrets_are_owner_only(tmp_path):
+    from edgekit.errors import FleetError
+    from edgekit.fleet.provision import MANAGER_USER, provision
+
+    old = os.umask(0o022)
+    try:
+        creds = provision(tmp_path / "broker", "f1", "cam1", "ab" * 32)
+    finally:
+        os.umask(old)
+    for secret in (tmp_path / "broker" / "manager.secret", creds["config"]):
+        assert stat.S_IMODE(os.stat(secret).st_mode) == 0o600, secret
+    passwd = (tmp_path / "broker" / "passwd").read_text()
+    for bad in ("cam/1#", "../x", "", MANAGER_USER):
+        with pytest.raises(FleetError):
+            provision(tmp_path / "broker", "f1", bad, "ab" * 32)
+    assert (tmp_path / "broker" / "passwd").read_text() == passwd  # nothing appended for a refused name
