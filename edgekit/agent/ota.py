@@ -7,7 +7,8 @@
 The device keeps two slots; the package goes into the inactive one and the switch is one
 atomic rename of ``state.json``. Every step is written before it is taken, so a process killed
 at any point restarts on a consistent model: before the switch the old model still serves and
-the unfinished deployment is cleaned up and retried; after it, the new one does."""
+the unfinished deployment is cleaned up and retried; after it but before the commit, the switch
+is rolled back (the new model never proved itself) and the deployment counts as failed."""
 
 from __future__ import annotations
 
@@ -202,10 +203,6 @@ class Slots:
             },
         )
         state["pending"] = {**state["pending"], "step": "switched"}
-        name, version = manifest.get("name", ""), manifest.get("version", "")
-        highest = state.setdefault("highest_versions", {})
-        if name and version and (name not in highest or version_key(version) > version_key(highest[name])):
-            highest[name] = version
         self._save(state)  # the atomic switch
         _pause_for_tests("switched")
         report(d.id, "switched", {"slot": slot})
@@ -215,17 +212,26 @@ class Slots:
         """Versions only go up (per model name), whatever a signed old package or a replayed
         deploy message says; going back means publishing the old model under a new version."""
         name, version = manifest.get("name", ""), manifest.get("version", "")
-        highest = self.state().get("highest_versions", {}).get(name)
-        if highest is not None and version_key(version) <= version_key(highest):
-            raise PackageError(
-                f"{name} {version} is not newer than {highest}, installed here before: refusing a downgrade "
-                "(to go back, publish that model again under a new version)"
-            )
+        state = self.state()
+        floors = [state.get("highest_versions", {}).get(name)]
+        if (state["current"] or {}).get("name") == name:
+            floors.append(state["current"].get("version"))
+        for floor in [f for f in floors if f is not None]:
+            if version_key(version) <= version_key(floor):
+                raise PackageError(
+                    f"{name} {version} is not newer than {floor}, installed here before: refusing a downgrade "
+                    "(to go back, publish that model again under a new version)"
+                )
 
     def commit(self, deployment_id: str, report: Reporter) -> None:
         state = self.state()
         if state["pending"] and state["pending"].get("step") == "switched":
             state["pending"] = None
+            current = state["current"] or {}
+            name, version = current.get("name", ""), current.get("version", "")
+            highest = state.setdefault("highest_versions", {})
+            if name and version and (name not in highest or version_key(version) > version_key(highest[name])):
+                highest[name] = version  # a committed version is the floor from now on
             self._save(state)
             report(deployment_id, "committed", {})
 
@@ -262,7 +268,11 @@ class Slots:
             return None
         d = Deployment(**pending["deployment"])
         if pending.get("step") == "switched":
-            self.commit(d.id, report)  # the switch is durable: the new model serves
+            # the new model never proved itself (the agent stopped before the commit): as
+            # Mender does, an uncommitted switch is rolled back, and the deployment failed here
+            reason = "the agent restarted before the new model was committed; rolled back"
+            if not self.rollback(d.id, report, reason):
+                self.commit(d.id, report)  # a first model: nothing to go back to
             return None
         self._fail(d, report, f"interrupted at {pending.get('step')}; the previous model kept serving", give_up=False)
         return d

@@ -102,13 +102,13 @@ class Agent:
         )
 
     def start(self) -> None:
+        retry = self.slots.resume(self._progress)  # before the first status: it says what serves after it
+        if retry is not None:
+            log.info("retrying interrupted deployment %s", retry.id)
         self.client.connect_async(
             self.config.host, self.config.port, keepalive=15, **connect_args(self.mqtt_version, persistent=False)
         )
         self.client.loop_start()
-        retry = self.slots.resume(self._progress)
-        if retry is not None:
-            log.info("retrying interrupted deployment %s", retry.id)
         threading.Thread(target=self._telemetry_loop, name="edgekit-telemetry", daemon=True).start()
         threading.Thread(target=self._sender_loop, name="edgekit-sender", daemon=True).start()
         if self.config.workload_images:
@@ -213,7 +213,11 @@ class Agent:
             if self.config.watch_invocations <= 0:
                 self.slots.commit(d.id, self._progress)
                 self._watch = None
-            self.client.publish(self._topic("status"), self._status("online"), qos=1, retain=True)
+            self._publish_status()
+
+    def _publish_status(self) -> None:
+        """Say what serves now, the moment it changes: the fleet's registry reads it from here."""
+        self.client.publish(self._topic("status"), self._status("online"), qos=1, retain=True)
 
     def _command(self, payload: dict) -> None:
         ok, detail = True, {}
@@ -224,6 +228,8 @@ class Agent:
                 ok, detail = False, {"error": "rollback names no deployment; refused"}
             else:
                 ok = self.slots.rollback(deployment, self._progress, "requested by the fleet")
+                if ok:
+                    self._publish_status()
         elif payload["command"] == "status":
             detail = {
                 "current": self.slots.current(),
@@ -262,7 +268,8 @@ class Agent:
             if seen >= self.config.watch_invocations:
                 rate = (self.errors - start_err) / seen
                 if rate > self.config.error_rate_threshold:
-                    self.slots.rollback(dep, self._progress, f"error rate {rate:.0%} after the switch")
+                    if self.slots.rollback(dep, self._progress, f"error rate {rate:.0%} after the switch"):
+                        self._publish_status()
                 else:
                     self.slots.commit(dep, self._progress)
                 self._watch = None

@@ -177,3 +177,51 @@ def test_provisioning_secrets_are_owner_only(tmp_path):
         with pytest.raises(FleetError):
             provision(tmp_path / "broker", "f1", bad, "ab" * 32)
     assert (tmp_path / "broker" / "passwd").read_text() == passwd  # nothing appended for a refused name
+
+
+def _registered_version(manager, device: str = "dev00"):
+    rows = manager.store.query("SELECT version FROM devices WHERE fleet='f1' AND device=?", (device,))
+    return rows[0][0] if rows else None
+
+
+def test_registry_follows_the_agents_own_rollback(tmp_path, broker, keys, models, server):  # noqa: F811
+    """Issue 18: after the agent rolls itself back on its error rate, the fleet's registry says
+    the old version at once (it kept the new one until the agent reconnected)."""
+    from edgekit.fleet.manager import FleetManager
+
+    store, base = server
+    manager = FleetManager(tmp_path / "fleet.sqlite", port=broker.port)
+    assert manager.start()
+    agent = _agents(tmp_path, broker, keys[1], 1)[0]
+    agent.config.watch_invocations = 3
+    try:
+        for version, model in (("1", models[0]), ("2", models[1])):
+            info = package.build(model, tmp_path / f"v{version}.tar", name="fc", version=version, signing_key=keys[0])
+            store.add(info.path, info.sha256)
+            manager.deploy_to("f1", "dev00", _deploy_message(info, base, f"r{version}"))
+            wait_for(lambda v=version: (agent.slots.current() or {}).get("version") == v, what=f"v{version} serves")
+            for _ in range(3):
+                agent.record(version == "1")  # v1 works, v2 fails every call
+        assert agent.slots.current()["version"] == "1"
+        wait_for(
+            lambda: _registered_version(manager) == "1",
+            what="registry back on v1",
+            detail=lambda: _registered_version(manager),
+        )
+    finally:
+        agent.stop()
+        manager.stop()
+
+
+def test_restart_after_an_uncommitted_switch_rolls_back(tmp_path, server, keys, models):
+    """Issue 18: a crash right after the switch, before the new model served a single watched
+    call, was recorded as committed on restart. It is rolled back (as Mender does)."""
+    slots, log = Slots(tmp_path / "device", keys[1]), Log()
+    assert slots.deploy(_deployment(tmp_path, server, keys, models[0], version="1", dep_id="d1"), log)
+    slots.commit("d1", log)
+    assert slots.deploy(_deployment(tmp_path, server, keys, models[1], version="2", dep_id="d2"), log)
+    restarted = Slots(tmp_path / "device", keys[1])  # the agent died here, before any commit
+    assert restarted.resume(log) is None
+    assert restarted.current()["version"] == "1" and log.steps[-1] == "rolled_back"
+    last_switch = len(log.steps) - 1 - log.steps[::-1].index("switched")
+    assert log.steps[last_switch:] == ["switched", "rolled_back"]
