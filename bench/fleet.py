@@ -105,7 +105,7 @@ def run_load(port: int, work: Path, fleet: str, devices: int, per_device: int, r
     return total / seconds, total, count, cpu
 
 
-def host_agents(port: int, public_key: str, work: str, first: int, count: int, ready, stop) -> None:
+def host_agents(port: int, public_key: str, command_key: str, work: str, first: int, count: int, ready, stop) -> None:
     """``count`` real agents (MQTT, outbox, OTA slots, separate-process health checks) in this process."""
     from edgekit.agent.runner import Agent, AgentConfig
 
@@ -120,6 +120,7 @@ def host_agents(port: int, public_key: str, work: str, first: int, count: int, r
             telemetry_interval_s=3600,
             watch_invocations=0,
             tags=["cameras"],
+            command_key=command_key,
         )
         agents.append(Agent(config))
         agents[-1].start()
@@ -147,7 +148,11 @@ def rollout(port: int, work: Path, agents: int, per_process: int = 25) -> list[l
     good = package.build(good_model, work / "good.tar", name="digits", version="1", signing_key=key)
     bad = package.build(bad_model, work / "bad.tar", name="digits", version="2", signing_key=key, validate=False)
 
-    manager = FleetManager(work / "rollout.sqlite", port=port, client_id="bench-rollout")
+    from edgekit.signing import new_command_key
+
+    command_public = new_command_key(work / "command.key", work / "command.pub")
+    command_private = (work / "command.key").read_text().strip()
+    manager = FleetManager(work / "rollout.sqlite", port=port, client_id="bench-rollout", command_key=command_private)
     if not manager.start():
         raise SystemExit(f"the broker on port {port} did not take the fleet manager's subscriptions")
     httpd, _ = serve_api(manager, PackageStore(work / "store"), "bench-token", public_key)
@@ -156,7 +161,7 @@ def rollout(port: int, work: Path, agents: int, per_process: int = 25) -> list[l
     hosts = [
         mp.Process(
             target=host_agents,
-            args=(port, public_key, str(work / "agents"), i, min(per_process, agents - i), ready, stop),
+            args=(port, public_key, command_public, str(work / "agents"), i, min(per_process, agents - i), ready, stop),
         )
         for i in range(0, agents, per_process)
     ]

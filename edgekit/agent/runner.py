@@ -15,6 +15,7 @@ from edgekit import protocol
 from edgekit.agent.ota import SAFE_ID, Deployment, Slots
 from edgekit.agent.outbox import Outbox
 from edgekit.agent.telemetry import TelemetryCollector
+from edgekit.errors import FleetError
 from edgekit.mqtt import choose_version, connect_args, make_client
 
 log = logging.getLogger("edgekit.agent")
@@ -43,12 +44,19 @@ class AgentConfig:
     tls_key: str | None = None
     mqtt_version: str = "auto"  # auto: MQTT 5 where the broker speaks it, else 3.1.1; or "5", "3.1.1"
     package_hosts: list[str] = field(default_factory=list)  # hosts packages may come from (default: the broker's)
+    command_key: str | None = None  # the manager's command key (hex ed25519): deploys and commands must verify
+    allow_unsigned_commands: bool = False  # only for a lab without a command key: obey unsigned messages
 
 
 class Agent:
     def __init__(self, config: AgentConfig) -> None:
         import paho.mqtt.client as mqtt
 
+        if not config.command_key and not config.allow_unsigned_commands:
+            raise FleetError(
+                "agent config has no command_key (the fleet manager's, from `edgekit fleet provision`); "
+                "add it, or set allow_unsigned_commands = true for a lab"
+            )
         self.config = config
         root = Path(config.state_dir)
         root.mkdir(parents=True, exist_ok=True)
@@ -59,6 +67,13 @@ class Agent:
         self.malformed = 0
         self.rejected = 0  # deploy messages and commands refused before anything acted on them
         self.package_hosts = frozenset(config.package_hosts or [config.host])
+        if config.command_key:
+            from edgekit.signing import CommandVerifier
+
+            self.verifier = CommandVerifier(config.command_key, config.fleet, config.device, root / "commands.json")
+        else:
+            self.verifier = None
+            log.warning("allow_unsigned_commands: this device obeys deploys and commands nobody signed")
         self.errors = 0
         self.invocations = 0
         self._inflight: dict[int, mqtt.MQTTMessageInfo] = {}  # outbox row -> its publish
@@ -146,6 +161,13 @@ class Agent:
             return
         if not payload:
             return
+        if channel in ("deploy", "cmd") and self.verifier is not None:
+            try:
+                self.verifier.check(channel, payload)
+            except protocol.ProtocolError as exc:
+                self.rejected += 1
+                log.warning("refused a %s message: %s", channel, exc)
+                return
         if channel == "deploy":
             try:
                 deployment = Deployment.from_message(payload, self.package_hosts)

@@ -75,6 +75,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     prov.add_argument("--port", type=int, default=1883)
     prov.add_argument("--broker-dir", default="broker", help="where the Mosquitto passwd/acl files live")
     prov.add_argument("--public-key", required=True, help="the fleet's public key file (edgekit package --new-key)")
+    prov.add_argument(
+        "--command-key",
+        help="the manager's command public key file (default: the one serve made beside --db, DB.command.pub)",
+    )
 
 
 def share(text: str, what: str) -> float:
@@ -97,10 +101,20 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "provision":
         from pathlib import Path
 
+        from edgekit.errors import InputError
         from edgekit.fleet.provision import provision
 
         public = Path(args.public_key).read_text().strip()
-        creds = provision(args.broker_dir, args.fleet, args.device, public, args.host, args.port)
+        command_file = Path(args.command_key) if args.command_key else _command_key_files(args.db)[1]
+        try:
+            command_key = command_file.read_text().strip()
+        except OSError:
+            raise InputError(
+                f"no command key at {command_file}: run `edgekit fleet serve` once (it makes one) or pass --command-key"
+            ) from None
+        creds = provision(
+            args.broker_dir, args.fleet, args.device, public, args.host, args.port, command_key=command_key
+        )
         print(f"provisioned {args.device}: config {creds['config']} (password inside; copy it to the device)")
         return 0
     from edgekit.fleet.client import FleetClient
@@ -206,6 +220,12 @@ def serve(args: argparse.Namespace) -> int:
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(32))
     token = token_file.read_text().strip()
+    command_private, command_public = _command_key_files(args.db)
+    if not command_private.exists():
+        from edgekit.signing import new_command_key
+
+        new_command_key(command_private, command_public)
+        print(f"new command key {command_private} (0600); devices pin {command_public} at provisioning")
     broker = None
     if args.host is None:
         from edgekit.broker import Broker
@@ -215,7 +235,13 @@ def serve(args: argparse.Namespace) -> int:
         args.host, args.port = "127.0.0.1", broker.port
     tls = {"ca": args.tls_ca, "cert": args.tls_cert, "key": args.tls_key} if args.tls_ca else None
     manager = FleetManager(
-        args.db, host=args.host, port=args.port, username=args.username, password=args.password, tls=tls
+        args.db,
+        host=args.host,
+        port=args.port,
+        username=args.username,
+        password=args.password,
+        tls=tls,
+        command_key=command_private.read_text().strip(),
     )
     try:
         listening = manager.start()
@@ -269,6 +295,14 @@ def _token_file(db: str):
     from pathlib import Path
 
     return Path("fleet.token") if "://" in db else Path(db).with_suffix(".token")
+
+
+def _command_key_files(db: str):
+    """The manager's command key pair, beside a SQLite database (``fleet.command.*`` for a URL)."""
+    from pathlib import Path
+
+    base = Path("fleet.sqlite") if "://" in db else Path(db)
+    return base.with_suffix(".command.key"), base.with_suffix(".command.pub")
 
 
 def _token(args: argparse.Namespace) -> str | None:

@@ -49,7 +49,11 @@ class FleetManager:
         client_id: str = "edgekit-fleet",
         tls: dict | None = None,  # {"ca": CA file, "cert": client certificate, "key": client key}
         mqtt_version: str = "auto",
+        command_key: str | None = None,  # hex ed25519 seed: deploys and commands are signed with it
     ) -> None:
+        from edgekit.signing import CommandSigner
+
+        self.signer = CommandSigner(command_key) if command_key else None
         self.store = FleetStore(db)
         self.counters = Counters()
         self.queue: queue.Queue = queue.Queue()
@@ -173,8 +177,16 @@ class FleetManager:
             raise InputError(f"{' '.join(targets)} matches no registered device in fleet {fleet!r}")
         return chosen
 
+    def _signed(self, channel: str, fleet: str, device: str, fields: dict) -> bytes:
+        from edgekit.signing import COMMAND_TTL_S, DEPLOY_TTL_S
+
+        if self.signer is not None:
+            ttl = DEPLOY_TTL_S if channel == "deploy" else COMMAND_TTL_S
+            fields = self.signer.sign(fields, fleet, device, ttl)
+        return protocol.encode(channel, **fields)
+
     def deploy_to(self, fleet: str, device: str, deploy: dict) -> None:
-        payload = protocol.encode("deploy", **deploy)
+        payload = self._signed("deploy", fleet, device, deploy)
         self.client.publish(protocol.topic(fleet, device, "deploy"), payload, qos=1, retain=True)
 
     def clear_deploy(self, fleet: str, device: str) -> None:
@@ -182,7 +194,7 @@ class FleetManager:
         self.client.publish(protocol.topic(fleet, device, "deploy"), b"", qos=1, retain=True)
 
     def command(self, fleet: str, device: str, command: str, **fields) -> None:
-        payload = protocol.encode("cmd", id=uuid.uuid4().hex, command=command, **fields)
+        payload = self._signed("cmd", fleet, device, {"id": uuid.uuid4().hex, "command": command, **fields})
         self.client.publish(protocol.topic(fleet, device, "cmd"), payload, qos=1)
 
     def start_rollout(

@@ -26,6 +26,7 @@ def _passwd(password_file: Path, user: str, password: str) -> None:
     if not password_file.exists():
         args.insert(1, "-c")
     subprocess.run(args, check=True, capture_output=True)
+    os.chmod(password_file, 0o600)  # password hashes: Mosquitto warns about (and will refuse) readable ones
 
 
 def _write_secret(path: Path, text: str) -> None:
@@ -46,7 +47,14 @@ def device_acl(fleet: str, device: str) -> str:
 
 
 def provision(
-    folder: str | os.PathLike, fleet: str, device: str, public_key: str, host: str = "127.0.0.1", port: int = 1883
+    folder: str | os.PathLike,
+    fleet: str,
+    device: str,
+    public_key: str,
+    host: str = "127.0.0.1",
+    port: int = 1883,
+    *,
+    command_key: str,
 ) -> dict:
     """Add ``device`` to ``folder``/passwd and acl (creating the manager's account on first use)
     and write ``folder``/devices/``device``.toml. Returns the device's credentials."""
@@ -78,6 +86,6 @@ def provision(
         "[agent]\n"
         f'fleet = "{fleet}"\ndevice = "{device}"\nstate_dir = "/var/lib/edgekit"\n'
         f'public_key = "{public_key}"\nhost = "{host}"\nport = {port}\n'
-        f'username = "{device}"\npassword = "{password}"\n',
+        f'username = "{device}"\npassword = "{password}"\ncommand_key = "{command_key}"\n',
     )
     return {"username": device, "password": password, "config": str(config)}

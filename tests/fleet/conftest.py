@@ -14,6 +14,16 @@ def keys(tmp_path):
 
 
 @pytest.fixture
+def command_key(tmp_path):
+    """The manager's command key: (private seed hex, public hex)."""
+    from edgekit.signing import new_command_key
+
+    private = tmp_path / "fleet.command.key"
+    public = new_command_key(private, tmp_path / "fleet.command.pub")
+    return private.read_text().strip(), public
+
+
+@pytest.fixture
 def models(tmp_path):
     good, other = tmp_path / "v1.tflite", tmp_path / "v2.tflite"
     good.write_bytes(float_model())

@@ -21,13 +21,13 @@ TOKEN = "s3cret-token"
 
 
 @pytest.fixture
-def fleet(tmp_path, broker, keys):  # noqa: F811
-    manager = FleetManager(tmp_path / "fleet.sqlite", port=broker.port)
+def fleet(tmp_path, broker, keys, command_key):  # noqa: F811
+    manager = FleetManager(tmp_path / "fleet.sqlite", port=broker.port, command_key=command_key[0])
     assert manager.start()
     httpd, api = serve_api(manager, PackageStore(tmp_path / "store"), TOKEN, public_key=keys[1])
     api.fleet = "f1"
     url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    agents = _agents(tmp_path, broker, keys[1], 4)  # dev00, dev02 are cameras
+    agents = _agents(tmp_path, broker, keys[1], 4, command_key[1])  # dev00, dev02 are cameras
     try:
         wait_for(lambda: len(manager.devices("f1")) == 4, what="four devices registered")
         yield manager, FleetClient(url, TOKEN, fleet="f1"), agents, url

@@ -59,33 +59,49 @@ def test_forged_deploy_fields_are_refused_before_use(tmp_path, override):
         Deployment.from_message(_forged(canary, **override), HOSTS)
 
 
-def test_forged_deploy_over_mqtt_touches_nothing(tmp_path, broker, keys, models, server):  # noqa: F811
-    """The attack of issue 17 end to end: a forged deploy on the broker with a file:// URL, a
-    path-like digest and a junk signature. The planted file outside the state folder is
-    untouched, nothing is written under the state folder's downloads, the device keeps serving."""
+def _publisher(broker):  # noqa: F811
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    return client
+
+
+def _send(client, channel: str, payload: dict, signer=None, device: str = "dev00", retain: bool = False) -> None:
+    if signer is not None:
+        payload = signer.sign(payload, "f1", device, 3600)
+    topic = protocol.topic("f1", device, channel)
+    client.publish(topic, protocol.encode(channel, **payload), qos=1, retain=retain).wait_for_publish(5)
+
+
+def test_forged_deploy_over_mqtt_touches_nothing(tmp_path, broker, keys, models, server, command_key):  # noqa: F811
+    """The attack of issue 17 end to end: forged deploys on the broker with a file:// URL, a
+    path-like digest, a junk signature: unsigned, signed by another key, and signed by the real
+    command key (a compromised manager). The planted file outside the state folder is untouched,
+    nothing but the good package is downloaded, the device keeps serving."""
+    from edgekit.signing import CommandSigner
+
     store, base = server
-    agent = _agents(tmp_path, broker, keys[1], 1)[0]
+    signer, intruder = CommandSigner(command_key[0]), CommandSigner("11" * 32)
+    agent = _agents(tmp_path, broker, keys[1], 1, command_key[1])[0]
+    publisher = _publisher(broker)
     try:
         good = package.build(models[0], tmp_path / "good.tar", name="fc", version="1", signing_key=keys[0])
         store.add(good.path, good.sha256)
-        publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-        publisher.connect("127.0.0.1", broker.port)
-        publisher.loop_start()
-        deploy_topic = protocol.topic("f1", "dev00", "deploy")
-        publisher.publish(deploy_topic, protocol.encode("deploy", **_deploy_message(good, base, "r1")), qos=1)
+        _send(publisher, "deploy", _deploy_message(good, base, "r1"), signer)
         wait_for(lambda: (agent.slots.current() or {}).get("version") == "1", what="the good package serves")
 
         canary = tmp_path / "planted"
         canary.write_text("do not touch")
         before = (canary.stat().st_mtime_ns, stat.S_IMODE(canary.stat().st_mode))
-        for forged in (
+        forged = (
             _forged(canary),
             _forged(canary, url=f"{base}x.tar", sha256="../../../../" + str(tmp_path / "owned")),
             _forged(canary, url=f"{base}{good.sha256}.tar", sha256=good.sha256, signature="ff" * 3),
-        ):
-            publisher.publish(deploy_topic, protocol.encode("deploy", **forged), qos=1).wait_for_publish(5)
-        wait_for(lambda: agent.rejected == 3, what="three forged deploys refused")
-        publisher.loop_stop()
+        )
+        for message in forged:
+            for by in (None, intruder, signer):
+                _send(publisher, "deploy", message, by)
+        wait_for(lambda: agent.rejected == 9, what="nine forged deploys refused", detail=lambda: agent.rejected)
         assert canary.read_text() == "do not touch"
         assert (canary.stat().st_mtime_ns, stat.S_IMODE(canary.stat().st_mode)) == before
         assert not (tmp_path / "owned").exists() and not (tmp_path / "owned.tar").exists()
@@ -93,7 +109,51 @@ def test_forged_deploy_over_mqtt_touches_nothing(tmp_path, broker, keys, models,
         assert sorted(p.name for p in downloads.iterdir()) == [f"{good.sha256}.tar"]
         assert agent.slots.current()["version"] == "1"
     finally:
+        publisher.loop_stop()
         agent.stop()
+
+
+def test_signed_commands_refuse_replay_expiry_and_other_devices(tmp_path, command_key):
+    """A captured signed deploy replayed after a newer one, an expired one, one for another
+    device, one with a field changed after signing, a command replayed: all refused."""
+    import time
+
+    from edgekit.signing import CommandSigner, CommandVerifier
+
+    signer = CommandSigner(command_key[0])
+    verifier = CommandVerifier(command_key[1], "f1", "dev00", tmp_path / "commands.json")
+    old = signer.sign({"deployment": "r1"}, "f1", "dev00", 3600)
+    new = signer.sign({"deployment": "r2"}, "f1", "dev00", 3600)
+    verifier.check("deploy", old)
+    verifier.check("deploy", new)
+    verifier.check("deploy", new)  # the retained desired state again: the same state, not an attack
+    restarted = CommandVerifier(command_key[1], "f1", "dev00", tmp_path / "commands.json")  # persisted
+    bad = [
+        ("deploy", old, "replayed"),
+        ("deploy", signer.sign({"deployment": "r3"}, "f1", "dev00", -1), "expired"),
+        ("deploy", signer.sign({"deployment": "r3"}, "f1", "dev01", 3600), "not this device"),
+        ("deploy", signer.sign({"deployment": "r3"}, "f2", "dev00", 3600), "not this device"),
+        ("deploy", {**signer.sign({"deployment": "r3"}, "f1", "dev00", 3600), "deployment": "r4"}, "does not verify"),
+        ("deploy", {"deployment": "r3", "fleet": "f1", "device": "dev00", "seq": time.time_ns()}, "not signed"),
+    ]
+    for channel, payload, why in bad:
+        with pytest.raises(ProtocolError, match=why):
+            restarted.check(channel, payload)
+    command = signer.sign({"id": "c1", "command": "rollback", "deployment": "r2"}, "f1", "dev00", 3600)
+    restarted.check("cmd", command)
+    with pytest.raises(ProtocolError, match="replayed"):
+        restarted.check("cmd", command)
+    assert stat.S_IMODE(os.stat(tmp_path / "commands.json").st_mode) == 0o600
+
+
+def test_agent_without_a_command_key_does_not_start(tmp_path, keys):
+    from edgekit.agent.runner import Agent, AgentConfig
+    from edgekit.errors import FleetError
+
+    config = AgentConfig(fleet="f1", device="dev00", state_dir=str(tmp_path / "s"), public_key=keys[1])
+    with pytest.raises(FleetError, match="command_key"):
+        Agent(config)
+    assert not (tmp_path / "s").exists()
 
 
 def test_signed_older_package_is_not_installed(tmp_path, server, keys, models):
@@ -139,25 +199,29 @@ def test_rollback_without_a_deployment_is_refused(tmp_path, server, keys, models
     assert slots.rollback("d2", log, "the fleet asked") and slots.current()["version"] == "1"
 
 
-def test_rollback_command_without_deployment_over_mqtt(tmp_path, broker, keys, models, server):  # noqa: F811
+def test_rollback_command_without_deployment_over_mqtt(tmp_path, broker, keys, models, server, command_key):  # noqa: F811
+    """An unsigned rollback is refused at the signature; a signed one naming no deployment at
+    its fields; the device keeps v2."""
+    from edgekit.signing import CommandSigner
+
     store, base = server
-    agent = _agents(tmp_path, broker, keys[1], 1)[0]
+    signer = CommandSigner(command_key[0])
+    agent = _agents(tmp_path, broker, keys[1], 1, command_key[1])[0]
+    publisher = _publisher(broker)
     try:
-        publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-        publisher.connect("127.0.0.1", broker.port)
-        publisher.loop_start()
         for version, model in (("1", models[0]), ("2", models[1])):
             info = package.build(model, tmp_path / f"v{version}.tar", name="fc", version=version, signing_key=keys[0])
             store.add(info.path, info.sha256)
-            message = protocol.encode("deploy", **_deploy_message(info, base, f"r{version}"))
-            publisher.publish(protocol.topic("f1", "dev00", "deploy"), message, qos=1, retain=True)
+            _send(publisher, "deploy", _deploy_message(info, base, f"r{version}"), signer, retain=True)
             wait_for(lambda v=version: (agent.slots.current() or {}).get("version") == v, what=f"v{version} serves")
-        command = protocol.encode("cmd", id="c1", command="rollback")
-        publisher.publish(protocol.topic("f1", "dev00", "cmd"), command, qos=1).wait_for_publish(5)
-        wait_for(lambda: agent.rejected == 1, what="the unnamed rollback refused")
-        publisher.loop_stop()
+        _send(publisher, "cmd", {"id": "c1", "command": "rollback", "deployment": "r2"})  # unsigned
+        _send(publisher, "cmd", {"id": "c2", "command": "rollback"}, signer)  # names nothing
+        wait_for(lambda: agent.rejected == 2, what="both rollbacks refused", detail=lambda: agent.rejected)
         assert agent.slots.current()["version"] == "2"
+        _send(publisher, "cmd", {"id": "c3", "command": "rollback", "deployment": "r2"}, signer)
+        wait_for(lambda: agent.slots.current()["version"] == "1", what="the signed rollback obeyed")
     finally:
+        publisher.loop_stop()
         agent.stop()
 
 
@@ -167,15 +231,15 @@ def test_provisioning_secrets_are_owner_only(tmp_path):
 
     old = os.umask(0o022)
     try:
-        creds = provision(tmp_path / "broker", "f1", "cam1", "ab" * 32)
+        creds = provision(tmp_path / "broker", "f1", "cam1", "ab" * 32, command_key="cd" * 32)
     finally:
         os.umask(old)
-    for secret in (tmp_path / "broker" / "manager.secret", creds["config"]):
+    for secret in (tmp_path / "broker" / "manager.secret", tmp_path / "broker" / "passwd", creds["config"]):
         assert stat.S_IMODE(os.stat(secret).st_mode) == 0o600, secret
     passwd = (tmp_path / "broker" / "passwd").read_text()
     for bad in ("cam/1#", "../x", "", MANAGER_USER):
         with pytest.raises(FleetError):
-            provision(tmp_path / "broker", "f1", bad, "ab" * 32)
+            provision(tmp_path / "broker", "f1", bad, "ab" * 32, command_key="cd" * 32)
     assert (tmp_path / "broker" / "passwd").read_text() == passwd  # nothing appended for a refused name
 
 
@@ -184,15 +248,15 @@ def _registered_version(manager, device: str = "dev00"):
     return rows[0][0] if rows else None
 
 
-def test_registry_follows_the_agents_own_rollback(tmp_path, broker, keys, models, server):  # noqa: F811
+def test_registry_follows_the_agents_own_rollback(tmp_path, broker, keys, models, server, command_key):  # noqa: F811
     """Issue 18: after the agent rolls itself back on its error rate, the fleet's registry says
     the old version at once (it kept the new one until the agent reconnected)."""
     from edgekit.fleet.manager import FleetManager
 
     store, base = server
-    manager = FleetManager(tmp_path / "fleet.sqlite", port=broker.port)
+    manager = FleetManager(tmp_path / "fleet.sqlite", port=broker.port, command_key=command_key[0])
     assert manager.start()
-    agent = _agents(tmp_path, broker, keys[1], 1)[0]
+    agent = _agents(tmp_path, broker, keys[1], 1, command_key[1])[0]
     agent.config.watch_invocations = 3
     try:
         for version, model in (("1", models[0]), ("2", models[1])):
@@ -200,9 +264,12 @@ def test_registry_follows_the_agents_own_rollback(tmp_path, broker, keys, models
             store.add(info.path, info.sha256)
             manager.deploy_to("f1", "dev00", _deploy_message(info, base, f"r{version}"))
             wait_for(lambda v=version: (agent.slots.current() or {}).get("version") == v, what=f"v{version} serves")
-            for _ in range(3):
-                agent.record(version == "1")  # v1 works, v2 fails every call
-        assert agent.slots.current()["version"] == "1"
+
+        def failing_call_rolled_back() -> bool:  # v2 fails every call until the watch rolls it back
+            agent.record(False)
+            return agent.slots.current()["version"] == "1"
+
+        wait_for(failing_call_rolled_back, what="the agent's own rollback")
         wait_for(
             lambda: _registered_version(manager) == "1",
             what="registry back on v1",

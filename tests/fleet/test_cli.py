@@ -58,13 +58,6 @@ def test_serve_deploy_and_workload_telemetry(tmp_path, digits_tflite):
             images / f"{i}.png"
         )
     mqtt_port, http_port = free_port(), free_port()
-    (tmp_path / "agent.toml").write_text(
-        "[agent]\n"
-        'fleet = "default"\ndevice = "cam1"\nstate_dir = "state"\n'
-        f'public_key = "{(tmp_path / "fleet.pub").read_text().strip()}"\n'
-        f"port = {mqtt_port}\ntelemetry_interval_s = 1.0\nwatch_invocations = 5\n"
-        f'tags = ["cameras"]\nworkload_images = "{images}"\nworkload_rate_hz = 50\n'
-    )
     server = spawn(
         "fleet", "serve", "--port", str(mqtt_port), "--http-port", str(http_port), "--public-key", "fleet.pub",
         cwd=tmp_path, log=tmp_path / "serve.log",
@@ -74,6 +67,14 @@ def test_serve_deploy_and_workload_telemetry(tmp_path, digits_tflite):
     try:
         log = tmp_path / "serve.log"
         wait_for(lambda: "fleet manager" in log.read_text(), what="manager up", detail=log.read_text)
+        (tmp_path / "agent.toml").write_text(  # the command key serve made is pinned, as provision does
+            "[agent]\n"
+            'fleet = "default"\ndevice = "cam1"\nstate_dir = "state"\n'
+            f'public_key = "{(tmp_path / "fleet.pub").read_text().strip()}"\n'
+            f'command_key = "{(tmp_path / "fleet.command.pub").read_text().strip()}"\n'
+            f"port = {mqtt_port}\ntelemetry_interval_s = 1.0\nwatch_invocations = 5\n"
+            f'tags = ["cameras"]\nworkload_images = "{images}"\nworkload_rate_hz = 50\n'
+        )
         agent = spawn("agent", "run", "--config", "agent.toml", cwd=tmp_path, log=tmp_path / "agent.log")
         wait_for(lambda: "cam1" in edgekit(*api, "devices", cwd=tmp_path).stdout, what="agent registered")
 

@@ -36,7 +36,7 @@ def broker(request, tmp_path):
     b.stop()
 
 
-def _agents(tmp_path, broker, public_key, n: int) -> list[Agent]:
+def _agents(tmp_path, broker, public_key, n: int, command_key: str | None = None) -> list[Agent]:
     agents = []
     for i in range(n):
         config = AgentConfig(
@@ -48,6 +48,8 @@ def _agents(tmp_path, broker, public_key, n: int) -> list[Agent]:
             telemetry_interval_s=3600,
             watch_invocations=0,
             tags=["cameras"] if i % 2 == 0 else ["doors"],
+            command_key=command_key,
+            allow_unsigned_commands=command_key is None,
         )
         agent = Agent(config)
         agent.start()
@@ -68,11 +70,11 @@ def _deploy_message(info: package.PackageInfo, base: str, deployment: str) -> di
     }
 
 
-def test_telemetry_and_rollouts(tmp_path, broker, keys, models, server):
+def test_telemetry_and_rollouts(tmp_path, broker, keys, models, server, command_key):
     store, base = server
-    manager = FleetManager(tmp_path / "fleet.sqlite", port=broker.port)
+    manager = FleetManager(tmp_path / "fleet.sqlite", port=broker.port, command_key=command_key[0])
     assert manager.start()
-    agents = _agents(tmp_path, broker, keys[1], 6)
+    agents = _agents(tmp_path, broker, keys[1], 6, command_key[1])
     try:
         wait_for(lambda: len(manager.devices("f1")) == 6, what="six devices registered")
         assert manager.devices("f1", tag="cameras") == ["dev00", "dev02", "dev04"]
@@ -152,14 +154,14 @@ BAD_PAYLOADS = (
 )
 
 
-def test_malformed_messages_on_every_topic(tmp_path, broker, keys):
+def test_malformed_messages_on_every_topic(tmp_path, broker, keys, command_key):
     """Each side counts what it cannot read and goes on: the manager on status, telemetry,
     progress and cmd/resp, the agent on deploy and cmd."""
     import paho.mqtt.client as mqtt
 
-    manager = FleetManager(tmp_path / "fleet.sqlite", port=broker.port)
+    manager = FleetManager(tmp_path / "fleet.sqlite", port=broker.port, command_key=command_key[0])
     assert manager.start()
-    [agent] = _agents(tmp_path, broker, keys[1], 1)
+    [agent] = _agents(tmp_path, broker, keys[1], 1, command_key[1])
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
     responses = []
 
@@ -182,7 +184,10 @@ def test_malformed_messages_on_every_topic(tmp_path, broker, keys):
         wait_for(lambda: manager.counters.malformed == 4 * bad, what="manager counted", detail=lambda: manager.counters)
         agent.telemetry(window={"count": 2})
         wait_for(lambda: manager.store.query("SELECT COUNT(*) FROM telemetry")[0][0] == 1, what="still ingesting")
-        client.publish(protocol.topic("f1", "dev00", "cmd"), protocol.encode("cmd", id="c1", command="status"), qos=1)
+        from edgekit.signing import CommandSigner
+
+        status = CommandSigner(command_key[0]).sign({"id": "c1", "command": "status"}, "f1", "dev00", 60)
+        client.publish(protocol.topic("f1", "dev00", "cmd"), protocol.encode("cmd", **status), qos=1)
         wait_for(lambda: any(r.get("id") == "c1" and r["ok"] for r in responses), what="agent still answers")
         assert agent.slots.current() is None  # no deployment came of any of it
     finally:
@@ -200,10 +205,10 @@ def test_topic_wildcards():
     assert not topic_matches("edgekit/v1/+/status", "edgekit/v1/f/d/status")
 
 
-def test_last_will_marks_a_dead_device_offline(tmp_path, broker, keys):
-    manager = FleetManager(tmp_path / "fleet.sqlite", port=broker.port)
+def test_last_will_marks_a_dead_device_offline(tmp_path, broker, keys, command_key):
+    manager = FleetManager(tmp_path / "fleet.sqlite", port=broker.port, command_key=command_key[0])
     assert manager.start()
-    [agent] = _agents(tmp_path, broker, keys[1], 1)
+    [agent] = _agents(tmp_path, broker, keys[1], 1, command_key[1])
     try:
         wait_for(lambda: manager.store.query("SELECT state FROM devices") == [("online",)], what="online")
         agent.client._sock.close()  # the connection dies without a DISCONNECT: the broker sends the will
@@ -213,12 +218,12 @@ def test_last_will_marks_a_dead_device_offline(tmp_path, broker, keys):
         manager.stop()
 
 
-def test_broker_restart_mid_rollout_loses_no_telemetry(tmp_path, keys, models, server):
+def test_broker_restart_mid_rollout_loses_no_telemetry(tmp_path, keys, models, server, command_key):
     store, base = server
     broker = Mosquitto(tmp_path, persistent=True).start()  # production brokers persist sessions
-    manager = FleetManager(tmp_path / "fleet.sqlite", port=broker.port)
+    manager = FleetManager(tmp_path / "fleet.sqlite", port=broker.port, command_key=command_key[0])
     assert manager.start()
-    agents = _agents(tmp_path, broker, keys[1], 3)
+    agents = _agents(tmp_path, broker, keys[1], 3, command_key[1])
     try:
         wait_for(lambda: len(manager.devices("f1")) == 3, what="registered")
         good = package.build(models[0], tmp_path / "good.tar", name="fc", version="1", signing_key=keys[0])
@@ -257,12 +262,12 @@ def test_broker_restart_mid_rollout_loses_no_telemetry(tmp_path, keys, models, s
         broker.stop()
 
 
-def test_manager_restart_resumes_the_rollout(tmp_path, keys, models, server):
+def test_manager_restart_resumes_the_rollout(tmp_path, keys, models, server, command_key):
     store, base = server
     broker = Mosquitto(tmp_path).start()
-    manager = FleetManager(tmp_path / "fleet.sqlite", port=broker.port)
+    manager = FleetManager(tmp_path / "fleet.sqlite", port=broker.port, command_key=command_key[0])
     assert manager.start()
-    agents = _agents(tmp_path, broker, keys[1], 4)
+    agents = _agents(tmp_path, broker, keys[1], 4, command_key[1])
     try:
         wait_for(lambda: len(manager.devices("f1")) == 4, what="registered")
         good = package.build(models[0], tmp_path / "good.tar", name="fc", version="1", signing_key=keys[0])
@@ -271,7 +276,7 @@ def test_manager_restart_resumes_the_rollout(tmp_path, keys, models, server):
             "f1", _deploy_message(good, base, "r1"), manager.devices("f1"), canary=0.25, waves=(1.0,), max_failures=0.5
         )
         manager.stop()  # right after the canary was sent
-        manager = FleetManager(tmp_path / "fleet.sqlite", port=broker.port)
+        manager = FleetManager(tmp_path / "fleet.sqlite", port=broker.port, command_key=command_key[0])
         assert manager.start()
         wait_for(lambda: manager.rollout_status(rollout)["state"] == "done", what="resumed rollout done")
         assert all(a.slots.current()["version"] == "1" for a in agents)

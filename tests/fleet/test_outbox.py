@@ -94,6 +94,7 @@ def test_offline_agent_sends_the_newest_windows_with_the_drop_count(tmp_path, ke
             port=broker.port,
             telemetry_interval_s=3600,  # no windows but ours
             outbox_limit=limit,
+            allow_unsigned_commands=True,  # telemetry only: no command is sent here
         )
         agent = Agent(config)
         agent.start()

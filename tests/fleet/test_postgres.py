@@ -20,14 +20,14 @@ def postgres():
     server.stop()
 
 
-def test_manager_on_postgres(tmp_path, postgres, keys, models, server):
+def test_manager_on_postgres(tmp_path, postgres, keys, models, server, command_key):
     from edgekit.broker import Broker
 
     broker = Broker(port=0).start()
-    manager = FleetManager(postgres.url, port=broker.port)
+    manager = FleetManager(postgres.url, port=broker.port, command_key=command_key[0])
     assert manager.store.dialect == "postgresql"
     assert manager.start()
-    agents = _agents(tmp_path, broker, keys[1], 3)
+    agents = _agents(tmp_path, broker, keys[1], 3, command_key[1])
     try:
         wait_for(lambda: len(manager.devices("f1")) == 3, what="three devices registered")
         for agent in agents:

@@ -23,8 +23,10 @@ def _client(port, user, password):
     return client
 
 
-def test_device_cannot_publish_as_another(tmp_path, keys):
-    creds = {d: provision(tmp_path / "broker", "f1", d, keys[1]) for d in ("dev01", "dev02")}
+def test_device_cannot_publish_as_another(tmp_path, keys, command_key):
+    creds = {
+        d: provision(tmp_path / "broker", "f1", d, keys[1], command_key=command_key[1]) for d in ("dev01", "dev02")
+    }
     assert "public_key" in (tmp_path / "broker" / "devices" / "dev01.toml").read_text()
     broker = Mosquitto(
         tmp_path,
