@@ -12,6 +12,7 @@ version. Data, builders and validation only; docs/protocol.md explains it.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -130,6 +131,31 @@ def validate(channel: str, payload: Any) -> None:
         raise ProtocolError(f"status state {payload['state']!r} is not one of {STATUS_STATES}")
     if channel == "progress" and payload["step"] not in PROGRESS_STEPS:
         raise ProtocolError(f"progress step {payload['step']!r} is not one of {PROGRESS_STEPS}")
+    if channel == "telemetry":
+        _validate_window(payload)
+
+
+def _finite(value: Any, minimum: float = 0.0) -> bool:
+    return isinstance(value, NUMBER) and not isinstance(value, bool) and math.isfinite(value) and value >= minimum
+
+
+def _validate_window(payload: dict) -> None:
+    """A telemetry window a health gate can judge, or a ProtocolError at ingest (never in a gate)."""
+    if payload["count"] < 0 or not _finite(payload["window_s"]):
+        raise ProtocolError("telemetry count and window_s must not be negative")
+    if "errors" in payload and not (
+        isinstance(payload["errors"], int) and not isinstance(payload["errors"], bool) and payload["errors"] >= 0
+    ):
+        raise ProtocolError("telemetry errors must be a whole number >= 0")
+    latency = payload.get("latency")
+    percentiles = ("p50_ms", "p90_ms", "p99_ms")
+    if latency is not None and (not isinstance(latency, dict) or not all(_finite(latency.get(k)) for k in percentiles)):
+        raise ProtocolError("telemetry latency must hold p50_ms, p90_ms and p99_ms as numbers >= 0")
+    power = payload.get("power")
+    if power is not None and (
+        not isinstance(power, dict) or not (power.get("watts") is None or _finite(power["watts"]))
+    ):
+        raise ProtocolError("telemetry power must be an object whose watts is a number >= 0 or null")
 
 
 def now() -> float:

@@ -299,7 +299,8 @@ class Agent:
     def telemetry(self, window: dict | None = None, sensors: dict | None = None) -> None:
         """Queue one telemetry window (by default the collector's since the last one) and send it."""
         current = self.slots.current() or {}
-        fields = window if window is not None else self.collector.window(sensors)
+        fields = dict(window if window is not None else self.collector.window(sensors))
+        window_s = fields.pop("window_s", self.config.telemetry_interval_s)
         self.seq += 1
         seq, ts = self.seq, protocol.now()
 
@@ -308,7 +309,7 @@ class Agent:
                 "telemetry",
                 seq=seq,
                 ts=ts,
-                window_s=self.config.telemetry_interval_s,
+                window_s=window_s,
                 **{"count": 0, **fields},
                 errors_total=self.errors,
                 model=current.get("name"),

@@ -74,7 +74,12 @@ class TelemetryCollector:
             self._latency_ms, self._errors = [], 0
         now = time.time()
         seconds, self._started = max(now - self._started, 1e-9), now
-        out: dict = {"count": int(latency.size), "errors": errors, "throughput_ips": round(latency.size / seconds, 3)}
+        out: dict = {
+            "count": int(latency.size),
+            "errors": errors,
+            "throughput_ips": round(latency.size / seconds, 3),
+            "window_s": round(seconds, 3),  # what it covered: a gate counts only windows begun after a switch
+        }
         if latency.size:
             p50, p90, p99 = np.percentile(latency, [50, 90, 99])
             out["latency"] = {

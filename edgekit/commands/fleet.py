@@ -59,6 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="judge --max-power-w on power sensors alone; ignore devices' flagged estimates",
     )
     deploy.add_argument("--wave-timeout", type=float, default=900.0, help="seconds before stragglers stop blocking")
+    deploy.add_argument(
+        "--min-windows", type=int, default=3, help="telemetry gates: windows per device after its switch (default 3)"
+    )
+    deploy.add_argument(
+        "--min-invocations", type=int, default=30, help="telemetry gates: invocations per device in them (default 30)"
+    )
     deploy.add_argument("--id", help="rollout id (default NAME-VERSION-RANDOM)")
     rollouts = sub.add_parser("rollouts", help="rollouts and their state")
     rollouts.add_argument("rollout", nargs="?", help="show one in detail")
@@ -152,7 +158,12 @@ def run(args: argparse.Namespace) -> int:
             rows, ["seq", "age", "count", "errors", "p50 ms", "p90 ms", "p99 ms", "W (~ est.)", "°C", "version"]
         )
     elif args.action == "deploy":
-        gates = {"max_failures": share(args.max_failures, "--max-failures"), "wave_timeout_s": args.wave_timeout}
+        gates = {
+            "max_failures": share(args.max_failures, "--max-failures"),
+            "wave_timeout_s": args.wave_timeout,
+            "telemetry_windows": args.min_windows,
+            "min_invocations": args.min_invocations,
+        }
         if args.max_error_rate is not None:
             gates["max_error_rate"] = share(args.max_error_rate, "--max-error-rate")
         if args.max_latency_regression is not None:

@@ -19,7 +19,8 @@ class Gates:
     max_latency_regression: float | None = None  # p90 new / p90 before (1.2 = 20% slower allowed)
     max_power_w: float | None = None  # median watts on the new model
     power_measured_only: bool = False  # judge power on sensor readings alone, not on estimates
-    telemetry_windows: int = 1  # windows per device on the new model before telemetry gates judge
+    telemetry_windows: int = 3  # windows per device on the new model, after its switch, before a verdict
+    min_invocations: int = 30  # ... holding at least this many invocations per device
     wave_timeout_s: float = 900.0  # then unfinished devices stop blocking (they get it when they return)
 
     @classmethod
@@ -43,9 +44,10 @@ class Gates:
                     raise InputError(f"gate {name} must lie in [0, 1] (got {value!r})")
             elif value <= 0:
                 raise InputError(f"gate {name} must lie in (0, inf] (got {value!r})")
-        windows = self.telemetry_windows
-        if isinstance(windows, bool) or not isinstance(windows, int) or windows < 1:
-            raise InputError(f"gate telemetry_windows must be a whole number of at least 1 (got {windows!r})")
+        for name in ("telemetry_windows", "min_invocations"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"gate {name} must be a whole number of at least 1 (got {value!r})")
         if not isinstance(self.power_measured_only, bool):
             raise InputError(f"gate power_measured_only must be true or false (got {self.power_measured_only!r})")
 
@@ -72,17 +74,51 @@ def _windows(rows: list[tuple[str, str]]) -> dict[str, list[dict]]:
     return out
 
 
+def _invocations(window: dict) -> int:
+    return int(window.get("count", 0)) + int(window.get("errors", 0) or 0)
+
+
 def judge_telemetry(
-    gates: Gates, new_sha: str, after: list[tuple[str, str]], before: list[tuple[str, str]], devices: list[str]
+    gates: Gates,
+    new_sha: str,
+    after: list[tuple[str, str]],
+    before: list[tuple[str, str]],
+    devices: list[str],
+    switched_at: dict[str, float] | None = None,
 ) -> Verdict:
-    """``after``/``before``: (device, telemetry payload) rows since / before the rollout began."""
-    if not gates.needs_telemetry or not devices:
+    """``after``/``before``: (device, telemetry payload) rows on / before the new model.
+    ``switched_at``: when each device switched (its own clock): only windows that started after
+    it count as evidence, and only windows that saw invocations. Without enough evidence from
+    every device the verdict is not ready; a missing baseline is missing evidence, not a pass."""
+    if not gates.needs_telemetry:
         return Verdict(True, True, [], {})
-    new = {d: [w for w in ws if w.get("sha256") == new_sha] for d, ws in _windows(after).items()}
+    if not devices:
+        return Verdict(False, False, ["no device of the wave committed the new model"], {})
+
+    def after_switch(device: str, window: dict) -> bool:
+        if switched_at is None:
+            return True
+        start = float(window.get("ts", 0.0)) - float(window.get("window_s", 0.0))
+        return device in switched_at and start >= switched_at[device]
+
+    new = {
+        d: [w for w in ws if w.get("sha256") == new_sha and _invocations(w) > 0 and after_switch(d, w)]
+        for d, ws in _windows(after).items()
+    }
     old = {d: [w for w in ws if w.get("sha256") != new_sha] for d, ws in _windows(before).items()}
-    ready = all(len(new.get(d, [])) >= gates.telemetry_windows for d in devices)
+    missing = [
+        d
+        for d in devices
+        if len(new.get(d, [])) < gates.telemetry_windows
+        or sum(_invocations(w) for w in new.get(d, [])) < gates.min_invocations
+    ]
     windows = [w for d in devices for w in new.get(d, [])]
     reasons, figures = [], {}
+    if missing:
+        reasons.append(
+            f"no verdict yet: {len(missing)} of {len(devices)} devices ({', '.join(missing[:5])}) have not sent "
+            f"{gates.telemetry_windows} windows with {gates.min_invocations} invocations on the new model"
+        )
     if gates.max_error_rate is not None:
         # a window's count is the invocations that succeeded (timed by the Session's hooks);
         # errors are the ones that raised, so the rate is errors over both
@@ -92,6 +128,7 @@ def judge_telemetry(
         figures["error_rate"] = rate
         if invocations and rate > gates.max_error_rate:
             reasons.append(f"error rate {rate:.1%} > {gates.max_error_rate:.1%}")
+    ready = not missing
     if gates.max_latency_regression is not None:
         p90_new = [w["latency"]["p90_ms"] for w in windows if w.get("latency")]
         p90_old = [w["latency"]["p90_ms"] for d in devices for w in old.get(d, []) if w.get("latency")]
@@ -100,6 +137,9 @@ def judge_telemetry(
             figures["p90_ratio"] = ratio
             if ratio > gates.max_latency_regression:
                 reasons.append(f"p90 latency {ratio:.2f}x the previous version's > {gates.max_latency_regression:.2f}x")
+        elif not p90_old:
+            ready = False
+            reasons.append("no verdict on latency: the wave's devices sent no p90 on the previous version")
     if gates.max_power_w is not None:
         readings = [w["power"] for w in windows if w.get("power") and w["power"].get("watts") is not None]
         if gates.power_measured_only:
@@ -113,4 +153,5 @@ def judge_telemetry(
             if figures["watts"] > gates.max_power_w:
                 note = f" ({estimated} of {len(readings)} windows estimated, not measured)" if estimated else ""
                 reasons.append(f"median power {figures['watts']:.2f} W > {gates.max_power_w:.2f} W{note}")
-    return Verdict(ready, not reasons, reasons, figures)
+    failed = [r for r in reasons if not r.startswith("no verdict")]
+    return Verdict(ready, ready and not failed, failed if failed else reasons, figures)

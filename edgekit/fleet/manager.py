@@ -370,11 +370,22 @@ class FleetManager:
         if any(steps.get(d) not in DONE_STEPS for d in targeted) and not timed_out:
             return
         committed = [d for d in targeted if steps.get(d) == "committed"]
-        if gates.needs_telemetry and committed:
+        if gates.needs_telemetry:
             window = r["created"] - 3600  # what the devices reported in the hour before, as the baseline
-            rows = self._telemetry_rows(r["fleet"], committed, window)
-            verdict = judge_telemetry(gates, r["deploy"]["sha256"], rows, rows, committed)
-            if not verdict.ready and not timed_out:
+            rows = self._telemetry_rows(r["fleet"], committed, window) if committed else []
+            switched = dict(
+                self.store.query(
+                    "SELECT device, MAX(ts) FROM progress WHERE deployment=? AND step='switched' GROUP BY device",
+                    (rollout_id,),
+                )
+            )
+            verdict = judge_telemetry(gates, r["deploy"]["sha256"], rows, rows, committed, switched)
+            if not verdict.ready and not verdict.reasons[0].startswith("no verdict") and timed_out:
+                self.abort(rollout_id, "health gate: " + "; ".join(verdict.reasons), rollback=True)
+                return
+            if not verdict.ready:
+                if timed_out:  # no evidence is no pass: a person decides (resume waits again, or abort)
+                    self._set_state(rollout_id, "paused", "; ".join(verdict.reasons) + " (wave timeout)")
                 return
             if not verdict.passed:
                 self.abort(rollout_id, "health gate: " + "; ".join(verdict.reasons), rollback=True)

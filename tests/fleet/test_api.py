@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import urllib.request
 
+import numpy as np
 import pytest
 
 from edgekit import package
@@ -18,6 +19,10 @@ from edgekit.fleet.packages import PackageStore
 from tests.fleet.test_fleet_mqtt import _agents, broker, wait_for  # noqa: F401  (broker is a fixture)
 
 TOKEN = "s3cret-token"
+
+
+def LATENCY(p90_ms: float) -> dict:  # noqa: N802  (a window's latency block, as the collector writes it)
+    return {"p50_ms": p90_ms / 2, "p90_ms": p90_ms, "p99_ms": p90_ms * 1.5}
 
 
 @pytest.fixture
@@ -98,14 +103,14 @@ def test_latency_gate_stops_the_canary_and_rolls_it_back(tmp_path, fleet, keys, 
     client.deploy(v1.sha256, ["all"], canary=0.0, waves=[1.0], rollout_id="base")
     wait_for(lambda: client.rollout("base")["state"] == "done", what="v1 everywhere")
     for agent in agents:  # the fleet's latency on v1
-        agent.telemetry(window={"count": 100, "errors": 0, "latency": {"p90_ms": 2.0}})
+        agent.telemetry(window={"count": 100, "errors": 0, "latency": LATENCY(2.0), "window_s": 0.001})
     v2 = _package(tmp_path, models[1], keys[0], "2")
     client.upload(v2.path)
     gates = {"max_latency_regression": 1.5, "telemetry_windows": 1}
     client.deploy(v2.sha256, ["all"], canary=0.25, waves=[1.0], gates=gates, rollout_id="slow")
     wait_for(lambda: client.rollout("slow")["steps"].get("dev00") == "committed", what="canary committed")
     assert client.rollout("slow")["state"] == "running"  # waiting for the canary's telemetry
-    agents[0].telemetry(window={"count": 100, "errors": 0, "latency": {"p90_ms": 5.0}})  # 2.5x slower
+    agents[0].telemetry(window={"count": 100, "errors": 0, "latency": LATENCY(5.0), "window_s": 0.001})  # 2.5x slower
     wait_for(lambda: client.rollout("slow")["state"] == "aborted", what="gate tripped")
     assert "p90 latency" in client.rollout("slow")["reason"]
     wait_for(lambda: agents[0].slots.current()["version"] == "1", what="canary rolled back")
@@ -164,8 +169,9 @@ def _v1_then_v2_canary(tmp_path, client, keys, models, gates: dict, rollout_id: 
 
 def test_error_rate_gate(tmp_path, fleet, keys, models):
     manager, client, agents, url = fleet
-    _v1_then_v2_canary(tmp_path, client, keys, models, {"max_error_rate": 0.05}, "errors")
-    agents[0].telemetry(window={"count": 70, "errors": 30})  # 70 succeeded, 30 raised
+    gates = {"max_error_rate": 0.05, "telemetry_windows": 1}
+    _v1_then_v2_canary(tmp_path, client, keys, models, gates, "errors")
+    agents[0].telemetry(window={"count": 70, "errors": 30, "window_s": 0.001})  # 70 succeeded, 30 raised
     wait_for(lambda: client.rollout("errors")["state"] == "aborted", what="error-rate gate tripped")
     assert "error rate 30.0%" in client.rollout("errors")["reason"]
     wait_for(lambda: agents[0].slots.current()["version"] == "1", what="the canary back on v1")
@@ -185,9 +191,14 @@ def test_power_gate_on_an_estimate(tmp_path, fleet, keys, models):
     (board / "proc/stat").write_text("cpu  1000 0 500 90000 100 0 10 0 0 0\n")
     collector = agents[0].collector = TelemetryCollector(root=str(board))  # what dev00 measures with
     try:
-        v2 = _v1_then_v2_canary(tmp_path, client, keys, models, {"max_power_w": 2.0}, "hot")
+        gates = {"max_power_w": 2.0, "telemetry_windows": 1}
+        v2 = _v1_then_v2_canary(tmp_path, client, keys, models, gates, "hot")
         assert client.rollout("hot")["state"] == "running"  # waiting for the canary's telemetry
-        agents[0].telemetry()  # the collector's window: the estimate
+        collector.window()  # the window that began before the switch is not evidence: start a new one
+        session = agents[0].session()
+        for _ in range(30):  # min_invocations
+            session.run(np.zeros((1, 6), np.float32))
+        agents[0].telemetry()  # the collector's window: the estimate, over the new model's invocations
         wait_for(lambda: client.rollout("hot")["state"] == "aborted", what="power gate tripped")
         assert "median power 2.70 W > 2.00 W" in client.rollout("hot")["reason"]
         [(payload,)] = manager.store.query("SELECT payload FROM telemetry WHERE device='dev00'")
@@ -199,3 +210,16 @@ def test_power_gate_on_an_estimate(tmp_path, fleet, keys, models):
         assert set(client.rollout("hot")["steps"]) == {"dev00"}
     finally:
         collector.meter.end()  # its sampling thread
+
+
+def test_a_wave_without_evidence_pauses_at_its_timeout(tmp_path, fleet, keys, models):
+    """Issue 18: no telemetry plus the wave timeout used to pass the gate and finish the rollout.
+    Now it stops at the canary, paused, saying what evidence is missing."""
+    manager, client, agents, url = fleet
+    gates = {"max_error_rate": 0.05, "wave_timeout_s": 2.0}
+    _v1_then_v2_canary(tmp_path, client, keys, models, gates, "silent")
+    wait_for(lambda: client.rollout("silent")["state"] == "paused", what="paused for want of evidence")
+    status = client.rollout("silent")
+    assert status["reason"].startswith("no verdict yet: 1 of 1 devices (dev00)") and "wave timeout" in status["reason"]
+    assert set(status["steps"]) == {"dev00"}  # nobody past the canary
+    assert [a.slots.current()["version"] for a in agents] == ["2", "1", "1", "1"]

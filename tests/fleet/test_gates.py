@@ -15,8 +15,15 @@ NEW, OLD = "n" * 64, "o" * 64
 
 
 def w(device: str, sha: str = NEW, **fields) -> tuple[str, str]:
-    """One (device, payload) row as the manager's store returns it."""
-    return device, json.dumps({"schema": 1, "seq": 1, "ts": 1.0, "window_s": 10, "count": 0, "sha256": sha, **fields})
+    """One (device, payload) row as the manager's store returns it (40 invocations unless told)."""
+    return device, json.dumps(
+        {"schema": 1, "seq": 1, "ts": 100.0, "window_s": 10, "count": 40, "sha256": sha, **fields}
+    )
+
+
+def G(**values) -> Gates:  # noqa: N802
+    """Gates that judge on one window of one invocation per device (the defaults want more)."""
+    return Gates(**{"telemetry_windows": 1, "min_invocations": 1, **values})
 
 
 def power(watts: float | None, estimated: bool = True) -> dict:
@@ -25,7 +32,7 @@ def power(watts: float | None, estimated: bool = True) -> dict:
 
 def test_power_over_the_limit_fails_naming_watts():
     rows = [w("a", power=power(7.0)), w("a", power=power(9.0)), w("b", power=power(8.0, estimated=False))]
-    verdict = judge_telemetry(Gates(max_power_w=6.0), NEW, rows, [], ["a", "b"])
+    verdict = judge_telemetry(G(max_power_w=6.0), NEW, rows, [], ["a", "b"])
     assert verdict.ready and not verdict.passed
     assert verdict.figures == {"watts": 8.0, "watts_estimated": 2}  # the median over every window of the wave
     assert verdict.reasons == ["median power 8.00 W > 6.00 W (2 of 3 windows estimated, not measured)"]
@@ -33,7 +40,7 @@ def test_power_over_the_limit_fails_naming_watts():
 
 def test_power_measured_only_ignores_estimates():
     rows = [w("a", power=power(7.0)), w("a", power=power(9.0)), w("b", power=power(5.0, estimated=False))]
-    gates = Gates(max_power_w=6.0, power_measured_only=True)
+    gates = G(max_power_w=6.0, power_measured_only=True)
     verdict = judge_telemetry(gates, NEW, rows, [], ["a", "b"])
     assert verdict.ready and verdict.passed and verdict.reasons == []
     assert verdict.figures == {"power_estimates_ignored": 2, "watts": 5.0, "watts_estimated": 0}
@@ -47,24 +54,24 @@ def test_power_measured_only_ignores_estimates():
 
 def test_power_under_the_limit_passes():
     rows = [w("a", power=power(4.0)), w("a", power=power(5.5)), w("b", power=power(5.0))]
-    verdict = judge_telemetry(Gates(max_power_w=6.0), NEW, rows, [], ["a", "b"])
+    verdict = judge_telemetry(G(max_power_w=6.0), NEW, rows, [], ["a", "b"])
     assert verdict.ready and verdict.passed and verdict.reasons == []
     assert verdict.figures == {"watts": 5.0, "watts_estimated": 3}
 
 
 def test_windows_without_a_power_reading_say_nothing_about_power():
     rows = [w("a"), w("b", power=power(None)), w("b", power=None)]
-    verdict = judge_telemetry(Gates(max_power_w=1.0), NEW, rows, [], ["a", "b"])
+    verdict = judge_telemetry(G(max_power_w=1.0), NEW, rows, [], ["a", "b"])
     assert verdict.ready and verdict.passed and verdict.reasons == [] and "watts" not in verdict.figures
     # the windows that have one are judged alone, and only those on the new model of the wave's devices
     rows += [w("a", power=power(3.0)), w("b", OLD, power=power(0.1)), w("c", power=power(0.1))]
-    verdict = judge_telemetry(Gates(max_power_w=1.0), NEW, rows, [], ["a", "b"])
+    verdict = judge_telemetry(G(max_power_w=1.0), NEW, rows, [], ["a", "b"])
     assert verdict.figures == {"watts": 3.0, "watts_estimated": 1}
     assert verdict.reasons == ["median power 3.00 W > 1.00 W (1 of 1 windows estimated, not measured)"]
 
 
 def test_not_ready_until_every_device_has_its_windows_on_the_new_model():
-    gates = Gates(max_power_w=6.0, telemetry_windows=2)
+    gates = G(max_power_w=6.0, telemetry_windows=2)
     rows = [w("a", power=power(1.0)), w("a", power=power(1.0)), w("b", power=power(1.0))]
     rows += [w("b", OLD, power=power(1.0))] * 3  # windows on the old model do not count
     assert not judge_telemetry(gates, NEW, rows, [], ["a", "b"]).ready
@@ -73,35 +80,36 @@ def test_not_ready_until_every_device_has_its_windows_on_the_new_model():
     # a device outside the wave neither holds it back nor counts
     assert judge_telemetry(gates, NEW, rows[:2], [], ["a"]).ready
     # without telemetry gates there is nothing to wait for
-    assert judge_telemetry(Gates(telemetry_windows=5), NEW, [], [], ["a", "b"]).ready
+    assert judge_telemetry(G(telemetry_windows=5), NEW, [], [], ["a", "b"]).ready
 
 
 def test_error_rate_figures():
     rows = [w("a", count=97, errors=3), w("b", count=38, errors=12), w("a", OLD, count=100, errors=100)]
     rows.append(w("c", count=10, errors=10))  # not in the wave
-    verdict = judge_telemetry(Gates(max_error_rate=0.05), NEW, rows, [], ["a", "b"])
+    verdict = judge_telemetry(G(max_error_rate=0.05), NEW, rows, [], ["a", "b"])
     assert verdict.figures["error_rate"] == pytest.approx(15 / 150)  # errors over successes + errors
     assert not verdict.passed and verdict.reasons == ["error rate 10.0% > 5.0%"]
-    assert judge_telemetry(Gates(max_error_rate=0.11), NEW, rows, [], ["a", "b"]).passed
+    assert judge_telemetry(G(max_error_rate=0.11), NEW, rows, [], ["a", "b"]).passed
 
 
 def test_p90_regression_figures():
     before = [w(d, OLD, count=10, latency={"p90_ms": p}) for d, p in (("a", 2.0), ("a", 4.0), ("b", 3.0))]
     before.append(w("c", OLD, latency={"p90_ms": 100.0}))  # another device's baseline is not ours
     after = [w("a", count=10, latency={"p90_ms": 6.0}), w("b", count=10, latency={"p90_ms": 4.5}), w("b", count=0)]
-    verdict = judge_telemetry(Gates(max_latency_regression=1.5), NEW, after, before, ["a", "b"])
+    verdict = judge_telemetry(G(max_latency_regression=1.5), NEW, after, before, ["a", "b"])
     assert verdict.figures["p90_ratio"] == pytest.approx(5.25 / 3.0)  # median new / median before
     assert not verdict.passed and verdict.reasons == ["p90 latency 1.75x the previous version's > 1.50x"]
-    assert judge_telemetry(Gates(max_latency_regression=1.8), NEW, after, before, ["a", "b"]).passed
-    # no baseline on the previous version: no ratio, no verdict on latency
-    verdict = judge_telemetry(Gates(max_latency_regression=1.5), NEW, after, [], ["a", "b"])
-    assert verdict.passed and "p90_ratio" not in verdict.figures
+    assert judge_telemetry(G(max_latency_regression=1.8), NEW, after, before, ["a", "b"]).passed
+    # no baseline on the previous version: no ratio, and no verdict (missing evidence is not a pass)
+    verdict = judge_telemetry(G(max_latency_regression=1.5), NEW, after, [], ["a", "b"])
+    assert not verdict.ready and not verdict.passed and "p90_ratio" not in verdict.figures
+    assert verdict.reasons == ["no verdict on latency: the wave's devices sent no p90 on the previous version"]
 
 
 def test_every_gate_at_once_lists_every_reason():
     after = [w("a", count=80, errors=20, latency={"p90_ms": 9.0}, power=power(12.0))]
     before = [w("a", OLD, count=100, latency={"p90_ms": 3.0})]
-    gates = Gates(max_error_rate=0.1, max_latency_regression=2.0, max_power_w=10.0)
+    gates = G(max_error_rate=0.1, max_latency_regression=2.0, max_power_w=10.0)
     verdict = judge_telemetry(gates, NEW, after, before, ["a"])
     assert verdict.figures == pytest.approx({"error_rate": 0.2, "p90_ratio": 3.0, "watts": 12.0, "watts_estimated": 1})
     assert [r.split()[0] for r in verdict.reasons] == ["error", "p90", "median"]
@@ -118,6 +126,7 @@ def test_every_gate_at_once_lists_every_reason():
         ({"wave_timeout_s": -1}, "gate wave_timeout_s must lie in (0, inf]"),
         ({"telemetry_windows": 0}, "gate telemetry_windows must be a whole number of at least 1 (got 0)"),
         ({"telemetry_windows": 1.5}, "gate telemetry_windows must be a whole number"),
+        ({"min_invocations": 0}, "gate min_invocations must be a whole number of at least 1 (got 0)"),
         ({"power_measured_only": "yes"}, "gate power_measured_only must be true or false"),
         ({"max_watts": 3}, "unknown gate(s) ['max_watts']"),
     ],
@@ -131,3 +140,57 @@ def test_bad_gate_values_are_refused_naming_the_gate_and_its_range(values, says)
 def test_gates_survive_their_own_dict():
     gates = Gates(max_error_rate=0.02, max_power_w=6, power_measured_only=True, telemetry_windows=3)
     assert Gates.from_dict(json.loads(json.dumps(gates.to_dict()))) == gates
+
+
+# --- issue 18: gates judge evidence, and only evidence -------------------------------------------------
+
+
+def test_no_telemetry_is_no_verdict_not_a_pass():
+    for gates in (Gates(max_error_rate=0.05), Gates(max_power_w=5.0), Gates(max_latency_regression=1.2)):
+        verdict = judge_telemetry(gates, NEW, [], [], ["a"], {"a": 50.0})
+        assert not verdict.ready and not verdict.passed and verdict.reasons[0].startswith("no verdict yet")
+    verdict = judge_telemetry(Gates(max_error_rate=0.05), NEW, [], [], [], {})
+    assert not verdict.passed and verdict.reasons == ["no device of the wave committed the new model"]
+
+
+def test_windows_from_before_the_switch_do_not_count():
+    """A rollout reached done on a window sent before it started (the sha256 matched)."""
+    gates = G(max_error_rate=0.05)
+    early = [w("a", ts=100.0, window_s=10)]  # 90..100, the switch at 95: mixed, not evidence
+    assert not judge_telemetry(gates, NEW, early, [], ["a"], {"a": 95.0}).ready
+    assert judge_telemetry(gates, NEW, early, [], ["a"], {"a": 90.0}).ready
+    assert not judge_telemetry(gates, NEW, early, [], ["a"], {}).ready  # a device that never switched
+
+
+def test_windows_without_invocations_are_not_evidence():
+    gates = G(max_error_rate=0.05, telemetry_windows=2)
+    idle = [w("a", count=0, errors=0), w("a", count=0)]
+    assert not judge_telemetry(gates, NEW, idle, [], ["a"], {"a": 0.0}).ready
+    assert judge_telemetry(gates, NEW, [*idle, w("a"), w("a")], [], ["a"], {"a": 0.0}).ready
+
+
+def test_default_gates_want_three_windows_and_thirty_invocations_per_device():
+    gates = Gates(max_error_rate=0.05)
+    assert (gates.telemetry_windows, gates.min_invocations) == (3, 30)
+    rows = [w("a", count=5)] * 3
+    assert not judge_telemetry(gates, NEW, rows, [], ["a"], {"a": 0.0}).ready  # 15 invocations
+    assert judge_telemetry(gates, NEW, [*rows, w("a", count=15)], [], ["a"], {"a": 0.0}).ready
+
+
+def test_malformed_windows_are_refused_at_ingest():
+    from edgekit import protocol
+
+    base = {"seq": 1, "ts": 1.0, "window_s": 10, "count": 5}
+    for bad in (
+        {"latency": {"p50_ms": 1.0}},  # no p90: the rollout loop failed twice a second on it
+        {"latency": {"p50_ms": 1.0, "p90_ms": float("nan"), "p99_ms": 2.0}},
+        {"latency": "fast"},
+        {"errors": -1},
+        {"count": -3},
+        {"power": {"watts": -2.0}},
+        {"power": 5},
+    ):
+        with pytest.raises(protocol.ProtocolError):
+            protocol.decode("telemetry", json.dumps({"schema": 1, **base, **bad}).encode())
+    good = {"latency": {"p50_ms": 1.0, "p90_ms": 2.0, "p99_ms": 3.0}, "power": {"watts": None}}
+    assert protocol.decode("telemetry", json.dumps({"schema": 1, **base, **good}).encode())["count"] == 5

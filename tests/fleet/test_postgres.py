@@ -31,7 +31,7 @@ def test_manager_on_postgres(tmp_path, postgres, keys, models, server, command_k
     try:
         wait_for(lambda: len(manager.devices("f1")) == 3, what="three devices registered")
         for agent in agents:
-            agent.telemetry(window={"count": 4, "latency": {"p90_ms": 1.5}})
+            agent.telemetry(window={"count": 4, "latency": {"p50_ms": 1.0, "p90_ms": 1.5, "p99_ms": 2.0}})
             agent.telemetry(window={"count": 5})
         wait_for(lambda: manager.store.query("SELECT COUNT(*) FROM telemetry")[0][0] == 6, what="telemetry stored")
         store, base = server
