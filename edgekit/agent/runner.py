@@ -217,6 +217,10 @@ class Agent:
 
     # --- work -----------------------------------------------------------------------------------
     def _progress(self, deployment: str, step: str, details: dict) -> None:
+        if step in ("failed", "rolled_back"):
+            log.warning("deployment %s %s: %s", deployment, step, details.get("reason", ""))
+        else:
+            log.info("deployment %s %s", deployment, step)
         payload = protocol.encode("progress", deployment=deployment, step=step, ts=protocol.now(), details=details)
         self.outbox.put(self._topic("progress"), payload)  # store-and-forward, like telemetry
         self._flush()

@@ -67,7 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     deploy.add_argument("--id", help="rollout id (default NAME-VERSION-RANDOM)")
     rollouts = sub.add_parser("rollouts", help="rollouts and their state")
-    rollouts.add_argument("rollout", nargs="?", help="show one in detail")
+    rollouts.add_argument("rollout", nargs="?", help="show one in detail: devices, failure reasons, event log")
+    rollouts.add_argument("--follow", action="store_true", help="with ROLLOUT: print new events until it ends")
     for action, text in (
         ("pause", "hold a rollout (devices at work finish)"),
         ("resume", "continue a paused rollout"),
@@ -181,11 +182,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"uploaded {info['name']} {info['version']} ({info['size']:,} bytes, sha256 {info['sha256'][:12]}...)")
         print(f"rollout {status['id']}: {len(status['devices'])} devices, waves at {status['cuts']}")
     elif args.action == "rollouts":
+        if args.follow and not args.rollout:
+            from edgekit.errors import InputError
+
+            raise InputError("--follow needs a ROLLOUT: edgekit fleet rollouts ROLLOUT --follow")
         if args.rollout:
             s = client.rollout(args.rollout)
             print(f"{s['id']}: {s['state']} {s['reason']}  wave {s['wave'] + 1}/{len(s['cuts'])}  {s['counts']}")
             for device in s["devices"]:
-                print(f"  {device}  {s['steps'].get(device, '-')}")
+                reason = s.get("failures", {}).get(device)
+                print(f"  {device}  {s['steps'].get(device, '-')}" + (f"  ({reason})" if reason else ""))
+            _print_events(client, args.rollout, args.follow)
         else:
             _print_table(
                 [
@@ -210,6 +217,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
+    import logging
     import secrets
     import time
     from pathlib import Path
@@ -231,6 +239,7 @@ def serve(args: argparse.Namespace) -> int:
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(32))
     token = token_file.read_text().strip()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")  # rollout events
     command_private, command_public = _command_key_files(args.db)
     if not command_private.exists():
         from edgekit.signing import new_command_key
@@ -321,6 +330,24 @@ def _token(args: argparse.Namespace) -> str | None:
         return args.token or os.environ["EDGEKIT_FLEET_TOKEN"]
     path = _token_file(args.db)
     return path.read_text().strip() if path.exists() else None
+
+
+def _print_events(client, rollout_id: str, follow: bool) -> None:
+    """The event log; with ``follow``, new events as they come until the rollout ends (Ctrl-C stops)."""
+    import time
+
+    since, ended = 0.0, False
+    print("events:")
+    while True:
+        for e in client.events(rollout_id, since):
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["ts"]))
+            device = f" {e['device']}" if e["device"] else ""
+            print(f"  {stamp}  {e['kind']}{device}  {e['message']}", flush=True)
+            since = max(since, e["ts"])
+        if not follow or ended:
+            return
+        ended = client.rollout(rollout_id)["state"] not in ("running", "paused")
+        time.sleep(0 if ended else 1.0)  # once ended: one last look for its final events
 
 
 def _age(ts: float | None) -> str:

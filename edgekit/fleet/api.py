@@ -81,7 +81,14 @@ ROUTES = (
         changes=True,
         body="application/json",
     ),
-    Route("GET", "/api/v1/rollouts/{rollout}", "rollout", "One rollout"),
+    Route("GET", "/api/v1/rollouts/{rollout}", "rollout", "One rollout, with each failed device's reason"),
+    Route(
+        "GET",
+        "/api/v1/rollouts/{rollout}/events",
+        "rollout_events",
+        "The rollout's event log (started, waves, gate verdicts with figures, device failures, end)",
+        query=("since",),
+    ),
     Route(
         "POST",
         "/api/v1/rollouts/{rollout}/{action}",
@@ -257,7 +264,20 @@ class FleetApi:
         return self.manager.rollouts()
 
     def rollout(self, handler, query: dict, rollout: str) -> dict:
+        self._known(rollout)
         return self.manager.rollout_status(rollout)
+
+    def rollout_events(self, handler, query: dict, rollout: str) -> list[dict]:
+        self._known(rollout)
+        try:
+            since = float(query.get("since", 0))
+        except ValueError:
+            raise ApiError(400, f"since must be a timestamp in seconds (got {query['since']!r})") from None
+        return self.manager.events(rollout, since)
+
+    def _known(self, rollout: str) -> None:
+        if not self.manager.store.query("SELECT 1 FROM rollouts WHERE id=?", (rollout,)):
+            raise ApiError(404, f"no rollout {rollout!r}; GET /api/v1/rollouts lists them")
 
     def deploy(self, handler, query: dict) -> dict:
         request = handler.json_body()

@@ -80,5 +80,8 @@ class FleetClient:
     def rollout(self, rollout_id: str) -> dict:
         return self._call("GET", f"/api/v1/rollouts/{urllib.parse.quote(rollout_id)}")
 
+    def events(self, rollout_id: str, since: float = 0.0) -> list[dict]:
+        return self._call("GET", f"/api/v1/rollouts/{urllib.parse.quote(rollout_id)}/events", since=repr(since))
+
     def control(self, rollout_id: str, action: str) -> dict:
         return self._call("POST", f"/api/v1/rollouts/{urllib.parse.quote(rollout_id)}/{action}", b"{}")

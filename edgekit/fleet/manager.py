@@ -27,7 +27,7 @@ __all__ = ["FleetManager", "FleetStore"]
 log = logging.getLogger("edgekit.fleet")
 
 DONE_STEPS = ("committed", "failed", "rolled_back")
-ROLLBACK_BY_COMMAND = "rollback by command"
+ROLLBACK_BY_COMMAND = "rollback by command"  # the reason shown; the state is set by type
 
 
 @dataclass
@@ -240,8 +240,31 @@ class FleetManager:
                 "",
             ),
         )
+        self._event(rollout_id, "started", f"{len(devices)} devices, waves end at {cuts}", figures=gates.to_dict())
         self._advance(rollout_id)
         return rollout_id
+
+    def _event(
+        self, rollout_id: str, kind: str, message: str, device: str | None = None, figures: dict | None = None
+    ) -> None:
+        """One line of the rollout's event log: stored, served by the API, and logged at INFO."""
+        self.store.execute(
+            "INSERT INTO rollout_events VALUES (?,?,?,?,?,?)",
+            (rollout_id, time.time(), kind, device, message, json.dumps(figures or {})),
+        )
+        log.info("rollout %s: %s%s %s", rollout_id, kind, f" {device}" if device else "", message)
+
+    def events(self, rollout_id: str, since: float = 0.0, limit: int = 1000) -> list[dict]:
+        self._rollout(rollout_id)  # an unknown rollout is an error, not an empty log
+        rows = self.store.query(
+            "SELECT ts, kind, device, message, figures FROM rollout_events "
+            "WHERE rollout=? AND ts>? ORDER BY ts LIMIT ?",
+            (rollout_id, since, limit),
+        )
+        return [
+            {"ts": ts, "kind": kind, "device": device, "message": message, "figures": json.loads(figures or "{}")}
+            for ts, kind, device, message, figures in rows
+        ]
 
     def _rollout(self, rollout_id: str) -> dict:
         rows = self.store.query(
@@ -269,13 +292,11 @@ class FleetManager:
 
     def rollout_status(self, rollout_id: str) -> dict:
         r = self._rollout(rollout_id)
-        steps = dict(
-            self.store.query(
-                "SELECT device, step FROM progress p WHERE deployment=? AND ts = (SELECT MAX(ts) FROM progress q "
-                "WHERE q.deployment=p.deployment AND q.device=p.device)",
-                (rollout_id,),
-            )
+        rows = self.store.query(
+            "SELECT device, step, reason FROM deployment_state WHERE deployment=? AND fleet=?", (rollout_id, r["fleet"])
         )
+        steps = {device: step for device, step, _ in rows}
+        failures = {device: reason for device, step, reason in rows if step in ("failed", "rolled_back")}
         counts: dict[str, int] = {}
         for step in steps.values():
             counts[step] = counts.get(step, 0) + 1
@@ -287,6 +308,7 @@ class FleetManager:
             "cuts": r["cuts"],
             "devices": r["devices"],
             "steps": steps,
+            "failures": failures,  # device -> why it failed or was rolled back, in its own words
             "counts": counts,
             "package": r["deploy"].get("package"),
             "version": r["deploy"].get("version"),
@@ -304,7 +326,7 @@ class FleetManager:
         self.store.execute(
             "UPDATE rollouts SET state=?, reason=?, wave_started=? WHERE id=?", (state, reason, time.time(), rollout_id)
         )
-        log.info("rollout %s: %s %s", rollout_id, state, reason)
+        self._event(rollout_id, state, reason)
 
     def pause(self, rollout_id: str) -> None:
         """Hold the rollout: no new devices get it; those at work finish."""
@@ -314,13 +336,16 @@ class FleetManager:
         self._set_state(rollout_id, "running", "", allowed=("paused",))
         self._advance(rollout_id)
 
-    def abort(self, rollout_id: str, reason: str = "aborted by command", rollback: bool = False) -> None:
+    def abort(
+        self, rollout_id: str, reason: str = "aborted by command", rollback: bool = False, final: str = "aborted"
+    ) -> None:
         """Stop the rollout: devices that have not started never will (their retained desired state
-        is cleared); with ``rollback`` every device it switched goes back to its previous model."""
+        is cleared); with ``rollback`` every device it switched goes back to its previous model.
+        ``final``: the state it ends in (``aborted``, or ``rolled_back`` when the operator asked)."""
         r = self._rollout(rollout_id)
         if r["state"] in ("done", "aborted", "rolled_back") and not rollback:
             raise InputError(f"rollout {rollout_id} is {r['state']} already")
-        self._set_state(rollout_id, "rolled_back" if reason == ROLLBACK_BY_COMMAND else "aborted", reason)
+        self._set_state(rollout_id, final, reason)
         if rollback:
             self.store.execute("UPDATE rollouts SET rollback=1 WHERE id=?", (rollout_id,))
         steps = self.rollout_status(rollout_id)["steps"]
@@ -331,7 +356,7 @@ class FleetManager:
             self._roll_back_switched(rollout_id, r["fleet"], steps)
 
     def rollback(self, rollout_id: str) -> None:
-        self.abort(rollout_id, ROLLBACK_BY_COMMAND, rollback=True)
+        self.abort(rollout_id, ROLLBACK_BY_COMMAND, rollback=True, final="rolled_back")
 
     def _roll_back_switched(self, rollout_id: str, fleet: str, steps: dict[str, str]) -> None:
         for device, step in steps.items():
@@ -354,7 +379,9 @@ class FleetManager:
         if r["state"] != "running":
             return
         gates: Gates = r["gates"]
-        steps = self.rollout_status(rollout_id)["steps"]
+        status = self.rollout_status(rollout_id)
+        steps = status["steps"]
+        self._log_failures(rollout_id, status["failures"])
         targeted = r["devices"][: r["cuts"][r["wave"]]]
         failed = [d for d in targeted if steps.get(d) in ("failed", "rolled_back")]
         if failed and len(failed) / len(targeted) > gates.max_failures:
@@ -375,7 +402,7 @@ class FleetManager:
             rows = self._telemetry_rows(r["fleet"], committed, window) if committed else []
             switched = dict(
                 self.store.query(
-                    "SELECT device, MAX(ts) FROM progress WHERE deployment=? AND step='switched' GROUP BY device",
+                    "SELECT device, switched_ts FROM deployment_state WHERE deployment=? AND switched_ts IS NOT NULL",
                     (rollout_id,),
                 )
             )
@@ -387,6 +414,8 @@ class FleetManager:
                 if timed_out:  # no evidence is no pass: a person decides (resume waits again, or abort)
                     self._set_state(rollout_id, "paused", "; ".join(verdict.reasons) + " (wave timeout)")
                 return
+            verdict_text = "failed: " + "; ".join(verdict.reasons) if not verdict.passed else "passed"
+            self._event(rollout_id, "gate", f"wave {r['wave'] + 1} {verdict_text}", figures=verdict.figures)
             if not verdict.passed:
                 self.abort(rollout_id, "health gate: " + "; ".join(verdict.reasons), rollback=True)
                 return
@@ -394,10 +423,27 @@ class FleetManager:
             self.store.execute(
                 "UPDATE rollouts SET wave=?, wave_started=? WHERE id=?", (r["wave"] + 1, time.time(), rollout_id)
             )
+            self._event(
+                rollout_id, "wave", f"wave {r['wave'] + 2}/{len(r['cuts'])} opened: {r['cuts'][r['wave'] + 1]} devices"
+            )
             self._advance(rollout_id)
         else:
             self.store.execute("UPDATE rollouts SET state='done' WHERE id=?", (rollout_id,))
-            log.info("rollout %s done", rollout_id)
+            self._event(rollout_id, "done", f"{len([s for s in steps.values() if s == 'committed'])} devices committed")
+
+    def _log_failures(self, rollout_id: str, failures: dict[str, str]) -> None:
+        """A device failed or rolled back: one event each, with its reason (once, across restarts)."""
+        if not failures:
+            return
+        logged = {
+            d
+            for (d,) in self.store.query(
+                "SELECT device FROM rollout_events WHERE rollout=? AND kind='device_failed'", (rollout_id,)
+            )
+        }
+        for device, reason in failures.items():
+            if device not in logged:
+                self._event(rollout_id, "device_failed", reason or "(no reason given)", device=device)
 
     def _rollout_loop(self) -> None:
         while not self._stop.wait(0.5):

@@ -17,13 +17,18 @@ SCHEMA = (
     tags TEXT, model TEXT, version TEXT, sha256 TEXT, PRIMARY KEY (fleet, device))""",
     """CREATE TABLE IF NOT EXISTS telemetry (fleet TEXT, device TEXT, seq BIGINT, ts DOUBLE PRECISION, payload TEXT,
     PRIMARY KEY (fleet, device, seq, ts))""",
-    """CREATE TABLE IF NOT EXISTS progress (deployment TEXT, fleet TEXT, device TEXT, step TEXT,
-    ts DOUBLE PRECISION, details TEXT)""",
     """CREATE TABLE IF NOT EXISTS rollouts (id TEXT PRIMARY KEY, fleet TEXT, deploy TEXT, devices TEXT, waves TEXT,
     max_failures DOUBLE PRECISION, wave INTEGER, state TEXT, created DOUBLE PRECISION, gates TEXT,
     wave_started DOUBLE PRECISION, reason TEXT, rollback INTEGER DEFAULT 0)""",
+    # one row per deployment and device, upserted: the latest step (by the device's clock), the
+    # reason of a failure or rollback, and when it switched; a device flooding progress cannot grow it
+    """CREATE TABLE IF NOT EXISTS deployment_state (deployment TEXT, fleet TEXT, device TEXT, step TEXT,
+    ts DOUBLE PRECISION, reason TEXT, switched_ts DOUBLE PRECISION, PRIMARY KEY (deployment, fleet, device))""",
+    # what happened to a rollout, written by the manager: started, wave, gate verdict, device failed, ...
+    """CREATE TABLE IF NOT EXISTS rollout_events (rollout TEXT, ts DOUBLE PRECISION, kind TEXT, device TEXT,
+    message TEXT, figures TEXT)""",
+    "CREATE INDEX IF NOT EXISTS rollout_events_by_rollout ON rollout_events (rollout, ts)",
     "CREATE INDEX IF NOT EXISTS telemetry_by_time ON telemetry (fleet, ts)",
-    "CREATE INDEX IF NOT EXISTS progress_by_deployment ON progress (deployment, device)",
 )
 # columns added after the first release: (table, column, type)
 ADDED_COLUMNS = (
@@ -42,7 +47,14 @@ TOUCH_DEVICE = (
     "UPDATE devices SET last_seen = CASE WHEN last_seen IS NULL OR last_seen < ? THEN ? ELSE last_seen END "
     "WHERE fleet=? AND device=?"
 )
-INSERT_PROGRESS = "INSERT INTO progress VALUES (?,?,?,?,?,?)"
+# SET expressions read the row as it was, so every CASE compares with the stored ts
+UPSERT_DEPLOYMENT_STATE = (
+    "INSERT INTO deployment_state VALUES (?,?,?,?,?,?,?) ON CONFLICT (deployment, fleet, device) DO UPDATE SET "
+    "step = CASE WHEN excluded.ts >= deployment_state.ts THEN excluded.step ELSE deployment_state.step END, "
+    "reason = CASE WHEN excluded.ts >= deployment_state.ts THEN excluded.reason ELSE deployment_state.reason END, "
+    "ts = CASE WHEN excluded.ts >= deployment_state.ts THEN excluded.ts ELSE deployment_state.ts END, "
+    "switched_ts = COALESCE(excluded.switched_ts, deployment_state.switched_ts)"
+)
 
 
 class FleetStore:
@@ -132,13 +144,15 @@ class FleetStore:
                 telemetry.append((fleet, device, p["seq"], p["ts"], json.dumps(p)))
                 seen[(fleet, device)] = max(p["ts"], seen.get((fleet, device), 0))
             elif channel == "progress":
-                details = json.dumps(p.get("details", {}))
-                progress.append((p["deployment"], fleet, device, p["step"], p["ts"], details))
+                details = p.get("details") if isinstance(p.get("details"), dict) else {}
+                reason = str(details.get("reason", ""))[:500] if p["step"] in ("failed", "rolled_back") else ""
+                switched = p["ts"] if p["step"] == "switched" else None
+                progress.append((p["deployment"], fleet, device, p["step"], p["ts"], reason, switched))
         with self.lock, self._transaction():
             self._many(UPSERT_DEVICE, statuses)
             self._many(INSERT_TELEMETRY, telemetry)
             self._many(TOUCH_DEVICE, [(ts, ts, fleet, device) for (fleet, device), ts in seen.items()])
-            self._many(INSERT_PROGRESS, progress)
+            self._many(UPSERT_DEPLOYMENT_STATE, progress)
 
     def prune_telemetry(self, older_than_s: float, now: float | None = None) -> int:
         """Retention: drop telemetry windows older than this; returns how many went."""

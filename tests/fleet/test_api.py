@@ -223,3 +223,46 @@ def test_a_wave_without_evidence_pauses_at_its_timeout(tmp_path, fleet, keys, mo
     assert status["reason"].startswith("no verdict yet: 1 of 1 devices (dev00)") and "wave timeout" in status["reason"]
     assert set(status["steps"]) == {"dev00"}  # nobody past the canary
     assert [a.slots.current()["version"] for a in agents] == ["2", "1", "1", "1"]
+
+
+def test_why_a_device_failed_is_served_and_logged(tmp_path, fleet, keys, models):
+    """Issue 18: the reason sat only in the manager's progress details. Now the rollout shows each
+    failed device's reason, its event log says what happened in order, and the registry follows
+    the gate's rollback at once."""
+    manager, client, agents, url = fleet
+    v1 = _package(tmp_path, models[0], keys[0], "1")
+    client.upload(v1.path)
+    client.deploy(v1.sha256, ["all"], canary=0.0, waves=[1.0], rollout_id="base")
+    wait_for(lambda: client.rollout("base")["state"] == "done", what="v1 everywhere")
+    broken = tmp_path / "nan.tflite"
+    broken.write_bytes(models[1].read_bytes()[:300])
+    bad = package.build(broken, tmp_path / "bad.tar", name="fc", version="2", signing_key=keys[0], validate=False)
+    client.upload(bad.path)
+    client.deploy(bad.sha256, ["all"], canary=0.25, waves=[1.0], rollout_id="bad")
+    wait_for(lambda: client.rollout("bad")["state"] == "aborted", what="canary failure stops the rollout")
+    status = client.rollout("bad")
+    assert list(status["failures"]) == ["dev00"] and "health check failed" in status["failures"]["dev00"]
+    kinds = [(e["kind"], e["device"]) for e in client.events("bad")]
+    assert kinds[0] == ("started", None) and ("device_failed", "dev00") in kinds and kinds[-1] == ("aborted", None)
+    failed = next(e for e in client.events("bad") if e["kind"] == "device_failed")
+    assert failed["message"] == status["failures"]["dev00"]
+    assert client.events("bad", since=client.events("bad")[-1]["ts"]) == []
+    with pytest.raises(FleetError, match="no rollout"):
+        client.events("nope")
+    assert {d["device"]: d["version"] for d in client.devices()} == dict.fromkeys(
+        ["dev00", "dev01", "dev02", "dev03"], "1"
+    )
+
+
+def test_a_flood_of_progress_is_one_row(tmp_path, fleet):
+    """Issue 18: 12,000 progress messages from one device for one deployment made one rollouts
+    query take 38 s. They are one upserted row: the newest step by the device's clock wins."""
+    manager, client, agents, url = fleet
+    flood = [
+        ("f1", "dev00", "progress", {"deployment": "r9", "step": "downloading", "ts": 1000.0 + i})
+        for i in range(12_000)
+    ]
+    flood.append(("f1", "dev00", "progress", {"deployment": "r9", "step": "failed", "ts": 500.0}))  # older: loses
+    manager.store.write(flood)
+    rows = manager.store.query("SELECT step, ts FROM deployment_state WHERE deployment='r9'")
+    assert rows == [("downloading", 1000.0 + 11_999)]
