@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("bench", "benchmark a model the way LiteRT's benchmark_model does"),
     "prune": ("prune", "prune and compress an ONNX model"),
     "package": ("package", "build a signed model package for over-the-air deployment"),
+    "keys": ("keys", "create and inspect the fleet's signing keys"),
     "agent": ("agent", "run the device agent"),
     "fleet": ("fleet", "run and drive the fleet manager"),
     "demo": ("demo", "convert and verify the bundled sample model"),

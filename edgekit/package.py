@@ -40,33 +40,32 @@ class PackageInfo:
     manifest: dict
 
 
-def generate_key(private_path: str | os.PathLike, public_path: str | os.PathLike) -> str:
-    """A new ed25519 signing key (hex files); returns the public key (hex)."""
-    from nacl.signing import SigningKey
+def generate_key(private_path: str | os.PathLike, public_path: str | os.PathLike, force: bool = False) -> str:
+    """A new ed25519 signing key pair (edgekit.keys); returns the public key (hex)."""
+    from edgekit import keys
 
-    key = SigningKey.generate()
-    _write(private_path, key.encode().hex().encode(), mode=0o600)
-    public = key.verify_key.encode().hex()
-    _write(public_path, public.encode())
-    return public
+    return keys.create(private_path, public_path, force=force)
 
 
 def _write(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:  # nothing half-written left behind
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _signing_key(path: str | os.PathLike):
     from nacl.signing import SigningKey
 
-    try:
-        return SigningKey(bytes.fromhex(Path(path).read_text().strip()))
-    except (OSError, ValueError) as exc:
-        raise PackageError(f"cannot read the signing key {path}: {exc}") from None
+    from edgekit import keys
+
+    return SigningKey(bytes.fromhex(keys.read_private(path, "signing key")))
 
 
 def build(
@@ -89,6 +88,7 @@ def build(
     parse as it is (the device's health check then refuses it: how the tests exercise that)."""
     if compression not in COMPRESSIONS:
         raise PackageError(f"unknown compression {compression!r}; choose one of {', '.join(COMPRESSIONS)}")
+    signer = _signing_key(signing_key)  # a public key or an unreadable file: refused before any work
     model = Path(model)
     if not model.is_file():
         raise PackageError(f"{model}: no such model file")
@@ -120,7 +120,7 @@ def build(
     if compression == "xz":
         archive = lzma.compress(archive, preset=XZ_PRESET)
     digest = hashlib.sha256(archive).hexdigest()
-    signature = _signing_key(signing_key).sign(bytes.fromhex(digest)).signature
+    signature = signer.sign(bytes.fromhex(digest)).signature
     output = Path(output)
     _write(output, archive)
     _write(output.with_suffix(output.suffix + ".sig"), signature.hex().encode())
@@ -220,7 +220,7 @@ def verify(
         except (OSError, ValueError):
             raise PackageError(f"package signature {sig_path} is missing or unreadable") from None
     try:
-        VerifyKey(bytes.fromhex(public_key)).verify(bytes.fromhex(digest), signature)
+        VerifyKey(bytes.fromhex(public_key.strip().rpartition(":")[2])).verify(bytes.fromhex(digest), signature)
     except (BadSignatureError, ValueError):
         raise PackageError("package signature does not verify with the fleet key: refusing it") from None
     return digest

@@ -6,8 +6,6 @@ acts on nothing that does not verify (``CommandVerifier``)."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,27 +22,10 @@ def canonical(payload: dict) -> bytes:
 
 
 def new_command_key(private_path: Path, public_path: Path) -> str:
-    """A new ed25519 command key: private seed hex 0600, public hex beside it; returns the public."""
-    from nacl.signing import SigningKey
+    """A new command key pair (edgekit.keys: private 0600, refuses to overwrite); returns the public."""
+    from edgekit import keys
 
-    key = SigningKey.generate()
-    write_private(private_path, key.encode().hex())
-    public = key.verify_key.encode().hex()
-    public_path.write_text(public + "\n")
-    return public
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write a secret 0600 from its first byte, atomically; nothing is left behind on failure."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return keys.create(private_path, public_path)
 
 
 class CommandSigner:
@@ -53,7 +34,7 @@ class CommandSigner:
     def __init__(self, private_hex: str) -> None:
         from nacl.signing import SigningKey
 
-        self.key = SigningKey(bytes.fromhex(private_hex.strip()))
+        self.key = SigningKey(bytes.fromhex(private_hex.strip().rpartition(":")[2]))
         self.public = self.key.verify_key.encode().hex()
 
     def sign(self, payload: dict, fleet: str, device: str, ttl_s: float) -> dict:
@@ -109,4 +90,6 @@ class CommandVerifier:
             raise ProtocolError(f"{channel} message replayed (sequence {seq}, already at {last})")
         if seq != last:
             self.last[channel] = seq
+            from edgekit.keys import write_private
+
             write_private(self.state_path, json.dumps(self.last))

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import atexit
 import re
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-README = (ROOT / "README.md").read_text()
+# the README writes to /tmp/...; here every run gets a folder of its own instead (keys are never
+# overwritten, so a second run into the same /tmp would rightly be refused)
+WORK = Path(tempfile.mkdtemp(prefix="edgekit-readme-"))
+atexit.register(shutil.rmtree, WORK, True)
+README = (ROOT / "README.md").read_text().replace("/tmp/", f"{WORK}/")
 # lines naming files a reader supplies (model.onnx, ...) are templates, not examples
 PLACEHOLDERS = re.compile(r"(?<![\w/])(model\.onnx|model\.tflite|PACKAGE|DEVICE)\b")
 

@@ -48,6 +48,14 @@ class AgentConfig:
     allow_unsigned_commands: bool = False  # only for a lab without a command key: obey unsigned messages
 
 
+def _normalized(config: AgentConfig) -> None:
+    from edgekit.keys import hex_of
+
+    config.public_key = hex_of(config.public_key)
+    if config.command_key:
+        config.command_key = hex_of(config.command_key)
+
+
 class Agent:
     def __init__(self, config: AgentConfig) -> None:
         import paho.mqtt.client as mqtt
@@ -57,6 +65,7 @@ class Agent:
                 "agent config has no command_key (the fleet manager's, from `edgekit fleet provision`); "
                 "add it, or set allow_unsigned_commands = true for a lab"
             )
+        _normalized(config)
         self.config = config
         root = Path(config.state_dir)
         root.mkdir(parents=True, exist_ok=True)

@@ -108,17 +108,17 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "provision":
         from pathlib import Path
 
+        from edgekit import keys
         from edgekit.errors import InputError
         from edgekit.fleet.provision import provision
 
-        public = Path(args.public_key).read_text().strip()
+        public = keys.read_public(args.public_key)
         command_file = Path(args.command_key) if args.command_key else _command_key_files(args.db)[1]
-        try:
-            command_key = command_file.read_text().strip()
-        except OSError:
+        if not command_file.exists():
             raise InputError(
                 f"no command key at {command_file}: run `edgekit fleet serve` once (it makes one) or pass --command-key"
-            ) from None
+            )
+        command_key = keys.read_public(command_file)
         creds = provision(
             args.broker_dir, args.fleet, args.device, public, args.host, args.port, command_key=command_key
         )
@@ -222,17 +222,13 @@ def serve(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from edgekit.errors import FleetError, InputError
+    from edgekit import keys
+    from edgekit.errors import FleetError
     from edgekit.fleet.api import serve_api
     from edgekit.fleet.manager import FleetManager
     from edgekit.fleet.packages import PackageStore
 
-    public_key = None
-    if args.public_key:
-        try:
-            public_key = Path(args.public_key).read_text().strip()
-        except OSError as exc:
-            raise InputError(f"cannot read the fleet public key {args.public_key}: {exc.strerror}") from None
+    public_key = keys.read_public(args.public_key) if args.public_key else None
     token_file = _token_file(args.db)
     if not token_file.exists():
         fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -261,7 +257,7 @@ def serve(args: argparse.Namespace) -> int:
         username=args.username,
         password=args.password,
         tls=tls,
-        command_key=command_private.read_text().strip(),
+        command_key=keys.read_private(command_private),
     )
     try:
         listening = manager.start()

@@ -19,7 +19,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help='image preprocessing the device applies, e.g. \'{"resize": [8, 8], "color": "L", "layout": "nchw"}\'',
     )
     parser.add_argument("--compression", choices=("xz", "none"), default="xz", help="archive compression (default xz)")
-    parser.add_argument("--new-key", nargs=2, metavar=("PRIVATE", "PUBLIC"), help="create a signing key pair and exit")
+    parser.add_argument(
+        "--new-key",
+        nargs=2,
+        metavar=("PRIVATE", "PUBLIC"),
+        help="create a signing key pair and exit (as `edgekit keys new`; refuses to overwrite)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,119 @@
+"""The fleet's ed25519 keys as files: which is which, written so that none is ever lost or leaked.
+
+A key file says what it holds: ``edgekit-ed25519-private:HEX`` (the 32-byte seed, mode 0600) or
+``edgekit-ed25519-public:HEX`` (0644). Files of bare hex from earlier releases still read. Two
+pairs exist: the package key (``edgekit keys new``; the operator's, never on the manager: devices
+install only what it signed) and the manager's command key (``fleet serve`` makes it beside its
+database: devices act only on deploys and commands it signed). docs/protocol.md gives the threat
+model."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from edgekit.errors import InputError
+
+PRIVATE_TAG = "edgekit-ed25519-private"
+PUBLIC_TAG = "edgekit-ed25519-public"
+HEX_KEY = re.compile(r"[0-9a-f]{64}")
+
+
+def _atomic_write(path: Path, text: str, mode: int) -> None:
+    """The whole file or nothing, with its final mode from the first byte; no temp file left."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_private(path: str | os.PathLike, text: str) -> None:
+    """A secret file: 0600 from its first byte, written atomically."""
+    _atomic_write(Path(path), text, 0o600)
+
+
+def create(private_path: str | os.PathLike, public_path: str | os.PathLike, force: bool = False) -> str:
+    """A new key pair; returns the public key (hex). Refuses to overwrite an existing file without
+    ``force`` (a fleet pinned to the old public key would refuse everything signed with the new
+    one) and refuses one path for both halves."""
+    from nacl.signing import SigningKey
+
+    private, public = Path(private_path), Path(public_path)
+    if private.resolve() == public.resolve():
+        raise InputError(f"the private and the public key need two different files (both were {private})")
+    for path in (private, public):
+        if not path.parent.is_dir():
+            raise InputError(f"cannot write {path}: folder {path.parent} does not exist; create it first")
+        if path.is_dir():
+            raise InputError(f"cannot write the key to {path}: it is a folder")
+        if path.exists() and not force:
+            raise InputError(
+                f"{path} exists already: a fleet pinned to that key would refuse what the new one signs; "
+                "choose another path, or pass --force to replace it"
+            )
+    key = SigningKey.generate()
+    public_hex = key.verify_key.encode().hex()
+    write_private(private, f"{PRIVATE_TAG}:{key.encode().hex()}\n")
+    _atomic_write(public, f"{PUBLIC_TAG}:{public_hex}\n", 0o644 & ~_umask())
+    return public_hex
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _read(path: str | os.PathLike, what: str) -> tuple[str | None, str]:
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read the {what} {path}: {exc.strerror}") from None
+    try:
+        text = raw.decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise InputError(f"{path} is not a key file (binary data); give the {what}") from None
+    tag, _, value = text.rpartition(":")
+    if not HEX_KEY.fullmatch(value) or tag not in ("", PRIVATE_TAG, PUBLIC_TAG):
+        raise InputError(f"{path} is not an ed25519 key file of edgekit's; give the {what}")
+    return tag or None, value
+
+
+def hex_of(text: str) -> str:
+    """A key as written in a config (``agent.toml``): tagged or bare hex -> the hex."""
+    return text.strip().rpartition(":")[2]
+
+
+def read_public(path: str | os.PathLike) -> str:
+    """The public key (hex) in ``path``; a private key here is refused, it must never travel."""
+    tag, value = _read(path, "public key")
+    if tag == PRIVATE_TAG:
+        raise InputError(f"{path} is a private key; give its public half (the .pub file)")
+    return value
+
+
+def read_private(path: str | os.PathLike, what: str = "private key") -> str:
+    """The private seed (hex) in ``path``; a public key here is refused (it cannot sign)."""
+    tag, value = _read(path, what)
+    if tag == PUBLIC_TAG:
+        raise InputError(f"{path} is a public key; signing needs the private one")
+    return value
+
+
+def describe(path: str | os.PathLike) -> dict:
+    """What a key file holds, without its secret: kind and public key."""
+    from nacl.signing import SigningKey
+
+    tag, value = _read(path, "key")
+    if tag == PRIVATE_TAG:
+        return {"kind": "private", "public_key": SigningKey(bytes.fromhex(value)).verify_key.encode().hex()}
+    return {"kind": "public" if tag == PUBLIC_TAG else "unmarked (an earlier release's bare hex)", "public_key": value}
