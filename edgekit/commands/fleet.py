@@ -25,7 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     serve = sub.add_parser("serve", help="ingest telemetry, serve packages and the API, run rollouts")
-    serve.add_argument("--host", help="MQTT broker host (none: start the embedded broker)")
+    serve.add_argument(
+        "--host", help="MQTT broker host (none: start the embedded broker on loopback, with --broker-dir's accounts)"
+    )
+    serve.add_argument(
+        "--broker-dir", default="broker", help="fleet provision's folder (passwd, acl) for the embedded broker"
+    )
     serve.add_argument("--port", type=int, default=1883, help="MQTT broker port")
     serve.add_argument("--username", help="broker user for the manager")
     serve.add_argument("--password", default=os.environ.get("EDGEKIT_BROKER_PASSWORD"))
@@ -245,9 +250,21 @@ def serve(args: argparse.Namespace) -> int:
     broker = None
     if args.host is None:
         from edgekit.broker import Broker
+        from edgekit.fleet.access import BrokerAccess
+        from edgekit.fleet.provision import MANAGER_USER, ensure_manager
 
-        broker = Broker("127.0.0.1", args.port).start()
-        print(f"embedded MQTT broker on 127.0.0.1:{broker.port} (use Mosquitto for production fleets)")
+        args.username, args.password = MANAGER_USER, ensure_manager(args.broker_dir)
+        access = BrokerAccess.read(args.broker_dir)
+        try:
+            broker = Broker("127.0.0.1", args.port, access, Path(args.broker_dir) / "retained.json").start()
+        except OSError as exc:
+            raise FleetError(
+                f"the embedded broker cannot listen on 127.0.0.1:{args.port} ({exc.strerror}); pass another --port"
+            ) from None
+        print(
+            f"embedded MQTT broker on 127.0.0.1:{broker.port}: accounts and ACL from {args.broker_dir}/ "
+            "(edgekit fleet provision adds devices); a fleet on a network uses Mosquitto with TLS"
+        )
         args.host, args.port = "127.0.0.1", broker.port
     tls = {"ca": args.tls_ca, "cert": args.tls_cert, "key": args.tls_key} if args.tls_ca else None
     manager = FleetManager(

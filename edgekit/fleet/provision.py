@@ -7,34 +7,15 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import shutil
-import subprocess
 from pathlib import Path
 
 from edgekit import protocol
 from edgekit.errors import FleetError
+from edgekit.fleet.access import add_user
+from edgekit.keys import write_private
 
 MANAGER_USER = "edgekit-fleet"
 DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-
-
-def _passwd(password_file: Path, user: str, password: str) -> None:
-    tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
-    if not Path(tool).exists():
-        raise FleetError("mosquitto_passwd is not installed (Debian package mosquitto)")
-    args = [tool, "-b", str(password_file), user, password]
-    if not password_file.exists():
-        args.insert(1, "-c")
-    subprocess.run(args, check=True, capture_output=True)
-    os.chmod(password_file, 0o600)  # password hashes: Mosquitto warns about (and will refuse) readable ones
-
-
-def _write_secret(path: Path, text: str) -> None:
-    """A secret file readable by its owner only, from its first byte (never 0644 for a moment)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
 
 
 def device_acl(fleet: str, device: str) -> str:
@@ -44,6 +25,46 @@ def device_acl(fleet: str, device: str) -> str:
     ]
     lines += [f"topic read {protocol.topic(fleet, device, c)}" for c in ("deploy", "cmd")]
     return "\n".join(lines) + "\n"
+
+
+def ensure_manager(folder: str | os.PathLike) -> str:
+    """The fleet manager's broker account in ``folder`` (passwd, acl, manager.secret 0600), made on
+    first use; returns its password."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    passwd, acl, secret = folder / "passwd", folder / "acl", folder / "manager.secret"
+    if not acl.exists() or not secret.exists():
+        manager_password = secrets.token_urlsafe(24)
+        add_user(passwd, MANAGER_USER, manager_password)
+        write_private(secret, manager_password)
+        if not acl.exists():
+            acl.write_text(f"user {MANAGER_USER}\ntopic readwrite {protocol.PREFIX}/#\n\n")
+    conf = folder / "mosquitto.conf"
+    if not conf.exists():
+        conf.write_text(MOSQUITTO_CONF.format(folder=folder.resolve()))
+    return secret.read_text().strip()
+
+
+# the Mosquitto settings the fleet relies on; include this file from the broker's own config
+MOSQUITTO_CONF = """# written by edgekit fleet provision: include it from mosquitto.conf (include_dir or copy)
+allow_anonymous false
+password_file {folder}/passwd
+acl_file {folder}/acl
+# a client's id is its user name: nobody takes over another's session (the manager's included)
+use_username_as_clientid true
+# no acknowledged message dropped while the manager catches up (Mosquitto's defaults are 100/1000)
+max_inflight_messages 1000
+max_queued_messages 1000000
+# retained desired states and the manager's queued messages survive a broker restart
+persistence true
+autosave_interval 60
+max_packet_size 1048576
+# devices on a network: a TLS listener, e.g.
+# listener 8883
+# cafile /etc/mosquitto/ca.pem
+# certfile /etc/mosquitto/server.pem
+# keyfile /etc/mosquitto/server.key
+"""
 
 
 def provision(
@@ -66,22 +87,17 @@ def provision(
     if device == MANAGER_USER:
         raise FleetError(f"{device!r} is the fleet manager's own account; choose another device id")
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    ensure_manager(folder)
     passwd, acl = folder / "passwd", folder / "acl"
-    if not acl.exists():
-        manager_password = secrets.token_urlsafe(24)
-        _passwd(passwd, MANAGER_USER, manager_password)
-        _write_secret(folder / "manager.secret", manager_password)
-        acl.write_text(f"user {MANAGER_USER}\ntopic readwrite {protocol.PREFIX}/#\n\n")
     if f"user {device}\n" in acl.read_text():
         raise FleetError(f"device {device} is already provisioned")
     password = secrets.token_urlsafe(24)
-    _passwd(passwd, device, password)
+    add_user(passwd, device, password)
     with acl.open("a") as f:
         f.write(device_acl(fleet, device) + "\n")
     (folder / "devices").mkdir(exist_ok=True)
     config = folder / "devices" / f"{device}.toml"
-    _write_secret(
+    write_private(
         config,
         "[agent]\n"
         f'fleet = "{fleet}"\ndevice = "{device}"\nstate_dir = "/var/lib/edgekit"\n'

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -67,13 +68,13 @@ def test_serve_deploy_and_workload_telemetry(tmp_path, digits_tflite):
     try:
         log = tmp_path / "serve.log"
         wait_for(lambda: "fleet manager" in log.read_text(), what="manager up", detail=log.read_text)
-        (tmp_path / "agent.toml").write_text(  # the command key serve made is pinned, as provision does
-            "[agent]\n"
-            'fleet = "default"\ndevice = "cam1"\nstate_dir = "state"\n'
-            f'public_key = "{(tmp_path / "fleet.pub").read_text().strip()}"\n'
-            f'command_key = "{(tmp_path / "fleet.command.pub").read_text().strip()}"\n'
-            f"port = {mqtt_port}\ntelemetry_interval_s = 1.0\nwatch_invocations = 5\n"
-            f'tags = ["cameras"]\nworkload_images = "{images}"\nworkload_rate_hz = 50\n'
+        # the embedded broker admits provisioned devices only: provision cam1, then run it from here
+        edgekit("fleet", "provision", "cam1", "--public-key", "fleet.pub", "--port", str(mqtt_port), cwd=tmp_path)
+        provisioned = tomllib.loads((tmp_path / "broker" / "devices" / "cam1.toml").read_text())["agent"]
+        settings = {**provisioned, "state_dir": "state", "telemetry_interval_s": 1.0, "watch_invocations": 5}
+        settings.update(tags=["cameras"], workload_images=str(images), workload_rate_hz=50)
+        (tmp_path / "agent.toml").write_text(
+            "[agent]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items())
         )
         agent = spawn("agent", "run", "--config", "agent.toml", cwd=tmp_path, log=tmp_path / "agent.log")
         wait_for(lambda: "cam1" in edgekit(*api, "devices", cwd=tmp_path).stdout, what="agent registered")
