@@ -58,16 +58,23 @@ def make_client(
     password: str | None = None,
     tls: dict | None = None,
     persistent: bool = False,
+    manual_ack: bool = False,
 ):
     """A paho client (v2 callback API) for ``version``; an MQTT 5 session is set at connect
     (``connect_args``), a 3.1.1 one here."""
     import paho.mqtt.client as mqtt
 
     if version == MQTT_V5:
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=manual_ack
+        )
     else:
         client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311, clean_session=not persistent
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv311,
+            clean_session=not persistent,
+            manual_ack=manual_ack,
         )
     if username:
         client.username_pw_set(username, password)

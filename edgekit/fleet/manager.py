@@ -35,6 +35,7 @@ class Counters:
     received: int = 0
     stored: int = 0
     malformed: int = 0
+    storage_errors: int = 0  # store attempts the database refused (disk full, down): retried
 
 
 class FleetManager:
@@ -62,7 +63,12 @@ class FleetManager:
         # a persistent session under a stable id: with a persistent broker (Mosquitto's
         # persistence), telemetry published while the manager reconnects is queued, not lost
         self.mqtt_version = choose_version(mqtt_version, host, port, tls)
-        self.client = make_client(client_id, self.mqtt_version, username, password, tls, persistent=True)
+        # manual acknowledgement: a message is acknowledged once it is in the database, so whatever the
+        # manager had not stored when it died is redelivered to its persistent session
+        self.client = make_client(
+            client_id, self.mqtt_version, username, password, tls, persistent=True, manual_ack=True
+        )
+        self._unstored: list = []  # messages a storage error kept out of the database: retried, not acked
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
@@ -91,9 +97,9 @@ class FleetManager:
 
     def stop(self) -> None:
         self._stop.set()
+        self.flush()  # stored and acknowledged while still connected
         self.client.disconnect()
         self.client.loop_stop()
-        self.flush()
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
@@ -122,34 +128,61 @@ class FleetManager:
         except protocol.ProtocolError as exc:
             self.counters.malformed += 1
             log.warning("ignored a message on %s: %s", message.topic, exc)
+            self._ack(message.mid, message.qos)  # never storable: nothing to redeliver
             return
         if payload:
-            self.queue.put((t.fleet, t.device, t.channel, payload))
+            self.queue.put(((t.fleet, t.device, t.channel, payload), (message.mid, message.qos)))
+        else:
+            self._ack(message.mid, message.qos)
+
+    def _ack(self, mid: int, qos: int) -> None:
+        if qos:
+            self.client.ack(mid, qos)
 
     def _writer(self) -> None:
         while not self._stop.is_set():
             self.flush(timeout=0.2)
 
     def flush(self, timeout: float = 0.0) -> None:
-        batch = []
+        """Store what arrived, in one transaction, then acknowledge it. A message whose content the
+        database refuses is malformed (counted, acknowledged, dropped); a storage error (disk full,
+        database down) is not the message's fault: it stays unacknowledged and is retried."""
+        batch, self._unstored = self._unstored, []
+        if batch:
+            time.sleep(min(timeout, 0.5))  # the database refused these a moment ago
         try:
-            batch.append(self.queue.get(timeout=timeout) if timeout else self.queue.get_nowait())
+            if not batch:
+                batch.append(self.queue.get(timeout=timeout) if timeout else self.queue.get_nowait())
             while len(batch) < self.batch_size:
                 batch.append(self.queue.get_nowait())
         except queue.Empty:
             pass
-        if batch:
+        if not batch:
+            return
+        try:
+            self.store.write([m for m, _ in batch])
+        except (*self.store.errors, KeyError, TypeError, ValueError):  # which message, or the database?
+            self._store_one_by_one(batch)
+            return
+        self.counters.stored += len(batch)
+        for _, (mid, qos) in batch:
+            self._ack(mid, qos)
+
+    def _store_one_by_one(self, batch: list) -> None:
+        for k, (message, (mid, qos)) in enumerate(batch):
             try:
-                self.store.write(batch)
-                self.counters.stored += len(batch)
-            except (*self.store.errors, KeyError, TypeError, ValueError):  # isolate the bad message(s)
-                for message in batch:
-                    try:
-                        self.store.write([message])
-                        self.counters.stored += 1
-                    except (*self.store.errors, KeyError, TypeError, ValueError) as exc:
-                        self.counters.malformed += 1
-                        log.warning("could not store a %s message from %s: %s", message[2], message[1], exc)
+                self.store.write([message])
+            except self.store.errors as exc:  # the database's trouble, not the message's: hold the rest
+                self._unstored = batch[k:]
+                self.counters.storage_errors += 1
+                log.warning("cannot store %d messages (%s); held unacknowledged, retrying", len(batch) - k, exc)
+                return
+            except (KeyError, TypeError, ValueError) as exc:
+                self.counters.malformed += 1
+                log.warning("could not store a %s message from %s: %s", message[2], message[1], exc)
+            else:
+                self.counters.stored += 1
+            self._ack(mid, qos)
 
     # --- deployments and rollouts --------------------------------------------------------------
     def devices(self, fleet: str, tag: str | None = None) -> list[str]:
