@@ -12,6 +12,8 @@ is rolled back (the new model never proved itself) and the deployment counts as 
 
 from __future__ import annotations
 
+import errno
+import http.client
 import json
 import os
 import re
@@ -19,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -29,8 +32,18 @@ from edgekit import package
 from edgekit.errors import PackageError
 from edgekit.protocol import ProtocolError
 
-STEPS = ("received", "downloading", "verified", "installed", "health_ok", "switched", "committed")
 CHUNK = 1 << 16
+STALL_S = 30.0  # no byte for this long: the connection is dead
+DOWNLOAD_ATTEMPTS = 4  # with backoff 1, 2, 4 s between them, each resuming where the last stopped
+
+
+def download_deadline(size: int) -> float:
+    """The whole download's time limit: a minute, plus what 16 kB/s needs (a trickle is not a download)."""
+    return 60.0 + size / 16_000
+
+
+class Superseded(OSError):
+    """A newer desired state arrived while this deployment was downloading."""
 
 
 @dataclass
@@ -110,6 +123,8 @@ class Slots:
     def __init__(self, root: str | os.PathLike, public_key: str) -> None:
         self.root = Path(root)
         self.public_key = public_key
+        self.superseded = threading.Event()  # set by the agent when a newer desired state arrives
+        self.download_deadline = download_deadline  # size -> seconds
         for sub in ("slots/a", "slots/b", "downloads"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         if not (self.root / "state.json").exists():
@@ -167,11 +182,20 @@ class Slots:
             return False
         self._step("received", deployment=d.__dict__)
         report(d.id, "received", {})
+        archive = self.root / "downloads" / f"{d.sha256}.tar"
         try:
-            archive = self._download(d, report)
-            package.verify(
-                archive, public_key=self.public_key, sha256=d.sha256, size=d.size, signature=bytes.fromhex(d.signature)
-            )
+            self._download(d, report, archive)
+            try:
+                package.verify(
+                    archive,
+                    public_key=self.public_key,
+                    sha256=d.sha256,
+                    size=d.size,
+                    signature=bytes.fromhex(d.signature),
+                )
+            except PackageError:
+                archive.unlink(missing_ok=True)  # a corrupt download must not poison the next attempt
+                raise
             self._step("verified")
             report(d.id, "verified", {})
             slot = self._inactive()
@@ -185,10 +209,17 @@ class Slots:
             self._step("health_ok", health=health)
             report(d.id, "health_ok", health)
         except (PackageError, HealthCheckError) as exc:  # the package is bad: never retry it here
+            archive.unlink(missing_ok=True)
             self._fail(d, report, str(exc))
             return False
-        except OSError as exc:  # network or disk: the retained desired state retries it later
+        except Superseded as exc:
             self._fail(d, report, str(exc), give_up=False)
+            return False
+        except OSError as exc:  # network or disk: the retained desired state retries it later
+            if exc.errno == errno.ENOSPC:
+                archive.unlink(missing_ok=True)  # free the space the partial download took
+                exc = OSError(exc.errno, "no space left on the device for the package")
+            self._fail(d, report, f"{exc.strerror or exc}", give_up=False)
             return False
         state = self.state()
         state["previous"], state["current"] = (
@@ -206,7 +237,13 @@ class Slots:
         self._save(state)  # the atomic switch
         _pause_for_tests("switched")
         report(d.id, "switched", {"slot": slot})
+        self._collect_downloads()
         return True
+
+    def _collect_downloads(self) -> None:
+        """Archives are needed only until they are unpacked into a slot: none is kept after a switch."""
+        for path in (self.root / "downloads").iterdir():
+            path.unlink(missing_ok=True)
 
     def _refuse_downgrade(self, manifest: dict) -> None:
         """Versions only go up (per model name), whatever a signed old package or a replayed
@@ -277,30 +314,52 @@ class Slots:
         self._fail(d, report, f"interrupted at {pending.get('step')}; the previous model kept serving", give_up=False)
         return d
 
-    def _download(self, d: Deployment, report: Reporter) -> Path:
-        """Resumable, size-limited download into downloads/<sha256>.tar."""
-        path = self.root / "downloads" / f"{d.sha256}.tar"
+    def _download(self, d: Deployment, report: Reporter, path: Path) -> None:
+        """Resumable, size-limited download into ``path``: each attempt continues where the last
+        stopped (HTTP Range), a stalled or cut connection is tried again with backoff, a trickling
+        server is given up on after ``download_deadline``, and a newer desired state stops it."""
         if d.size > package.MAX_PACKAGE_BYTES:
             raise PackageError(f"package of {d.size} bytes is over the device limit")
-        have = path.stat().st_size if path.exists() else 0
-        if have > d.size:
-            path.unlink()
-            have = 0
         self._step("downloading")
-        report(d.id, "downloading", {"offset": have})
-        if have < d.size:
-            request = urllib.request.Request(d.url, headers={"Range": f"bytes={have}-"} if have else {})
-            with urllib.request.urlopen(request, timeout=30) as response, path.open("ab") as out:
-                if have and response.status != 206:
-                    out.truncate(0)  # the server ignored Range: start over
-                while True:
-                    chunk = response.read(CHUNK)
-                    if not chunk:
-                        break
-                    out.write(chunk)
-                    if out.tell() > d.size:
-                        raise PackageError("download is larger than announced")
-        return path
+        deadline = time.monotonic() + self.download_deadline(d.size)
+        for attempt in range(DOWNLOAD_ATTEMPTS):
+            have = path.stat().st_size if path.exists() else 0
+            if have > d.size:
+                path.unlink()
+                have = 0
+            report(d.id, "downloading", {"offset": have, "attempt": attempt + 1})
+            if have == d.size:
+                return
+            try:
+                self._fetch(d, path, have, deadline)
+                return
+            except (OSError, http.client.HTTPException) as exc:
+                if isinstance(exc, Superseded) or getattr(exc, "errno", None) == errno.ENOSPC:
+                    raise
+                if attempt + 1 == DOWNLOAD_ATTEMPTS or time.monotonic() > deadline:
+                    raise OSError(f"download failed after {attempt + 1} attempt(s): {exc}") from None
+                if self.superseded.wait(min(2.0**attempt, max(0.0, deadline - time.monotonic()))):
+                    raise Superseded("a newer desired state arrived during the download") from None
+
+    def _fetch(self, d: Deployment, path: Path, have: int, deadline: float) -> None:
+        request = urllib.request.Request(d.url, headers={"Range": f"bytes={have}-"} if have else {})
+        with urllib.request.urlopen(request, timeout=STALL_S) as response, path.open("ab") as out:
+            if have and response.status != 206:
+                out.truncate(0)  # the server ignored Range: start over
+            while True:
+                if self.superseded.is_set():
+                    raise Superseded("a newer desired state arrived during the download")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the download took longer than {self.download_deadline(d.size):.0f} s")
+                chunk = response.read1(CHUNK)  # what has arrived: a trickle cannot hold the loop past its deadline
+                if not chunk:
+                    break
+                out.write(chunk)
+                if out.tell() > d.size:
+                    out.truncate(0)
+                    raise PackageError("download is larger than announced")
+        if path.stat().st_size < d.size:
+            raise ConnectionError(f"the connection closed after {path.stat().st_size} of {d.size} bytes")
 
 
 class HealthCheckError(Exception):

@@ -88,7 +88,8 @@ class Agent:
         self._inflight: dict[int, mqtt.MQTTMessageInfo] = {}  # outbox row -> its publish
         self._wake = threading.Event()
         self._lock = threading.Lock()
-        self._deploying = threading.Lock()
+        self._deploying_now: Deployment | None = None  # the deployment at work, under _lock
+        self._wanted: Deployment | None = None  # the newest desired state not yet started
         self._stop = threading.Event()
         self._session = None
         self._session_sha = None
@@ -235,12 +236,27 @@ class Agent:
         self._flush()
 
     def _deploy(self, d: Deployment) -> None:
-        if not self._deploying.acquire(blocking=False):
-            return  # one deployment at a time; the retained desired state brings it back later
-        try:
-            self._deploy_locked(d)
-        finally:
-            self._deploying.release()
+        """One deployment at a time, and always the newest desired state: one arriving during a
+        download stops it (Slots.superseded) and runs next."""
+        with self._lock:
+            busy = self._deploying_now
+            if busy is not None:
+                if busy.id != d.id:  # the same one again (retained, on reconnect) changes nothing
+                    self._wanted = d
+                    self.slots.superseded.set()
+                return
+            self._deploying_now, self._wanted = d, d
+        while True:
+            with self._lock:
+                d, self._wanted = self._wanted, None
+                self._deploying_now = d
+                if d is None:
+                    return
+                self.slots.superseded.clear()
+            try:
+                self._deploy_locked(d)
+            except Exception:  # the deploy thread must never die silently
+                log.exception("deployment %s failed unexpectedly", d.id)
 
     def _deploy_locked(self, d: Deployment) -> None:
         if self.slots.deploy(d, self._progress):

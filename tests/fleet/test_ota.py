@@ -61,7 +61,7 @@ def test_interrupted_download_resumes_with_range(tmp_path, server, keys, models)
     archive = (tmp_path / f"{d.package}").read_bytes()
     (tmp_path / "device" / "downloads" / f"{d.sha256}.tar").write_bytes(archive[: len(archive) // 2])
     assert slots.deploy(d, log)
-    assert ("downloading", {"offset": len(archive) // 2}) in log.details
+    assert ("downloading", {"offset": len(archive) // 2, "attempt": 1}) in log.details
     assert slots.current()["sha256"] == d.sha256
 
 

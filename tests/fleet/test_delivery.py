@@ -1,0 +1,107 @@
+"""Delivery edge cases (issue 18): a cut connection is resumed, a trickle is given up on, a corrupt
+cached download does not poison the package, archives do not pile up, a newer desired state stops
+the download in progress."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+import time
+
+import pytest
+
+from edgekit.agent.ota import Slots
+from tests.fleet.test_ota import Log, _deployment
+
+
+class Flaky(http.server.BaseHTTPRequestHandler):
+    """Serves one file; ``mode`` says how badly: "cut" closes the first response half-way,
+    "trickle" sends one byte every 0.2 s."""
+
+    data = b""
+    mode = "cut"
+    requests: list = []
+
+    def do_GET(self) -> None:  # noqa: N802
+        start = int(self.headers.get("Range", "bytes=0-").split("=")[1].rstrip("-") or 0)
+        type(self).requests.append(start)
+        body = self.data[start:]
+        self.send_response(206 if start else 200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.mode == "cut" and len(type(self).requests) == 1:
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.connection.shutdown(2)
+            return
+        if self.mode == "trickle":
+            for i in range(min(len(body), 100)):  # bounded: the client gives up long before
+                self.wfile.write(body[i : i + 1])
+                self.wfile.flush()
+                time.sleep(0.2)
+            return
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def flaky():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    Flaky.requests = []
+    yield server
+    server.shutdown()
+
+
+def _served_by(flaky, d, tmp_path, mode):
+    Flaky.data, Flaky.mode = (tmp_path / d.package).read_bytes(), mode
+    d.url = f"http://127.0.0.1:{flaky.server_address[1]}/{d.sha256}.tar"
+    return d
+
+
+def test_a_cut_connection_is_resumed(tmp_path, server, keys, models, flaky):
+    slots, log = Slots(tmp_path / "device", keys[1]), Log()
+    d = _served_by(flaky, _deployment(tmp_path, server, keys, models[0]), tmp_path, "cut")
+    assert slots.deploy(d, log)
+    assert len(Flaky.requests) == 2 and Flaky.requests[1] > 0  # the second request resumed with Range
+    assert [s for s, details in log.details if s == "downloading"] == ["downloading"] * 2
+
+
+def test_a_trickle_is_given_up_on_and_retried_later(tmp_path, server, keys, models, flaky):
+    slots, log = Slots(tmp_path / "device", keys[1]), Log()
+    slots.download_deadline = lambda size: 1.5
+    d = _served_by(flaky, _deployment(tmp_path, server, keys, models[0]), tmp_path, "trickle")
+    assert not slots.deploy(d, log)
+    assert log.steps[-1] == "failed" and "took longer than" in log.details[-1][1]["reason"]
+    assert d.id not in slots.state().get("given_up", [])  # the network's fault: tried again later
+    Flaky.mode = "whole"
+    assert slots.deploy(d, log) and slots.current()["sha256"] == d.sha256  # resumed from what it had
+
+
+def test_a_corrupt_cached_download_does_not_poison_the_package(tmp_path, server, keys, models):
+    slots, log = Slots(tmp_path / "device", keys[1]), Log()
+    d = _deployment(tmp_path, server, keys, models[0])
+    cached = tmp_path / "device" / "downloads" / f"{d.sha256}.tar"
+    cached.write_bytes(b"\x00" * d.size)  # a full-size download with the wrong bytes
+    assert not slots.deploy(d, log) and "sha256" in log.details[-1][1]["reason"]
+    assert not cached.exists()
+    d.id = "d1-again"  # the operator deploys the same package again
+    assert slots.deploy(d, log) and slots.current()["sha256"] == d.sha256
+
+
+def test_archives_do_not_pile_up(tmp_path, server, keys, models):
+    slots, log = Slots(tmp_path / "device", keys[1]), Log()
+    for version, model in (("1", models[0]), ("2", models[1])):
+        assert slots.deploy(_deployment(tmp_path, server, keys, model, version=version, dep_id=f"d{version}"), log)
+        assert list((tmp_path / "device" / "downloads").iterdir()) == []
+
+
+def test_a_newer_desired_state_stops_the_download(tmp_path, server, keys, models, flaky):
+    slots, log = Slots(tmp_path / "device", keys[1]), Log()
+    d = _served_by(flaky, _deployment(tmp_path, server, keys, models[0]), tmp_path, "trickle")
+    threading.Timer(0.5, slots.superseded.set).start()
+    assert not slots.deploy(d, log)
+    assert "newer desired state" in log.details[-1][1]["reason"]
+    assert d.id not in slots.state().get("given_up", [])
