@@ -241,6 +241,7 @@ def serve(args: argparse.Namespace) -> int:
             f.write(secrets.token_urlsafe(32))
     token = token_file.read_text().strip()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")  # rollout events
+    _raise_open_file_limit()
     command_private, command_public = _command_key_files(args.db)
     if not command_private.exists():
         from edgekit.signing import new_command_key
@@ -328,6 +329,19 @@ def _token_file(db: str):
     from pathlib import Path
 
     return Path("fleet.token") if "://" in db else Path(db).with_suffix(".token")
+
+
+def _raise_open_file_limit() -> None:
+    """Every device holds a broker connection: lift the soft limit on open files (often 1024) to
+    the hard one, as Mosquitto's and nginx's packaging do."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):
+        pass
 
 
 def _command_key_files(db: str):

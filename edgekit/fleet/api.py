@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlparse
 from edgekit import __version__, package
 from edgekit.errors import EdgekitError
 from edgekit.fleet.gates import Gates
-from edgekit.fleet.packages import PackageStore, _Handler
+from edgekit.fleet.packages import BoundedHTTPServer, PackageStore, _Handler
 
 log = logging.getLogger("edgekit.fleet.api")
 MAX_JSON_BYTES = 1 << 20
@@ -336,7 +336,7 @@ def serve_api(
 ) -> tuple[ThreadingHTTPServer, FleetApi]:
     """Serve in a background thread; ``server.server_address`` has the port."""
     api = FleetApi(manager, store, token, public_key, public_url or "")
-    server = ThreadingHTTPServer((host, port), partial(_ApiHandler, api))
+    server = BoundedHTTPServer((host, port), partial(_ApiHandler, api))
     if not public_url:
         api.public_url = f"http://{host}:{server.server_address[1]}"
     threading.Thread(target=server.serve_forever, name="edgekit-fleet-api", daemon=True).start()

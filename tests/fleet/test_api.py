@@ -5,6 +5,7 @@ OpenAPI description that matches the routes."""
 from __future__ import annotations
 
 import json
+import threading
 import urllib.request
 
 import numpy as np
@@ -266,3 +267,21 @@ def test_a_flood_of_progress_is_one_row(tmp_path, fleet):
     manager.store.write(flood)
     rows = manager.store.query("SELECT step, ts FROM deployment_state WHERE deployment='r9'")
     assert rows == [("downloading", 1000.0 + 11_999)]
+
+
+def test_idle_connections_cannot_stop_the_api(fleet):
+    """Issue 18: idle HTTP connections took a thread each without bound. They now hold one of a
+    bounded set of workers for at most the idle timeout; the API keeps answering."""
+    import socket
+
+    manager, client, agents, url = fleet
+    port = int(url.rsplit(":", 1)[1])
+    before = threading.active_count()
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(100)]
+    try:
+        wait_for(lambda: threading.active_count() - before >= 64, what="the workers busy with idle clients")
+        assert threading.active_count() - before <= 64  # not a thread per idle connection
+        assert [d["device"] for d in client.devices()] == ["dev00", "dev01", "dev02", "dev03"]
+    finally:
+        for s in idle:
+            s.close()
