@@ -19,12 +19,24 @@ Hook = Callable[[InvokeRecord], None]
 
 class Session:
     """A loaded model. ``run`` takes float arrays (quantized for int8 inputs with the model's
-    own parameters) and returns float outputs, or raw integers with ``raw=True``."""
+    own parameters) and returns float outputs, or raw integers with ``raw=True``. Another batch
+    size is taken on a fresh interpreter; a model that runs batch 1 only (a batch fixed in a
+    RESHAPE) runs a batch sample by sample, and returns what each sample alone gives."""
 
-    def __init__(self, backend: Backend, path: str | None = None) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        path: str | None = None,
+        rebuild: Callable[[], Backend] | None = None,
+        reject_nonfinite: bool | None = None,
+    ) -> None:
         self._backend = backend
         self.path = path
         self._hooks: list[Hook] = []
+        self._rebuild = rebuild  # a fresh backend of the same model: how a new batch size is taken
+        self._batch_fixed = False  # found to run batch 1 only: a batch is then run sample by sample
+        # NaN/Inf refused: None = for quantized inputs only (where NaN silently becomes a number)
+        self.reject_nonfinite = reject_nonfinite
 
     # --- description -------------------------------------------------------------------
     @property
@@ -64,6 +76,8 @@ class Session:
             if missing:
                 raise InputError(f"input {missing[0]!r} is missing; the model's inputs are {names}")
             return dict(inputs)
+        if isinstance(inputs, str | bytes):
+            raise InputError(f"inputs must be an array, a list of arrays or a dict, not {type(inputs).__name__}")
         if isinstance(inputs, np.ndarray):
             if len(names) != 1:
                 raise InputError(f"the model has {len(names)} inputs {names}: pass a dict name -> array")
@@ -74,15 +88,36 @@ class Session:
             return dict(zip(names, inputs, strict=True))
         raise InputError(f"inputs must be an array, a list of arrays or a dict, not {type(inputs).__name__}")
 
+    @staticmethod
+    def _fits(spec: TensorSpec, shape: tuple[int, ...]) -> bool:
+        return len(shape) == len(spec.shape) and all(w in (-1, h) for w, h in zip(spec.shape, shape, strict=True))
+
+    def _batch_shapes(self, feeds: dict) -> dict[str, tuple[int, ...]]:
+        """Inputs whose arrays differ from the model's shape in the batch dimension only."""
+        wanted = {}
+        for spec in self.inputs:
+            try:
+                shape = tuple(np.shape(feeds[spec.name]))
+            except (ValueError, TypeError):
+                raise InputError(f"input {spec.name!r} is not an array") from None
+            if not self._fits(spec, shape):
+                if len(shape) != len(spec.shape) or not self._fits(spec, (spec.shape[0], *shape[1:])):
+                    raise InputError(f"input {spec.name!r} has shape {list(shape)}; the model takes {list(spec.shape)}")
+                wanted[spec.name] = shape
+        return wanted
+
     def _prepare(self, spec: TensorSpec, value, raw: bool) -> np.ndarray:
-        value = np.asarray(value)
-        shape = tuple(value.shape)
-        if len(shape) != len(spec.shape) or any(w not in (-1, h) for w, h in zip(spec.shape, shape, strict=False)):
-            if len(shape) == len(spec.shape) and shape[1:] == spec.shape[1:]:
-                self.resize(spec.name, shape)  # a different batch size
-                spec = next(s for s in self.inputs if s.name == spec.name)
-            else:
-                raise InputError(f"input {spec.name!r} has shape {list(shape)}; the model takes {list(spec.shape)}")
+        try:
+            value = np.asarray(value)
+        except (ValueError, TypeError):
+            raise InputError(f"input {spec.name!r} is not an array") from None
+        if value.dtype == object:
+            raise InputError(f"input {spec.name!r} is not a numeric array")
+        check = spec.quant is not None and not raw if self.reject_nonfinite is None else self.reject_nonfinite
+        if check and np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+            raise InputError(
+                f"input {spec.name!r} holds NaN or Inf; a quantized model would turn them into ordinary numbers"
+            )
         if spec.quant is not None and not raw:
             if not np.issubdtype(value.dtype, np.floating):
                 raise InputError(
@@ -102,6 +137,18 @@ class Session:
         hooks = self._hooks
         t0 = time.perf_counter() if hooks else 0.0
         feeds = self._feeds(inputs)
+        wanted = self._batch_shapes(feeds)
+        if wanted:
+            batch = self._loop_batch(feeds)
+            if batch and self._batch_fixed:
+                return self._run_each(feeds, batch, raw)
+            try:
+                self._reshape(wanted)
+            except InputError:
+                if not batch:
+                    raise
+                self._batch_fixed = True  # the model runs batch 1 only: run the samples one by one
+                return self._run_each(feeds, batch, raw)
         for spec in self.inputs:
             self._backend.set_input(spec, self._prepare(spec, feeds[spec.name], raw))
         t1 = time.perf_counter() if hooks else 0.0
@@ -121,15 +168,54 @@ class Session:
                 hook(record)
         return results
 
+    def _loop_batch(self, feeds: dict) -> int:
+        """N when every input of the model has batch 1 and every array fed has the same batch N."""
+        sizes = {np.shape(feeds[s.name])[0] for s in self.inputs if np.ndim(feeds[s.name])}
+        if len(sizes) == 1 and all(s.shape and s.shape[0] == 1 for s in self.inputs):
+            return sizes.pop()
+        return 0
+
+    def _run_each(self, feeds: dict, batch: int, raw: bool) -> dict[str, np.ndarray]:
+        results = [self.run({k: np.asarray(v)[i : i + 1] for k, v in feeds.items()}, raw) for i in range(batch)]
+        return {name: np.concatenate([r[name] for r in results]) for name in results[0]}
+
     def invoke_raw(self) -> None:
         """One invoke on the tensors already set (benchmark loops)."""
         self._backend.invoke()
 
     def resize(self, name: str, shape: tuple[int, ...]) -> None:
-        spec = next((s for s in self.inputs if s.name == name), None)
-        if spec is None:
+        if not any(s.name == name for s in self.inputs):
             raise InputError(f"no input named {name!r}")
-        self._backend.resize_input(spec, tuple(shape))
+        self._reshape({name: tuple(shape)})
+
+    def _reshape(self, shapes: dict[str, tuple[int, ...]]) -> None:
+        """Take new input shapes on a fresh interpreter, proved by one run on zeros before it
+        replaces the current one: a model that cannot run them (a batch fixed in a RESHAPE, a delegate
+        that cannot reshape) is refused with one line and the session keeps working as it was."""
+        if self._rebuild is None:
+            for spec in self.inputs:
+                if spec.name in shapes:
+                    self._backend.resize_input(spec, shapes[spec.name])
+            return
+        fresh = self._rebuild()
+        try:
+            for spec in fresh.inputs:
+                if spec.name in shapes:
+                    fresh.resize_input(spec, shapes[spec.name])
+            for spec in fresh.inputs:
+                fresh.set_input(spec, np.zeros(spec.shape, spec.dtype))
+            fresh.invoke()
+        except Exception as exc:
+            fresh.close()
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            now = {s.name: list(s.shape) for s in self.inputs if s.name in shapes}
+            asked = {name: list(shape) for name, shape in shapes.items()}
+            raise InputError(
+                f"the model cannot run inputs of shape {asked} ({first}); it runs {now}: "
+                "feed that batch size, or convert the model with the batch you need"
+            ) from None
+        self._backend.close()
+        self._backend = fresh
 
     def close(self) -> None:
         self._backend.close()
@@ -156,13 +242,15 @@ def load(
     threads: int | None = None,
     delegate: str | None = None,
     xnnpack: bool = True,
+    reject_nonfinite: bool | None = None,
 ) -> Session:
     """Load a ``.tflite`` or ``.onnx`` model.
 
     ``backend``: "auto", "litert", "tflite-runtime" or "onnxruntime". ``threads`` is always
     set on the interpreter (default: the board's recommended count). ``delegate="edgetpu"``
     or "edgetpu:usb", "edgetpu:usb:0", "edgetpu:pci", "edgetpu::1" loads the Edge TPU delegate
-    (pycoral's device strings). ``xnnpack=False`` runs TFLite's built-in kernels."""
+    (pycoral's device strings). ``xnnpack=False`` runs TFLite's built-in kernels.
+    ``reject_nonfinite``: refuse NaN/Inf inputs (default: for quantized inputs only)."""
     if isinstance(path, bytes | bytearray):
         data, where, suffix = bytes(path), "model", ".tflite" if path[4:8] == b"TFL3" else ".onnx"
     else:
@@ -180,5 +268,23 @@ def load(
         kind, _, device = delegate.partition(":")
         if kind != "edgetpu":
             raise InputError(f"unknown delegate '{delegate}'; the runtime knows edgetpu[:usb|:pci|:N]")
+    threads = check_threads(threads)
     factory = resolve(backend, suffix)
-    return Session(factory(data, threads or default_threads(), device, xnnpack), where)
+
+    def rebuild() -> Backend:
+        return factory(data, threads, device, xnnpack)
+
+    return Session(rebuild(), where, rebuild=rebuild, reject_nonfinite=reject_nonfinite)
+
+
+def max_threads() -> int:
+    """More threads than 4 per core only slow a model down (and 100,000 took every PID)."""
+    return 4 * (os.cpu_count() or 1)
+
+
+def check_threads(threads: int | None) -> int:
+    if threads is None:
+        return default_threads()
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= max_threads():
+        raise InputError(f"threads must be a whole number from 1 to {max_threads()} (4 per core); got {threads!r}")
+    return threads

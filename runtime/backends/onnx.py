@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from edgekit.errors import BackendError
@@ -57,4 +59,6 @@ class OnnxRuntimeBackend(Backend):
         return self._results[spec.index]
 
     def resize_input(self, spec: TensorSpec, shape: tuple[int, ...]) -> None:
-        pass  # onnxruntime takes any shape its graph allows
+        # onnxruntime takes any shape its graph allows; the spec records the one asked for, so a run
+        # on it shows whether the graph allows it
+        self.inputs[spec.index] = dataclasses.replace(spec, shape=tuple(shape))

@@ -183,3 +183,67 @@ def test_bench_cli_json(float_path):
     report = json.loads(result.stdout)
     assert report["count"] >= 20 and report["min_ms"] <= report["p50_ms"] <= report["max_ms"]
     assert report["threads"] == 1 and report["delegate_partitions"] == 1
+
+
+def _fixed_batch_model() -> bytes:
+    """The FC model behind a RESHAPE to a constant [1, 6]: like a converted CNN's flatten, it runs
+    batch 1 only (LiteRT's XNNPACK cannot reshape it; the builtin kernels refuse it too)."""
+    from edgekit.converters.tflite_writer import serialize
+    from tests.runtime.models import float_graph
+
+    g = float_graph()
+    g.add_tensor("flat", (1, 6), np.float32)
+    shape = g.add_const(np.array([1, 6], np.int32), "shape")
+    g.nodes.insert(0, type(g.nodes[0])("RESHAPE", ["features", shape], ["flat"], {}, name="flatten"))
+    g.nodes[1].inputs[0] = "flat"
+    return serialize(g)
+
+
+@pytest.mark.parametrize("kind", ["float", "int8", "fixed"])
+def test_batch_1_4_1_7_returns_what_each_sample_alone_returns(tmp_path, kind):
+    """Issue 24: batch 4 on a batch-1 model raised LiteRT's raw error and left the session failing
+    batch 1 too. Every batch size now gives what running each sample alone gives."""
+    model = {"float": float_model, "int8": int8_model, "fixed": _fixed_batch_model}[kind]()
+    path = tmp_path / f"{kind}.tflite"
+    path.write_bytes(model)
+    session = load(path, threads=1)
+    x = np.random.default_rng(3).uniform(-2, 2, (7, 6)).astype(np.float32)
+    alone = np.concatenate([session.run(x[i : i + 1])["scores"] for i in range(7)])
+    for batch in (1, 4, 1, 7):
+        np.testing.assert_array_equal(session.run(x[:batch])["scores"], alone[:batch])
+
+
+def test_a_failed_call_leaves_the_session_working(float_path):
+    session = load(float_path, threads=1)
+    for bad in (np.zeros((2, 5), np.float32), np.zeros((1, 6, 1), np.float32), "features", [[1, 2], [3]]):
+        with pytest.raises(InputError):
+            session.run(bad)
+        np.testing.assert_allclose(session.run(X)["scores"], reference(X), rtol=1e-5, atol=1e-5)
+
+
+def test_bad_arguments_get_the_right_error(float_path, int8_path):
+    import os
+
+    for threads in (-3, 0, 4 * (os.cpu_count() or 1) + 1, 100_000, 1.5, True):
+        with pytest.raises(InputError, match="threads must be a whole number from 1 to"):
+            load(float_path, threads=threads)
+    session = load(float_path, threads=1)
+    with pytest.raises(InputError, match="not str"):
+        session.run("string")
+    nan = X.copy()
+    nan[0, 2] = np.nan
+    assert np.isnan(session.run(nan)["scores"]).any()  # float model: NaN flows through, visibly
+    with pytest.raises(InputError, match="NaN or Inf"):
+        load(float_path, threads=1, reject_nonfinite=True).run(nan)
+    with pytest.raises(InputError, match="NaN or Inf"):  # int8: NaN would silently become a number
+        load(int8_path, threads=1).run(nan)
+
+
+def test_bench_refuses_absurd_thread_counts(float_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "edgekit", "bench", str(float_path), "--threads", "100000"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "threads must be" in result.stderr and "Traceback" not in result.stderr
