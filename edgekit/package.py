@@ -80,6 +80,7 @@ def build(
     extra: dict | None = None,
     compression: str = "xz",
     validate: bool = True,
+    io_change: bool = False,
 ) -> PackageInfo:
     """Write ``output`` (a tar archive, xz-compressed unless ``compression="none"``) and
     ``output.sig``; returns what a deployment needs to know. The manifest carries the model's
@@ -92,11 +93,12 @@ def build(
     model = Path(model)
     if not model.is_file():
         raise PackageError(f"{model}: no such model file")
-    if preprocessing:
-        from edgekit.runtime.preprocess import PreprocessSpec
-
-        PreprocessSpec.from_dict(preprocessing)  # refuse a spec the device could not apply
     data = model.read_bytes()
+    model_inputs_outputs = model_io(model.name, data, strict=validate)
+    if preprocessing:
+        problems = preprocessing_problems(preprocessing, model_inputs_outputs)
+        if problems:
+            raise PackageError(f"--preprocess does not fit {model.name}: " + "; ".join(problems))
     manifest = {
         "schema": MANIFEST_SCHEMA,
         "name": name,
@@ -105,7 +107,8 @@ def build(
         "model_sha256": hashlib.sha256(data).hexdigest(),
         "model_size": len(data),
         "latency_budget_ms": latency_budget_ms,
-        "io": model_io(model.name, data, strict=validate),
+        "io": model_inputs_outputs,
+        "io_change": io_change,  # the operator says a new I/O signature is intended
         "preprocessing": preprocessing or {},
         "compression": _compression_report(data, compression),
         **(extra or {}),
@@ -182,6 +185,39 @@ def model_io(name: str, data: bytes, strict: bool = True) -> dict | None:
         if not strict:
             return None
         raise PackageError(f"{name} is not a readable .tflite model ({exc}); convert it with edgekit convert") from None
+
+
+def preprocessing_problems(preprocessing: dict, io: dict | None) -> list[str]:
+    """Why a preprocessing spec cannot feed the model's first input (empty when it can)."""
+    from edgekit.errors import InputError
+    from edgekit.runtime.preprocess import PreprocessSpec, fit_problems
+
+    try:
+        spec = PreprocessSpec.from_dict(preprocessing)
+    except (InputError, TypeError, ValueError) as exc:
+        return [str(exc)]
+    if not io or not io.get("inputs"):
+        return []
+    return fit_problems(spec, io["inputs"][0]["shape"])
+
+
+def io_differences(serving: dict | None, candidate: dict | None) -> list[str]:
+    """How a candidate's inputs and outputs differ from the serving model's (names, dtypes, shapes):
+    an application written for one would feed or read the other wrongly."""
+    if not serving or not candidate:
+        return []
+    differences = []
+    for kind in ("inputs", "outputs"):
+        old = {t["name"]: t for t in serving.get(kind, [])}
+        new = {t["name"]: t for t in candidate.get(kind, [])}
+        if list(old) != list(new):
+            differences.append(f"{kind} {list(new)} instead of {list(old)}")
+            continue
+        for name, t in new.items():
+            for key in ("dtype", "shape"):
+                if t.get(key) != old[name].get(key):
+                    differences.append(f"{kind[:-1]} {name!r} {key} {t.get(key)} instead of {old[name].get(key)}")
+    return differences
 
 
 def _open_archive(path: Path) -> tarfile.TarFile:

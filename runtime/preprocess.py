@@ -40,6 +40,28 @@ class PreprocessSpec:
         return result
 
 
+def fit_problems(spec: PreprocessSpec, shape: list[int] | tuple[int, ...]) -> list[str]:
+    """Why ``spec`` cannot feed an input of ``shape`` (empty when it can): a layout that puts the
+    channels elsewhere, a colour mode or mean/std of the wrong channel count, a resize of 0 or to
+    another size. The package refuses such a spec, and so does the device's health check."""
+    if len(shape) != 4:
+        return [f"image preprocessing feeds 4-D inputs; this input is {list(shape)}"]
+    h, w, c = (shape[1], shape[2], shape[3]) if spec.layout == "nhwc" else (shape[2], shape[3], shape[1])
+    problems = []
+    channels = 1 if spec.color == "L" else len(spec.color)
+    if c != channels:
+        problems.append(f"color {spec.color} makes {channels} channel(s), the input takes {c} ({spec.layout})")
+    for key in ("mean", "std"):
+        values = getattr(spec, key)
+        if values and len(values) not in (1, c):
+            problems.append(f"{key} has {len(values)} values for {c} channel(s)")
+    if spec.std and any(v == 0 for v in spec.std):
+        problems.append("std holds a 0")
+    if spec.resize is not None and tuple(spec.resize) != (h, w):
+        problems.append(f"resize {list(spec.resize)} does not give the input's {h}x{w}")
+    return problems
+
+
 def _fit(image, spec: PreprocessSpec):
     from PIL import Image
 

@@ -203,6 +203,7 @@ class Slots:
             shutil.rmtree(target, ignore_errors=True)
             manifest = package.unpack(archive, target)
             self._refuse_downgrade(manifest)
+            self._refuse_incompatible(manifest)
             self._step("installed", slot=slot)
             report(d.id, "installed", {"slot": slot})
             health = healthcheck(target / manifest["model"], manifest.get("latency_budget_ms"), budget_s)
@@ -259,6 +260,24 @@ class Slots:
                     f"{name} {version} is not newer than {floor}, installed here before: refusing a downgrade "
                     "(to go back, publish that model again under a new version)"
                 )
+
+    def _refuse_incompatible(self, manifest: dict) -> None:
+        """A model whose inputs or outputs differ from the serving one's breaks the application
+        that feeds it, however healthy it is alone: refused unless packaged with --io-change. A
+        preprocessing spec that cannot feed the model fails here too, before any call fails."""
+        problems = package.preprocessing_problems(manifest.get("preprocessing") or {}, manifest.get("io"))
+        if manifest.get("preprocessing") and problems:
+            raise HealthCheckError(
+                "incompatible: the package's preprocessing does not fit its model: " + "; ".join(problems)
+            )
+        serving = (self.current_manifest() or {}).get("io")
+        differences = package.io_differences(serving, manifest.get("io"))
+        if differences and not manifest.get("io_change"):
+            raise HealthCheckError(
+                "incompatible with the serving model: "
+                + "; ".join(differences[:4])
+                + " (package it with --io-change if the applications expect that)"
+            )
 
     def commit(self, deployment_id: str, report: Reporter) -> None:
         state = self.state()

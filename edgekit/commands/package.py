@@ -20,6 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--compression", choices=("xz", "none"), default="xz", help="archive compression (default xz)")
     parser.add_argument(
+        "--io-change",
+        action="store_true",
+        help="the model's inputs/outputs differ from the one serving, on purpose (devices refuse it otherwise)",
+    )
+    parser.add_argument(
         "--new-key",
         nargs=2,
         metavar=("PRIVATE", "PUBLIC"),
@@ -55,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         latency_budget_ms=args.latency_budget_ms,
         preprocessing=preprocessing,
         compression=args.compression,
+        io_change=args.io_change,
     )
     report = info.manifest["compression"]
     print(

@@ -105,3 +105,65 @@ def test_a_newer_desired_state_stops_the_download(tmp_path, server, keys, models
     assert not slots.deploy(d, log)
     assert "newer desired state" in log.details[-1][1]["reason"]
     assert d.id not in slots.state().get("given_up", [])
+
+
+def _five_outputs(tmp_path):
+    """The serving model's input, but 5 outputs instead of 4: valid, healthy alone, incompatible."""
+    import numpy as np
+
+    from edgekit.converters.tflite_writer import serialize
+    from tests.runtime.models import float_graph
+
+    g = float_graph()
+    g.tensors["scores"].shape = (1, 5)
+    fc = g.nodes[0]
+    fc.inputs[1] = g.add_const(np.ones((5, 6), np.float32), "w5")
+    fc.inputs[2] = g.add_const(np.zeros(5, np.float32), "b5")
+    path = tmp_path / "five.tflite"
+    path.write_bytes(serialize(g))
+    return path
+
+
+def test_a_model_with_other_outputs_fails_its_health_check(tmp_path, server, keys, models):
+    """Issue 18: a valid model with another output shape passed the health check and the whole
+    fleet took it. It is incompatible with what serves unless packaged with io_change."""
+    slots, log = Slots(tmp_path / "device", keys[1]), Log()
+    assert slots.deploy(_deployment(tmp_path, server, keys, models[0], version="1", dep_id="d1"), log)
+    slots.commit("d1", log)
+    five = _five_outputs(tmp_path)
+    assert not slots.deploy(_deployment(tmp_path, server, keys, five, version="2", dep_id="d2"), log)
+    reason = log.details[-1][1]["reason"]
+    assert "incompatible with the serving model" in reason and "[1, 5] instead of [1, 4]" in reason
+    assert slots.current()["version"] == "1"
+    store, base = server
+    from edgekit import package
+    from edgekit.agent.ota import Deployment
+
+    info = package.build(five, tmp_path / "five-3.tar", name="fc", version="3", signing_key=keys[0], io_change=True)
+    store.add(info.path, info.sha256)
+    d = Deployment("d3", info.path.name, info.sha256, info.size, f"{base}{info.sha256}.tar", info.signature.hex())
+    assert slots.deploy(d, log) and slots.current()["version"] == "3"  # the operator said so
+
+
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        ({"layout": "nchw"}, "color RGB makes 3 channel(s), the input takes 8 (nchw)"),
+        ({"color": "L", "mean": [0.5, 0.5, 0.5]}, "mean has 3 values for 1 channel(s)"),
+        ({"color": "L", "resize": [0, 0]}, "resize [0, 0] does not give the input's 8x8"),
+        ({"color": "RGB"}, "color RGB makes 3 channel(s), the input takes 1"),
+    ],
+)
+def test_preprocessing_that_cannot_feed_the_model_is_refused_when_packaging(tmp_path, keys, spec, says):
+    from edgekit import package
+    from edgekit.converters import convert
+    from edgekit.errors import PackageError
+    from tests.fleet.test_cli import ROOT
+
+    model = tmp_path / "digits.tflite"
+    convert(str(ROOT / "edgekit" / "samples" / "digits_cnn.onnx"), model)
+    with pytest.raises(PackageError, match="does not fit") as caught:
+        package.build(model, tmp_path / "p.tar", name="d", version="1", signing_key=keys[0], preprocessing=spec)
+    assert says in str(caught.value)
+    assert not (tmp_path / "p.tar").exists()
+    package.build(model, tmp_path / "p.tar", name="d", version="1", signing_key=keys[0], preprocessing={"color": "L"})

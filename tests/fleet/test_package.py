@@ -146,10 +146,18 @@ def test_package_cli(tmp_path, models):
         )
 
     assert run("--new-key", "k", "k.pub").returncode == 0
-    result = run(str(models[0]), "--name", "fc", "--version", "2", "--sign", "k", "--preprocess", '{"resize": [4, 4]}')
+    from edgekit.converters import convert
+    from tests.fleet.test_cli import ROOT
+
+    digits = tmp_path / "digits.tflite"
+    convert(str(ROOT / "edgekit" / "samples" / "digits_cnn.onnx"), digits)
+    spec = '{"resize": [8, 8], "color": "L"}'
+    result = run(str(digits), "--name", "fc", "--version", "2", "--sign", "k", "--preprocess", spec)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "fc-2.tar.xz").exists() and (tmp_path / "fc-2.tar.xz.sig").exists()
-    assert package.read_manifest(tmp_path / "fc-2.tar.xz")["preprocessing"] == {"resize": [4, 4]}
+    assert package.read_manifest(tmp_path / "fc-2.tar.xz")["preprocessing"] == {"resize": [8, 8], "color": "L"}
+    misfit = run(str(models[0]), "--name", "fc", "--version", "3", "--sign", "k", "--preprocess", '{"resize": [4, 4]}')
+    assert misfit.returncode == 2 and "does not fit" in misfit.stderr and "4-D inputs" in misfit.stderr
     for bad_json, message in (("{resize", "not valid JSON"), ("[1]", "JSON object"), ('{"x": 1}', "unknown")):
         bad = run(str(models[0]), "--name", "fc", "--version", "3", "--sign", "k", "--preprocess", bad_json)
         assert bad.returncode != 0 and message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
