@@ -109,7 +109,12 @@ def run(args: argparse.Namespace) -> int:
 
     from edgekit.converters import convert, verify
     from edgekit.converters.onnx_frontend import parse_input_shapes
+    from edgekit.converters.tflite_writer import check_output_path
 
+    # the output is checked before any work: never the input, a folder or a special file
+    check_output_path(args.output, args.model, args.calibration, getattr(args, "data", None))
+    if args.report:
+        check_output_path(args.report, args.model, args.output)
     shapes = parse_input_shapes(args.input_shape)
     calibration = _calibration(args) if args.calibration else None
     source = args.model

@@ -79,7 +79,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     import numpy as np
     import onnx
@@ -89,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from edgekit.converters.prune.budget import COST_NAMES, prune_to_budget
     from edgekit.converters.prune.report import SIZE_KEYS, size_report
     from edgekit.converters.tflite_writer import write_atomic
-    from edgekit.errors import InputError, OutputPathError
+    from edgekit.errors import InputError
 
     model = read_model(args.model).model
     samples = labels = None
@@ -105,8 +104,9 @@ def run(args: argparse.Namespace) -> int:
             return 0
     if not args.output:
         raise InputError("pass -o PRUNED.onnx (or --sensitivity alone for the table)")
-    if not Path(args.output).parent.is_dir():
-        raise OutputPathError(f"cannot write {args.output}: folder {Path(args.output).parent} does not exist")
+    from edgekit.converters.tflite_writer import check_output_path
+
+    check_output_path(args.output, args.model, args.data)
     exclude = frozenset(args.exclude)
     if args.within_blocks:
         from edgekit.converters.prune import find_groups

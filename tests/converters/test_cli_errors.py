@@ -134,3 +134,36 @@ def test_edgetpu_target_needs_int8(tmp_path, good_model):
     out = tmp_path / "out.tflite"
     assert_user_error(edgekit("convert", str(good_model), "-o", str(out), "--target", "edgetpu"), "--quantize int8")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["convert", "prune"])
+def test_the_input_is_never_overwritten(tmp_path, good_model, command):
+    """Issue 20: `convert M.onnx -o M.onnx` and `prune m.onnx -o m.onnx` overwrote the source (rc 0)."""
+    before = good_model.read_bytes()
+    result = edgekit(command, str(good_model), "-o", str(good_model))
+    assert_user_error(result, "input", "destroy")
+    assert result.returncode == 2 and good_model.read_bytes() == before
+    alias = tmp_path / "alias.onnx"
+    alias.symlink_to(good_model)
+    assert_user_error(edgekit(command, str(good_model), "-o", str(alias)), "input")
+    assert good_model.read_bytes() == before
+
+
+@pytest.mark.parametrize("command", ["convert", "prune"])
+def test_output_paths_that_cannot_be_files(tmp_path, good_model, command):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    for output, word in ((folder, "folder"), ("/proc/edgekit-test.out", "cannot write"), ("/dev/null", "regular file")):
+        result = edgekit(
+            command, str(good_model), "-o", str(output), *(["--ratio", "0.5"] if command == "prune" else [])
+        )
+        assert_user_error(result, word)
+        assert result.returncode == 2
+    assert list(folder.iterdir()) == [] and list(tmp_path.glob(".*.tmp")) == []
+
+
+def test_a_report_path_that_is_a_folder_is_refused_before_any_work(tmp_path, good_model):
+    out = tmp_path / "m.tflite"
+    result = edgekit("convert", str(good_model), "-o", str(out), "--report", str(tmp_path))
+    assert_user_error(result, "folder")
+    assert not out.exists()  # refused before the model was written
