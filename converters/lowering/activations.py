@@ -31,6 +31,38 @@ def unary(ctx: Lowering, node) -> None:
     ctx.op_to(UNARY[node.op], [ctx.use(node.inputs[0])], node.outputs[0])
 
 
+# Abramowitz & Stegun 7.1.26: erf(z) = 1 - t (a1 + t (a2 + t (a3 + t (a4 + t a5)))) exp(-z^2),
+# t = 1 / (1 + p z) for z >= 0; absolute error under 1.5e-7
+ERF_P = 0.3275911
+ERF_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+
+
+@lowers("Erf")
+def erf(ctx: Lowering, node) -> None:
+    """A lone Erf (GELU's fuse first): TFLite has no ERF, so the A&S polynomial in ops XNNPACK
+    runs; the sign comes back as x / (|x| + tiny), exact where erf is not 0 to float precision."""
+    x = ctx.use(node.inputs[0])
+    shape = ctx.shape(node.outputs[0])
+
+    def op(name: str, *inputs: str, **attrs) -> str:
+        return ctx.op_new(name, list(inputs), shape, f"{node.outputs[0]}_erf", **attrs)
+
+    def const(value: float) -> str:
+        return ctx.constant(np.array(value, np.float32), "erf_c")
+
+    none = {"fused_activation_function": "NONE"}
+    z = op("ABS", x)
+    t = op("DIV", const(1.0), op("ADD", op("MUL", z, const(ERF_P), **none), const(1.0), **none), **none)
+    poly = const(ERF_A[-1])
+    for a in reversed(ERF_A[:-1]):
+        poly = op("ADD", op("MUL", poly, t, **none), const(a), **none)
+    poly = op("MUL", poly, t, **none)
+    gauss = op("EXP", op("NEG", op("MUL", z, z, **none)))
+    magnitude = op("SUB", const(1.0), op("MUL", poly, gauss, **none), **none)
+    sign = op("DIV", x, op("ADD", z, const(1e-30), **none), **none)
+    ctx.op_to("MUL", [sign, magnitude], node.outputs[0], fused_activation_function="NONE")
+
+
 @lowers("Reciprocal")
 def reciprocal(ctx: Lowering, node) -> None:
     one = ctx.constant(np.array(1.0, np.float32), "one")

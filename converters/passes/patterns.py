@@ -29,7 +29,9 @@ def _only_consumer(consumers, name: str) -> Node | None:
 
 
 def fuse_gelu(graph: Graph) -> Graph:
-    """x * 0.5 * (1 + erf(x / sqrt(2))) -> Gelu, in the orders exporters write it."""
+    """x * 0.5 * (1 + erf(x / sqrt(2))) -> Gelu, in the orders exporters write it: torch's
+    TorchScript exporter (x * 0.5) * (1 + erf) or (x * (1 + erf)) * 0.5, its dynamo exporter
+    (0.5 * (1 + erf)) * x."""
     for erf in [n for n in graph.nodes if n.op == "Erf"]:
         producers, consumers = graph.producers(), graph.consumers()
         scaled = producers.get(erf.inputs[0])
@@ -59,6 +61,11 @@ def fuse_gelu(graph: Graph) -> Graph:
             and _scalar(graph, _other(half_node, x) or "") == 0.5
         ):  # (x * 0.5) * (1 + erf)
             remove, out = [scaled, erf, add, mul1], mul1.outputs[0]
+        elif _scalar(graph, partner or "") == 0.5:  # (0.5 * (1 + erf)) * x
+            mul2 = _only_consumer(consumers, mul1.outputs[0])
+            if mul2 is None or mul2.op != "Mul" or _other(mul2, mul1.outputs[0]) != x:
+                continue
+            remove, out = [scaled, erf, add, mul1, mul2], mul2.outputs[0]
         else:
             continue
         for n in remove:

@@ -129,6 +129,9 @@ CASES = {
         {"y": None},
         {"sq2": np.array(1.4142135, np.float32), "one": np.array(1.0, np.float32), "half": np.array(0.5, np.float32)},
     ),
+    "erf_alone": lambda: model(
+        [N("Mul", ["x", "k"], ["s"]), N("Erf", ["s"], ["y"])], X, {"y": None}, {"k": np.array(1.7, np.float32)}
+    ),
     "softmax_last": lambda: model([N("Softmax", ["x"], ["y"])], X, {"y": None}),
     "softmax_axis1": lambda: model([N("Softmax", ["x"], ["y"], axis=1)], X, {"y": None}),
     "softmax_opset11": lambda: model([N("Softmax", ["x"], ["y"], axis=1)], X, {"y": None}, opset=11),

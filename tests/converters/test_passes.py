@@ -131,7 +131,19 @@ def test_fuse_gelu_both_orders():
         {"y": None},
         consts,
     )
-    for m in (a, b):
+    dynamo = model(  # torch.onnx.export's dynamo form: (0.5 * (1 + erf(x * (1/sqrt 2)))) * x
+        [
+            N("Mul", ["x", "r"], ["d"]),
+            N("Erf", ["d"], ["e"]),
+            N("Add", ["one", "e"], ["p"]),
+            N("Mul", ["half", "p"], ["h"]),
+            N("Mul", ["h", "x"], ["y"]),
+        ],
+        {"x": (1, 8)},
+        {"y": None},
+        {**consts, "r": np.array(0.70710677, np.float32)},
+    )
+    for m in (a, b, dynamo):
         g = fuse_gelu(ir(m))
         assert ops(g) == ["Gelu"]
         matches_onnxruntime(m, to_tflite_graph(g))
