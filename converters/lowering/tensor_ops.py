@@ -188,6 +188,41 @@ _REDUCERS = {
 }
 
 
+def _reduction_axes(ctx: Lowering, node, rank: int) -> list[int]:
+    if "axes" in node.attrs:
+        axes = list(node.attrs["axes"])
+    elif len(node.inputs) > 1 and node.inputs[1]:
+        axes = ctx.require_const(node.inputs[1], "reduction axes").tolist()
+    else:
+        axes = [] if node.attrs.get("noop_with_empty_axes", 0) else list(range(rank))
+    return sorted(_axis(int(a), rank) for a in axes)
+
+
+@lowers("ReduceL2")
+def reduce_l2(ctx: Lowering, node) -> None:
+    """sqrt(sum(x * x)) over the axes (exporters' torch.norm / F.normalize)."""
+    x = ctx.use(node.inputs[0])
+    rank = len(ctx.shape(x))
+    axes = _reduction_axes(ctx, node, rank) or list(range(rank))
+    out = node.outputs[0]
+    keep = bool(node.attrs.get("keepdims", 1))
+    square = ctx.op_new("MUL", [x, x], ctx.shape(x), f"{out}_square", fused_activation_function="NONE")
+    total = ctx.op_new(
+        "SUM", [square, ctx.constant(np.array(axes, np.int32), "axes")], ctx.shape(out), f"{out}_sum", keep_dims=keep
+    )
+    ctx.op_to("SQRT", [total], out)
+
+
+@lowers("Expand")
+def expand(ctx: Lowering, node) -> None:
+    """Broadcast to the (static) output shape as an ADD of zeros: XNNPACK broadcasts in ADD, it
+    has no BROADCAST_TO."""
+    x = ctx.use(node.inputs[0])
+    out = node.outputs[0]
+    zeros = ctx.constant(np.zeros(ctx.shape(out), ctx.dtype(node.inputs[0])), f"{out}_zeros")
+    ctx.op_to("ADD", [x, zeros], out, fused_activation_function="NONE")
+
+
 @lowers("ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum")
 def reduce(ctx: Lowering, node) -> None:
     x = ctx.use(node.inputs[0])

@@ -132,6 +132,19 @@ CASES = {
     "erf_alone": lambda: model(
         [N("Mul", ["x", "k"], ["s"]), N("Erf", ["s"], ["y"])], X, {"y": None}, {"k": np.array(1.7, np.float32)}
     ),
+    "reduce_l2": lambda: model(
+        [N("ReduceL2", ["x"], ["n"], axes=[1], keepdims=1), N("Div", ["x", "n"], ["y"])], X, {"y": None}, opset=13
+    ),
+    "expand": lambda: model(
+        [
+            N("ReduceMean", ["x"], ["m"], axes=[2, 3], keepdims=1),
+            N("Expand", ["m", "s"], ["e"]),
+            N("Add", ["x", "e"], ["y"]),
+        ],
+        X,
+        {"y": None},
+        {"s": np.array(list(X["x"]), np.int64)},
+    ),
     "softmax_last": lambda: model([N("Softmax", ["x"], ["y"])], X, {"y": None}),
     "softmax_axis1": lambda: model([N("Softmax", ["x"], ["y"], axis=1)], X, {"y": None}),
     "softmax_opset11": lambda: model([N("Softmax", ["x"], ["y"], axis=1)], X, {"y": None}, opset=11),
