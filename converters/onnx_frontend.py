@@ -19,7 +19,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edgekit.converters.ir import Graph
-from edgekit.errors import InvalidModelError, ShapeError, UnsupportedModelError
+from edgekit.errors import InputError, InvalidModelError, ShapeError, UnsupportedModelError
 
 MIN_OPSET = 7
 MAX_OPSET = 21
@@ -100,6 +100,63 @@ def read_model(source: str | os.PathLike | onnx.ModelProto | bytes) -> OnnxSourc
             f"(re-export the model with an opset in that range)"
         )
     return OnnxSource(model, hashlib.sha256(data).hexdigest(), path)
+
+
+def edit_model(
+    model: onnx.ModelProto,
+    outputs: list[str] | None = None,
+    input_values: dict[str, object] | None = None,
+) -> onnx.ModelProto:
+    """The model with inputs fixed to constants (``input_values``: a control input such as an
+    audio model's sample rate, which then folds like any constant) and cut at the named tensors
+    (``outputs``: a detector's head before its NMS, whose post-processing stays in Python)."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    inputs = {vi.name: vi for vi in graph_inputs(m)}
+    for name, value in (input_values or {}).items():
+        if name not in inputs:
+            raise InputError(f"--input-value {name}: the model has no input {name!r}; its inputs are {list(inputs)}")
+        vi = inputs[name]
+        dims = _dims(vi)
+        if any(not isinstance(d, int) for d in dims):
+            raise InputError(f"--input-value {name}: the input's shape {dims} is not fixed")
+        try:
+            array = np.broadcast_to(np.asarray(value, dtype=input_dtype(vi)), tuple(dims)).copy()
+        except ValueError:
+            raise InputError(f"--input-value {name}: {value!r} does not fit the input's shape {dims}") from None
+        m.graph.input.remove(vi)
+        m.graph.initializer.append(numpy_helper.from_array(array, name))
+    if outputs:
+        produced = {o for n in m.graph.node for o in n.output if o} | {vi.name for vi in m.graph.input}
+        unknown = [o for o in outputs if o not in produced]
+        if unknown:
+            raise InputError(f"--outputs: no tensor named {unknown} in the model (edgekit inspect lists node outputs)")
+        _cut(m, outputs)
+    return m
+
+
+def _cut(m: onnx.ModelProto, outputs: list[str]) -> None:
+    """Keep what the named outputs need, nothing else."""
+    typed = {vi.name: vi for vi in list(m.graph.value_info) + list(m.graph.output)}
+    try:
+        inferred = onnx.shape_inference.infer_shapes(m)
+        typed.update({vi.name: vi for vi in inferred.graph.value_info})
+    except Exception:  # inference is a help for types only; onnxruntime works without them
+        pass
+    needed, keep = set(outputs), []
+    for node in reversed(m.graph.node):
+        if any(o in needed for o in node.output):
+            keep.append(node)
+            needed.update(node_dependencies(node))
+    kept = list(reversed(keep))
+    del m.graph.node[:]
+    m.graph.node.extend(kept)
+    del m.graph.output[:]
+    m.graph.output.extend(typed.get(o) or helper.make_empty_tensor_value_info(o) for o in outputs)
+    for vi in [vi for vi in m.graph.input if vi.name not in needed]:
+        m.graph.input.remove(vi)
+    for init in [i for i in m.graph.initializer if i.name not in needed]:
+        m.graph.initializer.remove(init)
 
 
 def default_opset(model: onnx.ModelProto) -> int:

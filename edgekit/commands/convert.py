@@ -16,6 +16,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_input_shape(parser)
     parser.add_argument("--nchw-io", action="store_true", help="keep 4-D inputs/outputs NCHW (default: NHWC)")
     parser.add_argument(
+        "--outputs",
+        nargs="+",
+        metavar="TENSOR",
+        help="cut the graph: these tensors become the outputs (e.g. a detector's head before its NMS)",
+    )
+    parser.add_argument(
+        "--input-value",
+        action="append",
+        metavar="NAME=VALUE",
+        help="fix an input to a constant, which then folds (e.g. an audio model's sample rate: sr=16000)",
+    )
+    parser.add_argument(
         "--stem-block",
         type=int,
         choices=(2, 4, 8),
@@ -117,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         check_output_path(args.report, args.model, args.output)
     shapes = parse_input_shapes(args.input_shape)
     calibration = _calibration(args) if args.calibration else None
-    source = args.model
+    source = unpruned_source = _edited(args)
     _check_weight_compression(args)
     if args.prune_ratio is not None or args.prune_macs is not None:
         source = _prune(args, shapes, calibration)
@@ -172,10 +184,10 @@ def run(args: argparse.Namespace) -> int:
     if args.verify or args.report:
         report = verify(source, args.output, data=args.data, samples=args.samples)
         print(report.table())
-        if source is not args.model:
+        if source is not unpruned_source:
             from dataclasses import asdict
 
-            unpruned = verify(args.model, args.output, data=args.data, samples=args.samples)
+            unpruned = verify(unpruned_source, args.output, data=args.data, samples=args.samples)
             print(f"against the unpruned {Path(args.model).name}, same inputs (what pruning and conversion cost):")
             print(unpruned.table())
             args._pruning["outputs_vs_unpruned"] = [asdict(o) for o in unpruned.outputs]
@@ -207,6 +219,28 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _edited(args: argparse.Namespace):
+    """The source model, with --input-value inputs folded to constants and cut at --outputs."""
+    if not args.outputs and not args.input_value:
+        return args.model
+    if getattr(args, "_edited_model", None) is None:
+        from edgekit.converters.onnx_frontend import edit_model, read_model
+        from edgekit.errors import InputError
+
+        values = {}
+        for item in args.input_value or []:
+            name, sep, text = item.partition("=")
+            try:
+                numbers = [float(v) for v in text.split(",")] if sep and text else None
+            except ValueError:
+                numbers = None
+            if not name or numbers is None:
+                raise InputError(f"--input-value {item!r}: write NAME=VALUE or NAME=V1,V2,... (numbers)")
+            values[name] = numbers[0] if len(numbers) == 1 else numbers
+        args._edited_model = edit_model(read_model(args.model).model, args.outputs, values)
+    return args._edited_model
+
+
 def _prune(args: argparse.Namespace, shapes, calibration):
     """The source model pruned as the --prune-* options ask (an onnx.ModelProto)."""
     import numpy as np
@@ -222,7 +256,7 @@ def _prune(args: argparse.Namespace, shapes, calibration):
         raise InputError(f"--prune-macs {args.prune_macs:g} must lie strictly between 0 and 1, e.g. 0.5")
     if args.prune_bias_correct and calibration is None:
         raise InputError("--prune-bias-correct needs --calibration DATA (the samples it measures the layers on)")
-    model = read_model(args.model).model
+    model = read_model(_edited(args)).model
     fixed = fixed_input_shapes(model, shapes)
     for vi in model.graph.input:  # pruning counts MACs, which needs the shapes convert will use
         if vi.name in fixed:

@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgekit.converters import convert
 from edgekit.converters.int8_rules import Int8RuleError, check_int8
 from edgekit.converters.verification import TFLiteRunner, sqnr_db
-from edgekit.errors import UnsupportedModelError
+from edgekit.errors import InputError, UnsupportedModelError
 from tests import real_models
 from tests.converters.onnx_models import model as onnx_model
 
@@ -208,3 +208,51 @@ def test_silero_vad_is_refused_rather_than_folded(tmp_path):
     with pytest.raises(UnsupportedModelError, match="If"):
         convert(path, tmp_path / "vad.tflite", input_shapes={"input": (1, 512), "state": (2, 1, 128)})
     assert not (tmp_path / "vad.tflite").exists()
+
+
+@pytest.mark.slow
+def test_yolov8n_cut_before_its_head_decoding(tmp_path):
+    """convert --outputs: the raw box distribution and class logits of NudeNet's YOLOv8n, the
+    decoding left to Python (as onnx2tf and the TF converter allow); verified against the same cut
+    on onnxruntime."""
+    import subprocess
+    import sys
+
+    path = real_models.path("nudenet-yolov8n")
+    out = tmp_path / "head.tflite"
+    cut = ["/model.22/Concat_3_output_0", "/model.22/Sigmoid_output_0"]
+    result = subprocess.run(
+        [sys.executable, "-m", "edgekit", "convert", str(path), "-o", str(out), "--input-shape", "images=1,3,320,320",
+         "--outputs", *cut, "--verify", "--samples", "4"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    runner = TFLiteRunner(out.read_bytes())
+    assert sorted(runner.output_names) == sorted(cut)
+    from edgekit.converters.onnx_frontend import edit_model, read_model
+    from edgekit.converters.verification import verify
+
+    reference = edit_model(read_model(path).model, outputs=cut)
+    assert verify(reference, out, data={"images": _photo_crops(2, seed=2)}).min_sqnr_db >= 60
+
+
+def test_input_value_folds_a_control_input(tmp_path):
+    from edgekit.converters.onnx_frontend import edit_model
+    from edgekit.converters.verification import verify
+
+    m = onnx_model(
+        [helper.make_node("Mul", ["x", "k"], ["y"])],
+        {"x": (1, 4), "k": (1,)},
+        {"y": (1, 4)},
+    )
+    edited = edit_model(m, input_values={"k": 3.0})
+    assert [i.name for i in edited.graph.input] == ["x"]
+    out = tmp_path / "k.tflite"
+    convert(edited, out)
+    assert verify(edited, out, samples=4).min_sqnr_db >= 60
+    x = np.ones((1, 4), np.float32)
+    np.testing.assert_allclose(next(iter(TFLiteRunner(out.read_bytes())({"x": x}).values())), 3 * x)
+    with pytest.raises(InputError, match="no input 'sr'"):
+        edit_model(m, input_values={"sr": 1})
+    with pytest.raises(InputError, match="no tensor named"):
+        edit_model(m, outputs=["nope"])
