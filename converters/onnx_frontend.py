@@ -324,12 +324,55 @@ def evaluate(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> dict
     return {o.name: v for o, v in zip(session.get_outputs(), values, strict=True)}
 
 
+def _inline_constant_ifs(model: onnx.ModelProto, values: dict, constant: set[str]) -> bool:
+    """Replace each ``If`` whose condition does not depend on the inputs (exporters test shapes,
+    which are static here) by the branch it takes, its outputs passed on through Identity nodes.
+    The condition's value comes from constants alone, so the all-zero probe cannot choose it."""
+    changed = False
+    for index, node in enumerate(list(model.graph.node)):
+        if node.op_type != "If" or node.input[0] not in constant or node.input[0] not in values:
+            continue
+        taken = "then_branch" if bool(np.asarray(values[node.input[0]]).reshape(-1)[0]) else "else_branch"
+        branch = next(a.g for a in node.attribute if a.name == taken)
+        renames = _fresh_names(model, branch, node.name or f"if{index}")
+        inlined = []
+        for init in branch.initializer:
+            constant_node = helper.make_node("Constant", [], [renames.get(init.name, init.name)], value=init)
+            inlined.append(constant_node)
+        for inner in branch.node:
+            copy = onnx.NodeProto()
+            copy.CopyFrom(inner)
+            copy.input[:] = [renames.get(i, i) for i in copy.input]
+            copy.output[:] = [renames.get(o, o) for o in copy.output]
+            inlined.append(copy)
+        for out, branch_out in zip(node.output, branch.output, strict=True):
+            inlined.append(helper.make_node("Identity", [renames.get(branch_out.name, branch_out.name)], [out]))
+        position = list(model.graph.node).index(node)
+        model.graph.node.remove(node)
+        for k, new in enumerate(inlined):
+            model.graph.node.insert(position + k, new)
+        changed = True
+        break  # indices moved: look again
+    return changed
+
+
+def _fresh_names(model: onnx.ModelProto, branch: onnx.GraphProto, prefix: str) -> dict[str, str]:
+    """Branch-local names that would clash with the outer graph's, renamed."""
+    outer = {o for n in model.graph.node for o in n.output} | {i.name for i in model.graph.initializer}
+    outer |= {i.name for i in model.graph.input}
+    local = {o for n in branch.node for o in n.output} | {i.name for i in branch.initializer}
+    return {name: f"{prefix}/{name}" for name in local if name in outer}
+
+
 def to_ir(source: OnnxSource, input_shapes: dict[str, tuple[int, ...]] | None = None) -> Graph:
     """Build the IR (ONNX ops, NCHW) with static shapes and folded constants."""
     model = source.model
     shapes = fixed_input_shapes(model, input_shapes)
     values = evaluate(model, shapes)
     constant = _constant_outputs(model)
+    while _inline_constant_ifs(model, values, constant):  # an inlined branch may hold Ifs of its own
+        values = evaluate(model, shapes)
+        constant = _constant_outputs(model)
 
     g = Graph()
     g.metadata["source_sha256"] = source.sha256

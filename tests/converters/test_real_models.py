@@ -194,18 +194,23 @@ def _if_capturing_model() -> onnx.ModelProto:
 
 def test_if_whose_branches_read_inputs_is_not_folded(tmp_path):
     """The fold test looked only at node.input: an If on a shape-only condition whose branches
-    read ``x`` was folded into the zeros the probe saw (silero-vad became a 2,400-byte constant)."""
-    from edgekit.converters.pipeline import import_onnx
+    read ``x`` was folded into the zeros the probe saw (silero-vad became a 2,400-byte constant).
+    Now the branch the condition takes is inlined and computes on the real input."""
+    from edgekit.converters.verification import verify
 
-    with pytest.raises(UnsupportedModelError, match="If"):
-        import_onnx(_if_capturing_model())
+    out = tmp_path / "if.tflite"
+    result = convert(_if_capturing_model(), out)
+    assert "If" not in result.ops and verify(_if_capturing_model(), out, samples=4).min_sqnr_db >= 60
+    x = np.arange(1, 5, dtype=np.float32).reshape(1, 4)
+    np.testing.assert_allclose(next(iter(TFLiteRunner(out.read_bytes())({"x": x}).values())), 2 * x)
 
 
 def test_silero_vad_is_refused_rather_than_folded(tmp_path):
-    """silero-vad (LSTM inside If branches) is not convertible yet: a clear refusal naming the
-    op, never a constant model (it converted to 2,400 bytes answering 0.00167 for all audio)."""
+    """silero-vad (an LSTM inside If branches on shapes) is not convertible yet: its Ifs inline, and
+    the LSTM is refused by name, never a constant model (it converted to 2,400 bytes answering
+    0.00167 for all audio)."""
     path = real_models.path("silero-vad-16k-op15")
-    with pytest.raises(UnsupportedModelError, match="If"):
+    with pytest.raises(UnsupportedModelError, match="LSTM"):
         convert(path, tmp_path / "vad.tflite", input_shapes={"input": (1, 512), "state": (2, 1, 128)})
     assert not (tmp_path / "vad.tflite").exists()
 
