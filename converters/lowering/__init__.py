@@ -38,6 +38,7 @@ def _load_all() -> None:
         linear,
         normalization,
         pooling,
+        recurrent,
         tensor_ops,
     )
 

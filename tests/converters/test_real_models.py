@@ -11,10 +11,10 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgekit.converters import convert
+from edgekit.converters import convert, verify
 from edgekit.converters.int8_rules import Int8RuleError, check_int8
 from edgekit.converters.verification import TFLiteRunner, sqnr_db
-from edgekit.errors import InputError, UnsupportedModelError
+from edgekit.errors import InputError
 from tests import real_models
 from tests.converters.onnx_models import model as onnx_model
 
@@ -205,14 +205,34 @@ def test_if_whose_branches_read_inputs_is_not_folded(tmp_path):
     np.testing.assert_allclose(next(iter(TFLiteRunner(out.read_bytes())({"x": x}).values())), 2 * x)
 
 
-def test_silero_vad_is_refused_rather_than_folded(tmp_path):
-    """silero-vad (an LSTM inside If branches on shapes) is not convertible yet: its Ifs inline, and
-    the LSTM is refused by name, never a constant model (it converted to 2,400 bytes answering
-    0.00167 for all audio)."""
+def _speech_like(count: int, seed: int) -> dict[str, np.ndarray]:
+    """512-sample chunks at 16 kHz: tones with noise, and a recurrent state of the size the model keeps."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(512) / 16000
+    chunks = [0.3 * np.sin(2 * np.pi * f * t) + 0.05 * rng.standard_normal(512) for f in rng.uniform(100, 1000, count)]
+    return {
+        "input": np.stack(chunks).astype(np.float32)[:, None],
+        "state": (0.1 * rng.standard_normal((count, 2, 1, 128))).astype(np.float32),
+        "sr": np.full(count, 16000, np.int64),
+    }
+
+
+def test_silero_vad_converts_and_computes_what_onnxruntime_does(tmp_path):
+    """silero-vad (an LSTM inside If branches on shapes) folded into a 2,400-byte constant that
+    answered 0.00167 for all audio. Its Ifs now inline, its LSTM unrolls, and it runs in one
+    partition with what onnxruntime computes, for the speech probability and the next state."""
     path = real_models.path("silero-vad-16k-op15")
-    with pytest.raises(UnsupportedModelError, match="LSTM"):
-        convert(path, tmp_path / "vad.tflite", input_shapes={"input": (1, 512), "state": (2, 1, 128)})
-    assert not (tmp_path / "vad.tflite").exists()
+    out = tmp_path / "vad.tflite"
+    result = convert(path, out, input_shapes={"input": (1, 512), "state": (2, 1, 128)})
+    assert result.size_bytes > 1_000_000 and result.partitions == 1
+    report = verify(path, out, data=_speech_like(6, seed=0))
+    assert report.min_sqnr_db >= 60, report.table()
+    outputs = TFLiteRunner(out.read_bytes())
+    probabilities = {
+        float(next(iter(outputs({k: v[i] for k, v in _speech_like(6, seed=1).items()}).values())).reshape(-1)[0])
+        for i in range(6)
+    }
+    assert len(probabilities) > 1  # not a constant
 
 
 @pytest.mark.slow
