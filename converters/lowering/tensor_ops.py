@@ -49,9 +49,18 @@ def split(ctx: Lowering, node) -> None:
     axis_const = ctx.constant(np.array(axis, np.int32), "axis")
     if len(set(sizes)) == 1:
         ctx.emit("SPLIT", [axis_const, x], outs, num_splits=len(outs))
-    else:
-        size_const = ctx.constant(np.array(sizes, np.int32), "size_splits")
-        ctx.emit("SPLIT_V", [x, size_const, axis_const], outs, num_splits=len(outs))
+        return
+    # unequal parts: one SLICE each (XNNPACK runs SLICE, not SPLIT_V, which split the graph)
+    start = 0
+    for out, size in zip(outs, sizes, strict=True):
+        begin, extent = [0] * rank, list(ctx.shape(x))
+        begin[axis], extent[axis] = start, size
+        ctx.emit(
+            "SLICE",
+            [x, ctx.constant(np.array(begin, np.int32), "begin"), ctx.constant(np.array(extent, np.int32), "size")],
+            [out],
+        )
+        start += size
 
 
 @lowers("Slice")
@@ -169,6 +178,11 @@ def resize(ctx: Lowering, node) -> None:
         raise NotLowerable("unsupported_attribute", "pytorch_half_pixel resize to a size of 1")
     if mode == "nearest":
         nearest = node.attrs.get("nearest_mode", "round_prefer_floor")
+        if oh % h == 0 and ow % w == 0 and all(
+            _repeats(size, factor, transform, nearest) for size, factor in ((h, oh // h), (w, ow // w))
+        ):
+            _upsample_by_repeat(ctx, x, out, oh // h, ow // w)
+            return
         if transform == "asymmetric" and nearest != "floor" and not (oh % h == 0 and ow % w == 0):
             raise NotLowerable("unsupported_attribute", f"nearest resize with nearest_mode '{nearest}'")
         op = "RESIZE_NEAREST_NEIGHBOR"
@@ -177,6 +191,41 @@ def resize(ctx: Lowering, node) -> None:
     else:
         raise NotLowerable("unsupported_attribute", f"Resize mode '{mode}'")
     ctx.nhwc_result(op, [ctx.nhwc(x), size], out, **flags)
+
+
+def _repeats(size: int, factor: int, transform: str, nearest: str) -> bool:
+    """Whether ONNX's nearest resize by an integer ``factor`` picks source index i // factor for
+    every output index (then it is a repeat of each pixel, whatever the modes say)."""
+    out = np.arange(size * factor)
+    if transform == "asymmetric":
+        x = out / factor
+    elif transform in ("half_pixel", "pytorch_half_pixel"):
+        x = (out + 0.5) / factor - 0.5
+    else:
+        return False
+    rounding = {
+        "floor": np.floor(x),
+        "ceil": np.ceil(x),
+        "round_prefer_floor": np.ceil(x - 0.5),
+        "round_prefer_ceil": np.floor(x + 0.5),
+    }.get(nearest)
+    return rounding is not None and np.array_equal(np.clip(rounding, 0, size - 1), out // factor)
+
+
+def _upsample_by_repeat(ctx: Lowering, x: str, out: str, sh: int, sw: int) -> None:
+    """Nearest upsampling by integer factors as RESHAPE to 6-D, a broadcasting ADD of zeros and a
+    RESHAPE back: XNNPACK runs all three (it has no fp32 RESIZE_NEAREST_NEIGHBOR), exact in float,
+    and in int8 an ADD of zero on one scale changes nothing."""
+    from edgekit.converters.lowering.context import NCHW_TO_NHWC, NHWC_TO_NCHW
+
+    n, c, h, w = ctx.shape(x)
+    six = ctx.reshape(ctx.nhwc(x), (n, h, 1, w, 1, c))
+    zeros = ctx.constant(np.zeros((1, 1, sh, 1, sw, 1), np.float32), "repeat")
+    spread = ctx.op_new("ADD", [six, zeros], (n, h, sh, w, sw, c), f"{out}_repeat", fused_activation_function="NONE")
+    y = ctx.reshape(spread, (n, h * sh, w * sw, c))
+    ctx.out.metadata.setdefault("layouts", {})[y] = [out, list(NCHW_TO_NHWC)]
+    ctx.declare(out)
+    ctx.emit("TRANSPOSE", [y, ctx.constant(np.array(NHWC_TO_NCHW, np.int32), "perm")], [out])
 
 
 _REDUCERS = {
