@@ -149,6 +149,9 @@ def verify(
             tfl_bytes = Path(tflite_model).read_bytes()
         except OSError as exc:
             raise InvalidModelError(f"{tflite_model}: {exc.strerror}") from None
+    from edgekit.runtime.validate import validate_tflite
+
+    validate_tflite(tfl_bytes, str(tflite_model) if not isinstance(tflite_model, bytes | bytearray) else "model")
     runner = TFLiteRunner(tfl_bytes, threads)
     options = ort.SessionOptions()
     options.log_severity_level = 3

@@ -34,8 +34,15 @@ def _available(name: str) -> bool:
     return importlib.util.find_spec(f"edgekit.commands.{name}") is not None
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage mistakes in one line (what was wrong, where to look), exit 2: not a usage dump."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgekit", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="edgekit", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"edgekit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command, (module_name, help_text) in COMMANDS.items():

@@ -5,6 +5,25 @@ from __future__ import annotations
 import argparse
 
 
+def whole_number(low: int, high: int):
+    """An argparse type: a whole number in [low, high], refused with the range in the message."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is outside {low}..{high}")
+        return value
+
+    return parse
+
+
+SAMPLES = whole_number(1, 100_000)  # verification samples: each is one inference on both runtimes
+PORT = whole_number(0, 65_535)  # 0: any free port
+
+
 def add_input_shape(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--input-shape",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from edgekit.commands._shapes import add_input_shape
+from edgekit.commands._shapes import SAMPLES, add_input_shape
 
 QUANTIZE_MODES = ("int8", "int16x8", "dynamic", "fp16")
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy", "mse")
@@ -112,7 +112,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     v = parser.add_argument_group("verification")
     v.add_argument("--verify", action="store_true", help="compare the result with onnxruntime afterwards")
     v.add_argument("--data", help="verification inputs: .npy/.npz file or folder of .npy (default: random)")
-    v.add_argument("--samples", type=int, default=8, help="random verification samples (default 8)")
+    v.add_argument("--samples", type=SAMPLES, default=8, help="random verification samples, 1..100000 (default 8)")
     v.add_argument("--report", metavar="FILE.json", help="write conversion, verification and per-layer results")
 
 

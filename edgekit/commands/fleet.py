@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from edgekit.commands._shapes import PORT
+
 DEFAULT_API = "http://127.0.0.1:8765"
 
 
@@ -31,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     serve.add_argument(
         "--broker-dir", default="broker", help="fleet provision's folder (passwd, acl) for the embedded broker"
     )
-    serve.add_argument("--port", type=int, default=1883, help="MQTT broker port")
+    serve.add_argument("--port", type=PORT, default=1883, help="MQTT broker port (0: any free one)")
     serve.add_argument("--username", help="broker user for the manager")
     serve.add_argument("--password", default=os.environ.get("EDGEKIT_BROKER_PASSWORD"))
     serve.add_argument("--tls-ca", help="CA file: connect to the broker over TLS")
@@ -39,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     serve.add_argument("--tls-key", help="client key for the broker")
     serve.add_argument("--packages", default="packages", help="package store folder")
     serve.add_argument("--http-host", default="127.0.0.1", help="API address (0.0.0.0 for the fleet to reach it)")
-    serve.add_argument("--http-port", type=int, default=8765)
+    serve.add_argument("--http-port", type=PORT, default=8765, help="API port (0: any free one)")
     serve.add_argument("--public-url", help="URL devices download packages from (default http://HOST:PORT)")
     serve.add_argument("--public-key", help="the fleet's public key file: uploads are verified with it")
     serve.add_argument("--retention-days", type=float, default=30.0, help="drop telemetry older than this")
@@ -84,7 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     prov = sub.add_parser("provision", help="broker credentials, ACL and agent.toml for a device")
     prov.add_argument("device")
     prov.add_argument("--host", default="127.0.0.1", help="the broker host the device connects to")
-    prov.add_argument("--port", type=int, default=1883)
+    prov.add_argument("--port", type=PORT, default=1883, help="the broker port the device connects to")
     prov.add_argument("--broker-dir", default="broker", help="where the Mosquitto passwd/acl files live")
     prov.add_argument("--public-key", required=True, help="the fleet's public key file (edgekit package --new-key)")
     prov.add_argument(
@@ -228,12 +230,14 @@ def serve(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from edgekit import keys
-    from edgekit.errors import FleetError
+    from edgekit.errors import FleetError, InputError
     from edgekit.fleet.api import serve_api
     from edgekit.fleet.manager import FleetManager
     from edgekit.fleet.packages import PackageStore
 
     public_key = keys.read_public(args.public_key) if args.public_key else None
+    if "://" not in args.db and not Path(args.db).resolve().parent.is_dir():
+        raise InputError(f"--db {args.db}: folder {Path(args.db).parent} does not exist; create it first")
     token_file = _token_file(args.db)
     if not token_file.exists():
         fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -67,8 +67,10 @@ def _inspect_tflite(path: str) -> int:
 
     from edgekit.converters.pipeline import xnnpack_partitions
     from edgekit.converters.tflite_reader import load_model, metadata, operator_names
+    from edgekit.runtime.validate import validate_tflite
 
     _, data = load_model(Path(path))
+    validate_tflite(data, path)  # a damaged file is a one-line error, not the reader's traceback
     ops = operator_names(data)
     print(f"model: {path}  ({len(data):,} bytes)")
     print("ops: " + ", ".join(f"{op} x{n}" for op, n in Counter(ops).most_common()))

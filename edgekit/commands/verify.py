@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from edgekit.commands._shapes import SAMPLES
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("onnx_model", help="the source .onnx model")
     parser.add_argument("tflite_model", help="the converted .tflite model")
     parser.add_argument("--data", help="inputs: .npy/.npz file or folder of .npy samples (default: random)")
-    parser.add_argument("--samples", type=int, default=8, help="number of random samples (default 8)")
+    parser.add_argument("--samples", type=SAMPLES, default=8, help="number of random samples, 1..100000 (default 8)")
     parser.add_argument("--min-sqnr", type=float, help="exit 1 when any output's SQNR is below this (dB)")
     parser.add_argument("--per-layer", action="store_true", help="also compare every intermediate tensor")
     parser.add_argument("--report", metavar="FILE.json", help="write the comparison (and per-layer table) as JSON")

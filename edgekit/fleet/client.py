@@ -13,6 +13,9 @@ from edgekit.errors import FleetError, InputError
 
 class FleetClient:
     def __init__(self, url: str, token: str | None = None, fleet: str = "default", timeout: float = 60.0) -> None:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise InputError(f"--api {url!r} is not an http(s) URL, e.g. http://127.0.0.1:8765")
         self.url, self.token, self.fleet, self.timeout = url.rstrip("/"), token, fleet, timeout
 
     def _call(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None, **query):
