@@ -402,7 +402,10 @@ class Agent:
 
 
 def load_config(path: str) -> AgentConfig:
-    import tomllib
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10 (Ubuntu 22.04, JetPack 6): the same parser as a package
+        import tomli as tomllib
 
     with open(path, "rb") as f:
         data = tomllib.load(f)

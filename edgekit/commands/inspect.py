@@ -65,8 +65,8 @@ def _inspect_tflite(path: str) -> int:
     from collections import Counter
     from pathlib import Path
 
-    from edgekit.converters.pipeline import xnnpack_partitions
-    from edgekit.converters.tflite_reader import load_model, metadata, operator_names
+    from edgekit.converters.tflite_reader import load_model, metadata, operator_names  # tflite only, no onnx
+    from edgekit.runtime import load
     from edgekit.runtime.validate import validate_tflite
 
     _, data = load_model(Path(path))
@@ -74,7 +74,7 @@ def _inspect_tflite(path: str) -> int:
     ops = operator_names(data)
     print(f"model: {path}  ({len(data):,} bytes)")
     print("ops: " + ", ".join(f"{op} x{n}" for op, n in Counter(ops).most_common()))
-    print(f"XNNPACK partitions: {xnnpack_partitions(data)}")
+    print(f"XNNPACK partitions: {load(data, threads=1).delegated_partitions()}")
     for key, value in metadata(data).items():
         print(f"metadata {key}: {value}")
     return 0

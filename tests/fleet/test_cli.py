@@ -9,11 +9,11 @@ import os
 import signal
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 
 from edgekit.fleet.client import FleetClient
 from tests.fleet.mosquitto import free_port
