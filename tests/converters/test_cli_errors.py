@@ -120,6 +120,10 @@ def test_convert_verify_and_inspect_succeed(tmp_path, good_model):
     np.save(data, rand(3, 1, 3, 8, 8, seed=4))
     verified = edgekit("verify", str(good_model), str(out), "--data", str(data), "--min-sqnr", "60")
     assert verified.returncode == 0 and "(3 samples)" in verified.stdout, verified.stdout + verified.stderr
+    # a model below the floor is the checked thing failing: exit 1 with its own line, not a usage error
+    strict = edgekit("verify", str(good_model), str(out), "--data", str(data), "--min-sqnr", "500")
+    assert strict.returncode == 1 and "FAIL" in strict.stdout and "500" in strict.stdout, strict.stdout + strict.stderr
+    assert "Traceback" not in strict.stderr
 
 
 def test_inspect_lists_unsupported(tmp_path):

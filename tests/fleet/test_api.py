@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.request
 
 import numpy as np
@@ -285,3 +286,37 @@ def test_idle_connections_cannot_stop_the_api(fleet):
     finally:
         for s in idle:
             s.close()
+
+
+def test_an_empty_canary_still_holds_one_device(tmp_path, fleet, keys, models):
+    """canary=0 must not mean 'no canary': the first wave is at least one device."""
+    manager, client, agents, url = fleet
+    info = _package(tmp_path, models[0], keys[0], "1")
+    client.upload(info.path)
+    status = client.deploy(info.sha256, ["all"], canary=0.0, waves=[1.0], rollout_id="c0")
+    assert status["cuts"][0] == 1
+
+
+def test_abort_clears_the_retained_desired_state(tmp_path, fleet, keys, models):
+    """An aborted rollout must not reach a device that comes online later: its retained deploy
+    message is cleared (an empty retained message), for every device it was sent to."""
+    import paho.mqtt.client as mqtt
+
+    from edgekit import protocol
+
+    manager, client, agents, url = fleet
+    info = _package(tmp_path, models[0], keys[0], "1")
+    client.upload(info.path)
+    client.deploy(info.sha256, ["all"], canary=0.25, waves=[1.0], rollout_id="stop", gates={"max_error_rate": 0.05})
+    wait_for(lambda: client.rollout("stop")["steps"].get("dev00") == "committed", what="canary committed")
+    client.control("stop", "abort")
+    retained: dict[str, bytes] = {}
+    late = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    late.on_message = lambda c, u, m: retained.__setitem__(m.topic, m.payload)
+    late.connect("127.0.0.1", manager.port)
+    late.loop_start()
+    late.subscribe(f"{protocol.PREFIX}/f1/+/deploy", qos=1)
+    time.sleep(1.0)  # retained messages arrive right after the SUBACK; an empty one is never delivered
+    late.loop_stop()
+    left = [topic for topic, payload in retained.items() if payload]  # b"": the clearing message itself
+    assert left == [], f"retained desired states left after abort: {left}"

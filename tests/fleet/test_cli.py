@@ -88,6 +88,8 @@ def test_serve_deploy_and_workload_telemetry(tmp_path, digits_tflite):
         says = "edgekit fleet: error: gate max_latency_regression must lie in (0, inf] (got 0.0)"
         assert bad_gate.stderr.strip() == says
         token = (tmp_path / "fleet.token").read_text().strip()
+        for secret in ("fleet.token", "fleet.command.key", "broker/manager.secret", "broker/passwd"):
+            assert os.stat(tmp_path / secret).st_mode & 0o077 == 0, f"{secret} is readable by others"
         assert FleetClient(f"http://127.0.0.1:{http_port}", token=token).packages() == []  # refused before upload
 
         out = edgekit(*api, "deploy", "digits-1.tar.xz", "--to", "tag:cameras", "--canary", "0%", "--waves", "100",
