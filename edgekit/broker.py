@@ -166,6 +166,10 @@ class Broker:
             if self._saver is not None:
                 self._saver.cancel()
             self._save_retained()
+            pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in pending:  # client handlers end here, not as "destroyed but pending" at exit
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
         asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
