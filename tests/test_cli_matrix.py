@@ -81,6 +81,26 @@ CASES = [
         ["no input 'sr'"],
     ),
     ("convert-report-folder", ["convert", "model.onnx", "-o", "x.tflite", "--report", "out"], ["folder"]),
+    (
+        "convert-calibration-without-quantize",
+        ["convert", "model.onnx", "-o", "x.tflite", "--calibration", "nan.npy"],
+        ["goes with --quantize"],
+    ),
+    (
+        "convert-io-type-without-quantize",
+        ["convert", "model.onnx", "-o", "x.tflite", "--io-type", "int8"],
+        ["--io-type goes with --quantize"],
+    ),
+    (
+        "convert-keep-float-without-quantize",
+        ["convert", "model.onnx", "-o", "x.tflite", "--keep-float", "n"],
+        ["--keep-float goes with"],
+    ),
+    (
+        "convert-max-drop-without-auto-mixed",
+        ["convert", "model.onnx", "-o", "x.tflite", "--quantize", "int8", "--max-sqnr-drop", "3"],
+        ["--auto-mixed"],
+    ),
     ("prune-over-input", ["prune", "model.onnx", "-o", "model.onnx", "--ratio", "0.5"], ["input"]),
     ("prune-into-folder", ["prune", "model.onnx", "-o", "out", "--ratio", "0.5"], ["folder"]),
     ("prune-bad-ratio", ["prune", "model.onnx", "-o", "p.onnx", "--ratio", "1.5"], ["between 0 and 1"]),
@@ -186,4 +206,4 @@ def test_the_matrix_covers_every_subcommand():
 
     covered = {c[1][0] for c in CASES}
     assert set(COMMANDS) - {"demo"} <= covered, set(COMMANDS) - covered
-    assert len(CASES) >= 50
+    assert len(CASES) >= 60

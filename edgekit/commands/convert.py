@@ -38,9 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     q = parser.add_argument_group("quantization")
     q.add_argument("--quantize", choices=QUANTIZE_MODES, help="quantize weights/activations (default: float32)")
     q.add_argument("--calibration", metavar="DATA", help="calibration samples: .npy/.npz or a folder of images")
-    q.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default="minmax")
+    q.add_argument("--calibration-method", choices=CALIBRATION_METHODS, help="default minmax")
     q.add_argument("--per-tensor", action="store_true", help="per-tensor weights (default: per-channel)")
-    q.add_argument("--io-type", choices=("float32", "int8", "uint8"), default="float32")
+    q.add_argument("--io-type", choices=("float32", "int8", "uint8"), help="quantized model's I/O (default float32)")
     q.add_argument(
         "--keep-float",
         nargs="+",
@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="keep in float the layers whose int8 output loses more than --max-sqnr-drop dB",
     )
-    q.add_argument("--max-sqnr-drop", type=float, default=10.0, metavar="DB", help="for --auto-mixed (default 10)")
+    q.add_argument("--max-sqnr-drop", type=float, metavar="DB", help="for --auto-mixed (default 10)")
     q.add_argument(
         "--equalize", action="store_true", help="cross-layer equalization of consecutive convolutions before quantizing"
     )
@@ -127,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_path(args.output, args.model, args.calibration, getattr(args, "data", None))
     if args.report:
         check_output_path(args.report, args.model, args.output)
+    _refuse_options_that_do_nothing(args)
     shapes = parse_input_shapes(args.input_shape)
     calibration = _calibration(args) if args.calibration else None
     source = unpruned_source = _edited(args)
@@ -145,9 +146,9 @@ def run(args: argparse.Namespace) -> int:
         # no --calibration is fine for QDQ models (their own scales); others get a clear error
         options = dict(
             calibration=calibration,
-            method=args.calibration_method,
+            method=args.calibration_method or "minmax",
             per_channel=not args.per_tensor,
-            io_type=args.io_type,
+            io_type=args.io_type or "float32",
             keep_float=args.keep_float,
             bias_correction=not args.no_bias_correction,
         )
@@ -158,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
         nhwc_io=not args.nchw_io,
         quantize=args.quantize,
         target=None if args.target == "cpu" else args.target,
-        auto_mixed=args.max_sqnr_drop if args.auto_mixed else None,
+        auto_mixed=(10.0 if args.max_sqnr_drop is None else args.max_sqnr_drop) if args.auto_mixed else None,
         equalize=args.equalize,
         stem_block=args.stem_block,
         **options,
@@ -217,6 +218,30 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"wrote {args.report}")
     return 0
+
+
+def _refuse_options_that_do_nothing(args: argparse.Namespace) -> None:
+    """An option the run would ignore is a mistake the user should hear about, not a silent no-op."""
+    from edgekit.errors import InputError
+
+    if not args.quantize:
+        given = [
+            flag
+            for flag, value in (
+                ("--calibration", args.calibration and not args.prune_bias_correct),
+                ("--calibration-method", args.calibration_method),
+                ("--per-tensor", args.per_tensor),
+                ("--io-type", args.io_type),
+                ("--keep-float", args.keep_float),
+                ("--auto-mixed", args.auto_mixed),
+                ("--no-bias-correction", args.no_bias_correction),
+            )
+            if value
+        ]
+        if given:
+            raise InputError(f"{given[0]} goes with --quantize (int8 or int16x8); without it the model stays float")
+    if args.max_sqnr_drop is not None and not args.auto_mixed:
+        raise InputError("--max-sqnr-drop goes with --auto-mixed")
 
 
 def _edited(args: argparse.Namespace):
