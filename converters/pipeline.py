@@ -29,6 +29,7 @@ class ConversionResult:
     edgetpu: Any = None
     verification: Any = None
     notes: list[str] = field(default_factory=list)
+    io_layout: dict[str, str] = field(default_factory=dict)  # 4-D input/output -> what was decided
 
 
 def onnx_ir(source: onnx_frontend.OnnxSource, input_shapes=None) -> Graph:
@@ -130,6 +131,7 @@ def convert(
 
             check_int8(tfl)
     _short_constant_names(tfl)
+    layout_decisions = _layout_decisions(tfl, nhwc_io)
     tfl.metadata = {
         "_signature": tfl.metadata["_signature"],
         "edgekit": {
@@ -155,7 +157,27 @@ def convert(
         transposes=ops.get("TRANSPOSE", 0),
         partitions=xnnpack_partitions(data),
         edgetpu=edgetpu_report,
+        io_layout=layout_decisions,
     )
+
+
+def _layout_decisions(tfl: Graph, nhwc_io: bool) -> dict[str, str]:
+    """What happened to each 4-D input and output's layout, in words for the summary."""
+    moved = tfl.metadata.get("io_layout", {})
+    kept = set(tfl.metadata.get("io_kept_nhwc", []))
+    signature = tfl.metadata["_signature"]
+    decisions = {}
+    for names, tensors in ((signature["inputs"], tfl.inputs), (signature["outputs"], tfl.outputs)):
+        for name, tensor in zip(names, tensors, strict=False):
+            if len(tfl.shape(tensor)) != 4:
+                continue
+            if name in moved:
+                decisions[name] = "NCHW in ONNX, NHWC here"
+            elif name in kept:
+                decisions[name] = "NHWC in ONNX already (the graph transposes it), kept"
+            else:
+                decisions[name] = "kept as in ONNX" + ("" if nhwc_io else " (--nchw-io)")
+    return decisions
 
 
 def xnnpack_partitions(model: bytes) -> int | None:

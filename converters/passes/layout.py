@@ -461,6 +461,12 @@ def to_nhwc_io(graph: Graph, inputs: bool = True, outputs: bool = True) -> Graph
             t = graph.tensors[name]
             if len(t.shape) != 4 or t.dtype != np.float32:
                 continue
+            readers = [n for n in graph.nodes if name in n.inputs]
+            if readers and all(n.op == "TRANSPOSE" and perm_of(graph, n) == (0, 3, 1, 2) for n in readers):
+                # NHWC already (tf2onnx, Keras): the graph itself transposes it to NCHW first; kept as
+                # it is, that transpose cancels against the layout pass's own
+                graph.metadata.setdefault("io_kept_nhwc", []).append(signature["inputs"][k])
+                continue
             inner = graph.add_tensor(f"{name}_nchw", t.shape, t.dtype, unique=True)
             for n in graph.nodes:
                 n.inputs = [inner if i == name else i for i in n.inputs]

@@ -168,6 +168,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {result.path} ({result.size_bytes:,} bytes) in {result.seconds:.2f} s")
     print(f"ops: {ops}")
     print(f"TRANSPOSE ops remaining: {result.transposes}; XNNPACK partitions: {result.partitions}")
+    if result.io_layout:
+        print("I/O layout: " + "; ".join(f"{name} {what}" for name, what in result.io_layout.items()))
     if args.prune_sparsity is not None or args.prune_clusters is not None:
         from edgekit.converters.prune.report import compressed_sizes
 
