@@ -252,8 +252,11 @@ def reduce_l2(ctx: Lowering, node) -> None:
     """sqrt(sum(x * x)) over the axes (exporters' torch.norm / F.normalize)."""
     x = ctx.use(node.inputs[0])
     rank = len(ctx.shape(x))
-    axes = _reduction_axes(ctx, node, rank) or list(range(rank))
+    axes = _reduction_axes(ctx, node, rank)
     out = node.outputs[0]
+    if not axes:  # noop_with_empty_axes: the input as it is
+        ctx.reshape(x, ctx.shape(out), out=out)
+        return
     keep = bool(node.attrs.get("keepdims", 1))
     square = ctx.op_new("MUL", [x, x], ctx.shape(x), f"{out}_square", fused_activation_function="NONE")
     total = ctx.op_new(
@@ -275,18 +278,11 @@ def expand(ctx: Lowering, node) -> None:
 @lowers("ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum")
 def reduce(ctx: Lowering, node) -> None:
     x = ctx.use(node.inputs[0])
-    rank = len(ctx.shape(x))
-    if "axes" in node.attrs:
-        axes = list(node.attrs["axes"])
-    elif len(node.inputs) > 1 and node.inputs[1]:
-        axes = ctx.require_const(node.inputs[1], "reduction axes").tolist()
-    else:
-        axes = [] if node.attrs.get("noop_with_empty_axes", 0) else list(range(rank))
+    axes = _reduction_axes(ctx, node, len(ctx.shape(x)))
     out = node.outputs[0]
     if not axes:
         ctx.reshape(x, ctx.shape(out), out=out)
         return
-    axes = sorted(_axis(int(a), rank) for a in axes)
     keep = bool(node.attrs.get("keepdims", 1))
     ctx.op_to(_REDUCERS[node.op], [x, ctx.constant(np.array(axes, np.int32), "axes")], out, keep_dims=keep)
 
