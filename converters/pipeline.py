@@ -10,10 +10,11 @@ from typing import Any
 
 from edgekit import __version__
 from edgekit.converters import onnx_frontend
+from edgekit.converters.io_layout import IO_LAYOUTS, IoLayout
 from edgekit.converters.ir import Graph
 from edgekit.converters.lowering.driver import describe, lower, unsupported_nodes
 from edgekit.converters.passes import ONNX_PASSES, TFLITE_PASSES, optimize_layout, to_nhwc_io
-from edgekit.converters.passes.layout import final_layouts
+from edgekit.converters.passes.layout import final_layouts, nhwc_in_onnx
 from edgekit.converters.tflite_writer import serialize, write_model
 from edgekit.errors import OutputPathError, UnsupportedModelError
 
@@ -29,7 +30,24 @@ class ConversionResult:
     edgetpu: Any = None
     verification: Any = None
     notes: list[str] = field(default_factory=list)
-    io_layout: dict[str, str] = field(default_factory=dict)  # 4-D input/output -> what was decided
+    io_layout: dict[str, IoDecision] = field(default_factory=dict)  # input/output name -> its layout
+
+
+@dataclass(frozen=True)
+class IoDecision:
+    """The layout one input or output of the .tflite model has, and why."""
+
+    kind: str  # "input" or "output"
+    name: str
+    shape: tuple[int, ...]  # as the .tflite model takes or gives it
+    layout: str | None  # "NHWC" or "NCHW" for a 4-D tensor whose layout convert knows
+    why: str = ""
+
+    def __str__(self) -> str:
+        text = f"{self.kind:<6} {self.name}: " + " ".join(
+            filter(None, [self.layout, "[" + ",".join(str(d) for d in self.shape) + "]"])
+        )
+        return f"{text} ({self.why})" if self.why else text
 
 
 def onnx_ir(source: onnx_frontend.OnnxSource, input_shapes=None) -> Graph:
@@ -53,15 +71,16 @@ def import_onnx(model, input_shapes: dict[str, tuple[int, ...]] | None = None) -
     return graph
 
 
-def to_tflite_graph(graph: Graph, nhwc_io: bool = True) -> Graph:
-    """ONNX-level IR -> optimized TFLite-level IR (float32)."""
+def to_tflite_graph(graph: Graph, io_layout: IoLayout = "auto") -> Graph:
+    """ONNX-level IR -> optimized TFLite-level IR (float32), with 4-D I/O laid out as ``io_layout`` says."""
     out = lower(graph)
-    if nhwc_io:
+    out.metadata["io_nhwc_in_onnx"] = sorted(nhwc_in_onnx(out))  # before the passes move the transposes
+    if io_layout != "keep":
         to_nhwc_io(out, inputs=True, outputs=False)
     for p in TFLITE_PASSES:
         out = p(out)
-    if nhwc_io:
-        to_nhwc_io(out, inputs=False, outputs=True)
+    if io_layout != "keep":
+        to_nhwc_io(out, inputs=False, outputs=True, every_output=io_layout == "nhwc")
         out = optimize_layout(out)
     return out
 
@@ -71,7 +90,7 @@ def convert(
     output: str | os.PathLike | None = None,
     *,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
-    nhwc_io: bool = True,
+    io_layout: IoLayout = "auto",
     quantize: str | None = None,
     calibration=None,
     target: str | None = None,
@@ -86,7 +105,13 @@ def convert(
     the Edge TPU compiler would leave to the CPU. ``auto_mixed=DB`` keeps in float the layers
     whose int8 output loses more than DB dB of SQNR against their input. ``stem_block=B``
     rewrites a strided convolution on at most 4 channels as SpaceToDepth(B) -> convolution ->
-    DepthToSpace (:mod:`edgekit.converters.passes.stem`): faster on x86 CPUs with AMX, not on Arm."""
+    DepthToSpace (:mod:`edgekit.converters.passes.stem`): faster on x86 CPUs with AMX, not on Arm.
+    ``io_layout`` (auto, nhwc, keep): what becomes of 4-D float inputs and outputs, see
+    :mod:`edgekit.converters.io_layout`; ``result.io_layout`` says what was done."""
+    if "nhwc_io" in quant_options:  # the boolean this option replaced would otherwise be ignored silently
+        raise TypeError("convert() takes io_layout='auto', 'nhwc' or 'keep' now, not nhwc_io (False is 'keep')")
+    if io_layout not in IO_LAYOUTS:
+        raise UnsupportedModelError(f"unknown I/O layout '{io_layout}'; choose {', '.join(IO_LAYOUTS)}")
     if stem_block not in (None, 2, 4, 8):
         raise UnsupportedModelError(f"stem block {stem_block} is not supported; choose 2, 4 or 8")
     if target not in (None, "cpu", "edgetpu"):
@@ -109,7 +134,7 @@ def convert(
         from edgekit.converters.passes.equalize import equalize as cross_layer_equalization
 
         graph = cross_layer_equalization(graph)
-    tfl = to_tflite_graph(graph, nhwc_io=nhwc_io)
+    tfl = to_tflite_graph(graph, io_layout)
     if quantize:
         from edgekit.converters.quantizer import quantize_graph
 
@@ -131,13 +156,14 @@ def convert(
 
             check_int8(tfl)
     _short_constant_names(tfl)
-    layout_decisions = _layout_decisions(tfl, nhwc_io)
+    layout_decisions = _layout_decisions(tfl, io_layout)
     tfl.metadata = {
         "_signature": tfl.metadata["_signature"],
         "edgekit": {
             "version": __version__,
             "source_sha256": graph.metadata.get("source_sha256"),
             "io_layout": tfl.metadata.get("io_layout", {}),
+            "io_layouts": {name: d.layout for name, d in layout_decisions.items() if d.layout},
             "tensor_layouts": final_layouts(tfl),
             "quantization": quantize or "float32",
         },
@@ -161,22 +187,31 @@ def convert(
     )
 
 
-def _layout_decisions(tfl: Graph, nhwc_io: bool) -> dict[str, str]:
-    """What happened to each 4-D input and output's layout, in words for the summary."""
+def _layout_decisions(tfl: Graph, io_layout: IoLayout) -> dict[str, IoDecision]:
+    """The layout of every input and output of the converted model, and why, for the summary."""
     moved = tfl.metadata.get("io_layout", {})
-    kept = set(tfl.metadata.get("io_kept_nhwc", []))
+    nhwc_in_source = set(tfl.metadata.get("io_nhwc_in_onnx", []))
     signature = tfl.metadata["_signature"]
     decisions = {}
-    for names, tensors in ((signature["inputs"], tfl.inputs), (signature["outputs"], tfl.outputs)):
+    for kind, names, tensors in (
+        ("input", signature["inputs"], tfl.inputs),
+        ("output", signature["outputs"], tfl.outputs),
+    ):
         for name, tensor in zip(names, tensors, strict=False):
-            if len(tfl.shape(tensor)) != 4:
-                continue
-            if name in moved:
-                decisions[name] = "NCHW in ONNX, NHWC here"
-            elif name in kept:
-                decisions[name] = "NHWC in ONNX already (the graph transposes it), kept"
-            else:
-                decisions[name] = "kept as in ONNX" + ("" if nhwc_io else " (--nchw-io)")
+            shape = tuple(int(d) for d in tfl.shape(tensor))
+            if len(shape) != 4:
+                layout, why = None, ""
+            elif name in moved:
+                layout, why = "NHWC", "NCHW in the ONNX model, transposed here"
+            elif name in nhwc_in_source:
+                layout, why = "NHWC", "NHWC in the ONNX model already: the graph transposes it"
+            elif io_layout == "keep":
+                layout, why = "NCHW", "as in the ONNX model: --io-layout keep"
+            elif kind == "output" and io_layout == "auto":
+                layout, why = None, "as in the ONNX model: no NHWC work makes it; --io-layout nhwc transposes it"
+            else:  # not float
+                layout, why = None, "as in the ONNX model"
+            decisions[name] = IoDecision(kind, name, shape, layout, why)
     return decisions
 
 

@@ -101,6 +101,11 @@ CASES = [
         ["convert", "model.onnx", "-o", "x.tflite", "--quantize", "int8", "--max-sqnr-drop", "3"],
         ["--auto-mixed"],
     ),
+    (
+        "convert-io-layout-and-nchw-io",
+        ["convert", "model.onnx", "-o", "x.tflite", "--io-layout", "nhwc", "--nchw-io"],
+        ["--nchw-io"],
+    ),
     ("prune-over-input", ["prune", "model.onnx", "-o", "model.onnx", "--ratio", "0.5"], ["input"]),
     ("prune-into-folder", ["prune", "model.onnx", "-o", "out", "--ratio", "0.5"], ["folder"]),
     ("prune-bad-ratio", ["prune", "model.onnx", "-o", "p.onnx", "--ratio", "1.5"], ["between 0 and 1"]),

@@ -448,24 +448,52 @@ def _layout_step(graph: Graph) -> bool:
     return False
 
 
-def to_nhwc_io(graph: Graph, inputs: bool = True, outputs: bool = True) -> Graph:
+def nhwc_in_onnx(graph: Graph) -> set[str]:
+    """Signature names of the 4-D float inputs and outputs that are NHWC in the ONNX model already
+    (tf2onnx, Keras): the graph reads such an input only through Transpose(0, 3, 1, 2) and makes
+    such an output with Transpose(0, 2, 3, 1). Only meaningful on a graph fresh from lowering,
+    before the layout pass moves transposes."""
+    signature = graph.metadata.get("_signature", {"inputs": list(graph.inputs), "outputs": list(graph.outputs)})
+    producers = graph.producers()
+    found = set()
+    for names, tensors, perm, io in (
+        (signature["inputs"], graph.inputs, (0, 3, 1, 2), "input"),
+        (signature["outputs"], graph.outputs, (0, 2, 3, 1), "output"),
+    ):
+        for name, tensor in zip(names, tensors, strict=False):
+            t = graph.tensors[tensor]
+            if len(t.shape) != 4 or t.dtype != np.float32:
+                continue
+            if io == "input":
+                readers = [n for n in graph.nodes if tensor in n.inputs]
+                nhwc = bool(readers) and all(n.op == "TRANSPOSE" and perm_of(graph, n) == perm for n in readers)
+            else:
+                producer = producers.get(tensor)
+                nhwc = producer is not None and producer.op == "TRANSPOSE" and perm_of(graph, producer) == perm
+            if nhwc:
+                found.add(name)
+    return found
+
+
+def to_nhwc_io(graph: Graph, inputs: bool = True, outputs: bool = True, every_output: bool = False) -> Graph:
     """Give rank-4 float inputs/outputs the NHWC layout TFLite users expect.
 
     Each changed input gets a TRANSPOSE to its old NCHW tensor (cancelled later by the layout
-    pass); an output fed by a NHWC->NCHW TRANSPOSE is taken before it. The permutations are
-    recorded in ``graph.metadata["io_layout"]`` (name -> perm from source to tflite layout)."""
+    pass); an output fed by a NHWC->NCHW TRANSPOSE is taken before it; with ``every_output``
+    any other 4-D float output gets a TRANSPOSE to NHWC after it. Inputs and outputs that are
+    NHWC in the ONNX model already (:func:`nhwc_in_onnx`, found on the first call and kept in
+    ``graph.metadata["io_nhwc_in_onnx"]``) stay as they are: the graph's own transposes then
+    cancel against the layout pass's. The permutations are recorded in
+    ``graph.metadata["io_layout"]`` (name -> perm from source to tflite layout)."""
     io_layout = graph.metadata.setdefault("io_layout", {})
     signature = graph.metadata.get("_signature", {"inputs": list(graph.inputs), "outputs": list(graph.outputs)})
+    if "io_nhwc_in_onnx" not in graph.metadata:
+        graph.metadata["io_nhwc_in_onnx"] = sorted(nhwc_in_onnx(graph))
+    already_nhwc = set(graph.metadata["io_nhwc_in_onnx"])
     if inputs:
         for k, name in enumerate(graph.inputs):
             t = graph.tensors[name]
-            if len(t.shape) != 4 or t.dtype != np.float32:
-                continue
-            readers = [n for n in graph.nodes if name in n.inputs]
-            if readers and all(n.op == "TRANSPOSE" and perm_of(graph, n) == (0, 3, 1, 2) for n in readers):
-                # NHWC already (tf2onnx, Keras): the graph itself transposes it to NCHW first; kept as
-                # it is, that transpose cancels against the layout pass's own
-                graph.metadata.setdefault("io_kept_nhwc", []).append(signature["inputs"][k])
+            if len(t.shape) != 4 or t.dtype != np.float32 or signature["inputs"][k] in already_nhwc:
                 continue
             inner = graph.add_tensor(f"{name}_nchw", t.shape, t.dtype, unique=True)
             for n in graph.nodes:
@@ -488,13 +516,30 @@ def to_nhwc_io(graph: Graph, inputs: bool = True, outputs: bool = True) -> Graph
         producers = graph.producers()
         for k, name in enumerate(list(graph.outputs)):
             p = producers.get(name)
-            if p is None or p.op != "TRANSPOSE" or perm_of(graph, p) != (0, 3, 1, 2):
+            t = graph.tensors[name]
+            source_name = signature["outputs"][k]
+            if len(t.shape) != 4 or source_name in already_nhwc:
                 continue
-            src = p.inputs[0]
-            if src in graph.inputs or src in graph.outputs:
+            if p is not None and p.op == "TRANSPOSE" and perm_of(graph, p) == (0, 3, 1, 2):
+                src = p.inputs[0]
+                if src in graph.inputs or src in graph.outputs:
+                    continue
+                graph.outputs[k] = src
+            elif every_output and t.dtype == np.float32:
+                nhwc = graph.add_tensor(f"{name}_nhwc", tuple(t.shape[i] for i in (0, 2, 3, 1)), t.dtype, unique=True)
+                graph.nodes.append(
+                    Node(
+                        "TRANSPOSE",
+                        [name, graph.add_const(np.array((0, 2, 3, 1), np.int32), "perm")],
+                        [nhwc],
+                        {},
+                        name=f"{name}/to_nhwc",
+                    )
+                )
+                graph.outputs[k] = nhwc
+            else:
                 continue
-            graph.outputs[k] = src
-            io_layout[signature["outputs"][k]] = [0, 2, 3, 1]
+            io_layout[source_name] = [0, 2, 3, 1]
         graph.remove_unused()
     return graph
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from edgekit.commands._shapes import SAMPLES, add_input_shape
+from edgekit.converters.io_layout import IO_LAYOUTS
 
 QUANTIZE_MODES = ("int8", "int16x8", "dynamic", "fp16")
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy", "mse")
@@ -14,7 +15,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="the source .onnx model")
     parser.add_argument("-o", "--output", required=True, help="the .tflite file to write")
     add_input_shape(parser)
-    parser.add_argument("--nchw-io", action="store_true", help="keep 4-D inputs/outputs NCHW (default: NHWC)")
+    parser.add_argument(
+        "--io-layout",
+        choices=IO_LAYOUTS,
+        help="4-D float inputs/outputs: auto (default) makes NHWC those that are NCHW in the ONNX model and keeps "
+        "those it already has NHWC (tf2onnx, Keras); nhwc makes every one NHWC; keep leaves every one as in ONNX",
+    )
+    parser.add_argument("--nchw-io", action="store_true", help=argparse.SUPPRESS)  # the old name of --io-layout keep
     parser.add_argument(
         "--outputs",
         nargs="+",
@@ -128,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         check_output_path(args.report, args.model, args.output)
     _refuse_options_that_do_nothing(args)
+    io_layout = _io_layout(args)
     shapes = parse_input_shapes(args.input_shape)
     calibration = _calibration(args) if args.calibration else None
     source = unpruned_source = _edited(args)
@@ -156,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
         source,
         args.output,
         input_shapes=shapes,
-        nhwc_io=not args.nchw_io,
+        io_layout=io_layout,
         quantize=args.quantize,
         target=None if args.target == "cpu" else args.target,
         auto_mixed=(10.0 if args.max_sqnr_drop is None else args.max_sqnr_drop) if args.auto_mixed else None,
@@ -168,8 +176,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {result.path} ({result.size_bytes:,} bytes) in {result.seconds:.2f} s")
     print(f"ops: {ops}")
     print(f"TRANSPOSE ops remaining: {result.transposes}; XNNPACK partitions: {result.partitions}")
-    if result.io_layout:
-        print("I/O layout: " + "; ".join(f"{name} {what}" for name, what in result.io_layout.items()))
+    for decision in result.io_layout.values():
+        print(decision)
     if args.prune_sparsity is not None or args.prune_clusters is not None:
         from edgekit.converters.prune.report import compressed_sizes
 
@@ -220,6 +228,15 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"wrote {args.report}")
     return 0
+
+
+def _io_layout(args: argparse.Namespace) -> str:
+    """--io-layout, or "keep" for its old spelling --nchw-io; both at once is refused."""
+    from edgekit.errors import InputError
+
+    if args.nchw_io and args.io_layout is not None:
+        raise InputError(f"--nchw-io is the old name of --io-layout keep; give only --io-layout {args.io_layout}")
+    return "keep" if args.nchw_io else args.io_layout or "auto"
 
 
 def _refuse_options_that_do_nothing(args: argparse.Namespace) -> None:
