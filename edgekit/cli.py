@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import os
+import platform
 import sys
 from collections.abc import Sequence
 
@@ -30,6 +33,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# the libraries whose versions decide what edgekit can run and convert, as `edgekit --version` lists them
+REPORTED_LIBRARIES = ("ai-edge-litert", "tflite-runtime", "onnxruntime", "onnx", "numpy")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+# (command, action) of the long-running services, whose log is their record of what they did (rollout events,
+# deployments); every other command logs warnings and worse unless --log-level says otherwise
+LOGS_AT_INFO = {("agent", "run"), ("fleet", "serve")}
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 def _available(name: str) -> bool:
     return importlib.util.find_spec(f"edgekit.commands.{name}") is not None
 
@@ -41,9 +53,57 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def version_report() -> str:
+    """edgekit's version, then each reported library's (read from package metadata: nothing is imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    lines = [f"edgekit {__version__} (Python {platform.python_version()})"]
+    width = max(len(name) for name in REPORTED_LIBRARIES)
+    for name in REPORTED_LIBRARIES:
+        try:
+            found = version(name)
+        except PackageNotFoundError:
+            found = "not installed"
+        lines.append(f"  {name:<{width}}  {found}")
+    return "\n".join(lines)
+
+
+class VersionAction(argparse.Action):
+    """argparse's own version action re-wraps the text into one paragraph: this keeps the lines."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_report())
+        parser.exit()
+
+
+def configure_logging(level_name: str) -> None:
+    """One stderr handler on the root logger, replacing the one an earlier ``main`` call made."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "edgekit_cli", False)]:
+        root.removeHandler(handler)
+    handler = logging.StreamHandler()
+    handler.edgekit_cli = True
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root.addHandler(handler)
+    root.setLevel(level_name.upper())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="edgekit", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"edgekit {__version__}")
+    parser.add_argument(
+        "--version", action=VersionAction, help="show edgekit's version and the runtime and converter libraries found"
+    )
+    parser.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=LOG_LEVELS,
+        help="diagnostics on stderr from this level up (default warning; info for "
+        + " and ".join(" ".join(service) for service in sorted(LOGS_AT_INFO))
+        + ")",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command, (module_name, help_text) in COMMANDS.items():
         if not _available(module_name):
@@ -61,11 +121,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_module", None):
         parser.print_help()
         return 2
+    service = (args.command, getattr(args, "action", None))
+    configure_logging(args.log_level or ("info" if service in LOGS_AT_INFO else "warning"))
     try:
         return int(args._module.run(args) or 0)
     except EdgekitError as exc:
         print(f"edgekit {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # the reader (head, a closed pager) stopped reading: nothing went wrong here
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
+        return 141
     except KeyboardInterrupt:
         print(f"edgekit {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -3,15 +3,20 @@ first inference, warm-up average, then count/min/max/mean/std/percentiles and th
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgekit.runtime.profiling import peak_rss_mb
 from edgekit.runtime.session import Session, load
+
+if TYPE_CHECKING:
+    from edgekit.progress import Progress
 
 
 @dataclass
@@ -83,7 +88,9 @@ def benchmark(
     warmup: int = 1,
     min_secs: float = 1.0,
     max_secs: float = 150.0,
+    progress: Progress | None = None,
 ) -> BenchmarkResult:
+    """``progress`` (edgekit.progress) counts the timed runs; its total is estimated from the warm-up."""
     start = time.perf_counter()
     session = load(path, backend=backend, threads=threads, delegate=delegate, xnnpack=xnnpack)
     init = time.perf_counter() - start
@@ -100,14 +107,21 @@ def benchmark(
         warm.append(time.perf_counter() - t)
         if len(warm) >= max(warmup, 1) and time.perf_counter() >= deadline:
             break
+    if progress is not None:
+        per_run = max(float(np.mean(warm)), 1e-9)
+        progress.set_total(max(runs, min(math.ceil(min_secs / per_run), math.ceil(max_secs / per_run))))
     times = []
     begin = time.perf_counter()
     while len(times) < runs or time.perf_counter() - begin < min_secs:
         t = time.perf_counter()
         session.invoke_raw()
         times.append(time.perf_counter() - t)
+        if progress is not None:
+            progress.update()
         if time.perf_counter() - begin > max_secs:
             break
+    if progress is not None:
+        progress.set_total(len(times))
     ms = np.array(times) * 1000
     p50, p90, p95, p99 = np.percentile(ms, [50, 90, 95, 99])
     result = BenchmarkResult(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -15,6 +16,8 @@ from edgekit.runtime.profiling import InvokeRecord
 from edgekit.runtime.validate import validate_tflite
 
 Hook = Callable[[InvokeRecord], None]
+
+log = logging.getLogger(__name__)
 
 
 class Session:
@@ -148,6 +151,7 @@ class Session:
                 if not batch:
                     raise
                 self._batch_fixed = True  # the model runs batch 1 only: run the samples one by one
+                log.info("%s takes batch 1 only: running batches of %d one sample at a time", self.path, batch)
                 return self._run_each(feeds, batch, raw)
         for spec in self.inputs:
             self._backend.set_input(spec, self._prepare(spec, feeds[spec.name], raw))
@@ -232,7 +236,8 @@ def default_threads() -> int:
         from edgekit.devices import detect
 
         return detect().recommended_threads
-    except Exception:
+    except Exception as exc:
+        log.debug("no board profile (%s): threads default to the CPU count", exc)
         return os.cpu_count() or 1
 
 

@@ -16,12 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import logging
-
     from edgekit.agent.runner import load_config, run_forever
     from edgekit.errors import InputError
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         config = load_config(args.config)
     except (OSError, ValueError, TypeError) as exc:

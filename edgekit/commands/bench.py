@@ -26,20 +26,23 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from edgekit.errors import InputError
+    from edgekit.progress import progress
     from edgekit.runtime.benchmark import benchmark
 
     if args.runs < 1 or args.min_secs < 0 or (args.threads is not None and args.threads < 1):
         raise InputError("--runs and --threads must be at least 1 and --min-secs not negative")
-    result = benchmark(
-        args.model,
-        backend=args.backend,
-        threads=args.threads,
-        xnnpack=not args.no_xnnpack,
-        delegate=args.delegate,
-        runs=args.runs,
-        warmup=args.warmup,
-        min_secs=args.min_secs,
-    )
+    with progress("bench", total=args.runs, unit="runs") as timed_runs:
+        result = benchmark(
+            args.model,
+            backend=args.backend,
+            threads=args.threads,
+            xnnpack=not args.no_xnnpack,
+            delegate=args.delegate,
+            runs=args.runs,
+            warmup=args.warmup,
+            min_secs=args.min_secs,
+            progress=timed_runs,
+        )
     report = result.as_dict()
     if args.op_profile:
         from edgekit.opprofile import profile

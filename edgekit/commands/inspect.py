@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+from typing import Any
 
 from edgekit.commands._shapes import add_input_shape
 
@@ -11,20 +13,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="an .onnx or .tflite file")
     add_input_shape(parser)
     parser.add_argument("--ops", action="store_true", help="list every op type edgekit can lower and exit")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.ops:
         from edgekit.converters.lowering import supported_ops
 
-        print("\n".join(supported_ops()))
+        ops = list(supported_ops())
+        print(json.dumps({"supported_ops": ops}, indent=1) if args.json else "\n".join(ops))
         return 0
     if args.model.endswith(".tflite"):
-        return _inspect_tflite(args.model)
-    return _inspect_onnx(args)
+        facts = _tflite_facts(args.model)
+        report = _tflite_report
+    else:
+        facts = _onnx_facts(args)
+        report = _onnx_report
+    print(json.dumps(facts, indent=1) if args.json else report(facts))
+    return 1 if facts.get("cannot_lower") else 0
 
 
-def _inspect_onnx(args: argparse.Namespace) -> int:
+def _histogram(ops: dict[str, int]) -> str:
+    return ", ".join(f"{op} x{n}" for op, n in ops.items())
+
+
+def _onnx_facts(args: argparse.Namespace) -> dict[str, Any]:
     from collections import Counter
 
     from edgekit.converters import onnx_frontend
@@ -35,33 +48,54 @@ def _inspect_onnx(args: argparse.Namespace) -> int:
 
     source = onnx_frontend.read_model(args.model)
     model = source.model
-    print(f"model: {args.model}  (opset {onnx_frontend.default_opset(model)}, sha256 {source.sha256[:16]}...)")
-    for vi in onnx_frontend.graph_inputs(model):
-        print(f"input  {vi.name}: {onnx_frontend._dims(vi)} {onnx_frontend.input_dtype(vi)}")
-    for vi in model.graph.output:
-        print(f"output {vi.name}: {onnx_frontend._dims(vi)}")
+    facts: dict[str, Any] = {
+        "model": args.model,
+        "opset": onnx_frontend.default_opset(model),
+        "sha256": source.sha256,
+        "inputs": [
+            {"name": vi.name, "shape": onnx_frontend._dims(vi), "dtype": str(onnx_frontend.input_dtype(vi))}
+            for vi in onnx_frontend.graph_inputs(model)
+        ],
+        "outputs": [{"name": vi.name, "shape": onnx_frontend._dims(vi)} for vi in model.graph.output],
+    }
     shapes = onnx_frontend.parse_input_shapes(args.input_shape)
     try:
         graph = onnx_ir(source, shapes)
     except ShapeError as exc:
-        print(f"shapes: {exc}")
-        hist = Counter(n.op_type for n in model.graph.node)
-        print("ops (before folding): " + ", ".join(f"{op} x{n}" for op, n in hist.most_common()))
-        return 0
-    print("ops: " + ", ".join(f"{op} x{n}" for op, n in graph.op_histogram().items()))
-    print(f"parameters: {count_params(graph):,}")
-    print(f"MACs: {count_macs(graph):,}")
-    problems = unsupported_nodes(graph)
-    if problems:
-        print("cannot lower:")
-        for op, n, name, reason in problems:
-            print(f"  {op} x{n} (first: {name}) - {reason}")
-        return 1
-    print("cannot lower: none (every op has a lowering)")
-    return 0
+        facts["shapes_unknown"] = str(exc)
+        facts["ops_before_folding"] = dict(Counter(n.op_type for n in model.graph.node).most_common())
+        return facts
+    facts["ops"] = dict(graph.op_histogram())
+    facts["parameters"] = count_params(graph)
+    facts["macs"] = count_macs(graph)
+    facts["cannot_lower"] = [
+        {"op": op, "count": n, "first_node": name, "reason": reason} for op, n, name, reason in unsupported_nodes(graph)
+    ]
+    return facts
 
 
-def _inspect_tflite(path: str) -> int:
+def _onnx_report(facts: dict[str, Any]) -> str:
+    lines = [f"model: {facts['model']}  (opset {facts['opset']}, sha256 {facts['sha256'][:16]}...)"]
+    lines += [f"input  {i['name']}: {i['shape']} {i['dtype']}" for i in facts["inputs"]]
+    lines += [f"output {o['name']}: {o['shape']}" for o in facts["outputs"]]
+    if "shapes_unknown" in facts:
+        lines.append(f"shapes: {facts['shapes_unknown']}")
+        lines.append(f"ops (before folding): {_histogram(facts['ops_before_folding'])}")
+        return "\n".join(lines)
+    lines.append(f"ops: {_histogram(facts['ops'])}")
+    lines.append(f"parameters: {facts['parameters']:,}")
+    lines.append(f"MACs: {facts['macs']:,}")
+    if facts["cannot_lower"]:
+        lines.append("cannot lower:")
+        lines += [
+            f"  {p['op']} x{p['count']} (first: {p['first_node']}) - {p['reason']}" for p in facts["cannot_lower"]
+        ]
+    else:
+        lines.append("cannot lower: none (every op has a lowering)")
+    return "\n".join(lines)
+
+
+def _tflite_facts(path: str) -> dict[str, Any]:
     from collections import Counter
     from pathlib import Path
 
@@ -71,10 +105,20 @@ def _inspect_tflite(path: str) -> int:
 
     _, data = load_model(Path(path))
     validate_tflite(data, path)  # a damaged file is a one-line error, not the reader's traceback
-    ops = operator_names(data)
-    print(f"model: {path}  ({len(data):,} bytes)")
-    print("ops: " + ", ".join(f"{op} x{n}" for op, n in Counter(ops).most_common()))
-    print(f"XNNPACK partitions: {load(data, threads=1).delegated_partitions()}")
-    for key, value in metadata(data).items():
-        print(f"metadata {key}: {value}")
-    return 0
+    return {
+        "model": path,
+        "size_bytes": len(data),
+        "ops": dict(Counter(operator_names(data)).most_common()),
+        "xnnpack_partitions": load(data, threads=1).delegated_partitions(),
+        "metadata": metadata(data),
+    }
+
+
+def _tflite_report(facts: dict[str, Any]) -> str:
+    lines = [
+        f"model: {facts['model']}  ({facts['size_bytes']:,} bytes)",
+        f"ops: {_histogram(facts['ops'])}",
+        f"XNNPACK partitions: {facts['xnnpack_partitions']}",
+    ]
+    lines += [f"metadata {key}: {value}" for key, value in facts["metadata"].items()]
+    return "\n".join(lines)

@@ -30,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar=("PRIVATE", "PUBLIC"),
         help="create a signing key pair and exit (as `edgekit keys new`; refuses to overwrite)",
     )
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     from edgekit.errors import InputError
 
     if args.new_key:
-        print(f"public key: {package.generate_key(*args.new_key)}")
+        public_key = package.generate_key(*args.new_key)
+        print(json.dumps({"public_key": public_key}) if args.json else f"public key: {public_key}")
         return 0
     if not (args.model and args.name and args.version and args.sign):
         raise InputError("edgekit package MODEL --name N --version V --sign KEY (or --new-key PRIVATE PUBLIC)")
@@ -62,9 +64,19 @@ def run(args: argparse.Namespace) -> int:
         compression=args.compression,
         io_change=args.io_change,
     )
-    report = info.manifest["compression"]
-    print(
-        f"wrote {info.path} ({info.size:,} bytes; model {report['model_bytes']:,} bytes), "
-        f"sha256 {info.sha256}, signature {info.path}.sig"
-    )
+    facts = {
+        "package": str(info.path),
+        "size_bytes": info.size,
+        "model_bytes": info.manifest["compression"]["model_bytes"],
+        "sha256": info.sha256,
+        "signature": f"{info.path}.sig",
+        "manifest": info.manifest,
+    }
+    if args.json:
+        print(json.dumps(facts, indent=1))
+    else:
+        print(
+            f"wrote {facts['package']} ({facts['size_bytes']:,} bytes; model {facts['model_bytes']:,} bytes), "
+            f"sha256 {facts['sha256']}, signature {facts['signature']}"
+        )
     return 0

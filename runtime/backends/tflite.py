@@ -10,6 +10,7 @@ import numpy as np
 
 from edgekit.errors import BackendError, InputError, InvalidModelError
 from edgekit.runtime.backends import Backend, TensorSpec
+from edgekit.runtime.native_log import to_logging
 
 EDGETPU_LIBRARY = "libedgetpu.so.1"
 EDGETPU_DEVICE = re.compile(r"^(usb|pci)?(:\d+)?$")
@@ -34,8 +35,9 @@ class _InterpreterBackend(Backend):
         if not xnnpack:
             kwargs["experimental_op_resolver_type"] = api.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         try:
-            self.interpreter = api.Interpreter(**kwargs)
-            self.interpreter.allocate_tensors()
+            with to_logging():  # the XNNPACK delegate announces itself on the first allocation
+                self.interpreter = api.Interpreter(**kwargs)
+                self.interpreter.allocate_tensors()
             self.threads = threads
             self._refresh()
         except Exception as exc:  # the interpreter's own refusal of a damaged model
