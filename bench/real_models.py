@@ -2,10 +2,11 @@
 per model, fp32 SQNR against onnxruntime and XNNPACK partitions, int8 task agreement with fp32
 (and onnxruntime's own int8 where it applies), LiteRT latency int8 vs fp32, conversion time.
 
-    python bench/real_models.py [--rounds 5]
+    python bench/real_models.py [--rounds 5] [--models yolo silero ocr]
 
 Inputs are realistic and made here: crops of scikit-learn's sample photographs for the
-detector, tones in noise for the voice activity detector.
+detector, tones in noise for the voice activity detector, text rendered with Pillow for the OCR
+models (pages for PP-OCR's detector, lines for its recogniser, captchas for ddddocr's).
 """
 
 from __future__ import annotations
@@ -146,13 +147,67 @@ def silero(work: Path, rounds: int) -> list[list]:
     return rows
 
 
+def ocr(work: Path, rounds: int) -> list[list]:
+    """PP-OCRv4 det/rec and ddddocr's recogniser on the tests' rendered text: the task figure of each
+    against onnxruntime (text-mask IoU, lines or captchas read alike), SQNR, latency, conversion time."""
+    from edgekit.converters import convert
+    from edgekit.converters.verification import sqnr_db
+    from tests.converters import test_real_models as t
+
+    def read_alike(expected: np.ndarray, got: np.ndarray) -> float:
+        return float(np.mean([t.ctc_greedy(a) == t.ctc_greedy(b) for a, b in zip(expected, got, strict=True)]))
+
+    _, lines = t._text_lines(48, seed=0)
+    cases = [  # model, input, shape, calibration, test samples, task figure
+        ("ppocr-v4-det", "x", t.DET_SHAPE, t._text_pages(16, seed=0), t._text_pages(6, seed=1),
+         lambda e, g: f"mask IoU {t.mask_iou(e, g):.3f}"),
+        ("ppocr-v4-rec", "x", t.REC_SHAPE, lines[:24], lines[24:],
+         lambda e, g: f"{read_alike(e, g):.0%} lines"),
+        ("ddddocr-rec", "input1", t.CAPTCHA_SHAPE, t._captchas(24, seed=0), t._captchas(24, seed=1),
+         lambda e, g: f"{read_alike(e, g):.0%} captchas"),
+    ]  # fmt: skip
+    rows = []
+    for key, name, shape, calibration, test, figure in cases:
+        path = real_models.path(key)
+        expected = t._run_onnx(path, name, test)
+        converted = {}
+        for mode in ("fp32", "int8"):
+            out = work / f"{key}-{mode}.tflite"
+            start = time.perf_counter()
+            options = {"quantize": "int8", "calibration": calibration} if mode == "int8" else {}
+            result = convert(path, out, input_shapes={name: shape}, **options)
+            seconds = time.perf_counter() - start
+            got = t._run_tflite(out, name, test).reshape(expected.shape)
+            converted[mode] = (result, seconds, got, _runner(out, 1))
+        feed = test[:1].transpose(0, 2, 3, 1)  # the converted models take NHWC
+        speed = interleaved({m: (lambda s=c[3], x=feed: s.run(x)) for m, c in converted.items()}, rounds=rounds)
+        for mode, (result, seconds, got, _) in converted.items():
+            rows.append(
+                [
+                    f"{key} {mode}",
+                    result.partitions,
+                    figure(expected, got),
+                    f"SQNR {sqnr_db(expected, got):.1f}",
+                    "-",
+                    f"{speed[mode]:.2f}",
+                    f"{speed[mode] / speed['fp32']:.2f}",
+                    f"{seconds:.1f}",
+                ]
+            )
+    return rows
+
+
+BENCHES = {"yolo": yolo, "silero": silero, "ocr": ocr}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--models", nargs="+", choices=list(BENCHES), default=list(BENCHES))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        rows = yolo(work, args.rounds) + silero(work, args.rounds)
+        rows = [row for name in args.models for row in BENCHES[name](work, args.rounds)]
     print(
         table(
             rows,

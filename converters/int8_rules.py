@@ -67,6 +67,9 @@ def _weight_and_bias_rule(graph: Graph) -> list[str]:
             problems.append(f"{n.name}: int8 weights must lie in [-127, 127]")
         if q.per_channel and q.axis != axis:
             problems.append(f"{n.name}: {n.op} weights are per channel along axis {axis}, not {q.axis}")
+        data = graph.tensors[n.inputs[2] if n.op == "TRANSPOSE_CONV" else n.inputs[0]]
+        if data.dtype != INT8 and graph.tensors[n.outputs[0]].dtype == INT8:
+            problems.append(f"{n.name}: int8 weights and output need an int8 input, not {data.dtype}")
         if len(n.inputs) <= b_index or not n.inputs[b_index]:
             continue
         b = graph.tensors[n.inputs[b_index]]

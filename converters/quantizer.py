@@ -275,6 +275,9 @@ def quantize_int8(
     is_int8 = {
         id(n): n.op in supported and n.op not in float_ops and n.attrs.get("_source") not in keep_float for n in g.nodes
     }
+    for n in g.nodes:  # int8 weights on a float constant: a hybrid kernel, whose output LiteRT wants float
+        if n.op in WEIGHTED and not _data_inputs(g, n):
+            is_int8[id(n)] = False
     if float_ops:  # a CPU target may keep byte-moving ops in float where one int8 grid cannot hold their inputs
         for n in _disparate_concatenations(g, ranges):
             is_int8[id(n)] = False

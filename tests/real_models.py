@@ -38,6 +38,24 @@ MODELS = {
         "7ed98ddbad84ccac4cd0aeb3099049280713df825c610a8ed34543318f1b2c49",
         "Silero voice activity detector (LSTM, If nodes on shapes), 16 kHz, opset 15",
     ),
+    "ppocr-v4-det": RealModel(
+        "rapidocr-onnxruntime==1.4.4",
+        "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
+        "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9",
+        "PP-OCRv4 mobile text detector (DBNet, MobileNetV3 backbone), any image size, text probability map out",
+    ),
+    "ppocr-v4-rec": RealModel(
+        "rapidocr-onnxruntime==1.4.4",
+        "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
+        "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
+        "PP-OCRv4 mobile text recogniser (SVTR neck, CTC over 6,625 classes; the alphabet in its metadata), 48 px high",
+    ),
+    "ddddocr-rec": RealModel(
+        "ddddocr==1.6.1",
+        "ddddocr/common.onnx",
+        "33b5cd351ee94e73a6bf8fa18c415ed8b819b3ffd342e267c30d8ad8334e34e8",
+        "ddddocr's captcha recogniser (CNN + bidirectional LSTM, no initial state, CTC over 8,210 classes), 64 px high",
+    ),
 }
 
 CACHE = Path(os.environ.get("EDGEKIT_MODEL_CACHE", Path(__file__).resolve().parent.parent / ".cache" / "models"))

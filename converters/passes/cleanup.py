@@ -35,6 +35,13 @@ def _transpose(x, perm):
     return np.transpose(x, perm)
 
 
+def _fully_connected(node: Node, xs: list) -> np.ndarray:
+    x, weights, bias = (xs + [None])[:3]
+    units = weights.shape[0]
+    y = x.reshape(-1, weights.shape[1]) @ weights.T + (0 if bias is None else bias)
+    return y.reshape((*x.shape[:-1], units) if node.attrs.get("keep_num_dims") else (-1, units))
+
+
 # TFLite op -> numpy evaluation from constant inputs (only what lowering leaves behind)
 CONST_EVALUATORS = {
     "TRANSPOSE": lambda node, xs: np.transpose(xs[0], xs[1].tolist()),
@@ -44,6 +51,8 @@ CONST_EVALUATORS = {
     "ADD": lambda node, xs: xs[0] + xs[1],
     "SUB": lambda node, xs: xs[0] - xs[1],
     "DIV": lambda node, xs: xs[0] / xs[1],
+    # a recurrent layer's first step on a zero initial state: left in, int8 would feed it a float constant
+    "FULLY_CONNECTED": _fully_connected,
 }
 
 
@@ -58,8 +67,8 @@ def fold_constants(graph: Graph) -> Graph:
                 continue
             if node.attrs.get("fused_activation_function", "NONE") != "NONE":
                 continue
-            values = [graph.const(i) for i in node.inputs]
-            if any(v is None for v in values):
+            values = [graph.const(i) if i else None for i in node.inputs]  # "": an optional input left out
+            if any(v is None for i, v in zip(node.inputs, values, strict=True) if i):
                 continue
             out = graph.tensors[node.outputs[0]]
             if out.quant is not None or out.name in graph.outputs:

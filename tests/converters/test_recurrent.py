@@ -45,3 +45,46 @@ def test_lstm_matches_onnxruntime_in_one_partition(tmp_path, direction, with_sta
     assert "LSTM" not in str(result.ops) and result.partitions == 1, result.ops
     report = verify(model, out, samples=4)
     assert report.min_sqnr_db >= 60, report.table()
+
+
+@pytest.mark.parametrize("direction", ["forward", "bidirectional"])
+def test_lstm_without_initial_state_quantizes_to_int8(tmp_path, direction):
+    """No initial state (CRNN text recognisers export their LSTM so): the first step's recurrence
+    is a FULLY_CONNECTED on a constant zero state. int8 made it float in, int8 weights, int8 out,
+    which LiteRT refuses to load. It now folds away; the int8 model is close to onnxruntime."""
+    model = lstm_model(direction, with_state=False, seq=6)
+    calibration = np.random.default_rng(1).uniform(-1, 1, (16, 6, 2, 5)).astype(np.float32)
+    out = tmp_path / "lstm_int8.tflite"
+    result = convert(model, out, quantize="int8", calibration=calibration)
+    assert result.partitions is not None  # LiteRT loads it
+    report = verify(model, out, data={"x": np.random.default_rng(2).uniform(-1, 1, (4, 6, 2, 5)).astype(np.float32)})
+    assert report.min_sqnr_db >= 20, report.table()
+
+
+def test_weighted_op_on_a_constant_stays_float_and_the_self_check_refuses_it_int8(tmp_path, monkeypatch):
+    """Without the folding, the step on the zero state must stay a float FULLY_CONNECTED; forced to
+    int8 output on its float input, the writer's self-check refuses the graph."""
+    from edgekit.converters.int8_rules import Int8RuleError, check_int8
+    from edgekit.converters.ir import QuantParams
+    from edgekit.converters.passes import cleanup
+    from edgekit.converters.pipeline import import_onnx, to_tflite_graph
+    from edgekit.converters.quantizer import quantize_graph, symmetric_weights
+
+    monkeypatch.delitem(cleanup.CONST_EVALUATORS, "FULLY_CONNECTED")
+    model = lstm_model("forward", with_state=False, seq=6)
+    calibration = np.random.default_rng(1).uniform(-1, 1, (16, 6, 2, 5)).astype(np.float32)
+    out = tmp_path / "lstm_int8.tflite"
+    convert(model, out, quantize="int8", calibration=calibration)
+    report = verify(model, out, data={"x": np.random.default_rng(2).uniform(-1, 1, (4, 6, 2, 5)).astype(np.float32)})
+    assert report.min_sqnr_db >= 20, report.table()
+
+    graph = import_onnx(model)
+    quantized = quantize_graph(to_tflite_graph(graph), graph, mode="int8", calibration=calibration)
+    (on_constant,) = [n for n in quantized.nodes if n.op == "FULLY_CONNECTED" and quantized.is_const(n.inputs[0])]
+    weights = quantized.tensors[on_constant.inputs[1]]  # what the quantizer made of it before the fix
+    weights.data, weights.quant = symmetric_weights(weights.data, 0)
+    weights.dtype = np.dtype(np.int8)
+    output = quantized.tensors[on_constant.outputs[0]]
+    output.dtype, output.quant = np.dtype(np.int8), QuantParams(np.float32(0.01), 0)
+    with pytest.raises(Int8RuleError, match="need an int8 input"):
+        check_int8(quantized)
