@@ -105,7 +105,7 @@ def run_load(port: int, work: Path, fleet: str, devices: int, per_device: int, r
     return total / seconds, total, count, cpu
 
 
-def host_agents(port: int, public_key: str, command_key: str, work: str, first: int, count: int, ready, stop) -> None:
+def host_agents(port: int, trusted_root: str, command_key: str, work: str, first: int, count: int, ready, stop) -> None:
     """``count`` real agents (MQTT, outbox, OTA slots, separate-process health checks) in this process."""
     from edgekit.agent.runner import Agent, AgentConfig
 
@@ -115,7 +115,7 @@ def host_agents(port: int, public_key: str, command_key: str, work: str, first: 
             fleet="bench",
             device=f"a{i:03d}",
             state_dir=f"{work}/a{i:03d}",
-            public_key=public_key,
+            trusted_root=trusted_root,
             port=port,
             telemetry_interval_s=3600,
             watch_invocations=0,
@@ -135,13 +135,15 @@ def rollout(port: int, work: Path, agents: int, per_process: int = 25) -> list[l
     model is broken: it must stop in the canary, which keeps serving the good one."""
     from edgekit import package
     from edgekit.converters import convert
+    from edgekit.fleet import repository
     from edgekit.fleet.api import serve_api
     from edgekit.fleet.client import FleetClient
     from edgekit.fleet.manager import FleetManager
     from edgekit.fleet.packages import PackageStore
 
     key, pub = work / "fleet.key", work / "fleet.pub"
-    public_key = package.generate_key(key, pub)
+    package.generate_key(key, pub)
+    package.generate_key(work / "root.key", work / "root.pub")
     good_model, bad_model = work / "digits.tflite", work / "broken.tflite"
     convert(str(ROOT / "edgekit" / "samples" / "digits_cnn.onnx"), good_model)
     bad_model.write_bytes(good_model.read_bytes()[:400])
@@ -155,13 +157,22 @@ def rollout(port: int, work: Path, agents: int, per_process: int = 25) -> list[l
     manager = FleetManager(work / "rollout.sqlite", port=port, client_id="bench-rollout", command_key=command_private)
     if not manager.start():
         raise SystemExit(f"the broker on port {port} did not take the fleet manager's subscriptions")
-    httpd, _ = serve_api(manager, PackageStore(work / "store"), "bench-token", public_key)
+    repository.create(
+        work / "fleet.tuf",
+        repository.signer_from_file(work / "root.key", "root key"),
+        repository.signer_from_file(key, "package key"),
+        command_public,
+    )
+    repo = repository.Repository(work / "fleet.tuf", repository.signer(command_private.rpartition(":")[2]))
+    trusted_root = repo.file("root.json").read_text()
+    httpd, _ = serve_api(manager, PackageStore(work / "store", repo), "bench-token")
     client = FleetClient(f"http://127.0.0.1:{httpd.server_address[1]}", "bench-token", fleet="bench")
     ready, stop = mp.Queue(), mp.Event()
     hosts = [
         mp.Process(
             target=host_agents,
-            args=(port, public_key, command_public, str(work / "agents"), i, min(per_process, agents - i), ready, stop),
+            args=(port, trusted_root, command_public, str(work / "agents"), i, min(per_process, agents - i))
+            + (ready, stop),
         )
         for i in range(0, agents, per_process)
     ]
@@ -176,6 +187,7 @@ def rollout(port: int, work: Path, agents: int, per_process: int = 25) -> list[l
             time.sleep(0.2)
         for info, expect in ((good, "done"), (bad, "aborted")):
             client.upload(info.path)
+            client.publish(info.path, info.manifest, repository.signer_from_file(key, "package key"))
             start = time.perf_counter()
             status = client.deploy(info.sha256, ["tag:cameras"], 0.05, [0.25, 0.5, 1.0], {"max_failures": 0.1})
             while status["state"] == "running" and time.perf_counter() - start < 900:

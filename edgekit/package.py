@@ -227,39 +227,57 @@ def _open_archive(path: Path) -> tarfile.TarFile:
     return tarfile.open(path, mode="r:xz" if head == XZ_MAGIC else "r:")
 
 
-def verify(
-    path: str | os.PathLike,
-    *,
-    public_key: str,
-    sha256: str | None = None,
-    size: int | None = None,
-    signature: bytes | None = None,
-    max_bytes: int = MAX_PACKAGE_BYTES,
+def check_digest(
+    path: str | os.PathLike, sha256: str | None = None, size: int | None = None, max_bytes: int = MAX_PACKAGE_BYTES
 ) -> str:
-    """Check a downloaded package before touching its content; returns its sha256."""
-    from nacl.exceptions import BadSignatureError
-    from nacl.signing import VerifyKey
-
+    """The package file is the one described (size, sha256) before anything reads its content;
+    returns its sha256."""
     path = Path(path)
     actual = path.stat().st_size
     if actual > max_bytes:
         raise PackageError(f"package is {actual} bytes, over the {max_bytes}-byte limit")
     if size is not None and actual != size:
-        raise PackageError(f"package is {actual} bytes but the deployment says {size}")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if sha256 is not None and digest != sha256:
-        raise PackageError(f"package sha256 {digest[:16]}... does not match the deployment's {sha256[:16]}...")
+        raise PackageError(f"package is {actual} bytes but its signed description says {size}")
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    if sha256 is not None and digest.hexdigest() != sha256:
+        raise PackageError(
+            f"package sha256 {digest.hexdigest()[:16]}... does not match its signed description's {sha256[:16]}..."
+        )
+    return digest.hexdigest()
+
+
+def verify(
+    path: str | os.PathLike,
+    *,
+    public_key: str | list[str],
+    sha256: str | None = None,
+    size: int | None = None,
+    signature: bytes | None = None,
+    max_bytes: int = MAX_PACKAGE_BYTES,
+) -> str:
+    """Check a package and its detached signature (``public_key``: one key or any of several)
+    before touching its content; returns its sha256."""
+    from nacl.exceptions import BadSignatureError
+    from nacl.signing import VerifyKey
+
+    path = Path(path)
+    digest = check_digest(path, sha256, size, max_bytes)
     if signature is None:
         sig_path = path.with_suffix(path.suffix + ".sig")
         try:
             signature = bytes.fromhex(sig_path.read_text().strip())
         except (OSError, ValueError):
             raise PackageError(f"package signature {sig_path} is missing or unreadable") from None
-    try:
-        VerifyKey(bytes.fromhex(public_key.strip().rpartition(":")[2])).verify(bytes.fromhex(digest), signature)
-    except (BadSignatureError, ValueError):
-        raise PackageError("package signature does not verify with the fleet key: refusing it") from None
-    return digest
+    for key in [public_key] if isinstance(public_key, str) else public_key:
+        try:
+            VerifyKey(bytes.fromhex(key.strip().rpartition(":")[2])).verify(bytes.fromhex(digest), signature)
+            return digest
+        except (BadSignatureError, ValueError):
+            continue
+    raise PackageError("package signature does not verify with the fleet's package key: refusing it")
 
 
 def read_manifest(path: str | os.PathLike) -> dict:

@@ -59,6 +59,61 @@ def _stem_model():
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
+def _publish_package(out: Path) -> None:
+    """A fleet's TUF repository in OUT/fleet.tuf with the int8 model published as digits 1."""
+    from edgekit import keys, package
+    from edgekit.fleet import repository
+    from edgekit.fleet.packages import PackageStore
+
+    for name in ("root", "fleet", "online"):
+        keys.create(out / f"{name}.key", out / f"{name}.pub", force=True)
+    if (out / "fleet.tuf").exists():
+        import shutil
+
+        shutil.rmtree(out / "fleet.tuf")
+    signer = {name: repository.signer_from_file(out / f"{name}.key", name) for name in ("root", "fleet", "online")}
+    repository.create(out / "fleet.tuf", signer["root"], signer["fleet"], keys.read_public(out / "online.pub"))
+    repo = repository.Repository(out / "fleet.tuf", signer["online"])
+    info = package.build(
+        out / MODELS[1], out / "digits-1.tar", name="digits", version="1", signing_key=out / "fleet.key"
+    )
+    store = PackageStore(out / "store", repo)
+    store.add(info.path, info.sha256)
+    targets = repository.sign_targets(repo.file("targets.json").read_bytes(), signer["fleet"], info.path, info.manifest)
+    repo.publish_targets(targets, store.sizes())
+
+
+def _deploy_package(out: Path, name: str) -> Path:
+    """What the agent does with a deploy: python-tuf's ngclient verifies the metadata served over
+    HTTP, the package downloads, is checked against it, unpacks, passes its health check and serves."""
+    import shutil
+
+    from edgekit import keys
+    from edgekit.agent.ota import Deployment, Slots
+    from edgekit.agent.trust import UpdateTrust
+    from edgekit.fleet import repository
+    from edgekit.fleet.packages import PackageStore, serve_packages
+
+    repo = repository.Repository(out / "fleet.tuf", repository.signer(keys.read_private(out / "online.key")))
+    store = PackageStore(out / "store", repo)
+    server = serve_packages(store)
+    device = out / f"{name}-device"
+    shutil.rmtree(device, ignore_errors=True)
+    shutil.rmtree(f"{device}-tuf", ignore_errors=True)
+    try:
+        sha256, size = next(iter(store.sizes().items()))
+        url = f"http://127.0.0.1:{server.server_address[1]}/packages/{sha256}.tar"
+        slots = Slots(device, UpdateTrust(f"{device}-tuf", repo.file("root.json").read_bytes()))
+        steps = []
+        ok = slots.deploy(Deployment("pi-check", "digits-1.tar", sha256, size, url, "digits", "1"),
+                          lambda _d, step, details: steps.append((step, details)))  # fmt: skip
+        if not ok:
+            raise SystemExit(f"the OTA deployment failed on this machine: {steps[-1]}")
+        return slots.current_model()
+    finally:
+        server.shutdown()
+
+
 def main() -> None:
     command, out = sys.argv[1], Path(sys.argv[2])
     data = np.load(str(files("edgekit") / "samples" / "digits_data.npz"))
@@ -80,12 +135,7 @@ def main() -> None:
         images = np.random.default_rng(1).uniform(-1, 1, (48, 3, 64, 64)).astype(np.float32)
         convert(_stem_model(), out / STEM, quantize="int8", calibration=images[:16], stem_block=4)
         np.save(out / "stem_inputs.npy", images[16:].transpose(0, 2, 3, 1))
-        from edgekit import package
-
-        package.generate_key(out / "fleet.key", out / "fleet.pub")
-        package.build(
-            out / MODELS[1], out / "digits-int8.tar.xz", name="digits", version="1", signing_key=out / "fleet.key"
-        )
+        _publish_package(out)
     elif command == "run":
         from edgekit.devices import detect
         from edgekit.runtime import available, load
@@ -98,19 +148,8 @@ def main() -> None:
             "board": detect().id,
         }
         paths = {name: out / name for name in (*MODELS, *PRUNED) if (out / name).exists()}
-        if (out / "digits-int8.tar.xz").exists():  # the device's OTA path: verify, then unpack, then load
-            import shutil
-            import tempfile
-
-            from edgekit import package
-
-            package.verify(out / "digits-int8.tar.xz", public_key=(out / "fleet.pub").read_text().strip())
-            unpacked = Path(tempfile.mkdtemp()) / "slot"
-            manifest = package.unpack(out / "digits-int8.tar.xz", unpacked)
-            staged = out / f"{sys.argv[3]}-package"
-            shutil.rmtree(staged, ignore_errors=True)
-            shutil.copytree(unpacked, staged)
-            paths["package:" + manifest["model"]] = staged / manifest["model"]
+        if (out / "fleet.tuf").exists():  # the device's OTA path, end to end: TUF metadata, download, install
+            paths["package:" + MODELS[1]] = _deploy_package(out, sys.argv[3])
         if (out / STEM).exists():
             session = load(out / STEM, threads=2)
             images = np.load(out / "stem_inputs.npy")

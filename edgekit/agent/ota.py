@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit import package
+from edgekit.agent.trust import UpdateTrust
 from edgekit.errors import PackageError
 from edgekit.protocol import ProtocolError
 
@@ -53,7 +54,6 @@ class Deployment:
     sha256: str
     size: int
     url: str
-    signature: str  # hex
     name: str = ""
     version: str = ""
 
@@ -68,7 +68,6 @@ class Deployment:
             payload["sha256"],
             payload["size"],
             payload["url"],
-            payload.get("signature", ""),
             payload.get("name", "") or "",
             payload.get("version", "") or "",
         )
@@ -82,7 +81,6 @@ class Deployment:
             ("deployment", self.id, SAFE_ID),
             ("package", self.package, SAFE_NAME),
             ("sha256", self.sha256, HEX_SHA256),
-            ("signature", self.signature, HEX_SIGNATURE),
             ("name", self.name, SAFE_NAME_OR_EMPTY),
             ("version", self.version, SAFE_NAME_OR_EMPTY),
         )
@@ -106,7 +104,6 @@ SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 SAFE_NAME_OR_EMPTY = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9._+-]{0,127})?")
 HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
-HEX_SIGNATURE = re.compile(r"[0-9a-f]{128}")  # ed25519: 64 bytes; a deploy without one is refused
 
 
 def version_key(version: str) -> tuple:
@@ -120,9 +117,9 @@ Reporter = Callable[[str, str, dict], None]  # (deployment id, step, details)
 class Slots:
     """The device's model store: ``state.json``, two slots, a download folder."""
 
-    def __init__(self, root: str | os.PathLike, public_key: str) -> None:
+    def __init__(self, root: str | os.PathLike, trust: UpdateTrust) -> None:
         self.root = Path(root)
-        self.public_key = public_key
+        self.trust = trust
         self.superseded = threading.Event()  # set by the agent when a newer desired state arrives
         self.download_deadline = download_deadline  # size -> seconds
         for sub in ("slots/a", "slots/b", "downloads"):
@@ -184,15 +181,15 @@ class Slots:
         report(d.id, "received", {})
         archive = self.root / "downloads" / f"{d.sha256}.tar"
         try:
+            signed = self.trust.target(d.url, d.package)
+            if (signed.sha256, signed.length) != (d.sha256, d.size):
+                raise PackageError(
+                    f"the deploy message's sha256 and size for {d.package} are not what the fleet's "
+                    "signed targets metadata says: refusing it"
+                )
             self._download(d, report, archive)
             try:
-                package.verify(
-                    archive,
-                    public_key=self.public_key,
-                    sha256=d.sha256,
-                    size=d.size,
-                    signature=bytes.fromhex(d.signature),
-                )
+                package.check_digest(archive, sha256=signed.sha256, size=signed.length)
             except PackageError:
                 archive.unlink(missing_ok=True)  # a corrupt download must not poison the next attempt
                 raise
@@ -202,6 +199,11 @@ class Slots:
             target = self.root / "slots" / slot
             shutil.rmtree(target, ignore_errors=True)
             manifest = package.unpack(archive, target)
+            if (manifest.get("name"), manifest.get("version")) != (signed.name, signed.version):
+                raise PackageError(
+                    f"the package's manifest says {manifest.get('name')} {manifest.get('version')}, "
+                    f"its signed metadata {signed.name} {signed.version}: refusing it"
+                )
             self._refuse_downgrade(manifest)
             self._refuse_incompatible(manifest)
             self._step("installed", slot=slot)
@@ -322,7 +324,8 @@ class Slots:
         pending = state["pending"]
         if pending is None:
             return None
-        d = Deployment(**pending["deployment"])
+        known = Deployment.__dataclass_fields__
+        d = Deployment(**{k: v for k, v in pending["deployment"].items() if k in known})
         if pending.get("step") == "switched":
             # the new model never proved itself (the agent stopped before the commit): as
             # Mender does, an uncommitted switch is rolled back, and the deployment failed here

@@ -15,6 +15,7 @@ from edgekit import protocol
 from edgekit.agent.ota import SAFE_ID, Deployment, Slots
 from edgekit.agent.outbox import Outbox
 from edgekit.agent.telemetry import TelemetryCollector
+from edgekit.agent.trust import UpdateTrust
 from edgekit.errors import FleetError
 from edgekit.mqtt import choose_version, connect_args, make_client
 
@@ -27,7 +28,7 @@ class AgentConfig:
     fleet: str
     device: str
     state_dir: str
-    public_key: str
+    trusted_root: str  # the fleet's TUF root metadata (JSON), pinned at provisioning
     host: str = "127.0.0.1"
     port: int = 1883
     username: str | None = None
@@ -51,7 +52,6 @@ class AgentConfig:
 def _normalized(config: AgentConfig) -> None:
     from edgekit.keys import hex_of
 
-    config.public_key = hex_of(config.public_key)
     if config.command_key:
         config.command_key = hex_of(config.command_key)
 
@@ -69,7 +69,7 @@ class Agent:
         self.config = config
         root = Path(config.state_dir)
         root.mkdir(parents=True, exist_ok=True)
-        self.slots = Slots(root / "models", config.public_key)
+        self.slots = Slots(root / "models", UpdateTrust(root / "tuf", config.trusted_root.encode()))
         self.outbox = Outbox(root / "outbox.sqlite", config.outbox_limit)
         self.collector = TelemetryCollector()
         self.seq = 0

@@ -1,5 +1,5 @@
-"""edgekit fleet serve | devices | telemetry DEVICE | deploy PACKAGE --to ... | rollouts |
-pause/resume/abort/rollback ROLLOUT | provision DEVICE.
+"""edgekit fleet init | serve | devices | telemetry DEVICE | deploy PACKAGE --to ... | rollouts |
+pause/resume/abort/rollback ROLLOUT | provision DEVICE | rotate-key.
 
 ``serve`` runs the manager (MQTT ingest, rollouts, HTTP API); the other actions are clients of
 its HTTP API (``--api``), with the token from ``--token``, $EDGEKIT_FLEET_TOKEN or the token file
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import dataclass
+from pathlib import Path
 
 from edgekit.commands._shapes import PORT
 
@@ -26,6 +28,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
+    init = sub.add_parser(
+        "init", help="make the fleet's update metadata (TUF root) once, where the root key is; then serve"
+    )
+    init.add_argument("--root-key", required=True, help="the root private key (edgekit keys new; keep it offline)")
+    init.add_argument("--targets-key", required=True, help="the package private key that signs what devices install")
+    rotate = sub.add_parser(
+        "rotate-key", help="trust a new package key: devices follow the new root, no re-provisioning"
+    )
+    rotate.add_argument("--root-key", required=True, help="the fleet's root private key")
+    rotate.add_argument("--new-targets-key", required=True, help="the new package private key (edgekit keys new)")
     serve = sub.add_parser("serve", help="ingest telemetry, serve packages and the API, run rollouts")
     serve.add_argument(
         "--host", help="MQTT broker host (none: start the embedded broker on loopback, with --broker-dir's accounts)"
@@ -43,7 +55,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     serve.add_argument("--http-host", default="127.0.0.1", help="API address (0.0.0.0 for the fleet to reach it)")
     serve.add_argument("--http-port", type=PORT, default=8765, help="API port (0: any free one)")
     serve.add_argument("--public-url", help="URL devices download packages from (default http://HOST:PORT)")
-    serve.add_argument("--public-key", help="the fleet's public key file: uploads are verified with it")
     serve.add_argument("--retention-days", type=float, default=30.0, help="drop telemetry older than this")
 
     devices = sub.add_parser("devices", help="the device registry")
@@ -51,8 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tel = sub.add_parser("telemetry", help="recent telemetry of a device")
     tel.add_argument("device")
     tel.add_argument("--last", type=int, default=10)
-    deploy = sub.add_parser("deploy", help="upload a signed package and roll it out")
+    deploy = sub.add_parser("deploy", help="upload and publish a signed package and roll it out")
     deploy.add_argument("package", help="the package .tar (its .sig beside it)")
+    deploy.add_argument(
+        "--sign", help="the package private key: publishes the package in the fleet's signed targets metadata"
+    )
     deploy.add_argument("--to", nargs="+", default=["all"], help="all | tag:NAME | id:DEV[,DEV] (several allowed)")
     deploy.add_argument("--canary", default="5%", help="canary group share (at least one device)")
     deploy.add_argument("--waves", default="25,50,100", help="cumulative wave shares in percent")
@@ -88,7 +102,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     prov.add_argument("--host", default="127.0.0.1", help="the broker host the device connects to")
     prov.add_argument("--port", type=PORT, default=1883, help="the broker port the device connects to")
     prov.add_argument("--broker-dir", default="broker", help="where the Mosquitto passwd/acl files live")
-    prov.add_argument("--public-key", required=True, help="the fleet's public key file (edgekit package --new-key)")
     prov.add_argument(
         "--command-key",
         help="the manager's command public key file (default: the one serve made beside --db, DB.command.pub)",
@@ -112,28 +125,41 @@ def share(text: str, what: str) -> float:
 def run(args: argparse.Namespace) -> int:
     if args.action == "serve":
         return serve(args)
+    if args.action == "init":
+        return init(args)
     if args.action == "provision":
         from pathlib import Path
 
         from edgekit import keys
         from edgekit.errors import InputError
-        from edgekit.fleet.provision import provision
+        from edgekit.fleet.provision import check_ids, provision
 
-        public = keys.read_public(args.public_key)
-        command_file = Path(args.command_key) if args.command_key else _command_key_files(args.db)[1]
+        check_ids(args.fleet, args.device)
+        files = fleet_files(args.db)
+        command_file = Path(args.command_key) if args.command_key else files.command_public
         if not command_file.exists():
             raise InputError(
-                f"no command key at {command_file}: run `edgekit fleet serve` once (it makes one) or pass --command-key"
+                f"no command key at {command_file}: run `edgekit fleet init` once (it makes one) or pass --command-key"
             )
         command_key = keys.read_public(command_file)
-        creds = provision(
-            args.broker_dir, args.fleet, args.device, public, args.host, args.port, command_key=command_key
-        )
+        root = _trusted_root(files.metadata)
+        creds = provision(args.broker_dir, args.fleet, args.device, root, args.host, args.port, command_key=command_key)
         print(f"provisioned {args.device}: config {creds['config']} (password inside; copy it to the device)")
         return 0
     from edgekit.fleet.client import FleetClient
 
     client = FleetClient(args.api, token=_token(args), fleet=args.fleet)
+    if args.action == "rotate-key":
+        from edgekit.fleet.repository import signer_from_file
+
+        root_signer = signer_from_file(args.root_key, "root key")
+        new_signer = signer_from_file(args.new_targets_key, "new package key")
+        version = client.rotate_targets_key(root_signer, new_signer)
+        print(
+            f"root version {version}: devices now trust {args.new_targets_key} for packages and refuse the old key; "
+            "sign new packages with it"
+        )
+        return 0
     if args.action == "devices":
         _print_table(
             [
@@ -185,6 +211,17 @@ def run(args: argparse.Namespace) -> int:
 
         Gates.from_dict(gates)  # refuse a bad gate here, before the package travels
         info = client.upload(args.package)
+        if not info.get("published"):
+            if not args.sign:
+                from edgekit.errors import InputError
+
+                raise InputError(
+                    f"{info['name']} {info['version']} is not published in the fleet's signed metadata yet: "
+                    "pass --sign PACKAGE.key"
+                )
+            from edgekit.fleet.repository import signer_from_file
+
+            client.publish(args.package, info["manifest"], signer_from_file(args.sign, "package key"))
         status = client.deploy(info["sha256"], args.to, share(args.canary, "--canary"), waves, gates, args.id)
         print(f"uploaded {info['name']} {info['version']} ({info['size']:,} bytes, sha256 {info['sha256'][:12]}...)")
         print(f"rollout {status['id']}: {len(status['devices'])} devices, waves at {status['cuts']}")
@@ -224,7 +261,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import logging
     import secrets
     import time
     from pathlib import Path
@@ -235,23 +271,22 @@ def serve(args: argparse.Namespace) -> int:
     from edgekit.fleet.manager import FleetManager
     from edgekit.fleet.packages import PackageStore
 
-    public_key = keys.read_public(args.public_key) if args.public_key else None
     if "://" not in args.db and not Path(args.db).resolve().parent.is_dir():
         raise InputError(f"--db {args.db}: folder {Path(args.db).parent} does not exist; create it first")
+    files = fleet_files(args.db)
+    if not files.command_private.exists():
+        raise InputError(f"no fleet at {args.db}: make it once with edgekit fleet init --root-key R --targets-key P")
     token_file = _token_file(args.db)
     if not token_file.exists():
         fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(32))
     token = token_file.read_text().strip()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")  # rollout events
     _raise_open_file_limit()
-    command_private, command_public = _command_key_files(args.db)
-    if not command_private.exists():
-        from edgekit.signing import new_command_key
+    from edgekit.fleet.repository import Repository, signer
 
-        new_command_key(command_private, command_public)
-        print(f"new command key {command_private} (0600); devices pin {command_public} at provisioning")
+    command_private = keys.read_private(files.command_private)
+    repository = Repository(files.metadata.parent, signer(command_private))
     broker = None
     if args.host is None:
         from edgekit.broker import Broker
@@ -279,7 +314,7 @@ def serve(args: argparse.Namespace) -> int:
         username=args.username,
         password=args.password,
         tls=tls,
-        command_key=keys.read_private(command_private),
+        command_key=command_private,
     )
     try:
         listening = manager.start()
@@ -298,9 +333,8 @@ def serve(args: argparse.Namespace) -> int:
     try:
         httpd, _ = serve_api(
             manager,
-            PackageStore(Path(args.packages)),
+            PackageStore(Path(args.packages), repository),
             token,
-            public_key,
             args.http_host,
             args.http_port,
             args.public_url,
@@ -317,6 +351,7 @@ def serve(args: argparse.Namespace) -> int:
     try:
         while True:
             time.sleep(5)
+            repository.refresh()  # a timestamp that is never re-signed expires: devices then refuse updates
             if time.time() - last_retention > 3600:
                 manager.prune_telemetry(args.retention_days * 86400)
                 last_retention = time.time()
@@ -348,12 +383,56 @@ def _raise_open_file_limit() -> None:
         pass
 
 
-def _command_key_files(db: str):
-    """The manager's command key pair, beside a SQLite database (``fleet.command.*`` for a URL)."""
-    from pathlib import Path
+@dataclass(frozen=True)
+class FleetFiles:
+    """What a fleet keeps beside its SQLite database (``fleet.*`` for a database URL)."""
 
+    command_private: Path  # the manager's online key: commands, snapshot and timestamp metadata
+    command_public: Path
+    metadata: Path  # the TUF repository's metadata folder
+
+
+def fleet_files(db: str) -> FleetFiles:
     base = Path("fleet.sqlite") if "://" in db else Path(db)
-    return base.with_suffix(".command.key"), base.with_suffix(".command.pub")
+    return FleetFiles(
+        base.with_suffix(".command.key"), base.with_suffix(".command.pub"), base.with_suffix(".tuf") / "metadata"
+    )
+
+
+def init(args: argparse.Namespace) -> int:
+    """The fleet's keys and update metadata, made once where the root key is."""
+    from edgekit import keys
+    from edgekit.errors import InputError
+    from edgekit.fleet import repository
+    from edgekit.signing import new_command_key
+
+    if "://" not in args.db and not Path(args.db).resolve().parent.is_dir():
+        raise InputError(f"--db {args.db}: folder {Path(args.db).parent} does not exist; create it first")
+    root_signer = repository.signer_from_file(args.root_key, "root key")
+    targets_signer = repository.signer_from_file(args.targets_key, "package key")
+    if root_signer.public_key.keyid == targets_signer.public_key.keyid:
+        raise InputError("--root-key and --targets-key must be two different keys (the root key stays offline)")
+    files = fleet_files(args.db)
+    if (files.metadata / "1.root.json").exists():
+        raise InputError(f"{files.metadata} exists already: devices are pinned to it; rotate keys with rotate-key")
+    if not files.command_private.exists():
+        new_command_key(files.command_private, files.command_public)
+    online = keys.read_public(files.command_public)
+    repository.create(files.metadata.parent, root_signer, targets_signer, online)
+    print(
+        f"fleet update metadata in {files.metadata} (root signed by {args.root_key}: keep that key offline); "
+        f"manager key {files.command_private} (0600); now run edgekit fleet serve --db {args.db}"
+    )
+    return 0
+
+
+def _trusted_root(metadata: Path) -> str:
+    from edgekit.errors import InputError
+
+    versions = sorted(metadata.glob("*.root.json"), key=lambda p: int(p.name.split(".")[0]))
+    if not versions:
+        raise InputError(f"no fleet update metadata in {metadata}: run edgekit fleet init first")
+    return versions[-1].read_text()
 
 
 def _token(args: argparse.Namespace) -> str | None:

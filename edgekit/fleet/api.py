@@ -68,7 +68,7 @@ ROUTES = (
         "POST",
         "/api/v1/packages",
         "upload",
-        "Upload a signed package (body: the .tar; header X-Edgekit-Signature: hex ed25519 signature)",
+        "Upload a package signed by the package key (body: the .tar; header X-Edgekit-Signature: hex)",
         changes=True,
         body="application/x-tar",
     ),
@@ -96,7 +96,24 @@ ROUTES = (
         "pause, resume, abort (stop; updated devices keep the new model) or rollback (stop and roll back)",
         changes=True,
     ),
+    Route(
+        "POST",
+        "/api/v1/tuf/targets",
+        "publish_targets",
+        "Publish targets metadata signed by the package key (the next version; every target uploaded)",
+        changes=True,
+        body="application/json",
+    ),
+    Route(
+        "POST",
+        "/api/v1/tuf/root",
+        "rotate_root",
+        "Rotate keys: {root, targets}, the next root signed by the current and new root keys, targets for it",
+        changes=True,
+        body="application/json",
+    ),
     Route("GET", "/packages/{file}", "package_file", "A package file or its signature (Range supported)"),
+    Route("GET", "/tuf/{file}", "metadata_file", "TUF metadata: N.root.json, timestamp.json, N.snapshot.json, ..."),
     Route("GET", "/openapi.json", "openapi", "This description"),
 )
 
@@ -156,6 +173,9 @@ class _ApiHandler(_Handler):
                     if route.handler == "package_file":
                         self.send_package()
                         return
+                    if route.handler == "metadata_file":
+                        self.send_metadata()
+                        return
                     query = {k: v[-1] for k, v in parse_qs(url.query).items()}
                     result = getattr(self.api, route.handler)(self, query=query, **match.groupdict())
                     self._json(201 if method == "POST" and route.handler in ("upload", "deploy") else 200, result)
@@ -202,13 +222,21 @@ class _ApiHandler(_Handler):
             raise ApiError(400, "request body must be a JSON object")
         return value
 
+    def json_body_bytes(self, fields: tuple[str, ...]) -> dict[str, bytes]:
+        """A JSON object whose ``fields`` are JSON documents, each returned re-encoded as bytes."""
+        value = self.json_body()
+        missing = [f for f in fields if not isinstance(value.get(f), dict)]
+        if missing:
+            raise ApiError(400, f"request body needs {', '.join(missing)} as JSON objects")
+        return {f: json.dumps(value[f]).encode() for f in fields}
+
 
 class FleetApi:
     """The route handlers (one method per Route.handler) over a FleetManager and a PackageStore."""
 
-    def __init__(self, manager, store: PackageStore, token: str, public_key: str | None, public_url: str) -> None:
+    def __init__(self, manager, store: PackageStore, token: str, public_url: str) -> None:
         self.manager, self.store, self.token = manager, store, token
-        self.public_key, self.public_url = public_key, public_url.rstrip("/")
+        self.public_url = public_url.rstrip("/")
         self.fleet = "default"
 
     def devices(self, handler, query: dict) -> list[dict]:
@@ -238,8 +266,8 @@ class FleetApi:
         return self.store.list()
 
     def upload(self, handler, query: dict) -> dict:
-        if not self.public_key:
-            raise ApiError(400, "this manager has no fleet public key (edgekit fleet serve --public-key)")
+        if self.store.repository is None:
+            raise ApiError(400, "this manager has no update metadata (edgekit fleet init)")
         try:
             signature = bytes.fromhex(handler.headers.get("X-Edgekit-Signature", ""))
         except ValueError:
@@ -256,7 +284,9 @@ class FleetApi:
                         raise ApiError(400, "upload ended before Content-Length bytes")
                     out.write(chunk)
                     remaining -= len(chunk)
-            return self.store.add_upload(Path(tmp), signature, self.public_key)
+            info = self.store.add_upload(Path(tmp), signature, self.store.repository.targets_public_keys())
+            info["published"] = self.store.repository.target_for(info["sha256"]) is not None
+            return info
         finally:
             Path(tmp).unlink(missing_ok=True)
 
@@ -286,17 +316,23 @@ class FleetApi:
             raise ApiError(
                 404, f"no stored package {request.get('package')!r}; upload it first (POST /api/v1/packages)"
             )
+        published = self.store.repository.target_for(info["sha256"]) if self.store.repository else None
+        if published is None:
+            raise ApiError(
+                409,
+                f"package {info['name']} {info['version']} is not in the fleet's signed targets metadata: "
+                "publish it first (edgekit fleet deploy --sign PACKAGE.key)",
+            )
         fleet = request.get("fleet") or query.get("fleet") or self.fleet
         targets = request.get("to") or ["all"]
         devices = self.manager.resolve_targets(fleet, [targets] if isinstance(targets, str) else list(targets))
         rollout_id = request.get("id") or f"{info['name']}-{info['version']}-{uuid.uuid4().hex[:8]}"
         deploy = {
             "deployment": rollout_id,
-            "package": f"{info['name']}-{info['version']}.tar",
+            "package": published[0],
             "sha256": info["sha256"],
             "size": info["size"],
             "url": f"{self.public_url}/packages/{info['sha256']}.tar",
-            "signature": info["signature"],
             "name": info["name"],
             "version": info["version"],
         }
@@ -321,6 +357,21 @@ class FleetApi:
         actions[action](rollout)
         return self.manager.rollout_status(rollout)
 
+    def publish_targets(self, handler, query: dict) -> dict:
+        data = handler.rfile.read(handler.body(MAX_JSON_BYTES * 4))
+        version = self._repository().publish_targets(data, self.store.sizes())
+        return {"targets_version": version}
+
+    def rotate_root(self, handler, query: dict) -> dict:
+        request = handler.json_body_bytes(("root", "targets"))
+        version = self._repository().rotate(request["root"], request["targets"], self.store.sizes())
+        return {"root_version": version}
+
+    def _repository(self):
+        if self.store.repository is None:
+            raise ApiError(400, "this manager has no update metadata (edgekit fleet init)")
+        return self.store.repository
+
     def openapi(self, handler, query: dict) -> dict:
         return openapi()
 
@@ -329,13 +380,12 @@ def serve_api(
     manager,
     store: PackageStore,
     token: str,
-    public_key: str | None = None,
     host: str = "127.0.0.1",
     port: int = 0,
     public_url: str | None = None,
 ) -> tuple[ThreadingHTTPServer, FleetApi]:
     """Serve in a background thread; ``server.server_address`` has the port."""
-    api = FleetApi(manager, store, token, public_key, public_url or "")
+    api = FleetApi(manager, store, token, public_url or "")
     server = BoundedHTTPServer((host, port), partial(_ApiHandler, api))
     if not public_url:
         api.public_url = f"http://{host}:{server.server_address[1]}"

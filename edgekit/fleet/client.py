@@ -63,6 +63,29 @@ class FleetClient:
         headers = {"Content-Type": "application/x-tar", "X-Edgekit-Signature": signature}
         return self._call("POST", "/api/v1/packages", data, headers)
 
+    def metadata(self, name: str) -> bytes:
+        """One of the fleet's TUF metadata files (root.json and targets.json: the newest)."""
+        return json.dumps(self._call("GET", f"/tuf/{name}")).encode()
+
+    def publish(self, package_path: str | Path, manifest: dict, targets_signer) -> int:
+        """Add an uploaded package to the fleet's targets metadata, signed here with the package
+        key (the manager never holds it); returns the new targets version."""
+        from edgekit.fleet.repository import sign_targets
+
+        signed = sign_targets(self.metadata("targets.json"), targets_signer, Path(package_path), manifest)
+        headers = {"Content-Type": "application/json"}
+        return self._call("POST", "/api/v1/tuf/targets", signed, headers)["targets_version"]
+
+    def rotate_targets_key(self, root_signer, new_targets_signer) -> int:
+        """A new root trusting ``new_targets_signer`` for targets; returns its version."""
+        from edgekit.fleet.repository import rotate_targets_key
+
+        root, targets = rotate_targets_key(
+            self.metadata("root.json"), self.metadata("targets.json"), root_signer, new_targets_signer
+        )
+        body = json.dumps({"root": json.loads(root), "targets": json.loads(targets)}).encode()
+        return self._call("POST", "/api/v1/tuf/root", body, {"Content-Type": "application/json"})["root_version"]
+
     def deploy(
         self,
         sha256: str,

@@ -1,5 +1,6 @@
 """The fleet manager's package store: content-addressed files served over HTTP with Range
-(so devices resume interrupted downloads)."""
+(so devices resume interrupted downloads), beside the TUF metadata that says what they are
+(``/tuf/``, edgekit.fleet.repository)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import threading
 from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
 
@@ -22,9 +24,10 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 class PackageStore:
-    def __init__(self, root: str | os.PathLike) -> None:
+    def __init__(self, root: str | os.PathLike, repository=None) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.repository = repository  # edgekit.fleet.repository.Repository: the metadata served at /tuf/
 
     def add(self, archive: str | os.PathLike, sha256: str) -> Path:
         """Store a verified package under its sha256 (with its signature file)."""
@@ -38,12 +41,13 @@ class PackageStore:
             shutil.copyfile(signature, self.root / f"{sha256}.tar.sig")
         return target
 
-    def add_upload(self, data_path: Path, signature: bytes, public_key: str) -> dict:
-        """A package uploaded to the manager: verified with the fleet key (like a device would)
-        before it is stored; returns its description."""
+    def add_upload(self, data_path: Path, signature: bytes, public_keys: list[str]) -> dict:
+        """A package uploaded to the manager: its detached signature verified with the package
+        (targets) key(s) the fleet's root trusts before it is stored; returns its description.
+        Devices never rely on this check: they install only what the TUF targets metadata lists."""
         from edgekit import package
 
-        digest = package.verify(data_path, public_key=public_key, signature=signature)
+        digest = package.verify(data_path, public_key=public_keys, signature=signature)
         manifest = package.read_manifest(data_path)
         target = self.root / f"{digest}.tar"
         if not target.exists():
@@ -68,6 +72,10 @@ class PackageStore:
         except (OSError, ValueError):
             return None
 
+    def sizes(self) -> dict[str, int]:
+        """sha256 -> size of every stored package (what targets metadata may list)."""
+        return {p.stem: p.stat().st_size for p in self.root.glob("*.tar") if re.fullmatch(r"[0-9a-f]{64}", p.stem)}
+
     def list(self) -> list[dict]:
         return [i for p in sorted(self.root.glob("*.json")) if (i := self.info(p.stem)) is not None]
 
@@ -87,7 +95,25 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
-        self.send_package()
+        if self.path.startswith("/tuf/"):
+            self.send_metadata()
+        else:
+            self.send_package()
+
+    def send_metadata(self) -> None:
+        repository = self.store.repository
+        name = urlsplit(self.path).path[len("/tuf/") :]
+        path = repository.file(name) if repository is not None else None
+        if path is None:
+            self.send_error(404, "no such metadata")
+            return
+        data = path.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(data)
 
     def send_package(self) -> None:
         path = self.store.path(self.path.rsplit("/", 1)[-1]) if self.path.startswith("/packages/") else None

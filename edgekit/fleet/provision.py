@@ -1,9 +1,10 @@
 """Provisioning a device: broker credentials in Mosquitto's password file, an ACL entry that
 lets it publish only under its own topics and read only its own deployments and commands, and
-an agent.toml with the fleet's public key pinned."""
+an agent.toml with the fleet's root of trust (TUF root metadata) and command key pinned."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -25,6 +26,16 @@ def device_acl(fleet: str, device: str) -> str:
     ]
     lines += [f"topic read {protocol.topic(fleet, device, c)}" for c in ("deploy", "cmd")]
     return "\n".join(lines) + "\n"
+
+
+def check_ids(fleet: str, device: str) -> None:
+    for what, value in (("fleet", fleet), ("device", device)):
+        if not DEVICE_ID.fullmatch(value):
+            raise FleetError(
+                f"{what} id {value!r} must be 1-64 letters, digits, '.', '_' or '-', starting alphanumeric"
+            )
+    if device == MANAGER_USER:
+        raise FleetError(f"{device!r} is the fleet manager's own account; choose another device id")
 
 
 def ensure_manager(folder: str | os.PathLike) -> str:
@@ -71,7 +82,7 @@ def provision(
     folder: str | os.PathLike,
     fleet: str,
     device: str,
-    public_key: str,
+    trusted_root: str,
     host: str = "127.0.0.1",
     port: int = 1883,
     *,
@@ -79,13 +90,7 @@ def provision(
 ) -> dict:
     """Add ``device`` to ``folder``/passwd and acl (creating the manager's account on first use)
     and write ``folder``/devices/``device``.toml. Returns the device's credentials."""
-    for what, value in (("fleet", fleet), ("device", device)):
-        if not DEVICE_ID.fullmatch(value):
-            raise FleetError(
-                f"{what} id {value!r} must be 1-64 letters, digits, '.', '_' or '-', starting alphanumeric"
-            )
-    if device == MANAGER_USER:
-        raise FleetError(f"{device!r} is the fleet manager's own account; choose another device id")
+    check_ids(fleet, device)
     folder = Path(folder)
     ensure_manager(folder)
     passwd, acl = folder / "passwd", folder / "acl"
@@ -101,7 +106,8 @@ def provision(
         config,
         "[agent]\n"
         f'fleet = "{fleet}"\ndevice = "{device}"\nstate_dir = "/var/lib/edgekit"\n'
-        f'public_key = "{public_key}"\nhost = "{host}"\nport = {port}\n'
-        f'username = "{device}"\npassword = "{password}"\ncommand_key = "{command_key}"\n',
+        f'host = "{host}"\nport = {port}\n'
+        f'username = "{device}"\npassword = "{password}"\ncommand_key = "{command_key}"\n'
+        f"trusted_root = '''{json.dumps(json.loads(trusted_root), separators=(',', ':'))}'''\n",
     )
     return {"username": device, "password": password, "config": str(config)}

@@ -18,6 +18,7 @@ from edgekit.fleet.api import ROUTES, serve_api
 from edgekit.fleet.client import FleetClient
 from edgekit.fleet.manager import FleetManager
 from edgekit.fleet.packages import PackageStore
+from edgekit.fleet.repository import signer_from_file
 from tests.fleet.test_fleet_mqtt import _agents, broker, wait_for  # noqa: F401  (broker is a fixture)
 
 TOKEN = "s3cret-token"
@@ -28,13 +29,13 @@ def LATENCY(p90_ms: float) -> dict:  # noqa: N802  (a window's latency block, as
 
 
 @pytest.fixture
-def fleet(tmp_path, broker, keys, command_key):  # noqa: F811
+def fleet(tmp_path, broker, keys, command_key, server):  # noqa: F811
     manager = FleetManager(tmp_path / "fleet.sqlite", port=broker.port, command_key=command_key[0])
     assert manager.start()
-    httpd, api = serve_api(manager, PackageStore(tmp_path / "store"), TOKEN, public_key=keys[1])
+    httpd, api = serve_api(manager, PackageStore(tmp_path / "api-store", server.repo), TOKEN)
     api.fleet = "f1"
     url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    agents = _agents(tmp_path, broker, keys[1], 4, command_key[1])  # dev00, dev02 are cameras
+    agents = _agents(tmp_path, broker, server.root_bytes().decode(), 4, command_key[1])  # dev00, dev02 are cameras
     try:
         wait_for(lambda: len(manager.devices("f1")) == 4, what="four devices registered")
         yield manager, FleetClient(url, TOKEN, fleet="f1"), agents, url
@@ -43,6 +44,12 @@ def fleet(tmp_path, broker, keys, command_key):  # noqa: F811
             agent.stop()
         manager.stop()
         httpd.shutdown()
+
+
+def _upload(client: FleetClient, info: package.PackageInfo, key) -> None:
+    """Upload and publish: the package key signs the next targets metadata, as fleet deploy --sign does."""
+    client.upload(info.path)
+    client.publish(info.path, info.manifest, signer_from_file(key, "package key"))
 
 
 def _package(tmp_path, model, key, version: str) -> package.PackageInfo:
@@ -65,6 +72,11 @@ def test_changes_need_the_token_and_uploads_a_valid_signature(tmp_path, fleet, k
     assert [p["version"] for p in client.packages()] == ["1"]
     with pytest.raises(FleetError, match="no stored package"):
         client.deploy("0" * 64, ["all"])
+    with pytest.raises(FleetError, match="not in the fleet's signed targets metadata"):
+        client.deploy(info.sha256, ["all"])  # uploaded, not published: no device would accept it
+    with pytest.raises(FleetError, match="not signed by this key"):
+        client.publish(info.path, info.manifest, signer_from_file(other_private, "package key"))
+    client.publish(info.path, info.manifest, signer_from_file(keys[0], "package key"))
     with pytest.raises(FleetError, match="matches no registered device"):
         client.deploy(info.sha256, ["tag:nothing"])
     assert client.devices("cameras")[0]["device"] == "dev00"
@@ -74,7 +86,7 @@ def test_changes_need_the_token_and_uploads_a_valid_signature(tmp_path, fleet, k
 def test_rollout_to_a_tag_with_pause_and_resume(tmp_path, fleet, keys, models):
     manager, client, agents, url = fleet
     info = _package(tmp_path, models[0], keys[0], "1")
-    client.upload(info.path)
+    _upload(client, info, keys[0])
     status = client.deploy(info.sha256, ["tag:cameras"], canary=0.05, waves=[1.0], rollout_id="r1")
     assert status["devices"] == ["dev00", "dev02"] and status["cuts"] == [1, 2]
     assert client.control("r1", "pause")["state"] == "paused"
@@ -87,7 +99,7 @@ def test_rollout_to_a_tag_with_pause_and_resume(tmp_path, fleet, keys, models):
         client.control("r1", "pause")
     # rollback by command: v2 reaches both cameras, then both go back to v1
     info2 = _package(tmp_path, models[1], keys[0], "2")
-    client.upload(info2.path)
+    _upload(client, info2, keys[0])
     client.deploy(info2.sha256, ["id:dev00,dev02"], canary=0.5, waves=[1.0], rollout_id="r2")
     wait_for(lambda: client.rollout("r2")["state"] == "done", what="second rollout done")
     assert client.control("r2", "rollback")["state"] == "rolled_back"
@@ -101,13 +113,13 @@ def test_rollout_to_a_tag_with_pause_and_resume(tmp_path, fleet, keys, models):
 def test_latency_gate_stops_the_canary_and_rolls_it_back(tmp_path, fleet, keys, models):
     manager, client, agents, url = fleet
     v1 = _package(tmp_path, models[0], keys[0], "1")
-    client.upload(v1.path)
+    _upload(client, v1, keys[0])
     client.deploy(v1.sha256, ["all"], canary=0.0, waves=[1.0], rollout_id="base")
     wait_for(lambda: client.rollout("base")["state"] == "done", what="v1 everywhere")
     for agent in agents:  # the fleet's latency on v1
         agent.telemetry(window={"count": 100, "errors": 0, "latency": LATENCY(2.0), "window_s": 0.001})
     v2 = _package(tmp_path, models[1], keys[0], "2")
-    client.upload(v2.path)
+    _upload(client, v2, keys[0])
     gates = {"max_latency_regression": 1.5, "telemetry_windows": 1}
     client.deploy(v2.sha256, ["all"], canary=0.25, waves=[1.0], gates=gates, rollout_id="slow")
     wait_for(lambda: client.rollout("slow")["steps"].get("dev00") == "committed", what="canary committed")
@@ -144,7 +156,7 @@ def test_offline_device_gets_the_rollout_when_it_returns(tmp_path, fleet, keys, 
     agents[3].stop()  # dev03 goes offline before the rollout
     wait_for(lambda: client.devices("doors")[1]["state"] == "offline", what="dev03 offline")
     info = _package(tmp_path, models[0], keys[0], "1")
-    client.upload(info.path)
+    _upload(client, info, keys[0])
     client.deploy(info.sha256, ["all"], canary=0.25, waves=[1.0], gates={"wave_timeout_s": 2}, rollout_id="r1")
     wait_for(lambda: client.rollout("r1")["state"] == "done", what="done without the offline device")
     assert "dev03" not in client.rollout("r1")["steps"]
@@ -159,11 +171,11 @@ def _v1_then_v2_canary(tmp_path, client, keys, models, gates: dict, rollout_id: 
     """v1 on every device, then v2 to a 25% canary (dev00) under ``gates``; returns v2's package
     once the canary has committed it."""
     v1 = _package(tmp_path, models[0], keys[0], "1")
-    client.upload(v1.path)
+    _upload(client, v1, keys[0])
     client.deploy(v1.sha256, ["all"], canary=0.0, waves=[1.0], rollout_id="base")
     wait_for(lambda: client.rollout("base")["state"] == "done", what="v1 everywhere")
     v2 = _package(tmp_path, models[1], keys[0], "2")
-    client.upload(v2.path)
+    _upload(client, v2, keys[0])
     client.deploy(v2.sha256, ["all"], canary=0.25, waves=[1.0], gates=gates, rollout_id=rollout_id)
     wait_for(lambda: client.rollout(rollout_id)["steps"].get("dev00") == "committed", what="canary committed")
     return v2
@@ -233,13 +245,13 @@ def test_why_a_device_failed_is_served_and_logged(tmp_path, fleet, keys, models)
     the gate's rollback at once."""
     manager, client, agents, url = fleet
     v1 = _package(tmp_path, models[0], keys[0], "1")
-    client.upload(v1.path)
+    _upload(client, v1, keys[0])
     client.deploy(v1.sha256, ["all"], canary=0.0, waves=[1.0], rollout_id="base")
     wait_for(lambda: client.rollout("base")["state"] == "done", what="v1 everywhere")
     broken = tmp_path / "nan.tflite"
     broken.write_bytes(models[1].read_bytes()[:300])
     bad = package.build(broken, tmp_path / "bad.tar", name="fc", version="2", signing_key=keys[0], validate=False)
-    client.upload(bad.path)
+    _upload(client, bad, keys[0])
     client.deploy(bad.sha256, ["all"], canary=0.25, waves=[1.0], rollout_id="bad")
     wait_for(lambda: client.rollout("bad")["state"] == "aborted", what="canary failure stops the rollout")
     status = client.rollout("bad")
@@ -292,7 +304,7 @@ def test_an_empty_canary_still_holds_one_device(tmp_path, fleet, keys, models):
     """canary=0 must not mean 'no canary': the first wave is at least one device."""
     manager, client, agents, url = fleet
     info = _package(tmp_path, models[0], keys[0], "1")
-    client.upload(info.path)
+    _upload(client, info, keys[0])
     status = client.deploy(info.sha256, ["all"], canary=0.0, waves=[1.0], rollout_id="c0")
     assert status["cuts"][0] == 1
 
@@ -306,7 +318,7 @@ def test_abort_clears_the_retained_desired_state(tmp_path, fleet, keys, models):
 
     manager, client, agents, url = fleet
     info = _package(tmp_path, models[0], keys[0], "1")
-    client.upload(info.path)
+    _upload(client, info, keys[0])
     client.deploy(info.sha256, ["all"], canary=0.25, waves=[1.0], rollout_id="stop", gates={"max_error_rate": 0.05})
     wait_for(lambda: client.rollout("stop")["steps"].get("dev00") == "committed", what="canary committed")
     client.control("stop", "abort")

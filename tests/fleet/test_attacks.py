@@ -26,7 +26,6 @@ def _forged(canary, **override) -> dict:
         "sha256": "a" * 64,
         "size": 100,
         "url": f"file://{canary}",
-        "signature": "00" * 64,
         "name": "fc",
         "version": "9",
     }
@@ -39,8 +38,6 @@ def _forged(canary, **override) -> dict:
         {},  # file:// URL
         {"url": "http://127.0.0.1:1/x", "sha256": "../../../../tmp/owned"},
         {"url": "http://127.0.0.1:1/x", "sha256": "A" * 64},
-        {"url": "http://127.0.0.1:1/x", "signature": ""},
-        {"url": "http://127.0.0.1:1/x", "signature": "junk"},
         {"url": "http://attacker.example/x"},
         {"url": "http://user:pw@127.0.0.1/x"},
         {"url": "ftp://127.0.0.1/x"},
@@ -82,26 +79,33 @@ def test_forged_deploy_over_mqtt_touches_nothing(tmp_path, broker, keys, models,
 
     store, base = server
     signer, intruder = CommandSigner(command_key[0]), CommandSigner("11" * 32)
-    agent = _agents(tmp_path, broker, keys[1], 1, command_key[1])[0]
+    agent = _agents(tmp_path, broker, server.root_bytes().decode(), 1, command_key[1])[0]
     publisher = _publisher(broker)
     try:
         good = package.build(models[0], tmp_path / "good.tar", name="fc", version="1", signing_key=keys[0])
-        store.add(good.path, good.sha256)
+        server.publish(good)
         _send(publisher, "deploy", _deploy_message(good, base, "r1"), signer)
         wait_for(lambda: (agent.slots.current() or {}).get("version") == "1", what="the good package serves")
 
+        extra = package.build(models[1], tmp_path / "fc-9.tar", name="fc", version="9", signing_key=keys[0])
+        store.add(extra.path, extra.sha256)
         canary = tmp_path / "planted"
         canary.write_text("do not touch")
         before = (canary.stat().st_mtime_ns, stat.S_IMODE(canary.stat().st_mode))
         forged = (
             _forged(canary),
             _forged(canary, url=f"{base}x.tar", sha256="../../../../" + str(tmp_path / "owned")),
-            _forged(canary, url=f"{base}{good.sha256}.tar", sha256=good.sha256, signature="ff" * 3),
+            # a package the manager stores but the package key never published (a compromised manager)
+            _forged(canary, url=f"{base}{extra.sha256}.tar", sha256=extra.sha256, size=extra.size, package="fc-9.tar"),
         )
         for message in forged:
             for by in (None, intruder, signer):
                 _send(publisher, "deploy", message, by)
-        wait_for(lambda: agent.rejected == 9, what="nine forged deploys refused", detail=lambda: agent.rejected)
+        # unsigned or foreign: refused at the command signature; the manager-signed file URL and path
+        # digest: at field validation; the manager-signed relabelled package: at the TUF targets
+        # metadata, before any download (a compromised manager cannot say what a package is)
+        wait_for(lambda: agent.rejected == 8, what="eight forged deploys refused", detail=lambda: agent.rejected)
+        wait_for(lambda: "evil" in agent.slots.state().get("given_up", []), what="the manager-signed forgeries fail")
         assert canary.read_text() == "do not touch"
         assert (canary.stat().st_mtime_ns, stat.S_IMODE(canary.stat().st_mode)) == before
         assert not (tmp_path / "owned").exists() and not (tmp_path / "owned.tar").exists()
@@ -150,7 +154,7 @@ def test_agent_without_a_command_key_does_not_start(tmp_path, keys):
     from edgekit.agent.runner import Agent, AgentConfig
     from edgekit.errors import FleetError
 
-    config = AgentConfig(fleet="f1", device="dev00", state_dir=str(tmp_path / "s"), public_key=keys[1])
+    config = AgentConfig(fleet="f1", device="dev00", state_dir=str(tmp_path / "s"), trusted_root="{}")
     with pytest.raises(FleetError, match="command_key"):
         Agent(config)
     assert not (tmp_path / "s").exists()
@@ -158,7 +162,7 @@ def test_agent_without_a_command_key_does_not_start(tmp_path, keys):
 
 def test_signed_older_package_is_not_installed(tmp_path, server, keys, models):
     """Downgrade: a validly signed v1 (fetchable from the package listing) pushed to a device on v2."""
-    slots, log = Slots(tmp_path / "device", keys[1]), Log()
+    slots, log = Slots(tmp_path / "device", server.trust(tmp_path / "device")), Log()
     old = _deployment(tmp_path, server, keys, models[0], version="1", dep_id="d1")
     new = _deployment(tmp_path, server, keys, models[1], version="2", dep_id="d2")
     assert slots.deploy(new, log)
@@ -171,7 +175,7 @@ def test_signed_older_package_is_not_installed(tmp_path, server, keys, models):
 def test_replayed_deploy_after_a_rollback_does_not_come_back(tmp_path, server, keys, models):
     """Replay: the old deploy message of v1 replayed once the device has moved on to v2 and v1's
     slot was rolled away; and the same version published again under a new deployment id."""
-    slots, log = Slots(tmp_path / "device", keys[1]), Log()
+    slots, log = Slots(tmp_path / "device", server.trust(tmp_path / "device")), Log()
     v1 = _deployment(tmp_path, server, keys, models[0], version="1", dep_id="d1")
     v2 = _deployment(tmp_path, server, keys, models[1], version="2", dep_id="d2")
     assert slots.deploy(v1, log) and slots.deploy(v2, log)
@@ -190,7 +194,7 @@ def test_version_order_is_numeric():
 
 
 def test_rollback_without_a_deployment_is_refused(tmp_path, server, keys, models):
-    slots, log = Slots(tmp_path / "device", keys[1]), Log()
+    slots, log = Slots(tmp_path / "device", server.trust(tmp_path / "device")), Log()
     assert slots.deploy(_deployment(tmp_path, server, keys, models[0], version="1", dep_id="d1"), log)
     assert slots.deploy(_deployment(tmp_path, server, keys, models[1], version="2", dep_id="d2"), log)
     assert not slots.rollback("", log, "attacker")
@@ -206,12 +210,12 @@ def test_rollback_command_without_deployment_over_mqtt(tmp_path, broker, keys, m
 
     store, base = server
     signer = CommandSigner(command_key[0])
-    agent = _agents(tmp_path, broker, keys[1], 1, command_key[1])[0]
+    agent = _agents(tmp_path, broker, server.root_bytes().decode(), 1, command_key[1])[0]
     publisher = _publisher(broker)
     try:
         for version, model in (("1", models[0]), ("2", models[1])):
             info = package.build(model, tmp_path / f"v{version}.tar", name="fc", version=version, signing_key=keys[0])
-            store.add(info.path, info.sha256)
+            server.publish(info)
             _send(publisher, "deploy", _deploy_message(info, base, f"r{version}"), signer, retain=True)
             wait_for(lambda v=version: (agent.slots.current() or {}).get("version") == v, what=f"v{version} serves")
         _send(publisher, "cmd", {"id": "c1", "command": "rollback", "deployment": "r2"})  # unsigned
@@ -231,7 +235,7 @@ def test_provisioning_secrets_are_owner_only(tmp_path):
 
     old = os.umask(0o022)
     try:
-        creds = provision(tmp_path / "broker", "f1", "cam1", "ab" * 32, command_key="cd" * 32)
+        creds = provision(tmp_path / "broker", "f1", "cam1", "{}", command_key="cd" * 32)
     finally:
         os.umask(old)
     for secret in (tmp_path / "broker" / "manager.secret", tmp_path / "broker" / "passwd", creds["config"]):
@@ -239,7 +243,7 @@ def test_provisioning_secrets_are_owner_only(tmp_path):
     passwd = (tmp_path / "broker" / "passwd").read_text()
     for bad in ("cam/1#", "../x", "", MANAGER_USER):
         with pytest.raises(FleetError):
-            provision(tmp_path / "broker", "f1", bad, "ab" * 32, command_key="cd" * 32)
+            provision(tmp_path / "broker", "f1", bad, "{}", command_key="cd" * 32)
     assert (tmp_path / "broker" / "passwd").read_text() == passwd  # nothing appended for a refused name
 
 
@@ -256,12 +260,12 @@ def test_registry_follows_the_agents_own_rollback(tmp_path, broker, keys, models
     store, base = server
     manager = FleetManager(tmp_path / "fleet.sqlite", port=broker.port, command_key=command_key[0])
     assert manager.start()
-    agent = _agents(tmp_path, broker, keys[1], 1, command_key[1])[0]
+    agent = _agents(tmp_path, broker, server.root_bytes().decode(), 1, command_key[1])[0]
     agent.config.watch_invocations = 3
     try:
         for version, model in (("1", models[0]), ("2", models[1])):
             info = package.build(model, tmp_path / f"v{version}.tar", name="fc", version=version, signing_key=keys[0])
-            store.add(info.path, info.sha256)
+            server.publish(info)
             manager.deploy_to("f1", "dev00", _deploy_message(info, base, f"r{version}"))
             wait_for(lambda v=version: (agent.slots.current() or {}).get("version") == v, what=f"v{version} serves")
 
@@ -283,11 +287,11 @@ def test_registry_follows_the_agents_own_rollback(tmp_path, broker, keys, models
 def test_restart_after_an_uncommitted_switch_rolls_back(tmp_path, server, keys, models):
     """Issue 18: a crash right after the switch, before the new model served a single watched
     call, was recorded as committed on restart. It is rolled back (as Mender does)."""
-    slots, log = Slots(tmp_path / "device", keys[1]), Log()
+    slots, log = Slots(tmp_path / "device", server.trust(tmp_path / "device")), Log()
     assert slots.deploy(_deployment(tmp_path, server, keys, models[0], version="1", dep_id="d1"), log)
     slots.commit("d1", log)
     assert slots.deploy(_deployment(tmp_path, server, keys, models[1], version="2", dep_id="d2"), log)
-    restarted = Slots(tmp_path / "device", keys[1])  # the agent died here, before any commit
+    restarted = Slots(tmp_path / "device", server.trust(tmp_path / "device"))  # the agent died here, before any commit
     assert restarted.resume(log) is None
     assert restarted.current()["version"] == "1" and log.steps[-1] == "rolled_back"
     last_switch = len(log.steps) - 1 - log.steps[::-1].index("switched")

@@ -25,7 +25,7 @@ from tests.fleet.test_fleet_mqtt import wait_for
 @pytest.fixture(params=["embedded", "mosquitto"])
 def fleet_broker(request, tmp_path, keys, command_key):
     folder = tmp_path / "broker"
-    creds = {d: provision(folder, "f1", d, keys[1], command_key=command_key[1]) for d in ("dev01", "dev02")}
+    creds = {d: provision(folder, "f1", d, "{}", command_key=command_key[1]) for d in ("dev01", "dev02")}
     manager_password = ensure_manager(folder)
     if request.param == "embedded":
         broker = Broker(port=0, access=BrokerAccess.read(folder), retained_path=folder / "retained.json").start()
@@ -114,7 +114,7 @@ def test_device_credentials_cannot_take_over_the_managers_session(fleet_broker, 
 
 def test_embedded_broker_times_out_dead_clients_and_big_packets(tmp_path, keys, command_key):
     folder = tmp_path / "broker"
-    creds = provision(folder, "f1", "dev01", keys[1], command_key=command_key[1])
+    creds = provision(folder, "f1", "dev01", "{}", command_key=command_key[1])
     broker = Broker(port=0, access=BrokerAccess.read(folder), max_packet=4096).start()
     try:
         # CONNECT with keepalive 1 s, then silence: the broker hangs up within 1.5 s

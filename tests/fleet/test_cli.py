@@ -49,7 +49,9 @@ def digits_tflite(tmp_path) -> Path:
 def test_serve_deploy_and_workload_telemetry(tmp_path, digits_tflite):
     from PIL import Image
 
+    edgekit("keys", "new", "root.key", "root.pub", cwd=tmp_path)
     edgekit("package", "--new-key", "fleet.key", "fleet.pub", cwd=tmp_path)
+    edgekit("fleet", "init", "--root-key", "root.key", "--targets-key", "fleet.key", cwd=tmp_path)
     edgekit("package", str(digits_tflite), "--name", "digits", "--version", "1", "--sign", "fleet.key", cwd=tmp_path)
     images = tmp_path / "images"
     images.mkdir()
@@ -60,7 +62,7 @@ def test_serve_deploy_and_workload_telemetry(tmp_path, digits_tflite):
         )
     mqtt_port, http_port = free_port(), free_port()
     server = spawn(
-        "fleet", "serve", "--port", str(mqtt_port), "--http-port", str(http_port), "--public-key", "fleet.pub",
+        "fleet", "serve", "--port", str(mqtt_port), "--http-port", str(http_port),
         cwd=tmp_path, log=tmp_path / "serve.log",
     )  # fmt: skip
     agent = None
@@ -69,7 +71,7 @@ def test_serve_deploy_and_workload_telemetry(tmp_path, digits_tflite):
         log = tmp_path / "serve.log"
         wait_for(lambda: "fleet manager" in log.read_text(), what="manager up", detail=log.read_text)
         # the embedded broker admits provisioned devices only: provision cam1, then run it from here
-        edgekit("fleet", "provision", "cam1", "--public-key", "fleet.pub", "--port", str(mqtt_port), cwd=tmp_path)
+        edgekit("fleet", "provision", "cam1", "--port", str(mqtt_port), cwd=tmp_path)
         provisioned = tomllib.loads((tmp_path / "broker" / "devices" / "cam1.toml").read_text())["agent"]
         settings = {**provisioned, "state_dir": "state", "telemetry_interval_s": 1.0, "watch_invocations": 5}
         settings.update(tags=["cameras"], workload_images=str(images), workload_rate_hz=50)
@@ -92,8 +94,10 @@ def test_serve_deploy_and_workload_telemetry(tmp_path, digits_tflite):
             assert os.stat(tmp_path / secret).st_mode & 0o077 == 0, f"{secret} is readable by others"
         assert FleetClient(f"http://127.0.0.1:{http_port}", token=token).packages() == []  # refused before upload
 
-        out = edgekit(*api, "deploy", "digits-1.tar.xz", "--to", "tag:cameras", "--canary", "0%", "--waves", "100",
-                      "--id", "r1", cwd=tmp_path).stdout  # fmt: skip
+        unsigned = edgekit(*api, "deploy", "digits-1.tar.xz", "--to", "tag:cameras", cwd=tmp_path, check=False)
+        assert unsigned.returncode == 2 and "pass --sign PACKAGE.key" in unsigned.stderr
+        out = edgekit(*api, "deploy", "digits-1.tar.xz", "--sign", "fleet.key", "--to", "tag:cameras", "--canary",
+                      "0%", "--waves", "100", "--id", "r1", cwd=tmp_path).stdout  # fmt: skip
         assert "rollout r1: 1 devices" in out
         wait_for(lambda: "done" in edgekit(*api, "rollouts", cwd=tmp_path).stdout, what="rollout done",
                  detail=lambda: (tmp_path / "agent.log").read_text()[-2000:])  # fmt: skip
@@ -110,6 +114,21 @@ def test_serve_deploy_and_workload_telemetry(tmp_path, digits_tflite):
         assert f"{window['latency']['p50_ms']}" in table
         state = json.loads((tmp_path / "state" / "models" / "state.json").read_text())
         assert state["current"]["version"] == "1" and state["pending"] is None  # committed after 5 invocations
+
+        # rotate the package key with the device online: no re-provisioning; the old key is refused
+        edgekit("keys", "new", "fleet2.key", "fleet2.pub", cwd=tmp_path)
+        edgekit(*api, "rotate-key", "--root-key", "root.key", "--new-targets-key", "fleet2.key", cwd=tmp_path)
+        for key, version in (("fleet.key", "2"), ("fleet2.key", "3")):
+            edgekit("package", str(digits_tflite), "--name", "digits", "--version", version, "--sign", key,
+                    "-o", f"{key}.tar", cwd=tmp_path)  # fmt: skip
+        old = edgekit(*api, "deploy", "fleet.key.tar", "--sign", "fleet.key", cwd=tmp_path, check=False)
+        assert old.returncode != 0 and "does not verify" in old.stderr, old.stderr
+        edgekit(*api, "deploy", "fleet2.key.tar", "--sign", "fleet2.key", "--canary", "0%", "--waves", "100",
+                "--id", "r2", cwd=tmp_path)  # fmt: skip
+        wait_for(lambda: json.loads((tmp_path / "state" / "models" / "state.json").read_text())["current"]["version"]
+                 == "3", what="v3, signed by the new key, serves",
+                 detail=lambda: (tmp_path / "agent.log").read_text()[-2000:])  # fmt: skip
+        assert (tmp_path / "state" / "tuf" / "root_history" / "2.root.json").exists()  # the device follows the new root
     finally:
         for proc in (agent, server):
             if proc is not None:

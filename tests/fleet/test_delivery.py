@@ -20,9 +20,20 @@ class Flaky(http.server.BaseHTTPRequestHandler):
 
     data = b""
     mode = "cut"
+    repo = None  # edgekit.fleet.repository.Repository
     requests: list = []
 
     def do_GET(self) -> None:  # noqa: N802
+        if self.path.startswith("/tuf/"):  # the fleet's metadata, served whole: only packages are flaky
+            metadata = self.repo.file(self.path[len("/tuf/") :])
+            if metadata is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(metadata.stat().st_size))
+            self.end_headers()
+            self.wfile.write(metadata.read_bytes())
+            return
         start = int(self.headers.get("Range", "bytes=0-").split("=")[1].rstrip("-") or 0)
         type(self).requests.append(start)
         body = self.data[start:]
@@ -55,24 +66,24 @@ def flaky():
     server.shutdown()
 
 
-def _served_by(flaky, d, tmp_path, mode):
-    Flaky.data, Flaky.mode = (tmp_path / d.package).read_bytes(), mode
+def _served_by(flaky, d, tmp_path, mode, server):
+    Flaky.data, Flaky.mode, Flaky.repo = (tmp_path / d.package).read_bytes(), mode, server.repo
     d.url = f"http://127.0.0.1:{flaky.server_address[1]}/{d.sha256}.tar"
     return d
 
 
 def test_a_cut_connection_is_resumed(tmp_path, server, keys, models, flaky):
-    slots, log = Slots(tmp_path / "device", keys[1]), Log()
-    d = _served_by(flaky, _deployment(tmp_path, server, keys, models[0]), tmp_path, "cut")
+    slots, log = Slots(tmp_path / "device", server.trust(tmp_path / "device")), Log()
+    d = _served_by(flaky, _deployment(tmp_path, server, keys, models[0]), tmp_path, "cut", server)
     assert slots.deploy(d, log)
     assert len(Flaky.requests) == 2 and Flaky.requests[1] > 0  # the second request resumed with Range
     assert [s for s, details in log.details if s == "downloading"] == ["downloading"] * 2
 
 
 def test_a_trickle_is_given_up_on_and_retried_later(tmp_path, server, keys, models, flaky):
-    slots, log = Slots(tmp_path / "device", keys[1]), Log()
+    slots, log = Slots(tmp_path / "device", server.trust(tmp_path / "device")), Log()
     slots.download_deadline = lambda size: 1.5
-    d = _served_by(flaky, _deployment(tmp_path, server, keys, models[0]), tmp_path, "trickle")
+    d = _served_by(flaky, _deployment(tmp_path, server, keys, models[0]), tmp_path, "trickle", server)
     assert not slots.deploy(d, log)
     assert log.steps[-1] == "failed" and "took longer than" in log.details[-1][1]["reason"]
     assert d.id not in slots.state().get("given_up", [])  # the network's fault: tried again later
@@ -81,7 +92,7 @@ def test_a_trickle_is_given_up_on_and_retried_later(tmp_path, server, keys, mode
 
 
 def test_a_corrupt_cached_download_does_not_poison_the_package(tmp_path, server, keys, models):
-    slots, log = Slots(tmp_path / "device", keys[1]), Log()
+    slots, log = Slots(tmp_path / "device", server.trust(tmp_path / "device")), Log()
     d = _deployment(tmp_path, server, keys, models[0])
     cached = tmp_path / "device" / "downloads" / f"{d.sha256}.tar"
     cached.write_bytes(b"\x00" * d.size)  # a full-size download with the wrong bytes
@@ -92,15 +103,15 @@ def test_a_corrupt_cached_download_does_not_poison_the_package(tmp_path, server,
 
 
 def test_archives_do_not_pile_up(tmp_path, server, keys, models):
-    slots, log = Slots(tmp_path / "device", keys[1]), Log()
+    slots, log = Slots(tmp_path / "device", server.trust(tmp_path / "device")), Log()
     for version, model in (("1", models[0]), ("2", models[1])):
         assert slots.deploy(_deployment(tmp_path, server, keys, model, version=version, dep_id=f"d{version}"), log)
         assert list((tmp_path / "device" / "downloads").iterdir()) == []
 
 
 def test_a_newer_desired_state_stops_the_download(tmp_path, server, keys, models, flaky):
-    slots, log = Slots(tmp_path / "device", keys[1]), Log()
-    d = _served_by(flaky, _deployment(tmp_path, server, keys, models[0]), tmp_path, "trickle")
+    slots, log = Slots(tmp_path / "device", server.trust(tmp_path / "device")), Log()
+    d = _served_by(flaky, _deployment(tmp_path, server, keys, models[0]), tmp_path, "trickle", server)
     threading.Timer(0.5, slots.superseded.set).start()
     assert not slots.deploy(d, log)
     assert "newer desired state" in log.details[-1][1]["reason"]
@@ -127,7 +138,7 @@ def _five_outputs(tmp_path):
 def test_a_model_with_other_outputs_fails_its_health_check(tmp_path, server, keys, models):
     """Issue 18: a valid model with another output shape passed the health check and the whole
     fleet took it. It is incompatible with what serves unless packaged with io_change."""
-    slots, log = Slots(tmp_path / "device", keys[1]), Log()
+    slots, log = Slots(tmp_path / "device", server.trust(tmp_path / "device")), Log()
     assert slots.deploy(_deployment(tmp_path, server, keys, models[0], version="1", dep_id="d1"), log)
     slots.commit("d1", log)
     five = _five_outputs(tmp_path)
@@ -140,8 +151,8 @@ def test_a_model_with_other_outputs_fails_its_health_check(tmp_path, server, key
     from edgekit.agent.ota import Deployment
 
     info = package.build(five, tmp_path / "five-3.tar", name="fc", version="3", signing_key=keys[0], io_change=True)
-    store.add(info.path, info.sha256)
-    d = Deployment("d3", info.path.name, info.sha256, info.size, f"{base}{info.sha256}.tar", info.signature.hex())
+    server.publish(info)
+    d = Deployment("d3", "fc-3.tar", info.sha256, info.size, f"{base}{info.sha256}.tar")
     assert slots.deploy(d, log) and slots.current()["version"] == "3"  # the operator said so
 
 

@@ -11,6 +11,7 @@ import pytest
 from edgekit import package, protocol
 from edgekit.agent.runner import Agent, AgentConfig
 from edgekit.fleet.manager import FleetManager
+from edgekit.fleet.repository import target_path
 from tests.fleet.mosquitto import Mosquitto
 
 
@@ -36,14 +37,14 @@ def broker(request, tmp_path):
     b.stop()
 
 
-def _agents(tmp_path, broker, public_key, n: int, command_key: str | None = None) -> list[Agent]:
+def _agents(tmp_path, broker, trusted_root: str, n: int, command_key: str | None = None) -> list[Agent]:
     agents = []
     for i in range(n):
         config = AgentConfig(
             fleet="f1",
             device=f"dev{i:02d}",
             state_dir=str(tmp_path / f"dev{i:02d}"),
-            public_key=public_key,
+            trusted_root=trusted_root,
             port=broker.port,
             telemetry_interval_s=3600,
             watch_invocations=0,
@@ -60,11 +61,10 @@ def _agents(tmp_path, broker, public_key, n: int, command_key: str | None = None
 def _deploy_message(info: package.PackageInfo, base: str, deployment: str) -> dict:
     return {
         "deployment": deployment,
-        "package": info.path.name,
+        "package": target_path(info.manifest["name"], info.manifest["version"]),
         "sha256": info.sha256,
         "size": info.size,
         "url": f"{base}{info.sha256}.tar",
-        "signature": info.signature.hex(),
         "name": info.manifest["name"],
         "version": info.manifest["version"],
     }
@@ -74,7 +74,7 @@ def test_telemetry_and_rollouts(tmp_path, broker, keys, models, server, command_
     store, base = server
     manager = FleetManager(tmp_path / "fleet.sqlite", port=broker.port, command_key=command_key[0])
     assert manager.start()
-    agents = _agents(tmp_path, broker, keys[1], 6, command_key[1])
+    agents = _agents(tmp_path, broker, server.root_bytes().decode(), 6, command_key[1])
     try:
         wait_for(lambda: len(manager.devices("f1")) == 6, what="six devices registered")
         assert manager.devices("f1", tag="cameras") == ["dev00", "dev02", "dev04"]
@@ -86,7 +86,7 @@ def test_telemetry_and_rollouts(tmp_path, broker, keys, models, server, command_
         wait_for(lambda: manager.store.query("SELECT COUNT(*) FROM telemetry")[0][0] == 6, what="telemetry stored")
 
         good = package.build(models[0], tmp_path / "good.tar", name="fc", version="1", signing_key=keys[0])
-        store.add(good.path, good.sha256)
+        server.publish(good)
         rollout = manager.start_rollout(
             "f1",
             _deploy_message(good, base, "r1"),
@@ -103,7 +103,7 @@ def test_telemetry_and_rollouts(tmp_path, broker, keys, models, server, command_
         bad = package.build(
             broken_model, tmp_path / "bad.tar", name="fc", version="2", signing_key=keys[0], validate=False
         )
-        store.add(bad.path, bad.sha256)
+        server.publish(bad)
         rollout = manager.start_rollout(
             "f1",
             _deploy_message(bad, base, "r2"),
@@ -154,14 +154,14 @@ BAD_PAYLOADS = (
 )
 
 
-def test_malformed_messages_on_every_topic(tmp_path, broker, keys, command_key):
+def test_malformed_messages_on_every_topic(tmp_path, broker, keys, command_key, server):
     """Each side counts what it cannot read and goes on: the manager on status, telemetry,
     progress and cmd/resp, the agent on deploy and cmd."""
     import paho.mqtt.client as mqtt
 
     manager = FleetManager(tmp_path / "fleet.sqlite", port=broker.port, command_key=command_key[0])
     assert manager.start()
-    [agent] = _agents(tmp_path, broker, keys[1], 1, command_key[1])
+    [agent] = _agents(tmp_path, broker, server.root_bytes().decode(), 1, command_key[1])
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
     responses = []
 
@@ -205,10 +205,10 @@ def test_topic_wildcards():
     assert not topic_matches("edgekit/v1/+/status", "edgekit/v1/f/d/status")
 
 
-def test_last_will_marks_a_dead_device_offline(tmp_path, broker, keys, command_key):
+def test_last_will_marks_a_dead_device_offline(tmp_path, broker, keys, command_key, server):
     manager = FleetManager(tmp_path / "fleet.sqlite", port=broker.port, command_key=command_key[0])
     assert manager.start()
-    [agent] = _agents(tmp_path, broker, keys[1], 1, command_key[1])
+    [agent] = _agents(tmp_path, broker, server.root_bytes().decode(), 1, command_key[1])
     try:
         wait_for(lambda: manager.store.query("SELECT state FROM devices") == [("online",)], what="online")
         agent.client._sock.close()  # the connection dies without a DISCONNECT: the broker sends the will
@@ -223,11 +223,11 @@ def test_broker_restart_mid_rollout_loses_no_telemetry(tmp_path, keys, models, s
     broker = Mosquitto(tmp_path, persistent=True).start()  # production brokers persist sessions
     manager = FleetManager(tmp_path / "fleet.sqlite", port=broker.port, command_key=command_key[0])
     assert manager.start()
-    agents = _agents(tmp_path, broker, keys[1], 3, command_key[1])
+    agents = _agents(tmp_path, broker, server.root_bytes().decode(), 3, command_key[1])
     try:
         wait_for(lambda: len(manager.devices("f1")) == 3, what="registered")
         good = package.build(models[0], tmp_path / "good.tar", name="fc", version="1", signing_key=keys[0])
-        store.add(good.path, good.sha256)
+        server.publish(good)
         time.sleep(1.5)  # let the broker autosave the manager's session
         rollout = manager.start_rollout(
             "f1", _deploy_message(good, base, "r1"), manager.devices("f1"), canary=0.3, waves=(1.0,)
@@ -267,11 +267,11 @@ def test_manager_restart_resumes_the_rollout(tmp_path, keys, models, server, com
     broker = Mosquitto(tmp_path).start()
     manager = FleetManager(tmp_path / "fleet.sqlite", port=broker.port, command_key=command_key[0])
     assert manager.start()
-    agents = _agents(tmp_path, broker, keys[1], 4, command_key[1])
+    agents = _agents(tmp_path, broker, server.root_bytes().decode(), 4, command_key[1])
     try:
         wait_for(lambda: len(manager.devices("f1")) == 4, what="registered")
         good = package.build(models[0], tmp_path / "good.tar", name="fc", version="1", signing_key=keys[0])
-        store.add(good.path, good.sha256)
+        server.publish(good)
         rollout = manager.start_rollout(
             "f1", _deploy_message(good, base, "r1"), manager.devices("f1"), canary=0.25, waves=(1.0,), max_failures=0.5
         )

@@ -60,7 +60,8 @@ def test_public_and_private_are_told_apart_everywhere(tmp_path):
     (tmp_path / "m.tflite").write_bytes(b"x")
     signed = edgekit("package", "m.tflite", "--name", "m", "--version", "1", "--sign", "fleet.pub", cwd=tmp_path)
     assert signed.returncode == 2 and "is a public key" in signed.stderr
-    pinned = edgekit("fleet", "provision", "cam1", "--public-key", "fleet.key", cwd=tmp_path)
+    pinned = edgekit("fleet", "provision", "cam1", "--command-key", "fleet.key", cwd=tmp_path)
     assert pinned.returncode == 2 and "is a private key" in pinned.stderr
-    served = edgekit("fleet", "serve", "--public-key", "fleet.key", "--http-port", "0", cwd=tmp_path)
-    assert served.returncode == 2 and "is a private key" in served.stderr
+    rooted = edgekit("fleet", "init", "--root-key", "fleet.pub", "--targets-key", "fleet.key", cwd=tmp_path)
+    assert rooted.returncode == 2 and "is a public key" in rooted.stderr
+    assert not (tmp_path / "fleet.tuf").exists() and not (tmp_path / "fleet.command.key").exists()

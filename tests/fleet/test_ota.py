@@ -18,7 +18,7 @@ from edgekit.runtime import load
 
 
 def _deployment(tmp_path, server, keys, model, name="fc", version="1", budget=None, dep_id="d1") -> Deployment:
-    store, base = server
+    base = server.base
     info = package.build(
         model,
         tmp_path / f"{name}-{version}.tar",
@@ -28,10 +28,8 @@ def _deployment(tmp_path, server, keys, model, name="fc", version="1", budget=No
         latency_budget_ms=budget,
         validate=False,  # some tests package a broken model on purpose: the device must refuse it
     )
-    store.add(info.path, info.sha256)
-    return Deployment(
-        dep_id, info.path.name, info.sha256, info.size, f"{base}{info.sha256}.tar", info.signature.hex(), name, version
-    )
+    server.publish(info)
+    return Deployment(dep_id, info.path.name, info.sha256, info.size, f"{base}{info.sha256}.tar", name, version)
 
 
 class Log:
@@ -44,7 +42,7 @@ class Log:
 
 
 def test_good_package_switches_and_serves(tmp_path, server, keys, models):
-    slots, log = Slots(tmp_path / "device", keys[1]), Log()
+    slots, log = Slots(tmp_path / "device", server.trust(tmp_path / "device")), Log()
     assert slots.deploy(_deployment(tmp_path, server, keys, models[0]), log)
     slots.commit("d1", log)
     assert log.steps == ["received", "downloading", "verified", "installed", "health_ok", "switched", "committed"]
@@ -56,7 +54,7 @@ def test_good_package_switches_and_serves(tmp_path, server, keys, models):
 
 def test_interrupted_download_resumes_with_range(tmp_path, server, keys, models):
     """A download cut off half-way (process killed mid-transfer) continues from where it stopped."""
-    slots, log = Slots(tmp_path / "device", keys[1]), Log()
+    slots, log = Slots(tmp_path / "device", server.trust(tmp_path / "device")), Log()
     d = _deployment(tmp_path, server, keys, models[0])
     archive = (tmp_path / f"{d.package}").read_bytes()
     (tmp_path / "device" / "downloads" / f"{d.sha256}.tar").write_bytes(archive[: len(archive) // 2])
@@ -66,7 +64,7 @@ def test_interrupted_download_resumes_with_range(tmp_path, server, keys, models)
 
 
 def test_given_up_deployment_is_not_retried(tmp_path, server, keys, models):
-    slots, log = Slots(tmp_path / "device", keys[1]), Log()
+    slots, log = Slots(tmp_path / "device", server.trust(tmp_path / "device")), Log()
     broken = tmp_path / "broken.tflite"
     broken.write_bytes(models[0].read_bytes()[:200])
     d = _deployment(tmp_path, server, keys, broken, version="bad")
@@ -75,7 +73,7 @@ def test_given_up_deployment_is_not_retried(tmp_path, server, keys, models):
 
 
 def test_bad_packages_never_serve(tmp_path, server, keys, models):
-    slots, log = Slots(tmp_path / "device", keys[1]), Log()
+    slots, log = Slots(tmp_path / "device", server.trust(tmp_path / "device")), Log()
     assert slots.deploy(_deployment(tmp_path, server, keys, models[0]), log)
     broken = tmp_path / "broken.tflite"
     broken.write_bytes(models[0].read_bytes()[:200])
@@ -86,15 +84,17 @@ def test_bad_packages_never_serve(tmp_path, server, keys, models):
     tampered = _deployment(tmp_path, server, keys, models[1], version="3", dep_id="d4")
     tampered.sha256 = "0" * 64
     assert not slots.deploy(tampered, log) and slots.current()["version"] == "1"
-    wrong_key = Slots(tmp_path / "device2", package.generate_key(tmp_path / "x.key", tmp_path / "x.pub"))
-    assert not wrong_key.deploy(_deployment(tmp_path, server, keys, models[0], dep_id="d5"), log)
-    assert wrong_key.current() is None
+    unlisted = _deployment(tmp_path, server, keys, models[1], version="4", dep_id="d5")
+    unlisted.package = "fc-5.tar"  # a package the signed targets metadata does not name
+    assert not slots.deploy(unlisted, log) and slots.current()["version"] == "1"
+    assert "not in the fleet's signed targets metadata" in log.details[-1][1]["reason"]
 
 
 AGENT = """
 import json, sys
 from edgekit.agent.ota import Deployment, Slots
-slots = Slots(sys.argv[1], sys.argv[2])
+from edgekit.agent.trust import UpdateTrust
+slots = Slots(sys.argv[1], UpdateTrust(sys.argv[1] + "-tuf", open(sys.argv[2], "rb").read()))
 retry = slots.resume(lambda *a: None)
 d = Deployment(**json.loads(sys.argv[3]))
 ok = slots.deploy(d, lambda *a: None)
@@ -109,7 +109,7 @@ def test_sigkill_at_every_step(tmp_path, server, keys, models, step):
     device = tmp_path / "device"
     first = _deployment(tmp_path, server, keys, models[0])
     second = _deployment(tmp_path, server, keys, models[1], version="2", dep_id="d2")
-    run = [sys.executable, "-c", AGENT, str(device), keys[1]]
+    run = [sys.executable, "-c", AGENT, str(device), str(server.repo.file("root.json"))]
     assert subprocess.run([*run, json.dumps(first.__dict__)], capture_output=True, timeout=120).returncode == 0
     marker = tmp_path / "paused"
     env = {**os.environ, "EDGEKIT_OTA_PAUSE_AT": step, "EDGEKIT_OTA_PAUSE_MARKER": str(marker)}
@@ -123,7 +123,7 @@ def test_sigkill_at_every_step(tmp_path, server, keys, models, step):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     # the model serving right now, straight after the kill
-    slots = Slots(device, keys[1])
+    slots = Slots(device, server.trust(device))
     serving = slots.current()["version"]
     assert serving == ("2" if step == "switched" else "1")
     assert load(slots.current_model(), threads=1).run({"features": __import__("numpy").zeros((1, 6), "float32")})
@@ -132,4 +132,4 @@ def test_sigkill_at_every_step(tmp_path, server, keys, models, step):
     result = subprocess.run([*run, json.dumps(second.__dict__)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1])["version"] == ("1" if step == "switched" else "2")
-    assert Slots(device, keys[1]).state()["pending"] is None
+    assert Slots(device, server.trust(device)).state()["pending"] is None

@@ -53,7 +53,7 @@ def test_oldest_telemetry_goes_first_and_the_count_survives_a_restart(tmp_path):
     assert Outbox(path, limit=5).dropped() == 13
 
 
-def test_offline_agent_sends_the_newest_windows_with_the_drop_count(tmp_path, keys):
+def test_offline_agent_sends_the_newest_windows_with_the_drop_count(tmp_path, keys, server):
     """Broker down: the agent queues 8 windows into an outbox of 3; when the broker comes up a
     subscriber gets exactly the newest 3, each reporting the drops so far (the last: 5)."""
     import paho.mqtt.client as mqtt
@@ -90,7 +90,7 @@ def test_offline_agent_sends_the_newest_windows_with_the_drop_count(tmp_path, ke
             fleet="f1",
             device="dev00",
             state_dir=str(tmp_path / "dev00"),
-            public_key=keys[1],
+            trusted_root=server.root_bytes().decode(),
             port=broker.port,
             telemetry_interval_s=3600,  # no windows but ours
             outbox_limit=limit,

@@ -27,7 +27,7 @@ def test_manager_on_postgres(tmp_path, postgres, keys, models, server, command_k
     manager = FleetManager(postgres.url, port=broker.port, command_key=command_key[0])
     assert manager.store.dialect == "postgresql"
     assert manager.start()
-    agents = _agents(tmp_path, broker, keys[1], 3, command_key[1])
+    agents = _agents(tmp_path, broker, server.root_bytes().decode(), 3, command_key[1])
     try:
         wait_for(lambda: len(manager.devices("f1")) == 3, what="three devices registered")
         for agent in agents:
@@ -36,7 +36,7 @@ def test_manager_on_postgres(tmp_path, postgres, keys, models, server, command_k
         wait_for(lambda: manager.store.query("SELECT COUNT(*) FROM telemetry")[0][0] == 6, what="telemetry stored")
         store, base = server
         good = package.build(models[0], tmp_path / "good.tar", name="fc", version="1", signing_key=keys[0])
-        store.add(good.path, good.sha256)
+        server.publish(good)
         rollout = manager.start_rollout("f1", _deploy_message(good, base, "r1"), manager.devices("f1"), canary=0.3)
         wait_for(lambda: manager.rollout_status(rollout)["state"] == "done", what="rollout done on PostgreSQL")
         assert manager.rollout_status(rollout)["counts"] == {"committed": 3}

@@ -12,6 +12,7 @@ import paho.mqtt.client as mqtt
 from edgekit import protocol
 from edgekit.fleet.manager import FleetManager
 from edgekit.fleet.provision import MANAGER_USER, provision
+from edgekit.keys import create as create_key
 from tests.fleet.mosquitto import Mosquitto
 
 
@@ -24,10 +25,8 @@ def _client(port, user, password):
 
 
 def test_device_cannot_publish_as_another(tmp_path, keys, command_key):
-    creds = {
-        d: provision(tmp_path / "broker", "f1", d, keys[1], command_key=command_key[1]) for d in ("dev01", "dev02")
-    }
-    assert "public_key" in (tmp_path / "broker" / "devices" / "dev01.toml").read_text()
+    creds = {d: provision(tmp_path / "broker", "f1", d, "{}", command_key=command_key[1]) for d in ("dev01", "dev02")}
+    assert "trusted_root" in (tmp_path / "broker" / "devices" / "dev01.toml").read_text()
     broker = Mosquitto(
         tmp_path,
         extra=f"allow_anonymous false\npassword_file {tmp_path / 'broker' / 'passwd'}\n"
@@ -73,8 +72,12 @@ def test_device_cannot_publish_as_another(tmp_path, keys, command_key):
             assert impostor.refused and not impostor.subscribed.is_set()
         finally:
             impostor.stop()
+        create_key(tmp_path / "root.key", tmp_path / "root.pub")
+        fleet = [sys.executable, "-m", "edgekit", "fleet", "--db", str(tmp_path / "serve.sqlite")]
+        init = ["init", "--root-key", str(tmp_path / "root.key"), "--targets-key", str(keys[0])]
+        subprocess.run(fleet + init, check=True, capture_output=True, timeout=60)
         serve = subprocess.run(
-            [sys.executable, "-m", "edgekit", "fleet", "--db", str(tmp_path / "serve.sqlite"), "serve"]
+            [*fleet, "serve"]
             + ["--host", "127.0.0.1", "--port", str(broker.port), "--username", MANAGER_USER, "--password", "wrong"]
             + ["--http-port", "0", "--packages", str(tmp_path / "packages")],
             capture_output=True,

@@ -37,9 +37,9 @@ def _server_cert(folder, ca_key, ca_cert) -> tuple:
     return key, cert
 
 
-def _agent(tmp_path, name, port, public_key, ca) -> Agent:
+def _agent(tmp_path, name, port, trusted_root, ca) -> Agent:
     config = AgentConfig(
-        fleet="f1", device=name, state_dir=str(tmp_path / name), public_key=public_key, port=port,
+        fleet="f1", device=name, state_dir=str(tmp_path / name), trusted_root=trusted_root, port=port,
         telemetry_interval_s=3600, tls_ca=str(ca), allow_unsigned_commands=True,  # telemetry only
     )  # fmt: skip
     agent = Agent(config)
@@ -47,7 +47,7 @@ def _agent(tmp_path, name, port, public_key, ca) -> Agent:
     return agent
 
 
-def test_fleet_over_tls(tmp_path, keys):
+def test_fleet_over_tls(tmp_path, keys, server):
     ca_key, ca_cert = _ca(tmp_path, "fleet")
     key, cert = _server_cert(tmp_path, ca_key, ca_cert)
     _, other_ca = _ca(tmp_path, "other")
@@ -56,8 +56,8 @@ def test_fleet_over_tls(tmp_path, keys):
     agents = []
     try:
         assert manager.start()
-        agents.append(_agent(tmp_path, "trusting", broker.port, keys[1], ca_cert))
-        agents.append(_agent(tmp_path, "distrusting", broker.port, keys[1], other_ca))
+        agents.append(_agent(tmp_path, "trusting", broker.port, server.root_bytes().decode(), ca_cert))
+        agents.append(_agent(tmp_path, "distrusting", broker.port, server.root_bytes().decode(), other_ca))
         wait_for(lambda: manager.devices("f1") == ["trusting"], what="the trusting device registered over TLS")
         agents[0].telemetry(window={"count": 3})
         wait_for(lambda: manager.store.query("SELECT COUNT(*) FROM telemetry")[0][0] == 1, what="telemetry over TLS")
