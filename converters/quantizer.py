@@ -74,6 +74,9 @@ INT8_OPS = frozenset(
 # int8 kernels XNNPACK lacks: on a CPU target these run in float inside the same XNNPACK
 # partition (DEQUANTIZE/QUANTIZE around them) instead of splitting the graph
 FLOAT_ON_CPU = frozenset({"SOFTMAX", "LOG_SOFTMAX", "RSQRT", "GELU", "GATHER", "RESIZE_NEAREST_NEIGHBOR"})
+# ops XNNPACK takes in no type: one that reads only float model inputs stays float on a CPU target,
+# so it runs before the model's first QUANTIZE instead of splitting the partition after it
+NOT_DELEGATED = frozenset({"MIRROR_PAD"})
 # output parameters fixed by the int8 kernels: op -> (scale, zero point)
 FIXED_OUTPUT = {
     "SOFTMAX": (1 / 256, -128),
@@ -160,6 +163,17 @@ def activation_params(lo: float, hi: float, min_scale: float = 0.0) -> QuantPara
     return QuantParams(np.float32(scale), zero_point)
 
 
+# per-channel weight ranges below this share of the op's widest channel are raised to it
+MIN_CHANNEL_RANGE_RATIO = 2.0**-20
+
+
+def symmetric8_params(lo: float, hi: float, min_scale: float = 0.0) -> QuantParams:
+    """int8 activation parameters with zero point 0 (XNNPACK's int8 BATCH_MATMUL wants them on
+    its second input)."""
+    scale = max(abs(float(lo)), abs(float(hi)), 1e-30) / 127.0
+    return QuantParams(np.float32(max(scale, min_scale)), 0)
+
+
 def symmetric_weights(w: np.ndarray, axis: int | None) -> tuple[np.ndarray, QuantParams]:
     """int8 weights in [-127, 127], zero point 0, per channel along ``axis`` (None: per tensor)."""
     w = w.astype(np.float64)
@@ -170,6 +184,9 @@ def symmetric_weights(w: np.ndarray, axis: int | None) -> tuple[np.ndarray, Quan
         return q.astype(np.int8), QuantParams(scale.astype(np.float32), np.zeros(1, np.int64), 0)
     moved = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
     amax = np.abs(moved).max(axis=1)
+    # a trained channel can hold weights near 1e-40: its scale would be a float32 denormal,
+    # which XNNPACK refuses (the whole op leaves the delegate); on the floor they round to 0
+    amax = np.where(amax > 0, np.maximum(amax, amax.max() * MIN_CHANNEL_RANGE_RATIO), 0.0)
     scale = np.where(amax > 0, amax / 127.0, 1.0)
     shape = [1] * w.ndim
     shape[axis] = -1
@@ -207,7 +224,10 @@ class QuantizationSummary:
 
 # XNNPACK refuses (and some versions crash on) requantization multipliers of 256 and more
 MAX_MULTIPLIER = 255.0
-MIN_ADD_INPUT_RATIO = 1 / 1000  # XNNPACK: input_scale / output_scale >= 2^-10
+MIN_ADD_INPUT_RATIO = 1 / 1000  # XNNPACK: input_scale / output_scale >= 2^-10 for ADD and SUB
+MIN_MUL_PRODUCT_RATIO = 2.0**-15  # XNNPACK: input1_scale * input2_scale / output_scale >= 2^-16
+# XNNPACK requantizes int8 -> int8 (QUANTIZE) for input_scale / output_scale in [2^-8, 2^7]
+QUANTIZE_RATIO_RANGE = (1 / 256, 128.0)
 
 
 def _minimum_scales(g: Graph, is_int8: dict[int, bool], params: dict[str, QuantParams]) -> dict[str, float]:
@@ -283,6 +303,9 @@ def quantize_int8(
             is_int8[id(n)] = False
         if io_type == "float32":
             _float_tail(g, is_int8)
+            for n in g.nodes:
+                if n.op in NOT_DELEGATED and all(i in g.inputs for i in _data_inputs(g, n)):
+                    is_int8[id(n)] = False
 
     # tensors that become int8: touched by an int8 op (data inputs and outputs)
     quantized: set[str] = set()
@@ -297,6 +320,7 @@ def quantize_int8(
     if _requantize_fixed_outputs(g, is_int8, quantized, ranges, groups, fixed_table):
         groups = _share_groups(g, is_int8, quantized)
 
+    symmetric = {groups.find(n.inputs[1]) for n in g.nodes if is_int8[id(n)] and n.op == "BATCH_MATMUL"}
     fixed: dict[str, tuple[float, int]] = {}
     for n in g.nodes:
         if is_int8[id(n)] and n.op in fixed_table:
@@ -326,7 +350,8 @@ def quantize_int8(
             else:
                 lo, hi = group_range.get(root, (0.0, 1.0))
                 lo, hi = (lo if np.isfinite(lo) else 0.0), (hi if np.isfinite(hi) else 1.0)
-                params[t] = make_params(lo, hi, min_scale.get(root, 0.0))
+                make = symmetric8_params if root in symmetric and not sixteen else make_params
+                params[t] = make(lo, hi, min_scale.get(root, 0.0))
         needs = _minimum_scales(g, is_int8, params)
         changed = False
         for t, need in needs.items():
@@ -361,16 +386,56 @@ def quantize_int8(
                 q = QuantParams(g.tensors[n.inputs[0]].quant.scale, 0 if sixteen else 127)
             elif n.op in SHARED:
                 q = g.tensors[n.outputs[0]].quant
+            elif n.op == "BATCH_MATMUL" and k == 1 and not sixteen:
+                q = symmetric8_params(float(t.data.min()), float(t.data.max()))
             else:
-                q = make_params(float(t.data.min()), float(t.data.max()))
+                floor = 0.0 if sixteen else _constant_min_scale(g, n, k)
+                q = make_params(float(t.data.min()), float(t.data.max()), floor)
             g.tensors[new].data = quantize_values(t.data, q, act)
             g.tensors[new].quant = q
             n.inputs[k] = new
 
+    if float_ops and not sixteen:
+        _clamps_as_requantization(g, is_int8)
     _bridge_float_ops(g, is_int8)
     _set_io(g, io_type)
     g.remove_unused()
     return g
+
+
+def _constant_min_scale(g: Graph, n: Node, k: int) -> float:
+    """The smallest scale XNNPACK accepts for constant input ``k`` of an int8 ADD, SUB or MUL: a
+    constant far below the output's step (an epsilon, the zeros of a broadcast) would otherwise
+    get a scale of its own range, 1e-7 or 1e-33, and the op would leave the delegate."""
+    out = float(g.tensors[n.outputs[0]].quant.scale[0])
+    if n.op in ("ADD", "SUB"):
+        return out * MIN_ADD_INPUT_RATIO
+    other = g.tensors[n.inputs[1 - k]] if n.op == "MUL" else None
+    if other is not None and other.quant is not None:
+        return out * MIN_MUL_PRODUCT_RATIO / float(other.quant.scale[0])
+    return 0.0
+
+
+# int8 clamps XNNPACK has no kernel for -> the interval they clamp to
+CLAMPS = {"RELU": (0.0, np.inf), "RELU6": (0.0, 6.0), "RELU_N1_TO_1": (-1.0, 1.0)}
+
+
+def _clamps_as_requantization(g: Graph, is_int8: dict[int, bool]) -> None:
+    """An int8 RELU/RELU6/RELU_N1_TO_1 whose output grid lies inside its clamp interval is a
+    requantization (QUANTIZE int8 -> int8): saturating to the grid is the clamp. XNNPACK runs
+    QUANTIZE in int8 but those clamps only in float, so a lone RELU (one not fused into the op
+    before it) would otherwise split the partition."""
+    for n in g.nodes:
+        if not is_int8[id(n)] or n.op not in CLAMPS:
+            continue
+        x, y = g.tensors[n.inputs[0]].quant, g.tensors[n.outputs[0]].quant
+        scale, zero_point = float(y.scale[0]), int(y.zero_point[0])
+        low, high = CLAMPS[n.op]
+        # the int8 kernel clamps to the quantized bounds; where they reach past the grid, only saturation is left
+        inside = zero_point + round(low / scale) <= -128 and (high == np.inf or zero_point + round(high / scale) >= 127)
+        ratio = float(x.scale[0]) / scale
+        if inside and QUANTIZE_RATIO_RANGE[0] <= ratio <= QUANTIZE_RATIO_RANGE[1]:
+            n.op, n.attrs = "QUANTIZE", {"_source": n.attrs.get("_source", "")}
 
 
 # a concatenation whose inputs' ranges differ more than this stays float on a CPU target: on

@@ -1,4 +1,4 @@
-"""Identity removal, constant folding and no-op reshape removal."""
+"""Identity removal, constant folding, arithmetic on zero constants and no-op reshape removal."""
 
 from __future__ import annotations
 
@@ -78,6 +78,40 @@ def fold_constants(graph: Graph) -> Graph:
             out.shape = tuple(result.shape)
             graph.nodes.remove(node)
             changed = True
+    graph.remove_unused()
+    return graph
+
+
+def _is_zero_constant(graph: Graph, name: str) -> bool:
+    value = graph.const(name) if name else None
+    return value is not None and not value.any()
+
+
+def drop_zero_arithmetic(graph: Graph) -> Graph:
+    """x + 0 and x - 0 -> x, x * 0 -> a zero constant (output shape kept): what a recurrent layer
+    without an initial state leaves on its first step. Quantized, each zero constant is a tensor
+    whose range is empty, and XNNPACK refuses the op that reads it."""
+    changed = True
+    while changed:
+        changed = False
+        for node in list(graph.nodes):
+            if node.op not in ("ADD", "SUB", "MUL") or node.attrs.get("fused_activation_function", "NONE") != "NONE":
+                continue
+            out = node.outputs[0]
+            if out in graph.outputs or graph.tensors[out].quant is not None:
+                continue
+            zeros = [k for k, name in enumerate(node.inputs) if _is_zero_constant(graph, name)]
+            if not zeros:
+                continue
+            if node.op == "MUL":
+                graph.tensors[out].data = np.zeros(graph.shape(out), graph.dtype(out))
+                graph.nodes.remove(node)
+                changed = True
+                continue
+            keep = [name for k, name in enumerate(node.inputs) if k not in zeros]
+            if len(keep) == 1 and (node.op == "ADD" or zeros == [1]) and graph.shape(keep[0]) == graph.shape(out):
+                node.inputs = keep
+                changed |= bypass(graph, node)
     graph.remove_unused()
     return graph
 
