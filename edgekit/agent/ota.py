@@ -391,7 +391,8 @@ class HealthCheckError(Exception):
 def healthcheck(model: Path, latency_budget_ms: float | None, timeout_s: float = 60.0) -> dict:
     """Load and run the candidate in a separate process: a crash there cannot take the agent
     down. Checks finite outputs and, when the manifest sets one, the latency budget."""
-    cmd = [sys.executable, "-m", "edgekit.agent.healthcheck", str(model)]
+    # -I: the installed edgekit, never an edgekit/ folder in the working directory (nor PYTHONPATH)
+    cmd = [sys.executable, "-I", "-m", "edgekit.agent.healthcheck", str(model)]
     if latency_budget_ms:
         cmd += ["--budget-ms", str(latency_budget_ms)]
     try:

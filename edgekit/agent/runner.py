@@ -40,7 +40,8 @@ class AgentConfig:
     tags: list[str] = field(default_factory=list)
     workload_images: str | None = None  # built-in workload: run the model on these images in a loop
     workload_rate_hz: float = 0.0  # ... at this rate (0: as fast as it goes)
-    tls_ca: str | None = None  # TLS to the broker: CA file (turns TLS on) ...
+    tls_ca_pem: str | None = None  # TLS to the broker: its CA certificate, pinned at provisioning (turns TLS on) ...
+    tls_ca: str | None = None  # ... or a CA file
     tls_cert: str | None = None  # ... and a client certificate and key, when the broker asks for one
     tls_key: str | None = None
     mqtt_version: str = "auto"  # auto: MQTT 5 where the broker speaks it, else 3.1.1; or "5", "3.1.1"
@@ -94,6 +95,9 @@ class Agent:
         self._session = None
         self._session_sha = None
         self._watch: tuple[str, int, int] | None = None  # (deployment, invocations, errors) at the switch
+        if config.tls_ca_pem and not config.tls_ca:
+            config.tls_ca = str(root / "broker-ca.pem")
+            Path(config.tls_ca).write_text(config.tls_ca_pem)
         tls = {"ca": config.tls_ca, "cert": config.tls_cert, "key": config.tls_key} if config.tls_ca else None
         self.mqtt_version = choose_version(config.mqtt_version, config.host, config.port, tls)
         self.client = make_client(

@@ -46,6 +46,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--broker-dir", default="broker", help="fleet provision's folder (passwd, acl) for the embedded broker"
     )
     serve.add_argument("--port", type=PORT, default=1883, help="MQTT broker port (0: any free one)")
+    serve.add_argument(
+        "--broker",
+        choices=("auto", "mosquitto", "embedded"),
+        default="auto",
+        help="without --host: run Mosquitto (auto: when installed) with a TLS listener for devices, "
+        "or the embedded loopback-only broker",
+    )
+    serve.add_argument(
+        "--tls-port", type=PORT, default=8883, help="the managed Mosquitto's TLS listener for devices (0: any free one)"
+    )
+    serve.add_argument(
+        "--tls-name",
+        action="append",
+        default=[],
+        help="a host name or address devices reach the broker by (its certificate names it); repeat for more",
+    )
     serve.add_argument("--username", help="broker user for the manager")
     serve.add_argument("--password", default=os.environ.get("EDGEKIT_BROKER_PASSWORD"))
     serve.add_argument("--tls-ca", help="CA file: connect to the broker over TLS")
@@ -100,7 +116,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     prov = sub.add_parser("provision", help="broker credentials, ACL and agent.toml for a device")
     prov.add_argument("device")
     prov.add_argument("--host", default="127.0.0.1", help="the broker host the device connects to")
-    prov.add_argument("--port", type=PORT, default=1883, help="the broker port the device connects to")
+    prov.add_argument(
+        "--port", type=PORT, help="the broker port the device connects to (default 8883 over TLS, 1883 with --no-tls)"
+    )
+    prov.add_argument(
+        "--no-tls",
+        action="store_true",
+        help="plain MQTT: passwords cross the network in clear (a lab, or the embedded loopback broker)",
+    )
     prov.add_argument("--broker-dir", default="broker", help="where the Mosquitto passwd/acl files live")
     prov.add_argument(
         "--command-key",
@@ -143,7 +166,11 @@ def run(args: argparse.Namespace) -> int:
             )
         command_key = keys.read_public(command_file)
         root = _trusted_root(files.metadata)
-        creds = provision(args.broker_dir, args.fleet, args.device, root, args.host, args.port, command_key=command_key)
+        tls_ca = None if args.no_tls else _broker_ca(args.broker_dir, args.host)
+        port = args.port or (1883 if args.no_tls else 8883)
+        creds = provision(
+            args.broker_dir, args.fleet, args.device, root, args.host, port, command_key=command_key, tls_ca=tls_ca
+        )
         print(f"provisioned {args.device}: config {creds['config']} (password inside; copy it to the device)")
         return 0
     from edgekit.fleet.client import FleetClient
@@ -262,15 +289,12 @@ def run(args: argparse.Namespace) -> int:
 
 def serve(args: argparse.Namespace) -> int:
     import secrets
-    import time
-    from pathlib import Path
 
     from edgekit import keys
-    from edgekit.errors import FleetError, InputError
-    from edgekit.fleet.api import serve_api
-    from edgekit.fleet.manager import FleetManager
-    from edgekit.fleet.packages import PackageStore
+    from edgekit.errors import InputError
 
+    if args.host is not None and (args.broker != "auto" or args.tls_name):
+        raise InputError("--broker and --tls-name choose the broker serve runs; with --host it runs none")
     if "://" not in args.db and not Path(args.db).resolve().parent.is_dir():
         raise InputError(f"--db {args.db}: folder {Path(args.db).parent} does not exist; create it first")
     files = fleet_files(args.db)
@@ -287,25 +311,67 @@ def serve(args: argparse.Namespace) -> int:
 
     command_private = keys.read_private(files.command_private)
     repository = Repository(files.metadata.parent, signer(command_private))
-    broker = None
-    if args.host is None:
-        from edgekit.broker import Broker
-        from edgekit.fleet.access import BrokerAccess
-        from edgekit.fleet.provision import MANAGER_USER, ensure_manager
+    broker = _start_broker(args) if args.host is None else None
+    try:
+        return _serve(args, token, token_file, command_private, repository)
+    finally:
+        if broker is not None:
+            broker.stop()
 
-        args.username, args.password = MANAGER_USER, ensure_manager(args.broker_dir)
-        access = BrokerAccess.read(args.broker_dir)
-        try:
-            broker = Broker("127.0.0.1", args.port, access, Path(args.broker_dir) / "retained.json").start()
-        except OSError as exc:
-            raise FleetError(
-                f"the embedded broker cannot listen on 127.0.0.1:{args.port} ({exc.strerror}); pass another --port"
-            ) from None
-        print(
-            f"embedded MQTT broker on 127.0.0.1:{broker.port}: accounts and ACL from {args.broker_dir}/ "
-            "(edgekit fleet provision adds devices); a fleet on a network uses Mosquitto with TLS"
-        )
-        args.host, args.port = "127.0.0.1", broker.port
+
+def _start_broker(args: argparse.Namespace):
+    """The broker serve runs itself: Mosquitto as a managed child (TLS listener for devices) where
+    it is installed, else the embedded loopback-only broker; both hold clients to --broker-dir's
+    passwd and ACL. Sets args.host/port/username/password for the manager."""
+    from edgekit.errors import FleetError
+    from edgekit.fleet import mosquitto
+    from edgekit.fleet.provision import MANAGER_USER, ensure_manager
+
+    args.username, args.password = MANAGER_USER, ensure_manager(args.broker_dir)
+    kind = args.broker if args.broker != "auto" else ("mosquitto" if mosquitto.binary() else "embedded")
+    if kind == "mosquitto":
+        port = args.port or _free_port()
+        args.tls_port = args.tls_port or _free_port()
+        broker = mosquitto.ManagedMosquitto(args.broker_dir, port, args.tls_port, args.tls_name).start()
+        tls = f", TLS for devices on :{args.tls_port} (CA {args.broker_dir}/{mosquitto.CA_FILE})"
+        print(f"Mosquitto (managed) on 127.0.0.1:{port}{tls}: accounts and ACL from {args.broker_dir}/", flush=True)
+        args.host, args.port = "127.0.0.1", port
+        return broker
+    from edgekit.broker import Broker
+    from edgekit.fleet.access import BrokerAccess
+
+    access = BrokerAccess.read(args.broker_dir)
+    try:
+        broker = Broker("127.0.0.1", args.port, access, Path(args.broker_dir) / "retained.json").start()
+    except OSError as exc:
+        raise FleetError(
+            f"the embedded broker cannot listen on 127.0.0.1:{args.port} ({exc.strerror}); pass another --port"
+        ) from None
+    print(
+        f"embedded MQTT broker on 127.0.0.1:{broker.port} (Mosquitto is not installed: loopback only, no TLS): "
+        f"accounts and ACL from {args.broker_dir}/",
+        flush=True,
+    )
+    args.host, args.port = "127.0.0.1", broker.port
+    return broker
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve(args: argparse.Namespace, token: str, token_file, command_private: str, repository) -> int:
+    import time
+
+    from edgekit.errors import FleetError
+    from edgekit.fleet.api import serve_api
+    from edgekit.fleet.manager import FleetManager
+    from edgekit.fleet.packages import PackageStore
+
     tls = {"ca": args.tls_ca, "cert": args.tls_cert, "key": args.tls_key} if args.tls_ca else None
     manager = FleetManager(
         args.db,
@@ -424,6 +490,26 @@ def init(args: argparse.Namespace) -> int:
         f"manager key {files.command_private} (0600); now run edgekit fleet serve --db {args.db}"
     )
     return 0
+
+
+def _broker_ca(broker_dir: str, host: str) -> str:
+    """The CA certificate (PEM) of the broker serve runs, checked to name ``host``."""
+    from edgekit.errors import InputError
+    from edgekit.fleet import mosquitto
+
+    folder = Path(broker_dir)
+    if not (folder / mosquitto.CERT_FILE).exists():
+        raise InputError(
+            f"no broker certificate in {folder}/: start edgekit fleet serve (it makes one for Mosquitto's TLS "
+            "listener) before provisioning, or pass --no-tls for a plain lab broker"
+        )
+    names = mosquitto.names_in(folder)
+    if host not in names:
+        raise InputError(
+            f"the broker's certificate does not name {host} (it names {', '.join(sorted(names))}); "
+            f"restart serve with --tls-name {host}"
+        )
+    return (folder / mosquitto.CA_FILE).read_text()
 
 
 def _trusted_root(metadata: Path) -> str:

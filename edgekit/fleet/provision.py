@@ -61,8 +61,6 @@ MOSQUITTO_CONF = """# written by edgekit fleet provision: include it from mosqui
 allow_anonymous false
 password_file {folder}/passwd
 acl_file {folder}/acl
-# a client's id is its user name: nobody takes over another's session (the manager's included)
-use_username_as_clientid true
 # no acknowledged message dropped while the manager catches up (Mosquitto's defaults are 100/1000)
 max_inflight_messages 1000
 max_queued_messages 1000000
@@ -70,8 +68,12 @@ max_queued_messages 1000000
 persistence true
 autosave_interval 60
 max_packet_size 1048576
+# use_username_as_clientid is a listener option: after EACH listener line of your config put
+#   use_username_as_clientid true
+# (a client's id is its user name: nobody takes over another's session, the manager's included)
 # devices on a network: a TLS listener, e.g.
 # listener 8883
+# use_username_as_clientid true
 # cafile /etc/mosquitto/ca.pem
 # certfile /etc/mosquitto/server.pem
 # keyfile /etc/mosquitto/server.key
@@ -87,6 +89,7 @@ def provision(
     port: int = 1883,
     *,
     command_key: str,
+    tls_ca: str | None = None,
 ) -> dict:
     """Add ``device`` to ``folder``/passwd and acl (creating the manager's account on first use)
     and write ``folder``/devices/``device``.toml. Returns the device's credentials."""
@@ -108,6 +111,7 @@ def provision(
         f'fleet = "{fleet}"\ndevice = "{device}"\nstate_dir = "/var/lib/edgekit"\n'
         f'host = "{host}"\nport = {port}\n'
         f'username = "{device}"\npassword = "{password}"\ncommand_key = "{command_key}"\n'
-        f"trusted_root = '''{json.dumps(json.loads(trusted_root), separators=(',', ':'))}'''\n",
+        f"trusted_root = '''{json.dumps(json.loads(trusted_root), separators=(',', ':'))}'''\n"
+        + (f"tls_ca_pem = '''\n{tls_ca.strip()}\n'''\n" if tls_ca else ""),
     )
     return {"username": device, "password": password, "config": str(config)}

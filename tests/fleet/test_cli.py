@@ -60,9 +60,9 @@ def test_serve_deploy_and_workload_telemetry(tmp_path, digits_tflite):
         Image.fromarray((sample.reshape(8, 8) * 255 / max(sample.max(), 1e-6)).astype(np.uint8), "L").save(
             images / f"{i}.png"
         )
-    mqtt_port, http_port = free_port(), free_port()
+    mqtt_port, http_port, tls_port = free_port(), free_port(), free_port()
     server = spawn(
-        "fleet", "serve", "--port", str(mqtt_port), "--http-port", str(http_port),
+        "fleet", "serve", "--port", str(mqtt_port), "--http-port", str(http_port), "--tls-port", str(tls_port),
         cwd=tmp_path, log=tmp_path / "serve.log",
     )  # fmt: skip
     agent = None
@@ -71,7 +71,8 @@ def test_serve_deploy_and_workload_telemetry(tmp_path, digits_tflite):
         log = tmp_path / "serve.log"
         wait_for(lambda: "fleet manager" in log.read_text(), what="manager up", detail=log.read_text)
         # the embedded broker admits provisioned devices only: provision cam1, then run it from here
-        edgekit("fleet", "provision", "cam1", "--port", str(mqtt_port), cwd=tmp_path)
+        # Mosquitto, run by serve, with a TLS listener: provisioned devices use it, pinning its CA
+        edgekit("fleet", "provision", "cam1", "--port", str(tls_port), cwd=tmp_path)
         provisioned = tomllib.loads((tmp_path / "broker" / "devices" / "cam1.toml").read_text())["agent"]
         settings = {**provisioned, "state_dir": "state", "telemetry_interval_s": 1.0, "watch_invocations": 5}
         settings.update(tags=["cameras"], workload_images=str(images), workload_rate_hz=50)
@@ -90,7 +91,15 @@ def test_serve_deploy_and_workload_telemetry(tmp_path, digits_tflite):
         says = "edgekit fleet: error: gate max_latency_regression must lie in (0, inf] (got 0.0)"
         assert bad_gate.stderr.strip() == says
         token = (tmp_path / "fleet.token").read_text().strip()
-        for secret in ("fleet.token", "fleet.command.key", "broker/manager.secret", "broker/passwd"):
+        for secret in (
+            "fleet.token",
+            "fleet.command.key",
+            "broker/manager.secret",
+            "broker/passwd",
+            "broker/ca.key",
+            "broker/server.key",
+            "broker/devices/cam1.toml",
+        ):
             assert os.stat(tmp_path / secret).st_mode & 0o077 == 0, f"{secret} is readable by others"
         assert FleetClient(f"http://127.0.0.1:{http_port}", token=token).packages() == []  # refused before upload
 
