@@ -6,14 +6,13 @@ registered by name; the quantizer never branches on the method."""
 
 from __future__ import annotations
 
-import sys
-import time
 from collections.abc import Callable
 
 import numpy as np
 
 from edgekit.converters.calibration_data import check_array
 from edgekit.errors import CalibrationError
+from edgekit.progress import progress
 
 BINS = 2048
 
@@ -195,32 +194,27 @@ def calibrate(
     del runner  # it holds views into the interpreter, which invoke() refuses
     tensors = [d for d in interpreter.get_tensor_details() if d["dtype"] == np.float32]
     observers: dict[str, Observer] = {}
-    start = time.monotonic()
-    for k, sample in enumerate(samples):
-        for name, value in sample.items():
-            perm = io_layout.get(name)
-            value = np.transpose(value, perm) if perm else value
-            interpreter.set_tensor(
-                inputs[name]["index"], np.ascontiguousarray(value, np.float32).reshape(inputs[name]["shape"])
-            )
-        interpreter.invoke()
-        for detail in tensors:
-            try:
-                value = interpreter.get_tensor(detail["index"])
-            except ValueError:
-                continue
-            if value.size == 0:
-                continue
-            observers.setdefault(detail["name"], OBSERVERS[method]()).observe(value)
-            if channel_means is not None and detail["name"] in channel_means:
-                means = value.reshape(-1, value.shape[-1]).mean(axis=0) / len(samples)
-                channel_means[detail["name"]] = channel_means[detail["name"]] + means
-        done = k + 1 == len(samples)
-        message = f"calibrating ({method}): {k + 1}/{len(samples)} samples, {time.monotonic() - start:.1f} s"
-        if sys.stderr.isatty():
-            print(f"\r{message}", end="\n" if done else "", file=sys.stderr, flush=True)
-        elif done or (k + 1) % 25 == 0:
-            print(message, file=sys.stderr, flush=True)
+    with progress(f"calibrating ({method})", total=len(samples), unit="samples") as bar:
+        for sample in samples:
+            for name, value in sample.items():
+                perm = io_layout.get(name)
+                value = np.transpose(value, perm) if perm else value
+                interpreter.set_tensor(
+                    inputs[name]["index"], np.ascontiguousarray(value, np.float32).reshape(inputs[name]["shape"])
+                )
+            interpreter.invoke()
+            for detail in tensors:
+                try:
+                    value = interpreter.get_tensor(detail["index"])
+                except ValueError:
+                    continue
+                if value.size == 0:
+                    continue
+                observers.setdefault(detail["name"], OBSERVERS[method]()).observe(value)
+                if channel_means is not None and detail["name"] in channel_means:
+                    means = value.reshape(-1, value.shape[-1]).mean(axis=0) / len(samples)
+                    channel_means[detail["name"]] = channel_means[detail["name"]] + means
+            bar.update()
     # graph outputs keep their full range: clipping what the user reads costs more than it saves
     outputs = {d["name"] for d in interpreter.get_output_details()}
     return {name: (obs.lo, obs.hi) if name in outputs else obs.range() for name, obs in observers.items()}

@@ -192,13 +192,16 @@ def run(args: argparse.Namespace) -> int:
     if result.edgetpu is not None:
         print(result.edgetpu.summary())
     report = None
+    verification_data = args.data
     if args.verify or args.report:
-        report = verify(source, args.output, data=args.data, samples=args.samples)
+        verification_data, said = _verification_data(args, calibration)
+        print(f"verification data: {said}")
+        report = verify(source, args.output, data=verification_data, samples=args.samples)
         print(report.table())
         if source is not unpruned_source:
             from dataclasses import asdict
 
-            unpruned = verify(unpruned_source, args.output, data=args.data, samples=args.samples)
+            unpruned = verify(unpruned_source, args.output, data=verification_data, samples=args.samples)
             print(f"against the unpruned {Path(args.model).name}, same inputs (what pruning and conversion cost):")
             print(unpruned.table())
             args._pruning["outputs_vs_unpruned"] = [asdict(o) for o in unpruned.outputs]
@@ -207,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
 
         from edgekit.commands._report import per_layer, write_report
 
-        layers = per_layer(source, args.output, args.data)
+        layers = per_layer(source, args.output, verification_data)
         worst = ", ".join(f"{w.tensor} ({w.sqnr_db:.1f} dB)" for w in layers.worst(3))
         print(f"worst layers: {worst}")
         write_report(
@@ -387,6 +390,26 @@ def _compress_weights(args: argparse.Namespace, source):
         print(f"shared {args.prune_clusters} weight values per output channel (k-means, on the int8 grid)")
     args._pruning = pruning
     return model
+
+
+VERIFY_CALIBRATION_SAMPLES = 256  # enough for SQNR and top-1 to settle; calibration sets can be larger
+
+
+def _verification_data(args: argparse.Namespace, calibration):
+    """What verification feeds both models, and how to say it: --data, else the calibration
+    samples (real data, though in-sample), else random N(0,1) inputs (on a model calibrated on
+    real data, noise makes int8 look far worse than it is)."""
+    if args.data:
+        return args.data, f"{args.data}"
+    if calibration is not None:
+
+        def head(values):
+            return values[:VERIFY_CALIBRATION_SAMPLES]
+
+        data = {k: head(v) for k, v in calibration.items()} if isinstance(calibration, dict) else head(calibration)
+        count = len(next(iter(data.values())) if isinstance(data, dict) else data)
+        return data, f"{count} of the calibration samples (in-sample: pass --data for held-out data)"
+    return None, f"{args.samples} random N(0,1) inputs (pass --data, or --calibration, for real ones)"
 
 
 def _calibration(args: argparse.Namespace):
