@@ -1,5 +1,5 @@
 """Run converted models on the host and report their outputs, for comparison with the same
-script run on an arm64 board (or under ../shared/tools/pi-emu).
+script run on an arm64 board (or under qemu: scripts/arm64_userland.py).
 
     python scripts/pi_check.py convert OUT_DIR          # host: convert the sample model (fp32, int8, and
                                                         # int8 after channel pruning, sparsity and
@@ -8,10 +8,10 @@ script run on an arm64 board (or under ../shared/tools/pi-emu).
     python scripts/pi_check.py compare OUT_DIR A B      # max |A - B| and argmax agreement per model
 
 ``-I`` keeps the source tree's ``edgekit/`` folder from shadowing the installed package. Under
-pi-emu, name the board's CPU (qemu's default "max" CPU has ISA extensions no Pi has, and
-XNNPACK's int8 kernels pick them); pi-emu clears the environment, so set it inside the command:
+qemu, scripts/arm64_userland.py names the board's CPU (qemu's default "max" CPU has ISA extensions
+no Pi has, and XNNPACK's int8 kernels pick them):
 
-    ../shared/tools/pi-emu run env QEMU_CPU=cortex-a72 python -I scripts/pi_check.py run pi-out pi4
+    sudo python3 scripts/arm64_userland.py run python -I scripts/pi_check.py run pi-out pi4
 """
 
 from __future__ import annotations
