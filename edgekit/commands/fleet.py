@@ -73,11 +73,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     serve.add_argument("--public-url", help="URL devices download packages from (default http://HOST:PORT)")
     serve.add_argument("--retention-days", type=float, default=30.0, help="drop telemetry older than this")
 
+    json_help = "print the API's JSON instead of the table"
     devices = sub.add_parser("devices", help="the device registry")
-    devices.add_argument("--tag")
+    devices.add_argument("--tag", help="only devices with this tag")
+    devices.add_argument("--json", action="store_true", help=json_help)
     tel = sub.add_parser("telemetry", help="recent telemetry of a device")
     tel.add_argument("device")
-    tel.add_argument("--last", type=int, default=10)
+    tel.add_argument("--last", type=int, default=10, help="how many windows, newest first (default 10)")
+    tel.add_argument("--json", action="store_true", help=json_help)
+    packages = sub.add_parser("packages", help="stored packages and whether the signed targets list them")
+    packages.add_argument("--json", action="store_true", help=json_help)
     deploy = sub.add_parser("deploy", help="upload and publish a signed package and roll it out")
     deploy.add_argument("package", help="the package .tar (its .sig beside it)")
     deploy.add_argument(
@@ -106,6 +111,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     rollouts = sub.add_parser("rollouts", help="rollouts and their state")
     rollouts.add_argument("rollout", nargs="?", help="show one in detail: devices, failure reasons, event log")
     rollouts.add_argument("--follow", action="store_true", help="with ROLLOUT: print new events until it ends")
+    rollouts.add_argument("--json", action="store_true", help=json_help)
     for action, text in (
         ("pause", "hold a rollout (devices at work finish)"),
         ("resume", "continue a paused rollout"),
@@ -187,6 +193,8 @@ def run(args: argparse.Namespace) -> int:
             "sign new packages with it"
         )
         return 0
+    if getattr(args, "json", False):
+        return _print_json(client, args)
     if args.action == "devices":
         _print_table(
             [
@@ -194,6 +202,14 @@ def run(args: argparse.Namespace) -> int:
                 for d in client.devices(args.tag)
             ],
             ["device", "state", "last seen", "tags", "model", "version"],
+        )
+    elif args.action == "packages":
+        _print_table(
+            [
+                [p["name"], p["version"], f"{p['size']:,}", p["sha256"][:12], "yes" if p.get("published") else "no"]
+                for p in client.packages()
+            ],
+            ["name", "version", "bytes", "sha256", "published"],
         )
     elif args.action == "telemetry":
         rows = []
@@ -526,6 +542,28 @@ def _token(args: argparse.Namespace) -> str | None:
         return args.token or os.environ["EDGEKIT_FLEET_TOKEN"]
     path = _token_file(args.db)
     return path.read_text().strip() if path.exists() else None
+
+
+def _print_json(client, args: argparse.Namespace) -> int:
+    """The same facts the table shows, as the API returns them."""
+    import json
+
+    from edgekit.errors import InputError
+
+    if args.action == "rollouts" and args.follow:
+        raise InputError("--json prints one document; --follow streams events: choose one")
+    data = {
+        "devices": lambda: client.devices(args.tag),
+        "telemetry": lambda: client.telemetry(args.device, args.last),
+        "packages": client.packages,
+        "rollouts": lambda: (
+            {**client.rollout(args.rollout), "events": client.events(args.rollout)}
+            if args.rollout
+            else client.rollouts()
+        ),
+    }[args.action]()
+    print(json.dumps(data, indent=1))
+    return 0
 
 
 def _print_events(client, rollout_id: str, follow: bool) -> None:

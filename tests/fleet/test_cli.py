@@ -111,6 +111,12 @@ def test_serve_deploy_and_workload_telemetry(tmp_path, digits_tflite):
         wait_for(lambda: "done" in edgekit(*api, "rollouts", cwd=tmp_path).stdout, what="rollout done",
                  detail=lambda: (tmp_path / "agent.log").read_text()[-2000:])  # fmt: skip
 
+        listed = json.loads(edgekit(*api, "devices", "--json", cwd=tmp_path).stdout)
+        assert [(d["device"], d["version"]) for d in listed] == [("cam1", "1")]
+        packages = json.loads(edgekit(*api, "packages", "--json", cwd=tmp_path).stdout)
+        assert [(p["name"], p["version"], p["published"]) for p in packages] == [("digits", "1", True)]
+        rollout = json.loads(edgekit(*api, "rollouts", "r1", "--json", cwd=tmp_path).stdout)
+        assert rollout["state"] == "done" and any(e["kind"] == "done" for e in rollout["events"]), rollout
         client = FleetClient(f"http://127.0.0.1:{http_port}")
         wait_for(
             lambda: any(w["count"] > 0 and w["version"] == "1" for w in client.telemetry("cam1", 20)),
