@@ -429,6 +429,10 @@ def _serve(args: argparse.Namespace, token: str, token_file, command_private: st
         f"(token in {token_file}), db {args.db}",
         flush=True,
     )
+    print(
+        f"console: http://{args.http_host}:{httpd.server_address[1]}/console (log in with the token in {token_file})",
+        flush=True,
+    )
     last_retention = 0.0
     try:
         while True:

@@ -1,7 +1,9 @@
 """The fleet manager's HTTP API: devices, telemetry, packages and rollouts as JSON, the package
 files themselves with Range support, and ``/openapi.json`` generated from the same route table
 the server dispatches on (so the description cannot drift from the code). Reading is open;
-every change (POST) needs ``Authorization: Bearer TOKEN``."""
+every change (POST) needs ``Authorization: Bearer TOKEN`` (or the console's login cookie, see
+``_authorize``). The same dispatcher serves the browser console (``PAGES``, edgekit.fleet.console):
+HTML pages behind a login with the same token."""
 
 from __future__ import annotations
 
@@ -16,10 +18,11 @@ from dataclasses import dataclass
 from functools import partial
 from http.server import ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 from edgekit import __version__, package
 from edgekit.errors import EdgekitError
+from edgekit.fleet import console
 from edgekit.fleet.gates import Gates
 from edgekit.fleet.packages import BoundedHTTPServer, PackageStore, _Handler
 
@@ -117,6 +120,20 @@ ROUTES = (
     Route("GET", "/openapi.json", "openapi", "This description"),
 )
 
+# The browser console: served by the same dispatcher, left out of /openapi.json (which describes
+# the JSON API). Handlers are methods of edgekit.fleet.console.Console.
+PAGES = (
+    Route("GET", "/", "home", "To the console"),
+    Route("GET", "/console", "fleet", "Devices, their state and latest telemetry", query=("tag", "state", "model")),
+    Route("GET", "/console/devices/{device}", "device", "A device's charts and deployments", query=("window",)),
+    Route("GET", "/console/rollouts", "rollouts", "Every rollout"),
+    Route("GET", "/console/rollouts/{rollout}", "rollout", "Waves, gate verdicts, failures, events"),
+    Route("GET", "/console/packages", "packages", "Stored packages and who runs them"),
+    Route("GET", "/console/login", "login_form", "The login form", query=("next",)),
+    Route("POST", "/console/login", "login", "Log in with the fleet token"),
+    Route("POST", "/console/logout", "logout", "Log out"),
+)
+
 
 def openapi() -> dict:
     paths: dict = {}
@@ -164,6 +181,9 @@ class _ApiHandler(_Handler):
 
     def _dispatch(self, method: str) -> None:
         url = urlparse(self.path)
+        if url.path == "/" or url.path.startswith("/console"):
+            self._page(method, url)
+            return
         try:
             for route in ROUTES:
                 match = route.pattern.match(url.path)
@@ -189,11 +209,51 @@ class _ApiHandler(_Handler):
             log.exception("API %s %s", method, self.path)
             self._json(500, {"error": f"internal error: {exc}"})
 
+    def _page(self, method: str, url) -> None:
+        """A console page: HTML for success and for every error (never a stack trace)."""
+        pages = self.api.console
+        try:
+            for route in PAGES:
+                match = route.pattern.match(url.path)
+                if match and route.method == method:
+                    if route.handler not in console.OPEN_PAGES and not pages.logged_in(self):
+                        self._send_page(pages.to_login(self.path))
+                        return
+                    query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+                    unknown = sorted(set(query) - set(route.query))
+                    if unknown:
+                        raise ApiError(
+                            400, f"unknown query parameter(s) {unknown}; this page takes {list(route.query)}"
+                        )
+                    params = {k: unquote(v) for k, v in match.groupdict().items()}
+                    self._send_page(getattr(pages, route.handler)(self, query=query, **params))
+                    return
+            raise ApiError(404, f"no page {url.path}")
+        except (ApiError, console.PageError, EdgekitError) as exc:
+            self._send_page(pages.error(getattr(exc, "status", 400), str(exc), pages.logged_in(self)))
+        except Exception:
+            log.exception("console %s %s", method, self.path)
+            self._send_page(pages.error(500, "internal error; the manager's log has the details", False))
+
+    def _send_page(self, page: console.Page) -> None:
+        data = page.body.encode()
+        self.send_response(page.status)
+        for name, value in page.headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def _authorize(self) -> None:
         header = self.headers.get("Authorization", "")
         given = header[7:] if header.startswith("Bearer ") else ""
-        if not given or not hmac.compare_digest(given.encode(), self.api.token.encode()):
-            raise ApiError(401, "this change needs the fleet token: Authorization: Bearer TOKEN")
+        if given and hmac.compare_digest(given.encode(), self.api.token.encode()):
+            return
+        # the console's buttons: its HttpOnly login cookie, and a header a cross-site form cannot send
+        # (SameSite=Strict already keeps the cookie off cross-site requests)
+        if self.headers.get(console.BUTTON_HEADER) == "1" and self.api.console.logged_in(self):
+            return
+        raise ApiError(401, "this change needs the fleet token: Authorization: Bearer TOKEN")
 
     def _json(self, status: int, payload) -> None:
         data = json.dumps(payload, indent=1).encode()
@@ -238,6 +298,7 @@ class FleetApi:
         self.manager, self.store, self.token = manager, store, token
         self.public_url = public_url.rstrip("/")
         self.fleet = "default"
+        self.console = console.Console(self)
 
     def devices(self, handler, query: dict) -> list[dict]:
         fleet, tag = query.get("fleet", self.fleet), query.get("tag")
