@@ -1,8 +1,9 @@
 """The fleet manager's HTTP API: devices, telemetry, packages and rollouts as JSON, the package
 files themselves with Range support, and ``/openapi.json`` generated from the same route table
-the server dispatches on (so the description cannot drift from the code). Reading is open;
-every change (POST) needs ``Authorization: Bearer TOKEN`` (or the console's login cookie, see
-``_authorize``). The same dispatcher serves the browser console (``PAGES``, edgekit.fleet.console):
+the server dispatches on (so the description cannot drift from the code). Everything but what
+devices fetch (package files, TUF metadata) and this description needs ``Authorization: Bearer
+TOKEN`` (or the console's login cookie, see ``_authorize``): telemetry and the device list are not
+public. The same dispatcher serves the browser console (``PAGES``, edgekit.fleet.console):
 HTML pages behind a login with the same token."""
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ class Route:
     path: str  # OpenAPI template, e.g. /api/v1/rollouts/{rollout}/{action}
     handler: str
     summary: str
-    changes: bool = False  # needs the token
+    changes: bool = False  # changes state (POST)
+    public: bool = False  # readable without the token: what devices fetch, and this description
     body: str | None = None  # request body media type
     query: tuple[str, ...] = ()
 
@@ -115,9 +117,15 @@ ROUTES = (
         changes=True,
         body="application/json",
     ),
-    Route("GET", "/packages/{file}", "package_file", "A package file or its signature (Range supported)"),
-    Route("GET", "/tuf/{file}", "metadata_file", "TUF metadata: N.root.json, timestamp.json, N.snapshot.json, ..."),
-    Route("GET", "/openapi.json", "openapi", "This description"),
+    Route("GET", "/packages/{file}", "package_file", "A package file or its signature (Range supported)", public=True),
+    Route(
+        "GET",
+        "/tuf/{file}",
+        "metadata_file",
+        "TUF metadata: N.root.json, timestamp.json, N.snapshot.json, ...",
+        public=True,
+    ),
+    Route("GET", "/openapi.json", "openapi", "This description", public=True),
 )
 
 # The browser console: served by the same dispatcher, left out of /openapi.json (which describes
@@ -156,7 +164,7 @@ def openapi() -> dict:
             op["parameters"] = params
         if route.body:
             op["requestBody"] = {"required": True, "content": {route.body: {}}}
-        if route.changes:
+        if not route.public:
             op["security"] = [{"token": []}]
             op["responses"]["401"] = {"description": "Missing or wrong token"}
         paths.setdefault(route.path, {})[route.method.lower()] = op
@@ -188,7 +196,7 @@ class _ApiHandler(_Handler):
             for route in ROUTES:
                 match = route.pattern.match(url.path)
                 if match and route.method == method:
-                    if route.changes:
+                    if not route.public:
                         self._authorize()
                     if route.handler == "package_file":
                         self.send_package()
@@ -253,7 +261,7 @@ class _ApiHandler(_Handler):
         # (SameSite=Strict already keeps the cookie off cross-site requests)
         if self.headers.get(console.BUTTON_HEADER) == "1" and self.api.console.logged_in(self):
             return
-        raise ApiError(401, "this change needs the fleet token: Authorization: Bearer TOKEN")
+        raise ApiError(401, "this needs the fleet token: Authorization: Bearer TOKEN")
 
     def _json(self, status: int, payload) -> None:
         data = json.dumps(payload, indent=1).encode()

@@ -10,6 +10,9 @@ from pathlib import Path
 
 from edgekit.errors import FleetError, InputError
 
+PUBLIC_PATHS = ("/tuf/", "/packages/", "/openapi.json")  # what devices fetch: no token
+NEEDS_TOKEN = "the fleet API needs its token: --token, $EDGEKIT_FLEET_TOKEN or the DB.token file"
+
 
 class FleetClient:
     def __init__(self, url: str, token: str | None = None, fleet: str = "default", timeout: float = 60.0) -> None:
@@ -23,14 +26,17 @@ class FleetClient:
         request = urllib.request.Request(
             f"{self.url}{path}?{urllib.parse.urlencode(query)}", data=body, method=method, headers=headers or {}
         )
-        if method != "GET":
-            if not self.token:
-                raise InputError("changes need the fleet token: --token, $EDGEKIT_FLEET_TOKEN or the DB.token file")
-            request.add_header("Authorization", f"Bearer {self.token}")
+        if not path.startswith(PUBLIC_PATHS):
+            if not self.token and method != "GET":  # refused before a package travels
+                raise InputError(NEEDS_TOKEN)
+            if self.token:
+                request.add_header("Authorization", f"Bearer {self.token}")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return json.loads(response.read())
         except urllib.error.HTTPError as exc:
+            if exc.code == 401 and not self.token:
+                raise InputError(NEEDS_TOKEN) from None
             try:
                 message = json.loads(exc.read()).get("error", exc.reason)
             except (ValueError, AttributeError):

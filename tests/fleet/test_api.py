@@ -139,8 +139,20 @@ def test_openapi_describes_every_route(fleet):
     assert spec["openapi"].startswith("3.")
     for route in ROUTES:
         operation = spec["paths"][route.path][route.method.lower()]
-        assert ("security" in operation) == route.changes
-    with urllib.request.urlopen(f"{url}/api/v1/devices?fleet=f1&tag=doors") as response:
+        assert ("security" in operation) == (not route.public)
+    # telemetry and the device list are not public: every read but what devices fetch needs the token
+    for path in ("/api/v1/devices?fleet=f1", "/api/v1/devices/dev00/telemetry?fleet=f1", "/api/v1/packages",
+                 "/api/v1/rollouts"):  # fmt: skip
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{url}{path}")
+        assert refused.value.code == 401, path
+    with pytest.raises(InputError, match="needs its token"):
+        FleetClient(url, None, fleet="f1").devices()
+    with urllib.request.urlopen(f"{url}/tuf/root.json") as response:  # devices fetch metadata without it
+        assert json.loads(response.read())["signed"]["_type"] == "root"
+    authorized = urllib.request.Request(f"{url}/api/v1/devices?fleet=f1&tag=doors")
+    authorized.add_header("Authorization", f"Bearer {TOKEN}")
+    with urllib.request.urlopen(authorized) as response:
         assert [d["device"] for d in json.loads(response.read())] == ["dev01", "dev03"]
     request = urllib.request.Request(f"{url}/api/v1/rollouts", data=b"{not json", method="POST")
     request.add_header("Authorization", f"Bearer {TOKEN}")

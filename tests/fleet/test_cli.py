@@ -117,7 +117,7 @@ def test_serve_deploy_and_workload_telemetry(tmp_path, digits_tflite):
         assert [(p["name"], p["version"], p["published"]) for p in packages] == [("digits", "1", True)]
         rollout = json.loads(edgekit(*api, "rollouts", "r1", "--json", cwd=tmp_path).stdout)
         assert rollout["state"] == "done" and any(e["kind"] == "done" for e in rollout["events"]), rollout
-        client = FleetClient(f"http://127.0.0.1:{http_port}")
+        client = FleetClient(f"http://127.0.0.1:{http_port}", token=token)
         wait_for(
             lambda: any(w["count"] > 0 and w["version"] == "1" for w in client.telemetry("cam1", 20)),
             what="telemetry windows with inferences on v1",
