@@ -26,35 +26,6 @@ MAX_OPSET = 21
 
 # ops whose result depends only on a tensor's shape: constant once shapes are static
 SHAPE_ONLY_OPS = frozenset({"Shape", "Size"})
-# ops that are only convertible when folded away
-FOLD_ONLY_OPS = frozenset(
-    {
-        "Shape",
-        "Size",
-        "Constant",
-        "ConstantOfShape",
-        "Range",
-        "NonZero",
-        "EyeLike",
-        "Expand",
-        "Equal",
-        "Where",
-        "ScatterND",
-        "Less",
-        "Greater",
-        "Not",
-        "And",
-        "Or",
-        "Floor",
-        "Ceil",
-        "Mod",
-        "ReduceProd",
-        "Tile",
-        "OneHot",
-        "Trilu",
-        "CumSum",
-    }
-)
 
 
 @dataclass

@@ -29,7 +29,6 @@ class ConversionResult:
     partitions: int | None = None
     edgetpu: Any = None
     verification: Any = None
-    notes: list[str] = field(default_factory=list)
     io_layout: dict[str, IoDecision] = field(default_factory=dict)  # input/output name -> its layout
 
 

@@ -10,8 +10,6 @@ weights dequantized at load.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from edgekit.converters.ir import Graph, Node, QuantParams
@@ -214,12 +212,6 @@ class _Groups:
 
     def union(self, a: str, b: str) -> None:
         self.parent[self.find(a)] = self.find(b)
-
-
-@dataclass
-class QuantizationSummary:
-    int8_ops: int
-    float_ops: list[str]
 
 
 # XNNPACK refuses (and some versions crash on) requantization multipliers of 256 and more

@@ -41,10 +41,6 @@ class BackendError(EdgekitError):
     """A runtime backend or delegate that is missing or failed to load."""
 
 
-class SensorError(EdgekitError):
-    """A sensor that cannot be read."""
-
-
 class PackageError(EdgekitError):
     """A model package that fails verification (signature, digest, size, layout)."""
 

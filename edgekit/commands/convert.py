@@ -64,7 +64,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     q.add_argument(
         "--equalize", action="store_true", help="cross-layer equalization of consecutive convolutions before quantizing"
     )
-    q.add_argument("--bias-correction", action="store_true", help="correct biases for weight rounding (the default)")
     q.add_argument(
         "--no-bias-correction",
         action="store_true",
