@@ -10,8 +10,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import tempfile
-from pathlib import Path
 
 import flatbuffers
 import numpy as np
@@ -19,7 +17,8 @@ import tflite
 
 from edgekit.converters.ir import Graph, Node, Tensor
 from edgekit.converters.tflite_ops import ENUM_FIELDS, OPTIONS_TABLE, TENSOR_TYPE, op_version
-from edgekit.errors import OutputPathError, UnsupportedModelError
+from edgekit.errors import UnsupportedModelError
+from edgekit.files import check_output_path, write_atomic  # noqa: F401  (the converters' writers)
 
 SCHEMA_VERSION = 3
 BUFFER_ALIGNMENT = 16
@@ -284,58 +283,9 @@ def serialize(graph: Graph) -> bytes:
     return bytes(builder.Output())
 
 
-def check_output_path(path: str | os.PathLike, *inputs: str | os.PathLike | None) -> Path:
-    """One-line errors before any work: the folder exists, ``path`` is not a folder or a special
-    file, and it is none of the command's own ``inputs`` (writing there would destroy them)."""
-    path = Path(path)
-    if path.is_dir():
-        raise OutputPathError(f"cannot write {path}: it is a folder; give a file name")
-    if path.exists() and not path.is_file():
-        raise OutputPathError(f"cannot write {path}: it is not a regular file")
-    if not path.parent.is_dir():
-        raise OutputPathError(f"cannot write {path}: folder {path.parent} does not exist; create it first")
-    for source in inputs:
-        if source is not None and not isinstance(source, bytes | bytearray) and _same_file(path, source):
-            raise OutputPathError(f"{path} is the command's input: writing it would destroy it; choose another -o")
-    try:  # can a file be made there at all (/proc, a read-only mount)? Better known now than after the work
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise OutputPathError(f"cannot write {path}: {exc.strerror}") from None
-    return path
-
-
-def _same_file(a: Path, b) -> bool:
-    try:
-        return Path(b).exists() and a.exists() and os.path.samefile(a, b)
-    except (OSError, TypeError):
-        return False
-
-
-def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder."""
-    path = check_output_path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise OutputPathError(f"cannot write {path}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise OutputPathError(f"cannot write {path}: {exc.strerror}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_model(graph: Graph, path: str | os.PathLike | None = None) -> bytes:
     """Serialize ``graph``; also write it atomically to ``path`` when given."""
     data = serialize(graph)
     if path is not None:
-        write_atomic(path, data)
+        write_atomic(check_output_path(path), data)
     return data

@@ -11,34 +11,19 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 
 from edgekit.errors import InputError
+from edgekit.files import umask_mode, write_atomic
 
 PRIVATE_TAG = "edgekit-ed25519-private"
 PUBLIC_TAG = "edgekit-ed25519-public"
 HEX_KEY = re.compile(r"[0-9a-f]{64}")
 
 
-def _atomic_write(path: Path, text: str, mode: int) -> None:
-    """The whole file or nothing, with its final mode from the first byte; no temp file left."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_private(path: str | os.PathLike, text: str) -> None:
     """A secret file: 0600 from its first byte, written atomically."""
-    _atomic_write(Path(path), text, 0o600)
+    write_atomic(path, text, 0o600)
 
 
 def create(private_path: str | os.PathLike, public_path: str | os.PathLike, force: bool = False) -> str:
@@ -63,14 +48,8 @@ def create(private_path: str | os.PathLike, public_path: str | os.PathLike, forc
     key = SigningKey.generate()
     public_hex = key.verify_key.encode().hex()
     write_private(private, f"{PRIVATE_TAG}:{key.encode().hex()}\n")
-    _atomic_write(public, f"{PUBLIC_TAG}:{public_hex}\n", 0o644 & ~_umask())
+    write_atomic(public, f"{PUBLIC_TAG}:{public_hex}\n", umask_mode(0o644))  # nobody else may change it
     return public_hex
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _read(path: str | os.PathLike, what: str) -> tuple[str | None, str]:

@@ -16,11 +16,11 @@ import json
 import lzma
 import os
 import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.errors import PackageError
+from edgekit.files import check_output_path, write_atomic
 
 MANIFEST = "manifest.json"
 MAX_PACKAGE_BYTES = 512 * 1024 * 1024
@@ -45,19 +45,6 @@ def generate_key(private_path: str | os.PathLike, public_path: str | os.PathLike
     from edgekit import keys
 
     return keys.create(private_path, public_path, force=force)
-
-
-def _write(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:  # nothing half-written left behind
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _signing_key(path: str | os.PathLike):
@@ -91,6 +78,9 @@ def build(
         raise PackageError(f"unknown compression {compression!r}; choose one of {', '.join(COMPRESSIONS)}")
     signer = _signing_key(signing_key)  # a public key or an unreadable file: refused before any work
     model = Path(model)
+    output = Path(output)
+    check_output_path(output, model)  # a folder, /proc, the model itself: refused before any work
+    check_output_path(output.with_suffix(output.suffix + ".sig"), model)
     if not model.is_file():
         raise PackageError(f"{model}: no such model file")
     data = model.read_bytes()
@@ -124,9 +114,8 @@ def build(
         archive = lzma.compress(archive, preset=XZ_PRESET)
     digest = hashlib.sha256(archive).hexdigest()
     signature = signer.sign(bytes.fromhex(digest)).signature
-    output = Path(output)
-    _write(output, archive)
-    _write(output.with_suffix(output.suffix + ".sig"), signature.hex().encode())
+    write_atomic(output, archive)
+    write_atomic(output.with_suffix(output.suffix + ".sig"), signature.hex().encode())
     return PackageInfo(output, digest, len(archive), signature, manifest)
 
 

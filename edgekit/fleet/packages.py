@@ -14,13 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from edgekit.files import write_atomic
+
 RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 class PackageStore:
@@ -52,7 +48,7 @@ class PackageStore:
         target = self.root / f"{digest}.tar"
         if not target.exists():
             os.replace(data_path, target)
-        _write_atomic(self.root / f"{digest}.tar.sig", signature.hex().encode())
+        write_atomic(self.root / f"{digest}.tar.sig", signature.hex().encode())
         info = {
             "sha256": digest,
             "size": target.stat().st_size,
@@ -61,7 +57,7 @@ class PackageStore:
             "version": manifest.get("version", ""),
             "manifest": manifest,
         }
-        _write_atomic(self.root / f"{digest}.json", json.dumps(info).encode())
+        write_atomic(self.root / f"{digest}.json", json.dumps(info).encode())
         return info
 
     def info(self, sha256: str) -> dict | None:

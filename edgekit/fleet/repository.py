@@ -21,6 +21,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from edgekit.errors import FleetError
+from edgekit.files import write_atomic
 
 ROOT_TTL = timedelta(days=365)
 TARGETS_TTL = timedelta(days=365)
@@ -126,8 +127,8 @@ def create(folder: str | os.PathLike, root_signer, targets_signer, online_public
     root_md.sign(root_signer)
     targets_md = Metadata(Targets(expires=_expiry(TARGETS_TTL)))
     targets_md.sign(targets_signer)
-    _write(metadata / "1.targets.json", targets_md.to_bytes())
-    _write(metadata / "1.root.json", root_md.to_bytes())
+    write_atomic(metadata / "1.targets.json", targets_md.to_bytes())
+    write_atomic(metadata / "1.root.json", root_md.to_bytes())
     return metadata
 
 
@@ -180,15 +181,6 @@ def rotate_targets_key(root_bytes: bytes, targets_bytes: bytes, root_signer, new
     targets.signatures.clear()
     targets.sign(new_targets_signer)
     return root_md.to_bytes(), targets.to_bytes()
-
-
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 # --- the manager's side -------------------------------------------------------------------------
@@ -279,7 +271,7 @@ class Repository:
                     )
                 )
                 snapshot.sign(self.online)
-                _write(self.metadata / f"{snapshot.signed.version}.snapshot.json", snapshot.to_bytes())
+                write_atomic(self.metadata / f"{snapshot.signed.version}.snapshot.json", snapshot.to_bytes())
             timestamp_path = self.metadata / "timestamp.json"
             timestamp = Metadata.from_file(str(timestamp_path)) if timestamp_path.exists() else None
             if (
@@ -301,7 +293,7 @@ class Repository:
                 )
             )
             new.sign(self.online)
-            _write(timestamp_path, new.to_bytes())
+            write_atomic(timestamp_path, new.to_bytes())
             return True
 
     def publish_targets(self, data: bytes, stored: dict[str, int]) -> int:
@@ -316,7 +308,7 @@ class Repository:
                 sha = target.hashes.get("sha256")
                 if stored.get(sha) != target.length:
                     raise FleetError(f"target {path} is not a package stored here; upload the package first")
-            _write(self.metadata / f"{md.signed.version}.targets.json", md.to_bytes())
+            write_atomic(self.metadata / f"{md.signed.version}.targets.json", md.to_bytes())
         self.refresh()
         return md.signed.version
 
@@ -338,8 +330,8 @@ class Repository:
             for path, target in targets.signed.targets.items():
                 if stored.get(target.hashes.get("sha256")) != target.length:
                     raise FleetError(f"target {path} is not a package stored here")
-            _write(self.metadata / f"{new_root.signed.version}.root.json", new_root.to_bytes())
-            _write(self.metadata / f"{targets.signed.version}.targets.json", targets.to_bytes())
+            write_atomic(self.metadata / f"{new_root.signed.version}.root.json", new_root.to_bytes())
+            write_atomic(self.metadata / f"{targets.signed.version}.targets.json", targets.to_bytes())
         self.refresh()
         return new_root.signed.version
 

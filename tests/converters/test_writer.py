@@ -13,6 +13,7 @@ from edgekit.converters import convert
 from edgekit.converters.ir import Graph
 from edgekit.converters.tflite_reader import metadata
 from edgekit.converters.tflite_writer import serialize, write_atomic
+from edgekit.errors import OutputPathError
 from tests.converters.onnx_models import model, rand
 
 N = helper.make_node
@@ -116,5 +117,26 @@ def test_duplicate_constants_share_a_buffer():
 def test_write_atomic_leaves_nothing_on_failure(tmp_path):
     target = tmp_path / "m.tflite"
     with pytest.raises(TypeError):
-        write_atomic(target, "not bytes")  # type: ignore[arg-type]
+        write_atomic(target, 42)  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []
+    target.write_bytes(b"old")
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(OutputPathError):
+        write_atomic(tmp_path / "sub", b"new")  # the rename fails: the old files stay, no temporary left
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["m.tflite", "sub"]
+
+
+def test_outputs_follow_the_umask_and_secrets_are_owner_only(tmp_path):
+    import os
+    import stat
+
+    from edgekit.keys import write_private
+
+    old = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "m.tflite", b"x")
+        write_private(tmp_path / "secret", "s")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "m.tflite").stat().st_mode) == 0o644  # not 0600 whatever the umask
+    assert stat.S_IMODE((tmp_path / "secret").stat().st_mode) == 0o600
