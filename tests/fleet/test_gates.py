@@ -194,3 +194,105 @@ def test_malformed_windows_are_refused_at_ingest():
             protocol.decode("telemetry", json.dumps({"schema": 1, **base, **bad}).encode())
     good = {"latency": {"p50_ms": 1.0, "p90_ms": 2.0, "p99_ms": 3.0}, "power": {"watts": None}}
     assert protocol.decode("telemetry", json.dumps({"schema": 1, **base, **good}).encode())["count"] == 5
+
+
+def raw(device: str, **payload) -> tuple[str, str]:
+    """A row with exactly these fields (no defaults filled in)."""
+    return device, json.dumps({"sha256": NEW, **payload})
+
+
+def test_gates_are_frozen_and_their_documented_defaults_hold():
+    import dataclasses
+
+    gates = Gates()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        gates.max_failures = 1.0  # type: ignore[misc]
+    assert gates.wave_timeout_s == 900.0 and gates.max_failures == 0.1
+    assert (gates.telemetry_windows, gates.min_invocations) == (3, 30)
+    for share in (0, 1):  # the ends of [0, 1] are allowed
+        Gates(max_failures=share, max_error_rate=share)
+
+
+def test_without_telemetry_gates_a_wave_passes_and_without_devices_it_is_not_ready():
+    verdict = judge_telemetry(Gates(), NEW, [], [], ["a"])
+    assert (verdict.ready, verdict.passed) == (True, True)
+    verdict = judge_telemetry(G(max_power_w=5.0), NEW, [], [], [])
+    assert (verdict.ready, verdict.passed) == (False, False)
+    assert verdict.reasons == ["no device of the wave committed the new model"]
+
+
+def test_failed_invocations_count_toward_the_minimum():
+    gates = G(max_error_rate=1.0, min_invocations=30)
+    # 21 that succeeded + 9 that raised = 30 (21 | 9 = 29, 21 ^ 9 = 28)
+    assert judge_telemetry(gates, NEW, [raw("a", count=21, errors=9)], [], ["a"]).ready
+    assert not judge_telemetry(gates, NEW, [raw("a", count=21, errors=8)], [], ["a"]).ready
+    # a field left out counts as zero
+    assert not judge_telemetry(gates, NEW, [raw("a", errors=29)], [], ["a"]).ready
+    assert judge_telemetry(gates, NEW, [raw("a", errors=30)], [], ["a"]).ready
+    assert not judge_telemetry(gates, NEW, [raw("a", count=29)], [], ["a"]).ready
+    assert judge_telemetry(gates, NEW, [raw("a", count=30)], [], ["a"]).ready
+
+
+def test_error_rate_with_fields_left_out_and_with_no_evidence():
+    gates = G(max_error_rate=0.5)
+    verdict = judge_telemetry(gates, NEW, [raw("a", count=10)], [], ["a"])
+    assert verdict.figures == {"error_rate": 0.0} and verdict.passed
+    verdict = judge_telemetry(gates, NEW, [raw("a", errors=5)], [], ["a"])
+    assert verdict.figures == {"error_rate": 1.0} and not verdict.passed
+    verdict = judge_telemetry(gates, NEW, [], [], ["a"])
+    assert verdict.figures == {"error_rate": 0.0} and not verdict.ready
+
+
+def test_a_figure_equal_to_its_limit_passes():
+    assert judge_telemetry(G(max_error_rate=0.1), NEW, [w("a", count=9, errors=1)], [], ["a"]).passed
+    lat = {"p90_ms": 12.0}
+    rows, before = [w("a", latency=lat)], [w("a", OLD, latency={"p90_ms": 10.0})]
+    verdict = judge_telemetry(G(max_latency_regression=1.2), NEW, rows, before, ["a"])
+    assert verdict.figures["p90_ratio"] == 1.2 and verdict.passed
+    verdict = judge_telemetry(G(max_power_w=6.0), NEW, [w("a", power=power(6.0))], [], ["a"])
+    assert verdict.figures["watts"] == 6.0 and verdict.passed
+
+
+def test_only_windows_of_the_new_model_with_invocations_are_evidence():
+    gates = G(max_error_rate=1.0, telemetry_windows=2)
+    other = "a" * 64  # sorts before NEW: an ordering comparison would take it
+    assert not judge_telemetry(gates, NEW, [w("a"), w("a", other)], [], ["a"]).ready
+    assert not judge_telemetry(gates, NEW, [w("a"), w("a", count=0)], [], ["a"]).ready
+    assert not judge_telemetry(gates, NEW, [w("a"), w("a", count=-1)], [], ["a"]).ready
+    assert judge_telemetry(G(max_error_rate=1.0), NEW, [w("a", count=1)], [], ["a"]).ready
+
+
+def test_the_baseline_is_every_other_model_and_never_the_new_one():
+    gates = G(max_latency_regression=1.5)
+    rows = [w("a", latency={"p90_ms": 20.0})]
+    for sha in ("a" * 64, OLD):
+        verdict = judge_telemetry(gates, NEW, rows, [w("a", sha, latency={"p90_ms": 10.0})], ["a"])
+        assert verdict.figures == {"p90_ratio": 2.0} and not verdict.passed
+    before = [w("a", OLD, latency={"p90_ms": 10.0}), w("a", NEW, latency={"p90_ms": 40.0})]
+    before.append(w("a", NEW, latency={"p90_ms": 40.0}))
+    assert judge_telemetry(gates, NEW, rows, before, ["a"]).figures == {"p90_ratio": 2.0}
+
+
+def test_the_switch_time_against_windows_with_fields_left_out():
+    gates = G(max_error_rate=1.0)
+
+    def ready(row, switched):
+        return judge_telemetry(gates, NEW, [row], [], ["a"], switched_at={"a": switched}).ready
+
+    assert ready(raw("a", count=5), 0.0)  # no ts, no window_s: it started at 0
+    assert not ready(raw("a", count=5), 0.5)
+    assert ready(raw("a", count=5, ts=10.0), 10.0)  # no window_s: it started at ts
+    assert not ready(raw("a", count=5, ts=10.0), 10.5)
+
+
+def test_the_reason_names_at_most_five_devices_and_counts_them_all():
+    devices = ["a", "b", "c", "d", "e", "f"]
+    verdict = judge_telemetry(G(max_error_rate=1.0), NEW, [], [], devices)
+    (reason,) = verdict.reasons
+    assert reason.startswith("no verdict yet: 6 of 6 devices (a, b, c, d, e) have not sent")
+
+
+def test_estimates_ignored_are_counted():
+    rows = [w("a", power=power(5.0)), w("a", power=power(4.0, estimated=False))]
+    verdict = judge_telemetry(G(max_power_w=6.0, power_measured_only=True), NEW, rows, [], ["a"])
+    assert verdict.figures == {"power_estimates_ignored": 1, "watts": 4.0, "watts_estimated": 0}
