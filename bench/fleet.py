@@ -2,12 +2,16 @@
 
 1. Ingest: simulated devices publish telemetry windows (QoS 1) as fast as they can; the fleet
    manager must store every one. Reports the sustained stored rate with zero loss and the
-   manager's CPU use at a fixed 1,000 messages/s (1,000 devices x 1 message/s).
+   manager's CPU use at a fixed 1,000 messages/s (1,000 devices x 1 message/s). Then the same
+   load again while one device floods progress messages (QoS 1, as fast as it can, on its own
+   topic, for a running rollout) and 1,000 idle connections are open (half MQTT clients that
+   CONNECT and say nothing more, half TCP connections to the manager's HTTP API that send
+   nothing, reopened when the server closes them): the stored rate, against the undisturbed one.
 2. Rollout: 200 agents (25 per process, real MQTT, real OTA with separate-process health
    checks), driven through the HTTP API: a good package goes through a 5% canary and waves
    25/50/100; then a package with a broken model must stop in the canary.
 
-    python bench/fleet.py [--messages 50000] [--agents 200] [--skip-ingest]
+    python bench/fleet.py [--messages 50000] [--idle 1000] [--agents 200] [--skip-ingest]
 """
 
 from __future__ import annotations
@@ -68,13 +72,123 @@ def simulate(port: int, fleet: str, first: int, devices: int, per_device: int, r
         c.loop_stop()
 
 
-def run_load(port: int, work: Path, fleet: str, devices: int, per_device: int, rate: float = 0):
-    """(stored/s over the whole run, sent, stored, manager CPU share); the devices run in other
-    processes, at most 250 per process (paho's select() loop cannot watch fds above 1024)."""
+def flood_progress(port: int, fleet: str, device: str, deployment: str, sent, ready, stop) -> None:
+    """One device publishes valid progress for ``deployment`` (QoS 1) as fast as the broker takes it,
+    at most 1,000 unacknowledged; ``sent`` counts the acknowledged ones."""
+    from collections import deque
+
+    import paho.mqtt.client as mqtt
+
+    from edgekit import protocol
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{fleet}-{device}")
+    client.max_inflight_messages_set(100)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    topic, window = protocol.topic(fleet, device, "progress"), deque()
+    ready.put(1)
+    offset = 0
+    while not stop.is_set():
+        offset += 1
+        details = {"offset": offset, "attempt": 1}
+        payload = protocol.encode(
+            "progress", deployment=deployment, step="downloading", ts=time.time(), details=details
+        )
+        window.append(client.publish(topic, payload, qos=1))
+        if len(window) >= 1000:
+            window.popleft().wait_for_publish(60)
+            sent.value += 1
+    client.disconnect()
+    client.loop_stop()
+
+
+def mqtt_connect_packet(client_id: str) -> bytes:
+    """MQTT 3.1.1 CONNECT, clean session, no keepalive: a client that then says nothing at all."""
+    name = client_id.encode()
+    body = b"\x00\x04MQTT\x04\x02\x00\x00" + len(name).to_bytes(2, "big") + name
+    return bytes([0x10, len(body)]) + body
+
+
+def idle_connections(mqtt_port: int, http_port: int, count: int, open_now, ready, stop) -> None:
+    """``count // 2`` MQTT clients that CONNECT and then idle, ``count // 2`` TCP connections to the HTTP
+    API that send nothing; whatever the server closes is opened again. ``open_now``: (MQTT, HTTP)
+    connections established (an HTTP one past the API's listen backlog waits in SYN retries)."""
+    import selectors
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (4096, max(4096, resource.getrlimit(resource.RLIMIT_NOFILE)[1])))
+    selector = selectors.DefaultSelector()
+
+    def open_mqtt(n: int) -> None:
+        s = socket.create_connection(("127.0.0.1", mqtt_port), timeout=10)
+        s.sendall(mqtt_connect_packet(f"idle{n}"))
+        if s.recv(4)[:1] != b"\x20":
+            raise SystemExit("the broker did not answer an idle client's CONNECT with a CONNACK")
+        s.setblocking(False)
+        selector.register(s, selectors.EVENT_READ, ("mqtt", n))
+
+    def open_http(n: int) -> None:
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", http_port))  # no wait: past the server's backlog, the SYN waits
+        selector.register(s, selectors.EVENT_READ, ("http", n))
+
+    def established(s: socket.socket) -> bool:
+        try:
+            s.getpeername()
+            return True
+        except OSError:
+            return False
+
+    opener = {"mqtt": open_mqtt, "http": open_http}
+    for n in range(count // 2):
+        open_mqtt(n)
+        open_http(n)
+    ready.put(1)
+    while not stop.is_set():
+        for key, _ in selector.select(timeout=0.2):
+            try:
+                closed = not key.fileobj.recv(4096)
+            except BlockingIOError:
+                closed = False
+            except OSError:
+                closed = True
+            if closed:  # the server hung up on an idle client: it comes back, as an attacker's would
+                selector.unregister(key.fileobj)
+                key.fileobj.close()
+                opener[key.data[0]](key.data[1])
+        kinds = [key.data[0] for key in selector.get_map().values() if established(key.fileobj)]
+        open_now[0], open_now[1] = kinds.count("mqtt"), kinds.count("http")
+    for key in list(selector.get_map().values()):
+        key.fileobj.close()
+
+
+def end_session(port: int, client_id: str, mqtt_version: int) -> None:
+    """Drop the manager's persistent session at the broker: otherwise Mosquitto goes on queueing
+    every later run's messages for it, and each run would pay for the runs before it."""
+    import paho.mqtt.client as mqtt
+
+    if mqtt_version != 5:  # the embedded broker (3.1.1) keeps no session past a disconnect
+        return
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    client.connect("127.0.0.1", port, clean_start=True)  # no session expiry: gone at the disconnect
+    client.loop_start()
+    deadline = time.time() + 10
+    while not client.is_connected() and time.time() < deadline:
+        time.sleep(0.01)
+    client.disconnect()
+    client.loop_stop()
+
+
+def run_load(port: int, work: Path, fleet: str, devices: int, per_device: int, rate: float = 0, disturb: int = 0):
+    """(stored/s over the whole run, sent, stored, manager CPU share, disturbance figures); the devices
+    run in other processes, at most 250 per process (paho's select() loop cannot watch fds above 1024).
+    ``disturb``: that many idle connections open (half MQTT, half to the manager's HTTP API) and one
+    device flooding progress for a running rollout while the devices publish."""
     procs = max(2, math.ceil(devices / 250))
     from edgekit.fleet.manager import FleetManager
 
-    manager = FleetManager(work / f"{fleet}-{port}.sqlite", port=port, client_id=f"manager-{fleet}-{port}")
+    client_id = f"manager-{fleet}-{port}"
+    manager = FleetManager(work / f"{fleet}-{port}.sqlite", port=port, client_id=client_id)
     if not manager.start():  # subscribed, so the first window counts
         raise SystemExit(f"the broker on port {port} did not take the fleet manager's subscriptions")
     ready, go = mp.Queue(), mp.Event()
@@ -83,12 +197,33 @@ def run_load(port: int, work: Path, fleet: str, devices: int, per_device: int, r
         mp.Process(target=simulate, args=(port, fleet, i * share, share, per_device, rate / procs, ready, go))
         for i in range(procs)
     ]
+    disturbance, stop_disturbing, httpd = {}, mp.Event(), None
+    flood_sent, open_now = mp.Value("q", 0, lock=False), mp.Array("i", 2, lock=False)
+    if disturb:
+        from edgekit.fleet.api import serve_api
+        from edgekit.fleet.packages import PackageStore
+
+        httpd, _ = serve_api(manager, PackageStore(work / f"{fleet}-packages"), "bench-token")
+        manager.store.execute(  # the flooding device's registry row, so a rollout can target it
+            "INSERT INTO devices VALUES (?,?,?,?,?,?,?,?)", (fleet, "flood", "online", time.time(), "[]", "", "", "")
+        )
+        deploy = {"deployment": "flooded", "package": "p.tar", "sha256": "0" * 64, "size": 1, "url": "http://x/"}
+        manager.start_rollout(fleet, deploy, ["flood"], canary=0, waves=(1.0,))  # its status query runs every 0.5 s
+        workers += [
+            mp.Process(
+                target=flood_progress, args=(port, fleet, "flood", "flooded", flood_sent, ready, stop_disturbing)
+            ),
+            mp.Process(
+                target=idle_connections,
+                args=(port, httpd.server_address[1], disturb, open_now, ready, stop_disturbing),
+            ),
+        ]
     for w in workers:
         w.start()
     for _ in workers:
         ready.get(timeout=60)
     total = share * procs * per_device
-    c0, start = cpu_seconds(), time.perf_counter()
+    c0, start, flooded0 = cpu_seconds(), time.perf_counter(), flood_sent.value
     go.set()
 
     def stored() -> int:
@@ -98,11 +233,17 @@ def run_load(port: int, work: Path, fleet: str, devices: int, per_device: int, r
         time.sleep(0.02)
     seconds = time.perf_counter() - start
     cpu = (cpu_seconds() - c0) / seconds
+    if disturb:
+        disturbance = {"progress/s": (flood_sent.value - flooded0) / seconds, "open": tuple(open_now)}
+    stop_disturbing.set()
     for w in workers:
-        w.join()
+        w.join(timeout=120)
     count = stored()
     manager.stop()
-    return total / seconds, total, count, cpu
+    end_session(port, client_id, manager.mqtt_version)
+    if httpd is not None:
+        httpd.shutdown()
+    return total / seconds, total, count, cpu, disturbance
 
 
 def host_agents(port: int, trusted_root: str, command_key: str, work: str, first: int, count: int, ready, stop) -> None:
@@ -237,15 +378,15 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
 def ingest_table(args: argparse.Namespace, work: Path) -> str:
     from tests.fleet.mosquitto import Mosquitto, free_port
 
-    rows = []
+    rows, disturbed_rows = [], []
     mosquitto = Mosquitto(work, extra=FLEET_BROKER).start()
     embedded_port = free_port()  # in its own process, so the manager's CPU figure is the manager's alone
     embedded = subprocess.Popen([sys.executable, "-m", "edgekit.broker", "--port", str(embedded_port)])
     wait_for_port(embedded_port)
     try:
         for name, port in (("mosquitto", mosquitto.port), ("embedded", embedded_port)):
-            rate, sent, stored, _ = run_load(port, work, f"ingest-{name}", 50, args.messages // 50)
-            _, sent_1k, stored_1k, cpu = run_load(port, work, f"steady-{name}", 1000, args.seconds, rate=1000)
+            rate, sent, stored, ingest_cpu, _ = run_load(port, work, f"ingest-{name}", 50, args.messages // 50)
+            _, sent_1k, stored_1k, cpu, _ = run_load(port, work, f"steady-{name}", 1000, args.seconds, rate=1000)
             rows.append(
                 [
                     name,
@@ -256,11 +397,33 @@ def ingest_table(args: argparse.Namespace, work: Path) -> str:
                     "yes" if stored_1k == sent_1k else "NO",
                 ]
             )
+            if args.idle:
+                disturbed_rate, sent_d, stored_d, disturbed_cpu, seen = run_load(
+                    port, work, f"disturbed-{name}", 50, args.messages // 50, disturb=args.idle
+                )
+                disturbed_rows.append(
+                    [
+                        name,
+                        f"{rate:,.0f}",
+                        f"{disturbed_rate:,.0f}",
+                        f"{disturbed_rate / rate:.0%}",
+                        "yes" if stored_d == sent_d else "NO",
+                        f"{seen['progress/s']:,.0f}",
+                        f"{seen['open'][0]} + {seen['open'][1]}",
+                        f"{100 * ingest_cpu:.0f}% / {100 * disturbed_cpu:.0f}%",
+                    ]
+                )
     finally:
         mosquitto.stop()
         embedded.terminate()
+        embedded.wait(timeout=10)
     headers = ["broker", "stored/sent", "stored msg/s", "zero loss", "manager CPU at 1,000 msg/s", "zero loss"]
-    return table(rows, headers)
+    out = table(rows, headers)
+    if disturbed_rows:
+        headers = ["broker", "undisturbed msg/s", "disturbed msg/s", "of undisturbed", "zero loss"]
+        headers += ["flood progress msg/s", "idle MQTT + HTTP established", "manager CPU undisturbed / disturbed"]
+        out += "\n\n" + table(disturbed_rows, headers)
+    return out
 
 
 def rollout_table(args: argparse.Namespace, work: Path) -> str:
@@ -280,6 +443,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=50000, help="ingest: windows from 50 devices")
     parser.add_argument("--seconds", type=int, default=10, help="steady load: 1,000 devices x 1 msg/s for this long")
+    parser.add_argument(
+        "--idle", type=int, default=1000, help="ingest disturbed: idle connections beside the progress flood (0: skip)"
+    )
     parser.add_argument("--agents", type=int, default=200, help="rollout: simulated agents (0: skip)")
     parser.add_argument("--skip-ingest", action="store_true")
     args = parser.parse_args()

@@ -133,11 +133,15 @@ class Slots:
 
     def _save(self, state: dict) -> None:
         fd, tmp = tempfile.mkstemp(prefix=".state.", dir=self.root)
-        with os.fdopen(fd, "w") as f:
-            json.dump(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.root / "state.json")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(state, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.root / "state.json")
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)  # on a full disk, no half-written copies pile up
+            raise
 
     def _step(self, step: str, **fields) -> None:
         state = self.state()
@@ -193,9 +197,9 @@ class Slots:
             except PackageError:
                 archive.unlink(missing_ok=True)  # a corrupt download must not poison the next attempt
                 raise
-            self._step("verified")
-            report(d.id, "verified", {})
             slot = self._inactive()
+            self._step("verified", slot=slot)  # from here a failure (a full disk mid-unpack) empties the slot
+            report(d.id, "verified", {})
             target = self.root / "slots" / slot
             shutil.rmtree(target, ignore_errors=True)
             manifest = package.unpack(archive, target)
@@ -220,8 +224,9 @@ class Slots:
             return False
         except OSError as exc:  # network or disk: the retained desired state retries it later
             if exc.errno == errno.ENOSPC:
-                archive.unlink(missing_ok=True)  # free the space the partial download took
-                exc = OSError(exc.errno, "no space left on the device for the package")
+                archive.unlink(missing_ok=True)  # the partial download or the unpacked archive: its space back
+                self._discard_unfinished_slot()
+                exc = OSError(exc.errno, f"no space left on the device for the package: {_space(d, archive)}")
             self._fail(d, report, f"{exc.strerror or exc}", give_up=False)
             return False
         state = self.state()
@@ -307,15 +312,19 @@ class Slots:
         report(deployment_id, "rolled_back", {"reason": reason})
         return True
 
-    def _fail(self, d: Deployment, report: Reporter, reason: str, give_up: bool = True) -> None:
+    def _discard_unfinished_slot(self) -> None:
         state = self.state()
         slot = (state["pending"] or {}).get("slot")
+        if slot and (state["current"] is None or state["current"]["slot"] != slot):
+            shutil.rmtree(self.root / "slots" / slot, ignore_errors=True)
+
+    def _fail(self, d: Deployment, report: Reporter, reason: str, give_up: bool = True) -> None:
+        self._discard_unfinished_slot()  # before saving: on a full disk its space is what saving needs
+        state = self.state()
         state["pending"] = None
         if give_up:
             _give_up(state, d.id)
         self._save(state)
-        if slot and (state["current"] is None or state["current"]["slot"] != slot):
-            shutil.rmtree(self.root / "slots" / slot, ignore_errors=True)
         report(d.id, "failed", {"reason": reason})
 
     def resume(self, report: Reporter) -> Deployment | None:
@@ -403,6 +412,15 @@ def healthcheck(model: Path, latency_budget_ms: float | None, timeout_s: float =
         last = (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
         raise HealthCheckError(f"health check failed: {last}")
     return json.loads(result.stdout)
+
+
+def _space(d: Deployment, archive: Path) -> str:
+    """The package's size against what the state folder has free, for the failure reason."""
+    try:
+        free = f"{shutil.disk_usage(archive.parent).free:,}"
+    except OSError:
+        free = "unknown"
+    return f"{d.size:,} bytes to download and then unpack, {free} bytes free"
 
 
 def _give_up(state: dict, deployment_id: str, keep: int = 50) -> None:
