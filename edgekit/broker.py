@@ -292,7 +292,8 @@ class Broker:
             else:
                 self.retained.pop(topic, None)
             self._dirty = True
-        for client in list(self.clients.values()):
+        # only clients that subscribed: a fleet's idle or publish-only connections cost nothing per message
+        for client in [c for c in self.clients.values() if c.subscriptions]:
             granted = max(
                 (q for pattern, q in client.subscriptions.items() if topic_matches(pattern, topic)), default=None
             )
