@@ -15,6 +15,7 @@ import json
 import math
 import time
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 SCHEMA = 1
@@ -50,17 +51,28 @@ TYPES: dict[str, tuple[type, ...]] = {
     "tags": (list,),
 }
 STATUS_STATES = ("online", "offline")
-PROGRESS_STEPS = (
-    "received",
-    "downloading",
-    "verified",
-    "installed",
-    "health_ok",
-    "switched",
-    "committed",
-    "failed",
-    "rolled_back",
-)
+
+
+class Step(str, Enum):
+    """A deployment's steps on a device, in order, and its two bad ends: the one list the agent,
+    the protocol and the manager share."""
+
+    RECEIVED = "received"
+    DOWNLOADING = "downloading"
+    VERIFIED = "verified"
+    INSTALLED = "installed"
+    HEALTH_OK = "health_ok"
+    SWITCHED = "switched"
+    COMMITTED = "committed"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled_back"
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+
+PROGRESS_STEPS = tuple(step.value for step in Step)
+FINAL_STEPS = frozenset({Step.COMMITTED, Step.FAILED, Step.ROLLED_BACK})  # nothing follows on that device
 
 
 class ProtocolError(ValueError):

@@ -31,7 +31,7 @@ from pathlib import Path
 from edgekit import package
 from edgekit.agent.trust import UpdateTrust
 from edgekit.errors import PackageError
-from edgekit.protocol import ProtocolError
+from edgekit.protocol import ProtocolError, Step
 
 CHUNK = 1 << 16
 STALL_S = 30.0  # no byte for this long: the connection is dead
@@ -176,13 +176,13 @@ class Slots:
         state = self.state()
         current = state["current"]
         if current is not None and current["sha256"] == d.sha256:
-            report(d.id, "committed", {"note": "already serving"})
+            report(d.id, Step.COMMITTED, {"note": "already serving"})
             return True
         if d.id in state.get("given_up", []):
-            report(d.id, "failed", {"reason": "this deployment failed or was rolled back here before"})
+            report(d.id, Step.FAILED, {"reason": "this deployment failed or was rolled back here before"})
             return False
-        self._step("received", deployment=d.__dict__)
-        report(d.id, "received", {})
+        self._step(Step.RECEIVED, deployment=d.__dict__)
+        report(d.id, Step.RECEIVED, {})
         archive = self.root / "downloads" / f"{d.sha256}.tar"
         try:
             signed = self.trust.target(d.url, d.package)
@@ -198,8 +198,8 @@ class Slots:
                 archive.unlink(missing_ok=True)  # a corrupt download must not poison the next attempt
                 raise
             slot = self._inactive()
-            self._step("verified", slot=slot)  # from here a failure (a full disk mid-unpack) empties the slot
-            report(d.id, "verified", {})
+            self._step(Step.VERIFIED, slot=slot)  # from here a failure (a full disk mid-unpack) empties the slot
+            report(d.id, Step.VERIFIED, {})
             target = self.root / "slots" / slot
             shutil.rmtree(target, ignore_errors=True)
             manifest = package.unpack(archive, target)
@@ -210,11 +210,11 @@ class Slots:
                 )
             self._refuse_downgrade(manifest)
             self._refuse_incompatible(manifest)
-            self._step("installed", slot=slot)
-            report(d.id, "installed", {"slot": slot})
+            self._step(Step.INSTALLED, slot=slot)
+            report(d.id, Step.INSTALLED, {"slot": slot})
             health = healthcheck(target / manifest["model"], manifest.get("latency_budget_ms"), budget_s)
-            self._step("health_ok", health=health)
-            report(d.id, "health_ok", health)
+            self._step(Step.HEALTH_OK, health=health)
+            report(d.id, Step.HEALTH_OK, health)
         except (PackageError, HealthCheckError) as exc:  # the package is bad: never retry it here
             archive.unlink(missing_ok=True)
             self._fail(d, report, str(exc))
@@ -241,10 +241,10 @@ class Slots:
                 "deployment": d.id,
             },
         )
-        state["pending"] = {**state["pending"], "step": "switched"}
+        state["pending"] = {**state["pending"], "step": Step.SWITCHED}
         self._save(state)  # the atomic switch
-        _pause_for_tests("switched")
-        report(d.id, "switched", {"slot": slot})
+        _pause_for_tests(Step.SWITCHED)
+        report(d.id, Step.SWITCHED, {"slot": slot})
         self._collect_downloads()
         return True
 
@@ -288,7 +288,7 @@ class Slots:
 
     def commit(self, deployment_id: str, report: Reporter) -> None:
         state = self.state()
-        if state["pending"] and state["pending"].get("step") == "switched":
+        if state["pending"] and state["pending"].get("step") == Step.SWITCHED:
             state["pending"] = None
             current = state["current"] or {}
             name, version = current.get("name", ""), current.get("version", "")
@@ -296,7 +296,7 @@ class Slots:
             if name and version and (name not in highest or version_key(version) > version_key(highest[name])):
                 highest[name] = version  # a committed version is the floor from now on
             self._save(state)
-            report(deployment_id, "committed", {})
+            report(deployment_id, Step.COMMITTED, {})
 
     def rollback(self, deployment_id: str, report: Reporter, reason: str) -> bool:
         state = self.state()
@@ -309,7 +309,7 @@ class Slots:
         state["current"], state["previous"], state["pending"] = state["previous"], None, None
         _give_up(state, deployment_id)
         self._save(state)
-        report(deployment_id, "rolled_back", {"reason": reason})
+        report(deployment_id, Step.ROLLED_BACK, {"reason": reason})
         return True
 
     def _discard_unfinished_slot(self) -> None:
@@ -325,7 +325,7 @@ class Slots:
         if give_up:
             _give_up(state, d.id)
         self._save(state)
-        report(d.id, "failed", {"reason": reason})
+        report(d.id, Step.FAILED, {"reason": reason})
 
     def resume(self, report: Reporter) -> Deployment | None:
         """After a restart: settle an interrupted deployment. Returns one to retry, if any."""
@@ -335,7 +335,7 @@ class Slots:
             return None
         known = Deployment.__dataclass_fields__
         d = Deployment(**{k: v for k, v in pending["deployment"].items() if k in known})
-        if pending.get("step") == "switched":
+        if pending.get("step") == Step.SWITCHED:
             # the new model never proved itself (the agent stopped before the commit): as
             # Mender does, an uncommitted switch is rolled back, and the deployment failed here
             reason = "the agent restarted before the new model was committed; rolled back"
@@ -351,14 +351,14 @@ class Slots:
         server is given up on after ``download_deadline``, and a newer desired state stops it."""
         if d.size > package.MAX_PACKAGE_BYTES:
             raise PackageError(f"package of {d.size} bytes is over the device limit")
-        self._step("downloading")
+        self._step(Step.DOWNLOADING)
         deadline = time.monotonic() + self.download_deadline(d.size)
         for attempt in range(DOWNLOAD_ATTEMPTS):
             have = path.stat().st_size if path.exists() else 0
             if have > d.size:
                 path.unlink()
                 have = 0
-            report(d.id, "downloading", {"offset": have, "attempt": attempt + 1})
+            report(d.id, Step.DOWNLOADING, {"offset": have, "attempt": attempt + 1})
             if have == d.size:
                 return
             try:

@@ -63,8 +63,14 @@ class Gates:
 class Verdict:
     ready: bool  # enough evidence to judge
     passed: bool
-    reasons: list[str]
+    failures: list[str]  # gates the evidence so far breaks
+    missing: list[str]  # the evidence still missing ("no verdict yet")
     figures: dict
+
+    @property
+    def reasons(self) -> list[str]:
+        """What to tell a person: the failures if any, else what is missing."""
+        return self.failures or self.missing
 
 
 def _windows(rows: list[tuple[str, str]]) -> dict[str, list[dict]]:
@@ -91,9 +97,9 @@ def judge_telemetry(
     it count as evidence, and only windows that saw invocations. Without enough evidence from
     every device the verdict is not ready; a missing baseline is missing evidence, not a pass."""
     if not gates.needs_telemetry:
-        return Verdict(True, True, [], {})
+        return Verdict(True, True, [], [], {})
     if not devices:
-        return Verdict(False, False, ["no device of the wave committed the new model"], {})
+        return Verdict(False, False, ["no device of the wave committed the new model"], [], {})
 
     def after_switch(device: str, window: dict) -> bool:
         if switched_at is None:
@@ -113,9 +119,9 @@ def judge_telemetry(
         or sum(_invocations(w) for w in new.get(d, [])) < gates.min_invocations
     ]
     windows = [w for d in devices for w in new.get(d, [])]
-    reasons, figures = [], {}
+    reasons, absent, figures = [], [], {}
     if missing:
-        reasons.append(
+        absent.append(
             f"no verdict yet: {len(missing)} of {len(devices)} devices ({', '.join(missing[:5])}) have not sent "
             f"{gates.telemetry_windows} windows with {gates.min_invocations} invocations on the new model"
         )
@@ -139,7 +145,7 @@ def judge_telemetry(
                 reasons.append(f"p90 latency {ratio:.2f}x the previous version's > {gates.max_latency_regression:.2f}x")
         elif not p90_old:
             ready = False
-            reasons.append("no verdict on latency: the wave's devices sent no p90 on the previous version")
+            absent.append("no verdict on latency: the wave's devices sent no p90 on the previous version")
     if gates.max_power_w is not None:
         readings = [w["power"] for w in windows if w.get("power") and w["power"].get("watts") is not None]
         if gates.power_measured_only:
@@ -153,5 +159,4 @@ def judge_telemetry(
             if figures["watts"] > gates.max_power_w:
                 note = f" ({estimated} of {len(readings)} windows estimated, not measured)" if estimated else ""
                 reasons.append(f"median power {figures['watts']:.2f} W > {gates.max_power_w:.2f} W{note}")
-    failed = [r for r in reasons if not r.startswith("no verdict")]
-    return Verdict(ready, ready and not failed, failed if failed else reasons, figures)
+    return Verdict(ready, ready and not reasons, reasons, absent, figures)

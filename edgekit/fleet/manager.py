@@ -21,12 +21,12 @@ from edgekit.errors import InputError
 from edgekit.fleet.gates import Gates, judge_telemetry
 from edgekit.fleet.store import FleetStore
 from edgekit.mqtt import choose_version, connect_args, make_client
+from edgekit.protocol import FINAL_STEPS
 
 __all__ = ["FleetManager", "FleetStore"]
 
 log = logging.getLogger("edgekit.fleet")
 
-DONE_STEPS = ("committed", "failed", "rolled_back")
 ROLLBACK_BY_COMMAND = "rollback by command"  # the reason shown; the state is set by type
 
 
@@ -427,7 +427,7 @@ class FleetManager:
                 self.deploy_to(r["fleet"], d, r["deploy"])
                 self._sent.add((rollout_id, d))
         timed_out = time.time() - r["wave_started"] > gates.wave_timeout_s
-        if any(steps.get(d) not in DONE_STEPS for d in targeted) and not timed_out:
+        if any(steps.get(d) not in FINAL_STEPS for d in targeted) and not timed_out:
             return
         committed = [d for d in targeted if steps.get(d) == "committed"]
         if gates.needs_telemetry:
@@ -440,7 +440,7 @@ class FleetManager:
                 )
             )
             verdict = judge_telemetry(gates, r["deploy"]["sha256"], rows, rows, committed, switched)
-            if not verdict.ready and not verdict.reasons[0].startswith("no verdict") and timed_out:
+            if not verdict.ready and verdict.failures and timed_out:
                 self.abort(rollout_id, "health gate: " + "; ".join(verdict.reasons), rollback=True)
                 return
             if not verdict.ready:
