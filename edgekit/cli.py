@@ -29,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "keys": ("keys", "create and inspect the fleet's signing keys"),
     "agent": ("agent", "run the device agent"),
     "fleet": ("fleet", "run and drive the fleet manager"),
-    "demo": ("demo", "convert and verify the bundled sample model"),
+    "demo": ("demo", "run the whole product here: models, packages, simulated devices, rollouts"),
 }
 
 
