@@ -166,12 +166,44 @@ RULES: dict[str, Callable[[Graph], list[str]]] = {
 }
 
 
-def check_int8(graph: Graph) -> None:
-    """Raise Int8RuleError naming every broken rule."""
+def distinct_weight_values(graph: Graph) -> dict[str, int]:
+    """Weighted op name -> the most distinct values one output channel of its constant weights
+    holds (2 for binary weights, 3 for ternary, up to 255 for int8)."""
+    found = {}
+    for n in graph.nodes:
+        if n.op not in WEIGHTED:
+            continue
+        w_index, axis, _ = WEIGHTED[n.op]
+        data = graph.tensors[n.inputs[w_index]].data
+        if data is None:
+            continue
+        channels = np.moveaxis(data, axis, 0).reshape(data.shape[axis], -1)
+        found[n.name] = max(len(np.unique(c)) for c in channels)
+    return found
+
+
+def _weight_values_rule(graph: Graph, limits: int | dict[str, int]) -> list[str]:
+    """``limits``: one bound for every weighted op, or bounds by op name or source (ONNX) node name."""
+    problems = []
+    counts = distinct_weight_values(graph)
+    for n in graph.nodes:
+        if n.name not in counts:
+            continue
+        limit = limits if isinstance(limits, int) else limits.get(n.name, limits.get(n.attrs.get("_source", "")))
+        if limit is not None and counts[n.name] > limit:
+            problems.append(f"{n.name}: {counts[n.name]} distinct weight values in an output channel, at most {limit}")
+    return problems
+
+
+def check_int8(graph: Graph, max_weight_values: int | dict[str, int] | None = None) -> None:
+    """Raise Int8RuleError naming every broken rule. ``max_weight_values`` (asked for by models
+    with binary or ternary weights) also bounds the distinct int8 values per output channel."""
     problems = [f"[{rule}] {p}" for rule, check in RULES.items() for p in check(graph)]
+    if max_weight_values is not None:
+        problems += [f"[distinct weight values] {p}" for p in _weight_values_rule(graph, max_weight_values)]
     if problems:
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise Int8RuleError("refusing to write a model TFLite would run wrongly: " + "; ".join(problems[:5]) + more)
 
 
-__all__ = ["RULES", "Int8RuleError", "check_int8"]
+__all__ = ["RULES", "Int8RuleError", "check_int8", "distinct_weight_values"]

@@ -99,6 +99,8 @@ def _tflite_facts(path: str) -> dict[str, Any]:
     from collections import Counter
     from pathlib import Path
 
+    from edgekit.converters.int8_rules import distinct_weight_values
+    from edgekit.converters.tflite_import import read_graph
     from edgekit.converters.tflite_reader import load_model, metadata, operator_names  # tflite only, no onnx
     from edgekit.runtime import load
     from edgekit.runtime.validate import validate_tflite
@@ -110,6 +112,8 @@ def _tflite_facts(path: str) -> dict[str, Any]:
         "size_bytes": len(data),
         "ops": dict(Counter(operator_names(data)).most_common()),
         "xnnpack_partitions": load(data, threads=1).delegated_partitions(),
+        # per weighted op ("index:OP"): the most distinct values an output channel holds (2 binary, 3 ternary)
+        "weight_values": distinct_weight_values(read_graph(data)),
         "metadata": metadata(data),
     }
 
@@ -119,6 +123,8 @@ def _tflite_report(facts: dict[str, Any]) -> str:
         f"model: {facts['model']}  ({facts['size_bytes']:,} bytes)",
         f"ops: {_histogram(facts['ops'])}",
         f"XNNPACK partitions: {facts['xnnpack_partitions']}",
+        "distinct weight values per output channel: "
+        + (", ".join(f"{layer} {n}" for layer, n in facts["weight_values"].items()) or "no weighted ops"),
     ]
     lines += [f"metadata {key}: {value}" for key, value in facts["metadata"].items()]
     return "\n".join(lines)

@@ -1,0 +1,345 @@
+"""Binary and ternary weights and learned activation clipping (PACT), trained with the
+straight-through estimator (the ``torch`` extra, next to the int8 QAT of
+:mod:`edgekit.converters.torch`).
+
+- ``binary`` (BWN, Rastegari et al. 2016): ``w_q = a_c * sign(w)``, ``a_c = mean |w|`` of output
+  channel c.
+- ``ternary`` (TWN, Li & Liu 2016): threshold ``d_c = 0.7 * mean |w|``; ``w_q = a_c * sign(w)``
+  where ``|w| > d_c``, else 0, with ``a_c`` the mean ``|w|`` above the threshold.
+- ``ttq`` (TTQ, Zhu et al. 2017): threshold ``d_c = 0.05 * max |w|``; ``w_q`` in
+  ``{-w1_c, 0, w2_c}`` with both scales trained, the latent weights' gradient scaled by
+  ``w2_c`` / 1 / ``w1_c`` on the positive / zero / negative side.
+- ``PACT`` (Choi et al. 2018): ``y = clip(x, 0, alpha)`` with ``alpha`` trained
+  (``dy/dalpha = 1`` where ``x >= alpha``), optionally fake-quantized to ``bits`` on
+  ``[0, alpha]``; ``PACT(6.0, bits, learn_alpha=False)`` is the fixed ReLU6 clip it is compared with.
+
+``lowbit_weights`` and ``pact_activations`` put them on a copy of a model, on layers chosen by
+name or type; the first and last weighted layers keep full-precision weights by default (the
+papers leave them so; the converter makes them int8). ``export_lowbit`` writes ONNX that
+``edgekit convert --quantize int8`` turns into int8 weights with 2 (binary) or 3 (ternary)
+distinct values per output channel and PACT's ``alpha`` as the activation range.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgekit.converters.torch import export_onnx
+
+
+def _conv_with(layer: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return layer._conv_forward(x, weight, layer.bias)
+
+
+def _linear_with(layer: nn.Linear, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return nn.functional.linear(x, weight, layer.bias)
+
+
+# layer type -> how it runs on substituted weights; the layers low-bit weights can go on
+FORWARD_WITH_WEIGHT: dict[type, Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    nn.Conv2d: _conv_with,
+    nn.Linear: _linear_with,
+}
+ACTIVATIONS = (nn.ReLU, nn.ReLU6)
+
+
+def _forward_for(layer: nn.Module) -> Callable | None:
+    for kind, forward in FORWARD_WITH_WEIGHT.items():
+        if isinstance(layer, kind):
+            return forward
+    return None
+
+
+def _per_channel(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """A [C] tensor shaped to broadcast over weights whose dimension 0 is the output channel."""
+    return values.reshape(-1, *([1] * (weight.dim() - 1)))
+
+
+def _channel_mean(values: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    flat = values.flatten(1)
+    if mask is None:
+        return flat.mean(1)
+    keep = mask.flatten(1).to(values.dtype)
+    return (flat * keep).sum(1) / keep.sum(1).clamp(min=1)
+
+
+class BinaryWeights(nn.Module):
+    """BWN: ``a_c * sign(w)`` per output channel, gradients straight through to ``w``."""
+
+    levels = 2
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        scale = _per_channel(_channel_mean(w.detach().abs()), w)
+        # sign(0) would be a third value
+        binary = torch.where(w.detach() >= 0, scale, -scale)
+        return binary + (w - w.detach())  # the value exactly binary, the gradient straight through
+
+
+class TernaryWeights(nn.Module):
+    """TWN: ``{-a_c, 0, a_c}`` with the paper's threshold ``0.7 * mean |w|`` per output channel."""
+
+    levels = 3
+
+    def __init__(self, weight: torch.Tensor, threshold_ratio: float = 0.7) -> None:
+        super().__init__()
+        self.threshold_ratio = threshold_ratio
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        magnitude = w.detach().abs()
+        above = magnitude > _per_channel(self.threshold_ratio * _channel_mean(magnitude), w)
+        scale = _per_channel(_channel_mean(magnitude, above), w)
+        ternary = torch.sign(w.detach()) * above * scale
+        return ternary + (w - w.detach())
+
+
+class TrainedTernaryWeights(nn.Module):
+    """TTQ: ``{-w1_c, 0, w2_c}`` with threshold ``0.05 * max |w|`` per output channel; ``w1`` and
+    ``w2`` are parameters, started at the mean magnitude of the weights they stand for."""
+
+    levels = 3
+
+    def __init__(self, weight: torch.Tensor, threshold_ratio: float = 0.05) -> None:
+        super().__init__()
+        self.threshold_ratio = threshold_ratio
+        positive, negative = self._sides(weight.detach())
+        magnitude = weight.detach().abs()
+        self.w_positive = nn.Parameter(_channel_mean(magnitude, positive).clamp(min=1e-6))
+        self.w_negative = nn.Parameter(_channel_mean(magnitude, negative).clamp(min=1e-6))
+
+    def _sides(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        threshold = _per_channel(self.threshold_ratio * w.abs().flatten(1).amax(1), w)
+        return w > threshold, w < -threshold
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        positive, negative = self._sides(w.detach())
+        w_pos, w_neg = _per_channel(self.w_positive, w), _per_channel(self.w_negative, w)
+        ternary = w_pos * positive - w_neg * negative
+        # the paper's latent-weight gradient: scaled by the level each weight was assigned
+        gradient_scale = (w_pos * positive + w_neg * negative + ~(positive | negative)).detach()
+        return ternary + gradient_scale * (w - w.detach())
+
+
+WEIGHT_QUANTIZERS: dict[str, type[nn.Module]] = {
+    "binary": BinaryWeights,
+    "ternary": TernaryWeights,
+    "ttq": TrainedTernaryWeights,
+}
+
+
+class LowBitLayer(nn.Module):
+    """A Conv2d/Linear computing with its weights passed through ``quantizer``; the layer keeps
+    the latent full-precision weights the optimizer updates."""
+
+    def __init__(self, layer: nn.Module, quantizer: nn.Module) -> None:
+        super().__init__()
+        self.layer, self.quantizer = layer, quantizer
+        self.forward_with = _forward_for(layer)
+
+    @property
+    def levels(self) -> int:
+        return self.quantizer.levels
+
+    def quantized_weight(self) -> torch.Tensor:
+        return self.quantizer(self.layer.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with(self.layer, x, self.quantized_weight())
+
+
+class _ClipToAlpha(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, alpha)
+        return torch.minimum(x.clamp(min=0), alpha)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, alpha = ctx.saved_tensors
+        grad_x = grad * ((x > 0) & (x < alpha))
+        grad_alpha = (grad * (x >= alpha)).sum().reshape(alpha.shape)
+        return grad_x, grad_alpha
+
+
+class PACT(nn.Module):
+    """ReLU clipped at a trained ``alpha``; with ``bits``, fake-quantized on ``2**bits`` levels of
+    ``[0, alpha]`` (rounding passes gradients straight through, as in the paper)."""
+
+    def __init__(self, alpha: float = 6.0, bits: int | None = None, learn_alpha: bool = True) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(torch.tensor(float(alpha)), requires_grad=learn_alpha)
+        self.bits = bits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = _ClipToAlpha.apply(x, self.alpha)
+        if self.bits is None:
+            return y
+        step = self.alpha.detach().clamp(min=1e-8) / (2**self.bits - 1)
+        return torch.round(y.detach() / step) * step + (y - y.detach())
+
+
+class _ClipOnInt8Grid(nn.Module):
+    """PACT as exported: ReLU, then QuantizeLinear/DequantizeLinear on 256 levels of [0, alpha].
+    onnxruntime's saturation at the top of the grid is the clip. Clip(0, alpha) would lower to
+    int8 MAXIMUM/MINIMUM, which XNNPACK does not run (a second partition) and which share their
+    range with the layer's unclipped output; a ReLU fuses into its layer, and an int8 output
+    on [0, alpha] saturates there, so the converted model clips exactly where onnxruntime does."""
+
+    def __init__(self, alpha: float) -> None:
+        super().__init__()
+        self.scale = alpha / 255.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.fake_quantize_per_tensor_affine(torch.relu(x), self.scale, -128, -128, 127)
+
+
+def _selected(name: str, module: nn.Module, layers: Iterable[str | type]) -> bool:
+    return any(name == sel if isinstance(sel, str) else isinstance(module, sel) for sel in layers)
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+
+
+def weighted_layers(model: nn.Module) -> list[str]:
+    """Names of the layers low-bit weights can go on, in the order ``named_modules`` visits them."""
+    return [name for name, m in model.named_modules() if _forward_for(m) is not None]
+
+
+def lowbit_weights(
+    model: nn.Module,
+    method: str = "ternary",
+    layers: Iterable[str | type] | None = None,
+    keep_first_last: bool = True,
+    **options,
+) -> nn.Module:
+    """A copy of ``model`` whose selected Conv2d/Linear layers train with ``method``'s weights
+    (``binary``, ``ternary``, ``ttq``). ``layers``: module names and/or types (default: every
+    Conv2d/Linear); ``keep_first_last`` leaves the first and last of them at full precision.
+    ``options`` go to the quantizer (``threshold_ratio``)."""
+    if method not in WEIGHT_QUANTIZERS:
+        raise ValueError(f"unknown weight quantizer {method!r}; choose {', '.join(WEIGHT_QUANTIZERS)}")
+    model = copy.deepcopy(model)
+    candidates = weighted_layers(model)
+    if keep_first_last:
+        candidates = candidates[1:-1]
+    modules = dict(model.named_modules())
+    chosen = [n for n in candidates if layers is None or _selected(n, modules[n], layers)]
+    if not chosen:
+        raise ValueError("no layer selected for low-bit weights")
+    for name in chosen:
+        layer = modules[name]
+        _replace(model, name, LowBitLayer(layer, WEIGHT_QUANTIZERS[method](layer.weight, **options)))
+    return model
+
+
+def pact_activations(
+    model: nn.Module,
+    layers: Iterable[str | type] = ACTIVATIONS,
+    alpha: float = 6.0,
+    bits: int | None = None,
+    learn_alpha: bool = True,
+) -> nn.Module:
+    """A copy of ``model`` with the selected activation modules (names and/or types; default
+    every ReLU and ReLU6) replaced by ``PACT(alpha, bits, learn_alpha)``."""
+    model = copy.deepcopy(model)
+    chosen = [name for name, m in model.named_modules() if name and _selected(name, m, layers)]
+    if not chosen:
+        raise ValueError("no activation selected for PACT")
+    for name in chosen:
+        _replace(model, name, PACT(alpha, bits, learn_alpha))
+    return model
+
+
+def pact_alphas(model: nn.Module) -> dict[str, float]:
+    return {name: float(m.alpha.detach()) for name, m in model.named_modules() if isinstance(m, PACT)}
+
+
+def lowbit_levels(model: nn.Module) -> dict[str, int]:
+    """Low-bit layer name -> the most distinct weight values one of its output channels may hold."""
+    return {name: m.levels for name, m in model.named_modules() if isinstance(m, LowBitLayer)}
+
+
+@torch.no_grad()
+def deployable(model: nn.Module) -> nn.Module:
+    """An eval copy computing what will be deployed: low-bit layers as plain layers holding their
+    quantized float weights (per-channel symmetric int8 maps ``a_c`` to 127 and 0 to 0, so the
+    levels survive conversion), PACT as ReLU on an int8 grid of ``[0, alpha]``."""
+    model = copy.deepcopy(model).eval()
+    for name, m in list(model.named_modules()):
+        if isinstance(m, LowBitLayer):
+            m.layer.weight.copy_(m.quantized_weight())
+            _replace(model, name, m.layer)
+        elif isinstance(m, PACT):
+            _replace(model, name, _ClipOnInt8Grid(float(m.alpha.detach())))
+    return model
+
+
+def export_lowbit(
+    model: nn.Module, example: torch.Tensor, path: str, input_name: str = "image", output_name: str = "logits"
+) -> dict[str, int]:
+    """Write ``deployable(model)`` to ONNX; returns ``lowbit_levels(model)``."""
+    export_onnx(deployable(model), example, path, input_name, output_name)
+    return lowbit_levels(model)
+
+
+def train_lowbit(
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    epochs: int,
+    lr: float = 3e-3,
+    seed: int = 0,
+    batch: int = 64,
+    alpha_decay: float = 0.0,
+    alpha_lr: float | None = None,
+) -> nn.Module:
+    """Adam training; ``alpha_decay`` is PACT's L2 regularization of ``alpha`` (the paper's
+    lambda_alpha), which pulls the clip down where no gradient pushes it up. Adam moves a
+    parameter by about ``lr`` per step, so ``alpha`` (in activation units, not weight units)
+    gets ``alpha_lr`` (default ``lr``) to travel in a short fine-tuning."""
+    torch.manual_seed(seed)
+    alphas = [m.alpha for m in model.modules() if isinstance(m, PACT) and m.alpha.requires_grad]
+    others = [p for p in model.parameters() if all(p is not a for a in alphas)]
+    groups = [{"params": others}] + (
+        [{"params": alphas, "weight_decay": alpha_decay, "lr": alpha_lr or lr}] if alphas else []
+    )
+    opt = torch.optim.Adam(groups, lr=lr)
+    xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
+    for _ in range(epochs):
+        model.train()
+        order = torch.randperm(len(xt))
+        for i in range(0, len(xt), batch):
+            idx = order[i : i + batch]
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
+            opt.step()
+    return model.eval()
+
+
+__all__ = [
+    "ACTIVATIONS",
+    "FORWARD_WITH_WEIGHT",
+    "PACT",
+    "WEIGHT_QUANTIZERS",
+    "BinaryWeights",
+    "LowBitLayer",
+    "TernaryWeights",
+    "TrainedTernaryWeights",
+    "deployable",
+    "export_lowbit",
+    "lowbit_levels",
+    "lowbit_weights",
+    "pact_activations",
+    "pact_alphas",
+    "train_lowbit",
+    "weighted_layers",
+]

@@ -1,0 +1,206 @@
+"""Binary / ternary weights and PACT trained with the STE on the digits data, exported to ONNX
+and converted to int8 TFLite: the levels survive, the activation range is PACT's alpha."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("sklearn")
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+
+from train_digits import DigitsCNN, load_split  # noqa: E402
+
+from edgekit.converters import convert  # noqa: E402
+from edgekit.converters.int8_rules import Int8RuleError, check_int8, distinct_weight_values  # noqa: E402
+from edgekit.converters.quantizer import WEIGHTED  # noqa: E402
+from edgekit.converters.tflite_import import read_graph  # noqa: E402
+from edgekit.converters.torch import accuracy, train  # noqa: E402
+from edgekit.converters.torch_lowbit import (  # noqa: E402
+    PACT,
+    LowBitLayer,
+    TrainedTernaryWeights,
+    deployable,
+    export_lowbit,
+    lowbit_levels,
+    lowbit_weights,
+    pact_activations,
+    pact_alphas,
+    train_lowbit,
+)
+from edgekit.converters.verification import TFLiteRunner  # noqa: E402
+
+EXAMPLE = torch.zeros(1, 1, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    torch.set_num_threads(2)
+    x_tr, x_te, y_tr, y_te = load_split()
+    torch.manual_seed(0)
+    dense = train(DigitsCNN(), x_tr, y_tr, epochs=8)
+    return x_tr, x_te, y_tr, y_te, dense
+
+
+@pytest.fixture(scope="module")
+def converted(digits, tmp_path_factory):
+    """method -> (trained low-bit model, exported ONNX path, int8 TFLite path)."""
+    x_tr, _, y_tr, _, dense = digits
+    work = tmp_path_factory.mktemp("lowbit")
+    found = {}
+    for method in ("binary", "ternary", "ttq"):
+        model = train_lowbit(lowbit_weights(dense, method), x_tr, y_tr, epochs=2, lr=1e-3)
+        onnx_path, tflite_path = work / f"{method}.onnx", work / f"{method}.tflite"
+        export_lowbit(model, EXAMPLE, str(onnx_path))
+        result = convert(str(onnx_path), tflite_path, quantize="int8", calibration=x_tr[:100])
+        assert result.partitions == 1
+        found[method] = (model, onnx_path, tflite_path)
+    return found
+
+
+def _weighted(graph):
+    return [n for n in graph.nodes if n.op in WEIGHTED]
+
+
+def _channels(graph, node) -> list[np.ndarray]:
+    w_index, axis, _ = WEIGHTED[node.op]
+    data = graph.tensors[node.inputs[w_index]].data
+    return list(np.moveaxis(data, axis, 0).reshape(data.shape[axis], -1))
+
+
+@pytest.mark.parametrize("method", ["binary", "ternary", "ttq"])
+def test_int8_weights_hold_two_or_three_values_per_channel(converted, method):
+    model, _, tflite_path = converted[method]
+    levels = lowbit_levels(model)
+    assert list(levels) == ["features.3", "features.6", "features.9"]  # first conv and classifier kept
+    graph = read_graph(tflite_path.read_bytes())
+    first, *inner, last = _weighted(graph)
+    assert len(inner) == 3
+    counts = distinct_weight_values(graph)
+    assert counts[first.name] > 3 and counts[last.name] > 3
+    for node in inner:
+        assert counts[node.name] == levels["features.3"]
+        for channel in _channels(graph, node):  # a depthwise channel of 9 weights may hold fewer levels
+            values = set(np.unique(channel).tolist())
+            assert len(values) <= levels["features.3"]
+            assert max(abs(v) for v in values) == 127  # a_c lands on the end of the int8 grid
+            if method == "binary":
+                assert values <= {-127, 127}
+            elif method == "ternary":  # TWN's levels are symmetric: {-a, 0, a}
+                assert values <= {-127, 0, 127}
+    check_int8(graph, max_weight_values={n.name: levels["features.3"] for n in inner})
+    with pytest.raises(Int8RuleError, match="distinct weight values"):
+        check_int8(graph, max_weight_values={inner[0].name: levels["features.3"] - 1})
+    with pytest.raises(Int8RuleError, match=first.name):
+        check_int8(graph, max_weight_values=3)
+
+
+@pytest.mark.parametrize("method", ["binary", "ttq"])
+def test_int8_model_agrees_with_onnxruntime_on_the_exported_onnx(digits, converted, method):
+    import onnxruntime
+
+    _, x_te, _, y_te, _ = digits
+    model, onnx_path, tflite_path = converted[method]
+    runner = TFLiteRunner(tflite_path.read_bytes(), threads=1)
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    tflite_logits = np.stack([runner({"image": v[None]})["logits"][0] for v in x_te])
+    onnx_logits = np.concatenate([session.run(None, {"image": v[None]})[0] for v in x_te])
+    # the ONNX model computes its activations in float, the TFLite model in int8: not bit for
+    # bit (measured: 98.9-99.7% equal argmax, logits within 1.2 on width 1)
+    assert np.mean(tflite_logits.argmax(1) == onnx_logits.argmax(1)) >= 0.97
+    assert np.mean(tflite_logits.argmax(1) == y_te) >= accuracy(deployable(model), x_te, y_te) - 0.03
+
+
+def test_low_bit_training_keeps_the_accuracy(digits, converted):
+    _, x_te, _, y_te, dense = digits
+    fp32 = accuracy(dense, x_te, y_te)
+    assert accuracy(deployable(converted["ttq"][0]), x_te, y_te) >= fp32 - 0.05
+    assert accuracy(deployable(converted["binary"][0]), x_te, y_te) >= fp32 - 0.08
+
+
+def test_layers_are_chosen_by_name_or_type(digits):
+    dense = digits[4]
+    by_name = lowbit_weights(dense, "binary", layers=["features.6"])
+    assert list(lowbit_levels(by_name)) == ["features.6"]
+    everything = lowbit_weights(dense, "ternary", layers=[torch.nn.Conv2d, torch.nn.Linear], keep_first_last=False)
+    assert list(lowbit_levels(everything)) == ["features.0", "features.3", "features.6", "features.9", "classifier"]
+    assert isinstance(dense.features[3], torch.nn.Conv2d)  # the source model is left alone
+    with pytest.raises(ValueError, match="unknown weight quantizer"):
+        lowbit_weights(dense, "quaternary")
+
+
+def test_ttq_scales_and_latent_weights_get_the_papers_gradients():
+    w = torch.tensor([[1.0, -0.5, 0.01, 0.8]], requires_grad=True)  # threshold 0.05 * 1.0
+    quantizer = TrainedTernaryWeights(w)
+    assert torch.allclose(quantizer.w_positive, torch.tensor([0.9])) and torch.allclose(
+        quantizer.w_negative, torch.tensor([0.5])
+    )
+    q = quantizer(w)
+    assert torch.allclose(q, torch.tensor([[0.9, -0.5, 0.0, 0.9]]))
+    q.backward(torch.tensor([[1.0, 2.0, 3.0, 4.0]]))
+    assert torch.allclose(quantizer.w_positive.grad, torch.tensor([5.0]))  # sum over the positive side
+    assert torch.allclose(quantizer.w_negative.grad, torch.tensor([-2.0]))
+    assert torch.allclose(w.grad, torch.tensor([[0.9, 1.0, 3.0, 3.6]]))  # scaled by w2, w1, 1, w2
+
+
+def test_pact_gradient_is_one_for_alpha_where_x_reaches_it():
+    pact = PACT(alpha=1.0)
+    x = torch.tensor([-1.0, 0.5, 1.0, 2.0, 3.0], requires_grad=True)
+    y = pact(x)
+    assert torch.equal(y.detach(), torch.tensor([0.0, 0.5, 1.0, 1.0, 1.0]))
+    y.sum().backward()
+    assert float(pact.alpha.grad) == 3.0
+    assert torch.equal(x.grad, torch.tensor([0.0, 1.0, 0.0, 0.0, 0.0]))
+    four_bit = PACT(alpha=1.5, bits=4)(torch.linspace(-1, 2, 50))
+    assert len(torch.unique(four_bit)) <= 16 and abs(float(four_bit.max()) - 1.5) < 1e-6
+
+
+def test_pact_alpha_trains_and_becomes_the_int8_range(digits, tmp_path):
+    import onnx
+
+    x_tr, x_te, y_tr, y_te, dense = digits
+    model = pact_activations(dense, alpha=1.0, bits=8)
+    train_lowbit(model, x_tr, y_tr, epochs=1, lr=1e-3, alpha_lr=0.05)
+    alphas = pact_alphas(model)
+    assert len(alphas) == 4 and all(abs(a - 1.0) > 0.05 for a in alphas.values())
+    path = tmp_path / "pact.onnx"
+    export_lowbit(model, EXAMPLE, str(path))
+    onnx_model = onnx.load(path)
+    constants = {t.name: onnx.numpy_helper.to_array(t) for t in onnx_model.graph.initializer}
+    constants.update(
+        {
+            n.output[0]: onnx.numpy_helper.to_array(n.attribute[0].t)
+            for n in onnx_model.graph.node
+            if n.op_type == "Constant"
+        }
+    )
+    exported = [float(constants[n.input[1]]) * 255 for n in onnx_model.graph.node if n.op_type == "QuantizeLinear"]
+    assert np.allclose(exported, list(alphas.values()), rtol=1e-6)
+
+    out = tmp_path / "pact.tflite"
+    assert convert(str(path), out, quantize="int8", calibration=x_tr[:100]).partitions == 1
+    graph = read_graph(out.read_bytes())
+    ranges = [
+        (127 - int(t.quant.zero_point[0])) * float(t.quant.scale[0])
+        for t in (graph.tensors[n.outputs[0]] for n in _weighted(graph)[:-1])
+    ]
+    # each layer's output grid ends at alpha; measured: after training, the first layer's range came
+    # out as its calibrated (wider) range instead: an open converter question, see the issue's note
+    assert np.allclose(ranges[1:], list(alphas.values())[1:], rtol=1e-6)
+    assert ranges[0] >= list(alphas.values())[0] * (1 - 1e-6)
+    assert all(isinstance(m, PACT) for m in (model.features[2], model.features[8]))
+    runner = TFLiteRunner(out.read_bytes(), threads=1)
+    logits = np.stack([runner({"image": v[None]})["logits"][0] for v in x_te])
+    assert np.mean(logits.argmax(1) == y_te) >= accuracy(model, x_te, y_te) - 0.03
+
+
+def test_deployable_is_plain_layers(digits):
+    model = lowbit_weights(digits[4], "binary")
+    plain = deployable(model)
+    assert not any(isinstance(m, LowBitLayer) for m in plain.modules())
+    w = plain.features[3].weight.detach().flatten(1)
+    assert all(len(torch.unique(row)) == 2 for row in w)
