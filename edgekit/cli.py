@@ -79,12 +79,25 @@ class VersionAction(argparse.Action):
         parser.exit()
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record comes, not the stream it was made with:
+    a caller that swaps stderr (a test harness, a redirect) never leaves it writing to a closed one."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def configure_logging(level_name: str) -> None:
     """One stderr handler on the root logger, replacing the one an earlier ``main`` call made."""
     root = logging.getLogger()
     for handler in [h for h in root.handlers if getattr(h, "edgekit_cli", False)]:
         root.removeHandler(handler)
-    handler = logging.StreamHandler()
+    handler = _StderrHandler()
     handler.edgekit_cli = True
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root.addHandler(handler)

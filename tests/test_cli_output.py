@@ -165,9 +165,11 @@ def test_progress_is_a_bar_on_a_terminal():
     assert drawn.endswith("\r") and drawn.rsplit("\r", 2)[-2].strip() == ""  # erased: the result stands alone
 
 
-def test_native_log_lines_become_records_and_other_text_stays(capfd, caplog):
+def test_native_log_lines_become_records_and_other_text_stays(capfd, caplog, monkeypatch):
     from edgekit.runtime.native_log import to_logging
 
+    root = logging.getLogger()  # an in-process `edgekit` call earlier in the session left its stderr handler
+    monkeypatch.setattr(root, "handlers", [h for h in root.handlers if not getattr(h, "edgekit_cli", False)])
     with caplog.at_level(logging.DEBUG, logger="edgekit.runtime.native_log"), to_logging():
         os.write(2, f"INFO: {DELEGATE_LINE} for CPU.\nERROR: a kernel failed\nnot a log line\n".encode())
     assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
