@@ -105,6 +105,7 @@ class Agent:
         )
         self.client.will_set(self._topic("status"), self._status("offline"), qos=1, retain=True)
         self.client.on_connect = self._on_connect
+        self.client.on_connect_fail = self._on_connect_fail
         self.client.on_message = self._on_message
         self.client.on_publish = self._on_publish
         # exponential backoff (paho doubles the wait up to the cap) with jitter: every device's schedule
@@ -152,6 +153,15 @@ class Agent:
                 info.wait_for_publish(timeout=5)
         self.client.disconnect()
         self.client.loop_stop()
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        # paho retries with backoff on its own; without this line an agent that cannot reach its
+        # broker (wrong host, port, firewall) would say nothing, forever
+        log.warning(
+            "cannot reach the broker at %s:%d; retrying (check host, port and tls in the agent config)",
+            self.config.host,
+            self.config.port,
+        )
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:

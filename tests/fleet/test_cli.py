@@ -164,3 +164,24 @@ def test_clients_without_a_manager_get_one_line(tmp_path):
         cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "EDGEKIT_FLEET_TOKEN": "x"},
     )  # fmt: skip
     assert env_result.returncode != 0 and "missing.tar" in env_result.stderr
+
+
+def test_an_agent_that_cannot_reach_its_broker_says_so(tmp_path, server):
+    """Issue 20: an agent pointed at no broker printed nothing, forever."""
+    config = tmp_path / "agent.toml"
+    root = json.dumps(json.loads(server.root_bytes()))
+    config.write_text(
+        f'[agent]\nfleet = "f1"\ndevice = "cam1"\nstate_dir = "state"\nport = {free_port()}\n'
+        f"trusted_root = '''{root}'''\nallow_unsigned_commands = true\n"
+    )
+    agent = spawn("agent", "run", "--config", str(config), cwd=tmp_path, log=tmp_path / "agent.log")
+    try:
+        log = tmp_path / "agent.log"
+        wait_for(lambda: "cannot reach the broker at 127.0.0.1" in log.read_text(), what="the agent saying so",
+                 detail=log.read_text)  # fmt: skip
+    finally:
+        agent.send_signal(signal.SIGINT)
+        try:
+            agent.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            agent.kill()
