@@ -39,7 +39,7 @@ class AgentConfig:
     watch_invocations: int = 20  # ... measured over this many invocations
     tags: list[str] = field(default_factory=list)
     workload_images: str | None = None  # built-in workload: run the model on these images in a loop
-    workload_rate_hz: float = 0.0  # ... at this rate (0: as fast as it goes)
+    workload_rate_hz: float = 10.0  # ... at this rate (a rate, never "as fast as it goes": that takes a core)
     tls_ca_pem: str | None = None  # TLS to the broker: its CA certificate, pinned at provisioning (turns TLS on) ...
     tls_ca: str | None = None  # ... or a CA file
     tls_cert: str | None = None  # ... and a client certificate and key, when the broker asks for one
@@ -55,6 +55,9 @@ def _normalized(config: AgentConfig) -> None:
 
     if config.command_key:
         config.command_key = hex_of(config.command_key)
+    rate = config.workload_rate_hz
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= 1000:
+        raise FleetError(f"workload_rate_hz must be a rate in (0, 1000] per second (got {rate!r})")
 
 
 class Agent:
@@ -383,7 +386,7 @@ class Agent:
         if not images:
             log.error("workload: no images in %s; the built-in workload is off", folder)
             return
-        period = 1.0 / self.config.workload_rate_hz if self.config.workload_rate_hz > 0 else 0.0
+        period = 1.0 / self.config.workload_rate_hz
         i = 0
         while not self._stop.is_set():
             started = time.perf_counter()

@@ -185,3 +185,15 @@ def test_an_agent_that_cannot_reach_its_broker_says_so(tmp_path, server):
             agent.wait(timeout=15)
         except subprocess.TimeoutExpired:
             agent.kill()
+
+
+def test_a_workload_without_a_rate_is_refused(tmp_path):
+    """Issue 20: workload_rate_hz = 0 meant "as fast as it goes" and took a whole core."""
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        '[agent]\nfleet = "f1"\ndevice = "cam1"\nstate_dir = "state"\ntrusted_root = "{}"\n'
+        "allow_unsigned_commands = true\nworkload_rate_hz = 0\n"
+    )
+    result = edgekit("agent", "run", "--config", str(config), cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "workload_rate_hz must be a rate" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "state").exists()
