@@ -1,5 +1,5 @@
-"""Fold BatchNormalization (and per-channel Mul/Add by constants) into the Conv,
-ConvTranspose or Gemm that produces its input (ONNX level, before lowering)."""
+"""Fold BatchNormalization (and per-channel Mul/Add by constants, on either side) into the
+Conv, ConvTranspose or Gemm that produces its input (ONNX level, before lowering)."""
 
 from __future__ import annotations
 
@@ -73,6 +73,10 @@ def fold_batchnorm(graph: Graph) -> Graph:
             if node.op not in ("BatchNormalization", "Mul", "Add"):
                 continue
             x = node.inputs[0]
+            if node.op != "BatchNormalization":  # Mul(scale, conv) as well as Mul(conv, scale)
+                if len(node.inputs) != 2:
+                    continue
+                x = next((i for i in node.inputs if graph.const(i) is None), node.inputs[0])
             producer = producers.get(x)
             if producer is None or producer.op not in _LINEAR or len(consumers.get(x, [])) != 1:
                 continue

@@ -76,8 +76,52 @@ def fuse_gelu(graph: Graph) -> Graph:
     return graph
 
 
+def _clip_bounds(graph: Graph, node: Node) -> tuple[float | None, float | None]:
+    """A Clip's constant bounds, from inputs (opset 11+) or attributes (older)."""
+    if len(node.inputs) > 1 or "min" in node.attrs or "max" in node.attrs:
+        low = _scalar(graph, node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] else node.attrs.get("min")
+        high = _scalar(graph, node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else node.attrs.get("max")
+        return (None if low is None else float(low)), (None if high is None else float(high))
+    return None, None
+
+
+def _fuse_written_hardswish(graph: Graph) -> None:
+    """x * Clip(x + 3, 0, 6) / 6 (paddle2onnx's and others' HardSwish, Div or Mul by 1/6) -> HardSwish.
+    Left as four ops it is four int8 requantizations, one of them of x * (x + 3) at 6x the range."""
+    for add in [n for n in graph.nodes if n.op == "Add"]:
+        if add not in graph.nodes:
+            continue
+        x = next((i for i in add.inputs if _scalar(graph, i) == 3.0), None)
+        x = _other(add, x) if x is not None else None
+        if x is None or graph.const(x) is not None:
+            continue
+        consumers = graph.consumers()
+        clip = _only_consumer(consumers, add.outputs[0])
+        if (
+            clip is None
+            or clip.op != "Clip"
+            or clip.inputs[0] != add.outputs[0]
+            or _clip_bounds(graph, clip) != (0.0, 6.0)
+        ):
+            continue
+        mul = _only_consumer(consumers, clip.outputs[0])
+        if mul is None or mul.op != "Mul" or _other(mul, clip.outputs[0]) != x:
+            continue
+        last = _only_consumer(consumers, mul.outputs[0])
+        if last is None or {add.outputs[0], clip.outputs[0], mul.outputs[0]} & set(graph.outputs):
+            continue
+        divides = last.op == "Div" and last.inputs[0] == mul.outputs[0] and _scalar(graph, last.inputs[1]) == 6.0
+        sixth = _scalar(graph, _other(last, mul.outputs[0]) or "") if last.op == "Mul" else None
+        if not (divides or (sixth is not None and np.isclose(sixth, 1 / 6))):
+            continue
+        for n in (add, clip, mul, last):
+            graph.nodes.remove(n)
+        graph.add_node("HardSwish", [x], [last.outputs[0]], name=f"{add.name}_hardswish")
+
+
 def fuse_hardswish(graph: Graph) -> Graph:
-    """x * HardSigmoid(x) (alpha 1/6, beta 0.5) -> HardSwish."""
+    """x * HardSigmoid(x) (alpha 1/6, beta 0.5) -> HardSwish; x * Clip(x + 3, 0, 6) / 6 too."""
+    _fuse_written_hardswish(graph)
     for hs in [n for n in graph.nodes if n.op == "HardSigmoid"]:
         alpha = float(hs.attrs.get("alpha", 0.2))
         beta = float(hs.attrs.get("beta", 0.5))

@@ -210,3 +210,77 @@ def test_fuse_activations():
     conv = [n for n in g.nodes if n.op == "CONV_2D"][0]
     assert conv.attrs["fused_activation_function"] == "RELU6" and "RELU6" not in ops(g)
     matches_onnxruntime(m, g)
+
+
+def lcnet_block_model():
+    """PP-LCNetV3's block as paddle2onnx writes it (PP-OCRv4's recogniser): a conv, its learnable
+    affine with the constant first (Mul(s, c), Add(t, m)), HardSwish written out as
+    x * Clip(x + 3, 0, 6) / 6, then another conv."""
+    return model(
+        [
+            N("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+            N("Mul", ["s", "c"], ["m"]),
+            N("Add", ["t", "m"], ["a"]),
+            N("Add", ["a", "three"], ["a3"]),
+            N("Clip", ["a3", "zero", "six"], ["r6"]),
+            N("Mul", ["a", "r6"], ["p"]),
+            N("Div", ["p", "six"], ["h"]),
+            N("Conv", ["h", "w2"], ["y"]),
+        ],
+        {"x": (1, 3, 8, 8)},
+        {"y": None},
+        {
+            "w": rand(8, 3, 3, 3, seed=1),
+            "b": rand(8, seed=2),
+            "s": np.array([1.7], np.float32),
+            "t": np.array([0.6], np.float32),
+            "three": np.array(3.0, np.float32),
+            "zero": np.array(0.0, np.float32),
+            "six": np.array(6.0, np.float32),
+            "w2": rand(5, 8, 1, 1, seed=3),
+        },
+    )
+
+
+def test_constant_first_affine_folds_and_written_hardswish_fuses():
+    """Mul(const, conv) and Add(const, ...) fold like Mul(conv, const) did; the written-out
+    HardSwish becomes one op. Left as they were, PP-OCRv4 rec's backbone took six int8
+    requantizations per block instead of two and read 25% of lines as fp32 does (88% now)."""
+    m = lcnet_block_model()
+    g = fuse_hardswish(fold_batchnorm(ir(m)))
+    assert ops(g) == ["Conv", "HardSwish", "Conv"]
+    matches_onnxruntime(m, to_tflite_graph(g))
+
+
+def test_written_hardswish_with_other_bounds_is_left_alone():
+    m = model(
+        [
+            N("Add", ["x", "three"], ["a3"]),
+            N("Clip", ["a3", "zero", "five"], ["r"]),
+            N("Mul", ["x", "r"], ["p"]),
+            N("Div", ["p", "six"], ["y"]),
+        ],
+        {"x": (1, 8)},
+        {"y": None},
+        {k: np.array(v, np.float32) for k, v in {"three": 3, "zero": 0, "five": 5, "six": 6}.items()},
+    )
+    assert "HardSwish" not in ops(fuse_hardswish(ir(m)))
+
+
+def test_lcnet_block_int8_against_onnxruntime(tmp_path):
+    """The same block end to end in int8, against onnxruntime's fp32."""
+    import onnxruntime as ort
+
+    from edgekit.converters import convert
+
+    m = lcnet_block_model()
+    calibration = rand(32, 1, 3, 8, 8, seed=11)
+    out = tmp_path / "block.tflite"
+    result = convert(m, out, quantize="int8", calibration=calibration)
+    assert "DIV" not in result.ops and result.ops.get("MUL", 0) <= 2  # only HardSwish's int8 expansion
+    session = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    runner = TFLiteRunner(out.read_bytes())
+    test = rand(8, 1, 3, 8, 8, seed=12)
+    want = np.stack([session.run(None, {"x": v})[0] for v in test])
+    got = np.stack([next(iter(runner({"x": v}).values())) for v in test]).reshape(want.shape)
+    assert sqnr_db(want, got) >= 30

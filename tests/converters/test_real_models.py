@@ -426,8 +426,9 @@ def test_ppocr_detector_text_mask(tmp_path, mode):
 @pytest.mark.parametrize("mode", ["fp32", "int8"])
 def test_ppocr_recogniser_reads_what_onnxruntime_reads(tmp_path, mode):
     """Decoded lines against onnxruntime's decode of the same rendered lines. fp32: all of them, one
-    partition. int8: 25% of lines measured (8.3 dB; 62% on another draw of 32 lines): the SVTR
-    neck's LayerNorm and attention lose in int8 (issue 21, part 2); the floor keeps it from worsening."""
+    partition. int8: 88% of lines measured (9.9 dB), 25% (8.5 dB) before the PP-LCNetV3 backbone's
+    constant-first affine Mul/Add folded into its convs and its written-out HardSwish fused; the
+    SVTR neck's LayerNorm and attention still lose in int8 (issue 21, part 2)."""
     path = real_models.path("ppocr-v4-rec")
     alphabet = ppocr_alphabet(path)
     texts, lines = _text_lines(48, seed=0)
@@ -442,7 +443,7 @@ def test_ppocr_recogniser_reads_what_onnxruntime_reads(tmp_path, mode):
     if mode == "fp32":
         assert sqnr_db(expected, got) >= 60 and agreement == 1 and result.partitions == 1
     else:
-        assert agreement >= 0.2 and sqnr_db(expected, got) >= 6, f"{agreement:.0%} of lines"
+        assert agreement >= 0.8 and sqnr_db(expected, got) >= 9, f"{agreement:.0%} of lines"
 
 
 @pytest.mark.slow
