@@ -4,6 +4,7 @@ OpenAPI description that matches the routes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -28,22 +29,30 @@ def LATENCY(p90_ms: float) -> dict:  # noqa: N802  (a window's latency block, as
     return {"p50_ms": p90_ms / 2, "p90_ms": p90_ms, "p99_ms": p90_ms * 1.5}
 
 
-@pytest.fixture
-def fleet(tmp_path, broker, keys, command_key, server):  # noqa: F811
-    manager = FleetManager(tmp_path / "fleet.sqlite", port=broker.port, command_key=command_key[0])
+@contextlib.contextmanager
+def manager_with_agents(tmp_path, mqtt_broker, command_key, server, count: int = 4):
+    """A fleet manager with its HTTP API (fleet "f1") and ``count`` real agents registered (dev00,
+    dev02, ... are cameras): yields (manager, client with the token, agents, API URL)."""
+    manager = FleetManager(tmp_path / "fleet.sqlite", port=mqtt_broker.port, command_key=command_key[0])
     assert manager.start()
     httpd, api = serve_api(manager, PackageStore(tmp_path / "api-store", server.repo), TOKEN)
     api.fleet = "f1"
     url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    agents = _agents(tmp_path, broker, server.root_bytes().decode(), 4, command_key[1])  # dev00, dev02 are cameras
+    agents = _agents(tmp_path, mqtt_broker, server.root_bytes().decode(), count, command_key[1])
     try:
-        wait_for(lambda: len(manager.devices("f1")) == 4, what="four devices registered")
+        wait_for(lambda: len(manager.devices("f1")) == count, what=f"{count} devices registered")
         yield manager, FleetClient(url, TOKEN, fleet="f1"), agents, url
     finally:
         for agent in agents:
             agent.stop()
         manager.stop()
         httpd.shutdown()
+
+
+@pytest.fixture
+def fleet(tmp_path, broker, keys, command_key, server):  # noqa: F811
+    with manager_with_agents(tmp_path, broker, command_key, server) as running:
+        yield running
 
 
 def _upload(client: FleetClient, info: package.PackageInfo, key) -> None:

@@ -24,8 +24,8 @@ from edgekit.fleet.api import serve_api
 from edgekit.fleet.client import FleetClient
 from edgekit.fleet.manager import FleetManager
 from edgekit.fleet.packages import PackageStore
-from tests.fleet.test_api import LATENCY, TOKEN, _package, _upload
-from tests.fleet.test_fleet_mqtt import _agents, wait_for
+from tests.fleet.test_api import LATENCY, TOKEN, _package, _upload, manager_with_agents
+from tests.fleet.test_fleet_mqtt import wait_for
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -82,20 +82,10 @@ def console(tmp_path, keys, command_key, server):
     from edgekit.broker import Broker
 
     broker = Broker(port=0).start()
-    manager = FleetManager(tmp_path / "fleet.sqlite", port=broker.port, command_key=command_key[0])
-    assert manager.start()
-    httpd, api = serve_api(manager, PackageStore(tmp_path / "api-store", server.repo), TOKEN)
-    api.fleet = "f1"
-    url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    agents = _agents(tmp_path, broker, server.root_bytes().decode(), 4, command_key[1])  # dev00, dev02 are cameras
     try:
-        wait_for(lambda: len(manager.devices("f1")) == 4, what="four devices registered")
-        yield Console(manager, FleetClient(url, TOKEN, fleet="f1"), agents, url, broker.port)
+        with manager_with_agents(tmp_path, broker, command_key, server) as (manager, client, agents, url):
+            yield Console(manager, client, agents, url, broker.port)
     finally:
-        for agent in agents:
-            agent.stop()
-        manager.stop()
-        httpd.shutdown()
         broker.stop()
 
 
