@@ -49,6 +49,7 @@ TYPES: dict[str, tuple[type, ...]] = {
     "command": (str,),
     "ok": (bool,),
     "tags": (list,),
+    "board": (str,),
 }
 STATUS_STATES = ("online", "offline")
 

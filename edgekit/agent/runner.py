@@ -38,6 +38,7 @@ class AgentConfig:
     error_rate_threshold: float = 0.2  # after a switch: roll back above this error rate ...
     watch_invocations: int = 20  # ... measured over this many invocations
     tags: list[str] = field(default_factory=list)
+    board: str | None = None  # a board profile id (devices/boards); default: detected from this machine
     workload_images: str | None = None  # built-in workload: run the model on these images in a loop
     workload_rate_hz: float = 10.0  # ... at this rate (a rate, never "as fast as it goes": that takes a core)
     tls_ca_pem: str | None = None  # TLS to the broker: its CA certificate, pinned at provisioning (turns TLS on) ...
@@ -48,6 +49,18 @@ class AgentConfig:
     package_hosts: list[str] = field(default_factory=list)  # hosts packages may come from (default: the broker's)
     command_key: str | None = None  # the manager's command key (hex ed25519): deploys and commands must verify
     allow_unsigned_commands: bool = False  # only for a lab without a command key: obey unsigned messages
+
+
+def _board(board_id: str | None):
+    """The board profile that power estimates and the fleet's registry use."""
+    from edgekit.devices import boards
+
+    if board_id is None:
+        return boards.detect()
+    known = boards.profiles()
+    if board_id not in known:
+        raise FleetError(f"board {board_id!r} is not a known profile; choose one of {', '.join(sorted(known))}")
+    return known[board_id]
 
 
 def _normalized(config: AgentConfig) -> None:
@@ -70,12 +83,13 @@ class Agent:
                 "add it, or set allow_unsigned_commands = true for a lab"
             )
         _normalized(config)
+        self.board = _board(config.board)  # a config mistake: refused before anything is made
         self.config = config
         root = Path(config.state_dir)
         root.mkdir(parents=True, exist_ok=True)
         self.slots = Slots(root / "models", UpdateTrust(root / "tuf", config.trusted_root.encode()))
         self.outbox = Outbox(root / "outbox.sqlite", config.outbox_limit)
-        self.collector = TelemetryCollector()
+        self.collector = TelemetryCollector(profile=self.board)
         self.seq = 0
         self.malformed = 0
         self.rejected = 0  # deploy messages and commands refused before anything acted on them
@@ -132,6 +146,7 @@ class Agent:
             model=current.get("name"),
             version=current.get("version"),
             sha256=current.get("sha256"),
+            board=self.board.id,
         )
 
     def start(self) -> None:

@@ -46,7 +46,7 @@ class TelemetryCollector:
     """A Session hook (``session.add_hook(collector)``) plus the board's sensors; ``window()``
     returns the fields of one telemetry message and starts the next window."""
 
-    def __init__(self, root: str = "/", vcgencmd: str | None = None, power_rate_hz: float = 2.0) -> None:
+    def __init__(self, root: str = "/", vcgencmd: str | None = None, power_rate_hz: float = 2.0, profile=None) -> None:
         self.root = root
         self._lock = threading.Lock()
         self._latency_ms: list[float] = []
@@ -55,7 +55,7 @@ class TelemetryCollector:
         self._cpu = _cpu_times(root)
         self.meter: EnergyMeter | None
         try:
-            self.meter = EnergyMeter(root=root, rate_hz=power_rate_hz, vcgencmd=vcgencmd)
+            self.meter = EnergyMeter(root=root, rate_hz=power_rate_hz, vcgencmd=vcgencmd, profile=profile)
             self.meter.begin()
         except Exception:  # no power source at all: windows carry no power figures
             self.meter = None

@@ -407,7 +407,8 @@ class Demo:
             settings = replace(
                 provisioned,
                 state_dir=str(device.folder / "state"),
-                tags=["demo", f"board:{device.board}"],
+                tags=["demo"],
+                board=device.board,
                 workload_images=str(images),
                 workload_rate_hz=WORKLOAD_RATE_HZ,
                 telemetry_interval_s=TELEMETRY_INTERVAL_S,

@@ -311,10 +311,11 @@ class FleetApi:
     def devices(self, handler, query: dict) -> list[dict]:
         fleet, tag = query.get("fleet", self.fleet), query.get("tag")
         rows = self.manager.store.query(
-            "SELECT device, state, last_seen, tags, model, version, sha256 FROM devices WHERE fleet=? ORDER BY device",
+            "SELECT device, state, last_seen, tags, model, version, sha256, board FROM devices WHERE fleet=? "
+            "ORDER BY device",
             (fleet,),
         )
-        keys = ("device", "state", "last_seen", "tags", "model", "version", "sha256")
+        keys = ("device", "state", "last_seen", "tags", "model", "version", "sha256", "board")
         out = [dict(zip(keys, row, strict=True)) for row in rows]
         for d in out:
             d["tags"] = json.loads(d["tags"] or "[]")

@@ -36,11 +36,13 @@ ADDED_COLUMNS = (
     ("rollouts", "wave_started", "DOUBLE PRECISION"),
     ("rollouts", "reason", "TEXT"),
     ("rollouts", "rollback", "INTEGER DEFAULT 0"),
+    ("devices", "board", "TEXT"),
 )
 UPSERT_DEVICE = (
-    "INSERT INTO devices VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (fleet, device) DO UPDATE SET "
+    "INSERT INTO devices (fleet, device, state, last_seen, tags, model, version, sha256, board) "
+    "VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (fleet, device) DO UPDATE SET "
     "state=excluded.state, last_seen=excluded.last_seen, tags=excluded.tags, model=excluded.model, "
-    "version=excluded.version, sha256=excluded.sha256"
+    "version=excluded.version, sha256=excluded.sha256, board=COALESCE(excluded.board, devices.board)"
 )
 INSERT_TELEMETRY = "INSERT INTO telemetry VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING"  # a resent window is stored once
 TOUCH_DEVICE = (
@@ -139,6 +141,7 @@ class FleetStore:
                 tags = json.dumps(p.get("tags", []))
                 statuses.append(
                     (fleet, device, p["state"], p["ts"], tags, p.get("model"), p.get("version"), p.get("sha256"))
+                    + (str(p["board"])[:64] if isinstance(p.get("board"), str) else None,)
                 )
             elif channel == "telemetry":
                 telemetry.append((fleet, device, p["seq"], p["ts"], json.dumps(p)))

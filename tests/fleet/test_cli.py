@@ -113,6 +113,9 @@ def test_serve_deploy_and_workload_telemetry(tmp_path, digits_tflite):
 
         listed = json.loads(edgekit(*api, "devices", "--json", cwd=tmp_path).stdout)
         assert [(d["device"], d["version"]) for d in listed] == [("cam1", "1")]
+        from edgekit.devices import boards
+
+        assert listed[0]["board"] == boards.detect().id  # reported in status, kept by the registry
         packages = json.loads(edgekit(*api, "packages", "--json", cwd=tmp_path).stdout)
         assert [(p["name"], p["version"], p["published"]) for p in packages] == [("digits", "1", True)]
         rollout = json.loads(edgekit(*api, "rollouts", "r1", "--json", cwd=tmp_path).stdout)
@@ -197,3 +200,14 @@ def test_a_workload_without_a_rate_is_refused(tmp_path):
     result = edgekit("agent", "run", "--config", str(config), cwd=tmp_path, check=False)
     assert result.returncode == 2 and "workload_rate_hz must be a rate" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "state").exists()
+
+
+def test_an_unknown_board_is_refused(tmp_path):
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        '[agent]\nfleet = "f1"\ndevice = "cam1"\nstate_dir = "state"\ntrusted_root = "{}"\n'
+        'allow_unsigned_commands = true\nboard = "raspberry-pi-9"\n'
+    )
+    result = edgekit("agent", "run", "--config", str(config), cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "board 'raspberry-pi-9' is not a known profile" in result.stderr
+    assert "raspberry-pi-4" in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -227,7 +227,7 @@ class Console:
     def _fleet_devices(self) -> list[dict]:
         fleet = self.api.fleet
         rows = self.store.query(
-            "SELECT device, state, last_seen, tags, model, version FROM devices WHERE fleet=? ORDER BY device",
+            "SELECT device, state, last_seen, tags, model, version, board FROM devices WHERE fleet=? ORDER BY device",
             (fleet,),
         )
         # each device's newest recent window: a scan of the (fleet, ts) index over the last minutes,
@@ -239,7 +239,7 @@ class Console:
         )
         windows = {device: _window(payload) for device, payload in dict(recent).items()}
         out = []
-        for device, state, last_seen, tags, model, version in rows:
+        for device, state, last_seen, tags, model, version, board in rows:
             window = windows.get(device, {})
             power = window.get("power") if isinstance(window.get("power"), dict) else {}
             out.append(
@@ -248,6 +248,7 @@ class Console:
                     "state": state,
                     "last_seen": last_seen,
                     "tags": _texts(_json(tags, [])),
+                    "board": board,
                     "model": model,
                     "version": version,
                     "window": bool(window),
