@@ -41,6 +41,12 @@ def rapl_delta(previous: float, current: float, wrap: float) -> float:
     return current - previous if current >= previous else current + wrap - previous
 
 
+def integrate(samples: list[tuple[float, float]]) -> float:
+    """Joules from (seconds, watts) samples: the trapezoid rule (a left or right sum is off by half
+    a sample's change per step, which a ramping load makes systematic)."""
+    return sum((t1 - t0) * (w0 + w1) / 2 for (t0, w0), (t1, w1) in itertools.pairwise(samples))
+
+
 class EnergyMeter:
     def __init__(
         self,
@@ -107,7 +113,7 @@ class EnergyMeter:
         self._sample()
         seconds = time.monotonic() - self._start
         if self.source in POWER_READERS:
-            joules = sum((t1 - t0) * (w0 + w1) / 2 for (t0, w0), (t1, w1) in itertools.pairwise(self._samples))
+            joules = integrate(self._samples)
             span = self._samples[-1][0] - self._samples[0][0] if len(self._samples) > 1 else 0.0
             estimated, count = False, len(self._samples)
         elif self.source == "rapl":

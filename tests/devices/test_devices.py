@@ -140,6 +140,15 @@ def test_energy_of_a_known_power_curve(tmp_path):
     assert window.millijoules_per_inference(10) == pytest.approx(1000 * (window.joules - window.seconds) / 10)
 
 
+def test_energy_integration_is_the_trapezoid_rule():
+    """Issue 26: a left Riemann sum passed the 1% test above (200 Hz makes the difference small);
+    on coarse samples of a step the three rules differ, and only the trapezoid gives 15 J."""
+    from edgekit.devices.energy import integrate
+
+    assert integrate([(0.0, 0.0), (1.0, 10.0), (2.0, 10.0)]) == pytest.approx(15.0)
+    assert integrate([(0.0, 4.0)]) == 0.0
+
+
 def test_rapl_counter_wraps(tmp_path):
     zone = tmp_path / "sys/class/powercap/intel-rapl:0"
     write(zone / "max_energy_range_uj", "1000000\n")  # wraps every joule
