@@ -164,3 +164,19 @@ def test_package_cli(tmp_path, models):
         assert not (tmp_path / "fc-3.tar.xz").exists()
     bad = run(str(models[0]), "--name", "fc", "--version", "2", "--sign", "missing.key")
     assert bad.returncode != 0 and "signing key" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_model_that_does_not_match_its_manifest_is_refused(tmp_path):
+    """Issue 26: dropping the model-vs-manifest sha256 check on unpack passed every test."""
+    archive = tmp_path / "swapped.tar"
+    model_bytes = b"TFL3 pretend model"
+    with tarfile.open(archive, mode="w") as tar:
+        for name, payload in (
+            ("manifest.json", json.dumps({"model": "m.tflite", "model_sha256": "ab" * 32}).encode()),
+            ("m.tflite", model_bytes),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    with pytest.raises(PackageError, match="does not match its manifest"):
+        package.unpack(archive, tmp_path / "out")
