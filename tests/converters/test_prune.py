@@ -415,6 +415,17 @@ def test_sensitivity_table_and_allocation():
     onnx.checker.check_model(pruned)
 
 
+def test_sensitivity_allocation_spends_the_budget_where_it_hurts_least():
+    """Issue 26: inverting the allocation (budget spent where it hurts most) passed every test."""
+    from edgekit.converters.prune.sensitivity import Sensitivity, allocate
+
+    saved = {0.25: 100, 0.5: 200}
+    robust = Sensitivity("robust", saved, {0.25: 59.9, 0.5: 59.8}, dense=60.0)
+    fragile = Sensitivity("fragile", saved, {0.25: 30.0, 0.5: 10.0}, dense=60.0)
+    assert allocate([fragile, robust], 200) == {"robust": 0.5}
+    assert allocate([fragile, robust], 300) == {"robust": 0.5, "fragile": 0.25}
+
+
 def test_lowrank_factorisation(tmp_path):
     m = model(
         [N("Flatten", ["x"], ["f"]), N("Gemm", ["f", "w", "b"], ["y"], transB=1)],
