@@ -103,6 +103,9 @@ def test_wrong_key_and_size(tmp_path, keys, models):
         package.verify(info.path, public_key=keys[1], size=info.size + 1)
     with pytest.raises(PackageError, match="limit"):
         package.verify(info.path, public_key=keys[1], max_bytes=100)
+    (tmp_path / "m.tar.sig").unlink()  # issue 26: a package without its signature passed as signed
+    with pytest.raises(PackageError, match="signature .* is missing"):
+        package.verify(info.path, public_key=keys[1])
 
 
 def _evil_archive(path, name: str, kind=tarfile.REGTYPE, target: str = "", mode: str = "w") -> None:
