@@ -333,11 +333,8 @@ class FleetApi:
         return [json.loads(p) for (p,) in rows]
 
     def packages(self, handler, query: dict) -> list[dict]:
-        repository = self.store.repository
-        return [
-            {**info, "published": repository is not None and repository.target_for(info["sha256"]) is not None}
-            for info in self.store.list()
-        ]
+        published = self.store.repository.published() if self.store.repository is not None else {}
+        return [{**info, "published": info["sha256"] in published} for info in self.store.list()]
 
     def upload(self, handler, query: dict) -> dict:
         if self.store.repository is None:

@@ -231,12 +231,13 @@ class Repository:
         root = self.root().signed
         return [_public_hex(root.keys[k]) for k in root.roles["targets"].keyids]
 
+    def published(self) -> dict[str, tuple[str, dict]]:
+        """sha256 -> (target path, custom fields) of every package the targets metadata lists."""
+        return {t.hashes.get("sha256"): (path, t.custom) for path, t in self.targets().signed.targets.items()}
+
     def target_for(self, sha256: str) -> tuple[str, dict] | None:
         """The published target path and custom fields of the package with this sha256."""
-        for path, target in self.targets().signed.targets.items():
-            if target.hashes.get("sha256") == sha256:
-                return path, target.custom
-        return None
+        return self.published().get(sha256)
 
     def file(self, name: str) -> Path | None:
         """A metadata file to serve; ``root.json`` and ``targets.json`` are the newest versions (what

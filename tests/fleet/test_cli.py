@@ -190,24 +190,24 @@ def test_an_agent_that_cannot_reach_its_broker_says_so(tmp_path, server):
             agent.kill()
 
 
-def test_a_workload_without_a_rate_is_refused(tmp_path):
-    """Issue 20: workload_rate_hz = 0 meant "as fast as it goes" and took a whole core."""
+def _run_agent_with(tmp_path, setting: str):
+    """``edgekit agent run`` on a lab config plus one setting line."""
     config = tmp_path / "agent.toml"
     config.write_text(
         '[agent]\nfleet = "f1"\ndevice = "cam1"\nstate_dir = "state"\ntrusted_root = "{}"\n'
-        "allow_unsigned_commands = true\nworkload_rate_hz = 0\n"
+        f"allow_unsigned_commands = true\n{setting}\n"
     )
-    result = edgekit("agent", "run", "--config", str(config), cwd=tmp_path, check=False)
+    return edgekit("agent", "run", "--config", str(config), cwd=tmp_path, check=False)
+
+
+def test_a_workload_without_a_rate_is_refused(tmp_path):
+    """Issue 20: workload_rate_hz = 0 meant "as fast as it goes" and took a whole core."""
+    result = _run_agent_with(tmp_path, "workload_rate_hz = 0")
     assert result.returncode == 2 and "workload_rate_hz must be a rate" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "state").exists()
 
 
 def test_an_unknown_board_is_refused(tmp_path):
-    config = tmp_path / "agent.toml"
-    config.write_text(
-        '[agent]\nfleet = "f1"\ndevice = "cam1"\nstate_dir = "state"\ntrusted_root = "{}"\n'
-        'allow_unsigned_commands = true\nboard = "raspberry-pi-9"\n'
-    )
-    result = edgekit("agent", "run", "--config", str(config), cwd=tmp_path, check=False)
+    result = _run_agent_with(tmp_path, 'board = "raspberry-pi-9"')
     assert result.returncode == 2 and "board 'raspberry-pi-9' is not a known profile" in result.stderr
     assert "raspberry-pi-4" in result.stderr and len(result.stderr.strip().splitlines()) == 1
