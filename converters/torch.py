@@ -162,11 +162,13 @@ def train(
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
     alpha: float = 0.5,
     temperature: float = 2.0,
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> nn.Module:
     """Adam fine-tuning. ``augment`` transforms each batch (the teacher sees the same images);
-    ``alpha`` weighs the teacher's soft targets at ``temperature`` against the labels."""
+    ``alpha`` weighs the teacher's soft targets at ``temperature`` against the labels.
+    ``optimizer``: one of the caller's (parameter groups of their own) instead of Adam at ``lr``."""
     torch.manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = optimizer or torch.optim.Adam(model.parameters(), lr=lr)
     xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
     if teacher is not None:
         teacher.eval()

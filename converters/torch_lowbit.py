@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgekit.converters.torch import export_onnx
+from edgekit.converters.torch import export_onnx, train
 
 
 def _conv_with(layer: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -312,17 +312,7 @@ def train_lowbit(
     groups = [{"params": others}] + (
         [{"params": alphas, "weight_decay": alpha_decay, "lr": alpha_lr or lr}] if alphas else []
     )
-    opt = torch.optim.Adam(groups, lr=lr)
-    xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
-    for _ in range(epochs):
-        model.train()
-        order = torch.randperm(len(xt))
-        for i in range(0, len(xt), batch):
-            idx = order[i : i + batch]
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
-            opt.step()
-    return model.eval()
+    return train(model, x, y, epochs, seed=seed, batch=batch, optimizer=torch.optim.Adam(groups, lr=lr))
 
 
 __all__ = [
