@@ -89,7 +89,11 @@ class CommandVerifier:
         if seq < last or (seq == last and channel != "deploy"):
             raise ProtocolError(f"{channel} message replayed (sequence {seq}, already at {last})")
         if seq != last:
-            self.last[channel] = seq
+            from edgekit.errors import EdgekitError
             from edgekit.keys import write_private
 
-            write_private(self.state_path, json.dumps(self.last))
+            try:  # unrecorded, a replay would pass after a restart: not acted on (a full disk, say)
+                write_private(self.state_path, json.dumps({**self.last, channel: seq}))
+            except (EdgekitError, OSError) as exc:
+                raise ProtocolError(f"{channel} message not acted on: cannot record its sequence ({exc})") from None
+            self.last[channel] = seq

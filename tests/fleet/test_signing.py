@@ -149,3 +149,23 @@ def test_an_unreadable_sequence_file_starts_afresh(tmp_path, pair):
         (tmp_path / "seq.json").write_text(text)
         assert CommandVerifier(signer.public, "f1", "dev01", tmp_path / "seq.json").last == {}
     assert CommandVerifier(signer.public, "f1", "dev01", tmp_path / "absent.json").last == {}
+
+
+def test_a_sequence_that_cannot_be_recorded_is_not_acted_on(tmp_path):
+    """A full disk (here: the state file's folder gone) must not take the agent's MQTT thread down,
+    and an unrecorded sequence would let a replay through after a restart: refused instead."""
+    import shutil
+
+    from edgekit.protocol import ProtocolError
+    from edgekit.signing import CommandSigner, CommandVerifier
+
+    signer = CommandSigner("22" * 32)
+    folder = tmp_path / "state"
+    folder.mkdir()
+    verifier = CommandVerifier(signer.public, "f1", "dev00", folder / "commands.json")
+    shutil.rmtree(folder)
+    message = signer.sign({"id": "c1", "command": "status"}, "f1", "dev00", 60)
+    with pytest.raises(ProtocolError, match="cannot record its sequence"):
+        verifier.check("cmd", message)
+    folder.mkdir()
+    verifier.check("cmd", message)  # not recorded before, so not a replay now
