@@ -355,6 +355,7 @@ def to_ir(source: OnnxSource, input_shapes: dict[str, tuple[int, ...]] | None = 
     for name, init in initializers.items():
         g.add_tensor(name, tuple(init.dims), numpy_helper.to_array(init).dtype, numpy_helper.to_array(init))
 
+    custom: dict[tuple[str, str], list[str]] = {}  # (domain, op) -> node names: every one is named
     for index, node in enumerate(model.graph.node):
         outputs = [o for o in node.output]
         for o in outputs:
@@ -365,9 +366,11 @@ def to_ir(source: OnnxSource, input_shapes: dict[str, tuple[int, ...]] | None = 
         if all(not o or o in constant for o in outputs):
             continue  # folded
         if node.domain not in ("", "ai.onnx"):
-            raise UnsupportedModelError(f"node '{node.name}' uses custom domain '{node.domain}' op {node.op_type}")
+            custom.setdefault((node.domain, node.op_type), []).append(node.name or f"{node.op_type}_{index}")
+            continue
         attrs = {a.name: _attr_value(a) for a in node.attribute}
         g.add_node(node.op_type, list(node.input), outputs, attrs, node.name or f"{node.op_type}_{index}")
+    _refuse_custom_ops(custom)
     g.outputs = [o.name for o in model.graph.output]
     # an output that is constant still needs a tensor
     for o in g.outputs:
@@ -375,6 +378,15 @@ def to_ir(source: OnnxSource, input_shapes: dict[str, tuple[int, ...]] | None = 
             raise InvalidModelError(f"graph output '{o}' is not produced by any node")
     g.metadata["_signature"] = {"inputs": list(g.inputs), "outputs": list(g.outputs)}
     return g
+
+
+def _refuse_custom_ops(custom: dict[tuple[str, str], list[str]]) -> None:
+    if custom:
+        listed = "; ".join(f"{d}.{op} x{len(names)} (first: '{names[0]}')" for (d, op), names in custom.items())
+        raise UnsupportedModelError(
+            f"the model uses ops outside the ONNX standard that edgekit cannot convert: {listed}; "
+            "convert the float model instead (onnxruntime's quantized or fused models use com.microsoft ops)"
+        )
 
 
 def _attr_value(attr: onnx.AttributeProto):
