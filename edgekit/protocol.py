@@ -74,6 +74,24 @@ class Step(str, Enum):
 
 PROGRESS_STEPS = tuple(step.value for step in Step)
 FINAL_STEPS = frozenset({Step.COMMITTED, Step.FAILED, Step.ROLLED_BACK})  # nothing follows on that device
+FAILED_STEPS = frozenset({Step.FAILED, Step.ROLLED_BACK})  # the device does not serve the new model
+
+
+class RolloutState(str, Enum):
+    """A rollout's states, as the manager stores them and the API, console and CLI show them.
+    ``paused`` waits for a person: one paused it, or a wave ran out of time without evidence."""
+
+    RUNNING = "running"
+    PAUSED = "paused"
+    DONE = "done"  # every wave passed its gates
+    ABORTED = "aborted"  # stopped by a person or a gate; a gate also rolls its devices back
+    ROLLED_BACK = "rolled_back"  # stopped and rolled back because a person asked
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+
+ROLLOUT_ENDS = frozenset({RolloutState.DONE, RolloutState.ABORTED, RolloutState.ROLLED_BACK})
 
 
 class ProtocolError(ValueError):

@@ -1,13 +1,18 @@
 """Health gates of a rollout wave: what must hold before the next wave starts. Failures come
 from deployment progress; error rate, p90 latency and power from the telemetry windows the
-wave's devices sent while serving the new model, compared with what they sent before."""
+wave's devices sent while serving the new model, compared with what they sent before.
+
+Each telemetry gate is one check registered with ``@gate(limit)`` (as devices.sensors registers
+its readers): it judges one aspect of the evidence and is on when its limit in ``Gates`` is set.
+A new gate is a Gates field and one function here."""
 
 from __future__ import annotations
 
 import json
 import math
 import statistics
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
 
 from edgekit.errors import InputError
 
@@ -56,7 +61,7 @@ class Gates:
 
     @property
     def needs_telemetry(self) -> bool:
-        return any(v is not None for v in (self.max_error_rate, self.max_latency_regression, self.max_power_w))
+        return any(getattr(self, limit) is not None for limit in GATES)
 
 
 @dataclass
@@ -73,6 +78,88 @@ class Verdict:
         return self.failures or self.missing
 
 
+@dataclass(frozen=True)
+class Evidence:
+    """What a wave's telemetry gates judge, from the wave's devices only."""
+
+    new: list[dict]  # windows on the new model, started after the device switched, with invocations
+    previous: list[dict]  # windows on any other model: the baseline
+
+
+@dataclass
+class Finding:
+    """One gate's say: what it breaks, what evidence it still lacks, and the figures it judged."""
+
+    failures: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    figures: dict = field(default_factory=dict)
+
+
+GateCheck = Callable[[Gates, Evidence], Finding]
+GATES: dict[str, GateCheck] = {}  # the Gates limit that turns a gate on -> its check, in report order
+
+
+def gate(limit: str):
+    """Register a telemetry gate, judged when ``limit`` (a field of Gates) is set."""
+    if limit not in {f.name for f in fields(Gates)}:
+        raise ValueError(f"gate {limit!r} is not a field of Gates")
+
+    def register(check: GateCheck) -> GateCheck:
+        GATES[limit] = check
+        return check
+
+    return register
+
+
+@gate("max_error_rate")
+def error_rate(gates: Gates, evidence: Evidence) -> Finding:
+    # a window's count is the invocations that succeeded (timed by the Session's hooks);
+    # errors are the ones that raised, so the rate is errors over both
+    errors = sum(w.get("errors", 0) for w in evidence.new)
+    invocations = sum(w.get("count", 0) for w in evidence.new) + errors
+    rate = errors / invocations if invocations else 0.0
+    finding = Finding(figures={"error_rate": rate})
+    if invocations and rate > gates.max_error_rate:
+        finding.failures.append(f"error rate {rate:.1%} > {gates.max_error_rate:.1%}")
+    return finding
+
+
+@gate("max_latency_regression")
+def latency_regression(gates: Gates, evidence: Evidence) -> Finding:
+    p90_new = [w["latency"]["p90_ms"] for w in evidence.new if w.get("latency")]
+    p90_old = [w["latency"]["p90_ms"] for w in evidence.previous if w.get("latency")]
+    finding = Finding()
+    if not p90_old:
+        finding.missing.append("no verdict on latency: the wave's devices sent no p90 on the previous version")
+    elif p90_new:
+        ratio = statistics.median(p90_new) / statistics.median(p90_old)
+        finding.figures["p90_ratio"] = ratio
+        if ratio > gates.max_latency_regression:
+            finding.failures.append(
+                f"p90 latency {ratio:.2f}x the previous version's > {gates.max_latency_regression:.2f}x"
+            )
+    return finding
+
+
+@gate("max_power_w")
+def power(gates: Gates, evidence: Evidence) -> Finding:
+    readings = [w["power"] for w in evidence.new if w.get("power") and w["power"].get("watts") is not None]
+    finding = Finding()
+    if gates.power_measured_only:
+        measured = [r for r in readings if not r.get("estimated")]
+        finding.figures["power_estimates_ignored"] = len(readings) - len(measured)
+        readings = measured
+    if not readings:
+        return finding
+    estimated = sum(1 for r in readings if r.get("estimated"))
+    watts = statistics.median(r["watts"] for r in readings)
+    finding.figures.update(watts=watts, watts_estimated=estimated)
+    if watts > gates.max_power_w:
+        note = f" ({estimated} of {len(readings)} windows estimated, not measured)" if estimated else ""
+        finding.failures.append(f"median power {watts:.2f} W > {gates.max_power_w:.2f} W{note}")
+    return finding
+
+
 def _windows(rows: list[tuple[str, str]]) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     for device, payload in rows:
@@ -82,6 +169,11 @@ def _windows(rows: list[tuple[str, str]]) -> dict[str, list[dict]]:
 
 def _invocations(window: dict) -> int:
     return int(window.get("count", 0)) + int(window.get("errors", 0) or 0)
+
+
+def _started_after(window: dict, switched: float | None) -> bool:
+    start = float(window.get("ts", 0.0)) - float(window.get("window_s", 0.0))
+    return switched is not None and start >= switched
 
 
 def judge_telemetry(
@@ -100,63 +192,36 @@ def judge_telemetry(
         return Verdict(True, True, [], [], {})
     if not devices:
         return Verdict(False, False, ["no device of the wave committed the new model"], [], {})
-
-    def after_switch(device: str, window: dict) -> bool:
-        if switched_at is None:
-            return True
-        start = float(window.get("ts", 0.0)) - float(window.get("window_s", 0.0))
-        return device in switched_at and start >= switched_at[device]
-
     new = {
-        d: [w for w in ws if w.get("sha256") == new_sha and _invocations(w) > 0 and after_switch(d, w)]
+        d: [
+            w
+            for w in ws
+            if w.get("sha256") == new_sha
+            and _invocations(w) > 0
+            and (switched_at is None or _started_after(w, switched_at.get(d)))
+        ]
         for d, ws in _windows(after).items()
     }
     old = {d: [w for w in ws if w.get("sha256") != new_sha] for d, ws in _windows(before).items()}
-    missing = [
+    short = [
         d
         for d in devices
         if len(new.get(d, [])) < gates.telemetry_windows
         or sum(_invocations(w) for w in new.get(d, [])) < gates.min_invocations
     ]
-    windows = [w for d in devices for w in new.get(d, [])]
-    reasons, absent, figures = [], [], {}
-    if missing:
-        absent.append(
-            f"no verdict yet: {len(missing)} of {len(devices)} devices ({', '.join(missing[:5])}) have not sent "
+    verdict = Verdict(True, False, [], [], {})
+    if short:
+        verdict.missing.append(
+            f"no verdict yet: {len(short)} of {len(devices)} devices ({', '.join(short[:5])}) have not sent "
             f"{gates.telemetry_windows} windows with {gates.min_invocations} invocations on the new model"
         )
-    if gates.max_error_rate is not None:
-        # a window's count is the invocations that succeeded (timed by the Session's hooks);
-        # errors are the ones that raised, so the rate is errors over both
-        errors = sum(w.get("errors", 0) for w in windows)
-        invocations = sum(w.get("count", 0) for w in windows) + errors
-        rate = errors / invocations if invocations else 0.0
-        figures["error_rate"] = rate
-        if invocations and rate > gates.max_error_rate:
-            reasons.append(f"error rate {rate:.1%} > {gates.max_error_rate:.1%}")
-    ready = not missing
-    if gates.max_latency_regression is not None:
-        p90_new = [w["latency"]["p90_ms"] for w in windows if w.get("latency")]
-        p90_old = [w["latency"]["p90_ms"] for d in devices for w in old.get(d, []) if w.get("latency")]
-        if p90_new and p90_old:
-            ratio = statistics.median(p90_new) / statistics.median(p90_old)
-            figures["p90_ratio"] = ratio
-            if ratio > gates.max_latency_regression:
-                reasons.append(f"p90 latency {ratio:.2f}x the previous version's > {gates.max_latency_regression:.2f}x")
-        elif not p90_old:
-            ready = False
-            absent.append("no verdict on latency: the wave's devices sent no p90 on the previous version")
-    if gates.max_power_w is not None:
-        readings = [w["power"] for w in windows if w.get("power") and w["power"].get("watts") is not None]
-        if gates.power_measured_only:
-            measured = [r for r in readings if not r.get("estimated")]
-            figures["power_estimates_ignored"] = len(readings) - len(measured)
-            readings = measured
-        estimated = sum(1 for r in readings if r.get("estimated"))
-        if readings:
-            figures["watts"] = statistics.median(r["watts"] for r in readings)
-            figures["watts_estimated"] = estimated
-            if figures["watts"] > gates.max_power_w:
-                note = f" ({estimated} of {len(readings)} windows estimated, not measured)" if estimated else ""
-                reasons.append(f"median power {figures['watts']:.2f} W > {gates.max_power_w:.2f} W{note}")
-    return Verdict(ready, ready and not reasons, reasons, absent, figures)
+    evidence = Evidence([w for d in devices for w in new.get(d, [])], [w for d in devices for w in old.get(d, [])])
+    for limit, check in GATES.items():
+        if getattr(gates, limit) is not None:
+            finding = check(gates, evidence)
+            verdict.failures += finding.failures
+            verdict.missing += finding.missing
+            verdict.figures.update(finding.figures)
+    verdict.ready = not verdict.missing
+    verdict.passed = verdict.ready and not verdict.failures
+    return verdict

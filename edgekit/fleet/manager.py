@@ -21,7 +21,7 @@ from edgekit.errors import InputError
 from edgekit.fleet.gates import Gates, judge_telemetry
 from edgekit.fleet.store import FleetStore
 from edgekit.mqtt import choose_version, connect_args, make_client
-from edgekit.protocol import FINAL_STEPS
+from edgekit.protocol import FAILED_STEPS, FINAL_STEPS, ROLLOUT_ENDS, RolloutState, Step
 
 __all__ = ["FleetManager", "FleetStore"]
 
@@ -266,7 +266,7 @@ class FleetManager:
                 json.dumps(cuts),
                 gates.max_failures,
                 0,
-                "running",
+                RolloutState.RUNNING.value,
                 now,
                 json.dumps(gates.to_dict()),
                 now,
@@ -315,7 +315,7 @@ class FleetManager:
             "devices": json.loads(devices),
             "cuts": json.loads(cuts),
             "wave": wave,
-            "state": state,
+            "state": RolloutState(state),
             "created": created,
             "gates": Gates.from_dict(json.loads(gates or "{}")),
             "wave_started": wave_started or created,
@@ -329,7 +329,7 @@ class FleetManager:
             "SELECT device, step, reason FROM deployment_state WHERE deployment=? AND fleet=?", (rollout_id, r["fleet"])
         )
         steps = {device: step for device, step, _ in rows}
-        failures = {device: reason for device, step, reason in rows if step in ("failed", "rolled_back")}
+        failures = {device: reason for device, step, reason in rows if step in FAILED_STEPS}
         counts: dict[str, int] = {}
         for step in steps.values():
             counts[step] = counts.get(step, 0) + 1
@@ -352,31 +352,38 @@ class FleetManager:
     def rollouts(self) -> list[dict]:
         return [self.rollout_status(i) for (i,) in self.store.query("SELECT id FROM rollouts ORDER BY created")]
 
-    def _set_state(self, rollout_id: str, state: str, reason: str = "", allowed: tuple[str, ...] = ()) -> None:
+    def _set_state(
+        self, rollout_id: str, state: RolloutState, reason: str = "", allowed: tuple[RolloutState, ...] = ()
+    ) -> None:
         current = self._rollout(rollout_id)["state"]
         if allowed and current not in allowed:
             raise InputError(f"rollout {rollout_id} is {current}; cannot make it {state}")
         self.store.execute(
-            "UPDATE rollouts SET state=?, reason=?, wave_started=? WHERE id=?", (state, reason, time.time(), rollout_id)
+            "UPDATE rollouts SET state=?, reason=?, wave_started=? WHERE id=?",
+            (state.value, reason, time.time(), rollout_id),
         )
-        self._event(rollout_id, state, reason)
+        self._event(rollout_id, state.value, reason)
 
     def pause(self, rollout_id: str) -> None:
         """Hold the rollout: no new devices get it; those at work finish."""
-        self._set_state(rollout_id, "paused", "paused by command", allowed=("running",))
+        self._set_state(rollout_id, RolloutState.PAUSED, "paused by command", allowed=(RolloutState.RUNNING,))
 
     def resume(self, rollout_id: str) -> None:
-        self._set_state(rollout_id, "running", "", allowed=("paused",))
+        self._set_state(rollout_id, RolloutState.RUNNING, "", allowed=(RolloutState.PAUSED,))
         self._advance(rollout_id)
 
     def abort(
-        self, rollout_id: str, reason: str = "aborted by command", rollback: bool = False, final: str = "aborted"
+        self,
+        rollout_id: str,
+        reason: str = "aborted by command",
+        rollback: bool = False,
+        final: RolloutState = RolloutState.ABORTED,
     ) -> None:
         """Stop the rollout: devices that have not started never will (their retained desired state
         is cleared); with ``rollback`` every device it switched goes back to its previous model.
         ``final``: the state it ends in (``aborted``, or ``rolled_back`` when the operator asked)."""
         r = self._rollout(rollout_id)
-        if r["state"] in ("done", "aborted", "rolled_back") and not rollback:
+        if r["state"] in ROLLOUT_ENDS and not rollback:
             raise InputError(f"rollout {rollout_id} is {r['state']} already")
         self._set_state(rollout_id, final, reason)
         if rollback:
@@ -389,11 +396,11 @@ class FleetManager:
             self._roll_back_switched(rollout_id, r["fleet"], steps)
 
     def rollback(self, rollout_id: str) -> None:
-        self.abort(rollout_id, ROLLBACK_BY_COMMAND, rollback=True, final="rolled_back")
+        self.abort(rollout_id, ROLLBACK_BY_COMMAND, rollback=True, final=RolloutState.ROLLED_BACK)
 
     def _roll_back_switched(self, rollout_id: str, fleet: str, steps: dict[str, str]) -> None:
         for device, step in steps.items():
-            if step in ("switched", "committed") and (rollout_id, device) not in self._rolled_back:
+            if step in (Step.SWITCHED, Step.COMMITTED) and (rollout_id, device) not in self._rolled_back:
                 self.command(fleet, device, "rollback", deployment=rollout_id)
                 self._rolled_back.add((rollout_id, device))
 
@@ -409,14 +416,14 @@ class FleetManager:
         if r["rollback"]:  # stragglers that switch after a rollback go back too
             self._roll_back_switched(rollout_id, r["fleet"], self.rollout_status(rollout_id)["steps"])
             return
-        if r["state"] != "running":
+        if r["state"] != RolloutState.RUNNING:
             return
         gates: Gates = r["gates"]
         status = self.rollout_status(rollout_id)
         steps = status["steps"]
         self._log_failures(rollout_id, status["failures"])
         targeted = r["devices"][: r["cuts"][r["wave"]]]
-        failed = [d for d in targeted if steps.get(d) in ("failed", "rolled_back")]
+        failed = [d for d in targeted if steps.get(d) in FAILED_STEPS]
         if failed and len(failed) / len(targeted) > gates.max_failures:
             self.abort(
                 rollout_id, f"{len(failed)} of {len(targeted)} devices failed (gate {gates.max_failures:.0%})", True
@@ -429,29 +436,8 @@ class FleetManager:
         timed_out = time.time() - r["wave_started"] > gates.wave_timeout_s
         if any(steps.get(d) not in FINAL_STEPS for d in targeted) and not timed_out:
             return
-        committed = [d for d in targeted if steps.get(d) == "committed"]
-        if gates.needs_telemetry:
-            window = r["created"] - 3600  # what the devices reported in the hour before, as the baseline
-            rows = self._telemetry_rows(r["fleet"], committed, window) if committed else []
-            switched = dict(
-                self.store.query(
-                    "SELECT device, switched_ts FROM deployment_state WHERE deployment=? AND switched_ts IS NOT NULL",
-                    (rollout_id,),
-                )
-            )
-            verdict = judge_telemetry(gates, r["deploy"]["sha256"], rows, rows, committed, switched)
-            if not verdict.ready and verdict.failures and timed_out:
-                self.abort(rollout_id, "health gate: " + "; ".join(verdict.reasons), rollback=True)
-                return
-            if not verdict.ready:
-                if timed_out:  # no evidence is no pass: a person decides (resume waits again, or abort)
-                    self._set_state(rollout_id, "paused", "; ".join(verdict.reasons) + " (wave timeout)")
-                return
-            verdict_text = "failed: " + "; ".join(verdict.reasons) if not verdict.passed else "passed"
-            self._event(rollout_id, "gate", f"wave {r['wave'] + 1} {verdict_text}", figures=verdict.figures)
-            if not verdict.passed:
-                self.abort(rollout_id, "health gate: " + "; ".join(verdict.reasons), rollback=True)
-                return
+        if gates.needs_telemetry and not self._telemetry_gates_pass(r, targeted, steps, timed_out):
+            return
         if r["wave"] + 1 < len(r["cuts"]):
             self.store.execute(
                 "UPDATE rollouts SET wave=?, wave_started=? WHERE id=?", (r["wave"] + 1, time.time(), rollout_id)
@@ -461,8 +447,37 @@ class FleetManager:
             )
             self._advance(rollout_id)
         else:
-            self.store.execute("UPDATE rollouts SET state='done' WHERE id=?", (rollout_id,))
-            self._event(rollout_id, "done", f"{len([s for s in steps.values() if s == 'committed'])} devices committed")
+            self.store.execute("UPDATE rollouts SET state=? WHERE id=?", (RolloutState.DONE.value, rollout_id))
+            self._event(
+                rollout_id, RolloutState.DONE.value, f"{list(steps.values()).count(Step.COMMITTED)} devices committed"
+            )
+
+    def _telemetry_gates_pass(self, r: dict, targeted: list[str], steps: dict[str, str], timed_out: bool) -> bool:
+        """Judge the wave's telemetry; a failed gate aborts and rolls back, and a wave that ran out
+        of time without evidence pauses (no evidence is no pass: a person decides)."""
+        rollout_id, gates = r["id"], r["gates"]
+        committed = [d for d in targeted if steps.get(d) == Step.COMMITTED]
+        window = r["created"] - 3600  # what the devices reported in the hour before, as the baseline
+        rows = self._telemetry_rows(r["fleet"], committed, window) if committed else []
+        switched = dict(
+            self.store.query(
+                "SELECT device, switched_ts FROM deployment_state WHERE deployment=? AND switched_ts IS NOT NULL",
+                (rollout_id,),
+            )
+        )
+        verdict = judge_telemetry(gates, r["deploy"]["sha256"], rows, rows, committed, switched)
+        if not verdict.ready and verdict.failures and timed_out:
+            self.abort(rollout_id, "health gate: " + "; ".join(verdict.reasons), rollback=True)
+            return False
+        if not verdict.ready:
+            if timed_out:  # resume waits again, abort stops it
+                self._set_state(rollout_id, RolloutState.PAUSED, "; ".join(verdict.reasons) + " (wave timeout)")
+            return False
+        verdict_text = "failed: " + "; ".join(verdict.reasons) if not verdict.passed else "passed"
+        self._event(rollout_id, "gate", f"wave {r['wave'] + 1} {verdict_text}", figures=verdict.figures)
+        if not verdict.passed:
+            self.abort(rollout_id, "health gate: " + "; ".join(verdict.reasons), rollback=True)
+        return verdict.passed
 
     def _log_failures(self, rollout_id: str, failures: dict[str, str]) -> None:
         """A device failed or rolled back: one event each, with its reason (once, across restarts)."""
@@ -481,7 +496,8 @@ class FleetManager:
     def _rollout_loop(self) -> None:
         while not self._stop.wait(0.5):
             for (rollout_id,) in self.store.query(
-                "SELECT id FROM rollouts WHERE state='running' OR (state IN ('aborted', 'rolled_back') AND rollback=1)"
+                "SELECT id FROM rollouts WHERE state=? OR (state IN (?, ?) AND rollback=1)",
+                (RolloutState.RUNNING.value, RolloutState.ABORTED.value, RolloutState.ROLLED_BACK.value),
             ):
                 try:
                     self._advance(rollout_id)

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from edgekit.errors import FleetError
+from edgekit.protocol import FAILED_STEPS, Step
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS devices (fleet TEXT, device TEXT, state TEXT, last_seen DOUBLE PRECISION,
@@ -148,8 +149,8 @@ class FleetStore:
                 seen[(fleet, device)] = max(p["ts"], seen.get((fleet, device), 0))
             elif channel == "progress":
                 details = p.get("details") if isinstance(p.get("details"), dict) else {}
-                reason = str(details.get("reason", ""))[:500] if p["step"] in ("failed", "rolled_back") else ""
-                switched = p["ts"] if p["step"] == "switched" else None
+                reason = str(details.get("reason", ""))[:500] if p["step"] in FAILED_STEPS else ""
+                switched = p["ts"] if p["step"] == Step.SWITCHED else None
                 progress.append((p["deployment"], fleet, device, p["step"], p["ts"], reason, switched))
         with self.lock, self._transaction():
             self._many(UPSERT_DEVICE, statuses)

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from edgekit.errors import InputError
-from edgekit.fleet.gates import Gates, judge_telemetry
+from edgekit.fleet.gates import GATES, Evidence, Finding, Gates, gate, judge_telemetry
 
 NEW, OLD = "n" * 64, "o" * 64
 
@@ -296,3 +296,40 @@ def test_estimates_ignored_are_counted():
     rows = [w("a", power=power(5.0)), w("a", power=power(4.0, estimated=False))]
     verdict = judge_telemetry(G(max_power_w=6.0, power_measured_only=True), NEW, rows, [], ["a"])
     assert verdict.figures == {"power_estimates_ignored": 1, "watts": 4.0, "watts_estimated": 0}
+
+
+# --- issue 22: the telemetry gates are a registry --------------------------------------------------
+
+
+def test_each_telemetry_gate_is_registered_under_its_limit_in_report_order():
+    from dataclasses import fields
+
+    assert list(GATES) == ["max_error_rate", "max_latency_regression", "max_power_w"]
+    assert set(GATES) <= {f.name for f in fields(Gates)}
+    for limit in GATES:  # setting a gate's limit is what makes a rollout wait for telemetry
+        assert Gates(**{limit: 1.0}).needs_telemetry
+    assert not Gates().needs_telemetry
+    with pytest.raises(ValueError, match="not a field of Gates"):
+        gate("max_temperature_c")
+
+
+def test_a_registered_gate_judges_the_evidence_of_the_wave_only(monkeypatch):
+    """A gate sees the new model's windows of the wave's devices after their switch, and the
+    other models' windows of the same devices as the baseline; its finding joins the verdict."""
+    seen = []
+
+    def thermal(gates: Gates, evidence: Evidence) -> Finding:
+        seen.append(evidence)
+        return Finding(failures=["too hot"], figures={"temp_c": 90.0})
+
+    monkeypatch.setitem(GATES, "max_power_w", thermal)
+    after = [w("a", ts=100.0, temp_c=90.0), w("a", ts=50.0), w("b", ts=100.0), w("a", OLD, ts=100.0)]
+    before = [w("a", OLD, seq=7), w("c", OLD)]
+    verdict = judge_telemetry(G(max_power_w=5.0), NEW, after, before, ["a"], {"a": 60.0})
+    (evidence,) = seen
+    assert [x["temp_c"] for x in evidence.new] == [90.0]  # not b (outside the wave), not before the switch
+    assert [x["seq"] for x in evidence.previous] == [7]  # a's other model only, never c's
+    assert verdict.ready and not verdict.passed
+    assert (verdict.failures, verdict.figures) == (["too hot"], {"temp_c": 90.0})
+    # a gate whose limit is not set is not asked
+    assert judge_telemetry(G(max_error_rate=1.0), NEW, after, before, ["a"], {"a": 60.0}).passed and len(seen) == 1

@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, quote, urlencode
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from edgekit.fleet.console.charts import Chart, Series
+from edgekit.protocol import FAILED_STEPS, ROLLOUT_ENDS, STATUS_STATES, RolloutState, Step
 
 COOKIE = "edgekit_console"
 BUTTON_HEADER = "X-Edgekit-Console"  # sent by the console's buttons with the login cookie
@@ -28,7 +29,6 @@ OPEN_PAGES = ("login_form", "login", "logout")  # everything else needs the logi
 CURRENT_S = 300.0  # the fleet page's "latest window": one sent in the last 5 minutes (30 at 10 s)
 WINDOWS = {"15m": 900, "1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400}
 DEVICE_WINDOWS_MAX = 20_000  # telemetry windows one device chart reads at most (7 days at 30 s)
-STATES = ("online", "offline")
 NEXT_PAGE = re.compile(r"/console[A-Za-z0-9/_.~%?=&+-]*")  # where a login may return: console paths only
 MAX_LOGIN_BYTES = 4096
 SECTIONS = {  # the menu entry each page is under
@@ -39,10 +39,10 @@ SECTIONS = {  # the menu entry each page is under
     "packages.html": "packages",
 }
 ROLLOUT_STATES_WITH_BUTTONS = {
-    "pause": ("running",),
-    "resume": ("paused",),
-    "abort": ("running", "paused"),
-    "rollback": ("running", "paused", "done", "aborted"),
+    "pause": (RolloutState.RUNNING,),
+    "resume": (RolloutState.PAUSED,),
+    "abort": (RolloutState.RUNNING, RolloutState.PAUSED),
+    "rollback": (RolloutState.RUNNING, RolloutState.PAUSED, RolloutState.DONE, RolloutState.ABORTED),
 }
 
 
@@ -191,8 +191,8 @@ class Console:
 
     def fleet(self, handler, query: dict) -> Page:
         state = query.get("state", "")
-        if state not in ("", *STATES):
-            raise PageError(400, f"state must be one of {list(STATES)} (got {state!r})")
+        if state not in ("", *STATUS_STATES):
+            raise PageError(400, f"state must be one of {list(STATUS_STATES)} (got {state!r})")
         tag, model = query.get("tag", ""), query.get("model", "")
         devices = self._fleet_devices()
         counts = {
@@ -220,7 +220,7 @@ class Console:
             tags=sorted({t for d in devices for t in d["tags"]}),
             models=sorted({d["model"] for d in devices if d["model"]}),
             chosen={"tag": tag, "state": state, "model": model},
-            states=STATES,
+            states=STATUS_STATES,
             current_min=int(CURRENT_S // 60),
         )
 
@@ -457,15 +457,15 @@ def _waves(status: dict) -> list[dict]:
     for index, cut in enumerate(status["cuts"]):
         devices = status["devices"][start:cut]
         steps = [status["steps"].get(d) for d in devices]
-        committed = steps.count("committed")
-        failed = sum(1 for s in steps if s in ("failed", "rolled_back"))
+        committed = steps.count(Step.COMMITTED)
+        failed = sum(1 for s in steps if s in FAILED_STEPS)
         started = sum(1 for s in steps if s is not None)
-        if index < status["wave"] or status["state"] == "done":
+        if index < status["wave"] or status["state"] == RolloutState.DONE:
             where = "passed"
         elif index == status["wave"]:
             where = status["state"]  # running, paused, aborted, rolled_back
         else:
-            where = "waiting" if status["state"] in ("running", "paused") else "not reached"
+            where = "waiting" if status["state"] not in ROLLOUT_ENDS else "not reached"
         waves.append(
             {
                 "name": "canary" if index == 0 else f"wave {index}",
