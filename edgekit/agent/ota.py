@@ -8,13 +8,18 @@ The device keeps two slots; the package goes into the inactive one and the switc
 atomic rename of ``state.json``. Every step is written before it is taken, so a process killed
 at any point restarts on a consistent model: before the switch the old model still serves and
 the unfinished deployment is cleaned up and retried; after it but before the commit, the switch
-is rolled back (the new model never proved itself) and the deployment counts as failed."""
+is rolled back (the new model never proved itself) and the deployment counts as failed.
+
+``state.json`` carries a ``version``; an older file is migrated when it is read (``migrate_state``),
+one written by a newer agent is left untouched and refused for changes (``StateVersionError``)
+while the model it names keeps serving."""
 
 from __future__ import annotations
 
 import errno
 import http.client
 import json
+import logging
 import os
 import re
 import shutil
@@ -30,8 +35,10 @@ from pathlib import Path
 
 from edgekit import package
 from edgekit.agent.trust import UpdateTrust
-from edgekit.errors import PackageError
+from edgekit.errors import FleetError, PackageError
 from edgekit.protocol import ProtocolError, Step
+
+log = logging.getLogger("edgekit.agent")
 
 CHUNK = 1 << 16
 STALL_S = 30.0  # no byte for this long: the connection is dead
@@ -113,6 +120,36 @@ def version_key(version: str) -> tuple:
 
 Reporter = Callable[[str, str, dict], None]  # (deployment id, step, details)
 
+STATE_VERSION = 1  # of state.json; a change older agents cannot read safely takes the next number
+
+
+class StateVersionError(FleetError):
+    """A state.json this agent cannot read for changes: written by a newer agent, or damaged."""
+
+
+def _unversioned_to_1(state: dict) -> dict:
+    """The format before versions: the same fields, the optional ones not always present."""
+    return {"given_up": [], "highest_versions": {}, **state, "version": 1}
+
+
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {0: _unversioned_to_1}  # from version -> to the next
+
+
+def migrate_state(state: dict, path: Path | str = "state.json") -> dict:
+    """``state`` in the current format; a file from a newer agent (or not a state) is refused."""
+    version = state.get("version", 0) if isinstance(state, dict) else None
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise StateVersionError(f"{path} is not an agent state (version {version!r}); restore it from a backup")
+    if version > STATE_VERSION:
+        raise StateVersionError(
+            f"{path} has version {version}, written by a newer agent; this one reads up to {STATE_VERSION}: "
+            "upgrade edgekit on this device (the model it names keeps serving, updates wait)"
+        )
+    while version < STATE_VERSION:
+        state = MIGRATIONS[version](state)
+        version = state["version"]
+    return state
+
 
 class Slots:
     """The device's model store: ``state.json``, two slots, a download folder."""
@@ -122,14 +159,33 @@ class Slots:
         self.trust = trust
         self.superseded = threading.Event()  # set by the agent when a newer desired state arrives
         self.download_deadline = download_deadline  # size -> seconds
+        # called with each step once it is persisted, before it is acted on (tests stop the process there)
+        self.after_step: Callable[[Step], None] | None = None
         for sub in ("slots/a", "slots/b", "downloads"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         if not (self.root / "state.json").exists():
-            self._save({"current": None, "previous": None, "pending": None})
+            empty = {"current": None, "previous": None, "pending": None, "given_up": [], "highest_versions": {}}
+            self._save({"version": STATE_VERSION, **empty})
+        self._upgrade_state()
 
     # --- persisted state -----------------------------------------------------------------
-    def state(self) -> dict:
+    def _read(self) -> dict:
         return json.loads((self.root / "state.json").read_text())
+
+    def state(self) -> dict:
+        """The state in the current format, to change it: StateVersionError when that is not safe."""
+        return migrate_state(self._read(), self.root / "state.json")
+
+    def _upgrade_state(self) -> None:
+        """An older state.json is rewritten in the current format at once; a newer one is kept as
+        it is (a newer agent may come back to it) and logged: the agent serves, updates wait."""
+        try:
+            state = self.state()
+        except StateVersionError as exc:
+            log.error("%s", exc)
+            return
+        if state != self._read():
+            self._save(state)
 
     def _save(self, state: dict) -> None:
         fd, tmp = tempfile.mkstemp(prefix=".state.", dir=self.root)
@@ -147,18 +203,31 @@ class Slots:
         state = self.state()
         state["pending"] = {**(state["pending"] or {}), "step": step, **fields}
         self._save(state)
-        _pause_for_tests(step)
+        self._stepped(step)
+
+    def _stepped(self, step: Step) -> None:
+        if self.after_step is not None:
+            self.after_step(step)
 
     # --- what the application runs -----------------------------------------------------
     def current_model(self) -> Path | None:
-        current = self.state()["current"]
+        current = self.current()
         return None if current is None else self.root / "slots" / current["slot"] / current["model"]
 
     def current(self) -> dict | None:
-        return self.state()["current"]
+        """What serves. Every version of state.json keeps ``current`` in this form, so an agent
+        reads it from a newer agent's file too and keeps serving."""
+        current = self._read().get("current")
+        if current is not None and not (
+            isinstance(current, dict)
+            and current.get("slot") in ("a", "b")
+            and all(isinstance(current.get(k), str) for k in ("model", "sha256"))
+        ):
+            raise StateVersionError(f"{self.root / 'state.json'} names no model this agent can serve: {current!r}")
+        return current
 
     def current_manifest(self) -> dict | None:
-        current = self.state()["current"]
+        current = self.current()
         if current is None:
             return None
         try:
@@ -173,48 +242,22 @@ class Slots:
     # --- the update -------------------------------------------------------------------------
     def deploy(self, d: Deployment, report: Reporter, budget_s: float = 60.0) -> bool:
         """Run one deployment to the end; True when the new model serves."""
-        state = self.state()
-        current = state["current"]
-        if current is not None and current["sha256"] == d.sha256:
+        if (self.current() or {}).get("sha256") == d.sha256:
             report(d.id, Step.COMMITTED, {"note": "already serving"})
             return True
-        if d.id in state.get("given_up", []):
+        try:
+            given_up = self.state()["given_up"]
+        except StateVersionError as exc:  # nothing is written: the state is a newer agent's
+            report(d.id, Step.FAILED, {"reason": str(exc)})
+            return False
+        if d.id in given_up:
             report(d.id, Step.FAILED, {"reason": "this deployment failed or was rolled back here before"})
             return False
         self._step(Step.RECEIVED, deployment=d.__dict__)
         report(d.id, Step.RECEIVED, {})
         archive = self.root / "downloads" / f"{d.sha256}.tar"
         try:
-            signed = self.trust.target(d.url, d.package)
-            if (signed.sha256, signed.length) != (d.sha256, d.size):
-                raise PackageError(
-                    f"the deploy message's sha256 and size for {d.package} are not what the fleet's "
-                    "signed targets metadata says: refusing it"
-                )
-            self._download(d, report, archive)
-            try:
-                package.check_digest(archive, sha256=signed.sha256, size=signed.length)
-            except PackageError:
-                archive.unlink(missing_ok=True)  # a corrupt download must not poison the next attempt
-                raise
-            slot = self._inactive()
-            self._step(Step.VERIFIED, slot=slot)  # from here a failure (a full disk mid-unpack) empties the slot
-            report(d.id, Step.VERIFIED, {})
-            target = self.root / "slots" / slot
-            shutil.rmtree(target, ignore_errors=True)
-            manifest = package.unpack(archive, target)
-            if (manifest.get("name"), manifest.get("version")) != (signed.name, signed.version):
-                raise PackageError(
-                    f"the package's manifest says {manifest.get('name')} {manifest.get('version')}, "
-                    f"its signed metadata {signed.name} {signed.version}: refusing it"
-                )
-            self._refuse_downgrade(manifest)
-            self._refuse_incompatible(manifest)
-            self._step(Step.INSTALLED, slot=slot)
-            report(d.id, Step.INSTALLED, {"slot": slot})
-            health = healthcheck(target / manifest["model"], manifest.get("latency_budget_ms"), budget_s)
-            self._step(Step.HEALTH_OK, health=health)
-            report(d.id, Step.HEALTH_OK, health)
+            slot, manifest = self._install(d, report, archive, budget_s)
         except (PackageError, HealthCheckError) as exc:  # the package is bad: never retry it here
             archive.unlink(missing_ok=True)
             self._fail(d, report, str(exc))
@@ -229,6 +272,47 @@ class Slots:
                 exc = OSError(exc.errno, f"no space left on the device for the package: {_space(d, archive)}")
             self._fail(d, report, f"{exc.strerror or exc}", give_up=False)
             return False
+        self._switch(d, slot, manifest)
+        report(d.id, Step.SWITCHED, {"slot": slot})
+        self._collect_downloads()
+        return True
+
+    def _install(self, d: Deployment, report: Reporter, archive: Path, budget_s: float) -> tuple[str, dict]:
+        """Download, verify, unpack into the inactive slot and health-check: (slot, manifest)."""
+        signed = self.trust.target(d.url, d.package)
+        if (signed.sha256, signed.length) != (d.sha256, d.size):
+            raise PackageError(
+                f"the deploy message's sha256 and size for {d.package} are not what the fleet's "
+                "signed targets metadata says: refusing it"
+            )
+        self._download(d, report, archive)
+        try:
+            package.check_digest(archive, sha256=signed.sha256, size=signed.length)
+        except PackageError:
+            archive.unlink(missing_ok=True)  # a corrupt download must not poison the next attempt
+            raise
+        slot = self._inactive()
+        self._step(Step.VERIFIED, slot=slot)  # from here a failure (a full disk mid-unpack) empties the slot
+        report(d.id, Step.VERIFIED, {})
+        target = self.root / "slots" / slot
+        shutil.rmtree(target, ignore_errors=True)
+        manifest = package.unpack(archive, target)
+        if (manifest.get("name"), manifest.get("version")) != (signed.name, signed.version):
+            raise PackageError(
+                f"the package's manifest says {manifest.get('name')} {manifest.get('version')}, "
+                f"its signed metadata {signed.name} {signed.version}: refusing it"
+            )
+        self._refuse_downgrade(manifest)
+        self._refuse_incompatible(manifest)
+        self._step(Step.INSTALLED, slot=slot)
+        report(d.id, Step.INSTALLED, {"slot": slot})
+        health = healthcheck(target / manifest["model"], manifest.get("latency_budget_ms"), budget_s)
+        self._step(Step.HEALTH_OK, health=health)
+        report(d.id, Step.HEALTH_OK, health)
+        return slot, manifest
+
+    def _switch(self, d: Deployment, slot: str, manifest: dict) -> None:
+        """The new model serves from here: one atomic rename of state.json."""
         state = self.state()
         state["previous"], state["current"] = (
             state["current"],
@@ -242,11 +326,8 @@ class Slots:
             },
         )
         state["pending"] = {**state["pending"], "step": Step.SWITCHED}
-        self._save(state)  # the atomic switch
-        _pause_for_tests(Step.SWITCHED)
-        report(d.id, Step.SWITCHED, {"slot": slot})
-        self._collect_downloads()
-        return True
+        self._save(state)
+        self._stepped(Step.SWITCHED)
 
     def _collect_downloads(self) -> None:
         """Archives are needed only until they are unpacked into a slot: none is kept after a switch."""
@@ -258,7 +339,7 @@ class Slots:
         deploy message says; going back means publishing the old model under a new version."""
         name, version = manifest.get("name", ""), manifest.get("version", "")
         state = self.state()
-        floors = [state.get("highest_versions", {}).get(name)]
+        floors = [state["highest_versions"].get(name)]
         if (state["current"] or {}).get("name") == name:
             floors.append(state["current"].get("version"))
         for floor in [f for f in floors if f is not None]:
@@ -287,19 +368,27 @@ class Slots:
             )
 
     def commit(self, deployment_id: str, report: Reporter) -> None:
-        state = self.state()
+        try:
+            state = self.state()
+        except StateVersionError as exc:  # called from invocations: must not raise
+            log.error("cannot commit %s: %s", deployment_id, exc)
+            return
         if state["pending"] and state["pending"].get("step") == Step.SWITCHED:
             state["pending"] = None
             current = state["current"] or {}
             name, version = current.get("name", ""), current.get("version", "")
-            highest = state.setdefault("highest_versions", {})
+            highest = state["highest_versions"]
             if name and version and (name not in highest or version_key(version) > version_key(highest[name])):
                 highest[name] = version  # a committed version is the floor from now on
             self._save(state)
             report(deployment_id, Step.COMMITTED, {})
 
     def rollback(self, deployment_id: str, report: Reporter, reason: str) -> bool:
-        state = self.state()
+        try:
+            state = self.state()
+        except StateVersionError as exc:  # called from MQTT callbacks and invocations: must not raise
+            log.error("cannot roll back %s: %s", deployment_id, exc)
+            return False
         if (
             not deployment_id
             or state["previous"] is None
@@ -329,7 +418,10 @@ class Slots:
 
     def resume(self, report: Reporter) -> Deployment | None:
         """After a restart: settle an interrupted deployment. Returns one to retry, if any."""
-        state = self.state()
+        try:
+            state = self.state()
+        except StateVersionError:  # logged when the slots were opened: what it names keeps serving
+            return None
         pending = state["pending"]
         if pending is None:
             return None
@@ -424,13 +516,4 @@ def _space(d: Deployment, archive: Path) -> str:
 
 
 def _give_up(state: dict, deployment_id: str, keep: int = 50) -> None:
-    state["given_up"] = [*state.get("given_up", []), deployment_id][-keep:]
-
-
-def _pause_for_tests(step: str) -> None:
-    """Tests kill the agent at a chosen step: EDGEKIT_OTA_PAUSE_AT=step makes it wait there."""
-    if os.environ.get("EDGEKIT_OTA_PAUSE_AT") == step:
-        marker = os.environ.get("EDGEKIT_OTA_PAUSE_MARKER")
-        if marker:
-            Path(marker).write_text(step)
-        time.sleep(3600)
+    state["given_up"] = [*state["given_up"], deployment_id][-keep:]

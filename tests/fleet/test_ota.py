@@ -4,16 +4,14 @@ leaves a consistent, working model after restart."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from edgekit import package
-from edgekit.agent.ota import Deployment, Slots
+from edgekit.agent.ota import STATE_VERSION, Deployment, Slots, StateVersionError, migrate_state
 from edgekit.runtime import load
 
 
@@ -91,10 +89,12 @@ def test_bad_packages_never_serve(tmp_path, server, keys, models):
 
 
 AGENT = """
-import json, sys
-from edgekit.agent.ota import Deployment, Slots
+import json, os, signal, sys
+from edgekit.agent.ota import STATE_VERSION, Deployment, Slots, StateVersionError, migrate_state
 from edgekit.agent.trust import UpdateTrust
 slots = Slots(sys.argv[1], UpdateTrust(sys.argv[1] + "-tuf", open(sys.argv[2], "rb").read()))
+kill_at = sys.argv[4] if len(sys.argv) > 4 else None
+slots.after_step = lambda step: step == kill_at and os.kill(os.getpid(), signal.SIGKILL)
 retry = slots.resume(lambda *a: None)
 d = Deployment(**json.loads(sys.argv[3]))
 ok = slots.deploy(d, lambda *a: None)
@@ -111,17 +111,9 @@ def test_sigkill_at_every_step(tmp_path, server, keys, models, step):
     second = _deployment(tmp_path, server, keys, models[1], version="2", dep_id="d2")
     run = [sys.executable, "-c", AGENT, str(device), str(server.repo.file("root.json"))]
     assert subprocess.run([*run, json.dumps(first.__dict__)], capture_output=True, timeout=120).returncode == 0
-    marker = tmp_path / "paused"
-    env = {**os.environ, "EDGEKIT_OTA_PAUSE_AT": step, "EDGEKIT_OTA_PAUSE_MARKER": str(marker)}
-    proc = subprocess.Popen(
-        [*run, json.dumps(second.__dict__)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    deadline = time.time() + 60
-    while not marker.exists() and time.time() < deadline:
-        time.sleep(0.05)
-    assert marker.exists(), proc.stderr.read().decode()[-2000:] if proc.poll() is not None else "never paused"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    # the agent kills itself (SIGKILL: nothing runs after it) once the step is persisted
+    killed = subprocess.run([*run, json.dumps(second.__dict__), step], capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, f"never reached {step}: {killed.stderr[-2000:]}"
     # the model serving right now, straight after the kill
     slots = Slots(device, server.trust(device))
     serving = slots.current()["version"]
@@ -133,3 +125,70 @@ def test_sigkill_at_every_step(tmp_path, server, keys, models, step):
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1])["version"] == ("1" if step == "switched" else "2")
     assert Slots(device, server.trust(device)).state()["pending"] is None
+
+
+# --- state.json versions (issue 22) -----------------------------------------------------------------
+
+
+def test_a_new_state_json_carries_its_version(tmp_path, server):
+    Slots(tmp_path / "device", server.trust(tmp_path / "device"))
+    state = json.loads((tmp_path / "device" / "state.json").read_text())
+    assert state == {
+        "version": STATE_VERSION,
+        "current": None,
+        "previous": None,
+        "pending": None,
+        "given_up": [],
+        "highest_versions": {},
+    }
+
+
+def test_an_unversioned_state_json_is_migrated_and_rewritten(tmp_path, server, keys, models):
+    """A device updated from an agent that wrote no version: what serves, the version floor and
+    the deployments given up on are all read, and the file is rewritten with its version."""
+    device = tmp_path / "device"
+    slots, log = Slots(device, server.trust(device)), Log()
+    assert slots.deploy(_deployment(tmp_path, server, keys, models[0], version="1"), log)
+    slots.commit("d1", log)
+    serving = slots.current()
+    # exactly what the agent before versions wrote after this deployment (no given_up yet)
+    old = {"current": serving, "previous": None, "pending": None, "highest_versions": {"fc": "1"}}
+    (device / "state.json").write_text(json.dumps(old))
+    restarted = Slots(device, server.trust(device))
+    assert restarted.current() == serving and restarted.resume(log) is None
+    assert json.loads((device / "state.json").read_text()) == {**old, "version": 1, "given_up": []}
+    assert load(restarted.current_model(), threads=1).inputs[0].name == "features"
+    # the floor survived: an older version is a downgrade; a newer one installs
+    again = _deployment(tmp_path, server, keys, models[1], version="0.9", dep_id="d2")
+    assert not restarted.deploy(again, log) and "refusing a downgrade" in log.details[-1][1]["reason"]
+    assert restarted.deploy(_deployment(tmp_path, server, keys, models[1], version="2", dep_id="d3"), log)
+    assert restarted.state()["given_up"] == ["d2"] and restarted.state()["version"] == STATE_VERSION
+
+
+def test_a_state_json_from_a_newer_agent_is_refused_and_its_model_keeps_serving(tmp_path, server, keys, models, caplog):
+    device = tmp_path / "device"
+    slots, log = Slots(device, server.trust(device)), Log()
+    assert slots.deploy(_deployment(tmp_path, server, keys, models[0], version="1"), log)
+    slots.commit("d1", log)
+    newer = {**slots.state(), "version": STATE_VERSION + 1, "a_field_from_the_future": {"x": 1}}
+    (device / "state.json").write_text(json.dumps(newer))
+    before = (device / "state.json").read_bytes()
+    with caplog.at_level("ERROR", logger="edgekit.agent"):
+        restarted = Slots(device, server.trust(device))
+    assert f"has version {STATE_VERSION + 1}, written by a newer agent" in caplog.text
+    # what it names keeps serving ...
+    assert restarted.current()["version"] == "1" and restarted.resume(log) is None
+    assert load(restarted.current_model(), threads=1).inputs[0].name == "features"
+    # ... and nothing changes it: an update fails with the reason, a rollback is refused
+    assert not restarted.deploy(_deployment(tmp_path, server, keys, models[1], version="2", dep_id="d2"), log)
+    step, details = log.details[-1]
+    assert step == "failed" and f"reads up to {STATE_VERSION}: upgrade edgekit" in details["reason"]
+    assert not restarted.rollback("d1", log, "error rate")
+    restarted.commit("d1", log)  # logged, not raised: it runs on the application's invocations
+    assert (device / "state.json").read_bytes() == before and restarted.current()["version"] == "1"
+
+
+@pytest.mark.parametrize("state", [{"version": "1"}, {"version": -1}, {"version": True}, ["not", "a", "state"]])
+def test_a_state_that_is_no_agent_state_is_refused_naming_the_file(state):
+    with pytest.raises(StateVersionError, match=r"^models/state.json is not an agent state"):
+        migrate_state(state, "models/state.json")
