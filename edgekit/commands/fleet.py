@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.commands._shapes import PORT
+from edgekit.protocol import FAILED_STEPS, ROLLOUT_ENDS, Step
 
 DEFAULT_API = "http://127.0.0.1:8765"
+JSON_HELP = "print the API's JSON instead of the table"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +30,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
+    _add_key_actions(sub)
+    _add_serve(sub)
+    _add_read_actions(sub)
+    _add_deploy(sub)
+    _add_rollout_actions(sub)
+    _add_provision(sub)
+
+
+def _add_key_actions(sub) -> None:
     init = sub.add_parser(
         "init", help="make the fleet's update metadata (TUF root) once, where the root key is; then serve"
     )
@@ -38,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     rotate.add_argument("--root-key", required=True, help="the fleet's root private key")
     rotate.add_argument("--new-targets-key", required=True, help="the new package private key (edgekit keys new)")
+
+
+def _add_serve(sub) -> None:
     serve = sub.add_parser("serve", help="ingest telemetry, serve packages and the API, run rollouts")
     serve.add_argument(
         "--host", help="MQTT broker host (none: start the embedded broker on loopback, with --broker-dir's accounts)"
@@ -73,16 +87,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     serve.add_argument("--public-url", help="URL devices download packages from (default http://HOST:PORT)")
     serve.add_argument("--retention-days", type=float, default=30.0, help="drop telemetry older than this")
 
-    json_help = "print the API's JSON instead of the table"
+
+def _add_read_actions(sub) -> None:
     devices = sub.add_parser("devices", help="the device registry")
     devices.add_argument("--tag", help="only devices with this tag")
-    devices.add_argument("--json", action="store_true", help=json_help)
+    devices.add_argument("--json", action="store_true", help=JSON_HELP)
     tel = sub.add_parser("telemetry", help="recent telemetry of a device")
     tel.add_argument("device")
     tel.add_argument("--last", type=int, default=10, help="how many windows, newest first (default 10)")
-    tel.add_argument("--json", action="store_true", help=json_help)
+    tel.add_argument("--json", action="store_true", help=JSON_HELP)
     packages = sub.add_parser("packages", help="stored packages and whether the signed targets list them")
-    packages.add_argument("--json", action="store_true", help=json_help)
+    packages.add_argument("--json", action="store_true", help=JSON_HELP)
+
+
+def _add_deploy(sub) -> None:
     deploy = sub.add_parser("deploy", help="upload and publish a signed package and roll it out")
     deploy.add_argument("package", help="the package .tar (its .sig beside it)")
     deploy.add_argument(
@@ -108,10 +126,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--min-invocations", type=int, default=30, help="telemetry gates: invocations per device in them (default 30)"
     )
     deploy.add_argument("--id", help="rollout id (default NAME-VERSION-RANDOM)")
+
+
+def _add_rollout_actions(sub) -> None:
     rollouts = sub.add_parser("rollouts", help="rollouts and their state")
     rollouts.add_argument("rollout", nargs="?", help="show one in detail: devices, failure reasons, event log")
     rollouts.add_argument("--follow", action="store_true", help="with ROLLOUT: print new events until it ends")
-    rollouts.add_argument("--json", action="store_true", help=json_help)
+    rollouts.add_argument("--json", action="store_true", help=JSON_HELP)
     for action, text in (
         ("pause", "hold a rollout (devices at work finish)"),
         ("resume", "continue a paused rollout"),
@@ -119,6 +140,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ("rollback", "stop a rollout and roll back every device it updated"),
     ):
         sub.add_parser(action, help=text).add_argument("rollout")
+
+
+def _add_provision(sub) -> None:
     prov = sub.add_parser("provision", help="broker credentials, ACL and agent.toml for a device")
     prov.add_argument("device")
     prov.add_argument("--host", default="127.0.0.1", help="the broker host the device connects to")
@@ -152,155 +176,181 @@ def share(text: str, what: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.action == "serve":
-        return serve(args)
-    if args.action == "init":
-        return init(args)
-    if args.action == "provision":
-        from pathlib import Path
-
-        from edgekit import keys
-        from edgekit.errors import InputError
-        from edgekit.fleet.provision import check_ids, provision
-
-        check_ids(args.fleet, args.device)
-        files = fleet_files(args.db)
-        command_file = Path(args.command_key) if args.command_key else files.command_public
-        if not command_file.exists():
-            raise InputError(
-                f"no command key at {command_file}: run `edgekit fleet init` once (it makes one) or pass --command-key"
-            )
-        command_key = keys.read_public(command_file)
-        root = _trusted_root(files.metadata)
-        tls_ca = None if args.no_tls else _broker_ca(args.broker_dir, args.host)
-        port = args.port or (1883 if args.no_tls else 8883)
-        creds = provision(
-            args.broker_dir, args.fleet, args.device, root, args.host, port, command_key=command_key, tls_ca=tls_ca
-        )
-        print(f"provisioned {args.device}: config {creds['config']} (password inside; copy it to the device)")
-        return 0
+    local = {"serve": serve, "init": init, "provision": provision_device}
+    if args.action in local:
+        return local[args.action](args)
     from edgekit.fleet.client import FleetClient
 
     client = FleetClient(args.api, token=_token(args), fleet=args.fleet)
-    if args.action == "rotate-key":
-        from edgekit.fleet.repository import signer_from_file
-
-        root_signer = signer_from_file(args.root_key, "root key")
-        new_signer = signer_from_file(args.new_targets_key, "new package key")
-        version = client.rotate_targets_key(root_signer, new_signer)
-        print(
-            f"root version {version}: devices now trust {args.new_targets_key} for packages and refuse the old key; "
-            "sign new packages with it"
-        )
-        return 0
     if getattr(args, "json", False):
         return _print_json(client, args)
-    if args.action == "devices":
-        _print_table(
+    actions = {
+        "rotate-key": _rotate_key,
+        "devices": _show_devices,
+        "packages": _show_packages,
+        "telemetry": _show_telemetry,
+        "deploy": _deploy,
+        "rollouts": _show_rollouts,
+    }
+    actions.get(args.action, _control)(client, args)
+    return 0
+
+
+def provision_device(args: argparse.Namespace) -> int:
+    from edgekit import keys
+    from edgekit.errors import InputError
+    from edgekit.fleet.provision import check_ids, provision
+
+    check_ids(args.fleet, args.device)
+    files = fleet_files(args.db)
+    command_file = Path(args.command_key) if args.command_key else files.command_public
+    if not command_file.exists():
+        raise InputError(
+            f"no command key at {command_file}: run `edgekit fleet init` once (it makes one) or pass --command-key"
+        )
+    command_key = keys.read_public(command_file)
+    root = _trusted_root(files.metadata)
+    tls_ca = None if args.no_tls else _broker_ca(args.broker_dir, args.host)
+    port = args.port or (1883 if args.no_tls else 8883)
+    creds = provision(
+        args.broker_dir, args.fleet, args.device, root, args.host, port, command_key=command_key, tls_ca=tls_ca
+    )
+    print(f"provisioned {args.device}: config {creds['config']} (password inside; copy it to the device)")
+    return 0
+
+
+def _rotate_key(client, args: argparse.Namespace) -> None:
+    from edgekit.fleet.repository import signer_from_file
+
+    root_signer = signer_from_file(args.root_key, "root key")
+    new_signer = signer_from_file(args.new_targets_key, "new package key")
+    version = client.rotate_targets_key(root_signer, new_signer)
+    print(
+        f"root version {version}: devices now trust {args.new_targets_key} for packages and refuse the old key; "
+        "sign new packages with it"
+    )
+
+
+def _show_devices(client, args: argparse.Namespace) -> None:
+    _print_table(
+        [
+            [d["device"], d["state"], _age(d["last_seen"]), ",".join(d["tags"]), d["model"], d["version"]]
+            for d in client.devices(args.tag)
+        ],
+        ["device", "state", "last seen", "tags", "model", "version"],
+    )
+
+
+def _show_packages(client, args: argparse.Namespace) -> None:
+    _print_table(
+        [
+            [p["name"], p["version"], f"{p['size']:,}", p["sha256"][:12], "yes" if p.get("published") else "no"]
+            for p in client.packages()
+        ],
+        ["name", "version", "bytes", "sha256", "published"],
+    )
+
+
+def _show_telemetry(client, args: argparse.Namespace) -> None:
+    rows = []
+    for w in client.telemetry(args.device, args.last):
+        lat = w.get("latency") or {}
+        power = w.get("power") or {}
+        watts = f"{power['watts']:.2f}{'~' if power.get('estimated') else ''}" if power.get("watts") else ""
+        rows.append(
             [
-                [d["device"], d["state"], _age(d["last_seen"]), ",".join(d["tags"]), d["model"], d["version"]]
-                for d in client.devices(args.tag)
-            ],
-            ["device", "state", "last seen", "tags", "model", "version"],
+                w["seq"],
+                _age(w["ts"]),
+                w.get("count"),
+                w.get("errors"),
+                lat.get("p50_ms"),
+                lat.get("p90_ms"),
+                lat.get("p99_ms"),
+                watts,
+                w.get("temp_c"),
+                w.get("version"),
+            ]
         )
-    elif args.action == "packages":
-        _print_table(
-            [
-                [p["name"], p["version"], f"{p['size']:,}", p["sha256"][:12], "yes" if p.get("published") else "no"]
-                for p in client.packages()
-            ],
-            ["name", "version", "bytes", "sha256", "published"],
-        )
-    elif args.action == "telemetry":
-        rows = []
-        for w in client.telemetry(args.device, args.last):
-            lat = w.get("latency") or {}
-            power = w.get("power") or {}
-            watts = f"{power['watts']:.2f}{'~' if power.get('estimated') else ''}" if power.get("watts") else ""
-            rows.append(
-                [
-                    w["seq"],
-                    _age(w["ts"]),
-                    w.get("count"),
-                    w.get("errors"),
-                    lat.get("p50_ms"),
-                    lat.get("p90_ms"),
-                    lat.get("p99_ms"),
-                    watts,
-                    w.get("temp_c"),
-                    w.get("version"),
-                ]
-            )
-        _print_table(
-            rows, ["seq", "age", "count", "errors", "p50 ms", "p90 ms", "p99 ms", "W (~ est.)", "°C", "version"]
-        )
-    elif args.action == "deploy":
-        gates = {
-            "max_failures": share(args.max_failures, "--max-failures"),
-            "wave_timeout_s": args.wave_timeout,
-            "telemetry_windows": args.min_windows,
-            "min_invocations": args.min_invocations,
-        }
-        if args.max_error_rate is not None:
-            gates["max_error_rate"] = share(args.max_error_rate, "--max-error-rate")
-        if args.max_latency_regression is not None:
-            gates["max_latency_regression"] = args.max_latency_regression
-        if args.max_power_w is not None:
-            gates["max_power_w"] = args.max_power_w
-        if args.power_measured_only:
-            gates["power_measured_only"] = True
-        waves = [share(w if w.endswith("%") else w + "%", "--waves") for w in args.waves.split(",") if w]
-        from edgekit.fleet.gates import Gates
+    _print_table(rows, ["seq", "age", "count", "errors", "p50 ms", "p90 ms", "p99 ms", "W (~ est.)", "°C", "version"])
 
-        Gates.from_dict(gates)  # refuse a bad gate here, before the package travels
-        info = client.upload(args.package)
-        if not info.get("published"):
-            if not args.sign:
-                from edgekit.errors import InputError
 
-                raise InputError(
-                    f"{info['name']} {info['version']} is not published in the fleet's signed metadata yet: "
-                    "pass --sign PACKAGE.key"
-                )
-            from edgekit.fleet.repository import signer_from_file
+def _gates(args: argparse.Namespace) -> dict:
+    """The deploy options as Gates fields; a bad value is refused here, before the package travels."""
+    from edgekit.fleet.gates import Gates
 
-            client.publish(args.package, info["manifest"], signer_from_file(args.sign, "package key"))
-        status = client.deploy(info["sha256"], args.to, share(args.canary, "--canary"), waves, gates, args.id)
-        print(f"uploaded {info['name']} {info['version']} ({info['size']:,} bytes, sha256 {info['sha256'][:12]}...)")
-        print(f"rollout {status['id']}: {len(status['devices'])} devices, waves at {status['cuts']}")
-    elif args.action == "rollouts":
-        if args.follow and not args.rollout:
+    gates = {
+        "max_failures": share(args.max_failures, "--max-failures"),
+        "wave_timeout_s": args.wave_timeout,
+        "telemetry_windows": args.min_windows,
+        "min_invocations": args.min_invocations,
+    }
+    if args.max_error_rate is not None:
+        gates["max_error_rate"] = share(args.max_error_rate, "--max-error-rate")
+    if args.max_latency_regression is not None:
+        gates["max_latency_regression"] = args.max_latency_regression
+    if args.max_power_w is not None:
+        gates["max_power_w"] = args.max_power_w
+    if args.power_measured_only:
+        gates["power_measured_only"] = True
+    Gates.from_dict(gates)
+    return gates
+
+
+def _deploy(client, args: argparse.Namespace) -> None:
+    gates = _gates(args)
+    waves = [share(w if w.endswith("%") else w + "%", "--waves") for w in args.waves.split(",") if w]
+    info = client.upload(args.package)
+    if not info.get("published"):
+        if not args.sign:
             from edgekit.errors import InputError
 
-            raise InputError("--follow needs a ROLLOUT: edgekit fleet rollouts ROLLOUT --follow")
-        if args.rollout:
-            s = client.rollout(args.rollout)
-            print(f"{s['id']}: {s['state']} {s['reason']}  wave {s['wave'] + 1}/{len(s['cuts'])}  {s['counts']}")
-            for device in s["devices"]:
-                reason = s.get("failures", {}).get(device)
-                print(f"  {device}  {s['steps'].get(device, '-')}" + (f"  ({reason})" if reason else ""))
-            _print_events(client, args.rollout, args.follow)
-        else:
-            _print_table(
-                [
-                    [
-                        s["id"],
-                        s["version"],
-                        s["state"],
-                        f"{s['wave'] + 1}/{len(s['cuts'])}",
-                        len(s["devices"]),
-                        s["counts"].get("committed", 0),
-                        s["counts"].get("failed", 0) + s["counts"].get("rolled_back", 0),
-                        s["reason"],
-                    ]
-                    for s in client.rollouts()
-                ],
-                ["rollout", "version", "state", "wave", "devices", "committed", "failed", "reason"],
+            raise InputError(
+                f"{info['name']} {info['version']} is not published in the fleet's signed metadata yet: "
+                "pass --sign PACKAGE.key"
             )
-    else:  # pause, resume, abort, rollback
-        s = client.control(args.rollout, args.action)
-        print(f"rollout {s['id']}: {s['state']} {s['reason']}")
-    return 0
+        from edgekit.fleet.repository import signer_from_file
+
+        client.publish(args.package, info["manifest"], signer_from_file(args.sign, "package key"))
+    status = client.deploy(info["sha256"], args.to, share(args.canary, "--canary"), waves, gates, args.id)
+    print(f"uploaded {info['name']} {info['version']} ({info['size']:,} bytes, sha256 {info['sha256'][:12]}...)")
+    print(f"rollout {status['id']}: {len(status['devices'])} devices, waves at {status['cuts']}")
+
+
+def _show_rollouts(client, args: argparse.Namespace) -> None:
+    if args.follow and not args.rollout:
+        from edgekit.errors import InputError
+
+        raise InputError("--follow needs a ROLLOUT: edgekit fleet rollouts ROLLOUT --follow")
+    if args.rollout:
+        s = client.rollout(args.rollout)
+        print(f"{s['id']}: {s['state']} {s['reason']}  wave {s['wave'] + 1}/{len(s['cuts'])}  {s['counts']}")
+        for device in s["devices"]:
+            reason = s.get("failures", {}).get(device)
+            print(f"  {device}  {s['steps'].get(device, '-')}" + (f"  ({reason})" if reason else ""))
+        _print_events(client, args.rollout, args.follow)
+        return
+    _print_table(
+        [
+            [
+                s["id"],
+                s["version"],
+                s["state"],
+                f"{s['wave'] + 1}/{len(s['cuts'])}",
+                len(s["devices"]),
+                s["counts"].get(Step.COMMITTED, 0),
+                sum(s["counts"].get(step, 0) for step in FAILED_STEPS),
+                s["reason"],
+            ]
+            for s in client.rollouts()
+        ],
+        ["rollout", "version", "state", "wave", "devices", "committed", "failed", "reason"],
+    )
+
+
+def _control(client, args: argparse.Namespace) -> None:
+    """pause, resume, abort, rollback"""
+    s = client.control(args.rollout, args.action)
+    print(f"rollout {s['id']}: {s['state']} {s['reason']}")
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -381,12 +431,44 @@ def _free_port() -> int:
 
 
 def _serve(args: argparse.Namespace, token: str, token_file, command_private: str, repository) -> int:
-    import time
-
     from edgekit.errors import FleetError
     from edgekit.fleet.api import serve_api
-    from edgekit.fleet.manager import FleetManager
     from edgekit.fleet.packages import PackageStore
+
+    manager = _start_manager(args, command_private)
+    try:
+        httpd, _ = serve_api(
+            manager,
+            PackageStore(Path(args.packages), repository),
+            token,
+            args.http_host,
+            args.http_port,
+            args.public_url,
+        )
+    except OSError as exc:
+        manager.stop()
+        raise FleetError(f"cannot serve the API on {args.http_host}:{args.http_port}: {exc.strerror}") from None
+    print(
+        f"fleet manager: broker {args.host}:{args.port}, API http://{args.http_host}:{httpd.server_address[1]} "
+        f"(token in {token_file}), db {args.db}",
+        flush=True,
+    )
+    print(
+        f"console: http://{args.http_host}:{httpd.server_address[1]}/console (log in with the token in {token_file})",
+        flush=True,
+    )
+    try:
+        _keep_serving(manager, repository, args.retention_days)
+    except KeyboardInterrupt:
+        manager.stop()
+        httpd.shutdown()
+    return 0
+
+
+def _start_manager(args: argparse.Namespace, command_private: str):
+    """The manager, connected and subscribed, or a FleetError saying why not."""
+    from edgekit.errors import FleetError
+    from edgekit.fleet.manager import FleetManager
 
     tls = {"ca": args.tls_ca, "cert": args.tls_cert, "key": args.tls_key} if args.tls_ca else None
     manager = FleetManager(
@@ -412,41 +494,22 @@ def _serve(args: argparse.Namespace, token: str, token_file, command_private: st
                 "check --username/--password and the broker's ACL"
             )
         raise FleetError(f"the MQTT broker at {args.host}:{args.port} did not answer the fleet manager's subscriptions")
-    try:
-        httpd, _ = serve_api(
-            manager,
-            PackageStore(Path(args.packages), repository),
-            token,
-            args.http_host,
-            args.http_port,
-            args.public_url,
-        )
-    except OSError as exc:
-        manager.stop()
-        raise FleetError(f"cannot serve the API on {args.http_host}:{args.http_port}: {exc.strerror}") from None
-    print(
-        f"fleet manager: broker {args.host}:{args.port}, API http://{args.http_host}:{httpd.server_address[1]} "
-        f"(token in {token_file}), db {args.db}",
-        flush=True,
-    )
-    print(
-        f"console: http://{args.http_host}:{httpd.server_address[1]}/console (log in with the token in {token_file})",
-        flush=True,
-    )
+    return manager
+
+
+def _keep_serving(manager, repository, retention_days: float) -> None:
+    """Until Ctrl-C: re-sign the timestamp, apply retention hourly, print the ingest counters."""
+    import time
+
     last_retention = 0.0
-    try:
-        while True:
-            time.sleep(5)
-            repository.refresh()  # a timestamp that is never re-signed expires: devices then refuse updates
-            if time.time() - last_retention > 3600:
-                manager.prune_telemetry(args.retention_days * 86400)
-                last_retention = time.time()
-            c = manager.counters
-            print(f"received {c.received}, stored {c.stored}, malformed {c.malformed}", flush=True)
-    except KeyboardInterrupt:
-        manager.stop()
-        httpd.shutdown()
-    return 0
+    while True:
+        time.sleep(5)
+        repository.refresh()  # a timestamp that is never re-signed expires: devices then refuse updates
+        if time.time() - last_retention > 3600:
+            manager.prune_telemetry(retention_days * 86400)
+            last_retention = time.time()
+        c = manager.counters
+        print(f"received {c.received}, stored {c.stored}, malformed {c.malformed}", flush=True)
 
 
 def _token_file(db: str):
@@ -584,7 +647,7 @@ def _print_events(client, rollout_id: str, follow: bool) -> None:
             since = max(since, e["ts"])
         if not follow or ended:
             return
-        ended = client.rollout(rollout_id)["state"] not in ("running", "paused")
+        ended = client.rollout(rollout_id)["state"] in ROLLOUT_ENDS
         time.sleep(0 if ended else 1.0)  # once ended: one last look for its final events
 
 
