@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.converters.tflite_reader import metadata
 from edgekit.errors import InputError, InvalidModelError
+from edgekit.runtime.signature import Signature
+from edgekit.runtime.validate import validate_tflite
 
 
 @dataclass
@@ -86,15 +87,16 @@ def load_samples(data, input_names: list[str]) -> dict[str, np.ndarray]:
 
 
 class TFLiteRunner:
-    """A LiteRT interpreter fed by source-layout float arrays (layout and int8 I/O handled)."""
+    """A LiteRT interpreter fed by source-layout float arrays (layout and int8 I/O handled, as the
+    model's :class:`~edgekit.runtime.signature.Signature` says)."""
 
     def __init__(self, model: bytes, threads: int | None = None) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
         self.interpreter = Interpreter(model_content=model, num_threads=threads or os.cpu_count() or 1)
         self.interpreter.allocate_tensors()
-        info = metadata(model).get("edgekit", {})
-        self.io_layout: dict[str, list[int]] = dict(info.get("io_layout", {})) if isinstance(info, dict) else {}
+        self.signature = Signature.from_model(".tflite", model)
+        self.tensors = {t.name: t for t in (*self.signature.inputs, *self.signature.outputs)}
         signature = self.interpreter.get_signature_list()["serving_default"]
         self.input_names: list[str] = list(signature["inputs"])
         self.output_names: list[str] = list(signature["outputs"])
@@ -102,9 +104,15 @@ class TFLiteRunner:
         self.input_details = self.runner.get_input_details()
         self.output_details = self.runner.get_output_details()
 
+    def source_shape(self, name: str) -> tuple[int, ...]:
+        """Input ``name``'s shape in the source (ONNX) model's layout."""
+        shape = tuple(int(d) for d in self.input_details[name]["shape"])
+        perm = self.tensors[name].source_perm
+        return tuple(shape[i] for i in np.argsort(perm)) if perm else shape
+
     def prepare(self, name: str, value: np.ndarray) -> np.ndarray:
         """A source-layout float array as the model's input ``name`` takes it (layout, int8)."""
-        perm = self.io_layout.get(name)
+        perm = self.tensors[name].source_perm
         value = np.transpose(value, perm) if perm else value
         detail = self.input_details[name]
         scale, zero_point = detail["quantization"]
@@ -120,7 +128,7 @@ class TFLiteRunner:
             scale, zero_point = self.output_details[name]["quantization"]
             if value.dtype in (np.int8, np.uint8) and scale:
                 value = (value.astype(np.float32) - zero_point) * scale
-            perm = self.io_layout.get(name)
+            perm = self.tensors[name].source_perm
             if perm:
                 value = np.transpose(value, np.argsort(perm))
             outputs[name] = value
@@ -137,80 +145,90 @@ def verify(
     threads: int | None = None,
 ) -> VerificationReport:
     """Compare ``tflite_model`` (path or bytes) with ``onnx_model`` (path/bytes/ModelProto)."""
-    import onnxruntime as ort
-
     from edgekit.converters.onnx_frontend import input_dtype, read_model
 
     source = read_model(onnx_model)
-    if isinstance(tflite_model, bytes | bytearray):
-        tfl_bytes = bytes(tflite_model)
-    else:
-        try:
-            tfl_bytes = Path(tflite_model).read_bytes()
-        except OSError as exc:
-            raise InvalidModelError(f"{tflite_model}: {exc.strerror}") from None
-    from edgekit.runtime.validate import validate_tflite
-
-    validate_tflite(tfl_bytes, str(tflite_model) if not isinstance(tflite_model, bytes | bytearray) else "model")
-    runner = TFLiteRunner(tfl_bytes, threads)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in source.model.graph.node):
-        # onnxruntime's extended optimisations fuse QDQ pairs into int8 kernels whose u8s8 dot
-        # products saturate in int16 on x86 CPUs without VNNI (AVX2); basic level keeps the QDQ
-        # arithmetic the ONNX spec gives, which is the reference the TFLite model must meet.
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    session = ort.InferenceSession(source.model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    runner = TFLiteRunner(_tflite_bytes(tflite_model), threads)
+    session = _onnx_session(source.model)
     onnx_inputs = {i.name: i for i in source.model.graph.input}
     if set(runner.input_names) - set(onnx_inputs):
         raise InputError(
             f"the TFLite model's inputs {runner.input_names} are not inputs of the ONNX model; "
             "is this the model it was converted from?"
         )
-    tfl_shapes = {n: d["shape"] for n, d in runner.input_details.items()}
-
-    def source_shape(name: str) -> tuple[int, ...]:
-        shape = tuple(int(d) for d in tfl_shapes[name])
-        perm = runner.io_layout.get(name)
-        return tuple(shape[i] for i in np.argsort(perm)) if perm else shape
-
+    dtypes = {name: input_dtype(onnx_inputs[name]) for name in runner.input_names}
     if data is not None:
         feeds_all = load_samples(data, runner.input_names)
     else:
-        rng = np.random.default_rng(seed)
-        feeds_all = {}
-        for name in runner.input_names:
-            dtype = input_dtype(onnx_inputs[name])
-            shape = source_shape(name)
-            feeds_all[name] = rng.standard_normal((samples, *shape)).astype(dtype)
-            if shape[0] == 1:
-                feeds_all[name] = feeds_all[name][:, 0]
+        feeds_all = _random_samples(runner, dtypes, samples, seed)
     count = min(len(v) for v in feeds_all.values())
     count = min(count, samples) if data is None else count
     refs: dict[str, list[np.ndarray]] = {n: [] for n in runner.output_names}
     outs: dict[str, list[np.ndarray]] = {n: [] for n in runner.output_names}
     for i in range(count):
-        feed = {}
-        for name, values in feeds_all.items():
-            sample = np.asarray(values[i])
-            want = source_shape(name)
-            if sample.shape != want:
-                if sample.size != int(np.prod(want)):
-                    raise InputError(
-                        f"sample {i} for input '{name}' has shape {sample.shape}; the model takes {list(want)}"
-                    )
-                sample = sample.reshape(want)
-            feed[name] = sample.astype(input_dtype(onnx_inputs[name]))
+        feed = {name: _sample(runner, name, values, i, dtypes[name]) for name, values in feeds_all.items()}
         ref = dict(zip([o.name for o in session.get_outputs()], session.run(None, feed), strict=True))
         got = runner(feed)
         for name in runner.output_names:
             refs[name].append(np.asarray(ref[name], np.float32))
             outs[name].append(np.asarray(got[name], np.float32).reshape(np.shape(ref[name])))
     report = VerificationReport(samples=count)
-    for name in runner.output_names:
-        r, o = np.stack(refs[name]), np.stack(outs[name])
-        top1 = None
-        if r.ndim >= 2 and r.shape[-1] > 1 and r[0].size == r.shape[-1]:
-            top1 = float(np.mean(r.reshape(count, -1).argmax(-1) == o.reshape(count, -1).argmax(-1)))
-        report.outputs.append(OutputComparison(name, sqnr_db(r, o), cosine(r, o), float(np.max(np.abs(r - o))), top1))
+    report.outputs = [_compare(name, np.stack(refs[name]), np.stack(outs[name])) for name in runner.output_names]
     return report
+
+
+def _tflite_bytes(tflite_model) -> bytes:
+    """The .tflite model's bytes (a path or bytes), checked before an interpreter sees them."""
+    if isinstance(tflite_model, bytes | bytearray):
+        data, where = bytes(tflite_model), "model"
+    else:
+        where = str(tflite_model)
+        try:
+            data = Path(tflite_model).read_bytes()
+        except OSError as exc:
+            raise InvalidModelError(f"{tflite_model}: {exc.strerror}") from None
+    validate_tflite(data, where)
+    return data
+
+
+def _onnx_session(model):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in model.graph.node):
+        # onnxruntime's extended optimisations fuse QDQ pairs into int8 kernels whose u8s8 dot
+        # products saturate in int16 on x86 CPUs without VNNI (AVX2); basic level keeps the QDQ
+        # arithmetic the ONNX spec gives, which is the reference the TFLite model must meet.
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _random_samples(runner: TFLiteRunner, dtypes: dict, samples: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for name in runner.input_names:
+        shape = runner.source_shape(name)
+        feeds[name] = rng.standard_normal((samples, *shape)).astype(dtypes[name])
+        if shape[0] == 1:
+            feeds[name] = feeds[name][:, 0]
+    return feeds
+
+
+def _sample(runner: TFLiteRunner, name: str, values, i: int, dtype) -> np.ndarray:
+    """Sample ``i`` of input ``name`` in the source model's shape."""
+    sample = np.asarray(values[i])
+    want = runner.source_shape(name)
+    if sample.shape != want:
+        if sample.size != int(np.prod(want)):
+            raise InputError(f"sample {i} for input '{name}' has shape {sample.shape}; the model takes {list(want)}")
+        sample = sample.reshape(want)
+    return sample.astype(dtype)
+
+
+def _compare(name: str, r: np.ndarray, o: np.ndarray) -> OutputComparison:
+    count = len(r)
+    top1 = None
+    if r.ndim >= 2 and r.shape[-1] > 1 and r[0].size == r.shape[-1]:
+        top1 = float(np.mean(r.reshape(count, -1).argmax(-1) == o.reshape(count, -1).argmax(-1)))
+    return OutputComparison(name, sqnr_db(r, o), cosine(r, o), float(np.max(np.abs(r - o))), top1)

@@ -19,8 +19,9 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgekit.errors import PackageError
+from edgekit.errors import InvalidModelError, PackageError
 from edgekit.files import check_output_path, write_atomic
+from edgekit.runtime.signature import Signature
 
 MANIFEST = "manifest.json"
 MAX_PACKAGE_BYTES = 512 * 1024 * 1024
@@ -71,9 +72,10 @@ def build(
 ) -> PackageInfo:
     """Write ``output`` (a tar archive, xz-compressed unless ``compression="none"``) and
     ``output.sig``; returns what a deployment needs to know. The manifest carries the model's
-    inputs and outputs (name, shape, dtype, int8 scale and zero point), the preprocessing, the
-    latency budget and a compression report. ``validate=False`` packages a .tflite that does not
-    parse as it is (the device's health check then refuses it: how the tests exercise that)."""
+    signature (``io``: each input's and output's name, shape, dtype, layout, int8 scale and zero
+    point; :class:`edgekit.runtime.signature.Signature`), the preprocessing, the latency budget and
+    a compression report. ``validate=False`` packages a .tflite that does not parse as it is (the
+    device's health check then refuses it: how the tests exercise that)."""
     if compression not in COMPRESSIONS:
         raise PackageError(f"unknown compression {compression!r}; choose one of {', '.join(COMPRESSIONS)}")
     signer = _signing_key(signing_key)  # a public key or an unreadable file: refused before any work
@@ -84,9 +86,9 @@ def build(
     if not model.is_file():
         raise PackageError(f"{model}: no such model file")
     data = model.read_bytes()
-    model_inputs_outputs = model_io(model.name, data, strict=validate)
+    signature = model_signature(model.name, data, strict=validate)
     if preprocessing:
-        problems = preprocessing_problems(preprocessing, model_inputs_outputs)
+        problems = preprocessing_problems(preprocessing, signature)
         if problems:
             raise PackageError(f"--preprocess does not fit {model.name}: " + "; ".join(problems))
     manifest = {
@@ -97,26 +99,30 @@ def build(
         "model_sha256": hashlib.sha256(data).hexdigest(),
         "model_size": len(data),
         "latency_budget_ms": latency_budget_ms,
-        "io": model_inputs_outputs,
+        "io": signature.to_dict() if signature is not None else None,
         "io_change": io_change,  # the operator says a new I/O signature is intended
         "preprocessing": preprocessing or {},
         "compression": _compression_report(data, compression),
         **(extra or {}),
     }
+    archive = _archive({MANIFEST: json.dumps(manifest, indent=1).encode(), model.name: data}, compression)
+    digest = hashlib.sha256(archive).hexdigest()
+    signature_bytes = signer.sign(bytes.fromhex(digest)).signature
+    write_atomic(output, archive)
+    write_atomic(output.with_suffix(output.suffix + ".sig"), signature_bytes.hex().encode())
+    return PackageInfo(output, digest, len(archive), signature_bytes, manifest)
+
+
+def _archive(members: dict[str, bytes], compression: str) -> bytes:
+    """A tar archive of ``members`` (name -> bytes) with fixed modes and times, xz-compressed or not."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for member, payload in ((MANIFEST, json.dumps(manifest, indent=1).encode()), (model.name, data)):
+        for member, payload in members.items():
             info = tarfile.TarInfo(member)
             info.size, info.mode, info.mtime = len(payload), 0o644, 0
             tar.addfile(info, io.BytesIO(payload))
     archive = buffer.getvalue()
-    if compression == "xz":
-        archive = lzma.compress(archive, preset=XZ_PRESET)
-    digest = hashlib.sha256(archive).hexdigest()
-    signature = signer.sign(bytes.fromhex(digest)).signature
-    write_atomic(output, archive)
-    write_atomic(output.with_suffix(output.suffix + ".sig"), signature.hex().encode())
-    return PackageInfo(output, digest, len(archive), signature, manifest)
+    return lzma.compress(archive, preset=XZ_PRESET) if compression == "xz" else archive
 
 
 def _compression_report(data: bytes, compression: str) -> dict:
@@ -128,56 +134,36 @@ def _compression_report(data: bytes, compression: str) -> dict:
     return report
 
 
-def model_io(name: str, data: bytes, strict: bool = True) -> dict | None:
-    """Inputs and outputs of a .tflite model as the manifest records them (None for other
-    formats, when the flatbuffer schema package is not installed, or for an unreadable model
-    unless ``strict``)."""
-    if not name.endswith(".tflite"):
+def model_signature(name: str, data: bytes, strict: bool = True) -> Signature | None:
+    """The signature the manifest records for a .tflite or .onnx model; None for other files,
+    without the reader package (``tflite``, ``onnx``), or for an unreadable model unless ``strict``."""
+    if not name.endswith((".tflite", ".onnx")):
         return None
     try:
-        import tflite
+        return Signature.from_model(name, data)
     except ImportError:
         return None
-    try:
-        model = tflite.Model.GetRootAsModel(data, 0)
-        graph = model.Subgraphs(0)
-        dtypes = {v: k.lower() for k, v in vars(tflite.TensorType).items() if not k.startswith("_")}
-
-        names: dict[int, str] = {}  # the serving signature's names, as a Session shows them
-        for s in range(model.SignatureDefsLength()):
-            signature = model.SignatureDefs(s)
-            if signature.SignatureKey() in (b"serving_default", None):
-                for maps, count in (
-                    (signature.Inputs, signature.InputsLength()),
-                    (signature.Outputs, signature.OutputsLength()),
-                ):
-                    for i in range(count):
-                        names[maps(i).TensorIndex()] = maps(i).Name().decode()
-
-        def spec(index: int) -> dict:
-            tensor = graph.Tensors(index)
-            entry = {
-                "name": names.get(index, tensor.Name().decode()),
-                "shape": [int(d) for d in tensor.ShapeAsNumpy()] if tensor.ShapeLength() else [],
-                "dtype": dtypes.get(tensor.Type(), str(tensor.Type())),
-            }
-            quant = tensor.Quantization()
-            if quant is not None and quant.ScaleLength() == 1:
-                entry["scale"], entry["zero_point"] = float(quant.Scale(0)), int(quant.ZeroPoint(0))
-            return entry
-
-        return {
-            "inputs": [spec(graph.Inputs(i)) for i in range(graph.InputsLength())],
-            "outputs": [spec(graph.Outputs(i)) for i in range(graph.OutputsLength())],
-        }
-    except Exception as exc:  # the flatbuffer reader raises whatever a damaged file provokes
+    except InvalidModelError as exc:
         if not strict:
             return None
-        raise PackageError(f"{name} is not a readable .tflite model ({exc}); convert it with edgekit convert") from None
+        raise PackageError(f"{name} is {exc}; convert it with edgekit convert") from None
 
 
-def preprocessing_problems(preprocessing: dict, io: dict | None) -> list[str]:
-    """Why a preprocessing spec cannot feed the model's first input (empty when it can)."""
+def manifest_signature(manifest: dict) -> Signature | None:
+    """The signature a manifest records (``io``); None when it records none (an .onnx model
+    packaged before edgekit recorded theirs). Manifests of older edgekit versions read too."""
+    io_spec = manifest.get("io")
+    if io_spec is None:
+        return None
+    try:
+        return Signature.from_dict(io_spec)
+    except ValueError as exc:
+        raise PackageError(f"the package manifest's io is malformed: {exc}") from None
+
+
+def preprocessing_problems(preprocessing: dict, signature: Signature | dict | None) -> list[str]:
+    """Why a preprocessing spec cannot feed the model's first input (empty when it can): the
+    spec's layout against the layout the signature records, then channels, mean/std and size."""
     from edgekit.errors import InputError
     from edgekit.runtime.preprocess import PreprocessSpec, fit_problems
 
@@ -185,28 +171,21 @@ def preprocessing_problems(preprocessing: dict, io: dict | None) -> list[str]:
         spec = PreprocessSpec.from_dict(preprocessing)
     except (InputError, TypeError, ValueError) as exc:
         return [str(exc)]
-    if not io or not io.get("inputs"):
+    if isinstance(signature, dict):
+        signature = manifest_signature({"io": signature})
+    if signature is None or not signature.inputs:
         return []
-    return fit_problems(spec, io["inputs"][0]["shape"])
+    first = signature.inputs[0]
+    problems = []
+    if first.layout and len(first.shape) == 4 and spec.layout != first.layout.lower():
+        problems.append(f"layout {spec.layout} for input {first.name!r}, which is {first.layout}")
+    return problems + fit_problems(spec, first.shape)
 
 
 def io_differences(serving: dict | None, candidate: dict | None) -> list[str]:
-    """How a candidate's inputs and outputs differ from the serving model's (names, dtypes, shapes):
-    an application written for one would feed or read the other wrongly."""
-    if not serving or not candidate:
-        return []
-    differences = []
-    for kind in ("inputs", "outputs"):
-        old = {t["name"]: t for t in serving.get(kind, [])}
-        new = {t["name"]: t for t in candidate.get(kind, [])}
-        if list(old) != list(new):
-            differences.append(f"{kind} {list(new)} instead of {list(old)}")
-            continue
-        for name, t in new.items():
-            for key in ("dtype", "shape"):
-                if t.get(key) != old[name].get(key):
-                    differences.append(f"{kind[:-1]} {name!r} {key} {t.get(key)} instead of {old[name].get(key)}")
-    return differences
+    """:meth:`Signature.differences` of two manifests' ``io`` (nothing when either records none)."""
+    old, new = manifest_signature({"io": serving}), manifest_signature({"io": candidate})
+    return new.differences(old) if old is not None and new is not None else []
 
 
 def _open_archive(path: Path) -> tarfile.TarFile:

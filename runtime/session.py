@@ -13,6 +13,7 @@ import numpy as np
 from edgekit.errors import InputError, InvalidModelError
 from edgekit.runtime.backends import Backend, TensorSpec, resolve
 from edgekit.runtime.profiling import InvokeRecord
+from edgekit.runtime.signature import Signature
 from edgekit.runtime.validate import validate_tflite
 
 Hook = Callable[[InvokeRecord], None]
@@ -57,6 +58,12 @@ class Session:
     @property
     def outputs(self) -> list[TensorSpec]:
         return self._backend.outputs
+
+    @property
+    def signature(self) -> Signature:
+        """The model's inputs and outputs as the interpreter runs them (after a resize too), with
+        the layouts the file records (or the fallback rule of :mod:`edgekit.runtime.signature`)."""
+        return Signature.of(self.inputs, self.outputs)
 
     def delegated_partitions(self) -> int | None:
         return self._backend.delegated_partitions()

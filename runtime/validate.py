@@ -79,60 +79,73 @@ def validate_tflite(data: bytes, where: str = "model") -> None:
     try:
         model = tflite.Model.GetRootAs(data, 0)
         check.table(model._tab.Pos, "Model")
-        n_buffers = model.BuffersLength()
-        for i in range(n_buffers):
-            check.table(model.Buffers(i)._tab.Pos, "Buffer")
-        n_codes = model.OperatorCodesLength()
-        for c in range(n_codes):
-            check.table(model.OperatorCodes(c)._tab.Pos, "OperatorCode")
-        for k in range(model.MetadataLength()):
-            entry = model.Metadata(k)
-            check.table(entry._tab.Pos, "Metadata")
-            if not 0 <= entry.Buffer() < n_buffers:
-                raise ValueError(f"metadata {k} points outside the buffers")
+        n_buffers, n_codes = _check_model_tables(check, model)
         if model.SubgraphsLength() < 1:
             raise ValueError("no subgraph")
         for s in range(model.SubgraphsLength()):
-            sg = model.Subgraphs(s)
-            check.table(sg._tab.Pos, "SubGraph")
-            n_tensors = sg.TensorsLength()
-            for t in range(n_tensors):
-                tensor = sg.Tensors(t)
-                check.table(tensor._tab.Pos, "Tensor")
-                (tensor.Name() or b"").decode("utf-8")
-                if not 0 <= tensor.Buffer() < max(n_buffers, 1):
-                    raise ValueError(f"tensor {t} points at buffer {tensor.Buffer()} of {n_buffers}")
-                q = tensor.Quantization()
-                if q is not None:
-                    check.table(q._tab.Pos, "QuantizationParameters")
-                    if q.ZeroPointLength() and q.ScaleLength() != q.ZeroPointLength():
-                        raise ValueError(f"tensor {t}: {q.ScaleLength()} scales, {q.ZeroPointLength()} zero points")
-            for k in range(sg.InputsLength()):
-                if not 0 <= sg.Inputs(k) < n_tensors:
-                    raise ValueError("subgraph input index out of range")
-            for k in range(sg.OutputsLength()):
-                if not 0 <= sg.Outputs(k) < n_tensors:
-                    raise ValueError("subgraph output index out of range")
-            for o in range(sg.OperatorsLength()):
-                op = sg.Operators(o)
-                check.table(op._tab.Pos, "Operator")
-                if not 0 <= op.OpcodeIndex() < n_codes:
-                    raise ValueError(f"operator {o} uses opcode {op.OpcodeIndex()} of {n_codes}")
-                for j in range(op.InputsLength()):
-                    if not -1 <= op.Inputs(j) < n_tensors:
-                        raise ValueError(f"operator {o} reads tensor {op.Inputs(j)} of {n_tensors}")
-                for j in range(op.OutputsLength()):
-                    if not 0 <= op.Outputs(j) < n_tensors:
-                        raise ValueError(f"operator {o} writes tensor {op.Outputs(j)} of {n_tensors}")
-        for k in range(model.SignatureDefsLength()):
-            sig = model.SignatureDefs(k)
-            check.table(sig._tab.Pos, "SignatureDef")
-            for maps in (
-                (sig.Inputs(j) for j in range(sig.InputsLength())),
-                (sig.Outputs(j) for j in range(sig.OutputsLength())),
-            ):
-                for m in maps:
-                    check.table(m._tab.Pos, "TensorMap")
-                    (m.Name() or b"").decode("utf-8")
+            _check_subgraph(check, model.Subgraphs(s), n_buffers, n_codes)
+        _check_signatures(check, model)
     except Exception as exc:  # ValueError, IndexError, struct.error, UnicodeDecodeError...
         raise InvalidModelError(f"{where} is a damaged TFLite file ({exc}); re-export or re-download it") from None
+
+
+def _check_model_tables(check: _Checker, model) -> tuple[int, int]:
+    """Buffers, operator codes and metadata; returns how many buffers and codes there are."""
+    n_buffers = model.BuffersLength()
+    for i in range(n_buffers):
+        check.table(model.Buffers(i)._tab.Pos, "Buffer")
+    n_codes = model.OperatorCodesLength()
+    for c in range(n_codes):
+        check.table(model.OperatorCodes(c)._tab.Pos, "OperatorCode")
+    for k in range(model.MetadataLength()):
+        entry = model.Metadata(k)
+        check.table(entry._tab.Pos, "Metadata")
+        if not 0 <= entry.Buffer() < n_buffers:
+            raise ValueError(f"metadata {k} points outside the buffers")
+    return n_buffers, n_codes
+
+
+def _check_subgraph(check: _Checker, sg, n_buffers: int, n_codes: int) -> None:
+    check.table(sg._tab.Pos, "SubGraph")
+    n_tensors = sg.TensorsLength()
+    for t in range(n_tensors):
+        tensor = sg.Tensors(t)
+        check.table(tensor._tab.Pos, "Tensor")
+        (tensor.Name() or b"").decode("utf-8")
+        if not 0 <= tensor.Buffer() < max(n_buffers, 1):
+            raise ValueError(f"tensor {t} points at buffer {tensor.Buffer()} of {n_buffers}")
+        q = tensor.Quantization()
+        if q is not None:
+            check.table(q._tab.Pos, "QuantizationParameters")
+            if q.ZeroPointLength() and q.ScaleLength() != q.ZeroPointLength():
+                raise ValueError(f"tensor {t}: {q.ScaleLength()} scales, {q.ZeroPointLength()} zero points")
+    for k in range(sg.InputsLength()):
+        if not 0 <= sg.Inputs(k) < n_tensors:
+            raise ValueError("subgraph input index out of range")
+    for k in range(sg.OutputsLength()):
+        if not 0 <= sg.Outputs(k) < n_tensors:
+            raise ValueError("subgraph output index out of range")
+    for o in range(sg.OperatorsLength()):
+        op = sg.Operators(o)
+        check.table(op._tab.Pos, "Operator")
+        if not 0 <= op.OpcodeIndex() < n_codes:
+            raise ValueError(f"operator {o} uses opcode {op.OpcodeIndex()} of {n_codes}")
+        for j in range(op.InputsLength()):
+            if not -1 <= op.Inputs(j) < n_tensors:
+                raise ValueError(f"operator {o} reads tensor {op.Inputs(j)} of {n_tensors}")
+        for j in range(op.OutputsLength()):
+            if not 0 <= op.Outputs(j) < n_tensors:
+                raise ValueError(f"operator {o} writes tensor {op.Outputs(j)} of {n_tensors}")
+
+
+def _check_signatures(check: _Checker, model) -> None:
+    for k in range(model.SignatureDefsLength()):
+        sig = model.SignatureDefs(k)
+        check.table(sig._tab.Pos, "SignatureDef")
+        for maps in (
+            (sig.Inputs(j) for j in range(sig.InputsLength())),
+            (sig.Outputs(j) for j in range(sig.OutputsLength())),
+        ):
+            for m in maps:
+                check.table(m._tab.Pos, "TensorMap")
+                (m.Name() or b"").decode("utf-8")

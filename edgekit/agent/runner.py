@@ -421,16 +421,31 @@ class Agent:
                 self._stop.wait(max(0.0, period - (time.perf_counter() - started)))
 
     def _preprocessing(self, session) -> dict:
-        """The package's preprocessing, or a resize to the model's input (NHWC, grey for 1 channel)."""
+        """The package's preprocessing, or a resize to the model's first input in the layout its
+        signature records (grey for 1 channel)."""
         manifest = self.slots.current_manifest() or {}
         if manifest.get("preprocessing"):
             return manifest["preprocessing"]
-        shape = session.inputs[0].shape
-        if len(shape) == 4 and shape[-1] in (1, 3):
-            return {"resize": [shape[1], shape[2]], "color": "L" if shape[-1] == 1 else "RGB"}
-        if len(shape) == 4 and shape[1] in (1, 3):
-            return {"resize": [shape[2], shape[3]], "color": "L" if shape[1] == 1 else "RGB", "layout": "nchw"}
-        raise ValueError(f"cannot feed images to an input of shape {shape}")
+        return image_preprocessing(session.signature.inputs[0])
+
+
+def image_preprocessing(tensor) -> dict:
+    """A preprocessing spec that feeds images to ``tensor`` (a TensorSignature) as its layout says."""
+    from edgekit.runtime.signature import LAYOUT_NAMES
+
+    if len(tensor.shape) != 4 or tensor.layout not in LAYOUT_NAMES:
+        raise ValueError(
+            f"cannot feed images to input {tensor.name!r} of shape {list(tensor.shape)} and layout "
+            f"{tensor.layout or 'unknown'}: package the model with a preprocessing spec"
+        )
+    sizes = dict(zip(tensor.layout, tensor.shape, strict=True))
+    if sizes["C"] not in (1, 3):
+        raise ValueError(f"cannot feed images to input {tensor.name!r}: {sizes['C']} channels ({tensor.layout})")
+    return {
+        "resize": [sizes["H"], sizes["W"]],
+        "color": "L" if sizes["C"] == 1 else "RGB",
+        "layout": tensor.layout.lower(),
+    }
 
 
 def load_config(path: str) -> AgentConfig:

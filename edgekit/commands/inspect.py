@@ -103,6 +103,7 @@ def _tflite_facts(path: str) -> dict[str, Any]:
     from edgekit.converters.tflite_import import read_graph
     from edgekit.converters.tflite_reader import load_model, metadata, operator_names  # tflite only, no onnx
     from edgekit.runtime import load
+    from edgekit.runtime.signature import Signature
     from edgekit.runtime.validate import validate_tflite
 
     _, data = load_model(Path(path))
@@ -111,6 +112,7 @@ def _tflite_facts(path: str) -> dict[str, Any]:
         "model": path,
         "size_bytes": len(data),
         "ops": dict(Counter(operator_names(data)).most_common()),
+        "signature": Signature.from_model(path, data).to_dict(),  # as a package manifest records it
         "xnnpack_partitions": load(data, threads=1).delegated_partitions(),
         # per weighted op ("index:OP"): the most distinct values an output channel holds (2 binary, 3 ternary)
         "weight_values": distinct_weight_values(read_graph(data)),
@@ -119,6 +121,8 @@ def _tflite_facts(path: str) -> dict[str, Any]:
 
 
 def _tflite_report(facts: dict[str, Any]) -> str:
+    from edgekit.runtime.signature import Signature
+
     lines = [
         f"model: {facts['model']}  ({facts['size_bytes']:,} bytes)",
         f"ops: {_histogram(facts['ops'])}",
@@ -126,5 +130,8 @@ def _tflite_report(facts: dict[str, Any]) -> str:
         "distinct weight values per output channel: "
         + (", ".join(f"{layer} {n}" for layer, n in facts["weight_values"].items()) or "no weighted ops"),
     ]
+    signature = Signature.from_dict(facts["signature"])
+    lines += [f"input  {t.describe()}" for t in signature.inputs]
+    lines += [f"output {t.describe()}" for t in signature.outputs]
     lines += [f"metadata {key}: {value}" for key, value in facts["metadata"].items()]
     return "\n".join(lines)

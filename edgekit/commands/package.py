@@ -79,4 +79,8 @@ def run(args: argparse.Namespace) -> int:
             f"wrote {facts['package']} ({facts['size_bytes']:,} bytes; model {facts['model_bytes']:,} bytes), "
             f"sha256 {facts['sha256']}, signature {facts['signature']}"
         )
+        signature = package.manifest_signature(info.manifest)  # what devices check the model against
+        for kind, tensors in (("input ", signature.inputs), ("output", signature.outputs)) if signature else ():
+            for tensor in tensors:
+                print(f"{kind} {tensor.describe()}")
     return 0

@@ -7,20 +7,19 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from edgekit.errors import BackendError
+from edgekit.runtime.signature import TensorSignature
 
 
 @dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    shape: tuple[int, ...]
-    dtype: np.dtype
-    quant: tuple[float, int] | None  # (scale, zero point) of an int8/uint8 tensor
-    index: int
+class TensorSpec(TensorSignature):
+    """A tensor's signature bound to where the interpreter keeps it."""
+
+    index: int = field(kw_only=True)
 
 
 class Backend:

@@ -8,6 +8,7 @@ import numpy as np
 
 from edgekit.errors import BackendError
 from edgekit.runtime.backends import Backend, TensorSpec
+from edgekit.runtime.signature import LayoutRecord
 
 _TYPES = {
     "tensor(float)": np.float32,
@@ -47,7 +48,8 @@ class OnnxRuntimeBackend(Backend):
     @staticmethod
     def _spec(arg, index: int) -> TensorSpec:
         shape = tuple(d if isinstance(d, int) else -1 for d in arg.shape)
-        return TensorSpec(arg.name, shape, np.dtype(_TYPES.get(arg.type, np.float32)), None, index)
+        spec = TensorSpec(arg.name, shape, np.dtype(_TYPES.get(arg.type, np.float32)), index=index)
+        return LayoutRecord(".onnx").label(spec)
 
     def set_input(self, spec: TensorSpec, value: np.ndarray) -> None:
         self._feeds[spec.name] = value

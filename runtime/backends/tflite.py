@@ -11,15 +11,17 @@ import numpy as np
 from edgekit.errors import BackendError, InputError, InvalidModelError
 from edgekit.runtime.backends import Backend, TensorSpec
 from edgekit.runtime.native_log import to_logging
+from edgekit.runtime.signature import LayoutRecord
 
 EDGETPU_LIBRARY = "libedgetpu.so.1"
 EDGETPU_DEVICE = re.compile(r"^(usb|pci)?(:\d+)?$")
 
 
-def _spec(detail: dict, name: str) -> TensorSpec:
+def _spec(detail: dict, name: str, layouts: LayoutRecord) -> TensorSpec:
     scale, zero_point = detail["quantization"]
     quant = (float(scale), int(zero_point)) if scale else None
-    return TensorSpec(name, tuple(int(d) for d in detail["shape"]), np.dtype(detail["dtype"]), quant, detail["index"])
+    shape = tuple(int(d) for d in detail["shape"])
+    return layouts.label(TensorSpec(name, shape, np.dtype(detail["dtype"]), quant=quant, index=detail["index"]))
 
 
 class _InterpreterBackend(Backend):
@@ -39,6 +41,7 @@ class _InterpreterBackend(Backend):
                 self.interpreter = api.Interpreter(**kwargs)
                 self.interpreter.allocate_tensors()
             self.threads = threads
+            self._layouts = LayoutRecord.of_model(".tflite", model)
             self._refresh()
         except Exception as exc:  # the interpreter's own refusal of a damaged model
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -53,8 +56,12 @@ class _InterpreterBackend(Backend):
             names_in = {d["index"]: n for n, d in runner.get_input_details().items()}
             names_out = {d["index"]: n for n, d in runner.get_output_details().items()}
             del runner  # it keeps views of the interpreter's buffers
-        self.inputs = [_spec(d, names_in.get(d["index"], d["name"])) for d in self.interpreter.get_input_details()]
-        self.outputs = [_spec(d, names_out.get(d["index"], d["name"])) for d in self.interpreter.get_output_details()]
+        self.inputs = [
+            _spec(d, names_in.get(d["index"], d["name"]), self._layouts) for d in self.interpreter.get_input_details()
+        ]
+        self.outputs = [
+            _spec(d, names_out.get(d["index"], d["name"]), self._layouts) for d in self.interpreter.get_output_details()
+        ]
 
     def set_input(self, spec: TensorSpec, value: np.ndarray) -> None:
         self.interpreter.set_tensor(spec.index, value)

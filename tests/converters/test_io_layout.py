@@ -194,3 +194,29 @@ def test_cli_verify_feeds_each_model_its_own_layout(tmp_path, capsys):
         if source == keras:
             assert edgekit(["verify", str(source), str(out), "--data", str(data), "--min-sqnr", "60"]) == 0
     capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    ("source", "io_layout", "moved"),
+    [
+        ("torch", "auto", {"image", "features"}),
+        ("torch", "nhwc", {"image", "features", "grid"}),
+        ("torch", "keep", set()),
+        ("keras", "auto", set()),
+        ("keras", "nhwc", set()),
+    ],
+)
+def test_the_signature_read_from_the_file_is_what_convert_decided(tmp_path, source, io_layout, moved):
+    """Issue 22: the layout convert writes is read back by edgekit.runtime's Signature (what the
+    package manifest, the Session and the agent use), with the transposes written out above."""
+    from edgekit.runtime.signature import Signature
+
+    model = nchw_model() if source == "torch" else keras_like(feature_map=True)
+    out = tmp_path / f"{source}_{io_layout}.tflite"
+    result = convert(model, out, io_layout=io_layout)
+    signature = Signature.from_model(out.name, out.read_bytes())
+    tensors = {t.name: t for t in (*signature.inputs, *signature.outputs)}
+    assert {name: t.layout for name, t in tensors.items()} == {n: d.layout for n, d in result.io_layout.items()}
+    assert {name: t.shape for name, t in tensors.items()} == {n: d.shape for n, d in result.io_layout.items()}
+    assert {name for name, t in tensors.items() if t.source_perm} == moved
+    assert all(tensors[name].source_perm == NCHW_TO_NHWC for name in moved)

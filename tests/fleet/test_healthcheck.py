@@ -1,7 +1,8 @@
 """The agent's health check (``python -m edgekit.agent.healthcheck``) on real .tflite models run by
 LiteRT: a sound model passes with its p50 and outputs, a model with one NaN or one Inf output value
-fails, a latency budget no model can meet fails, and a file that is no model fails, each with the
-reason on stderr and exit status 1."""
+fails, a latency budget no model can meet fails, a file that is no model fails, and a model whose
+signature differs from its manifest's or (without io_change) the serving model's fails, each with
+the reason on stderr and exit status 1."""
 
 from __future__ import annotations
 
@@ -86,3 +87,77 @@ def test_importing_the_module_runs_nothing():
     code = "import edgekit.agent.healthcheck as h; print('imported', h.__name__)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout == "imported edgekit.agent.healthcheck\n", done.stderr
+
+
+def fc_variant(inputs: int = 6, extra_output: bool = False) -> bytes:
+    """float_model's FULLY_CONNECTED with another input width, or a second output (its ReLU)."""
+    g = Graph()
+    g.add_tensor("features", (1, inputs), np.float32)
+    w = g.add_const(np.ones((4, inputs), np.float32), "w")
+    b = g.add_const(np.zeros(4, np.float32), "b")
+    g.add_tensor("scores", (1, 4), np.float32)
+    g.add_node("FULLY_CONNECTED", ["features", w, b], ["scores"], {"fused_activation_function": "NONE"})
+    g.inputs, g.outputs = ["features"], ["scores"]
+    if extra_output:
+        g.add_tensor("positive", (1, 4), np.float32)
+        g.add_node("RELU", ["scores"], ["positive"], {})
+        g.outputs.append("positive")
+    g.metadata["_signature"] = {"inputs": ["features"], "outputs": list(g.outputs)}
+    return serialize(g)
+
+
+def manifest_of(path, model: bytes, **fields) -> str:
+    """A manifest.json as package.build writes it for ``model`` (its signature), plus ``fields``."""
+    from edgekit.runtime.signature import Signature
+
+    path.write_text(json.dumps({"io": Signature.from_model(".tflite", model).to_dict(), **fields}))
+    return str(path)
+
+
+def test_an_incompatible_model_is_unhealthy_with_the_tensor_named(tmp_path):
+    """Issue 18: a valid model with another input shape or more outputs passed the health check
+    (it ran random inputs of its own shape). Against the serving model's signature it fails,
+    naming the tensor, unless its manifest says the change is intended."""
+    serving = manifest_of(tmp_path / "serving.json", float_model())
+    for name, model, says in (
+        ("wider", fc_variant(inputs=7), "input 'features' shape [1, 7] instead of [1, 6]"),
+        ("more", fc_variant(extra_output=True), "outputs ['scores', 'positive'] instead of ['scores']"),
+    ):
+        path = tmp_path / f"{name}.tflite"
+        path.write_bytes(model)
+        own = manifest_of(tmp_path / f"{name}.json", model)
+        done = healthcheck(path, "--runs", "2", "--manifest", own, "--serving", serving)
+        assert done.returncode == 1 and done.stdout == "", (name, done.stderr)
+        assert done.stderr.strip() == f"unhealthy: incompatible with the serving model: {says} " + (
+            "(package it with --io-change if the applications expect that)"
+        )
+        intended = manifest_of(tmp_path / f"{name}-intended.json", model, io_change=True)
+        assert healthcheck(path, "--runs", "2", "--manifest", intended, "--serving", serving).returncode == 0
+    same = tmp_path / "same.tflite"
+    same.write_bytes(fc_variant())  # other weights, the same signature: compatible
+    assert healthcheck(same, "--runs", "2", "--serving", serving).returncode == 0
+
+
+def test_a_manifest_that_describes_another_model_is_unhealthy(tmp_path):
+    model = tmp_path / "m.tflite"
+    model.write_bytes(fc_variant(inputs=7))
+    lying = manifest_of(tmp_path / "lying.json", float_model())
+    done = healthcheck(model, "--runs", "2", "--manifest", lying)
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "unhealthy: the model is not the one its manifest describes: input 'features' shape [1, 7] instead of [1, 6]"
+    )
+
+
+def test_manifests_of_older_edgekit_still_pass(tmp_path):
+    """A manifest written before signatures carried layouts (no layout keys) reads in both roles."""
+    model = tmp_path / "m.tflite"
+    model.write_bytes(float_model())
+    old_io = {
+        "inputs": [{"name": "features", "shape": [1, 6], "dtype": "float32"}],
+        "outputs": [{"name": "scores", "shape": [1, 4], "dtype": "float32"}],
+    }
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"schema": 1, "io": old_io, "preprocessing": {}}))
+    done = healthcheck(model, "--runs", "2", "--manifest", str(old), "--serving", str(old))
+    assert done.returncode == 0, done.stderr

@@ -38,6 +38,7 @@ def test_manifest_records_io_and_compression(tmp_path, keys, models):
         ]
         assert [t["name"] for t in io_spec["outputs"]] == [s.name for s in session.outputs]
         assert [t["dtype"] for t in io_spec["inputs"]] == [str(s.dtype) for s in session.inputs]
+        assert package.manifest_signature(info.manifest) == session.signature  # scale, zero point too
     assert report["method"] == "xz" and report["model_bytes"] == models[1].stat().st_size
     assert 0 <= report["zero_byte_share"] <= 1
     plain = package.build(
@@ -183,3 +184,45 @@ def test_a_model_that_does_not_match_its_manifest_is_refused(tmp_path):
             tar.addfile(info, io.BytesIO(payload))
     with pytest.raises(PackageError, match="does not match its manifest"):
         package.unpack(archive, tmp_path / "out")
+
+
+def test_a_package_with_an_old_format_manifest_still_verifies_and_unpacks(tmp_path, keys, models):
+    """Packages written before manifests carried layouts: their io has no layout keys."""
+    import hashlib
+
+    from nacl.signing import SigningKey
+
+    from edgekit import keys as key_files
+
+    data = models[0].read_bytes()
+    io_spec = {
+        "inputs": [{"name": "features", "shape": [1, 6], "dtype": "float32"}],
+        "outputs": [{"name": "scores", "shape": [1, 4], "dtype": "float32"}],
+    }
+    manifest = {
+        "schema": 1,
+        "name": "fc",
+        "version": "1",
+        "model": "v1.tflite",
+        "model_sha256": hashlib.sha256(data).hexdigest(),
+        "model_size": len(data),
+        "latency_budget_ms": None,
+        "io": io_spec,
+        "preprocessing": {},
+    }
+    archive = tmp_path / "old.tar"
+    with tarfile.open(archive, "w") as tar:
+        for name, payload in (("manifest.json", json.dumps(manifest).encode()), ("v1.tflite", data)):
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    signer = SigningKey(bytes.fromhex(key_files.read_private(keys[0], "signing key")))
+    (tmp_path / "old.tar.sig").write_text(signer.sign(bytes.fromhex(digest)).signature.hex())
+    assert package.verify(archive, public_key=keys[1]) == digest
+    unpacked = package.unpack(archive, tmp_path / "out")
+    old = package.manifest_signature(unpacked)
+    assert [t.layout for t in old.inputs] == [None]
+    new = package.build(models[0], tmp_path / "new.tar", name="fc", version="2", signing_key=keys[0])
+    assert package.io_differences(unpacked["io"], new.manifest["io"]) == []
+    assert package.manifest_signature(new.manifest).differences(old) == []
