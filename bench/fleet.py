@@ -1,11 +1,13 @@
 """Fleet benchmark on loopback Mosquitto (and the embedded broker):
 
-1. Ingest: simulated devices publish telemetry windows (QoS 1) as fast as they can; the fleet
-   manager must store every one. Reports the sustained stored rate with zero loss and the
-   manager's CPU use at a fixed 1,000 messages/s (1,000 devices x 1 message/s). Then the same
-   load again while one device floods progress messages (QoS 1, as fast as it can, on its own
-   topic, for a running rollout) and 1,000 idle connections are open (half MQTT clients that
-   CONNECT and say nothing more, half TCP connections to the manager's HTTP API that send
+1. Ingest, on both brokers as ``fleet serve`` runs them (every client provisioned and
+   authenticated, the ACL and the manager's per-device message budget on): 200 simulated devices
+   publish telemetry windows (QoS 1) as fast as they can; the fleet manager must store every
+   one. Reports the sustained stored rate with zero loss and the manager's CPU use at a fixed
+   1,000 messages/s (1,000 devices x 1 message/s). Then the same load again while one device
+   floods progress messages (QoS 1, as fast as it can, on its own topic, for a running rollout,
+   coming back whenever it is put out) and 1,000 idle connections are open (half MQTT clients
+   that CONNECT and say nothing more, half TCP connections to the manager's HTTP API that send
    nothing, reopened when the server closes them): the stored rate, against the undisturbed one.
 2. Rollout: 200 agents (25 per process, real MQTT, real OTA with separate-process health
    checks), driven through the HTTP API: a good package goes through a 5% canary and waves
@@ -41,20 +43,42 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def simulate(port: int, fleet: str, first: int, devices: int, per_device: int, rate: float, ready, go) -> None:
-    """Devices ``first..first+devices`` publish ``per_device`` telemetry windows each, QoS 1:
-    as fast as the broker takes them (rate 0) or spread evenly at ``rate`` messages/s."""
+FLEET = "bench"
+INGEST_DEVICES = 200  # at this machine's rates each stays well inside a device's message budget
+STEADY_DEVICES = 1000
+
+
+def provisioned(folder: Path, idle: int) -> tuple[dict[str, str], str]:
+    """``fleet provision``'s files for every simulated device, the flooding one and ``idle`` idle
+    MQTT clients (device name -> password), and the manager's password: both brokers run with
+    authentication, the ACL and the manager's bars on, as serve runs them."""
+    from edgekit.fleet.provision import ensure_manager, provision
+
+    names = [f"sim{d}" for d in range(STEADY_DEVICES)] + ["flood"] + [f"idle{n}" for n in range(idle // 2)]
+    creds = {name: provision(folder, FLEET, name, "{}", command_key="cd" * 32)["password"] for name in names}
+    return creds, ensure_manager(folder)
+
+
+def _client(port: int, user: str, password: str):
     import paho.mqtt.client as mqtt
 
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=user)
+    client.username_pw_set(user, password)
+    client.max_inflight_messages_set(100)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    return client
+
+
+def simulate(port: int, creds: dict, first: int, devices: int, per_device: int, rate: float, ready, go) -> None:
+    """Devices ``first..first+devices`` publish ``per_device`` telemetry windows each, QoS 1:
+    as fast as the broker takes them (rate 0) or spread evenly at ``rate`` messages/s."""
     from edgekit import protocol
 
     clients = []
     for d in range(first, first + devices):
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{fleet}-sim{d}")
-        c.max_inflight_messages_set(100)
-        c.connect("127.0.0.1", port)
-        c.loop_start()
-        clients.append((protocol.topic(fleet, f"sim{d}", "telemetry"), c))
+        name = f"sim{d}"
+        clients.append((protocol.topic(FLEET, name, "telemetry"), _client(port, name, creds[name])))
     ready.put(1)
     go.wait()
     infos, start = [], time.perf_counter()
@@ -72,44 +96,45 @@ def simulate(port: int, fleet: str, first: int, devices: int, per_device: int, r
         c.loop_stop()
 
 
-def flood_progress(port: int, fleet: str, device: str, deployment: str, sent, ready, stop) -> None:
-    """One device publishes valid progress for ``deployment`` (QoS 1) as fast as the broker takes it,
-    at most 1,000 unacknowledged; ``sent`` counts the acknowledged ones."""
-    from collections import deque
-
-    import paho.mqtt.client as mqtt
-
+def flood_progress(port: int, password: str, deployment: str, sent, ready, stop) -> None:
+    """The device "flood" publishes valid progress for ``deployment`` (QoS 1) as fast as the broker
+    takes it, at most 1,000 unacknowledged, and comes back whenever it is put out, as an attacker's
+    would; ``sent`` counts the publishes the broker acknowledged."""
     from edgekit import protocol
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{fleet}-{device}")
-    client.max_inflight_messages_set(100)
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    topic, window = protocol.topic(fleet, device, "progress"), deque()
+    client = _client(port, "flood", password)
+    client.on_publish = lambda c, u, mid, rc, p: setattr(sent, "value", sent.value + 1)
+    topic, published = protocol.topic(FLEET, "flood", "progress"), 0
     ready.put(1)
-    offset = 0
     while not stop.is_set():
-        offset += 1
-        details = {"offset": offset, "attempt": 1}
+        if not client.is_connected():  # paho reconnects on its own (refused while the bar lasts)
+            time.sleep(0.05)
+            continue
+        if published - sent.value >= 1000:
+            time.sleep(0.001)
+            continue
+        details = {"offset": published, "attempt": 1}
         payload = protocol.encode(
             "progress", deployment=deployment, step="downloading", ts=time.time(), details=details
         )
-        window.append(client.publish(topic, payload, qos=1))
-        if len(window) >= 1000:
-            window.popleft().wait_for_publish(60)
-            sent.value += 1
+        if client.publish(topic, payload, qos=1).rc == 0:
+            published += 1
     client.disconnect()
     client.loop_stop()
 
 
-def mqtt_connect_packet(client_id: str) -> bytes:
-    """MQTT 3.1.1 CONNECT, clean session, no keepalive: a client that then says nothing at all."""
-    name = client_id.encode()
-    body = b"\x00\x04MQTT\x04\x02\x00\x00" + len(name).to_bytes(2, "big") + name
+def mqtt_connect_packet(user: str, password: str) -> bytes:
+    """MQTT 3.1.1 CONNECT with a user name and password, clean session, no keepalive: a client that
+    then says nothing at all."""
+
+    def field(text: str) -> bytes:
+        return len(text.encode()).to_bytes(2, "big") + text.encode()
+
+    body = b"\x00\x04MQTT\x04\xc2\x00\x00" + field(user) + field(user) + field(password)
     return bytes([0x10, len(body)]) + body
 
 
-def idle_connections(mqtt_port: int, http_port: int, count: int, open_now, ready, stop) -> None:
+def idle_connections(mqtt_port: int, http_port: int, creds: dict, count: int, open_now, ready, stop) -> None:
     """``count // 2`` MQTT clients that CONNECT and then idle, ``count // 2`` TCP connections to the HTTP
     API that send nothing; whatever the server closes is opened again. ``open_now``: (MQTT, HTTP)
     connections established (an HTTP one past the API's listen backlog waits in SYN retries)."""
@@ -120,9 +145,9 @@ def idle_connections(mqtt_port: int, http_port: int, count: int, open_now, ready
 
     def open_mqtt(n: int) -> None:
         s = socket.create_connection(("127.0.0.1", mqtt_port), timeout=10)
-        s.sendall(mqtt_connect_packet(f"idle{n}"))
-        if s.recv(4)[:1] != b"\x20":
-            raise SystemExit("the broker did not answer an idle client's CONNECT with a CONNACK")
+        s.sendall(mqtt_connect_packet(f"idle{n}", creds[f"idle{n}"]))
+        if s.recv(4)[:4] != b"\x20\x02\x00\x00":
+            raise SystemExit("the broker did not accept an idle client's CONNECT")
         s.setblocking(False)
         selector.register(s, selectors.EVENT_READ, ("mqtt", n))
 
@@ -162,14 +187,17 @@ def idle_connections(mqtt_port: int, http_port: int, count: int, open_now, ready
         key.fileobj.close()
 
 
-def end_session(port: int, client_id: str, mqtt_version: int) -> None:
+def end_session(port: int, password: str, mqtt_version: int) -> None:
     """Drop the manager's persistent session at the broker: otherwise Mosquitto goes on queueing
     every later run's messages for it, and each run would pay for the runs before it."""
     import paho.mqtt.client as mqtt
 
+    from edgekit.fleet.provision import MANAGER_USER
+
     if mqtt_version != 5:  # the embedded broker (3.1.1) keeps no session past a disconnect
         return
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=MANAGER_USER, protocol=mqtt.MQTTv5)
+    client.username_pw_set(MANAGER_USER, password)
     client.connect("127.0.0.1", port, clean_start=True)  # no session expiry: gone at the disconnect
     client.loop_start()
     deadline = time.time() + 10
@@ -179,22 +207,24 @@ def end_session(port: int, client_id: str, mqtt_version: int) -> None:
     client.loop_stop()
 
 
-def run_load(port: int, work: Path, fleet: str, devices: int, per_device: int, rate: float = 0, disturb: int = 0):
+def run_load(broker: dict, work: Path, run: str, devices: int, per_device: int, rate: float = 0, disturb: int = 0):
     """(stored/s over the whole run, sent, stored, manager CPU share, disturbance figures); the devices
     run in other processes, at most 250 per process (paho's select() loop cannot watch fds above 1024).
     ``disturb``: that many idle connections open (half MQTT, half to the manager's HTTP API) and one
     device flooding progress for a running rollout while the devices publish."""
-    procs = max(2, math.ceil(devices / 250))
     from edgekit.fleet.manager import FleetManager
+    from edgekit.fleet.provision import MANAGER_USER
 
-    client_id = f"manager-{fleet}-{port}"
-    manager = FleetManager(work / f"{fleet}-{port}.sqlite", port=port, client_id=client_id)
+    port, creds = broker["port"], broker["creds"]
+    procs = max(2, math.ceil(devices / 250))
+    manager = FleetManager(work / f"{run}.sqlite", port=port, username=MANAGER_USER, password=broker["manager"],
+                           client_id=MANAGER_USER, broker_folder=broker["folder"])  # fmt: skip
     if not manager.start():  # subscribed, so the first window counts
         raise SystemExit(f"the broker on port {port} did not take the fleet manager's subscriptions")
     ready, go = mp.Queue(), mp.Event()
     share = devices // procs
     workers = [
-        mp.Process(target=simulate, args=(port, fleet, i * share, share, per_device, rate / procs, ready, go))
+        mp.Process(target=simulate, args=(port, creds, i * share, share, per_device, rate / procs, ready, go))
         for i in range(procs)
     ]
     disturbance, stop_disturbing, httpd = {}, mp.Event(), None
@@ -203,19 +233,20 @@ def run_load(port: int, work: Path, fleet: str, devices: int, per_device: int, r
         from edgekit.fleet.api import serve_api
         from edgekit.fleet.packages import PackageStore
 
-        httpd, _ = serve_api(manager, PackageStore(work / f"{fleet}-packages"), "bench-token")
+        httpd, _ = serve_api(manager, PackageStore(work / f"{run}-packages"), "bench-token")
         manager.store.execute(  # the flooding device's registry row, so a rollout can target it
-            "INSERT INTO devices VALUES (?,?,?,?,?,?,?,?)", (fleet, "flood", "online", time.time(), "[]", "", "", "")
+            "INSERT INTO devices (fleet, device, state, last_seen, tags) VALUES (?,?,?,?,?)",
+            (FLEET, "flood", "online", time.time(), "[]"),
         )
         deploy = {"deployment": "flooded", "package": "p.tar", "sha256": "0" * 64, "size": 1, "url": "http://x/"}
-        manager.start_rollout(fleet, deploy, ["flood"], canary=0, waves=(1.0,))  # its status query runs every 0.5 s
+        manager.start_rollout(FLEET, deploy, ["flood"], canary=0, waves=(1.0,))  # its status query runs every 0.5 s
         workers += [
             mp.Process(
-                target=flood_progress, args=(port, fleet, "flood", "flooded", flood_sent, ready, stop_disturbing)
+                target=flood_progress, args=(port, creds["flood"], "flooded", flood_sent, ready, stop_disturbing)
             ),
             mp.Process(
                 target=idle_connections,
-                args=(port, httpd.server_address[1], disturb, open_now, ready, stop_disturbing),
+                args=(port, httpd.server_address[1], creds, disturb, open_now, ready, stop_disturbing),
             ),
         ]
     for w in workers:
@@ -234,15 +265,20 @@ def run_load(port: int, work: Path, fleet: str, devices: int, per_device: int, r
     seconds = time.perf_counter() - start
     cpu = (cpu_seconds() - c0) / seconds
     if disturb:
-        disturbance = {"progress/s": (flood_sent.value - flooded0) / seconds, "open": tuple(open_now)}
+        disturbance = {
+            "progress/s": (flood_sent.value - flooded0) / seconds,
+            "open": tuple(open_now),
+            "barred": manager.counters.barred,
+        }
     stop_disturbing.set()
     for w in workers:
         w.join(timeout=120)
     count = stored()
     manager.stop()
-    end_session(port, client_id, manager.mqtt_version)
+    end_session(port, broker["manager"], manager.mqtt_version)
     if httpd is not None:
         httpd.shutdown()
+    (broker["folder"] / "quarantine.json").unlink(missing_ok=True)  # the next run starts with nobody barred
     return total / seconds, total, count, cpu, disturbance
 
 
@@ -376,17 +412,26 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
 
 
 def ingest_table(args: argparse.Namespace, work: Path) -> str:
-    from tests.fleet.mosquitto import Mosquitto, free_port
+    from edgekit.fleet.mosquitto import ManagedMosquitto
+    from tests.fleet.mosquitto import free_port
 
+    folder = work / "broker"
+    creds, manager_password = provisioned(folder, args.idle)
     rows, disturbed_rows = [], []
-    mosquitto = Mosquitto(work, extra=FLEET_BROKER).start()
+    mosquitto = ManagedMosquitto(folder, free_port(), None).start()
     embedded_port = free_port()  # in its own process, so the manager's CPU figure is the manager's alone
-    embedded = subprocess.Popen([sys.executable, "-m", "edgekit.broker", "--port", str(embedded_port)])
+    embedded = subprocess.Popen(
+        [sys.executable, "-m", "edgekit.broker", "--port", str(embedded_port), "--access", str(folder)]
+    )
     wait_for_port(embedded_port)
     try:
         for name, port in (("mosquitto", mosquitto.port), ("embedded", embedded_port)):
-            rate, sent, stored, ingest_cpu, _ = run_load(port, work, f"ingest-{name}", 50, args.messages // 50)
-            _, sent_1k, stored_1k, cpu, _ = run_load(port, work, f"steady-{name}", 1000, args.seconds, rate=1000)
+            broker = {"port": port, "creds": creds, "manager": manager_password, "folder": folder}
+            per_device = args.messages // INGEST_DEVICES
+            rate, sent, stored, ingest_cpu, _ = run_load(broker, work, f"ingest-{name}", INGEST_DEVICES, per_device)
+            _, sent_1k, stored_1k, cpu, _ = run_load(
+                broker, work, f"steady-{name}", STEADY_DEVICES, args.seconds, rate=STEADY_DEVICES
+            )
             rows.append(
                 [
                     name,
@@ -399,7 +444,7 @@ def ingest_table(args: argparse.Namespace, work: Path) -> str:
             )
             if args.idle:
                 disturbed_rate, sent_d, stored_d, disturbed_cpu, seen = run_load(
-                    port, work, f"disturbed-{name}", 50, args.messages // 50, disturb=args.idle
+                    broker, work, f"disturbed-{name}", INGEST_DEVICES, per_device, disturb=args.idle
                 )
                 disturbed_rows.append(
                     [
@@ -409,6 +454,7 @@ def ingest_table(args: argparse.Namespace, work: Path) -> str:
                         f"{disturbed_rate / rate:.0%}",
                         "yes" if stored_d == sent_d else "NO",
                         f"{seen['progress/s']:,.0f}",
+                        seen["barred"],
                         f"{seen['open'][0]} + {seen['open'][1]}",
                         f"{100 * ingest_cpu:.0f}% / {100 * disturbed_cpu:.0f}%",
                     ]
@@ -421,7 +467,8 @@ def ingest_table(args: argparse.Namespace, work: Path) -> str:
     out = table(rows, headers)
     if disturbed_rows:
         headers = ["broker", "undisturbed msg/s", "disturbed msg/s", "of undisturbed", "zero loss"]
-        headers += ["flood progress msg/s", "idle MQTT + HTTP established", "manager CPU undisturbed / disturbed"]
+        headers += ["flood progress msg/s taken", "times barred", "idle MQTT + HTTP established"]
+        headers += ["manager CPU undisturbed / disturbed"]
         out += "\n\n" + table(disturbed_rows, headers)
     return out
 
@@ -441,7 +488,7 @@ def rollout_table(args: argparse.Namespace, work: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=50000, help="ingest: windows from 50 devices")
+    parser.add_argument("--messages", type=int, default=50000, help=f"ingest: windows from {INGEST_DEVICES} devices")
     parser.add_argument("--seconds", type=int, default=10, help="steady load: 1,000 devices x 1 msg/s for this long")
     parser.add_argument(
         "--idle", type=int, default=1000, help="ingest disturbed: idle connections beside the progress flood (0: skip)"

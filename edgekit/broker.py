@@ -213,6 +213,10 @@ class Broker:
             writer.write(_packet(CONNACK, 0, b"\x00\x00"))
             while True:
                 kind, flags, body = await self._read_packet(reader, client.keepalive or 600)
+                if self.access is not None and self.access.is_barred(client.user, every_s=0.5):
+                    log.warning("disconnected %s: barred by the fleet manager", client.user)
+                    clean = True  # a barred device says nothing more, its will included
+                    return
                 if kind == PUBLISH:
                     self._publish_in(client, flags, body)
                 elif kind == SUBSCRIBE:

@@ -35,6 +35,7 @@ class AgentConfig:
     password: str | None = None
     telemetry_interval_s: float = 10.0
     outbox_limit: int = 10_000
+    send_rate: float = 50.0  # messages a second the outbox drains at most: well inside the manager's budget
     error_rate_threshold: float = 0.2  # after a switch: roll back above this error rate ...
     watch_invocations: int = 20  # ... measured over this many invocations
     tags: list[str] = field(default_factory=list)
@@ -49,6 +50,10 @@ class AgentConfig:
     package_hosts: list[str] = field(default_factory=list)  # hosts packages may come from (default: the broker's)
     command_key: str | None = None  # the manager's command key (hex ed25519): deploys and commands must verify
     allow_unsigned_commands: bool = False  # only for a lab without a command key: obey unsigned messages
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.send_rate, (int, float)) and self.send_rate > 0):
+            raise ValueError(f"send_rate must be a number of messages a second above 0, not {self.send_rate!r}")
 
 
 def _board(board_id: str | None):
@@ -105,6 +110,7 @@ class Agent:
         self.invocations = 0
         self._inflight: dict[int, mqtt.MQTTMessageInfo] = {}  # outbox row -> its publish
         self._wake = threading.Event()
+        self._send_tokens, self._send_stamp = 0.0, time.monotonic()
         self._lock = threading.Lock()
         self._deploying_now: Deployment | None = None  # the deployment at work, under _lock
         self._wanted: Deployment | None = None  # the newest desired state not yet started
@@ -251,11 +257,25 @@ class Agent:
             with self._lock:
                 if row_id in self._inflight:
                     continue
+            if not self._paced():
+                return
             info = self.client.publish(topic, payload, qos=1)
             if info.rc != 0:  # not connected any more: the next connection sends it
                 return
             with self._lock:
                 self._inflight[row_id] = info
+
+    def _paced(self) -> bool:
+        """Wait for the next send within ``send_rate`` (a second's worth at once at most), so a
+        long outage's backlog drains at a rate the manager takes from every device; False on stop."""
+        rate = self.config.send_rate
+        now = time.monotonic()
+        self._send_tokens = min(rate, self._send_tokens + (now - self._send_stamp) * rate)
+        self._send_stamp = now
+        if self._send_tokens < 1 and self._stop.wait((1 - self._send_tokens) / rate):
+            return False
+        self._send_tokens -= 1
+        return True
 
     # --- work -----------------------------------------------------------------------------------
     def _progress(self, deployment: str, step: str, details: dict) -> None:

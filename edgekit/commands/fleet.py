@@ -86,6 +86,15 @@ def _add_serve(sub) -> None:
     serve.add_argument("--http-port", type=PORT, default=8765, help="API port (0: any free one)")
     serve.add_argument("--public-url", help="URL devices download packages from (default http://HOST:PORT)")
     serve.add_argument("--retention-days", type=float, default=30.0, help="drop telemetry older than this")
+    serve.add_argument(
+        "--device-rate", type=float, default=200.0, help="messages a second a device may send (default 200)"
+    )
+    serve.add_argument(
+        "--device-burst",
+        type=float,
+        default=2000.0,
+        help="messages a device may send at once above its rate (default 2000); past both, serve's broker bars it",
+    )
 
 
 def _add_read_actions(sub) -> None:
@@ -361,6 +370,7 @@ def serve(args: argparse.Namespace) -> int:
 
     if args.host is not None and (args.broker != "auto" or args.tls_name):
         raise InputError("--broker and --tls-name choose the broker serve runs; with --host it runs none")
+    budget = _device_budget(args)
     if "://" not in args.db and not Path(args.db).resolve().parent.is_dir():
         raise InputError(f"--db {args.db}: folder {Path(args.db).parent} does not exist; create it first")
     files = fleet_files(args.db)
@@ -379,7 +389,7 @@ def serve(args: argparse.Namespace) -> int:
     repository = Repository(files.metadata.parent, signer(command_private))
     broker = _start_broker(args) if args.host is None else None
     try:
-        return _serve(args, token, token_file, command_private, repository)
+        return _serve(args, token, token_file, command_private, repository, budget, broker is not None)
     finally:
         if broker is not None:
             broker.stop()
@@ -430,12 +440,27 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _serve(args: argparse.Namespace, token: str, token_file, command_private: str, repository) -> int:
+def _device_budget(args: argparse.Namespace):
+    from edgekit.errors import InputError
+    from edgekit.fleet.ratelimit import DeviceBudget
+
+    try:
+        return DeviceBudget(rate=args.device_rate, burst=args.device_burst)
+    except ValueError:
+        raise InputError(
+            f"--device-rate {args.device_rate:g} / --device-burst {args.device_burst:g}: "
+            "the rate must be above 0 and the burst at least 1"
+        ) from None
+
+
+def _serve(
+    args: argparse.Namespace, token: str, token_file, command_private: str, repository, budget, managed: bool
+) -> int:
     from edgekit.errors import FleetError
     from edgekit.fleet.api import serve_api
     from edgekit.fleet.packages import PackageStore
 
-    manager = _start_manager(args, command_private)
+    manager = _start_manager(args, command_private, budget, args.broker_dir if managed else None)
     try:
         httpd, _ = serve_api(
             manager,
@@ -465,7 +490,7 @@ def _serve(args: argparse.Namespace, token: str, token_file, command_private: st
     return 0
 
 
-def _start_manager(args: argparse.Namespace, command_private: str):
+def _start_manager(args: argparse.Namespace, command_private: str, budget, broker_folder: str | None):
     """The manager, connected and subscribed, or a FleetError saying why not."""
     from edgekit.errors import FleetError
     from edgekit.fleet.manager import FleetManager
@@ -479,6 +504,8 @@ def _start_manager(args: argparse.Namespace, command_private: str):
         password=args.password,
         tls=tls,
         command_key=command_private,
+        budget=budget,
+        broker_folder=broker_folder,
     )
     try:
         listening = manager.start()

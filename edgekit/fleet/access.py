@@ -8,14 +8,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import os
 import secrets
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgekit.keys import write_private
 
 ITERATIONS = 101  # mosquitto_passwd's default
+QUARANTINE_FILE = "quarantine.json"  # user -> until (epoch s): the manager's bar on flooding devices
 
 
 def hash_password(password: str, iterations: int = ITERATIONS) -> str:
@@ -58,6 +61,38 @@ def add_user(path: str | os.PathLike, user: str, password: str) -> None:
     write_private(path, "".join(f"{u}:{h}\n" for u, h in users.items()))
 
 
+def quarantine(folder: str | os.PathLike, user: str, seconds: float, now: float | None = None) -> float:
+    """Bar ``user`` from the broker for ``seconds`` (both brokers disconnect it and refuse it until
+    then); returns the time the bar ends."""
+    path = Path(folder) / QUARANTINE_FILE
+    now = time.time() if now is None else now
+    barred = {u: t for u, t in quarantined(folder, now).items()}
+    barred[user] = max(barred.get(user, 0.0), now + seconds)
+    write_private(path, json.dumps(barred))
+    return barred[user]
+
+
+def quarantined(folder: str | os.PathLike, now: float | None = None) -> dict[str, float]:
+    """The users barred at ``now``, with when each bar ends; an unreadable file bars nobody (the
+    bar protects the manager's time, not the fleet's secrets)."""
+    now = time.time() if now is None else now
+    try:
+        entries = json.loads((Path(folder) / QUARANTINE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(entries, dict):
+        return {}
+    return {u: float(t) for u, t in entries.items() if isinstance(t, (int, float)) and t > now}
+
+
+def active_passwd(folder: str | os.PathLike, now: float | None = None) -> str:
+    """The password file the broker is given: ``passwd`` without the users barred at ``now``."""
+    passwd = Path(folder) / "passwd"
+    users = read_passwd(passwd) if passwd.exists() else {}
+    barred = quarantined(folder, now)
+    return "".join(f"{u}:{h}\n" for u, h in users.items() if u not in barred)
+
+
 def topic_matches(pattern: str, topic: str) -> bool:
     p, t = pattern.split("/"), topic.split("/")
     for i, part in enumerate(p):
@@ -98,13 +133,16 @@ class Acl:
 
 @dataclass
 class BrokerAccess:
-    """The embedded broker's view of ``fleet provision``'s folder: the password file and the ACL,
-    read again whenever either file changes (a device provisioned while the broker runs)."""
+    """The embedded broker's view of ``fleet provision``'s folder: the password file, the ACL and
+    the manager's quarantine, read again whenever one changes (a device provisioned while the
+    broker runs)."""
 
     folder: Path
     users: dict[str, str] = field(default_factory=dict)
     acl: Acl = field(default_factory=Acl)
+    barred: dict[str, float] = field(default_factory=dict)  # user -> until (epoch s)
     _stamp: tuple = ()
+    _checked: float = 0.0
 
     @classmethod
     def read(cls, folder: str | os.PathLike) -> BrokerAccess:
@@ -112,15 +150,26 @@ class BrokerAccess:
         access.refresh()
         return access
 
-    def refresh(self) -> None:
-        files = (self.folder / "passwd", self.folder / "acl")
+    def refresh(self, every_s: float = 0.0) -> None:
+        """Read the files again if they changed; at most once per ``every_s`` seconds."""
+        now = time.monotonic()
+        if every_s and now - self._checked < every_s:
+            return
+        self._checked = now
+        files = (self.folder / "passwd", self.folder / "acl", self.folder / QUARANTINE_FILE)
         stamp = tuple(f.stat().st_mtime_ns if f.exists() else None for f in files)
         if stamp != self._stamp:
             self.users = read_passwd(files[0]) if files[0].exists() else {}
             self.acl = Acl.read(files[1]) if files[1].exists() else Acl()
+            self.barred = quarantined(self.folder)
             self._stamp = stamp
 
+    def is_barred(self, user: str | None, every_s: float = 0.0) -> bool:
+        self.refresh(every_s)
+        return user is not None and self.barred.get(user, 0.0) > time.time()
+
     def authenticate(self, user: str | None, password: str | None) -> bool:
-        self.refresh()
+        if self.is_barred(user):
+            return False
         stored = self.users.get(user or "")
         return stored is not None and password is not None and check_password(stored, password)

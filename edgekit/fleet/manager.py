@@ -18,7 +18,9 @@ from pathlib import Path
 
 from edgekit import protocol
 from edgekit.errors import InputError
+from edgekit.fleet.access import quarantine
 from edgekit.fleet.gates import Gates, judge_telemetry
+from edgekit.fleet.ratelimit import DEFAULT_BUDGET, DeviceBudget, DeviceLimiter
 from edgekit.fleet.store import FleetStore
 from edgekit.mqtt import choose_version, connect_args, make_client
 from edgekit.protocol import FAILED_STEPS, FINAL_STEPS, ROLLOUT_ENDS, RolloutState, Step
@@ -36,6 +38,7 @@ class Counters:
     stored: int = 0
     malformed: int = 0
     storage_errors: int = 0  # store attempts the database refused (disk full, down): retried
+    barred: int = 0  # times a device overdrew its message budget and was barred
 
 
 class FleetManager:
@@ -51,12 +54,16 @@ class FleetManager:
         tls: dict | None = None,  # {"ca": CA file, "cert": client certificate, "key": client key}
         mqtt_version: str = "auto",
         command_key: str | None = None,  # hex ed25519 seed: deploys and commands are signed with it
+        budget: DeviceBudget | None = DEFAULT_BUDGET,  # per-device message budget; None: unlimited
+        broker_folder: str | Path | None = None,  # the provision folder of a broker serve manages
     ) -> None:
         from edgekit.signing import CommandSigner
 
         self.signer = CommandSigner(command_key) if command_key else None
         self.store = FleetStore(db)
         self.counters = Counters()
+        self.limiter = DeviceLimiter(budget, self._bar) if budget else None
+        self.broker_folder = Path(broker_folder) if broker_folder else None
         self.queue: queue.Queue = queue.Queue()
         self.batch_size = batch_size
         self._stop = threading.Event()
@@ -124,6 +131,8 @@ class FleetManager:
         self.counters.received += 1
         try:
             t = protocol.parse_topic(message.topic)
+            if self.limiter is not None:
+                self.limiter.admit(t.fleet, t.device)  # what arrived is stored all the same
             payload = protocol.decode(t.channel, message.payload)
         except protocol.ProtocolError as exc:
             self.counters.malformed += 1
@@ -134,6 +143,19 @@ class FleetManager:
             self.queue.put(((t.fleet, t.device, t.channel, payload), (message.mid, message.qos)))
         else:
             self._ack(message.mid, message.qos)
+
+    def _bar(self, fleet: str, device: str, seconds: float) -> None:
+        self.counters.barred += 1
+        over = f"device {fleet}/{device} sent more than {self.limiter.budget.describe()}"
+        if self.broker_folder is None:
+            log.warning("%s; the broker is not serve's, so nothing bars it: rate-limit it there", over)
+            return
+        try:
+            quarantine(self.broker_folder, device, seconds)
+        except OSError as exc:  # the manager keeps ingesting whatever the bar's fate
+            log.warning("%s; could not bar it: %s", over, exc)
+            return
+        log.warning("%s: barred from the broker for %.0f s", over, seconds)
 
     def _ack(self, mid: int, qos: int) -> None:
         if qos:

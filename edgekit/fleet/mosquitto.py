@@ -1,11 +1,11 @@
 """Mosquitto as ``fleet serve``'s managed child: the broker the fleet relies on is a real one
 wherever it is installed (the setup command installs it), with a config generated from the same
-files ``fleet provision`` writes: passwd, ACL, client id bound to the user name, persistence of
-retained desired states, queue and packet limits, and two listeners: plain MQTT on loopback for
-the manager, MQTT over TLS for devices, with a CA and a server certificate made here (the CA's
-certificate goes into every provisioned agent.toml; its key never leaves the broker folder).
-The pure-Python broker (edgekit.broker) stays as the loopback-only fallback where Mosquitto is
-not installed."""
+files ``fleet provision`` writes: passwd (less the devices the manager barred for flooding),
+ACL, client id bound to the user name, persistence of retained desired states, queue and packet
+limits, and two listeners: plain MQTT on loopback for the manager, MQTT over TLS for devices,
+with a CA and a server certificate made here (the CA's certificate goes into every provisioned
+agent.toml; its key never leaves the broker folder). The pure-Python broker (edgekit.broker)
+stays as the loopback-only fallback where Mosquitto is not installed."""
 
 from __future__ import annotations
 
@@ -20,11 +20,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from edgekit.errors import FleetError
+from edgekit.fleet.access import active_passwd
 from edgekit.keys import write_private
 
 CA_FILE, CA_KEY_FILE, CERT_FILE, CERT_KEY_FILE = "ca.pem", "ca.key", "server.pem", "server.key"
 CERT_DAYS = 825  # what browsers accept for a server certificate; the CA lives ten years
 TLS_PORT = 8883
+SERVE_PASSWD = "serve-passwd"  # what Mosquitto reads: provision's passwd less the barred devices
 
 
 def binary() -> str | None:
@@ -126,7 +128,8 @@ def config(folder: str | Path, port: int, tls_port: int | None) -> str:
     folder = Path(folder).resolve()
     text = (
         "# written by edgekit fleet serve at every start; edit mosquitto.conf's include instead\n"
-        f"per_listener_settings false\nallow_anonymous false\npassword_file {folder}/passwd\nacl_file {folder}/acl\n"
+        f"per_listener_settings false\nallow_anonymous false\npassword_file {folder}/{SERVE_PASSWD}\n"
+        f"acl_file {folder}/acl\n"
         "max_inflight_messages 1000\nmax_queued_messages 1000000\n"
         f"max_packet_size 1048576\nmax_keepalive 120\npersistence true\npersistence_location {folder}/\n"
         # saved every 5 s, not on every 5 changes: a queued QoS 1 message is a change, so under load
@@ -164,6 +167,7 @@ class ManagedMosquitto:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout_s: float = 10.0) -> ManagedMosquitto:
+        self._write_passwd()
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=log, stderr=log)
         threading.Thread(target=self._reload_on_change, name="edgekit-mosquitto-reload", daemon=True).start()
@@ -180,20 +184,29 @@ class ManagedMosquitto:
         self.stop()
         raise FleetError(f"mosquitto did not listen on 127.0.0.1:{self.port} within {timeout_s:.0f} s; see {self.log}")
 
-    def _reload_on_change(self, every_s: float = 0.5) -> None:
-        """Mosquitto reads passwd and acl at start and on SIGHUP: a device provisioned while serve
-        runs is let in within a second, as the embedded broker does."""
+    def _write_passwd(self) -> bool:
+        """Mosquitto's password file: provision's ``passwd`` less the devices the manager barred.
+        Returns whether it changed."""
+        text = active_passwd(self.folder)
+        path = self.folder / SERVE_PASSWD
+        if path.exists() and path.read_text() == text:
+            return False
+        write_private(path, text)
+        return True
 
-        def stamp() -> tuple:
-            return tuple(
-                p.stat().st_mtime_ns if p.exists() else 0 for p in (self.folder / "passwd", self.folder / "acl")
-            )
+    def _reload_on_change(self, every_s: float = 0.5) -> None:
+        """Mosquitto reads its password file and acl at start and on SIGHUP, and then disconnects
+        whoever is no longer in it: a device provisioned while serve runs is let in, and one the
+        manager barred is put out, within a second (as by the embedded broker)."""
+
+        def stamp() -> int:
+            return (self.folder / "acl").stat().st_mtime_ns if (self.folder / "acl").exists() else 0
 
         seen = stamp()
         while self.proc is not None and self.proc.poll() is None:
             time.sleep(every_s)
             now = stamp()
-            if now != seen and self.proc is not None:
+            if (self._write_passwd() or now != seen) and self.proc is not None:
                 seen = now
                 self.proc.send_signal(signal.SIGHUP)
 
