@@ -235,6 +235,13 @@ class Slots:
         except (OSError, ValueError):
             return None
 
+    def _serving_manifest_path(self) -> Path | None:
+        current = self.current()
+        if current is None:
+            return None
+        path = self.root / "slots" / current["slot"] / package.MANIFEST
+        return path if path.exists() else None
+
     def _inactive(self) -> str:
         current = self.state()["current"]
         return "b" if current is not None and current["slot"] == "a" else "a"
@@ -306,7 +313,10 @@ class Slots:
         self._refuse_incompatible(manifest)
         self._step(Step.INSTALLED, slot=slot)
         report(d.id, Step.INSTALLED, {"slot": slot})
-        health = healthcheck(target / manifest["model"], manifest.get("latency_budget_ms"), budget_s)
+        health = healthcheck(
+            target / manifest["model"], manifest.get("latency_budget_ms"), budget_s,
+            manifest=target / package.MANIFEST, serving=self._serving_manifest_path(),
+        )  # fmt: skip
         self._step(Step.HEALTH_OK, health=health)
         report(d.id, Step.HEALTH_OK, health)
         return slot, manifest
@@ -489,13 +499,23 @@ class HealthCheckError(Exception):
     pass
 
 
-def healthcheck(model: Path, latency_budget_ms: float | None, timeout_s: float = 60.0) -> dict:
+def healthcheck(
+    model: Path,
+    latency_budget_ms: float | None,
+    timeout_s: float = 60.0,
+    manifest: Path | None = None,
+    serving: Path | None = None,
+) -> dict:
     """Load and run the candidate in a separate process: a crash there cannot take the agent
-    down. Checks finite outputs and, when the manifest sets one, the latency budget."""
+    down. Checks finite outputs, the latency budget when the manifest sets one, and the loaded
+    model's signature against its ``manifest`` and the ``serving`` package's manifest."""
     # -I: the installed edgekit, never an edgekit/ folder in the working directory (nor PYTHONPATH)
     cmd = [sys.executable, "-I", "-m", "edgekit.agent.healthcheck", str(model)]
     if latency_budget_ms:
         cmd += ["--budget-ms", str(latency_budget_ms)]
+    for option, path in (("--manifest", manifest), ("--serving", serving)):
+        if path is not None:
+            cmd += [option, str(path)]
     try:
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:

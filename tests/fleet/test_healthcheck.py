@@ -161,3 +161,22 @@ def test_manifests_of_older_edgekit_still_pass(tmp_path):
     old.write_text(json.dumps({"schema": 1, "io": old_io, "preprocessing": {}}))
     done = healthcheck(model, "--runs", "2", "--manifest", str(old), "--serving", str(old))
     assert done.returncode == 0, done.stderr
+
+
+def test_the_agent_hands_the_manifests_to_its_health_check(tmp_path):
+    """ota.healthcheck, as a deployment calls it, passes the candidate's and the serving package's
+    manifests: a model its manifest does not describe fails there."""
+    import pytest
+
+    from edgekit.agent.ota import HealthCheckError
+    from edgekit.agent.ota import healthcheck as agent_healthcheck
+
+    model = tmp_path / "m.tflite"
+    model.write_bytes(fc_variant(inputs=7))
+    lying = manifest_of(tmp_path / "lying.json", float_model())
+    with pytest.raises(HealthCheckError, match="not the one its manifest describes: input 'features'"):
+        agent_healthcheck(model, None, manifest=lying)
+    serving = manifest_of(tmp_path / "serving.json", float_model())
+    with pytest.raises(HealthCheckError, match="incompatible with the serving model"):
+        agent_healthcheck(model, None, manifest=manifest_of(tmp_path / "own.json", model.read_bytes()), serving=serving)
+    assert agent_healthcheck(model, None, manifest=manifest_of(tmp_path / "own2.json", model.read_bytes()))["outputs"]
