@@ -279,7 +279,7 @@ class Agent:
 
     # --- work -----------------------------------------------------------------------------------
     def _progress(self, deployment: str, step: str, details: dict) -> None:
-        if step in ("failed", "rolled_back"):
+        if step in protocol.FAILED_STEPS:
             log.warning("deployment %s %s: %s", deployment, step, details.get("reason", ""))
         else:
             log.info("deployment %s %s", deployment, step)

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgekit import protocol
 from edgekit.commands._shapes import PORT, whole_number
 from edgekit.errors import FleetError, InputError
 
@@ -41,7 +42,7 @@ CANARY, WAVES = "10%", "50,100"
 GATE_OPTIONS = ("--max-error-rate", "5%", "--wave-timeout", "60")
 STEP_TIMEOUT_S = 120.0  # any one wait (manager up, devices online, a rollout) longer than this is a failure
 STOP_TIMEOUT_S = 10.0  # a child that has not exited this long after SIGINT is killed
-ROLLOUT_ENDS = ("done", "aborted", "rolled_back", "paused")
+DEMO_WAIT_ENDS = (*protocol.ROLLOUT_ENDS, protocol.RolloutState.PAUSED)  # the demo stops waiting at either
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -467,9 +468,9 @@ class Demo:
         def settled() -> int:
             self.children.check_alive()
             status = self.client.rollout(rollout_id)
-            if status["state"] in ROLLOUT_ENDS:
+            if status["state"] in DEMO_WAIT_ENDS:
                 return len(self.devices)
-            finished = sum(status["counts"].get(step, 0) for step in ("committed", "failed", "rolled_back"))
+            finished = sum(status["counts"].get(step, 0) for step in protocol.FINAL_STEPS)
             return min(finished, len(self.devices) - 1)  # all there only once the manager says it ended
 
         self.wait_for(f"rollout {rollout_id}", settled, total=len(self.devices))
