@@ -210,7 +210,7 @@ def _random_samples(runner: TFLiteRunner, dtypes: dict, samples: int, seed: int)
     for name in runner.input_names:
         shape = runner.source_shape(name)
         feeds[name] = rng.standard_normal((samples, *shape)).astype(dtypes[name])
-        if shape[0] == 1:
+        if shape and shape[0] == 1:  # a 0-d input (a scalar such as a sample rate) has no batch
             feeds[name] = feeds[name][:, 0]
     return feeds
 
