@@ -3,7 +3,8 @@
 The compiler maps one contiguous run of ops from the model's start: the first op it cannot
 take, and every op after it, run on the CPU. Rules (Coral's "TensorFlow models on the Edge
 TPU"): fully int8/uint8 tensors, static shapes, at most the 3 innermost dimensions larger
-than 1, only the ops below, and low op versions (the compiler embeds an old TFLite).
+than 1, only some ops, and low op versions (the compiler embeds an old TFLite): an op's
+``edgetpu`` entry in :mod:`edgekit.converters.op_table` is the highest version it maps.
 """
 
 from __future__ import annotations
@@ -13,52 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgekit.converters.ir import Graph, Node
+from edgekit.converters.op_table import facts
 from edgekit.converters.tflite_ops import op_version
 
-# op -> highest op version the compiler accepts
-EDGETPU_OPS: dict[str, int] = {
-    "ADD": 2,
-    "AVERAGE_POOL_2D": 2,
-    "CONCATENATION": 2,
-    "CONV_2D": 3,
-    "DEPTHWISE_CONV_2D": 3,
-    "EXPAND_DIMS": 1,
-    "FULLY_CONNECTED": 4,
-    "HARD_SWISH": 1,
-    "L2_NORMALIZATION": 2,
-    "LOGISTIC": 2,
-    "MAX_POOL_2D": 2,
-    "MAXIMUM": 2,
-    "MEAN": 2,
-    "MINIMUM": 2,
-    "MUL": 3,
-    "PACK": 2,
-    "PAD": 2,
-    "PRELU": 1,
-    "QUANTIZE": 2,
-    "REDUCE_MAX": 2,
-    "REDUCE_MIN": 2,
-    "RELU": 2,
-    "RELU6": 2,
-    "RELU_N1_TO_1": 1,
-    "RESHAPE": 1,
-    "RESIZE_BILINEAR": 3,
-    "RESIZE_NEAREST_NEIGHBOR": 3,
-    "RSQRT": 2,
-    "SLICE": 2,
-    "SOFTMAX": 2,
-    "SPACE_TO_DEPTH": 2,
-    "SPLIT": 2,
-    "SQUARED_DIFFERENCE": 2,
-    "SQUEEZE": 1,
-    "STRIDED_SLICE": 2,
-    "SUB": 2,
-    "SUM": 2,
-    "TANH": 2,
-    "TRANSPOSE": 2,
-    "TRANSPOSE_CONV": 3,
-    "DEQUANTIZE": 2,
-}
 QUANTIZED = (np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int32))
 
 
@@ -86,11 +44,12 @@ def _rank_rule(shape: tuple[int, ...]) -> bool:
 
 def why_not(graph: Graph, node: Node, trunk: bool) -> str | None:
     """Why the Edge TPU would not take ``node`` (None when it would)."""
-    if node.op not in EDGETPU_OPS:
+    highest = facts(node.op).edgetpu
+    if highest is None:
         return "operation not supported by the Edge TPU"
     version = op_version(node, lambda n: graph.tensors[n])
-    if version > EDGETPU_OPS[node.op]:
-        return f"op version {version} is newer than the compiler accepts ({EDGETPU_OPS[node.op]})"
+    if version > highest:
+        return f"op version {version} is newer than the compiler accepts ({highest})"
     for name in [*node.inputs, *node.outputs]:
         if not name:
             continue

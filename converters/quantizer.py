@@ -13,131 +13,34 @@ from __future__ import annotations
 import numpy as np
 
 from edgekit.converters.ir import Graph, Node, QuantParams
+from edgekit.converters.op_table import ALL_INPUTS, OPS, ScaleBound, Xnnpack, int8_rule, ops_where
 from edgekit.errors import UnsupportedModelError
 
+_INT8_RULES = {name: f.int8 for name, f in OPS.items() if f.int8 is not None}
+
+# views of the op table (edgekit.converters.op_table), under the names other modules read
 # op -> (weight input index, per-channel axis of the weight, bias input index)
 WEIGHTED = {
-    "CONV_2D": (1, 0, 2),
-    "DEPTHWISE_CONV_2D": (1, 3, 2),
-    "FULLY_CONNECTED": (1, 0, 2),
-    "TRANSPOSE_CONV": (1, 0, 3),
+    name: (r.weights.weight, r.weights.axis, r.weights.bias) for name, r in _INT8_RULES.items() if r.weights is not None
 }
 # ops with int8 kernels in TFLite (others stay float between DEQUANTIZE and QUANTIZE)
-INT8_OPS = frozenset(
-    {
-        *WEIGHTED,
-        "ADD",
-        "SUB",
-        "MUL",
-        "AVERAGE_POOL_2D",
-        "MAX_POOL_2D",
-        "CONCATENATION",
-        "RESHAPE",
-        "SQUEEZE",
-        "TRANSPOSE",
-        "PAD",
-        "SLICE",
-        "STRIDED_SLICE",
-        "SPLIT",
-        "SPLIT_V",
-        "MEAN",
-        "SUM",
-        "REDUCE_MAX",
-        "REDUCE_MIN",
-        "SOFTMAX",
-        "LOGISTIC",
-        "TANH",
-        "RELU",
-        "RELU6",
-        "RELU_N1_TO_1",
-        "LEAKY_RELU",
-        "PRELU",
-        "HARD_SWISH",
-        "MAXIMUM",
-        "MINIMUM",
-        "RESIZE_BILINEAR",
-        "RESIZE_NEAREST_NEIGHBOR",
-        "GATHER",
-        "BATCH_MATMUL",
-        "ELU",
-        "SQUARED_DIFFERENCE",
-        "LOG_SOFTMAX",
-        "MIRROR_PAD",
-        "RSQRT",
-        "GELU",
-        "SPACE_TO_DEPTH",
-        "DEPTH_TO_SPACE",
-    }
-)
+INT8_OPS = frozenset(_INT8_RULES)
 # int8 kernels XNNPACK lacks: on a CPU target these run in float inside the same XNNPACK
 # partition (DEQUANTIZE/QUANTIZE around them) instead of splitting the graph
-FLOAT_ON_CPU = frozenset({"SOFTMAX", "LOG_SOFTMAX", "RSQRT", "GELU", "GATHER", "RESIZE_NEAREST_NEIGHBOR"})
+FLOAT_ON_CPU = ops_where(lambda f: f.int8 is not None and f.xnnpack is Xnnpack.FLOAT)
 # ops XNNPACK takes in no type: one that reads only float model inputs stays float on a CPU target,
 # so it runs before the model's first QUANTIZE instead of splitting the partition after it
-NOT_DELEGATED = frozenset({"MIRROR_PAD"})
+NOT_DELEGATED = ops_where(lambda f: f.xnnpack is Xnnpack.NONE)
 # output parameters fixed by the int8 kernels: op -> (scale, zero point)
-FIXED_OUTPUT = {
-    "SOFTMAX": (1 / 256, -128),
-    "LOGISTIC": (1 / 256, -128),
-    "TANH": (1 / 128, 0),
-    "LOG_SOFTMAX": (16 / 256, 127),
-}
+FIXED_OUTPUT = {name: r.fixed for name, r in _INT8_RULES.items() if r.fixed is not None}
 # ops whose int8 output must carry their (data) input's parameters; value: data input indices
-SHARED = {
-    "AVERAGE_POOL_2D": (0,),
-    "MAX_POOL_2D": (0,),
-    "RESHAPE": (0,),
-    "SQUEEZE": (0,),
-    "TRANSPOSE": (0,),
-    "PAD": (0,),
-    "MIRROR_PAD": (0,),
-    "SLICE": (0,),
-    "STRIDED_SLICE": (0,),
-    "GATHER": (0,),
-    "SPLIT": (1,),
-    "SPLIT_V": (0,),
-    "RESIZE_BILINEAR": (0,),
-    "RESIZE_NEAREST_NEIGHBOR": (0,),
-    "REDUCE_MAX": (0,),
-    "REDUCE_MIN": (0,),
-    "MAXIMUM": (0, 1),
-    "MINIMUM": (0, 1),
-    "SPACE_TO_DEPTH": (0,),
-    "DEPTH_TO_SPACE": (0,),
-    "CONCATENATION": None,  # None: every input
-}
+# (None: every input)
+SHARED = {name: None if r.shared == ALL_INPUTS else r.shared for name, r in _INT8_RULES.items() if r.shared is not None}
 INT8 = np.dtype(np.int8)
 INT16 = np.dtype(np.int16)
 # int16x8: int16 activations (symmetric), int8 weights, int64 biases; ops with int16 kernels
-INT16_OPS = frozenset(
-    {
-        *WEIGHTED,
-        "ADD",
-        "SUB",
-        "MUL",
-        "AVERAGE_POOL_2D",
-        "MAX_POOL_2D",
-        "CONCATENATION",
-        "RESHAPE",
-        "SQUEEZE",
-        "TRANSPOSE",
-        "PAD",
-        "SLICE",
-        "STRIDED_SLICE",
-        "SPLIT",
-        "SPLIT_V",
-        "MEAN",
-        "SOFTMAX",
-        "LOGISTIC",
-        "TANH",
-        "RELU",
-        "RELU6",
-        "LEAKY_RELU",
-        "MAXIMUM",
-        "MINIMUM",
-    }
-)
-FIXED_OUTPUT_16 = {"SOFTMAX": (1 / 32768, 0), "LOGISTIC": (1 / 32768, 0), "TANH": (1 / 32768, 0)}
+INT16_OPS = frozenset(name for name, r in _INT8_RULES.items() if r.int16)
+FIXED_OUTPUT_16 = {name: r.fixed16 for name, r in _INT8_RULES.items() if r.fixed16 is not None}
 
 
 def symmetric16_params(lo: float, hi: float, min_scale: float = 0.0) -> QuantParams:
@@ -238,20 +141,20 @@ def _minimum_scales(g: Graph, is_int8: dict[int, bool], params: dict[str, QuantP
                 return max(float(np.abs(t.data).max()), 1e-30) / 127.0
             return 0.0
 
-        if n.op in WEIGHTED:
-            w_index, axis, _ = WEIGHTED[n.op]
-            x = n.inputs[2] if n.op == "TRANSPOSE_CONV" else n.inputs[0]
-            w = g.tensors[n.inputs[w_index]].data
+        rule = int8_rule(n.op)
+        if rule.weights is not None:
+            x = n.inputs[rule.weights.data]
+            w = g.tensors[n.inputs[rule.weights.weight]].data
             w_scale = float(np.abs(w).max()) / 127.0 if w is not None else 0.0
             needs[out] = scale_of(x) * w_scale / MAX_MULTIPLIER
-        elif n.op == "MUL":
+        elif rule.bound is ScaleBound.PRODUCT:
             needs[out] = scale_of(n.inputs[0]) * scale_of(n.inputs[1]) / MAX_MULTIPLIER
-        elif n.op in ("ADD", "SUB") and n.attrs.get("_role") != "pool_mask":
+        elif rule.bound is ScaleBound.SUM and n.attrs.get("_role") != "pool_mask":
             needs[out] = max(scale_of(n.inputs[0]), scale_of(n.inputs[1])) / MAX_MULTIPLIER
             for i in n.inputs:  # and each input scale at least 2^-10 of the output's
                 if i in params:
                     needs[i] = max(needs.get(i, 0.0), scale_of(out) * MIN_ADD_INPUT_RATIO)
-        elif n.op in ("MEAN", "SUM", "LEAKY_RELU", "HARD_SWISH", "ELU", "PRELU", "BATCH_MATMUL"):
+        elif rule.bound is ScaleBound.WIDEST_INPUT:
             needs[out] = max(scale_of(i) for i in n.inputs if i and i in params) / MAX_MULTIPLIER
     return needs
 
@@ -312,7 +215,7 @@ def quantize_int8(
     if _requantize_fixed_outputs(g, is_int8, quantized, ranges, groups, fixed_table):
         groups = _share_groups(g, is_int8, quantized)
 
-    symmetric = {groups.find(n.inputs[1]) for n in g.nodes if is_int8[id(n)] and n.op == "BATCH_MATMUL"}
+    symmetric = _symmetric_groups(g, is_int8, groups)
     fixed: dict[str, tuple[float, int]] = {}
     for n in g.nodes:
         if is_int8[id(n)] and n.op in fixed_table:
@@ -378,7 +281,7 @@ def quantize_int8(
                 q = QuantParams(g.tensors[n.inputs[0]].quant.scale, 0 if sixteen else 127)
             elif n.op in SHARED:
                 q = g.tensors[n.outputs[0]].quant
-            elif n.op == "BATCH_MATMUL" and k == 1 and not sixteen:
+            elif int8_rule(n.op).symmetric_input == k and not sixteen:
                 q = symmetric8_params(float(t.data.min()), float(t.data.max()))
             else:
                 floor = 0.0 if sixteen else _constant_min_scale(g, n, k)
@@ -395,21 +298,31 @@ def quantize_int8(
     return g
 
 
+def _symmetric_groups(g: Graph, is_int8: dict[int, bool], groups: _Groups) -> set[str]:
+    """The groups holding an int8 input that must have zero point 0 (XNNPACK's BATCH_MATMUL)."""
+    return {
+        groups.find(n.inputs[k])
+        for n in g.nodes
+        if is_int8[id(n)] and (k := int8_rule(n.op).symmetric_input) is not None
+    }
+
+
 def _constant_min_scale(g: Graph, n: Node, k: int) -> float:
     """The smallest scale XNNPACK accepts for constant input ``k`` of an int8 ADD, SUB or MUL: a
     constant far below the output's step (an epsilon, the zeros of a broadcast) would otherwise
     get a scale of its own range, 1e-7 or 1e-33, and the op would leave the delegate."""
     out = float(g.tensors[n.outputs[0]].quant.scale[0])
-    if n.op in ("ADD", "SUB"):
+    bound = int8_rule(n.op).bound
+    if bound is ScaleBound.SUM:
         return out * MIN_ADD_INPUT_RATIO
-    other = g.tensors[n.inputs[1 - k]] if n.op == "MUL" else None
+    other = g.tensors[n.inputs[1 - k]] if bound is ScaleBound.PRODUCT else None
     if other is not None and other.quant is not None:
         return out * MIN_MUL_PRODUCT_RATIO / float(other.quant.scale[0])
     return 0.0
 
 
 # int8 clamps XNNPACK has no kernel for -> the interval they clamp to
-CLAMPS = {"RELU": (0.0, np.inf), "RELU6": (0.0, 6.0), "RELU_N1_TO_1": (-1.0, 1.0)}
+CLAMPS = {name: f.clamp for name, f in OPS.items() if f.clamp is not None}
 
 
 def _clamps_as_requantization(g: Graph, is_int8: dict[int, bool]) -> None:
@@ -578,8 +491,9 @@ def _bias_correction(op: str, error: np.ndarray, mean: np.ndarray) -> np.ndarray
 def _quantize_weighted(
     g: Graph, n: Node, per_channel: bool, channel_means: dict[str, np.ndarray], bias_dtype=np.int32
 ) -> None:
-    w_index, axis, b_index = WEIGHTED[n.op]
-    x = n.inputs[2] if n.op == "TRANSPOSE_CONV" else n.inputs[0]
+    weights = int8_rule(n.op).weights
+    w_index, axis, b_index = weights.weight, weights.axis, weights.bias
+    x = n.inputs[weights.data]
     w = g.tensors[n.inputs[w_index]]
     if w.data is None:
         raise UnsupportedModelError(f"{n.op} '{n.name}' has non-constant weights; int8 needs constant weights")
@@ -654,7 +568,7 @@ def quantize_dynamic(graph: Graph, per_channel: bool = True) -> Graph:
     """int8 weights for conv / fully-connected, float activations (hybrid kernels)."""
     g = graph.copy()
     for n in g.nodes:
-        if n.op not in ("CONV_2D", "FULLY_CONNECTED"):
+        if not int8_rule(n.op).dynamic:
             continue
         w = g.tensors[n.inputs[1]]
         if w.data is None:

@@ -1,4 +1,5 @@
-"""BatchNormalization (when not folded), LRN, LayerNormalization, InstanceNormalization."""
+"""BatchNormalization (when not folded), LRN, LayerNormalization, InstanceNormalization,
+LpNormalization."""
 
 from __future__ import annotations
 
@@ -134,3 +135,30 @@ def instance_norm(ctx: Lowering, node) -> None:
     scale = ctx.require_const(node.inputs[1], "InstanceNormalization scale")
     shift = ctx.require_const(node.inputs[2], "InstanceNormalization bias")
     scale_shift(ctx, normalized, scale, shift, out)
+
+
+@lowers("LpNormalization")
+def lp_normalization(ctx: Lowering, node) -> None:
+    """y = x / ||x||_2 along ``axis``: TFLite's L2_NORMALIZATION, which normalizes the innermost
+    axis. The channels of an NCHW tensor get there through NHWC (the layout pass cancels those
+    transposes in a CNN); any other axis through a swap with the last."""
+    p = int(node.attrs.get("p", 2))
+    if p != 2:
+        raise NotLowerable("unsupported_attribute", f"LpNormalization p={p}: only p=2 (L2_NORMALIZATION) converts")
+    x, out = node.inputs[0], node.outputs[0]
+    rank = len(ctx.shape(x))
+    if rank > 4:
+        raise NotLowerable("unsupported_rank", f"LpNormalization of a {rank}-D tensor (L2_NORMALIZATION takes 4-D)")
+    axis = int(node.attrs.get("axis", -1)) % rank
+    none = {"fused_activation_function": "NONE"}
+    if axis == rank - 1:
+        ctx.op_to("L2_NORMALIZATION", [ctx.use(x)], out, **none)
+    elif rank == 4 and axis == 1:
+        ctx.nhwc_result("L2_NORMALIZATION", [ctx.nhwc(x)], out, **none)
+    else:
+        perm = list(range(rank))
+        perm[axis], perm[-1] = perm[-1], perm[axis]
+        t = ctx.transpose(ctx.use(x), perm)
+        y = ctx.op_new("L2_NORMALIZATION", [t], ctx.out.tensors[t].shape, f"{out}_last", **none)
+        ctx.declare(out)
+        ctx.emit("TRANSPOSE", [y, ctx.constant(np.array(perm, np.int32), "perm")], [out])

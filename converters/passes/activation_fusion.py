@@ -1,11 +1,14 @@
-"""Fuse RELU / RELU6 / RELU_N1_TO_1 into the op that produces their input."""
+"""Fuse clamping activations (RELU / RELU6 / RELU_N1_TO_1: op table entries with a ``clamp``)
+into the op that produces their input."""
 
 from __future__ import annotations
 
 from edgekit.converters.ir import Graph
-from edgekit.converters.tflite_ops import FUSABLE_ACTIVATION_OPS
+from edgekit.converters.op_table import ops_where
 
-FUSABLE = {"RELU": "RELU", "RELU6": "RELU6", "RELU_N1_TO_1": "RELU_N1_TO_1"}
+# activations that fuse (fused_activation_function names the op), and ops that take one
+FUSABLE = ops_where(lambda f: f.clamp is not None)
+FUSABLE_ACTIVATION_OPS = ops_where(lambda f: f.fused_activation)
 
 
 def _distribute_over_concat(graph: Graph) -> None:
@@ -29,7 +32,7 @@ def _distribute_over_concat(graph: Graph) -> None:
         ):
             continue
         for p in feeding:
-            p.attrs["fused_activation_function"] = FUSABLE[act.op]
+            p.attrs["fused_activation_function"] = act.op
         concat.outputs = [act.outputs[0]]
         graph.nodes.remove(act)
 
@@ -47,7 +50,7 @@ def fuse_activations(graph: Graph) -> Graph:
             continue
         if len(consumers.get(src, [])) != 1 or src in graph.outputs or len(producer.outputs) != 1:
             continue
-        producer.attrs["fused_activation_function"] = FUSABLE[act.op]
+        producer.attrs["fused_activation_function"] = act.op
         producer.outputs = [act.outputs[0]]
         graph.nodes.remove(act)
         producers[act.outputs[0]] = producer

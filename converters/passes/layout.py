@@ -5,41 +5,21 @@ Lowering wraps every layout-sensitive op (conv, pool, resize, ...) in TRANSPOSEs
 pass a CNN trunk runs entirely in NHWC. Tensors that change layout are recorded in
 ``graph.metadata["layouts"]`` (tflite tensor -> (source tensor, perm)) so the per-layer
 comparison can map them back.
+
+Which ops a TRANSPOSE crosses, and how, is the op's layout class in
+:mod:`edgekit.converters.op_table`; each class has one rule here, registered with ``@pushes``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 
 from edgekit.converters.ir import Graph, Node
+from edgekit.converters.op_table import Layout, facts
 from edgekit.converters.passes.cleanup import bypass, remove_noop_reshapes
-
-UNARY = frozenset(
-    {
-        "RELU",
-        "RELU6",
-        "RELU_N1_TO_1",
-        "LOGISTIC",
-        "TANH",
-        "HARD_SWISH",
-        "ELU",
-        "LEAKY_RELU",
-        "GELU",
-        "ABS",
-        "NEG",
-        "SQRT",
-        "RSQRT",
-        "EXP",
-        "LOG",
-        "SQUARE",
-        "QUANTIZE",
-        "DEQUANTIZE",
-        "CAST",
-        "FLOOR",
-    }
-)
-BINARY = frozenset({"ADD", "SUB", "MUL", "DIV", "MAXIMUM", "MINIMUM", "POW", "SQUARED_DIFFERENCE", "PRELU"})
-REDUCERS = frozenset({"MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN"})
 
 
 def perm_of(graph: Graph, node: Node) -> tuple[int, ...] | None:
@@ -107,106 +87,187 @@ def _const_for(graph: Graph, name: str, rank: int, perm) -> str | None:
     )
 
 
+@dataclass(frozen=True)
+class PushRule:
+    """How a TRANSPOSE moves from an op's inputs to its output, for one layout class."""
+
+    data_inputs: Callable[[Graph, Node], list[str]]  # the inputs a TRANSPOSE must feed
+    push: Callable[[Graph, Node, dict, tuple[int, ...]], bool]  # rewrite for that perm; False: cannot
+
+
+# layout class (edgekit.converters.op_table.Layout) -> its rule; filled by @pushes
+PUSH_RULES: dict[Layout, PushRule] = {}
+
+
+def _non_const_inputs(graph: Graph, node: Node) -> list[str]:
+    return [i for i in node.inputs if i and not graph.is_const(i)]
+
+
+def _input(k: int) -> Callable[[Graph, Node], list[str]]:
+    return lambda graph, node: [node.inputs[k]]
+
+
+_FIRST_INPUT = _input(0)
+
+
+def pushes(layout: Layout, data_inputs: Callable[[Graph, Node], list[str]] = _FIRST_INPUT):
+    """Register the push rule of a layout class; ``data_inputs`` says which inputs it moves
+    TRANSPOSEs from."""
+
+    def register(fn):
+        if layout in PUSH_RULES:
+            raise RuntimeError(f"two push rules for {layout}")
+        PUSH_RULES[layout] = PushRule(data_inputs, fn)
+        return fn
+
+    return register
+
+
 def _try_push(graph: Graph, node: Node, producers) -> bool:
     """Move TRANSPOSEs that feed ``node`` to after it, when ``node`` commutes with them."""
-    op = node.op
-    if op in UNARY or op in BINARY or op == "CONCATENATION":
-        data = [i for i in node.inputs if i and not graph.is_const(i)]
-    elif op in REDUCERS or op in ("PAD", "PADV2", "MIRROR_PAD", "SLICE", "SOFTMAX", "SPLIT", "SPLIT_V"):
-        data = [node.inputs[1]] if op == "SPLIT" else [node.inputs[0]]
-    else:
+    rule = PUSH_RULES.get(facts(node.op).layout)
+    if rule is None:
         return False
+    perm = _common_perm(graph, rule.data_inputs(graph, node), producers)
+    return perm is not None and rule.push(graph, node, producers, perm)
+
+
+def _common_perm(graph: Graph, data: list[str], producers) -> tuple[int, ...] | None:
+    """The permutation of the TRANSPOSEs feeding every one of ``data``, when there is one and
+    each keeps its input's quantization parameters."""
     if not data or graph.is_const(data[0]):
-        return False
+        return None
     feeding = [producers.get(i) for i in data]
     if any(p is None or p.op != "TRANSPOSE" for p in feeding):
-        return False
+        return None
     perms = {perm_of(graph, p) for p in feeding}
     if len(perms) != 1 or None in perms:
-        return False
-    perm = perms.pop()
-    rank = len(perm)
+        return None
     if any(
         graph.tensors[i].quant is not None
         and not graph.tensors[i].quant.same_as(graph.tensors[producers[i].inputs[0]].quant)
         for i in data
     ):
-        return False
-    out_rank = len(graph.shape(node.outputs[0]))
+        return None
+    return perms.pop()
 
-    if op in UNARY or op in BINARY:
-        if out_rank != rank:
-            return False
-        new_inputs = []
-        for i in node.inputs:
-            if not i:
-                new_inputs.append(i)
-            elif graph.is_const(i):
-                if len(graph.shape(i)) > rank:
-                    return False
-                new_inputs.append(_const_for(graph, i, rank, perm))
-            else:
-                new_inputs.append(producers[i].inputs[0])
-        if op == "PRELU" and len(graph.shape(node.inputs[1])) != rank:
-            return False
-        node.inputs = new_inputs
+
+def _push_elementwise(graph: Graph, node: Node, producers, perm, full_rank_input: int | None = None) -> bool:
+    rank = len(perm)
+    if len(graph.shape(node.outputs[0])) != rank:
+        return False
+    new_inputs = []
+    for i in node.inputs:
+        if not i:
+            new_inputs.append(i)
+        elif graph.is_const(i):
+            if len(graph.shape(i)) > rank:
+                return False
+            new_inputs.append(_const_for(graph, i, rank, perm))
+        else:
+            new_inputs.append(producers[i].inputs[0])
+    if full_rank_input is not None and len(graph.shape(node.inputs[full_rank_input])) != rank:
+        return False
+    node.inputs = new_inputs
+    _transpose_after(graph, node, perm)
+    return True
+
+
+@pushes(Layout.ELEMENTWISE, _non_const_inputs)
+def _elementwise(graph: Graph, node: Node, producers, perm) -> bool:
+    return _push_elementwise(graph, node, producers, perm)
+
+
+@pushes(Layout.ELEMENTWISE_FULL_RANK, _non_const_inputs)
+def _elementwise_full_rank(graph: Graph, node: Node, producers, perm) -> bool:
+    return _push_elementwise(graph, node, producers, perm, full_rank_input=1)
+
+
+@pushes(Layout.CONCATENATION, _non_const_inputs)
+def _concatenation(graph: Graph, node: Node, producers, perm) -> bool:
+    node.inputs = [producers[i].inputs[0] for i in node.inputs]
+    node.attrs["axis"] = perm[node.attrs["axis"] % len(perm)]
+    _transpose_after(graph, node, perm)
+    return True
+
+
+@pushes(Layout.LAST_AXIS)
+def _last_axis(graph: Graph, node: Node, producers, perm) -> bool:
+    if perm[-1] != len(perm) - 1:
+        return False
+    node.inputs[0] = producers[node.inputs[0]].inputs[0]
+    _transpose_after(graph, node, perm)
+    return True
+
+
+def _push_rows(graph: Graph, node: Node, producers, perm, row_inputs: tuple[int, ...]) -> bool:
+    """Ops with one row per axis in constant inputs (paddings; begin and size): permute the rows."""
+    rows = [graph.const(node.inputs[k]) for k in row_inputs if k < len(node.inputs)]
+    if any(r is None for r in rows):
+        return False
+    new_rows = []
+    for r in rows:
+        moved = np.empty_like(r)
+        for i in range(len(perm)):
+            moved[perm[i]] = r[i]
+        new_rows.append(graph.add_const(moved, "moved"))
+    node.inputs[0] = producers[node.inputs[0]].inputs[0]
+    for k, name in zip(row_inputs, new_rows, strict=False):
+        node.inputs[k] = name
+    _transpose_after(graph, node, perm)
+    return True
+
+
+@pushes(Layout.PADDING)
+def _padding(graph: Graph, node: Node, producers, perm) -> bool:
+    return _push_rows(graph, node, producers, perm, (1,))
+
+
+@pushes(Layout.SLICE)
+def _slice(graph: Graph, node: Node, producers, perm) -> bool:
+    return _push_rows(graph, node, producers, perm, (1, 2))
+
+
+def _push_split(graph: Graph, node: Node, producers, perm, axis_index: int, data_index: int) -> bool:
+    axis = graph.const(node.inputs[axis_index])
+    if axis is None:
+        return False
+    node.inputs[axis_index] = graph.add_const(np.array(perm[int(axis) % len(perm)], np.int32), "axis")
+    node.inputs[data_index] = producers[node.inputs[data_index]].inputs[0]
+    for k in range(len(node.outputs)):
+        _transpose_after(graph, node, perm, k)
+    return True
+
+
+@pushes(Layout.SPLIT, _input(1))
+def _split(graph: Graph, node: Node, producers, perm) -> bool:
+    return _push_split(graph, node, producers, perm, axis_index=0, data_index=1)
+
+
+@pushes(Layout.SPLIT_V)
+def _split_v(graph: Graph, node: Node, producers, perm) -> bool:
+    return _push_split(graph, node, producers, perm, axis_index=2, data_index=0)
+
+
+@pushes(Layout.REDUCER)
+def _reducer(graph: Graph, node: Node, producers, perm) -> bool:
+    axes = graph.const(node.inputs[1])
+    if axes is None:
+        return False
+    rank = len(perm)
+    axes = sorted(int(a) % rank for a in np.atleast_1d(axes))
+    x_axes = sorted(perm[a] for a in axes)
+    node.inputs[0] = producers[node.inputs[0]].inputs[0]
+    node.inputs[1] = graph.add_const(np.array(x_axes, np.int32), "axes")
+    if node.attrs.get("keep_dims"):
         _transpose_after(graph, node, perm)
         return True
-    if op == "CONCATENATION":
-        node.inputs = [producers[i].inputs[0] for i in node.inputs]
-        node.attrs["axis"] = perm[node.attrs["axis"] % rank]
-        _transpose_after(graph, node, perm)
-        return True
-    if op == "SOFTMAX":
-        if perm[-1] != rank - 1:
-            return False
-        node.inputs[0] = producers[node.inputs[0]].inputs[0]
-        _transpose_after(graph, node, perm)
-        return True
-    if op in ("PAD", "PADV2", "MIRROR_PAD", "SLICE"):
-        rows = [graph.const(i) for i in node.inputs[1:3]] if op == "SLICE" else [graph.const(node.inputs[1])]
-        if any(r is None for r in rows):
-            return False
-        new_rows = []
-        for r in rows:
-            moved = np.empty_like(r)
-            for i in range(rank):
-                moved[perm[i]] = r[i]
-            new_rows.append(graph.add_const(moved, "moved"))
-        node.inputs[0] = producers[node.inputs[0]].inputs[0]
-        for k, name in enumerate(new_rows):
-            node.inputs[1 + k] = name
-        _transpose_after(graph, node, perm)
-        return True
-    if op in ("SPLIT", "SPLIT_V"):
-        axis_index = 0 if op == "SPLIT" else 2
-        axis = graph.const(node.inputs[axis_index])
-        if axis is None:
-            return False
-        node.inputs[axis_index] = graph.add_const(np.array(perm[int(axis) % rank], np.int32), "axis")
-        data_index = 1 if op == "SPLIT" else 0
-        node.inputs[data_index] = producers[node.inputs[data_index]].inputs[0]
-        for k in range(len(node.outputs)):
-            _transpose_after(graph, node, perm, k)
-        return True
-    if op in REDUCERS:
-        axes = graph.const(node.inputs[1])
-        if axes is None:
-            return False
-        axes = sorted(int(a) % rank for a in np.atleast_1d(axes))
-        x_axes = sorted(perm[a] for a in axes)
-        node.inputs[0] = producers[node.inputs[0]].inputs[0]
-        node.inputs[1] = graph.add_const(np.array(x_axes, np.int32), "axes")
-        if node.attrs.get("keep_dims"):
-            _transpose_after(graph, node, perm)
-            return True
-        y_kept = [i for i in range(rank) if i not in axes]
-        x_kept = [i for i in range(rank) if i not in x_axes]
-        q = tuple(x_kept.index(perm[i]) for i in y_kept)
-        if q != tuple(range(len(q))):
-            _transpose_after(graph, node, q)
-        return True
-    return False
+    y_kept = [i for i in range(rank) if i not in axes]
+    x_kept = [i for i in range(rank) if i not in x_axes]
+    q = tuple(x_kept.index(perm[i]) for i in y_kept)
+    if q != tuple(range(len(q))):
+        _transpose_after(graph, node, q)
+    return True
 
 
 def _groups(src: tuple[int, ...], dst: tuple[int, ...]) -> list[tuple[list[int], list[int]]] | None:
@@ -495,53 +556,66 @@ def to_nhwc_io(graph: Graph, inputs: bool = True, outputs: bool = True, every_ou
             t = graph.tensors[name]
             if len(t.shape) != 4 or t.dtype != np.float32 or signature["inputs"][k] in already_nhwc:
                 continue
-            inner = graph.add_tensor(f"{name}_nchw", t.shape, t.dtype, unique=True)
-            for n in graph.nodes:
-                n.inputs = [inner if i == name else i for i in n.inputs]
-            graph.outputs = [inner if o == name else o for o in graph.outputs]
-            n_, c, h, w = t.shape
-            t.shape = (n_, h, w, c)
-            graph.nodes.insert(
-                0,
-                Node(
-                    "TRANSPOSE",
-                    [name, graph.add_const(np.array((0, 3, 1, 2), np.int32), "perm")],
-                    [inner],
-                    {},
-                    name=f"{name}/to_nchw",
-                ),
-            )
+            _input_to_nhwc(graph, name)
             io_layout[signature["inputs"][k]] = [0, 2, 3, 1]
     if outputs:
         producers = graph.producers()
         for k, name in enumerate(list(graph.outputs)):
-            p = producers.get(name)
-            t = graph.tensors[name]
             source_name = signature["outputs"][k]
-            if len(t.shape) != 4 or source_name in already_nhwc:
+            if len(graph.shape(name)) != 4 or source_name in already_nhwc:
                 continue
-            if p is not None and p.op == "TRANSPOSE" and perm_of(graph, p) == (0, 3, 1, 2):
-                src = p.inputs[0]
-                if src in graph.inputs or src in graph.outputs:
-                    continue
-                graph.outputs[k] = src
-            elif every_output and t.dtype == np.float32:
-                nhwc = graph.add_tensor(f"{name}_nhwc", tuple(t.shape[i] for i in (0, 2, 3, 1)), t.dtype, unique=True)
-                graph.nodes.append(
-                    Node(
-                        "TRANSPOSE",
-                        [name, graph.add_const(np.array((0, 2, 3, 1), np.int32), "perm")],
-                        [nhwc],
-                        {},
-                        name=f"{name}/to_nhwc",
-                    )
-                )
-                graph.outputs[k] = nhwc
-            else:
-                continue
-            io_layout[source_name] = [0, 2, 3, 1]
+            if _output_to_nhwc(graph, k, producers.get(name), every_output):
+                io_layout[source_name] = [0, 2, 3, 1]
         graph.remove_unused()
     return graph
+
+
+def _input_to_nhwc(graph: Graph, name: str) -> None:
+    """Input ``name`` becomes NHWC; a TRANSPOSE gives the graph its old NCHW tensor."""
+    t = graph.tensors[name]
+    inner = graph.add_tensor(f"{name}_nchw", t.shape, t.dtype, unique=True)
+    for n in graph.nodes:
+        n.inputs = [inner if i == name else i for i in n.inputs]
+    graph.outputs = [inner if o == name else o for o in graph.outputs]
+    n_, c, h, w = t.shape
+    t.shape = (n_, h, w, c)
+    graph.nodes.insert(
+        0,
+        Node(
+            "TRANSPOSE",
+            [name, graph.add_const(np.array((0, 3, 1, 2), np.int32), "perm")],
+            [inner],
+            {},
+            name=f"{name}/to_nchw",
+        ),
+    )
+
+
+def _output_to_nhwc(graph: Graph, k: int, producer: Node | None, every_output: bool) -> bool:
+    """Output ``k`` taken before the NHWC->NCHW TRANSPOSE that makes it or, with
+    ``every_output``, given a TRANSPOSE to NHWC after it; False when it stays as it is."""
+    name = graph.outputs[k]
+    if producer is not None and producer.op == "TRANSPOSE" and perm_of(graph, producer) == (0, 3, 1, 2):
+        src = producer.inputs[0]
+        if src in graph.inputs or src in graph.outputs:
+            return False
+        graph.outputs[k] = src
+        return True
+    t = graph.tensors[name]
+    if not every_output or t.dtype != np.float32:
+        return False
+    nhwc = graph.add_tensor(f"{name}_nhwc", tuple(t.shape[i] for i in (0, 2, 3, 1)), t.dtype, unique=True)
+    graph.nodes.append(
+        Node(
+            "TRANSPOSE",
+            [name, graph.add_const(np.array((0, 2, 3, 1), np.int32), "perm")],
+            [nhwc],
+            {},
+            name=f"{name}/to_nhwc",
+        )
+    )
+    graph.outputs[k] = nhwc
+    return True
 
 
 def resolve_layout(name: str, layouts: dict[str, list]) -> tuple[str, list[int] | None]:

@@ -40,3 +40,13 @@ def test_more_than_three_innermost_dims():
     report = check_edgetpu(_int8_graph(["RELU"], shape=(2, 8, 8, 4)))
     assert "3 innermost" in report.on_cpu[0][1]
     assert check_edgetpu(_int8_graph(["RELU"], shape=(1, 1, 8, 8, 4))).fully_mapped
+
+
+def test_l2_normalization_maps_at_its_int8_version():
+    """int8 L2_NORMALIZATION is kernel version 2 (op table), the highest the compiler maps."""
+    assert check_edgetpu(_int8_graph(["L2_NORMALIZATION"])).fully_mapped
+
+
+def test_an_op_version_newer_than_the_compiler_takes_stays_on_the_cpu():
+    report = check_edgetpu(_int8_graph(["TRANSPOSE"], shape=(1, 1, 8, 8, 4)))  # 5-D: version 5
+    assert "op version 5 is newer than the compiler accepts (2)" in report.on_cpu[0][1]

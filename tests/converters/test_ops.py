@@ -135,6 +135,11 @@ CASES = {
     "reduce_l2": lambda: model(
         [N("ReduceL2", ["x"], ["n"], axes=[1], keepdims=1), N("Div", ["x", "n"], ["y"])], X, {"y": None}, opset=13
     ),
+    "lp_normalization_channels": lambda: model([N("LpNormalization", ["x"], ["y"], axis=1)], X, {"y": None}),
+    "lp_normalization_last": lambda: model([N("LpNormalization", ["x"], ["y"])], {"x": (1, 6, 16)}, {"y": None}),
+    "lp_normalization_middle": lambda: model(
+        [N("LpNormalization", ["x"], ["y"], axis=1)], {"x": (1, 6, 16)}, {"y": None}
+    ),
     "expand": lambda: model(
         [
             N("ReduceMean", ["x"], ["m"], axes=[2, 3], keepdims=1),
@@ -419,3 +424,20 @@ def test_op_matches_onnxruntime(name, tmp_path):
     result = convert(m, out)
     report = verify(m, out, samples=4)
     assert report.min_sqnr_db >= 60, f"{name}: {report.table()}\nops: {result.ops}"
+
+
+def test_lp_normalization_int8_on_the_edge_tpu_matches_onnxruntime(tmp_path):
+    """An embedding head (Gemm -> LpNormalization): L2_NORMALIZATION runs in int8 with the output
+    parameters its kernel requires (1/128, 0; LiteRT refuses others), and the Edge TPU maps it."""
+    m = model(
+        [N("Gemm", ["x", "w", "b"], ["e"], transB=1), N("LpNormalization", ["e"], ["y"], axis=1)],
+        {"x": (1, 32)},
+        {"y": None},
+        {"w": rand(16, 32, seed=1, scale=0.3), "b": rand(16, seed=2)},
+    )
+    data = rand(64, 32, seed=3)
+    out = tmp_path / "embedding.tflite"
+    result = convert(m, out, quantize="int8", calibration=data, target="edgetpu", io_type="int8")
+    assert result.ops == {"FULLY_CONNECTED": 1, "L2_NORMALIZATION": 1}
+    assert result.edgetpu.fully_mapped, result.edgetpu.summary()
+    assert verify(m, out, data={"x": data[:8]}).min_sqnr_db >= 30

@@ -183,6 +183,38 @@ def test_layout_leaves_no_transpose_in_a_cnn_trunk():
     matches_onnxruntime(m, g)
 
 
+def test_every_layout_class_of_the_op_table_has_a_push_rule():
+    from edgekit.converters.op_table import OPS, Layout
+    from edgekit.converters.passes.layout import PUSH_RULES
+
+    assert set(PUSH_RULES) == set(Layout)
+    assert {f.layout for f in OPS.values()} - {None} <= set(PUSH_RULES)
+
+
+def test_layout_moves_transposes_across_an_op_by_its_table_class():
+    """PRelu (elementwise with a full-rank operand) and a channel LpNormalization between
+    convolutions, a channel Softmax after them: the NHWC trunk runs through all three."""
+    m = model(
+        [
+            N("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+            N("PRelu", ["a", "slope"], ["p"]),
+            N("LpNormalization", ["p"], ["n"], axis=1),
+            N("Conv", ["n", "w2"], ["b"], pads=[1, 1, 1, 1]),
+            N("Softmax", ["b"], ["y"], axis=1),
+        ],
+        {"x": (1, 3, 8, 8)},
+        {"y": None},
+        {"w1": rand(6, 3, 3, 3, seed=1), "slope": rand(6, 1, 1, seed=2), "w2": rand(5, 6, 3, 3, seed=3)},
+    )
+    from edgekit.converters.lowering.driver import lower
+
+    lowered = lower(ir(m))
+    assert ops(lowered).count("TRANSPOSE") >= 6
+    g = optimize_layout(to_nhwc_io(lowered, outputs=False))
+    assert ops(g).count("TRANSPOSE") <= 1, ops(g)  # only the NCHW output's
+    matches_onnxruntime(m, g)
+
+
 def test_transpose_before_flatten_folds_into_fully_connected():
     m = model(
         [N("Conv", ["x", "w"], ["c"]), N("Flatten", ["c"], ["f"]), N("Gemm", ["f", "fc"], ["y"], transB=1)],
