@@ -178,8 +178,10 @@ def resize(ctx: Lowering, node) -> None:
         raise NotLowerable("unsupported_attribute", "pytorch_half_pixel resize to a size of 1")
     if mode == "nearest":
         nearest = node.attrs.get("nearest_mode", "round_prefer_floor")
-        if oh % h == 0 and ow % w == 0 and all(
-            _repeats(size, factor, transform, nearest) for size, factor in ((h, oh // h), (w, ow // w))
+        if (
+            oh % h == 0
+            and ow % w == 0
+            and all(_repeats(size, factor, transform, nearest) for size, factor in ((h, oh // h), (w, ow // w)))
         ):
             _upsample_by_repeat(ctx, x, out, oh // h, ow // w)
             return
