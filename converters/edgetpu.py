@@ -62,7 +62,7 @@ def why_not(graph: Graph, node: Node, trunk: bool) -> str | None:
             return f"tensor '{name}' is {t.dtype}, not int8/uint8"
         if any(d <= 0 for d in t.shape):
             return f"tensor '{name}' has a dynamic shape"
-        if not _rank_rule(t.shape):
+        if not t.is_const and not _rank_rule(t.shape):  # a rule for activations: filters are 4-D
             return f"tensor '{name}' {list(t.shape)} has more than 3 innermost dimensions larger than 1"
     if node.op == "TRANSPOSE" and trunk:
         return "TRANSPOSE between convolutions (not supported in the trunk)"
