@@ -294,8 +294,22 @@ def quantize_int8(
         _clamps_as_requantization(g, is_int8)
     _bridge_float_ops(g, is_int8)
     _set_io(g, io_type)
+    _cpu_head_first(g)
     g.remove_unused()
     return g
+
+
+def _cpu_head_first(g: Graph) -> None:
+    """Run first the ops XNNPACK does not take that read only graph inputs and constants (the
+    reflection padding in front of an audio model's STFT): after an input's QUANTIZE they split
+    the delegated ops in two partitions, as LiteRT partitions in execution order."""
+    head = [
+        n
+        for n in g.nodes
+        if n.op in NOT_DELEGATED and all(not i or i in g.inputs or g.tensors[i].is_const for i in n.inputs)
+    ]
+    chosen = {id(n) for n in head}
+    g.nodes = head + [n for n in g.nodes if id(n) not in chosen]
 
 
 def _symmetric_groups(g: Graph, is_int8: dict[int, bool], groups: _Groups) -> set[str]:

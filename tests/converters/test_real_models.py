@@ -238,6 +238,27 @@ def test_silero_vad_converts_and_computes_what_onnxruntime_does(tmp_path):
     assert len(probabilities) > 1  # not a constant
 
 
+def test_silero_vad_int8_is_one_partition_with_its_decisions(tmp_path):
+    """int8 silero-vad was two partitions: the input's QUANTIZE ran before the reflection padding
+    XNNPACK does not take, splitting the delegated ops around it. The padding now runs first."""
+    from edgekit.converters.onnx_frontend import edit_model, read_model
+
+    path = real_models.path("silero-vad-16k-op15")
+    fixed = edit_model(read_model(path).model, input_values={"sr": 16000})
+    data = _speech_like(24, seed=3)
+    out = tmp_path / "vad-int8.tflite"
+    calibration = {k: data[k][:16] for k in ("input", "state")}
+    result = convert(fixed, out, input_shapes={"input": (1, 512), "state": (2, 1, 128)}, quantize="int8",
+                     calibration=calibration)  # fmt: skip
+    assert result.partitions == 1
+    reference = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    runner = TFLiteRunner(out.read_bytes())
+    for i in range(16, 24):
+        expected = reference.run(None, {k: np.asarray(v[i]) for k, v in data.items()})[0].item()
+        got = float(np.asarray(runner({k: data[k][i] for k in ("input", "state")})["output"]).reshape(-1)[0])
+        assert (got > 0.5) == (expected > 0.5) and abs(got - expected) < 0.15, (i, got, expected)
+
+
 @pytest.mark.slow
 def test_yolov8n_cut_before_its_head_decoding(tmp_path):
     """convert --outputs: the raw box distribution and class logits of NudeNet's YOLOv8n, the
