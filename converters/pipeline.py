@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from edgekit import __version__
 from edgekit.converters import onnx_frontend
+from edgekit.converters.config import ParameterError, PruneConfig, QuantConfig
 from edgekit.converters.io_layout import IO_LAYOUTS, IoLayout
 from edgekit.converters.ir import Graph
 from edgekit.converters.lowering.driver import describe, lower, unsupported_nodes
@@ -30,6 +31,39 @@ class ConversionResult:
     edgetpu: Any = None
     verification: Any = None
     io_layout: dict[str, IoDecision] = field(default_factory=dict)  # input/output name -> its layout
+    pruning: PruningResult | None = None
+
+
+@dataclass(frozen=True)
+class PruningResult:
+    """What pruning before conversion did; ``model`` is the pruned ONNX model that was converted."""
+
+    model: Any  # onnx.ModelProto
+    config: PruneConfig
+    channel_ratio: float | None = None  # the share of channels removed (the mean over groups, by latency)
+    round_to: int | None = None
+    macs_dense: int | None = None
+    macs_pruned: int | None = None
+    sparsity_per_layer: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The figures, as the conversion report records them."""
+        out: dict[str, Any] = {}
+        if self.config.channels:
+            out |= {
+                "ratio": self.channel_ratio,
+                "criterion": self.config.criterion,
+                "round_to": self.round_to,
+                "allocation": self.config.allocation,
+                "bias_correct": self.config.bias_correct,
+                "macs_dense": self.macs_dense,
+                "macs_pruned": self.macs_pruned,
+            }
+        if self.config.sparsity is not None:
+            out |= {"sparsity": self.config.sparsity, "sparsity_per_layer": self.sparsity_per_layer}
+        if self.config.clusters is not None:
+            out["clusters"] = self.config.clusters
+        return out
 
 
 @dataclass(frozen=True)
@@ -90,88 +124,42 @@ def convert(
     *,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
     io_layout: IoLayout = "auto",
-    quantize: str | None = None,
-    calibration=None,
+    quant: QuantConfig | None = None,
+    prune: PruneConfig | None = None,
     target: str | None = None,
-    auto_mixed: float | None = None,
     equalize: bool = False,
     stem_block: int | None = None,
+    quantize: str | None = None,
     **quant_options,
 ) -> ConversionResult:
     """Convert an ONNX model to a TFLite flatbuffer; writes ``output`` atomically when given.
 
-    ``target="edgetpu"`` requires full-integer int8 with int8/uint8 I/O and reports which ops
-    the Edge TPU compiler would leave to the CPU. ``auto_mixed=DB`` keeps in float the layers
-    whose int8 output loses more than DB dB of SQNR against their input. ``stem_block=B``
-    rewrites a strided convolution on at most 4 channels as SpaceToDepth(B) -> convolution ->
-    DepthToSpace (:mod:`edgekit.converters.passes.stem`): faster on x86 CPUs with AMX, not on Arm.
+    ``prune`` (:class:`PruneConfig`) prunes the model first; ``result.pruning`` holds the pruned
+    ONNX model that was converted. ``quant`` (:class:`QuantConfig`) quantizes it;
+    ``quantize=MODE`` with QuantConfig's fields as keywords (``calibration=...``) is short for
+    ``quant=QuantConfig(mode=MODE, ...)``. ``target="edgetpu"`` requires full-integer int8
+    with int8/uint8 I/O and reports which ops the Edge TPU compiler would leave to the CPU.
+    ``equalize`` applies cross-layer equalization before quantizing. ``stem_block=B`` rewrites a
+    strided convolution on at most 4 channels as SpaceToDepth(B) -> convolution -> DepthToSpace
+    (:mod:`edgekit.converters.passes.stem`): faster on x86 CPUs with AMX, not on Arm.
     ``io_layout`` (auto, nhwc, keep): what becomes of 4-D float inputs and outputs, see
     :mod:`edgekit.converters.io_layout`; ``result.io_layout`` says what was done."""
-    if "nhwc_io" in quant_options:  # the boolean this option replaced would otherwise be ignored silently
-        raise TypeError("convert() takes io_layout='auto', 'nhwc' or 'keep' now, not nhwc_io (False is 'keep')")
-    if io_layout not in IO_LAYOUTS:
-        raise UnsupportedModelError(f"unknown I/O layout '{io_layout}'; choose {', '.join(IO_LAYOUTS)}")
-    if stem_block not in (None, 2, 4, 8):
-        raise UnsupportedModelError(f"stem block {stem_block} is not supported; choose 2, 4 or 8")
-    if target not in (None, "cpu", "edgetpu"):
-        raise UnsupportedModelError(f"unknown target '{target}'; choose cpu or edgetpu")
-    if target == "edgetpu" and (quantize != "int8" or quant_options.get("io_type") not in ("int8", "uint8")):
-        raise UnsupportedModelError(
-            "--target edgetpu needs a fully integer model: add --quantize int8 --io-type int8 (or uint8)"
-        )
-    if output is not None:
-        out_dir = Path(output).parent
-        if not out_dir.is_dir():
-            raise OutputPathError(f"cannot write {output}: folder {out_dir} does not exist; create it first")
+    quant = _quant_config(quant, quantize, quant_options)
+    _check_options(output, io_layout, quant, prune, target, equalize, stem_block)
+    if target == "edgetpu":
+        quant = replace(quant, fully_integer=True)
     start = time.perf_counter()
-    graph = import_onnx(model, input_shapes)
-    if stem_block is not None:
-        from edgekit.converters.passes.stem import space_to_depth_stem
-
-        graph = space_to_depth_stem(graph, stem_block)
-    if equalize:
-        from edgekit.converters.passes.equalize import equalize as cross_layer_equalization
-
-        graph = cross_layer_equalization(graph)
+    pruning = prune_for_conversion(model, prune, input_shapes, stem_block) if prune is not None else None
+    if pruning is not None:
+        model = pruning.model
+    graph = _onnx_passes(import_onnx(model, input_shapes), stem_block, equalize)
     tfl = to_tflite_graph(graph, io_layout)
-    if quantize:
-        from edgekit.converters.quantizer import quantize_graph
-
-        if target == "edgetpu":
-            quant_options["fully_integer"] = True
-        float_tfl = tfl
-        tfl = quantize_graph(float_tfl, graph, mode=quantize, calibration=calibration, **quant_options)
-        if quantize == "int8" and auto_mixed is not None:
-            keep = _lossy_layers(model, graph, tfl, calibration, auto_mixed)
-            if keep:
-                print(
-                    f"auto-mixed: keeping {len(keep)} layer(s) in float: {', '.join(keep[:8])}"
-                    f"{' ...' if len(keep) > 8 else ''}"
-                )
-                quant_options["keep_float"] = list(quant_options.get("keep_float") or []) + keep
-                tfl = quantize_graph(float_tfl, graph, mode=quantize, calibration=calibration, **quant_options)
-        if quantize == "int8":
-            from edgekit.converters.int8_rules import check_int8
-
-            check_int8(tfl)
+    if quant is not None:
+        tfl = _quantize(model, graph, tfl, quant)
     _short_constant_names(tfl)
     layout_decisions = _layout_decisions(tfl, io_layout)
-    tfl.metadata = {
-        "_signature": tfl.metadata["_signature"],
-        "edgekit": {
-            "version": __version__,
-            "source_sha256": graph.metadata.get("source_sha256"),
-            "io_layout": tfl.metadata.get("io_layout", {}),
-            "io_layouts": {name: d.layout for name, d in layout_decisions.items() if d.layout},
-            "tensor_layouts": final_layouts(tfl),
-            "quantization": quantize or "float32",
-        },
-    }
-    edgetpu_report = None
-    if target == "edgetpu":
-        from edgekit.converters.edgetpu import check_edgetpu
-
-        edgetpu_report = check_edgetpu(tfl)
+    tfl.metadata = _edgekit_metadata(tfl, graph, layout_decisions, quant)
+    edgetpu_report = _edgetpu_report(tfl) if target == "edgetpu" else None
     data = write_model(tfl, output)
     ops = tfl.op_histogram()
     return ConversionResult(
@@ -183,7 +171,175 @@ def convert(
         partitions=xnnpack_partitions(data),
         edgetpu=edgetpu_report,
         io_layout=layout_decisions,
+        pruning=pruning,
     )
+
+
+def _edgetpu_report(tfl: Graph):
+    """Which ops the Edge TPU compiler would leave to the CPU."""
+    from edgekit.converters.edgetpu import check_edgetpu
+
+    return check_edgetpu(tfl)
+
+
+def _quant_config(quant: QuantConfig | None, quantize: str | None, options: dict[str, Any]) -> QuantConfig | None:
+    """``quant``, or the QuantConfig the shorthand ``quantize=MODE, **options`` describes."""
+    if "nhwc_io" in options:  # the boolean this option replaced would otherwise be ignored silently
+        raise TypeError("convert() takes io_layout='auto', 'nhwc' or 'keep' now, not nhwc_io (False is 'keep')")
+    if quant is not None:
+        if quantize is not None or options:
+            raise TypeError("convert() takes quant=QuantConfig(...) or quantize=MODE with its options, not both")
+        return quant
+    if quantize is None:
+        given = sorted(name for name, value in options.items() if value is not None)
+        if given:
+            raise ParameterError(f"{{{given[0]}}} goes with {{mode}} (quantize=MODE); without it the model stays float")
+        return None
+    return QuantConfig(mode=quantize, **options)
+
+
+def _check_options(output, io_layout, quant, prune, target, equalize, stem_block) -> None:
+    """Refuse, before any work, options that cannot work together or a place that cannot be written."""
+    if io_layout not in IO_LAYOUTS:
+        raise UnsupportedModelError(f"unknown io_layout '{io_layout}'; choose {', '.join(IO_LAYOUTS)}")
+    if stem_block not in (None, 2, 4, 8):
+        raise UnsupportedModelError(f"stem_block {stem_block} is not supported; choose 2, 4 or 8")
+    if target not in (None, "cpu", "edgetpu"):
+        raise UnsupportedModelError(f"unknown target '{target}'; choose cpu or edgetpu")
+    if target == "edgetpu" and (quant is None or quant.mode != "int8" or quant.io_type not in ("int8", "uint8")):
+        raise ParameterError("{target:edgetpu} needs a fully integer model: add {mode:int8} {io_type:int8} (or uint8)")
+    if equalize and prune is not None and prune.clusters is not None:
+        raise ParameterError(
+            "{equalize} rescales the weights per input channel and would undo {clusters}; drop one of them"
+        )
+    if output is not None:
+        out_dir = Path(output).parent
+        if not out_dir.is_dir():
+            raise OutputPathError(f"cannot write {output}: folder {out_dir} does not exist; create it first")
+
+
+def _onnx_passes(graph: Graph, stem_block: int | None, equalize: bool) -> Graph:
+    """The optional ONNX-level rewrites: the space-to-depth stem, cross-layer equalization."""
+    if stem_block is not None:
+        from edgekit.converters.passes.stem import space_to_depth_stem
+
+        graph = space_to_depth_stem(graph, stem_block)
+    if equalize:
+        from edgekit.converters.passes.equalize import equalize as cross_layer_equalization
+
+        graph = cross_layer_equalization(graph)
+    return graph
+
+
+def _quantize(model, graph: Graph, tfl: Graph, quant: QuantConfig) -> Graph:
+    """The float TFLite-level graph quantized as ``quant`` says, checked against TFLite's int8 rules."""
+    from edgekit.converters.quantizer import quantize_graph
+
+    quantized = quantize_graph(tfl, graph, **quant.quantize_options())
+    if quant.mode == "int8" and quant.auto_mixed is not None:
+        keep = _lossy_layers(model, graph, quantized, quant.calibration, quant.auto_mixed)
+        if keep:
+            print(
+                f"auto-mixed: keeping {len(keep)} layer(s) in float: {', '.join(keep[:8])}"
+                f"{' ...' if len(keep) > 8 else ''}"
+            )
+            quant = replace(quant, keep_float=(*quant.keep_float, *keep))
+            quantized = quantize_graph(tfl, graph, **quant.quantize_options())
+    if quant.mode == "int8":
+        from edgekit.converters.int8_rules import check_int8
+
+        check_int8(quantized, quant.max_weight_values)
+    return quantized
+
+
+def _edgekit_metadata(tfl: Graph, graph: Graph, layouts: dict[str, IoDecision], quant: QuantConfig | None) -> dict:
+    """What the .tflite file says about itself: its signature and edgekit's record of the conversion."""
+    return {
+        "_signature": tfl.metadata["_signature"],
+        "edgekit": {
+            "version": __version__,
+            "source_sha256": graph.metadata.get("source_sha256"),
+            "io_layout": tfl.metadata.get("io_layout", {}),
+            "io_layouts": {name: d.layout for name, d in layouts.items() if d.layout},
+            "tensor_layouts": final_layouts(tfl),
+            "quantization": quant.mode if quant is not None else "float32",
+        },
+    }
+
+
+def prune_for_conversion(
+    model, config: PruneConfig, input_shapes: dict[str, tuple[int, ...]] | None = None, stem_block: int | None = None
+) -> PruningResult:
+    """``model`` pruned as ``config`` says: channels first, then weight compression. MACs are
+    counted with ``input_shapes`` fixed, and latency is timed as convert will build the model."""
+    from edgekit.converters.onnx_frontend import read_model
+
+    pruned = read_model(model).model
+    result = PruningResult(model=pruned, config=config)
+    if config.channels:
+        result = _prune_channels(pruned, config, input_shapes, stem_block)
+    if config.weights:
+        result = _compress_weights(result, config)
+    return result
+
+
+def _prune_channels(model, config: PruneConfig, input_shapes, stem_block) -> PruningResult:
+    import numpy as np
+
+    from edgekit.converters.prune import correct_bias, prune_channels
+    from edgekit.converters.prune.budget import cost, prune_by_latency, prune_to_budget
+    from edgekit.converters.prune.channels import ROUND_TO
+
+    _fix_input_shapes(model, input_shapes)  # pruning counts MACs, which needs the shapes convert will use
+    round_to = ROUND_TO if config.round_to is None else config.round_to
+    if config.allocation == "latency":
+        pruned, ratios, _ = prune_by_latency(
+            model, config.macs, config.criterion, round_to=round_to, convert_options={"stem_block": stem_block}
+        )
+        ratio = sum(ratios.values()) / len(ratios)
+    elif config.macs is not None or config.params is not None:
+        what, target = ("macs", config.macs) if config.macs is not None else ("params", config.params)
+        pruned, ratio, _ = prune_to_budget(model, target, what, config.criterion, round_to=round_to)
+    else:
+        ratio = config.ratio
+        pruned = prune_channels(model, ratio, config.criterion, round_to=round_to)
+    if config.bias_correct:
+        samples = config.samples
+        samples = next(iter(samples.values())) if isinstance(samples, dict) else samples
+        pruned = correct_bias(model, pruned, np.asarray(samples, np.float32))
+    return PruningResult(
+        model=pruned,
+        config=config,
+        channel_ratio=round(float(ratio), 4),
+        round_to=round_to,
+        macs_dense=cost(model, "macs"),
+        macs_pruned=cost(pruned, "macs"),
+    )
+
+
+def _fix_input_shapes(model, input_shapes) -> None:
+    """Write the input shapes convert will use (the model's, or ``input_shapes``) into ``model``."""
+    from edgekit.converters.onnx_frontend import fixed_input_shapes
+
+    fixed = fixed_input_shapes(model, input_shapes)
+    for vi in model.graph.input:
+        if vi.name in fixed:
+            for dim, size in zip(vi.type.tensor_type.shape.dim, fixed[vi.name], strict=True):
+                dim.Clear()
+                dim.dim_value = int(size)
+
+
+def _compress_weights(result: PruningResult, config: PruneConfig) -> PruningResult:
+    """``result``'s model with magnitude sparsity, then clustering, applied."""
+    from edgekit.converters.prune import cluster_weights, magnitude_prune
+
+    model, sparsity_per_layer = result.model, {}
+    if config.sparsity is not None:
+        model, layers = magnitude_prune(model, config.sparsity)
+        sparsity_per_layer = {name: round(v, 4) for name, v in layers.items()}
+    if config.clusters is not None:
+        model = cluster_weights(model, config.clusters)
+    return replace(result, model=model, sparsity_per_layer=sparsity_per_layer)
 
 
 def _layout_decisions(tfl: Graph, io_layout: IoLayout) -> dict[str, IoDecision]:

@@ -1,0 +1,185 @@
+"""What a conversion is asked to do, as typed values: :class:`QuantConfig` and :class:`PruneConfig`
+are what :func:`edgekit.converters.pipeline.convert` takes and what the CLI builds from its flags.
+
+Each config checks its own values when made, so a mistake is refused before any work. The
+errors (:class:`ParameterError`) name the library's parameters (``round_to``); a command line
+renames them to its own flags (``--prune-round-to``) with :meth:`ParameterError.renamed`.
+Nothing here imports onnx: the CLI builds its parser from these modules on a device too."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from edgekit.errors import InputError
+
+QUANTIZE_MODES = ("int8", "int16x8", "dynamic", "fp16")
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy", "mse")
+IO_TYPES = ("float32", "int8", "uint8")
+PRUNE_ALLOCATIONS = ("uniform", "latency")
+MAX_CLUSTERS = 256  # the int8 grid has 256 values: more clusters than that share nothing
+
+
+class ParameterError(InputError):
+    """A parameter value the library refuses. The message is a template whose fields are
+    parameters: ``{name}`` alone, ``{name:METAVAR}`` with a placeholder, and with the value
+    given (``values``) that value. The library says ``name`` / ``name=VALUE``; a CLI says
+    ``--flag`` / ``--flag VALUE``, its ``flags`` mapping parameter -> flag."""
+
+    def __init__(self, template: str, **values: Any):
+        self.template = template
+        self.values = values
+        super().__init__(self.renamed({}))
+
+    def renamed(self, flags: Mapping[str, str]) -> str:
+        """The message with each parameter named as ``flags`` says (unknown ones keep their name)."""
+        return self.template.format_map(_Names(flags, self.values))
+
+
+class _Names(dict):
+    def __init__(self, flags: Mapping[str, str], values: Mapping[str, Any]):
+        super().__init__()
+        self.flags = flags
+        self.values = values
+
+    def __missing__(self, parameter: str) -> _Name:
+        return _Name(parameter, self.flags.get(parameter), self.values.get(parameter))
+
+
+@dataclass(frozen=True)
+class _Name:
+    parameter: str
+    flag: str | None
+    value: Any
+
+    def __format__(self, metavar: str) -> str:
+        shown = metavar if self.value is None else f"{self.value:g}" if isinstance(self.value, float) else self.value
+        if self.flag is None:
+            return f"{self.parameter}={shown}" if shown != "" else self.parameter
+        return f"{self.flag} {shown}" if shown != "" else self.flag
+
+
+def _check_fraction(name: str, value: float | None, example: float) -> None:
+    if value is not None and not 0 < value < 1:
+        raise ParameterError(f"{{{name}}} must lie strictly between 0 and 1, e.g. {example:g}", **{name: value})
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """How to quantize: ``mode`` (int8, int16x8, dynamic, fp16); for int8 and int16x8 the
+    ``calibration`` samples (None for a QDQ model, which brings its own scales), the range
+    ``method``, per-channel weights, the model's ``io_type``, ONNX nodes to ``keep_float``, the
+    bias correction of the weights' rounding error; ``auto_mixed=DB`` also keeps in float every
+    layer whose int8 output loses more than DB dB of SQNR. ``max_weight_values=N`` (int8; a
+    bound by op or ONNX node name is a dict) makes the writer refuse a model whose weights hold
+    more than N distinct values in an output channel: binary weights hold 2, ternary 3."""
+
+    mode: str = "int8"
+    calibration: Any = None
+    method: str = "minmax"
+    per_channel: bool = True
+    io_type: str = "float32"
+    keep_float: tuple[str, ...] = ()
+    bias_correction: bool = True
+    fully_integer: bool = False
+    auto_mixed: float | None = None
+    max_weight_values: int | Mapping[str, int] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keep_float", tuple(self.keep_float or ()))
+        if self.mode not in QUANTIZE_MODES:
+            raise ParameterError(f"{{mode}} is not a quantization; choose {', '.join(QUANTIZE_MODES)}", mode=self.mode)
+        if self.method not in CALIBRATION_METHODS:
+            raise ParameterError(f"{{method}} is unknown; choose {', '.join(CALIBRATION_METHODS)}", method=self.method)
+        if self.io_type not in IO_TYPES:
+            raise ParameterError(f"{{io_type}} is unknown; choose {', '.join(IO_TYPES)}", io_type=self.io_type)
+        if self.auto_mixed is not None and self.mode != "int8":
+            raise ParameterError("{auto_mixed} goes with {mode:int8}")
+        self._check_max_weight_values()
+
+    def _check_max_weight_values(self) -> None:
+        bound = self.max_weight_values
+        if bound is None:
+            return
+        if self.mode != "int8":
+            raise ParameterError("{max_weight_values} goes with {mode:int8}: the int8 self-check counts the values")
+        for value in bound.values() if isinstance(bound, Mapping) else [bound]:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+                raise ParameterError(
+                    "{max_weight_values} must be a whole number >= 2 (binary weights hold 2 values)",
+                    max_weight_values=value,
+                )
+
+    def quantize_options(self) -> dict[str, Any]:
+        """The keywords of :func:`edgekit.converters.quantizer.quantize_graph`."""
+        return {
+            "mode": self.mode,
+            "calibration": self.calibration,
+            "method": self.method,
+            "per_channel": self.per_channel,
+            "io_type": self.io_type,
+            "keep_float": list(self.keep_float),
+            "fully_integer": self.fully_integer,
+            "bias_correction": self.bias_correction,
+        }
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """What to prune before converting. Structured channel pruning (at most one budget:
+    ``ratio``, the share of every group's channels to remove; ``macs`` or ``params``, the
+    fraction of the MACs or parameters to keep), ranked by ``criterion``, keeping a multiple
+    of ``round_to`` channels (None: the pruner's default); ``allocation="latency"`` (with
+    ``macs``) prunes more where MACs cost more time;
+    ``bias_correct`` shifts biases so output means on ``samples`` match the dense model's.
+    Then weight compression: ``sparsity`` zeroes that share of the weights, ``clusters``
+    shares N values per output channel (k-means on the int8 grid)."""
+
+    ratio: float | None = None
+    macs: float | None = None
+    params: float | None = None
+    criterion: str = "l1"
+    round_to: int | None = None
+    allocation: str = "uniform"
+    bias_correct: bool = False
+    samples: Any = None
+    sparsity: float | None = None
+    clusters: int | None = None
+
+    def __post_init__(self) -> None:
+        budgets = [name for name in ("ratio", "macs", "params") if getattr(self, name) is not None]
+        if len(budgets) > 1:
+            raise ParameterError(
+                " and ".join(f"{{{name}}}" for name in budgets) + " are budgets for one pruning; give one"
+            )
+        for name in budgets:
+            _check_fraction(name, getattr(self, name), 0.5)
+        _check_fraction("sparsity", self.sparsity, 0.8)
+        if self.round_to is not None and self.round_to < 1:
+            raise ParameterError("{round_to} must be a positive channel count, e.g. 8", round_to=self.round_to)
+        if self.clusters is not None and not 2 <= self.clusters <= MAX_CLUSTERS:
+            raise ParameterError(f"{{clusters}} must be between 2 and {MAX_CLUSTERS}, e.g. 16", clusters=self.clusters)
+        if self.allocation not in PRUNE_ALLOCATIONS:
+            raise ParameterError(
+                f"{{allocation}} is unknown; choose {', '.join(PRUNE_ALLOCATIONS)}", allocation=self.allocation
+            )
+        if not self.channels and (self.bias_correct or self.allocation != "uniform"):
+            which = "{bias_correct}" if self.bias_correct else "{allocation}"
+            raise ParameterError(which + " goes with {ratio:R} or {macs:F}")
+        if self.allocation == "latency" and self.macs is None:
+            raise ParameterError("{allocation:latency} goes with {macs:F}")
+        if self.bias_correct and self.samples is None:
+            raise ParameterError("{bias_correct} needs {samples:DATA} (the samples it measures the layers on)")
+        if self.bias_correct and isinstance(self.samples, Mapping) and len(self.samples) != 1:
+            raise ParameterError("{bias_correct} needs {samples} for a single input")
+
+    @property
+    def channels(self) -> bool:
+        """Whether structured channel pruning is asked for."""
+        return self.ratio is not None or self.macs is not None or self.params is not None
+
+    @property
+    def weights(self) -> bool:
+        """Whether weight compression (sparsity, clustering) is asked for."""
+        return self.sparsity is not None or self.clusters is not None
