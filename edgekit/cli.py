@@ -128,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def user_message(exc: EdgekitError, module) -> str:
+    """The error's one line, naming the command's flags where the library named its parameters
+    (an error with ``renamed``, given the module's PARAMETER_FLAGS: parameter -> flag)."""
+    renamed = getattr(exc, "renamed", None)
+    return renamed(getattr(module, "PARAMETER_FLAGS", {})) if renamed else str(exc)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -139,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args._module.run(args) or 0)
     except EdgekitError as exc:
-        print(f"edgekit {args.command}: error: {exc}", file=sys.stderr)
+        print(f"edgekit {args.command}: error: {user_message(exc, args._module)}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:  # the reader (head, a closed pager) stopped reading: nothing went wrong here
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again

@@ -106,7 +106,24 @@ CASES = [
         ["convert", "model.onnx", "-o", "x.tflite", "--io-layout", "nhwc", "--nchw-io"],
         ["--nchw-io"],
     ),
+    (
+        "convert-prune-round-to-0",  # the library's round_to, named by convert's own flag
+        ["convert", "model.onnx", "-o", "x.tflite", "--prune-ratio", "0.5", "--prune-round-to", "0"],
+        ["--prune-round-to 0"],
+    ),
+    (
+        "convert-max-weight-values-1",
+        ["convert", "model.onnx", "-o", "x.tflite", "--quantize", "int8", "--max-weight-values", "1"],
+        ["--max-weight-values 1"],
+    ),
     ("prune-over-input", ["prune", "model.onnx", "-o", "model.onnx", "--ratio", "0.5"], ["input"]),
+    ("prune-bad-macs", ["prune", "model.onnx", "-o", "p.onnx", "--macs", "1.5"], ["--macs 1.5", "between 0 and 1"]),
+    (
+        "prune-round-to-0",
+        ["prune", "model.onnx", "-o", "p.onnx", "--ratio", "0.5", "--round-to", "0"],
+        ["--round-to 0"],
+    ),
+    ("prune-two-budgets", ["prune", "model.onnx", "-o", "p.onnx", "--macs", "0.5", "--params", "0.5"], ["not allowed"]),
     ("prune-into-folder", ["prune", "model.onnx", "-o", "out", "--ratio", "0.5"], ["folder"]),
     ("prune-bad-ratio", ["prune", "model.onnx", "-o", "p.onnx", "--ratio", "1.5"], ["between 0 and 1"]),
     ("prune-no-output", ["prune", "model.onnx", "--ratio", "0.5"], ["-o"]),

@@ -1,5 +1,6 @@
 """Size report: parameters, MACs, and bytes of the converted .tflite (fp32 and int8) raw and
-compressed — zstd and gzip, and xz as the edgekit package compresses it."""
+compressed — zstd and gzip, and xz at the preset the caller gives (``edgekit.package.XZ_PRESET``
+for the size of an edgekit package: packaging is the layer above, so its choice is passed in)."""
 
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ SIZE_KEYS = (
 )
 
 
-def compressed_sizes(data: bytes, prefix: str) -> dict[str, int]:
-    """``{prefix}_bytes``, ``_zstd`` (-1 without zstandard) and ``_gzip``; ``_xz`` too for an int8 prefix."""
+def compressed_sizes(data: bytes, prefix: str, xz_preset: int | None = None) -> dict[str, int]:
+    """``{prefix}_bytes``, ``_zstd`` (-1 without zstandard) and ``_gzip``; ``_xz`` too, at
+    ``xz_preset``, when one is given."""
     try:
         import zstandard
 
@@ -33,17 +35,16 @@ def compressed_sizes(data: bytes, prefix: str) -> dict[str, int]:
     except ImportError:  # pragma: no cover - zstandard comes with the dev extra
         zstd = -1
     sizes = {f"{prefix}_bytes": len(data), f"{prefix}_zstd": zstd, f"{prefix}_gzip": len(gzip.compress(data, 9))}
-    if prefix.endswith("int8"):
-        from edgekit.package import XZ_PRESET
-
-        sizes[f"{prefix}_xz"] = len(lzma.compress(data, preset=XZ_PRESET))
+    if xz_preset is not None:
+        sizes[f"{prefix}_xz"] = len(lzma.compress(data, preset=xz_preset))
     return sizes
 
 
-def size_report(model: onnx.ModelProto, calibration: np.ndarray | None = None) -> dict[str, int]:
-    """Sizes of ``model`` converted to fp32 and to int8. The int8 activation ranges come from
-    ``calibration`` (model-layout samples) or, without it, from 8 random inputs: weights, scales
-    and biases then still have their real sizes, which is all this report is about."""
+def size_report(model: onnx.ModelProto, calibration: np.ndarray | None = None, *, xz_preset: int) -> dict[str, int]:
+    """Sizes of ``model`` converted to fp32 and to int8 (the int8 file also xz-compressed at
+    ``xz_preset``). The int8 activation ranges come from ``calibration`` (model-layout samples)
+    or, when it is None, from 8 random inputs: weights, scales and biases then still have their
+    real sizes, which is all this report is about."""
     from edgekit.converters.analysis import count_macs, count_params
     from edgekit.converters.onnx_frontend import fixed_input_shapes
     from edgekit.converters.pipeline import convert, import_onnx, to_tflite_graph
@@ -60,5 +61,5 @@ def size_report(model: onnx.ModelProto, calibration: np.ndarray | None = None) -
     with tempfile.TemporaryDirectory(prefix="edgekit-size-") as tmp:
         out = Path(tmp) / "int8.tflite"
         convert(model, out, quantize="int8", calibration=calibration)
-        report.update(compressed_sizes(out.read_bytes(), "tflite_int8"))
+        report.update(compressed_sizes(out.read_bytes(), "tflite_int8", xz_preset))
     return report

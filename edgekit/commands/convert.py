@@ -1,17 +1,57 @@
-"""edgekit convert MODEL.onnx -o OUT.tflite: convert (and optionally verify) a model."""
+"""edgekit convert MODEL.onnx -o OUT.tflite: convert (and optionally verify) a model.
+
+The command parses its flags into the library's configs (QuantConfig, PruneConfig), calls
+``convert`` and prints; the library's errors name its parameters, which PARAMETER_FLAGS maps
+to this command's flags."""
 
 from __future__ import annotations
 
 import argparse
 
 from edgekit.commands._shapes import SAMPLES, add_input_shape
+from edgekit.converters.config import CALIBRATION_METHODS, IO_TYPES, PRUNE_ALLOCATIONS, QUANTIZE_MODES
 from edgekit.converters.io_layout import IO_LAYOUTS
 
-QUANTIZE_MODES = ("int8", "int16x8", "dynamic", "fp16")
-CALIBRATION_METHODS = ("minmax", "percentile", "entropy", "mse")
+AUTO_MIXED_DB = 10.0  # --max-sqnr-drop's default
+
+# library parameter -> the flag that sets it, so the library's errors name this command's flags
+PARAMETER_FLAGS = {
+    "mode": "--quantize",
+    "calibration": "--calibration",
+    "method": "--calibration-method",
+    "per_channel": "--per-tensor",
+    "io_type": "--io-type",
+    "keep_float": "--keep-float",
+    "bias_correction": "--no-bias-correction",
+    "auto_mixed": "--auto-mixed",
+    "max_weight_values": "--max-weight-values",
+    "target": "--target",
+    "equalize": "--equalize",
+    "stem_block": "--stem-block",
+    "io_layout": "--io-layout",
+    "ratio": "--prune-ratio",
+    "macs": "--prune-macs",
+    "criterion": "--prune-criterion",
+    "round_to": "--prune-round-to",
+    "allocation": "--prune-allocation",
+    "bias_correct": "--prune-bias-correct",
+    "samples": "--calibration",
+    "sparsity": "--prune-sparsity",
+    "clusters": "--prune-clusters",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_model_options(parser)
+    _add_quantization(parser.add_argument_group("quantization"))
+    _add_pruning(parser.add_argument_group("pruning (structured channels, before conversion; see edgekit prune)"))
+    _add_weight_compression(
+        parser.add_argument_group("weight compression (smaller packages; after any channel pruning)")
+    )
+    _add_verification(parser.add_argument_group("verification"))
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="the source .onnx model")
     parser.add_argument("-o", "--output", required=True, help="the .tflite file to write")
     add_input_shape(parser)
@@ -42,12 +82,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="rewrite a strided conv on <= 4 channels (the stem) as SpaceToDepth(B) + conv + DepthToSpace: "
         "faster on x86 CPUs with AMX, not on Arm (2, 4 or 8)",
     )
-    q = parser.add_argument_group("quantization")
+
+
+def _add_quantization(q: argparse._ArgumentGroup) -> None:
     q.add_argument("--quantize", choices=QUANTIZE_MODES, help="quantize weights/activations (default: float32)")
     q.add_argument("--calibration", metavar="DATA", help="calibration samples: .npy/.npz or a folder of images")
     q.add_argument("--calibration-method", choices=CALIBRATION_METHODS, help="default minmax")
     q.add_argument("--per-tensor", action="store_true", help="per-tensor weights (default: per-channel)")
-    q.add_argument("--io-type", choices=("float32", "int8", "uint8"), help="quantized model's I/O (default float32)")
+    q.add_argument("--io-type", choices=IO_TYPES, help="quantized model's I/O (default float32)")
     q.add_argument(
         "--keep-float",
         nargs="+",
@@ -60,7 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="keep in float the layers whose int8 output loses more than --max-sqnr-drop dB",
     )
-    q.add_argument("--max-sqnr-drop", type=float, metavar="DB", help="for --auto-mixed (default 10)")
+    q.add_argument("--max-sqnr-drop", type=float, metavar="DB", help=f"for --auto-mixed (default {AUTO_MIXED_DB:g})")
     q.add_argument(
         "--equalize", action="store_true", help="cross-layer equalization of consecutive convolutions before quantizing"
     )
@@ -68,6 +110,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-bias-correction",
         action="store_true",
         help="skip the correction of the bias for the weights' rounding error (on by default)",
+    )
+    q.add_argument(
+        "--max-weight-values",
+        type=int,
+        metavar="N",
+        help="int8: refuse to write the model if an output channel's weights hold more than N distinct values "
+        "(2 for binary weights, 3 for ternary)",
     )
     q.add_argument(
         "--target",
@@ -79,7 +128,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     q.add_argument("--mean", metavar="M[,M,M]", help="image calibration: subtract per-channel mean")
     q.add_argument("--std", metavar="S[,S,S]", help="image calibration: divide by per-channel std")
     q.add_argument("--scale", type=float, default=1 / 255, help="image calibration: multiply pixels first")
-    pr = parser.add_argument_group("pruning (structured channels, before conversion; see edgekit prune)")
+
+
+def _add_pruning(pr: argparse._ArgumentGroup) -> None:
     budget = pr.add_mutually_exclusive_group()
     budget.add_argument("--prune-ratio", type=float, metavar="R", help="remove this share of every group's channels")
     budget.add_argument("--prune-macs", type=float, metavar="F", help="keep this fraction of the MACs")
@@ -87,13 +138,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pr.add_argument(
         "--prune-round-to",
         type=int,
-        default=16,  # converters.prune.channels.ROUND_TO
+        default=16,  # converters.prune.channels.ROUND_TO, not imported: this module loads without onnx
         metavar="N",
         help="keep a multiple of N channels in groups wider than N (default 16, 1: no rounding)",
     )
     pr.add_argument(
         "--prune-allocation",
-        choices=("uniform", "latency"),
+        choices=PRUNE_ALLOCATIONS,
         default="uniform",
         help="with --prune-macs: one ratio for every group, or more where MACs cost more time (measured here)",
     )
@@ -102,7 +153,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="correct the biases of the layers reading pruned channels on the --calibration data",
     )
-    w = parser.add_argument_group("weight compression (smaller packages; after any channel pruning)")
+
+
+def _add_weight_compression(w: argparse._ArgumentGroup) -> None:
     w.add_argument(
         "--prune-sparsity",
         type=float,
@@ -115,7 +168,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="k-means weight sharing: N values per output channel, on the int8 grid (2-256, e.g. 16)",
     )
-    v = parser.add_argument_group("verification")
+
+
+def _add_verification(v: argparse._ArgumentGroup) -> None:
     v.add_argument("--verify", action="store_true", help="compare the result with onnxruntime afterwards")
     v.add_argument("--data", help="verification inputs: .npy/.npz file or folder of .npy (default: random)")
     v.add_argument("--samples", type=SAMPLES, default=8, help="random verification samples, 1..100000 (default 8)")
@@ -123,11 +178,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from edgekit.converters import convert, verify
+    from edgekit.converters import convert
     from edgekit.converters.onnx_frontend import parse_input_shapes
-    from edgekit.converters.tflite_writer import check_output_path
+    from edgekit.files import check_output_path
 
     # the output is checked before any work: never the input, a folder or a special file
     check_output_path(args.output, args.model, args.calibration, getattr(args, "data", None))
@@ -135,52 +188,83 @@ def run(args: argparse.Namespace) -> int:
         check_output_path(args.report, args.model, args.output)
     _refuse_options_that_do_nothing(args)
     io_layout = _io_layout(args)
-    shapes = parse_input_shapes(args.input_shape)
     calibration = _calibration(args) if args.calibration else None
-    source = unpruned_source = _edited(args)
-    _check_weight_compression(args)
-    if args.prune_ratio is not None or args.prune_macs is not None:
-        source = _prune(args, shapes, calibration)
-    elif args.prune_bias_correct or args.prune_allocation != "uniform":
-        from edgekit.errors import InputError
-
-        option = "--prune-bias-correct" if args.prune_bias_correct else "--prune-allocation"
-        raise InputError(f"{option} goes with --prune-ratio R or --prune-macs F")
-    if args.prune_sparsity is not None or args.prune_clusters is not None:
-        source = _compress_weights(args, source)
-    options = {}
-    if args.quantize:
-        # no --calibration is fine for QDQ models (their own scales); others get a clear error
-        options = dict(
-            calibration=calibration,
-            method=args.calibration_method or "minmax",
-            per_channel=not args.per_tensor,
-            io_type=args.io_type or "float32",
-            keep_float=args.keep_float,
-            bias_correction=not args.no_bias_correction,
-        )
+    quant, prune = _quant_config(args, calibration), _prune_config(args, calibration)
+    source = _edited(args)
     result = convert(
         source,
         args.output,
-        input_shapes=shapes,
+        input_shapes=parse_input_shapes(args.input_shape),
         io_layout=io_layout,
-        quantize=args.quantize,
+        quant=quant,
+        prune=prune,
         target=None if args.target == "cpu" else args.target,
-        auto_mixed=(10.0 if args.max_sqnr_drop is None else args.max_sqnr_drop) if args.auto_mixed else None,
         equalize=args.equalize,
         stem_block=args.stem_block,
-        **options,
     )
+    _print_result(args, result)
+    if args.verify or args.report:
+        _verify_and_report(args, source, result, calibration)
+    return 0
+
+
+def _quant_config(args: argparse.Namespace, calibration):
+    """The QuantConfig the quantization flags describe (None: no --quantize, the model stays float).
+    Without --calibration a QDQ model uses its own scales; others get a clear error."""
+    from edgekit.converters.config import QuantConfig
+
+    if not args.quantize:
+        return None
+    given = {
+        "method": args.calibration_method,
+        "io_type": args.io_type,
+        "auto_mixed": (AUTO_MIXED_DB if args.max_sqnr_drop is None else args.max_sqnr_drop)
+        if args.auto_mixed
+        else None,
+        "max_weight_values": args.max_weight_values,
+    }
+    return QuantConfig(
+        mode=args.quantize,
+        calibration=calibration,
+        per_channel=not args.per_tensor,
+        keep_float=args.keep_float,
+        bias_correction=not args.no_bias_correction,
+        **{name: value for name, value in given.items() if value is not None},
+    )
+
+
+def _prune_config(args: argparse.Namespace, calibration):
+    """The PruneConfig the --prune-* flags describe (None when none is given)."""
+    from edgekit.converters.config import PruneConfig
+
+    config = PruneConfig(
+        ratio=args.prune_ratio,
+        macs=args.prune_macs,
+        criterion=args.prune_criterion,
+        round_to=args.prune_round_to,
+        allocation=args.prune_allocation,
+        bias_correct=args.prune_bias_correct,
+        samples=calibration if args.prune_bias_correct else None,
+        sparsity=args.prune_sparsity,
+        clusters=args.prune_clusters,
+    )
+    return config if config.channels or config.weights else None
+
+
+def _print_result(args: argparse.Namespace, result) -> None:
+    if result.pruning is not None:
+        _print_pruning(result.pruning)
     ops = ", ".join(f"{op} x{n}" for op, n in result.ops.items())
     print(f"wrote {result.path} ({result.size_bytes:,} bytes) in {result.seconds:.2f} s")
     print(f"ops: {ops}")
     print(f"TRANSPOSE ops remaining: {result.transposes}; XNNPACK partitions: {result.partitions}")
     for decision in result.io_layout.values():
         print(decision)
-    if args.prune_sparsity is not None or args.prune_clusters is not None:
+    if result.pruning is not None and result.pruning.config.weights:
         from edgekit.converters.prune.report import compressed_sizes
+        from edgekit.package import XZ_PRESET
 
-        sizes = compressed_sizes(result.path.read_bytes(), "int8")
+        sizes = compressed_sizes(result.path.read_bytes(), "int8", XZ_PRESET)
         zstd = f"{sizes['int8_zstd']:,}" if sizes["int8_zstd"] >= 0 else "- (no zstandard)"
         print(
             f"compressed: xz {sizes['int8_xz']:,} bytes (as edgekit package stores it), zstd {zstd}, "
@@ -190,46 +274,72 @@ def run(args: argparse.Namespace) -> int:
         _print_io_quantization(result.path)
     if result.edgetpu is not None:
         print(result.edgetpu.summary())
-    report = None
-    verification_data = args.data
-    if args.verify or args.report:
-        verification_data, said = _verification_data(args, calibration)
-        print(f"verification data: {said}")
-        report = verify(source, args.output, data=verification_data, samples=args.samples)
-        print(report.table())
-        if source is not unpruned_source:
-            from dataclasses import asdict
 
-            unpruned = verify(unpruned_source, args.output, data=verification_data, samples=args.samples)
-            print(f"against the unpruned {Path(args.model).name}, same inputs (what pruning and conversion cost):")
-            print(unpruned.table())
-            args._pruning["outputs_vs_unpruned"] = [asdict(o) for o in unpruned.outputs]
-    if args.report:
-        from dataclasses import asdict
 
-        from edgekit.commands._report import per_layer, write_report
-
-        layers = per_layer(source, args.output, verification_data)
-        worst = ", ".join(f"{w.tensor} ({w.sqnr_db:.1f} dB)" for w in layers.worst(3))
-        print(f"worst layers: {worst}")
-        write_report(
-            args.report,
-            {
-                "model": args.model,
-                "output": str(result.path),
-                "size_bytes": result.size_bytes,
-                "seconds": result.seconds,
-                "ops": result.ops,
-                "transposes": result.transposes,
-                "xnnpack_partitions": result.partitions,
-                "quantization": args.quantize or "float32",
-                "pruning": getattr(args, "_pruning", None),
-                "outputs": [asdict(o) for o in report.outputs],
-                "layers": [asdict(layer) for layer in layers.layers],
-            },
+def _print_pruning(pruning) -> None:
+    config = pruning.config
+    if config.channels:
+        mean = " on average" if config.allocation == "latency" else ""
+        dense, macs = pruning.macs_dense, pruning.macs_pruned
+        print(
+            f"pruned {pruning.channel_ratio:.1%} of the channels{mean} ({config.criterion}"
+            f"{', bias-corrected' if config.bias_correct else ''}): MACs {dense:,} -> {macs:,} ({macs / dense:.1%})"
         )
-        print(f"wrote {args.report}")
-    return 0
+    if config.sparsity is not None:
+        layers = len(pruning.sparsity_per_layer)
+        print(f"zeroed {config.sparsity:.0%} of the weights (smallest magnitudes over {layers} layers)")
+    if config.clusters is not None:
+        print(f"shared {config.clusters} weight values per output channel (k-means, on the int8 grid)")
+
+
+def _verify_and_report(args: argparse.Namespace, source, result, calibration) -> None:
+    """--verify / --report: the converted model against the ONNX model it came from (the pruned
+    one when pruned, then also against the unpruned one: what pruning and conversion cost)."""
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from edgekit.converters import verify
+
+    data, said = _verification_data(args, calibration)
+    print(f"verification data: {said}")
+    converted_from = source if result.pruning is None else result.pruning.model
+    report = verify(converted_from, args.output, data=data, samples=args.samples)
+    print(report.table())
+    pruning = None
+    if result.pruning is not None:
+        unpruned = verify(source, args.output, data=data, samples=args.samples)
+        print(f"against the unpruned {Path(args.model).name}, same inputs (what pruning and conversion cost):")
+        print(unpruned.table())
+        pruning = result.pruning.as_dict() | {"outputs_vs_unpruned": [asdict(o) for o in unpruned.outputs]}
+    if args.report:
+        _write_report(args, converted_from, result, report, pruning, data)
+
+
+def _write_report(args: argparse.Namespace, converted_from, result, report, pruning, data) -> None:
+    from dataclasses import asdict
+
+    from edgekit.commands._report import per_layer, write_report
+
+    layers = per_layer(converted_from, args.output, data)
+    worst = ", ".join(f"{w.tensor} ({w.sqnr_db:.1f} dB)" for w in layers.worst(3))
+    print(f"worst layers: {worst}")
+    write_report(
+        args.report,
+        {
+            "model": args.model,
+            "output": str(result.path),
+            "size_bytes": result.size_bytes,
+            "seconds": result.seconds,
+            "ops": result.ops,
+            "transposes": result.transposes,
+            "xnnpack_partitions": result.partitions,
+            "quantization": args.quantize or "float32",
+            "pruning": pruning,
+            "outputs": [asdict(o) for o in report.outputs],
+            "layers": [asdict(layer) for layer in layers.layers],
+        },
+    )
+    print(f"wrote {args.report}")
 
 
 def _io_layout(args: argparse.Namespace) -> str:
@@ -256,6 +366,7 @@ def _refuse_options_that_do_nothing(args: argparse.Namespace) -> None:
                 ("--keep-float", args.keep_float),
                 ("--auto-mixed", args.auto_mixed),
                 ("--no-bias-correction", args.no_bias_correction),
+                ("--max-weight-values", args.max_weight_values is not None),
             )
             if value
         ]
@@ -269,126 +380,20 @@ def _edited(args: argparse.Namespace):
     """The source model, with --input-value inputs folded to constants and cut at --outputs."""
     if not args.outputs and not args.input_value:
         return args.model
-    if getattr(args, "_edited_model", None) is None:
-        from edgekit.converters.onnx_frontend import edit_model, read_model
-        from edgekit.errors import InputError
-
-        values = {}
-        for item in args.input_value or []:
-            name, sep, text = item.partition("=")
-            try:
-                numbers = [float(v) for v in text.split(",")] if sep and text else None
-            except ValueError:
-                numbers = None
-            if not name or numbers is None:
-                raise InputError(f"--input-value {item!r}: write NAME=VALUE or NAME=V1,V2,... (numbers)")
-            values[name] = numbers[0] if len(numbers) == 1 else numbers
-        args._edited_model = edit_model(read_model(args.model).model, args.outputs, values)
-    return args._edited_model
-
-
-def _prune(args: argparse.Namespace, shapes, calibration):
-    """The source model pruned as the --prune-* options ask (an onnx.ModelProto)."""
-    import numpy as np
-
-    from edgekit.converters.onnx_frontend import fixed_input_shapes, read_model
-    from edgekit.converters.prune import correct_bias, prune_channels
-    from edgekit.converters.prune.budget import cost, prune_to_budget
+    from edgekit.converters.onnx_frontend import edit_model, read_model
     from edgekit.errors import InputError
 
-    if args.prune_ratio is not None and not 0 < args.prune_ratio < 1:
-        raise InputError(f"--prune-ratio {args.prune_ratio:g} must lie strictly between 0 and 1, e.g. 0.5")
-    if args.prune_macs is not None and not 0 < args.prune_macs < 1:
-        raise InputError(f"--prune-macs {args.prune_macs:g} must lie strictly between 0 and 1, e.g. 0.5")
-    if args.prune_bias_correct and calibration is None:
-        raise InputError("--prune-bias-correct needs --calibration DATA (the samples it measures the layers on)")
-    model = read_model(_edited(args)).model
-    fixed = fixed_input_shapes(model, shapes)
-    for vi in model.graph.input:  # pruning counts MACs, which needs the shapes convert will use
-        if vi.name in fixed:
-            dims = vi.type.tensor_type.shape.dim
-            for dim, size in zip(dims, fixed[vi.name], strict=True):
-                dim.Clear()
-                dim.dim_value = int(size)
-    dense_macs = cost(model, "macs")
-    if args.prune_allocation == "latency" and args.prune_macs is None:
-        raise InputError("--prune-allocation latency goes with --prune-macs F")
-    if args.prune_allocation == "latency":
-        from edgekit.converters.prune.budget import prune_by_latency
-
-        pruned, ratios, _ = prune_by_latency(
-            model,
-            args.prune_macs,
-            args.prune_criterion,
-            round_to=args.prune_round_to,
-            convert_options={"stem_block": args.stem_block},
-        )
-        ratio = sum(ratios.values()) / len(ratios)
-    elif args.prune_macs is not None:
-        pruned, ratio, _ = prune_to_budget(
-            model, args.prune_macs, "macs", args.prune_criterion, round_to=args.prune_round_to
-        )
-    else:
-        ratio = args.prune_ratio
-        pruned = prune_channels(model, ratio, args.prune_criterion, round_to=args.prune_round_to)
-    if args.prune_bias_correct:
-        samples = calibration
-        if isinstance(samples, dict):
-            if len(samples) != 1:
-                raise InputError("--prune-bias-correct needs calibration data for a single input")
-            samples = next(iter(samples.values()))
-        pruned = correct_bias(model, pruned, np.asarray(samples, np.float32))
-    macs = cost(pruned, "macs")
-    args._pruning = {
-        "ratio": round(float(ratio), 4),
-        "criterion": args.prune_criterion,
-        "round_to": args.prune_round_to,
-        "allocation": args.prune_allocation,
-        "bias_correct": bool(args.prune_bias_correct),
-        "macs_dense": dense_macs,
-        "macs_pruned": macs,
-    }
-    mean = " on average" if args.prune_allocation == "latency" else ""
-    print(
-        f"pruned {ratio:.1%} of the channels{mean} ({args.prune_criterion}"
-        f"{', bias-corrected' if args.prune_bias_correct else ''}): MACs {dense_macs:,} -> {macs:,} "
-        f"({macs / dense_macs:.1%})"
-    )
-    return pruned
-
-
-def _check_weight_compression(args: argparse.Namespace) -> None:
-    """Refuse --prune-sparsity / --prune-clusters values before any work is done."""
-    from edgekit.errors import InputError
-
-    if args.prune_sparsity is not None and not 0 < args.prune_sparsity < 1:
-        raise InputError(f"--prune-sparsity {args.prune_sparsity:g} must lie strictly between 0 and 1, e.g. 0.8")
-    if args.prune_clusters is not None and not 2 <= args.prune_clusters <= 256:
-        raise InputError(f"--prune-clusters {args.prune_clusters} must be between 2 and 256, e.g. 16")
-    if args.prune_clusters is not None and args.equalize:
-        raise InputError(
-            "--equalize rescales the weights per input channel and would undo --prune-clusters; drop one of them"
-        )
-
-
-def _compress_weights(args: argparse.Namespace, source):
-    """``source`` (a path or an onnx.ModelProto) with magnitude sparsity, then clustering, applied."""
-    from edgekit.converters.onnx_frontend import read_model
-    from edgekit.converters.prune import cluster_weights, magnitude_prune
-
-    model = read_model(source).model
-    pruning = getattr(args, "_pruning", None) or {}
-    if args.prune_sparsity is not None:
-        model, layers = magnitude_prune(model, args.prune_sparsity)
-        pruning["sparsity"] = args.prune_sparsity
-        pruning["sparsity_per_layer"] = {name: round(v, 4) for name, v in layers.items()}
-        print(f"zeroed {args.prune_sparsity:.0%} of the weights (smallest magnitudes over {len(layers)} layers)")
-    if args.prune_clusters is not None:
-        model = cluster_weights(model, args.prune_clusters)
-        pruning["clusters"] = args.prune_clusters
-        print(f"shared {args.prune_clusters} weight values per output channel (k-means, on the int8 grid)")
-    args._pruning = pruning
-    return model
+    values = {}
+    for item in args.input_value or []:
+        name, sep, text = item.partition("=")
+        try:
+            numbers = [float(v) for v in text.split(",")] if sep and text else None
+        except ValueError:
+            numbers = None
+        if not name or numbers is None:
+            raise InputError(f"--input-value {item!r}: write NAME=VALUE or NAME=V1,V2,... (numbers)")
+        values[name] = numbers[0] if len(numbers) == 1 else numbers
+    return edit_model(read_model(args.model).model, args.outputs, values)
 
 
 VERIFY_CALIBRATION_SAMPLES = 256  # enough for SQNR and top-1 to settle; calibration sets can be larger

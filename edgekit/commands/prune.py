@@ -5,45 +5,39 @@ from __future__ import annotations
 
 import argparse
 
+# library parameter (PruneConfig) -> the flag that sets it, so the library's errors name this command's flags
+PARAMETER_FLAGS = {
+    "ratio": "--ratio",
+    "macs": "--macs",
+    "params": "--params",
+    "criterion": "--criterion",
+    "round_to": "--round-to",
+    "allocation": "--allocation",
+    "bias_correct": "--bias-correct",
+    "samples": "--data",
+    "sparsity": "--ratio",
+    "clusters": "--clusters",
+}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="the source .onnx model")
     parser.add_argument("-o", "--output", help="the pruned .onnx model to write")
     parser.add_argument("--method", choices=("channel", "magnitude", "cluster", "lowrank"), default="channel")
-    parser.add_argument(
-        "--sensitivity",
-        action="store_true",
-        help="table the output SQNR (accuracy with --labels) with each group pruned alone",
-    )
-    parser.add_argument(
-        "--allocation",
-        choices=("uniform", "sensitivity", "latency"),
-        default="uniform",
-        help="how --target-macs spreads the pruning over groups (latency: in proportion to the LiteRT time each "
-        "group's MACs cost, measured here by pruning each group alone)",
-    )
-    parser.add_argument("--threads", type=int, default=1, help="LiteRT threads for --allocation latency timings")
-    parser.add_argument(
-        "--stem-block",
-        type=int,
-        choices=(2, 4, 8),
-        metavar="B",
-        help="for --allocation latency: time the models as edgekit convert --stem-block B will build them",
-    )
-    parser.add_argument(
-        "--data", help="sample inputs (.npy, model layout) for --sensitivity / --allocation / --bias-correct"
-    )
-    parser.add_argument("--labels", help="labels (.npy) for the samples: sensitivity in accuracy instead of SQNR")
-    parser.add_argument("--energy", type=float, default=0.9, help="lowrank: singular-value energy to keep")
-    parser.add_argument(
-        "--rank", type=float, help="lowrank: keep this fraction of each layer's full rank (not --energy)"
-    )
+    parser.add_argument("--exclude", nargs="+", default=[], metavar="NODE", help="ONNX node names to leave alone")
+    _add_channel_options(parser)
+    _add_allocation_options(parser)
+    _add_other_methods(parser)
+
+
+def _add_channel_options(parser: argparse.ArgumentParser) -> None:
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument(
         "--ratio", type=float, help="channel: share of each group's channels to remove; magnitude: sparsity"
     )
-    budget.add_argument("--target-macs", type=float, help="channel: keep this fraction of the MACs")
-    budget.add_argument("--target-params", type=float, help="channel: keep this fraction of the parameters")
+    budget.add_argument("--macs", type=float, metavar="F", help="channel: keep this fraction of the MACs")
+    budget.add_argument("--target-macs", type=float, dest="macs", help=argparse.SUPPRESS)  # the old name of --macs
+    budget.add_argument("--params", type=float, metavar="F", help="channel: keep this fraction of the parameters")
     parser.add_argument("--criterion", choices=("l1", "l2", "fpgm"), default="l1")
     parser.add_argument("--min-channels", type=int, default=1, help="never keep fewer channels in a group")
     parser.add_argument(
@@ -60,12 +54,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="channel: shift the biases of the layers that read pruned channels so their output means on --data "
         "match the dense model's (no training)",
     )
-    parser.add_argument("--exclude", nargs="+", default=[], metavar="NODE", help="ONNX node names to leave alone")
     parser.add_argument(
         "--within-blocks",
         action="store_true",
         help="channel: leave the channels joined by residual Adds alone and prune only inside blocks",
     )
+
+
+def _add_allocation_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--sensitivity",
+        action="store_true",
+        help="table the output SQNR (accuracy with --labels) with each group pruned alone",
+    )
+    parser.add_argument(
+        "--allocation",
+        choices=("uniform", "sensitivity", "latency"),
+        default="uniform",
+        help="how --macs spreads the pruning over groups (latency: in proportion to the LiteRT time each "
+        "group's MACs cost, measured here by pruning each group alone)",
+    )
+    parser.add_argument("--threads", type=int, default=1, help="LiteRT threads for --allocation latency timings")
+    parser.add_argument(
+        "--stem-block",
+        type=int,
+        choices=(2, 4, 8),
+        metavar="B",
+        help="for --allocation latency: time the models as edgekit convert --stem-block B will build them",
+    )
+    parser.add_argument(
+        "--data", help="sample inputs (.npy, model layout) for --sensitivity / --allocation / --bias-correct"
+    )
+    parser.add_argument("--labels", help="labels (.npy) for the samples: sensitivity in accuracy instead of SQNR")
+
+
+def _add_other_methods(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scope", choices=("global", "layer"), default="global", help="magnitude: where the threshold applies"
     )
@@ -76,128 +99,207 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="channel",
         help="cluster: N values per output channel (snapped to its int8 grid) or per layer",
     )
+    parser.add_argument("--energy", type=float, default=0.9, help="lowrank: singular-value energy to keep")
+    parser.add_argument(
+        "--rank", type=float, help="lowrank: keep this fraction of each layer's full rank (not --energy)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-
-    import numpy as np
     import onnx
 
     from edgekit.converters.onnx_frontend import read_model
-    from edgekit.converters.prune import cluster_weights, magnitude_prune, prune_channels
-    from edgekit.converters.prune.budget import COST_NAMES, prune_to_budget
-    from edgekit.converters.prune.report import SIZE_KEYS, size_report
-    from edgekit.converters.tflite_writer import write_atomic
     from edgekit.errors import InputError
+    from edgekit.files import check_output_path, write_atomic
 
     model = read_model(args.model).model
     samples = labels = None
     if args.bias_correct and (args.method != "channel" or not args.data):
         raise InputError("--bias-correct needs --method channel (the default) and --data SAMPLES.npy")
     if args.sensitivity or args.allocation == "sensitivity" or args.bias_correct:
-        samples, labels = _samples(args, model, np)
+        samples, labels = _samples(args, model)
     if args.sensitivity:
-        from edgekit.converters.prune.sensitivity import analyse, format_table
-
-        print(format_table(analyse(model, samples, labels, criterion=args.criterion, round_to=args.round_to)))
+        _print_sensitivity(args, model, samples, labels)
         if not args.output:
             return 0
     if not args.output:
         raise InputError("pass -o PRUNED.onnx (or --sensitivity alone for the table)")
-    from edgekit.converters.tflite_writer import check_output_path
-
     check_output_path(args.output, args.model, args.data)
+    pruned = METHODS[args.method](args, model, _excluded(args, model), samples, labels)
+    onnx.checker.check_model(pruned)
+    write_atomic(args.output, pruned.SerializeToString())
+    if samples is None and args.data:
+        samples, _ = _samples(args, model)
+    _print_size_report(args, model, pruned, samples)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _print_sensitivity(args: argparse.Namespace, model, samples, labels) -> None:
+    from edgekit.converters.prune.sensitivity import analyse, format_table
+
+    print(format_table(analyse(model, samples, labels, criterion=args.criterion, round_to=args.round_to)))
+
+
+def _excluded(args: argparse.Namespace, model) -> frozenset[str]:
+    """--exclude, and with --within-blocks every group a residual Add joins."""
     exclude = frozenset(args.exclude)
     if args.within_blocks:
         from edgekit.converters.prune import find_groups
 
         exclude |= {g.name for g in find_groups(model) if g.joins}
-    if args.method == "channel":
-        if args.target_macs is not None or args.target_params is not None:
-            what = "macs" if args.target_macs is not None else "params"
-            target = args.target_macs if args.target_macs is not None else args.target_params
-            goal = f"(target {target * 100:g}%)"
-            if args.allocation == "latency":
-                from edgekit.converters.prune.budget import prune_by_latency
-                from edgekit.converters.prune.latency import format_table, measure
+    return exclude
 
-                if what != "macs":
-                    raise InputError("--allocation latency goes with --target-macs")
-                table = measure(
-                    model,
-                    0.5,
-                    args.criterion,
-                    args.round_to,
-                    exclude,
-                    args.threads,
-                    convert_options={"stem_block": args.stem_block},
-                )
-                print(format_table(table))
-                pruned, ratios, fraction = prune_by_latency(
-                    model, target, args.criterion, args.min_channels, exclude, args.round_to, table=table
-                )
-                print(f"latency-aware ratios keep {fraction:.1%} of the MACs {goal}")
-            elif args.allocation == "sensitivity":
-                from edgekit.converters.prune.budget import prune_by_sensitivity
 
-                pruned, ratios, fraction = prune_by_sensitivity(
-                    model, target, samples, labels, args.criterion, args.round_to
-                )
-                print(f"per-group ratios {ratios} keep {fraction:.1%} of the MACs {goal}")
-            else:
-                pruned, ratio, fraction = prune_to_budget(
-                    model, target, what, args.criterion, args.min_channels, exclude, args.round_to
-                )
-                print(f"channel ratio {ratio:.3f} keeps {fraction:.1%} of the {COST_NAMES[what]} {goal}")
-        else:
-            if args.ratio is None:
-                raise InputError("channel pruning needs --ratio, --target-macs or --target-params")
-            pruned = prune_channels(model, args.ratio, args.criterion, args.min_channels, exclude, args.round_to)
-        if args.bias_correct:
-            from edgekit.converters.prune.recovery import correct_bias
-            from edgekit.converters.prune.sensitivity import _outputs
-            from edgekit.converters.verification import sqnr_db
+def _channel_config(args: argparse.Namespace, samples):
+    """The PruneConfig of --method channel: it checks the budget, rounding and bias correction."""
+    from edgekit.converters.config import PruneConfig
+    from edgekit.errors import InputError
 
-            corrected = correct_bias(model, pruned, samples)
-            reference = _outputs(model, samples)
-            print(
-                f"bias correction on {len(samples)} samples: output SQNR vs dense on them "
-                f"{sqnr_db(reference, _outputs(pruned, samples)):.2f} dB -> "
-                f"{sqnr_db(reference, _outputs(corrected, samples)):.2f} dB"
-            )
-            pruned = corrected
-    elif args.method == "magnitude":
-        if args.ratio is None:
-            raise InputError("magnitude pruning needs --ratio (the sparsity, e.g. 0.8)")
-        pruned, report = magnitude_prune(model, args.ratio, args.scope, exclude)
-        for layer, sparsity in report.items():
-            print(f"  {sparsity:6.1%}  {layer}")
-    elif args.method == "lowrank":
-        from edgekit.converters.prune.lowrank import factorize
+    config = PruneConfig(
+        ratio=args.ratio,
+        macs=args.macs,
+        params=args.params,
+        criterion=args.criterion,
+        round_to=args.round_to,
+        bias_correct=args.bias_correct,
+        samples=samples if args.bias_correct else None,
+    )
+    if not config.channels:
+        raise InputError("channel pruning needs --ratio, --macs or --params")
+    if args.allocation == "latency" and config.macs is None:
+        raise InputError("--allocation latency goes with --macs")
+    return config
 
-        energy = None if args.rank is not None else args.energy
-        pruned, report = factorize(model, energy=energy, rank_fraction=args.rank, exclude=exclude)
-        for layer, (rank, full) in report.items():
-            print(f"  rank {rank:>4} of {full:>4}  {layer}")
+
+def _prune_channels(args: argparse.Namespace, model, exclude, samples, labels):
+    config = _channel_config(args, samples)
+    if config.ratio is not None:
+        from edgekit.converters.prune import prune_channels
+
+        pruned = prune_channels(model, config.ratio, config.criterion, args.min_channels, exclude, config.round_to)
     else:
-        pruned = cluster_weights(model, args.clusters, per_channel=args.cluster_scope == "channel", exclude=exclude)
-    onnx.checker.check_model(pruned)
-    write_atomic(args.output, pruned.SerializeToString())
-    if samples is None and args.data:
-        samples, _ = _samples(args, model, np)
-    before, after = size_report(model, samples), size_report(pruned, samples)
+        pruned = BUDGET_ALLOCATIONS[args.allocation](args, config, model, exclude, samples, labels)
+    return _correct_bias(model, pruned, samples) if config.bias_correct else pruned
+
+
+def _uniform_budget(args: argparse.Namespace, config, model, exclude, samples, labels):
+    from edgekit.converters.prune.budget import COST_NAMES, prune_to_budget
+
+    what, target = ("macs", config.macs) if config.macs is not None else ("params", config.params)
+    pruned, ratio, fraction = prune_to_budget(
+        model, target, what, config.criterion, args.min_channels, exclude, config.round_to
+    )
+    print(f"channel ratio {ratio:.3f} keeps {fraction:.1%} of the {COST_NAMES[what]} {_goal(config)}")
+    return pruned
+
+
+def _latency_budget(args: argparse.Namespace, config, model, exclude, samples, labels):
+    from edgekit.converters.prune.budget import prune_by_latency
+    from edgekit.converters.prune.latency import format_table, measure
+
+    table = measure(
+        model,
+        0.5,
+        config.criterion,
+        config.round_to,
+        exclude,
+        args.threads,
+        convert_options={"stem_block": args.stem_block},
+    )
+    print(format_table(table))
+    pruned, _, fraction = prune_by_latency(
+        model, config.macs, config.criterion, args.min_channels, exclude, config.round_to, table=table
+    )
+    print(f"latency-aware ratios keep {fraction:.1%} of the MACs {_goal(config)}")
+    return pruned
+
+
+def _sensitivity_budget(args: argparse.Namespace, config, model, exclude, samples, labels):
+    from edgekit.converters.prune.budget import prune_by_sensitivity
+
+    target = config.macs if config.macs is not None else config.params
+    pruned, ratios, fraction = prune_by_sensitivity(model, target, samples, labels, config.criterion, config.round_to)
+    print(f"per-group ratios {ratios} keep {fraction:.1%} of the MACs {_goal(config)}")
+    return pruned
+
+
+# --allocation -> how a MAC or parameter budget is spread over the groups
+BUDGET_ALLOCATIONS = {"uniform": _uniform_budget, "latency": _latency_budget, "sensitivity": _sensitivity_budget}
+
+
+def _goal(config) -> str:
+    target = config.macs if config.macs is not None else config.params
+    return f"(target {target * 100:g}%)"
+
+
+def _correct_bias(model, pruned, samples):
+    from edgekit.converters.prune.recovery import correct_bias
+    from edgekit.converters.prune.sensitivity import _outputs
+    from edgekit.converters.verification import sqnr_db
+
+    corrected = correct_bias(model, pruned, samples)
+    reference = _outputs(model, samples)
+    print(
+        f"bias correction on {len(samples)} samples: output SQNR vs dense on them "
+        f"{sqnr_db(reference, _outputs(pruned, samples)):.2f} dB -> "
+        f"{sqnr_db(reference, _outputs(corrected, samples)):.2f} dB"
+    )
+    return corrected
+
+
+def _magnitude(args: argparse.Namespace, model, exclude, samples, labels):
+    from edgekit.converters.config import PruneConfig
+    from edgekit.converters.prune import magnitude_prune
+    from edgekit.errors import InputError
+
+    if args.ratio is None:
+        raise InputError("magnitude pruning needs --ratio (the sparsity, e.g. 0.8)")
+    pruned, report = magnitude_prune(model, PruneConfig(sparsity=args.ratio).sparsity, args.scope, exclude)
+    for layer, sparsity in report.items():
+        print(f"  {sparsity:6.1%}  {layer}")
+    return pruned
+
+
+def _lowrank(args: argparse.Namespace, model, exclude, samples, labels):
+    from edgekit.converters.prune.lowrank import factorize
+
+    energy = None if args.rank is not None else args.energy
+    pruned, report = factorize(model, energy=energy, rank_fraction=args.rank, exclude=exclude)
+    for layer, (rank, full) in report.items():
+        print(f"  rank {rank:>4} of {full:>4}  {layer}")
+    return pruned
+
+
+def _cluster(args: argparse.Namespace, model, exclude, samples, labels):
+    from edgekit.converters.config import PruneConfig
+    from edgekit.converters.prune import cluster_weights
+
+    clusters = PruneConfig(clusters=args.clusters).clusters
+    return cluster_weights(model, clusters, per_channel=args.cluster_scope == "channel", exclude=exclude)
+
+
+# --method -> the function that prunes: (args, model, excluded node names, samples, labels) -> pruned model
+METHODS = {"channel": _prune_channels, "magnitude": _magnitude, "lowrank": _lowrank, "cluster": _cluster}
+
+
+def _print_size_report(args: argparse.Namespace, model, pruned, samples) -> None:
+    from edgekit.converters.prune.report import SIZE_KEYS, size_report
+    from edgekit.package import XZ_PRESET
+
+    before, after = (size_report(m, samples, xz_preset=XZ_PRESET) for m in (model, pruned))
     note = "" if args.data else " (int8 activation ranges from random inputs: pass --data for real ones)"
     print(f"size report{note}")
     print(f"{'':<22} {'dense':>12} {'pruned':>12} {'ratio':>7}")
     for key in SIZE_KEYS:
         ratio = f"{after[key] / before[key]:.2f}" if before[key] > 0 else "-"
         print(f"{key:<22} {before[key]:>12,} {after[key]:>12,} {ratio:>7}")
-    print(f"wrote {args.output}")
-    return 0
 
 
-def _samples(args: argparse.Namespace, model, np):
+def _samples(args: argparse.Namespace, model):
     """Samples for the sensitivity table: --data (and --labels), else 8 random inputs."""
+    import numpy as np
+
     from edgekit.converters.onnx_frontend import fixed_input_shapes
     from edgekit.errors import InputError
 

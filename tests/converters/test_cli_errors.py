@@ -171,3 +171,85 @@ def test_a_report_path_that_is_a_folder_is_refused_before_any_work(tmp_path, goo
     result = edgekit("convert", str(good_model), "-o", str(out), "--report", str(tmp_path))
     assert_user_error(result, "folder")
     assert not out.exists()  # refused before the model was written
+
+
+def _ternary_model(path: Path) -> Path:
+    """A conv whose weights take 3 values per output channel ({-a, 0, a}, a different a in each)."""
+    levels = np.random.default_rng(1).integers(-1, 2, (4, 3, 3, 3)).astype(np.float32)
+    levels[:, 0, 0, 0] = [-1, 0, 1, 1]  # every channel has a nonzero weight
+    levels[:, 0, 0, 1] = [1, 1, 0, -1]
+    scales = np.array([0.5, 0.25, 1.5, 0.75], np.float32).reshape(4, 1, 1, 1)
+    m = model(
+        [N("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+        {"x": (1, 3, 8, 8)},
+        {"y": None},
+        {"w": levels * scales},
+    )
+    path.write_bytes(m.SerializeToString())
+    return path
+
+
+def _per_channel_int8_weights(tflite_path: Path) -> list[np.ndarray]:
+    """The per-channel int8 weight tensors of a .tflite model, as LiteRT reads them."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(tflite_path))
+    interpreter.allocate_tensors()
+    return [
+        interpreter.get_tensor(d["index"])
+        for d in interpreter.get_tensor_details()
+        if d["dtype"] == np.int8 and len(d["quantization_parameters"]["scales"]) > 1
+    ]
+
+
+def test_max_weight_values_passes_ternary_and_refuses_dense(tmp_path, good_model):
+    """convert --max-weight-values N: the writer's self-check refuses int8 weights holding more
+    than N distinct values in an output channel (exit 2, one line, no file); a ternary model passes."""
+    np.save(tmp_path / "calib.npy", rand(16, 3, 8, 8, seed=3))
+    common = ["--quantize", "int8", "--calibration", str(tmp_path / "calib.npy")]
+    ternary = _ternary_model(tmp_path / "ternary.onnx")
+    out = tmp_path / "ternary.tflite"
+    ok = edgekit("convert", str(ternary), "-o", str(out), *common, "--max-weight-values", "3", "--verify")
+    assert ok.returncode == 0, ok.stderr
+    (weights,) = _per_channel_int8_weights(out)
+    assert [len(np.unique(channel)) for channel in weights.reshape(len(weights), -1)] == [3, 3, 3, 3]
+    assert "SQNR" in ok.stdout
+    binary = tmp_path / "binary.tflite"
+    refused = edgekit("convert", str(ternary), "-o", str(binary), *common, "--max-weight-values", "2")
+    assert_user_error(refused, "distinct weight values", "at most 2")
+    assert refused.returncode == 2 and not binary.exists()
+    dense = tmp_path / "dense.tflite"
+    refused = edgekit("convert", str(good_model), "-o", str(dense), *common, "--max-weight-values", "3")
+    assert_user_error(refused, "distinct weight values", "at most 3")
+    assert refused.returncode == 2 and not dense.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--quantize", "int8", "--max-weight-values", "1"], ["--max-weight-values 1", ">= 2"]),
+        (["--quantize", "int16x8", "--max-weight-values", "3"], ["--max-weight-values goes with --quantize int8"]),
+        (["--max-weight-values", "3"], ["--max-weight-values goes with --quantize"]),  # no --calibration here
+    ],
+)
+def test_max_weight_values_is_refused_where_it_cannot_apply(tmp_path, good_model, args, words):
+    np.save(tmp_path / "calib.npy", rand(4, 3, 8, 8, seed=3))
+    calibration = ["--calibration", str(tmp_path / "calib.npy")] if "--quantize" in args else []
+    out = tmp_path / "out.tflite"
+    result = edgekit("convert", str(good_model), "-o", str(out), *calibration, *args)
+    assert_user_error(result, *words)
+    assert result.returncode == 2 and not out.exists()
+
+
+def test_library_errors_name_parameters_and_the_cli_names_its_flags(tmp_path, good_model):
+    """convert --prune-round-to 0 once answered with `--round-to 0`, a flag convert does not have."""
+    from edgekit.converters.config import ParameterError, PruneConfig
+
+    with pytest.raises(ParameterError, match=r"^round_to=0 must be a positive channel count") as raised:
+        PruneConfig(ratio=0.5, round_to=0)
+    assert "--" not in str(raised.value)
+    out = tmp_path / "out.tflite"
+    result = edgekit("convert", str(good_model), "-o", str(out), "--prune-ratio", "0.5", "--prune-round-to", "0")
+    assert_user_error(result, "--prune-round-to 0 must be a positive channel count")
+    assert "--round-to" not in result.stderr.replace("--prune-round-to", "")
+    assert result.returncode == 2 and not out.exists()
