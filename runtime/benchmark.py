@@ -94,32 +94,13 @@ def benchmark(
     start = time.perf_counter()
     session = load(path, backend=backend, threads=threads, delegate=delegate, xnnpack=xnnpack)
     init = time.perf_counter() - start
-    feeds = random_inputs(session)
-    session.run(feeds)  # sets the inputs; timed below as the first inference
-    t = time.perf_counter()
-    session.invoke_raw()
-    first = time.perf_counter() - t
-    warm = []
-    deadline = time.perf_counter() + 0.5
-    while len(warm) < warmup or time.perf_counter() < deadline:
-        t = time.perf_counter()
-        session.invoke_raw()
-        warm.append(time.perf_counter() - t)
-        if len(warm) >= max(warmup, 1) and time.perf_counter() >= deadline:
-            break
+    session.run(random_inputs(session))  # sets the inputs; timed below as the first inference
+    first = _timed(session)
+    warm = _warm_up(session, warmup)
     if progress is not None:
         per_run = max(float(np.mean(warm)), 1e-9)
         progress.set_total(max(runs, min(math.ceil(min_secs / per_run), math.ceil(max_secs / per_run))))
-    times = []
-    begin = time.perf_counter()
-    while len(times) < runs or time.perf_counter() - begin < min_secs:
-        t = time.perf_counter()
-        session.invoke_raw()
-        times.append(time.perf_counter() - t)
-        if progress is not None:
-            progress.update()
-        if time.perf_counter() - begin > max_secs:
-            break
+    times = _timed_runs(session, runs, min_secs, max_secs, progress)
     if progress is not None:
         progress.set_total(len(times))
     ms = np.array(times) * 1000
@@ -147,3 +128,36 @@ def benchmark(
     )
     session.close()
     return result
+
+
+def _timed(session: Session) -> float:
+    """Seconds one inference on the inputs already set takes."""
+    t = time.perf_counter()
+    session.invoke_raw()
+    return time.perf_counter() - t
+
+
+def _warm_up(session: Session, warmup: int, seconds: float = 0.5) -> list[float]:
+    """At least ``warmup`` runs, and at least one, for at least ``seconds``: their times."""
+    warm = []
+    deadline = time.perf_counter() + seconds
+    while len(warm) < warmup or time.perf_counter() < deadline:
+        warm.append(_timed(session))
+        if len(warm) >= max(warmup, 1) and time.perf_counter() >= deadline:
+            break
+    return warm
+
+
+def _timed_runs(
+    session: Session, runs: int, min_secs: float, max_secs: float, progress: Progress | None
+) -> list[float]:
+    """At least ``runs`` runs for at least ``min_secs``, stopping after ``max_secs``: their times."""
+    times = []
+    begin = time.perf_counter()
+    while len(times) < runs or time.perf_counter() - begin < min_secs:
+        times.append(_timed(session))
+        if progress is not None:
+            progress.update()
+        if time.perf_counter() - begin > max_secs:
+            break
+    return times
