@@ -25,11 +25,10 @@ def per_layer(onnx_model: str, tflite_model: str, data, seed: int = 0):
     else:
         rng = np.random.default_rng(seed)
         for name in runner.input_names:
-            shape = [d.dim_value for d in inputs[name].type.tensor_type.shape.dim]
-            sample[name] = rng.standard_normal(shape).astype(input_dtype(inputs[name]))
-    for name, value in sample.items():
-        want = [d.dim_value for d in inputs[name].type.tensor_type.shape.dim]
-        if all(want) and value.size == int(np.prod(want)):
+            sample[name] = rng.standard_normal(runner.source_shape(name)).astype(input_dtype(inputs[name]))
+    for name, value in sample.items():  # the converted model's shapes: dynamic ONNX dimensions made fixed
+        want = runner.source_shape(name)
+        if value.size == int(np.prod(want)):
             sample[name] = value.reshape(want)
     return compare_layers(source.model, tflite_model, sample)
 

@@ -28,3 +28,20 @@ def test_verify_takes_a_scalar_input(tmp_path):
     assert run.returncode == 0, run.stderr
     row = next(line for line in run.stdout.splitlines() if line.startswith("y "))
     assert row.split()[1] == "inf"  # a product of two inputs: exact in float32 against onnxruntime
+
+
+def test_report_on_a_dynamic_batch_model_uses_the_given_shape(tmp_path):
+    """convert --report on a model whose batch is dynamic ran the per-layer reference with batch 0
+    (ValueError) even with --input-shape given."""
+    import json
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "dynamic",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])  # fmt: skip
+    model, out, report = tmp_path / "dynamic.onnx", tmp_path / "dynamic.tflite", tmp_path / "report.json"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    command = ["convert", str(model), "-o", str(out), "--input-shape", "x=2,4", "--report", str(report)]
+    run = subprocess.run([sys.executable, "-m", "edgekit", *command], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    layers = json.loads(report.read_text())["layers"]
+    assert [layer["tensor"] for layer in layers] == ["y"] and layers[0]["sqnr_db"] == float("inf")
