@@ -11,7 +11,12 @@ convolution's output channels through the graph (a dependency graph, as in DepGr
 - the input channels of every Conv and Gemm (after a global pool) that reads them.
 Channels that reach a Concat, a Reshape or Transpose, a grouped convolution, a graph input or
 output, a per-channel constant or any other op are tied to something pruning cannot follow, and
-their whole group is left as it is."""
+their whole group is left as it is.
+
+What each op kind does to the channels is one rule (``@channel_rule("Op")``, the dependency) and,
+for ops with per-channel parameters, one cut (``@cuts_outputs`` / ``@cuts_inputs``, the slicing),
+next to each other below, as Torch-Pruning has one pruner per layer type: teaching the pruner an
+op is one section in this module."""
 
 from __future__ import annotations
 
@@ -25,32 +30,6 @@ from onnx import numpy_helper
 
 from edgekit.errors import InputError, UnsupportedModelError
 
-# ops the channels pass through one to one
-ELEMENTWISE = frozenset(
-    {
-        "Relu",
-        "Clip",
-        "LeakyRelu",
-        "HardSwish",
-        "HardSigmoid",
-        "Sigmoid",
-        "Elu",
-        "Tanh",
-        "PRelu",
-        "Identity",
-        "Dropout",
-        "MaxPool",
-        "AveragePool",
-        "GlobalAveragePool",
-        "GlobalMaxPool",
-        "Flatten",
-    }
-)
-# element-wise binary ops: two tensors carrying channels become one group; a scalar constant
-# operand passes
-JOINS = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min"})
-GLOBAL_POOLS = frozenset({"GlobalAveragePool", "GlobalMaxPool"})
-
 
 @dataclass
 class ChannelGroup:
@@ -59,8 +38,9 @@ class ChannelGroup:
 
     producers: list[onnx.NodeProto]
     channels: int
-    batchnorms: list[onnx.NodeProto] = field(default_factory=list)
-    depthwise: list[onnx.NodeProto] = field(default_factory=list)
+    # nodes the channels pass through that hold per-channel parameters (BatchNormalization,
+    # depthwise Conv): cut like the producers
+    carriers: list[onnx.NodeProto] = field(default_factory=list)
     consumers: list[onnx.NodeProto] = field(default_factory=list)
     joins: list[onnx.NodeProto] = field(default_factory=list)
     tensors: list[str] = field(default_factory=list)
@@ -74,8 +54,16 @@ class ChannelGroup:
     def name(self) -> str:
         return self.producer.name or self.producer.output[0]
 
+    @property
+    def batchnorms(self) -> list[onnx.NodeProto]:
+        return [n for n in self.carriers if n.op_type == "BatchNormalization"]
+
+    @property
+    def depthwise(self) -> list[onnx.NodeProto]:
+        return [n for n in self.carriers if n.op_type == "Conv"]
+
     def merge(self, other: ChannelGroup) -> None:
-        for attr in ("producers", "batchnorms", "depthwise", "consumers", "joins", "tensors"):
+        for attr in ("producers", "carriers", "consumers", "joins", "tensors"):
             mine = getattr(self, attr)
             mine.extend(x for x in getattr(other, attr) if not any(x is y for y in mine))
         self.tied = self.tied or other.tied
@@ -156,6 +144,10 @@ class _Model:
         else:
             self.inits[name].CopyFrom(numpy_helper.from_array(value, name))
 
+    def take(self, node: onnx.NodeProto, index: int, keep: np.ndarray, axis: int = 0) -> None:
+        """Keep only the ``keep`` entries along ``axis`` of ``node``'s constant input ``index``."""
+        self.set_input(node, index, np.take(self.array(node.input[index]), keep, axis=axis))
+
 
 def _attr(node: onnx.NodeProto, name: str, default):
     for a in node.attribute:
@@ -181,136 +173,323 @@ def _excluded(group: ChannelGroup, exclude: set[str] | frozenset[str]) -> bool:
     return any(p.name in exclude or p.output[0] in exclude for p in group.producers)
 
 
-def _all_groups(model: onnx.ModelProto) -> list[ChannelGroup]:
-    """Every channel group, prunable or tied, by following channels from each Conv through the
-    graph (nodes are in topological order, as ONNX requires)."""
-    m = _Model(model)
-    parent: dict[int, int] = {}
-    groups: dict[int, ChannelGroup] = {}
-    of_tensor: dict[str, int] = {}  # tensor -> its group's id (before finding the root)
-    pooled: set[str] = set()  # tensors whose spatial size is 1x1 (after a global pool)
+@dataclass
+class _Step:
+    """One node as the walk meets it: its inputs, and those of them that carry channels."""
 
-    def root(gid: int) -> int:
-        while parent[gid] != gid:
-            parent[gid] = parent[parent[gid]]
-            gid = parent[gid]
+    node: onnx.NodeProto
+    inputs: list[str]  # the inputs given (optional ones left out)
+    carried: list[str]  # those that carry a group's channels
+    group: ChannelGroup | None  # the group of carried[0]
+
+    @property
+    def name(self) -> str:
+        return self.node.name or (self.node.output[0] if self.node.output else self.node.op_type)
+
+    @property
+    def passes_through(self) -> bool:
+        """One tensor carrying channels, as the node's data input (the others are parameters)."""
+        return len(self.carried) == 1 and self.node.input[0] == self.carried[0]
+
+
+class _Walk:
+    """The groups found so far while following channels through the graph in node order; groups
+    that meet at a join become one (union-find, with path halving)."""
+
+    def __init__(self, m: _Model) -> None:
+        self.m = m
+        self.parent: dict[int, int] = {}
+        self.groups: dict[int, ChannelGroup] = {}  # root id -> group
+        self.ids: dict[int, int] = {}  # id(group) -> its root id
+        self.of_tensor: dict[str, int] = {}  # tensor -> its group's id (before finding the root)
+        self.pooled: set[str] = set()  # tensors whose spatial size is 1x1 (after a global pool)
+
+    def root(self, gid: int) -> int:
+        while self.parent[gid] != gid:
+            self.parent[gid] = self.parent[self.parent[gid]]
+            gid = self.parent[gid]
         return gid
 
-    def group_of(tensor: str) -> ChannelGroup | None:
-        gid = of_tensor.get(tensor)
-        return None if gid is None else groups[root(gid)]
+    def group_of(self, tensor: str) -> ChannelGroup | None:
+        gid = self.of_tensor.get(tensor)
+        return None if gid is None else self.groups[self.root(gid)]
 
-    ids: dict[int, int] = {}  # id(group) -> its root id
+    def step(self, node: onnx.NodeProto) -> _Step:
+        inputs = [t for t in node.input if t]
+        carried = [t for t in inputs if self.group_of(t) is not None]
+        return _Step(node, inputs, carried, self.group_of(carried[0]) if carried else None)
 
-    def join(tensor: str, group: ChannelGroup) -> None:
-        of_tensor[tensor] = ids[id(group)]
+    def start(self, producer: onnx.NodeProto, channels: int) -> None:
+        """A new group: the output channels of ``producer``."""
+        gid = len(self.parent)
+        self.parent[gid] = gid
+        self.groups[gid] = ChannelGroup([producer], channels)
+        self.ids[id(self.groups[gid])] = gid
+        self.join(producer.output[0], self.groups[gid])
+
+    def join(self, tensor: str, group: ChannelGroup) -> None:
+        """``tensor`` carries ``group``'s channels."""
+        self.of_tensor[tensor] = self.ids[id(group)]
         group.tensors.append(tensor)
 
-    def union(a: ChannelGroup, b: ChannelGroup) -> ChannelGroup:
-        ra, rb = ids[id(a)], ids[id(b)]
+    def union(self, a: ChannelGroup, b: ChannelGroup) -> ChannelGroup:
+        ra, rb = self.ids[id(a)], self.ids[id(b)]
         if ra == rb:
             return a
-        parent[rb] = ra
+        self.parent[rb] = ra
         a.merge(b)
-        del groups[rb], ids[id(b)]
+        del self.groups[rb], self.ids[id(b)]
         return a
 
-    def tie(tensor: str, why: str) -> None:
-        g = group_of(tensor)
+    def tie(self, tensor: str, why: str) -> None:
+        g = self.group_of(tensor)
         if g is not None and not g.tied:
             g.tied = why
 
+    def finish(self, model: onnx.ModelProto) -> list[ChannelGroup]:
+        """Every group, in graph order of its first producer; channels that reach a graph output
+        or that nothing reads are tied."""
+        for tensor in self.m.outputs:
+            self.tie(tensor, f"a graph output ({tensor})")
+        order = {id(n): i for i, n in enumerate(model.graph.node)}
+        result = []
+        for g in self.groups.values():
+            if not g.consumers and not g.tied:
+                g.tied = "nothing reads the channels"
+            g.producers.sort(key=lambda n: order[id(n)])  # named after its first producer in the graph
+            result.append(g)
+        return sorted(result, key=lambda g: order[id(g.producer)])
+
+
+# op type -> its dependency rule: what the node does with the channels it meets. A rule returns
+# False for a use it cannot follow; the channels are then tied ("reaches Op name"), as they are
+# at every op without a rule.
+ChannelRule = Callable[[_Walk, _Step], bool]
+CHANNEL_RULES: dict[str, ChannelRule] = {}
+# op type -> how to cut the node's parameters indexed by the channels it writes (as a producer
+# or carrier) or reads (as a consumer). Carriers are cut op type by op type in the order their
+# cuts are registered: when nodes share an initializer, the order decides which keeps its name.
+OUTPUT_CUTS: dict[str, Callable[[_Model, onnx.NodeProto, np.ndarray], None]] = {}
+INPUT_CUTS: dict[str, Callable[[_Model, onnx.NodeProto, np.ndarray, ChannelGroup], None]] = {}
+
+
+def _registrar(table: dict, what: str, ops: tuple[str, ...]):
+    def register(fn):
+        for op in ops:
+            if op in table:
+                raise RuntimeError(f"two {what} for {op}")
+            table[op] = fn
+        return fn
+
+    return register
+
+
+def channel_rule(*ops: str):
+    return _registrar(CHANNEL_RULES, "channel rules", ops)
+
+
+def cuts_outputs(*ops: str):
+    return _registrar(OUTPUT_CUTS, "output cuts", ops)
+
+
+def cuts_inputs(*ops: str):
+    return _registrar(INPUT_CUTS, "input cuts", ops)
+
+
+# One section per op kind: its rule and its cuts. BatchNormalization's section comes first so its
+# cut is registered before Conv's: a group's BatchNormalizations are cut before its depthwise Convs.
+
+
+@channel_rule("BatchNormalization")
+def _batchnorm(walk: _Walk, step: _Step) -> bool:
+    if not step.passes_through:
+        return False
+    step.group.carriers.append(step.node)
+    walk.join(step.node.output[0], step.group)
+    return True
+
+
+@cuts_outputs("BatchNormalization")
+def _cut_batchnorm(m: _Model, node: onnx.NodeProto, keep: np.ndarray) -> None:
+    for index in range(1, 5):  # scale, bias, mean, variance
+        m.take(node, index, keep)
+
+
+@channel_rule("Conv")
+def _conv(walk: _Walk, step: _Step) -> bool:
+    """A Conv with constant weights starts a group of its output channels and reads its input's
+    group; a depthwise one carries its input's channels instead."""
+    node, inputs = step.node, step.inputs
+    w = walk.m.array(inputs[1]) if len(inputs) > 1 else None
+    if w is None:
+        return False
+    g = int(_attr(node, "group", 1))
+    source = walk.group_of(inputs[0])
+    if g > 1 and source is not None and g == source.channels and w.shape[:2] == (source.channels, 1):
+        source.carriers.append(node)
+        walk.join(node.output[0], source)
+        return True
+    if g > 1:
+        for t in step.carried:
+            walk.tie(t, f"read by the grouped convolution {step.name}")
+        return True
+    if source is not None:
+        source.consumers.append(node)
+        if w.shape[1] != source.channels:
+            walk.tie(inputs[0], f"{step.name} reads a different channel count")
+    for t in step.carried[1:]:
+        walk.tie(t, f"a constant input of {step.name}")
+    walk.start(node, int(w.shape[0]))
+    return True
+
+
+@cuts_outputs("Conv")
+def _cut_conv_outputs(m: _Model, node: onnx.NodeProto, keep: np.ndarray) -> None:
+    m.take(node, 1, keep)
+    if len(node.input) > 2 and node.input[2]:
+        m.take(node, 2, keep)
+    for a in node.attribute:
+        if a.name == "group" and a.i > 1:  # depthwise: one group per channel (a producer has group 1)
+            a.i = int(len(keep))
+
+
+@cuts_inputs("Conv")
+def _cut_conv_inputs(m: _Model, node: onnx.NodeProto, keep: np.ndarray, group: ChannelGroup) -> None:
+    m.take(node, 1, keep, axis=1)
+
+
+@channel_rule("Flatten")
+def _flatten(walk: _Walk, step: _Step) -> bool:
+    """Channels stay channels only when each is one value (after a global pool)."""
+    if not step.passes_through:
+        return False
+    if step.carried[0] not in walk.pooled:
+        walk.tie(step.carried[0], f"flattened with its spatial positions by {step.name}")
+        return True
+    walk.join(step.node.output[0], step.group)
+    walk.pooled.add(step.node.output[0])
+    return True
+
+
+@channel_rule("Gemm")
+def _gemm(walk: _Walk, step: _Step) -> bool:
+    """A Gemm after a global pool reads the channels as its input features."""
+    node = step.node
+    if not step.carried or node.input[0] != step.carried[0] or walk.m.array(node.input[1]) is None:
+        return False
+    w = walk.m.array(node.input[1])
+    features = w.shape[1 if int(_attr(node, "transB", 0)) else 0]
+    if step.carried[0] not in walk.pooled or features != step.group.channels:
+        walk.tie(step.carried[0], f"read as features by {step.name} (not after a global pool)")
+        return True
+    step.group.consumers.append(node)
+    return True
+
+
+@cuts_inputs("Gemm")
+def _cut_gemm_inputs(m: _Model, node: onnx.NodeProto, keep: np.ndarray, group: ChannelGroup) -> None:
+    trans_b = int(_attr(node, "transB", 0))
+    if m.array(node.input[1]).shape[1 if trans_b else 0] != group.channels:
+        raise UnsupportedModelError(f"cannot prune {group.name}: its Gemm reads more than the channels")
+    m.take(node, 1, keep, axis=1 if trans_b else 0)
+
+
+@channel_rule("GlobalAveragePool", "GlobalMaxPool")
+def _global_pool(walk: _Walk, step: _Step) -> bool:
+    if not step.passes_through:
+        return False
+    walk.join(step.node.output[0], step.group)
+    walk.pooled.add(step.node.output[0])
+    return True
+
+
+@channel_rule("Add", "Sub", "Mul", "Div", "Max", "Min")
+def _join(walk: _Walk, step: _Step) -> bool:
+    """Two tensors carrying channels become one group; a scalar constant operand passes."""
+    if len(step.inputs) != 2 or not step.carried:
+        return False
+    group, carried = step.group, step.carried
+    others = [t for t in step.inputs if t not in carried]
+    if others:
+        const = walk.m.array(others[0])
+        if const is None or const.size != 1:
+            walk.tie(carried[0], f"joined with a tensor pruning cannot follow by {step.name}")
+            return True
+    else:
+        second = walk.group_of(carried[1])
+        if second.channels != group.channels:
+            walk.tie(carried[0], f"broadcast against other channels by {step.name}")
+            walk.tie(carried[1], f"broadcast against other channels by {step.name}")
+            return True
+        group = walk.union(group, second)
+    group.joins.append(step.node)
+    walk.join(step.node.output[0], group)
+    if all(t in walk.pooled for t in step.inputs if t in carried) and len(carried) == len(step.inputs):
+        walk.pooled.add(step.node.output[0])
+    return True
+
+
+@channel_rule("PRelu")
+def _prelu(walk: _Walk, step: _Step) -> bool:
+    """One slope for all channels passes them through; a slope per channel ties them."""
+    if not step.passes_through:
+        return False
+    slope = walk.m.array(step.node.input[1])
+    if slope is None or slope.size != 1:
+        walk.tie(step.carried[0], f"the per-channel PRelu {step.name}")
+        return True
+    walk.join(step.node.output[0], step.group)
+    return True
+
+
+@channel_rule("ReduceMean", "ReduceMax")
+def _reduce(walk: _Walk, step: _Step) -> bool:
+    """A reduction over spatial axes keeps the channels (over both, it pools them)."""
+    if not step.passes_through:
+        return False
+    axes = _reduce_axes(step.node, walk.m)
+    if axes is None or 1 in axes:
+        walk.tie(step.carried[0], f"reduced over channels by {step.name}")
+        return True
+    walk.join(step.node.output[0], step.group)
+    if {2, 3} <= axes:
+        walk.pooled.add(step.node.output[0])
+    return True
+
+
+@channel_rule(
+    "Relu",
+    "Clip",
+    "LeakyRelu",
+    "HardSwish",
+    "HardSigmoid",
+    "Sigmoid",
+    "Elu",
+    "Tanh",
+    "Identity",
+    "Dropout",
+    "MaxPool",
+    "AveragePool",
+)
+def _one_to_one(walk: _Walk, step: _Step) -> bool:
+    """Element-wise activations and local pools: the same channels come out."""
+    if not step.passes_through:
+        return False
+    walk.join(step.node.output[0], step.group)
+    return True
+
+
+def _all_groups(model: onnx.ModelProto) -> list[ChannelGroup]:
+    """Every channel group, prunable or tied, by following channels from each Conv through the
+    graph (nodes are in topological order, as ONNX requires)."""
+    walk = _Walk(_Model(model))
     for node in model.graph.node:
-        op = node.op_type
-        ins = [t for t in node.input if t]
-        carried = [t for t in ins if group_of(t) is not None]
-        w = m.array(ins[1]) if op == "Conv" and len(ins) > 1 else None
-        if w is not None:
-            g = int(_attr(node, "group", 1))
-            source = group_of(ins[0])
-            if g > 1 and source is not None and g == source.channels and w.shape[:2] == (source.channels, 1):
-                source.depthwise.append(node)  # a depthwise convolution carries the same channels
-                join(node.output[0], source)
-                continue
-            if g > 1:
-                for t in carried:
-                    tie(t, f"read by the grouped convolution {node.name or node.output[0]}")
-                continue
-            if source is not None:
-                source.consumers.append(node)
-                if w.shape[1] != source.channels:
-                    tie(ins[0], f"{node.name or node.output[0]} reads a different channel count")
-            for t in carried[1:]:
-                tie(t, f"a constant input of {node.name or node.output[0]}")
-            gid = len(parent)
-            parent[gid] = gid
-            groups[gid] = ChannelGroup([node], int(w.shape[0]))
-            ids[id(groups[gid])] = gid
-            join(node.output[0], groups[gid])
-            continue
-        if not carried:
-            continue
-        group = group_of(carried[0])
-        name = node.name or (node.output[0] if node.output else op)
-        if op == "BatchNormalization" and node.input[0] == carried[0] and len(carried) == 1:
-            group.batchnorms.append(node)
-            join(node.output[0], group)
-        elif op in ELEMENTWISE and node.input[0] == carried[0] and len(carried) == 1:
-            if op == "PRelu" and (m.array(node.input[1]) is None or m.array(node.input[1]).size != 1):
-                tie(carried[0], f"the per-channel PRelu {name}")
-                continue
-            if op == "Flatten" and carried[0] not in pooled:
-                tie(carried[0], f"flattened with its spatial positions by {name}")
-                continue
-            join(node.output[0], group)
-            if op in GLOBAL_POOLS or (op == "Flatten" and carried[0] in pooled):
-                pooled.add(node.output[0])
-        elif op in ("ReduceMean", "ReduceMax") and len(carried) == 1 and node.input[0] == carried[0]:
-            axes = _reduce_axes(node, m)
-            if axes is None or 1 in axes:
-                tie(carried[0], f"reduced over channels by {name}")
-                continue
-            join(node.output[0], group)
-            if {2, 3} <= axes:
-                pooled.add(node.output[0])
-        elif op in JOINS and len(ins) == 2:
-            others = [t for t in ins if t not in carried]
-            if others:
-                const = m.array(others[0])
-                if const is None or const.size != 1:
-                    tie(carried[0], f"joined with a tensor pruning cannot follow by {name}")
-                    continue
-            else:
-                second = group_of(carried[1])
-                if second.channels != group.channels:
-                    tie(carried[0], f"broadcast against other channels by {name}")
-                    tie(carried[1], f"broadcast against other channels by {name}")
-                    continue
-                group = union(group, second)
-            group.joins.append(node)
-            join(node.output[0], group)
-            if all(t in pooled for t in ins if t in carried) and len(carried) == len(ins):
-                pooled.add(node.output[0])
-        elif op == "Gemm" and node.input[0] == carried[0] and m.array(node.input[1]) is not None:
-            w = m.array(node.input[1])
-            features = w.shape[1 if int(_attr(node, "transB", 0)) else 0]
-            if carried[0] not in pooled or features != group.channels:
-                tie(carried[0], f"read as features by {name} (not after a global pool)")
-                continue
-            group.consumers.append(node)
-        else:
-            for t in carried:
-                tie(t, f"reaches {op} {name}")
-    for tensor in m.outputs:
-        tie(tensor, f"a graph output ({tensor})")
-    order = {id(n): i for i, n in enumerate(model.graph.node)}
-    result = []
-    for g in groups.values():
-        if not g.consumers and not g.tied:
-            g.tied = "nothing reads the channels"
-        g.producers.sort(key=lambda n: order[id(n)])  # named after its first producer in the graph
-        result.append(g)
-    return sorted(result, key=lambda g: order[id(g.producer)])
+        step = walk.step(node)
+        rule = CHANNEL_RULES.get(node.op_type)
+        if rule is None or not rule(walk, step):
+            for t in step.carried:
+                walk.tie(t, f"reaches {node.op_type} {step.name}")
+    return walk.finish(model)
 
 
 def kept_count(channels: int, ratio: float, min_channels: int = 1, round_to: int = 1) -> int:
@@ -339,8 +518,7 @@ def _keep(
 # kept channel counts are rounded to a multiple of this in groups wider than it (1: no rounding).
 # XNNPACK's int8 GEMMs work on 16 output channels at a time on Cortex-A53/A55 (Coral), on Cortex-A76
 # with dot products (Pi 5) and with AVX512-VNNI, 8 on Cortex-A72 (Pi 4) and AVX2, so 16 is a whole
-# tile on all of them. bench/prune.py, MobileNetV2 at 50% MACs, 1 thread, five runs on AVX512-VNNI
-# EPYCs: unrounded 1.34-1.40x, 8 1.44-1.61x, 16 1.64-1.75x (AVX2 EPYC: 8 1.66x, 16 1.71x)
+# tile on all of them (docs/benchmarks.md, "Channel pruning": the speed-up for each rounding).
 ROUND_TO = 16
 
 # metadata key under which a pruned model records, per pruned tensor, which of the original
@@ -371,31 +549,12 @@ def _record_kept(model: onnx.ModelProto, kept: dict[str, list[int]]) -> None:
 
 
 def _apply(group: ChannelGroup, m: _Model, keep: np.ndarray) -> None:
-    def take(node: onnx.NodeProto, index: int, axis: int = 0) -> None:
-        m.set_input(node, index, np.take(m.array(node.input[index]), keep, axis=axis))
-
-    for p in group.producers:
-        take(p, 1)
-        if len(p.input) > 2 and p.input[2]:
-            take(p, 2)
-    for bn in group.batchnorms:
-        for index in range(1, 5):
-            take(bn, index)
-    for dw in group.depthwise:
-        take(dw, 1)
-        if len(dw.input) > 2 and dw.input[2]:
-            take(dw, 2)
-        for a in dw.attribute:
-            if a.name == "group":
-                a.i = int(len(keep))
-    for c in group.consumers:
-        if c.op_type == "Conv":
-            take(c, 1, axis=1)
-            continue
-        trans_b = int(_attr(c, "transB", 0))  # Gemm: the input features are the channels
-        if m.array(c.input[1]).shape[1 if trans_b else 0] != group.channels:
-            raise UnsupportedModelError(f"cannot prune {group.name}: its Gemm reads more than the channels")
-        take(c, 1, axis=1 if trans_b else 0)
+    """Cut every parameter the group's channels index down to the ``keep`` channels."""
+    order = list(OUTPUT_CUTS)
+    for node in (*group.producers, *sorted(group.carriers, key=lambda n: order.index(n.op_type))):
+        OUTPUT_CUTS[node.op_type](m, node, keep)
+    for node in group.consumers:
+        INPUT_CUTS[node.op_type](m, node, keep, group)
 
 
 def prune_channels(

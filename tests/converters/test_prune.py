@@ -360,6 +360,59 @@ def test_nothing_prunable():
         prune_channels(m, 0.5)
 
 
+def test_one_rule_teaches_the_pruner_an_op(monkeypatch):
+    """Channels that reach an op without a rule are tied; registering one rule for it (here
+    Softsign, element-wise, as Relu) makes them prunable, and the pruned model computes what the
+    dense one does in onnxruntime (the pruned channels are dead: zero weights, Softsign(0) = 0)."""
+    import onnxruntime as ort
+
+    from edgekit.converters.prune import channels
+
+    w1 = rand(8, 3, 3, 3, seed=1)
+    w1[[1, 5]] = 0
+    m = model(
+        [
+            N("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+            N("Softsign", ["a"], ["s"]),
+            N("Conv", ["s", "w2"], ["b"], pads=[1, 1, 1, 1]),
+            N("Relu", ["b"], ["y"]),
+        ],
+        {"x": (1, 3, 6, 6)},
+        {"y": None},
+        {"w1": w1, "w2": rand(4, 8, 3, 3, seed=2)},
+    )
+    (tied,) = [g for g in channels._all_groups(m) if g.name == "a"]
+    assert tied.tied == "reaches Softsign s" and not find_groups(m)
+    monkeypatch.setitem(channels.CHANNEL_RULES, "Softsign", channels.CHANNEL_RULES["Relu"])
+    assert [g.name for g in find_groups(m)] == ["a"]
+    pruned = prune_channels(m, 0.25, round_to=1)
+    onnx.checker.check_model(pruned)
+    dims = {i.name: list(i.dims) for i in pruned.graph.initializer}
+    assert dims["w1"][0] == dims["w2"][1] == 6
+    x = rand(3, 3, 6, 6, seed=3)
+
+    def run(mm):
+        session = ort.InferenceSession(mm.SerializeToString(), providers=["CPUExecutionProvider"])
+        return np.concatenate([session.run(None, {"x": v[None]})[0] for v in x])
+
+    np.testing.assert_allclose(run(pruned), run(m), rtol=1e-5, atol=1e-6)
+    with pytest.raises(RuntimeError, match="two channel rules for Relu"):
+        channels.channel_rule("Relu")(channels.CHANNEL_RULES["Relu"])
+
+
+def test_size_report_takes_the_xz_preset_from_its_caller():
+    """report.py measures xz at the preset it is given (packaging, the layer above, owns it)."""
+    import lzma
+    from pathlib import Path
+
+    from edgekit.converters.prune.report import compressed_sizes
+
+    data = Path(DIGITS).read_bytes()
+    assert "int8_xz" not in compressed_sizes(data, "int8")
+    for preset in (0, 6):
+        assert compressed_sizes(data, "int8", preset)["int8_xz"] == len(lzma.compress(data, preset=preset))
+
+
 def test_cli(tmp_path):
     out = tmp_path / "p.onnx"
     result = subprocess.run(
