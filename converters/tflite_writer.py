@@ -104,33 +104,20 @@ def _quantization(builder: flatbuffers.Builder, tensor: Tensor, shared: dict[tup
     return tflite.QuantizationParametersEnd(builder)
 
 
-def serialize(graph: Graph) -> bytes:
-    """Serialize ``graph`` (TFLite ops only) to flatbuffer bytes."""
-    for node in graph.nodes:
-        if not hasattr(tflite.BuiltinOperator, node.op):
-            raise UnsupportedModelError(f"internal: '{node.op}' is not a TFLite builtin (lowering missed it)")
-
-    # tensor table: graph inputs first, then everything nodes touch, in first-use order
+def _tensor_order(graph: Graph) -> list[str]:
+    """The tensor table: graph inputs first, then everything nodes touch, in first-use order."""
     order: list[str] = []
     seen: set[str] = set()
-
-    def use(name: str) -> None:
+    for name in [*graph.inputs, *(n for node in graph.nodes for n in node.inputs + node.outputs), *graph.outputs]:
         if name and name not in seen:
             seen.add(name)
             order.append(name)
+    return order
 
-    for name in graph.inputs:
-        use(name)
-    for node in graph.nodes:
-        for name in node.inputs + node.outputs:
-            use(name)
-    for name in graph.outputs:
-        use(name)
-    index = {name: i for i, name in enumerate(order)}
 
-    builder = flatbuffers.Builder(1024 + sum(t.data.nbytes for t in graph.tensors.values() if t.is_const))
-
-    # buffers: 0 is the empty sentinel; each constant its own, deduplicated by content
+def _buffer_table(graph: Graph, order: list[str]) -> tuple[list[bytes], dict[str, int]]:
+    """The buffers' bytes (0 is the empty sentinel; each constant its own, deduplicated by
+    content) and each tensor's buffer index."""
     buffer_data: list[bytes] = [b""]
     buffer_of: dict[str, int] = {}
     by_content: dict[tuple, int] = {}
@@ -147,26 +134,31 @@ def serialize(graph: Graph) -> bytes:
         by_content[key] = len(buffer_data)
         buffer_of[name] = len(buffer_data)
         buffer_data.append(raw)
+    return buffer_data, buffer_of
 
-    # metadata buffers go after the constant buffers
-    metadata_items = [
-        (k, json.dumps(v, sort_keys=True).encode()) for k, v in sorted(graph.metadata.items()) if not k.startswith("_")
-    ]
-    metadata_buffer_index = []
-    for _, payload in metadata_items:
-        metadata_buffer_index.append(len(buffer_data))
-        buffer_data.append(payload)
 
-    # large data first (alignment is easiest to honour at the back of the buffer)
-    buffer_offsets = []
+def _offset_vector(builder: flatbuffers.Builder, offsets: list[int]) -> int:
+    builder.StartVector(4, len(offsets), 4)
+    for off in reversed(offsets):
+        builder.PrependUOffsetTRelative(off)
+    return builder.EndVector()
+
+
+def _write_buffers(builder: flatbuffers.Builder, buffer_data: list[bytes]) -> list[int]:
+    offsets = []
     for raw in buffer_data:
         data_off = _aligned_bytes(builder, raw) if raw else None
         tflite.BufferStart(builder)
         if data_off is not None:
             tflite.BufferAddData(builder, data_off)
-        buffer_offsets.append(tflite.BufferEnd(builder))
+        offsets.append(tflite.BufferEnd(builder))
+    return offsets
 
-    tensor_offsets = []
+
+def _write_tensors(
+    builder: flatbuffers.Builder, graph: Graph, order: list[str], buffer_of: dict[str, int]
+) -> list[int]:
+    offsets = []
     shared_vectors: dict[tuple, int] = {}
     for name in order:
         t = graph.tensors[name]
@@ -183,11 +175,16 @@ def serialize(graph: Graph) -> bytes:
         tflite.TensorAddName(builder, name_off)
         if quant_off is not None:
             tflite.TensorAddQuantization(builder, quant_off)
-        tensor_offsets.append(tflite.TensorEnd(builder))
+        offsets.append(tflite.TensorEnd(builder))
+    return offsets
 
-    # operator codes: one per (op, version)
+
+def _write_operators(
+    builder: flatbuffers.Builder, graph: Graph, index: dict[str, int]
+) -> tuple[list[int], dict[tuple[str, int], int]]:
+    """The operators, and the operator-code table they index: one code per (op, version)."""
     opcode_index: dict[tuple[str, int], int] = {}
-    operator_offsets = []
+    offsets = []
     for node in graph.nodes:
         version = op_version(node, lambda n: graph.tensors[n])
         key = (node.op, version)
@@ -202,16 +199,15 @@ def serialize(graph: Graph) -> bytes:
         if opt_type:
             tflite.OperatorAddBuiltinOptionsType(builder, opt_type)
             tflite.OperatorAddBuiltinOptions(builder, opt_off)
-        operator_offsets.append(tflite.OperatorEnd(builder))
+        offsets.append(tflite.OperatorEnd(builder))
+    return offsets, opcode_index
 
-    def vector_of(offsets: list[int]) -> int:
-        builder.StartVector(4, len(offsets), 4)
-        for off in reversed(offsets):
-            builder.PrependUOffsetTRelative(off)
-        return builder.EndVector()
 
-    tensors_vec = vector_of(tensor_offsets)
-    ops_vec = vector_of(operator_offsets)
+def _write_subgraph(
+    builder: flatbuffers.Builder, graph: Graph, index: dict[str, int], tensors: list[int], operators: list[int]
+) -> int:
+    tensors_vec = _offset_vector(builder, tensors)
+    ops_vec = _offset_vector(builder, operators)
     sg_inputs = _int_vector(builder, [index[n] for n in graph.inputs])
     sg_outputs = _int_vector(builder, [index[n] for n in graph.outputs])
     sg_name = builder.CreateString("main")
@@ -221,18 +217,23 @@ def serialize(graph: Graph) -> bytes:
     tflite.SubGraphAddOutputs(builder, sg_outputs)
     tflite.SubGraphAddOperators(builder, ops_vec)
     tflite.SubGraphAddName(builder, sg_name)
-    subgraph = tflite.SubGraphEnd(builder)
+    return tflite.SubGraphEnd(builder)
 
-    opcode_offsets = []
+
+def _write_opcodes(builder: flatbuffers.Builder, opcode_index: dict[tuple[str, int], int]) -> list[int]:
+    offsets = []
     for (op, version), _ in sorted(opcode_index.items(), key=lambda kv: kv[1]):
         code = getattr(tflite.BuiltinOperator, op)
         tflite.OperatorCodeStart(builder)
         tflite.OperatorCodeAddDeprecatedBuiltinCode(builder, min(code, 127))
         tflite.OperatorCodeAddBuiltinCode(builder, code)
         tflite.OperatorCodeAddVersion(builder, version)
-        opcode_offsets.append(tflite.OperatorCodeEnd(builder))
+        offsets.append(tflite.OperatorCodeEnd(builder))
+    return offsets
 
-    # signature def: user-facing names (the source model's) -> tensor indices
+
+def _write_signature(builder: flatbuffers.Builder, graph: Graph, index: dict[str, int]) -> int:
+    """The signature def: user-facing names (the source model's) -> tensor indices."""
     io_names = graph.metadata.get("_signature", {})
 
     def tensor_maps(names: list[str], user_names: list[str]) -> int:
@@ -243,7 +244,7 @@ def serialize(graph: Graph) -> bytes:
             tflite.TensorMapAddName(builder, n)
             tflite.TensorMapAddTensorIndex(builder, index[tensor_name])
             maps.append(tflite.TensorMapEnd(builder))
-        return vector_of(maps)
+        return _offset_vector(builder, maps)
 
     sig_in = tensor_maps(graph.inputs, io_names.get("inputs", graph.inputs))
     sig_out = tensor_maps(graph.outputs, io_names.get("outputs", graph.outputs))
@@ -253,21 +254,50 @@ def serialize(graph: Graph) -> bytes:
     tflite.SignatureDefAddOutputs(builder, sig_out)
     tflite.SignatureDefAddSignatureKey(builder, sig_key)
     tflite.SignatureDefAddSubgraphIndex(builder, 0)
-    signature = tflite.SignatureDefEnd(builder)
+    return tflite.SignatureDefEnd(builder)
 
-    metadata_offsets = []
-    for (key, _), buf in zip(metadata_items, metadata_buffer_index, strict=True):
+
+def _write_metadata(builder: flatbuffers.Builder, entries: list[tuple[str, int]]) -> list[int]:
+    """Metadata tables: (name, index of the buffer holding its value)."""
+    offsets = []
+    for key, buf in entries:
         n = builder.CreateString(key)
         tflite.MetadataStart(builder)
         tflite.MetadataAddName(builder, n)
         tflite.MetadataAddBuffer(builder, buf)
-        metadata_offsets.append(tflite.MetadataEnd(builder))
+        offsets.append(tflite.MetadataEnd(builder))
+    return offsets
 
-    opcodes_vec = vector_of(opcode_offsets)
-    subgraphs_vec = vector_of([subgraph])
-    buffers_vec = vector_of(buffer_offsets)
-    signatures_vec = vector_of([signature])
-    metadata_vec = vector_of(metadata_offsets) if metadata_offsets else None
+
+def serialize(graph: Graph) -> bytes:
+    """Serialize ``graph`` (TFLite ops only) to flatbuffer bytes."""
+    for node in graph.nodes:
+        if not hasattr(tflite.BuiltinOperator, node.op):
+            raise UnsupportedModelError(f"internal: '{node.op}' is not a TFLite builtin (lowering missed it)")
+    order = _tensor_order(graph)
+    index = {name: i for i, name in enumerate(order)}
+    builder = flatbuffers.Builder(1024 + sum(t.data.nbytes for t in graph.tensors.values() if t.is_const))
+    buffer_data, buffer_of = _buffer_table(graph, order)
+    # metadata buffers go after the constant buffers
+    metadata: list[tuple[str, int]] = []
+    for key, value in sorted(graph.metadata.items()):
+        if not key.startswith("_"):
+            metadata.append((key, len(buffer_data)))
+            buffer_data.append(json.dumps(value, sort_keys=True).encode())
+    # large data first (alignment is easiest to honour at the back of the buffer)
+    buffer_offsets = _write_buffers(builder, buffer_data)
+    tensor_offsets = _write_tensors(builder, graph, order, buffer_of)
+    operator_offsets, opcode_index = _write_operators(builder, graph, index)
+    subgraph = _write_subgraph(builder, graph, index, tensor_offsets, operator_offsets)
+    opcode_offsets = _write_opcodes(builder, opcode_index)
+    signature = _write_signature(builder, graph, index)
+    metadata_offsets = _write_metadata(builder, metadata)
+
+    opcodes_vec = _offset_vector(builder, opcode_offsets)
+    subgraphs_vec = _offset_vector(builder, [subgraph])
+    buffers_vec = _offset_vector(builder, buffer_offsets)
+    signatures_vec = _offset_vector(builder, [signature])
+    metadata_vec = _offset_vector(builder, metadata_offsets) if metadata_offsets else None
     description = builder.CreateString("edgekit")
     tflite.ModelStart(builder)
     tflite.ModelAddVersion(builder, SCHEMA_VERSION)

@@ -38,11 +38,10 @@ def _state(ctx: Lowering, name: str, direction: int, batch: int, hidden: int, hi
     return ctx.reshape(part, (batch, hidden))
 
 
-@lowers("LSTM")
-def lstm(ctx: Lowering, node) -> None:
-    """ONNX LSTM (gates i, o, f, c; default activations; layout 0) unrolled step by step."""
-    inputs = list(node.inputs) + [""] * (8 - len(node.inputs))
-    x_name, w_name, r_name, b_name, lens_name, h0_name, c0_name, peephole = inputs[:8]
+def _check_lstm(node) -> None:
+    """Refuse what the unrolling does not do: peepholes, clip, coupled input and forget gates,
+    batch-first layout, other activations."""
+    peephole = node.inputs[7] if len(node.inputs) > 7 else ""
     if peephole or node.attrs.get("clip") is not None or node.attrs.get("input_forget", 0):
         raise NotLowerable("unsupported_attribute", "LSTM with peepholes, clip or input_forget")
     if node.attrs.get("layout", 0) != 0 or node.attrs.get("activations") not in (
@@ -51,6 +50,60 @@ def lstm(ctx: Lowering, node) -> None:
         ["Sigmoid", "Tanh", "Tanh"],
     ):
         raise NotLowerable("unsupported_attribute", "LSTM with layout 1 or other activations")
+
+
+def _lstm_step(
+    ctx: Lowering,
+    x: str,
+    state: tuple[str, str],
+    weights: tuple[np.ndarray, np.ndarray, np.ndarray],
+    shape: tuple[int, int],
+    hint: str,
+) -> tuple[str, str]:
+    """One time step of one direction: the state (h, c), each [batch, hidden], after input ``x``
+    [batch, features]; ``weights`` are this direction's W, R and B."""
+    (h, c), (w, r, bias), (batch, hidden) = state, weights, shape
+    gates = ctx.op_new(
+        "ADD",
+        [
+            _fc(ctx, x, w, bias[: 4 * hidden] + bias[4 * hidden :], (batch, 4 * hidden), f"{hint}_wx"),
+            _fc(ctx, h, r, None, (batch, 4 * hidden), f"{hint}_rh"),
+        ],
+        (batch, 4 * hidden),
+        f"{hint}_gates",
+        **NONE,
+    )
+    i, o, f, g = (_slice(ctx, gates, [0, k * hidden], [batch, hidden], f"{hint}_g{k}") for k in range(4))
+    i, o, f = (ctx.op_new("LOGISTIC", [v], shape, f"{hint}_s") for v in (i, o, f))
+    g = ctx.op_new("TANH", [g], shape, f"{hint}_tanh")
+    c = ctx.op_new(
+        "ADD",
+        [
+            ctx.op_new("MUL", [f, c], shape, f"{hint}_fc", **NONE),
+            ctx.op_new("MUL", [i, g], shape, f"{hint}_ig", **NONE),
+        ],
+        shape,
+        f"{hint}_c",
+        **NONE,
+    )
+    h = ctx.op_new("MUL", [o, ctx.op_new("TANH", [c], shape, f"{hint}_tc")], shape, f"{hint}_h", **NONE)
+    return h, c
+
+
+def _join(ctx: Lowering, parts: list[str], name: str, axis: int) -> None:
+    """``name`` is the concatenation of ``parts`` (or the one part reshaped)."""
+    if len(parts) == 1:
+        ctx.reshape(parts[0], ctx.shape(name), out=name)
+    else:
+        ctx.op_to("CONCATENATION", parts, name, axis=axis, **NONE)
+
+
+@lowers("LSTM")
+def lstm(ctx: Lowering, node) -> None:
+    """ONNX LSTM (gates i, o, f, c; default activations; layout 0) unrolled step by step."""
+    _check_lstm(node)
+    inputs = list(node.inputs) + [""] * (8 - len(node.inputs))
+    x_name, w_name, r_name, b_name, lens_name, h0_name, c0_name = inputs[:7]
     w, r = ctx.require_const(w_name, "LSTM weights W"), ctx.require_const(r_name, "LSTM recurrence R")
     hidden = int(node.attrs["hidden_size"])
     directions = w.shape[0]
@@ -74,52 +127,12 @@ def lstm(ctx: Lowering, node) -> None:
         h = _state(ctx, h0_name, d, batch, hidden, f"{out}_h0_{d}")
         c = _state(ctx, c0_name, d, batch, hidden, f"{out}_c0_{d}")
         outputs: list[str] = [""] * seq
-        backwards = reverse or d == 1
-        for t in reversed(range(seq)) if backwards else range(seq):
-            hint = f"{out}_d{d}t{t}"
-            gates = ctx.op_new(
-                "ADD",
-                [
-                    _fc(
-                        ctx,
-                        steps[t],
-                        w[d],
-                        bias[d][: 4 * hidden] + bias[d][4 * hidden :],
-                        (batch, 4 * hidden),
-                        f"{hint}_wx",
-                    ),
-                    _fc(ctx, h, r[d], None, (batch, 4 * hidden), f"{hint}_rh"),
-                ],
-                (batch, 4 * hidden),
-                f"{hint}_gates",
-                **NONE,
-            )
-            i, o, f, g = (_slice(ctx, gates, [0, k * hidden], [batch, hidden], f"{hint}_g{k}") for k in range(4))
-            shape = (batch, hidden)
-            i, o, f = (ctx.op_new("LOGISTIC", [v], shape, f"{hint}_s") for v in (i, o, f))
-            g = ctx.op_new("TANH", [g], shape, f"{hint}_tanh")
-            c = ctx.op_new(
-                "ADD",
-                [
-                    ctx.op_new("MUL", [f, c], shape, f"{hint}_fc", **NONE),
-                    ctx.op_new("MUL", [i, g], shape, f"{hint}_ig", **NONE),
-                ],
-                shape,
-                f"{hint}_c",
-                **NONE,
-            )
-            h = ctx.op_new("MUL", [o, ctx.op_new("TANH", [c], shape, f"{hint}_tc")], shape, f"{hint}_h", **NONE)
+        for t in reversed(range(seq)) if reverse or d == 1 else range(seq):
+            h, c = _lstm_step(ctx, steps[t], (h, c), (w[d], r[d], bias[d]), (batch, hidden), f"{out}_d{d}t{t}")
             outputs[t] = h
         ys.append([ctx.reshape(v, (1, 1, batch, hidden)) for v in outputs])
         finals_h.append(ctx.reshape(h, (1, batch, hidden)))
         finals_c.append(ctx.reshape(c, (1, batch, hidden)))
-
-    def join(parts: list[str], name: str, axis: int) -> None:
-        if len(parts) == 1:
-            ctx.reshape(parts[0], ctx.shape(name), out=name)
-        else:
-            ctx.op_to("CONCATENATION", parts, name, axis=axis, **NONE)
-
     if node.outputs and node.outputs[0]:
         per_step = [
             ctx.op_new(
@@ -134,8 +147,7 @@ def lstm(ctx: Lowering, node) -> None:
             else ys[0][t]
             for t in range(seq)
         ]
-        join(per_step, node.outputs[0], 0)
-    if len(node.outputs) > 1 and node.outputs[1]:
-        join(finals_h, node.outputs[1], 0)
-    if len(node.outputs) > 2 and node.outputs[2]:
-        join(finals_c, node.outputs[2], 0)
+        _join(ctx, per_step, node.outputs[0], 0)
+    for k, finals in ((1, finals_h), (2, finals_c)):
+        if len(node.outputs) > k and node.outputs[k]:
+            _join(ctx, finals, node.outputs[k], 0)

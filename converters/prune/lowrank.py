@@ -17,6 +17,63 @@ def _rank(singular: np.ndarray, energy: float | None, rank_fraction: float | Non
     return int(np.searchsorted(share, energy) + 1)
 
 
+def _weight_matrix(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> tuple[np.ndarray, dict] | None:
+    """The [out, in] weight matrix and the attributes of a Gemm (transB=1 or 0, not transA) or a
+    1x1, group-1, stride-1 Conv with constant weights; None for any other node."""
+    weight = inits.get(node.input[1]) if len(node.input) > 1 else None
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if weight is None:
+        return None
+    w = numpy_helper.to_array(weight)
+    if node.op_type == "Gemm" and not attrs.get("transA", 0) and w.ndim == 2:
+        return (w if attrs.get("transB", 0) else w.T), attrs
+    if (
+        node.op_type == "Conv"
+        and w.ndim == 4
+        and w.shape[2:] == (1, 1)
+        and attrs.get("group", 1) == 1
+        and all(s == 1 for s in attrs.get("strides", [1, 1]))
+    ):
+        return w[:, :, 0, 0], attrs
+    return None
+
+
+def _two_layers(
+    out: onnx.ModelProto, node: onnx.NodeProto, name: str, attrs: dict, first: np.ndarray, second: np.ndarray
+) -> list[onnx.NodeProto]:
+    """``node`` as two layers of its kind, ``first`` [r, in] then ``second`` [out, r] (which takes
+    the bias), their weights added to ``out``."""
+    mid = f"{name}/lowrank"
+    f_name, s_name = f"{name}/lowrank_in", f"{name}/lowrank_out"
+    rest = [node.input[2]] if len(node.input) > 2 and node.input[2] else []
+    if node.op_type == "Gemm":
+        out.graph.initializer.extend([numpy_helper.from_array(first, f_name), numpy_helper.from_array(second, s_name)])
+        return [
+            helper.make_node("Gemm", [node.input[0], f_name], [mid], name=f"{name}_a", transB=1),
+            helper.make_node(
+                "Gemm",
+                [mid, s_name, *rest],
+                list(node.output),
+                name=f"{name}_b",
+                transB=1,
+                beta=float(attrs.get("beta", 1.0)),
+                alpha=float(attrs.get("alpha", 1.0)),
+            ),
+        ]
+    out.graph.initializer.extend(
+        [
+            numpy_helper.from_array(first[:, :, None, None], f_name),
+            numpy_helper.from_array(second[:, :, None, None], s_name),
+        ]
+    )
+    pads = attrs.get("pads")
+    extra = {"pads": pads} if pads else {}
+    return [
+        helper.make_node("Conv", [node.input[0], f_name], [mid], name=f"{name}_a", **extra),
+        helper.make_node("Conv", [mid, s_name, *rest], list(node.output), name=f"{name}_b"),
+    ]
+
+
 def factorize(
     model: onnx.ModelProto,
     energy: float | None = 0.9,
@@ -36,22 +93,11 @@ def factorize(
     nodes = []
     for node in out.graph.node:
         name = node.name or node.output[0]
-        weight = inits.get(node.input[1]) if len(node.input) > 1 else None
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        w = numpy_helper.to_array(weight) if weight is not None else None
-        is_gemm = node.op_type == "Gemm" and w is not None and not attrs.get("transA", 0) and w.ndim == 2
-        is_conv = (
-            node.op_type == "Conv"
-            and w is not None
-            and w.ndim == 4
-            and w.shape[2:] == (1, 1)
-            and attrs.get("group", 1) == 1
-            and all(s == 1 for s in attrs.get("strides", [1, 1]))
-        )
-        if name in exclude or not (is_gemm or is_conv):
+        found = None if name in exclude else _weight_matrix(node, inits)
+        if found is None:
             nodes.append(node)
             continue
-        matrix = (w if attrs.get("transB", 0) else w.T) if is_gemm else w[:, :, 0, 0]  # [out, in]
+        matrix, attrs = found
         u, s, vt = np.linalg.svd(matrix.astype(np.float64), full_matrices=False)
         r = _rank(s, energy, rank_fraction)
         if r * sum(matrix.shape) >= matrix.size:
@@ -59,37 +105,7 @@ def factorize(
             continue
         first = (vt[:r]).astype(np.float32)  # [r, in]
         second = (u[:, :r] * s[:r]).astype(np.float32)  # [out, r]
-        mid = f"{name}/lowrank"
-        f_name, s_name = f"{name}/lowrank_in", f"{name}/lowrank_out"
-        if is_gemm:
-            out.graph.initializer.extend(
-                [numpy_helper.from_array(first, f_name), numpy_helper.from_array(second, s_name)]
-            )
-            nodes.append(helper.make_node("Gemm", [node.input[0], f_name], [mid], name=f"{name}_a", transB=1))
-            rest = [node.input[2]] if len(node.input) > 2 and node.input[2] else []
-            nodes.append(
-                helper.make_node(
-                    "Gemm",
-                    [mid, s_name, *rest],
-                    list(node.output),
-                    name=f"{name}_b",
-                    transB=1,
-                    beta=float(attrs.get("beta", 1.0)),
-                    alpha=float(attrs.get("alpha", 1.0)),
-                )
-            )
-        else:
-            out.graph.initializer.extend(
-                [
-                    numpy_helper.from_array(first[:, :, None, None], f_name),
-                    numpy_helper.from_array(second[:, :, None, None], s_name),
-                ]
-            )
-            pads = attrs.get("pads")
-            extra = {"pads": pads} if pads else {}
-            nodes.append(helper.make_node("Conv", [node.input[0], f_name], [mid], name=f"{name}_a", **extra))
-            rest = [node.input[2]] if len(node.input) > 2 and node.input[2] else []
-            nodes.append(helper.make_node("Conv", [mid, s_name, *rest], list(node.output), name=f"{name}_b"))
+        nodes.extend(_two_layers(out, node, name, attrs, first, second))
         report[name] = (r, min(matrix.shape))
     del out.graph.node[:]
     out.graph.node.extend(nodes)
