@@ -119,6 +119,11 @@ def _add_quantization(q: argparse._ArgumentGroup) -> None:
         "(2 for binary weights, 3 for ternary)",
     )
     q.add_argument(
+        "--no-speed-check",
+        action="store_true",
+        help="skip timing the quantized model against a float32 conversion on this machine (on by default)",
+    )
+    q.add_argument(
         "--target",
         choices=("cpu", "edgetpu"),
         default="cpu",
@@ -203,9 +208,27 @@ def run(args: argparse.Namespace) -> int:
         stem_block=args.stem_block,
     )
     _print_result(args, result)
+    speed = _speed_check(args, source, result)
     if args.verify or args.report:
-        _verify_and_report(args, source, result, calibration)
+        _verify_and_report(args, source, result, calibration, speed)
     return 0
+
+
+def _speed_check(args: argparse.Namespace, source, result):
+    """The quantized model timed against a float32 conversion of the same model on this machine;
+    None when not asked for (no --quantize, --no-speed-check, or an Edge TPU target)."""
+    if not args.quantize or args.no_speed_check or args.target != "cpu":
+        return None
+    from edgekit.converters.onnx_frontend import parse_input_shapes
+    from edgekit.converters.speed import compare_with_float
+
+    converted = result.pruning.model if result.pruning is not None else source
+    speed = compare_with_float(
+        converted, result.path, args.quantize, input_shapes=parse_input_shapes(args.input_shape),
+        io_layout=_io_layout(args), stem_block=args.stem_block,
+    )  # fmt: skip
+    print(speed.summary())
+    return speed
 
 
 def _quant_config(args: argparse.Namespace, calibration):
@@ -292,7 +315,7 @@ def _print_pruning(pruning) -> None:
         print(f"shared {config.clusters} weight values per output channel (k-means, on the int8 grid)")
 
 
-def _verify_and_report(args: argparse.Namespace, source, result, calibration) -> None:
+def _verify_and_report(args: argparse.Namespace, source, result, calibration, speed) -> None:
     """--verify / --report: the converted model against the ONNX model it came from (the pruned
     one when pruned, then also against the unpruned one: what pruning and conversion cost)."""
     from dataclasses import asdict
@@ -312,10 +335,10 @@ def _verify_and_report(args: argparse.Namespace, source, result, calibration) ->
         print(unpruned.table())
         pruning = result.pruning.as_dict() | {"outputs_vs_unpruned": [asdict(o) for o in unpruned.outputs]}
     if args.report:
-        _write_report(args, converted_from, result, report, pruning, data)
+        _write_report(args, converted_from, result, report, pruning, data, speed)
 
 
-def _write_report(args: argparse.Namespace, converted_from, result, report, pruning, data) -> None:
+def _write_report(args: argparse.Namespace, converted_from, result, report, pruning, data, speed) -> None:
     from dataclasses import asdict
 
     from edgekit.commands._report import per_layer, write_report
@@ -335,6 +358,7 @@ def _write_report(args: argparse.Namespace, converted_from, result, report, prun
             "xnnpack_partitions": result.partitions,
             "quantization": args.quantize or "float32",
             "pruning": pruning,
+            "speed": speed.as_dict() if speed is not None else None,
             "outputs": [asdict(o) for o in report.outputs],
             "layers": [asdict(layer) for layer in layers.layers],
         },
@@ -367,6 +391,7 @@ def _refuse_options_that_do_nothing(args: argparse.Namespace) -> None:
                 ("--auto-mixed", args.auto_mixed),
                 ("--no-bias-correction", args.no_bias_correction),
                 ("--max-weight-values", args.max_weight_values is not None),
+                ("--no-speed-check", args.no_speed_check),
             )
             if value
         ]

@@ -1,0 +1,62 @@
+"""Is the quantized model faster than the float one? Measured, not assumed: a small model, an
+audio front end or a layer XNNPACK runs better in float can make int8 slower, and a user who
+quantized for speed should hear it at conversion, not on the board."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+FASTER_ENOUGH = 0.7  # below this share of float32's time quantizing paid for itself in speed
+
+
+@dataclass(frozen=True)
+class SpeedComparison:
+    mode: str  # the quantized model's mode: int8, int16x8, fp16, dynamic
+    quantized_ms: float  # median latency, LiteRT with XNNPACK, on this machine
+    float_ms: float
+    threads: int
+
+    @property
+    def ratio(self) -> float:
+        return self.quantized_ms / self.float_ms
+
+    def summary(self) -> str:
+        said = (
+            f"speed on this machine ({self.threads} thread{'s' if self.threads > 1 else ''}): {self.mode} "
+            f"{_time(self.quantized_ms)}, float32 {_time(self.float_ms)}: {self.mode} takes {self.ratio:.2f}x "
+            "float32's time"
+        )
+        if self.ratio >= 1:
+            return (
+                said + f"; {self.mode} is not faster here: for speed ship float32 ({self.mode} keeps its smaller file)"
+            )
+        if self.ratio > FASTER_ENOUGH:
+            return said + f"; little gained in speed ({self.mode} keeps its smaller file)"
+        return said
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "ratio": self.ratio}
+
+
+def _time(ms: float) -> str:
+    return f"{ms * 1000:.1f} us" if ms < 0.1 else f"{ms:.3g} ms"
+
+
+def compare_with_float(source, quantized: Path, mode: str, threads: int = 1, rounds: int = 3, **convert_options):
+    """Convert ``source`` (what was quantized into ``quantized``) to float32 with the same
+    ``convert_options`` (input shapes, I/O layout) and time both on LiteRT, in alternating rounds
+    so that the machine's noise hits both alike."""
+    from edgekit.converters.pipeline import convert
+    from edgekit.runtime.benchmark import benchmark
+
+    with tempfile.TemporaryDirectory(prefix="edgekit-speed-") as tmp:
+        float_model = Path(tmp) / "float32.tflite"
+        convert(source, float_model, **convert_options)
+        times: dict[Path, list[float]] = {quantized: [], float_model: []}
+        for _ in range(rounds):
+            for path, found in times.items():
+                found.append(benchmark(path, threads=threads, runs=10, min_secs=0.2, max_secs=30).p50_ms)
+    return SpeedComparison(mode, statistics.median(times[quantized]), statistics.median(times[float_model]), threads)
