@@ -5,6 +5,7 @@ from __future__ import annotations
 import onnx
 
 from edgekit.converters.analysis import count_macs, count_params
+from edgekit.converters.config import ParameterError
 from edgekit.converters.prune.channels import ROUND_TO, find_groups, kept_count, prune_channels
 from edgekit.errors import InputError
 
@@ -15,7 +16,7 @@ COST_NAMES = {"macs": "MACs", "params": "params"}
 
 def _check_target(target: float, what: str) -> None:
     if not 0 < target < 1:
-        raise InputError(f"--target-{what} must lie strictly between 0 and 1, e.g. 0.5")
+        raise ParameterError(f"{{{what}}} must lie strictly between 0 and 1, e.g. 0.5", **{what: target})
 
 
 def _unreachable(target: float, what: str, reached: float) -> InputError:

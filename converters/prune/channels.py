@@ -28,6 +28,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from edgekit.converters.config import ParameterError
 from edgekit.errors import InputError, UnsupportedModelError
 
 
@@ -571,7 +572,7 @@ def prune_channels(
     if criterion not in CRITERIA:
         raise InputError(f"unknown criterion '{criterion}'; choose {', '.join(CRITERIA)}")
     if round_to < 1:
-        raise InputError(f"--round-to {round_to} must be a positive channel count, e.g. 8")
+        raise ParameterError("{round_to} must be a positive channel count, e.g. 8", round_to=round_to)
     ratios = ratio.values() if isinstance(ratio, dict) else [ratio]
     if any(not 0 < r < 1 for r in ratios):
         raise InputError("pruning ratios must lie strictly between 0 and 1, e.g. --ratio 0.5")

@@ -7,6 +7,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from edgekit.converters.config import ParameterError
 from edgekit.errors import InputError
 
 
@@ -83,9 +84,9 @@ def factorize(
     """Factorize every Gemm (transB=1 or 0) and 1x1 group-1 Conv where it saves parameters.
     Returns the model and, per layer, (rank, full rank)."""
     if energy is not None and not 0 < energy < 1:
-        raise InputError("--energy must lie strictly between 0 and 1, e.g. 0.9")
+        raise ParameterError("{energy} must lie strictly between 0 and 1, e.g. 0.9", energy=energy)
     if rank_fraction is not None and not 0 < rank_fraction < 1:
-        raise InputError("--rank must lie strictly between 0 and 1")
+        raise ParameterError("{rank_fraction} must lie strictly between 0 and 1", rank_fraction=rank_fraction)
     out = onnx.ModelProto()
     out.CopyFrom(model)
     inits = {i.name: i for i in out.graph.initializer}

@@ -29,6 +29,8 @@ PARAMETER_FLAGS = {
     "equalize": "--equalize",
     "stem_block": "--stem-block",
     "io_layout": "--io-layout",
+    "input_values": "--input-value",
+    "outputs": "--outputs",
     "ratio": "--prune-ratio",
     "macs": "--prune-macs",
     "criterion": "--prune-criterion",

@@ -17,6 +17,8 @@ PARAMETER_FLAGS = {
     "samples": "--data",
     "sparsity": "--ratio",
     "clusters": "--clusters",
+    "energy": "--energy",
+    "rank_fraction": "--rank",
 }
 
 

@@ -208,7 +208,7 @@ def test_channel_counts_round_to_tiles():
         assert all(w % round_to == 0 for w in widths(pruned))
         assert 0.4 < fraction <= 0.5  # channels given back tile by tile up to the target (coarse at 16)
         assert abs(fraction - cost(pruned, "macs") / cost(m, "macs")) < 1e-9
-    with pytest.raises(InputError, match="round-to"):
+    with pytest.raises(InputError, match="round_to=0 must be a positive channel count"):
         prune_channels(m, 0.5, round_to=0)
 
 
