@@ -512,12 +512,15 @@ def _quantize_weighted(
     if w.data is None:
         raise UnsupportedModelError(f"{n.op} '{n.name}' has non-constant weights; int8 needs constant weights")
     channel_axis = axis if per_channel else None
-    q, wq = symmetric_weights(w.data, channel_axis)
+    in_scale = float(g.tensors[x].quant.scale[0])
+    has_bias = len(n.inputs) > b_index and bool(n.inputs[b_index])
+    bias_values = g.tensors[n.inputs[b_index]].data if has_bias else None
+    out_quant = g.tensors[n.outputs[0]].quant
+    q, wq = _weights_for(w.data, channel_axis, bias_values, in_scale, out_quant, np.iinfo(bias_dtype).max)
     name = g.add_tensor(f"{w.name}_int8", w.shape, INT8, q, wq, unique=True)
     n.inputs[w_index] = name
-    if len(n.inputs) > b_index and n.inputs[b_index]:
+    if has_bias:
         b = g.tensors[n.inputs[b_index]]
-        in_scale = float(g.tensors[x].quant.scale[0])
         bias_scale = (in_scale * wq.scale.astype(np.float64)).astype(np.float32)
         bias = b.data.astype(np.float64)
         mean = channel_means.get(n.attrs.get("_float_input", x))
@@ -528,9 +531,43 @@ def _quantize_weighted(
             error = q.astype(np.float64) * wq.scale.astype(np.float64).reshape(shape) - w.data.astype(np.float64)
             bias = bias - _bias_correction(n.op, error, mean.astype(np.float64))
         values = np.round(bias / bias_scale.astype(np.float64))
-        values = np.clip(values, np.iinfo(bias_dtype).min, np.iinfo(bias_dtype).max).astype(bias_dtype)
+        limit = np.iinfo(bias_dtype)
+        if np.any((values < limit.min) | (values > limit.max)):  # only a bias correction can get here
+            raise UnsupportedModelError(
+                f"{n.op} '{n.name}': its corrected bias does not fit {np.dtype(bias_dtype).name}; "
+                "convert without bias correction"
+            )
+        values = values.astype(bias_dtype)
         bq = QuantParams(bias_scale, np.zeros(bias_scale.size, np.int64), 0)
         n.inputs[b_index] = g.add_tensor(f"{b.name}_q", b.shape, bias_dtype, values, bq, unique=True)
+
+
+def _weights_for(w: np.ndarray, axis: int | None, bias, in_scale: float, out_quant, bias_limit: int):
+    """int8 weights whose scales also serve the bias and the kernel. A channel's scale is raised
+    until its bias fits the bias integers (input scale x weight scale): with a tiny input scale
+    the int32 bias would clip silently, and the layer would answer about 0 instead of its bias
+    (what onnxruntime's quantizer does too). A channel of zero weights takes the scale that makes
+    its requantization exactly 1: the scale 1.0 it had put the multiplier outside XNNPACK's
+    bounds, where LiteRT aborted the process."""
+    q, wq = symmetric_weights(w, axis)
+    scale = wq.scale.astype(np.float64).copy()
+    if axis is None:
+        amax = np.array([np.abs(w).max()])
+        need = np.abs(bias).max(initial=0.0) if bias is not None else 0.0
+        floor = np.array([need / (in_scale * bias_limit)])
+    else:
+        amax = np.abs(np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)).max(axis=1)
+        floor = np.abs(bias.astype(np.float64)) / (in_scale * bias_limit) if bias is not None else np.zeros_like(scale)
+    if out_quant is not None:
+        scale = np.where(amax == 0, float(out_quant.scale[0]) / in_scale, scale)
+    raised = np.maximum(scale, floor * (1 + 1e-6))
+    if np.array_equal(raised, wq.scale.astype(np.float64)):
+        return q, wq
+    shape = [1] * w.ndim
+    if axis is not None:
+        shape[axis] = -1
+    q = np.clip(np.round(w.astype(np.float64) / raised.reshape(shape)), -127, 127).astype(np.int8)
+    return q, QuantParams(raised.astype(np.float32), wq.zero_point, wq.axis)
 
 
 def _bridge_float_ops(g: Graph, is_int8: dict[int, bool]) -> None:

@@ -158,14 +158,19 @@ def test_bias_correction_subtracts_the_expected_shift():
     assert not np.array_equal(expected, np.round(BIAS / bias_scale.astype(np.float64)))  # the correction shows
 
 
-def test_int16x8_biases_are_int64_and_clipping_keeps_int32_in_range():
+def test_int16x8_biases_are_int64_and_a_bias_too_big_for_int32_raises_its_weight_scale():
+    """A bias past the int32 range of input scale x weight scale was clipped without a word; the
+    channel's weight scale now grows until the bias fits, and the bias keeps its value."""
     g = quantize_int8(float_graph(), {"features": (-3.0, 3.0), "scores": (0.0, 8.0)}, activations="int16")
     _, (_, _, b) = _fc(g)
     assert b.dtype == np.int64
     big = float_graph()
     big.tensors[big.nodes[0].inputs[2]].data = np.float32([1e9, -1e9, 0.0, 1.0])
     _, (_, _, b) = _fc(quantize_int8(big, {"features": (-3.0, 3.0), "scores": (0.0, 8.0)}))
-    assert b.data[0] == np.iinfo(np.int32).max and b.data[1] == np.iinfo(np.int32).min
+    assert b.data.dtype == np.int32
+    assert np.all(np.abs(b.data.astype(np.int64)) < np.iinfo(np.int32).max)
+    kept = b.data.astype(np.float64) * b.quant.scale.astype(np.float64)
+    assert abs(kept[0] - 1e9) <= b.quant.scale[0] and abs(kept[1] + 1e9) <= b.quant.scale[1]
 
 
 def test_transpose_conv_bias_takes_the_scale_of_its_data_input():
