@@ -17,13 +17,19 @@ straight-through estimator (the ``torch`` extra, next to the int8 QAT of
 name or type; the first and last weighted layers keep full-precision weights by default (the
 papers leave them so; the converter makes them int8). ``export_lowbit`` writes ONNX that
 ``edgekit convert --quantize int8`` turns into int8 weights with 2 (binary) or 3 (ternary)
-distinct values per output channel and PACT's ``alpha`` as the activation range.
+distinct values per output channel and PACT's ``alpha`` as the activation range. Given
+calibration samples it writes the QDQ model of the int8 computation itself (BatchNorm folded,
+weights and biases on their int8/int32 grids, every activation's int8 parameters): ``convert``
+takes it without calibration, and onnxruntime running it is the int8 model's reference, code
+for code.
 """
 
 from __future__ import annotations
 
 import copy
+import tempfile
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -102,15 +108,21 @@ class TernaryWeights(nn.Module):
 
 class TrainedTernaryWeights(nn.Module):
     """TTQ: ``{-w1_c, 0, w2_c}`` with threshold ``0.05 * max |w|`` per output channel; ``w1`` and
-    ``w2`` are parameters, started at the mean magnitude of the weights they stand for."""
+    ``w2`` are parameters, started at the mean magnitude of the weights they stand for.
+    ``per_channel_scales=False`` trains one ``w1`` and one ``w2`` for the layer, as the paper does:
+    with the BatchNorm that follows folded in, every channel's levels then land on the same int8
+    codes ``{-k, 0, 127}`` (or their negation), which the package's compression takes better
+    than a ``k`` of each channel's own."""
 
     levels = 3
 
-    def __init__(self, weight: torch.Tensor, threshold_ratio: float = 0.05) -> None:
+    def __init__(self, weight: torch.Tensor, threshold_ratio: float = 0.05, per_channel_scales: bool = True) -> None:
         super().__init__()
         self.threshold_ratio = threshold_ratio
         positive, negative = self._sides(weight.detach())
         magnitude = weight.detach().abs()
+        if not per_channel_scales:  # the whole layer as one channel
+            magnitude, positive, negative = (t.reshape(1, -1) for t in (magnitude, positive, negative))
         self.w_positive = nn.Parameter(_channel_mean(magnitude, positive).clamp(min=1e-6))
         self.w_negative = nn.Parameter(_channel_mean(magnitude, negative).clamp(min=1e-6))
 
@@ -284,11 +296,187 @@ def deployable(model: nn.Module) -> nn.Module:
 
 
 def export_lowbit(
-    model: nn.Module, example: torch.Tensor, path: str, input_name: str = "image", output_name: str = "logits"
+    model: nn.Module,
+    example: torch.Tensor,
+    path: str,
+    input_name: str = "image",
+    output_name: str = "logits",
+    calibration: np.ndarray | None = None,
 ) -> dict[str, int]:
-    """Write ``deployable(model)`` to ONNX; returns ``lowbit_levels(model)``."""
-    export_onnx(deployable(model), example, path, input_name, output_name)
+    """Write ``deployable(model)`` to ONNX; returns ``lowbit_levels(model)``. With
+    ``calibration`` (input samples) the file is a QDQ model of the int8 computation instead
+    (see ``int8_reference``): ``convert`` then needs no calibration."""
+    if calibration is None:
+        export_onnx(deployable(model), example, path, input_name, output_name)
+    else:
+        with tempfile.TemporaryDirectory() as work:
+            plain = Path(work) / "plain.onnx"
+            export_onnx(on_int8_grids(model), example, str(plain), input_name, output_name)
+            int8_reference(str(plain), path, calibration)
     return lowbit_levels(model)
+
+
+# ops whose output holds values of their input (TFLite gives it the input's int8 parameters)
+_SAME_VALUES = frozenset({"Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Identity", "Pad"})
+# ops an activation fuses into (their own output is never an int8 tensor)
+_FUSABLE = frozenset({"Conv", "Gemm", "MatMul", "Add"})
+_ACTIVATION_OPS = frozenset({"Relu", "Clip"})
+
+
+@torch.no_grad()
+def on_int8_grids(model: nn.Module) -> nn.Module:
+    """``deployable(model)`` with BatchNorm folded into its layers and every Conv2d/Linear weight
+    on its per-channel symmetric int8 grid (``max |w_c| / 127``, the converter's): the float
+    model onnxruntime runs then holds the weights the int8 model holds (binary and ternary
+    levels are on the grid already; TTQ's smaller level moves to the nearest int8 code)."""
+    from edgekit.converters.quantizer import symmetric_weights
+    from edgekit.converters.torch import fold_batchnorm
+
+    folded = fold_batchnorm(deployable(model))
+    for m in folded.modules():
+        if _forward_for(m) is not None:
+            q, params = symmetric_weights(m.weight.detach().numpy(), 0)
+            scale = params.scale.reshape(-1, *([1] * (q.ndim - 1)))
+            m.weight.copy_(torch.from_numpy((q.astype(np.float32) * scale).astype(np.float32)))
+    return folded
+
+
+def _int8_tensors(graph) -> list[str]:
+    """The activations the int8 TFLite model holds as int8 tensors of their own: the inputs and
+    every node output except constants, existing QDQ, value-preserving ops (which share their
+    input's parameters) and layer outputs an activation fuses into."""
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    found = [i.name for i in graph.input if i.name not in {t.name for t in graph.initializer}]
+    for node in graph.node:
+        if node.op_type in ("Constant", "QuantizeLinear", "DequantizeLinear") or node.op_type in _SAME_VALUES:
+            continue
+        users = consumers.get(node.output[0], [])
+        if users and all(u.op_type == "QuantizeLinear" for u in users):
+            continue  # PACT's grid already
+        if node.op_type in _FUSABLE and users and all(u.op_type in _ACTIVATION_OPS for u in users):
+            continue
+        found.append(node.output[0])
+    return found
+
+
+def _observed_ranges(model, names: list[str], samples: np.ndarray) -> dict[str, tuple[float, float]]:
+    import onnx
+    import onnxruntime
+
+    probe = copy.deepcopy(model)
+    known = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(
+        onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in names if n not in known
+    )
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = onnxruntime.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    feed = session.get_inputs()[0].name
+    lo = {n: 0.0 for n in names}
+    hi = {n: 0.0 for n in names}
+    for sample in samples:
+        values = dict(
+            zip([o.name for o in session.get_outputs()], session.run(None, {feed: sample[None]}), strict=True)
+        )
+        for n in names:
+            lo[n], hi[n] = min(lo[n], float(values[n].min())), max(hi[n], float(values[n].max()))
+    return {n: (lo[n], hi[n]) for n in names}
+
+
+def _constants(graph) -> dict[str, np.ndarray]:
+    from onnx import numpy_helper
+
+    found = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant":
+            found[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    return found
+
+
+def _add_qdq(graph, name: str, scale: float, zero_point: int) -> str:
+    """QuantizeLinear/DequantizeLinear on ``name``; every reader then reads the dequantized
+    values. Returns the dequantized tensor's name."""
+    import onnx
+
+    helper = onnx.helper
+    graph.initializer.extend(
+        [
+            helper.make_tensor(f"{name}_scale", onnx.TensorProto.FLOAT, [], [scale]),
+            helper.make_tensor(f"{name}_zero_point", onnx.TensorProto.INT8, [], [zero_point]),
+        ]
+    )
+    is_output = name in {o.name for o in graph.output}
+    source, dequantized = (f"{name}_float", name) if is_output else (name, f"{name}_dequantized")
+    for node in graph.node:
+        node.output[:] = [source if o == name else o for o in node.output]
+        if not is_output:
+            node.input[:] = [dequantized if i == name else i for i in node.input]
+    qdq = [
+        helper.make_node("QuantizeLinear", [source, f"{name}_scale", f"{name}_zero_point"], [f"{name}_int8"]),
+        helper.make_node("DequantizeLinear", [f"{name}_int8", f"{name}_scale", f"{name}_zero_point"], [dequantized]),
+    ]
+    producers = [k for k, node in enumerate(graph.node) if source in node.output]
+    at = producers[0] + 1 if producers else 0
+    for k, node in enumerate(qdq):
+        graph.node.insert(at + k, node)
+    return dequantized
+
+
+def _grid_scales(graph) -> dict[str, float]:
+    """Tensor -> the scale of the int8 grid its values are on (dequantized tensors and what
+    value-preserving ops make of them), in graph order."""
+    constants, scales = _constants(graph), {}
+    for node in graph.node:
+        if node.op_type == "DequantizeLinear":
+            scales[node.output[0]] = float(constants[node.input[1]])
+        elif node.op_type in _SAME_VALUES and node.input[0] in scales:
+            scales[node.output[0]] = scales[node.input[0]]
+    return scales
+
+
+def _biases_on_int8_grids(graph) -> None:
+    """Each Conv/Gemm bias on the int32 grid ``input scale * weight scale`` of its channel: the
+    value the int8 model adds is then the value onnxruntime adds."""
+    from onnx import numpy_helper
+
+    from edgekit.converters.quantizer import symmetric_weights
+
+    scales = _grid_scales(graph)
+    initializers = {t.name: t for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 3 or node.input[2] not in initializers:
+            continue
+        weight = numpy_helper.to_array(initializers[node.input[1]])
+        transposed = node.op_type == "Gemm" and not any(a.name == "transB" and a.i for a in node.attribute)
+        _, w_params = symmetric_weights(weight, 1 if transposed else 0)
+        bias_scale = (scales[node.input[0]] * w_params.scale.astype(np.float64)).astype(np.float32).astype(np.float64)
+        bias = numpy_helper.to_array(initializers[node.input[2]]).astype(np.float64)
+        snapped = (np.round(bias / bias_scale) * bias_scale).astype(np.float32)
+        initializers[node.input[2]].CopyFrom(numpy_helper.from_array(snapped, node.input[2]))
+
+
+def int8_reference(source: str, path: str, calibration: np.ndarray) -> None:
+    """Write ``source`` (an ONNX model on int8 grids, see ``on_int8_grids``) as the QDQ model of
+    its int8 computation: QuantizeLinear/DequantizeLinear on the input and on every activation
+    the int8 model holds, with the converter's parameters for the range observed on
+    ``calibration`` (PACT's ``[0, alpha]`` grids kept), and biases on their int32 grids.
+    ``convert`` takes these parameters as they are; onnxruntime runs the same arithmetic in
+    float, so the two differ only where float rounding tips a value across a rounding boundary."""
+    import onnx
+
+    from edgekit.converters.quantizer import activation_params
+
+    model = onnx.load(source)
+    names = _int8_tensors(model.graph)
+    for name, (lo, hi) in _observed_ranges(model, names, np.asarray(calibration, np.float32)).items():
+        params = activation_params(lo, hi)
+        _add_qdq(model.graph, name, float(params.scale[0]), int(params.zero_point[0]))
+    _biases_on_int8_grids(model.graph)
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
 
 
 def train_lowbit(

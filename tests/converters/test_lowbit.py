@@ -159,12 +159,26 @@ def test_pact_gradient_is_one_for_alpha_where_x_reaches_it():
     assert len(torch.unique(four_bit)) <= 16 and abs(float(four_bit.max()) - 1.5) < 1e-6
 
 
-def test_pact_alpha_trains_and_becomes_the_int8_range(digits, tmp_path):
+@pytest.fixture(scope="module")
+def pact_model(digits):
+    x_tr, _, y_tr, _, dense = digits
+    model = pact_activations(dense, alpha=1.0, bits=8)
+    return train_lowbit(model, x_tr, y_tr, epochs=1, lr=1e-3, alpha_lr=0.05)
+
+
+def _output_ranges(graph) -> list[float]:
+    """The top of each weighted layer's int8 output grid, the classifier's left out."""
+    return [
+        (127 - int(t.quant.zero_point[0])) * float(t.quant.scale[0])
+        for t in (graph.tensors[n.outputs[0]] for n in _weighted(graph)[:-1])
+    ]
+
+
+def test_pact_alpha_trains_and_becomes_the_int8_range(digits, pact_model, tmp_path):
     import onnx
 
     x_tr, x_te, y_tr, y_te, dense = digits
-    model = pact_activations(dense, alpha=1.0, bits=8)
-    train_lowbit(model, x_tr, y_tr, epochs=1, lr=1e-3, alpha_lr=0.05)
+    model = pact_model
     alphas = pact_alphas(model)
     assert len(alphas) == 4 and all(abs(a - 1.0) > 0.05 for a in alphas.values())
     path = tmp_path / "pact.onnx"
@@ -184,12 +198,10 @@ def test_pact_alpha_trains_and_becomes_the_int8_range(digits, tmp_path):
     out = tmp_path / "pact.tflite"
     assert convert(str(path), out, quantize="int8", calibration=x_tr[:100]).partitions == 1
     graph = read_graph(out.read_bytes())
-    ranges = [
-        (127 - int(t.quant.zero_point[0])) * float(t.quant.scale[0])
-        for t in (graph.tensors[n.outputs[0]] for n in _weighted(graph)[:-1])
-    ]
-    # each layer's output grid ends at alpha; measured: after training, the first layer's range came
-    # out as its calibrated (wider) range instead: an open converter question, see the issue's note
+    ranges = _output_ranges(graph)
+    # each layer's output grid ends at alpha; the first layer's output also feeds a PAD (the
+    # next conv's stride-2 padding), whose calibrated range is measured on the float model
+    # without PACT's clip and widens the group: see the xfail test below
     assert np.allclose(ranges[1:], list(alphas.values())[1:], rtol=1e-6)
     assert ranges[0] >= list(alphas.values())[0] * (1 - 1e-6)
     assert all(isinstance(m, PACT) for m in (model.features[2], model.features[8]))
@@ -204,3 +216,90 @@ def test_deployable_is_plain_layers(digits):
     assert not any(isinstance(m, LowBitLayer) for m in plain.modules())
     w = plain.features[3].weight.detach().flatten(1)
     assert all(len(torch.unique(row)) == 2 for row in w)
+
+
+def _int8_output_codes(onnx_path, tflite_path, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The int8 codes of the logits from onnxruntime (graph optimizations off: the ONNX
+    arithmetic as specified) and from the TFLite model, on the output's QDQ grid."""
+    import onnx
+    import onnxruntime
+    from onnx import numpy_helper
+
+    scale = next(
+        float(numpy_helper.to_array(t)) for t in onnx.load(onnx_path).graph.initializer if t.name == "logits_scale"
+    )
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    runner = TFLiteRunner(tflite_path.read_bytes(), threads=1)
+    onnx_logits = np.concatenate([session.run(None, {"image": v[None]})[0] for v in x])
+    tflite_logits = np.stack([runner({"image": v[None]})["logits"][0] for v in x])
+    return np.round(onnx_logits / scale), np.round(tflite_logits / scale)
+
+
+@pytest.fixture(scope="module")
+def int8_references(digits, converted, pact_model, tmp_path_factory):
+    """name -> (QDQ export, its int8 TFLite converted without calibration)."""
+    x_tr = digits[0]
+    work = tmp_path_factory.mktemp("qdq")
+    models = {method: found[0] for method, found in converted.items()} | {"pact": pact_model}
+    exported = {}
+    for name, model in models.items():
+        onnx_path, tflite_path = work / f"{name}.onnx", work / f"{name}.tflite"
+        export_lowbit(model, EXAMPLE, str(onnx_path), calibration=x_tr[:100])
+        assert convert(str(onnx_path), tflite_path, quantize="int8").partitions == 1
+        exported[name] = (onnx_path, tflite_path)
+    return exported
+
+
+@pytest.mark.parametrize(("name", "equal_share"), [("binary", 0.99), ("ttq", 0.99), ("pact", 0.85)])
+def test_qdq_export_agrees_with_onnxruntime_bit_for_bit(digits, int8_references, name, equal_share):
+    _, x_te, _, y_te, _ = digits
+    onnx_codes, tflite_codes = _int8_output_codes(*int8_references[name], x_te)
+    steps = np.abs(onnx_codes - tflite_codes)
+    # the same int8 grids, weights and int32 biases; onnxruntime (graph optimizations off) computes
+    # the integer result exactly, the int8 kernels requantize with a rounded multiplier, which
+    # now and then lands one step off (measured on width 1: binary and TTQ 359-360 of 360 digits
+    # with equal logit codes, PACT 325-331; never more than one step apart)
+    assert np.mean((steps == 0).all(1)) >= equal_share
+    assert steps.max() <= 1
+
+
+def test_qdq_export_carries_pact_alpha_as_each_layers_int8_range(int8_references, pact_model):
+    graph = read_graph(int8_references["pact"][1].read_bytes())
+    grids = [m.scale for m in deployable(pact_model).modules() if type(m).__name__ == "_ClipOnInt8Grid"]
+    assert np.allclose(_output_ranges(graph), list(pact_alphas(pact_model).values()), rtol=1e-6)
+    outputs = [graph.tensors[n.outputs[0]].quant for n in _weighted(graph)[:-1]]
+    assert [int(q.zero_point[0]) for q in outputs] == [-128] * 4  # [0, alpha]: ReLU-style
+    assert np.allclose([float(q.scale[0]) for q in outputs], grids, rtol=1e-6)  # torch's grid step
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="converter: quantize_graph unions a PAD output's calibrated (unclipped) range with the "
+    "trained QDQ range of its input; fix proposed in the lowbit report (quantizer.shared_copies)",
+)
+def test_calibrated_conversion_keeps_pact_alpha_as_each_layers_int8_range(digits, pact_model, tmp_path):
+    path, out = tmp_path / "pact.onnx", tmp_path / "pact.tflite"
+    export_lowbit(pact_model, EXAMPLE, str(path))
+    convert(str(path), out, quantize="int8", calibration=digits[0][:100])
+    ranges = _output_ranges(read_graph(out.read_bytes()))
+    assert np.allclose(ranges, list(pact_alphas(pact_model).values()), rtol=1e-6)
+
+
+def test_ttq_with_layer_scales_puts_every_channel_on_the_same_codes(digits, tmp_path):
+    x_tr, _, y_tr, _, dense = digits
+    model = lowbit_weights(dense, "ttq", per_channel_scales=False)
+    assert all(m.quantizer.w_positive.shape == (1,) for m in model.modules() if isinstance(m, LowBitLayer))
+    train_lowbit(model, x_tr, y_tr, epochs=1, lr=1e-3)
+    path, out = tmp_path / "ttq.onnx", tmp_path / "ttq.tflite"
+    export_lowbit(model, EXAMPLE, str(path), calibration=x_tr[:100])
+    convert(str(path), out, quantize="int8")
+    graph = read_graph(out.read_bytes())
+    for node in _weighted(graph)[1:-1]:
+        codes = graph.tensors[node.inputs[WEIGHTED[node.op][0]]].data
+        values = set(np.unique(codes).tolist())
+        # {-k, 0, 127} in every channel, or its negation where the folded BatchNorm scale is negative
+        k = min(abs(v) for v in values if v)
+        assert values <= {-127, -k, 0, k, 127}
+        assert all(len(np.unique(c)) <= 3 for c in _channels(graph, node))
