@@ -131,7 +131,42 @@ def _compression_report(data: bytes, compression: str) -> dict:
     report = {"method": compression, "model_bytes": len(data)}
     if data:
         report["zero_byte_share"] = round(data.count(0) / len(data), 4)
+    low_bit = _low_bit_weights(data)
+    if low_bit:
+        report["low_bit_weights"] = low_bit
     return report
+
+
+# an int8 weight tensor with this many distinct values or fewer in each channel is binary or ternary
+LOW_BIT_MAX_VALUES = 4
+
+
+def _low_bit_weights(data: bytes) -> dict | None:
+    """The int8 tensors of a .tflite model holding 2 to ``LOW_BIT_MAX_VALUES`` distinct values in
+    each channel (binary and ternary weights): how many values, the bytes they take in the model
+    and the bytes they need at the bits their values need (each channel's values numbered);
+    compression takes most of the difference. None for other models, none such or without the
+    ``tflite`` schema package."""
+    import math
+
+    try:
+        from edgekit.runtime.weights import constant_tensors
+
+        tensors = constant_tensors(data)
+    except ImportError:
+        return None
+    except Exception:  # the flatbuffer reader raises whatever a damaged file provokes; not ours to judge here
+        return None
+    low = [t for t in tensors if t.dtype == "int8" and 2 <= t.channel_distinct <= LOW_BIT_MAX_VALUES]
+    if not low:
+        return None
+    return {
+        "tensors": len(low),
+        "values": sum(t.values for t in low),
+        "model_bytes": sum(t.nbytes for t in low),
+        "packed_bytes": sum(math.ceil(t.values * t.bits / 8) for t in low),
+        "int8_weight_bytes": sum(t.nbytes for t in tensors if t.dtype == "int8"),
+    }
 
 
 def model_signature(name: str, data: bytes, strict: bool = True) -> Signature | None:
