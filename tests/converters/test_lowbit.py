@@ -199,11 +199,9 @@ def test_pact_alpha_trains_and_becomes_the_int8_range(digits, pact_model, tmp_pa
     assert convert(str(path), out, quantize="int8", calibration=x_tr[:100]).partitions == 1
     graph = read_graph(out.read_bytes())
     ranges = _output_ranges(graph)
-    # each layer's output grid ends at alpha; the first layer's output also feeds a PAD (the
-    # next conv's stride-2 padding), whose calibrated range is measured on the float model
-    # without PACT's clip and widens the group: see the xfail test below
-    assert np.allclose(ranges[1:], list(alphas.values())[1:], rtol=1e-6)
-    assert ranges[0] >= list(alphas.values())[0] * (1 - 1e-6)
+    # each layer's output grid ends at alpha, the first one's too although it also feeds a PAD
+    # (the next conv's stride-2 padding) whose calibrated range lacks PACT's clip
+    assert np.allclose(ranges, list(alphas.values()), rtol=1e-6)
     assert all(isinstance(m, PACT) for m in (model.features[2], model.features[8]))
     runner = TFLiteRunner(out.read_bytes(), threads=1)
     logits = np.stack([runner({"image": v[None]})["logits"][0] for v in x_te])
@@ -274,11 +272,6 @@ def test_qdq_export_carries_pact_alpha_as_each_layers_int8_range(int8_references
     assert np.allclose([float(q.scale[0]) for q in outputs], grids, rtol=1e-6)  # torch's grid step
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="converter: quantize_graph unions a PAD output's calibrated (unclipped) range with the "
-    "trained QDQ range of its input; fix proposed in the lowbit report (quantizer.shared_copies)",
-)
 def test_calibrated_conversion_keeps_pact_alpha_as_each_layers_int8_range(digits, pact_model, tmp_path):
     path, out = tmp_path / "pact.onnx", tmp_path / "pact.tflite"
     export_lowbit(pact_model, EXAMPLE, str(path))
