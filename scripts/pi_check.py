@@ -2,8 +2,9 @@
 script run on an arm64 board (or under qemu: scripts/arm64_userland.py).
 
     python scripts/pi_check.py convert OUT_DIR          # host: convert the sample model (fp32, int8, and
-                                                        # int8 after channel pruning, sparsity and
-                                                        # clustering) and sign an OTA package of the int8 one
+                                                        # int8 after channel pruning, sparsity,
+                                                        # clustering, ternary and binary weights) and
+                                                        # sign an OTA package of the int8 one
     python -I scripts/pi_check.py run OUT_DIR NAME      # host or board: outputs -> OUT_DIR/NAME.json
     python scripts/pi_check.py compare OUT_DIR A B      # max |A - B| and argmax agreement per model
 
@@ -27,6 +28,34 @@ import numpy as np
 MODELS = ("digits_fp32.tflite", "digits_int8.tflite")
 PRUNED = ("digits_channels50_int8.tflite", "digits_sparse80_int8.tflite", "digits_clusters16_int8.tflite")
 STEM = "stem_s2d_int8.tflite"  # a 7x7/2 conv on 3 channels, converted with --stem-block 4
+LOWBIT = {"digits_ternary_int8.tflite": 3, "digits_binary_int8.tflite": 2}  # model -> values per channel
+
+
+def _low_bit(dense, levels: int):
+    """The digits CNN with its inner convolutions' weights projected as TWN (3 levels: 0 below
+    0.7 x mean |w|, else +-the mean of the rest) or BWN (2 levels: +-mean |w|) do it, per output
+    channel; the first convolution and the classifier stay as they are, as the papers keep them.
+    Returns the model and the inner convolutions' node names."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.ModelProto()
+    model.CopyFrom(dense)
+    inits = {i.name: i for i in model.graph.initializer}
+    inner = [n for n in model.graph.node if n.op_type == "Conv"][1:]
+    for node in inner:
+        w = numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)
+        flat = w.reshape(w.shape[0], -1)
+        if levels == 2:
+            projected = np.where(flat >= 0, 1.0, -1.0) * np.abs(flat).mean(1, keepdims=True)
+        else:
+            kept = np.abs(flat) > 0.7 * np.abs(flat).mean(1, keepdims=True)
+            scale = (np.abs(flat) * kept).sum(1, keepdims=True) / np.maximum(kept.sum(1, keepdims=True), 1)
+            projected = np.sign(flat) * kept * scale
+        inits[node.input[1]].CopyFrom(
+            numpy_helper.from_array(projected.reshape(w.shape).astype(np.float32), node.input[1])
+        )
+    return model, [n.name for n in inner]
 
 
 def _stem_model():
@@ -132,6 +161,10 @@ def main() -> None:
         pruned = (prune_channels(dense, 0.5), magnitude_prune(dense, 0.8)[0], cluster_weights(dense, 16))
         for name, model in zip(PRUNED, pruned, strict=True):
             convert(model, out / name, quantize="int8", calibration=data["x_calib"])
+        for name, levels in LOWBIT.items():  # the writer's self-check holds the inner layers to their levels
+            model, inner = _low_bit(dense, levels)
+            bound = {node: levels for node in inner}
+            convert(model, out / name, quantize="int8", calibration=data["x_calib"], max_weight_values=bound)
         images = np.random.default_rng(1).uniform(-1, 1, (48, 3, 64, 64)).astype(np.float32)
         convert(_stem_model(), out / STEM, quantize="int8", calibration=images[:16], stem_block=4)
         np.save(out / "stem_inputs.npy", images[16:].transpose(0, 2, 3, 1))
@@ -147,7 +180,7 @@ def main() -> None:
             "backends": available(),
             "board": detect().id,
         }
-        paths = {name: out / name for name in (*MODELS, *PRUNED) if (out / name).exists()}
+        paths = {name: out / name for name in (*MODELS, *PRUNED, *LOWBIT) if (out / name).exists()}
         if (out / "fleet.tuf").exists():  # the device's OTA path, end to end: TUF metadata, download, install
             paths["package:" + MODELS[1]] = _deploy_package(out, sys.argv[3])
         if (out / STEM).exists():
