@@ -18,8 +18,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from edgekit.converters.config import ParameterError
 from edgekit.converters.ir import Graph
-from edgekit.errors import InputError, InvalidModelError, ShapeError, UnsupportedModelError
+from edgekit.errors import InvalidModelError, ShapeError, UnsupportedModelError
 
 MIN_OPSET = 7
 MAX_OPSET = 21
@@ -59,6 +60,8 @@ def read_model(source: str | os.PathLike | onnx.ModelProto | bytes) -> OnnxSourc
         ) from None
     if not model.graph.node or not model.graph.output:
         raise InvalidModelError(f"{where} is not an ONNX model with a graph (no nodes or no outputs)")
+    if path is not None and _has_external_data(model):
+        data = _load_external_data(model, Path(path))
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
@@ -71,6 +74,24 @@ def read_model(source: str | os.PathLike | onnx.ModelProto | bytes) -> OnnxSourc
             f"(re-export the model with an opset in that range)"
         )
     return OnnxSource(model, hashlib.sha256(data).hexdigest(), path)
+
+
+def _has_external_data(model: onnx.ModelProto) -> bool:
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+
+
+def _load_external_data(model: onnx.ModelProto, path: Path) -> bytes:
+    """Weights kept beside the model (``model.onnx.data``: what torch's exporter writes by default)
+    are read into it; onnx refuses locations outside the model's folder. Returns the whole
+    model's bytes, so its digest covers the weights too."""
+    from onnx.external_data_helper import load_external_data_for_model
+
+    try:
+        load_external_data_for_model(model, str(path.resolve().parent))
+    except (OSError, ValueError, onnx.checker.ValidationError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise InvalidModelError(f"{path}: cannot read the weights it keeps in another file: {first}") from None
+    return model.SerializeToString()
 
 
 def edit_model(
@@ -86,22 +107,28 @@ def edit_model(
     inputs = {vi.name: vi for vi in graph_inputs(m)}
     for name, value in (input_values or {}).items():
         if name not in inputs:
-            raise InputError(f"--input-value {name}: the model has no input {name!r}; its inputs are {list(inputs)}")
+            raise ParameterError(
+                f"{{input_values}}: the model has no input {name!r}; its inputs are {list(inputs)}", input_values=name
+            )
         vi = inputs[name]
         dims = _dims(vi)
         if any(not isinstance(d, int) for d in dims):
-            raise InputError(f"--input-value {name}: the input's shape {dims} is not fixed")
+            raise ParameterError(f"{{input_values}}: the input's shape {dims} is not fixed", input_values=name)
         try:
             array = np.broadcast_to(np.asarray(value, dtype=input_dtype(vi)), tuple(dims)).copy()
         except ValueError:
-            raise InputError(f"--input-value {name}: {value!r} does not fit the input's shape {dims}") from None
+            raise ParameterError(
+                f"{{input_values}}: {value!r} does not fit the input's shape {dims}", input_values=name
+            ) from None
         m.graph.input.remove(vi)
         m.graph.initializer.append(numpy_helper.from_array(array, name))
     if outputs:
         produced = {o for n in m.graph.node for o in n.output if o} | {vi.name for vi in m.graph.input}
         unknown = [o for o in outputs if o not in produced]
         if unknown:
-            raise InputError(f"--outputs: no tensor named {unknown} in the model (edgekit inspect lists node outputs)")
+            raise ParameterError(
+                f"{{outputs:}}: no tensor named {unknown} in the model (edgekit inspect lists node outputs)"
+            )
         _cut(m, outputs)
     return m
 
