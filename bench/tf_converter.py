@@ -67,7 +67,7 @@ def compare(folder: Path, tf_python: str, calibration_samples: int, rounds: int)
     from ai_edge_litert.interpreter import Interpreter
 
     from edgekit.converters import convert
-    from edgekit.converters.pipeline import xnnpack_partitions
+    from edgekit.converters.harness import xnnpack_partitions
     from edgekit.converters.verification import sqnr_db
 
     rng = np.random.default_rng(0)

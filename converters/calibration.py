@@ -178,43 +178,32 @@ def calibrate(
 
     Tensors named in ``channel_means`` also get the mean of each channel (last axis) over the
     run, written back into that dict (bias correction uses them)."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    from edgekit.converters.harness import open_tflite
 
     if method not in OBSERVERS:
         raise CalibrationError(f"unknown calibration method '{method}'; choose one of {sorted(OBSERVERS)}")
-    interpreter = Interpreter(
-        model_content=model,
-        num_threads=2,
-        experimental_preserve_all_tensors=True,
-        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-    )
-    interpreter.allocate_tensors()
-    runner = interpreter.get_signature_runner("serving_default")
-    inputs = runner.get_input_details()
-    del runner  # it holds views into the interpreter, which invoke() refuses
-    tensors = [d for d in interpreter.get_tensor_details() if d["dtype"] == np.float32]
+    session = open_tflite(model, threads=2, xnnpack=False, preserve_all_tensors=True)
+    inputs = {spec.name: spec for spec in session.inputs}
+    tensors = [t for t in session.tensors() if t.dtype == np.float32]
     observers: dict[str, Observer] = {}
     with progress(f"calibrating ({method})", total=len(samples), unit="samples") as bar:
         for sample in samples:
+            feeds = {}
             for name, value in sample.items():
                 perm = io_layout.get(name)
                 value = np.transpose(value, perm) if perm else value
-                interpreter.set_tensor(
-                    inputs[name]["index"], np.ascontiguousarray(value, np.float32).reshape(inputs[name]["shape"])
-                )
-            interpreter.invoke()
-            for detail in tensors:
-                try:
-                    value = interpreter.get_tensor(detail["index"])
-                except ValueError:
+                feeds[name] = np.ascontiguousarray(value, np.float32).reshape(inputs[name].shape)
+            session.run(feeds)
+            for tensor in tensors:
+                value = session.tensor(tensor, raw=True)
+                if value is None or value.size == 0:
                     continue
-                if value.size == 0:
-                    continue
-                observers.setdefault(detail["name"], OBSERVERS[method]()).observe(value)
-                if channel_means is not None and detail["name"] in channel_means:
+                observers.setdefault(tensor.name, OBSERVERS[method]()).observe(value)
+                if channel_means is not None and tensor.name in channel_means:
                     means = value.reshape(-1, value.shape[-1]).mean(axis=0) / len(samples)
-                    channel_means[detail["name"]] = channel_means[detail["name"]] + means
+                    channel_means[tensor.name] = channel_means[tensor.name] + means
             bar.update()
     # graph outputs keep their full range: clipping what the user reads costs more than it saves
-    outputs = {d["name"] for d in interpreter.get_output_details()}
+    output_indices = {spec.index for spec in session.outputs}
+    outputs = {t.name for t in session.tensors() if t.index in output_indices}
     return {name: (obs.lo, obs.hi) if name in outputs else obs.range() for name, obs in observers.items()}

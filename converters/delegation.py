@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from edgekit.converters.harness import open_tflite
 from edgekit.converters.ir import Graph, Node
 from edgekit.converters.tflite_writer import serialize
 
@@ -35,8 +36,6 @@ def ops_model(graph: Graph, nodes: list[Node]) -> bytes:
 
 
 def undelegated_ops(graph: Graph) -> list[Node]:
-    from ai_edge_litert.interpreter import Interpreter
-
     left: list[Node] = []
     cache: dict[tuple, bool] = {}
     for node in graph.nodes:
@@ -46,9 +45,8 @@ def undelegated_ops(graph: Graph) -> list[Node]:
             tuple((graph.tensors[i].dtype.str, graph.tensors[i].shape) for i in node.inputs if i),
         )
         if key not in cache or node.op in ("ADD", "SUB", "MUL", "CONCATENATION"):
-            interpreter = Interpreter(model_content=single_op_model(graph, node), num_threads=1)
-            interpreter.allocate_tensors()
-            cache[key] = any(op["op_name"] == "DELEGATE" for op in interpreter._get_ops_details())
+            with open_tflite(single_op_model(graph, node)) as session:
+                cache[key] = bool(session.delegated_partitions())
         if not cache[key]:
             left.append(node)
     return left

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit.converters.harness import TFLiteRunner, onnx_intermediates
 from edgekit.converters.passes.layout import resolve_layout
 from edgekit.converters.tflite_reader import metadata, operator_names
 from edgekit.converters.verification import sqnr_db
@@ -47,71 +48,36 @@ class LayerReport:
         return json.dumps({"layers": [asdict(layer) for layer in self.layers]}, indent=1, default=float)
 
 
-def _onnx_intermediates(model, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    import onnx
-    import onnxruntime as ort
-    from onnx import helper
-
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    names = list(dict.fromkeys(o for n in m.graph.node for o in n.output if o))
-    del m.graph.output[:]
-    m.graph.output.extend(helper.ValueInfoProto(name=o) for o in names)
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
-    session = ort.InferenceSession(m.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds), strict=True))
-
-
 def compare_layers(onnx_model, tflite_model: bytes | str | os.PathLike, sample: dict[str, np.ndarray]) -> LayerReport:
     """``sample``: one input per ONNX input name, in the ONNX layout (batch included)."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
     from edgekit.converters.onnx_frontend import read_model
-    from edgekit.converters.verification import TFLiteRunner
 
     source = read_model(onnx_model)
     data = tflite_model if isinstance(tflite_model, bytes) else Path(tflite_model).read_bytes()
     info = metadata(data).get("edgekit", {})
     layouts = info.get("tensor_layouts", {}) if isinstance(info, dict) else {}
-    reference = _onnx_intermediates(source.model, sample)
-
-    interpreter = Interpreter(
-        model_content=data,
-        num_threads=1,
-        experimental_preserve_all_tensors=True,
-        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-    )
-    interpreter.allocate_tensors()
-    runner = TFLiteRunner(data)
-    for name, value in sample.items():  # the runner knows the model's layout and int8 inputs
-        interpreter.set_tensor(runner.input_details[name]["index"], runner.prepare(name, value))
-    interpreter.invoke()
+    reference = onnx_intermediates(source.model, sample)
+    runner = TFLiteRunner(data, threads=1, xnnpack=False, preserve_all_tensors=True)
+    runner(sample)  # the runner knows the model's layout and int8 inputs
 
     producers = _producer_ops(data)
     layers = []
-    for detail in interpreter.get_tensor_details():
-        index, name = detail["index"], detail["name"]
-        if index not in producers:
+    for spec in runner.session.tensors():
+        if spec.index not in producers:
             continue
-        src, perm = resolve_layout(name, layouts)
+        src, perm = resolve_layout(spec.name, layouts)
         if src not in reference:
             continue
-        try:
-            value = interpreter.get_tensor(index)
-        except ValueError:
+        value = runner.session.tensor(spec)
+        if value is None:
             continue
-        scale, zero_point = detail["quantization"]
-        if value.dtype in (np.int8, np.uint8, np.int16) and scale:
-            value = (value.astype(np.float32) - zero_point) * scale
         ref = np.asarray(reference[src], np.float32)
         if perm is not None:
             value = np.transpose(value, np.argsort(perm))
         if value.size != ref.size:
             continue
         value = value.reshape(ref.shape)
-        layers.append(LayerError(src, producers[index], sqnr_db(ref, value), float(np.max(np.abs(ref - value)))))
+        layers.append(LayerError(src, producers[spec.index], sqnr_db(ref, value), float(np.max(np.abs(ref - value)))))
     return LayerReport(layers)
 
 

@@ -20,7 +20,7 @@ from onnx import helper, numpy_helper
 
 from edgekit.converters.config import ParameterError
 from edgekit.converters.ir import Graph
-from edgekit.errors import InvalidModelError, ShapeError, UnsupportedModelError
+from edgekit.errors import BackendError, InvalidModelError, ShapeError, UnsupportedModelError
 
 MIN_OPSET = 7
 MAX_OPSET = 21
@@ -296,30 +296,24 @@ def _constant_outputs(model: onnx.ModelProto) -> set[str]:
 
 def evaluate(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
     """Run the model once on zeros with every intermediate tensor exposed."""
-    import onnxruntime as ort
+    from edgekit.converters.harness import onnx_intermediates
 
     m = onnx.ModelProto()
     m.CopyFrom(model)
-    wanted = [o for n in m.graph.node for o in n.output if o]
-    del m.graph.output[:]
-    m.graph.output.extend(helper.ValueInfoProto(name=o) for o in dict.fromkeys(wanted))
     for vi in m.graph.input:
         if vi.name in shapes:
             dims = vi.type.tensor_type.shape.dim
             for d, v in zip(dims, shapes[vi.name], strict=True):
                 d.Clear()
                 d.dim_value = v
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
     try:
-        session = ort.InferenceSession(m.SerializeToString(), options, providers=["CPUExecutionProvider"])
         feeds = {vi.name: np.zeros(shapes[vi.name], input_dtype(vi)) for vi in graph_inputs(model)}
-        values = session.run(None, feeds)
+        return onnx_intermediates(m, feeds)
+    except BackendError as exc:  # refused at load: the backend's message says so
+        raise InvalidModelError(f"{exc} (with the fixed input shapes)") from None
     except Exception as exc:
         msg = str(exc).strip().splitlines()[0][:300]
         raise InvalidModelError(f"onnxruntime cannot run the model with the fixed input shapes: {msg}") from None
-    return {o.name: v for o, v in zip(session.get_outputs(), values, strict=True)}
 
 
 def _inline_constant_ifs(model: onnx.ModelProto, values: dict, constant: set[str]) -> bool:

@@ -11,6 +11,7 @@ from typing import Any
 from edgekit import __version__
 from edgekit.converters import onnx_frontend
 from edgekit.converters.config import ParameterError, PruneConfig, QuantConfig
+from edgekit.converters.harness import xnnpack_partitions
 from edgekit.converters.io_layout import IO_LAYOUTS, IoLayout
 from edgekit.converters.ir import Graph
 from edgekit.converters.lowering.driver import describe, lower, unsupported_nodes
@@ -368,17 +369,6 @@ def _layout_decisions(tfl: Graph, io_layout: IoLayout) -> dict[str, IoDecision]:
                 layout, why = None, "as in the ONNX model"
             decisions[name] = IoDecision(kind, name, shape, layout, why)
     return decisions
-
-
-def xnnpack_partitions(model: bytes) -> int | None:
-    """How many XNNPACK delegate partitions LiteRT makes of the model (None without LiteRT)."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        return None
-    interpreter = Interpreter(model_content=model, num_threads=1)
-    interpreter.allocate_tensors()
-    return sum(1 for op in interpreter._get_ops_details() if op["op_name"] == "DELEGATE")
 
 
 def _lossy_layers(model, graph: Graph, tfl: Graph, calibration, max_drop: float) -> list[str]:

@@ -363,24 +363,14 @@ def _int8_tensors(graph) -> list[str]:
 
 
 def _observed_ranges(model, names: list[str], samples: np.ndarray) -> dict[str, tuple[float, float]]:
-    import onnx
-    import onnxruntime
+    from edgekit.converters.harness import OnnxRunner, exposing
 
-    probe = copy.deepcopy(model)
-    known = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(
-        onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in names if n not in known
-    )
-    options = onnxruntime.SessionOptions()
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = onnxruntime.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    feed = session.get_inputs()[0].name
+    runner = OnnxRunner(exposing(model, names), optimization="none")
+    feed = runner.input_names[0]
     lo = {n: 0.0 for n in names}
     hi = {n: 0.0 for n in names}
     for sample in samples:
-        values = dict(
-            zip([o.name for o in session.get_outputs()], session.run(None, {feed: sample[None]}), strict=True)
-        )
+        values = runner({feed: sample[None]})
         for n in names:
             lo[n], hi[n] = min(lo[n], float(values[n].min())), max(hi[n], float(values[n].max()))
     return {n: (lo[n], hi[n]) for n in names}

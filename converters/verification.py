@@ -3,14 +3,13 @@ and say how far apart they are."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from edgekit.converters.harness import OnnxRunner, TFLiteRunner
 from edgekit.errors import InputError, InvalidModelError
-from edgekit.runtime.signature import Signature
 from edgekit.runtime.validate import validate_tflite
 
 
@@ -86,55 +85,6 @@ def load_samples(data, input_names: list[str]) -> dict[str, np.ndarray]:
     raise InputError(f"{path} has arrays {keys}; name them after the model's inputs {input_names}")
 
 
-class TFLiteRunner:
-    """A LiteRT interpreter fed by source-layout float arrays (layout and int8 I/O handled, as the
-    model's :class:`~edgekit.runtime.signature.Signature` says)."""
-
-    def __init__(self, model: bytes, threads: int | None = None) -> None:
-        from ai_edge_litert.interpreter import Interpreter
-
-        self.interpreter = Interpreter(model_content=model, num_threads=threads or os.cpu_count() or 1)
-        self.interpreter.allocate_tensors()
-        self.signature = Signature.from_model(".tflite", model)
-        self.tensors = {t.name: t for t in (*self.signature.inputs, *self.signature.outputs)}
-        signature = self.interpreter.get_signature_list()["serving_default"]
-        self.input_names: list[str] = list(signature["inputs"])
-        self.output_names: list[str] = list(signature["outputs"])
-        self.runner = self.interpreter.get_signature_runner("serving_default")
-        self.input_details = self.runner.get_input_details()
-        self.output_details = self.runner.get_output_details()
-
-    def source_shape(self, name: str) -> tuple[int, ...]:
-        """Input ``name``'s shape in the source (ONNX) model's layout."""
-        shape = tuple(int(d) for d in self.input_details[name]["shape"])
-        perm = self.tensors[name].source_perm
-        return tuple(shape[i] for i in np.argsort(perm)) if perm else shape
-
-    def prepare(self, name: str, value: np.ndarray) -> np.ndarray:
-        """A source-layout float array as the model's input ``name`` takes it (layout, int8)."""
-        perm = self.tensors[name].source_perm
-        value = np.transpose(value, perm) if perm else value
-        detail = self.input_details[name]
-        scale, zero_point = detail["quantization"]
-        if detail["dtype"] in (np.int8, np.uint8) and scale:
-            info = np.iinfo(detail["dtype"])
-            value = np.clip(np.round(value / scale + zero_point), info.min, info.max)
-        return np.ascontiguousarray(value.astype(detail["dtype"]).reshape(detail["shape"]))
-
-    def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        results = self.runner(**{name: self.prepare(name, value) for name, value in feeds.items()})
-        outputs = {}
-        for name, value in results.items():
-            scale, zero_point = self.output_details[name]["quantization"]
-            if value.dtype in (np.int8, np.uint8) and scale:
-                value = (value.astype(np.float32) - zero_point) * scale
-            perm = self.tensors[name].source_perm
-            if perm:
-                value = np.transpose(value, np.argsort(perm))
-            outputs[name] = value
-        return outputs
-
-
 def verify(
     onnx_model,
     tflite_model,
@@ -149,7 +99,7 @@ def verify(
 
     source = read_model(onnx_model)
     runner = TFLiteRunner(_tflite_bytes(tflite_model), threads)
-    session = _onnx_session(source.model)
+    reference = _onnx_runner(source.model)
     onnx_inputs = {i.name: i for i in source.model.graph.input}
     if set(runner.input_names) - set(onnx_inputs):
         raise InputError(
@@ -167,7 +117,7 @@ def verify(
     outs: dict[str, list[np.ndarray]] = {n: [] for n in runner.output_names}
     for i in range(count):
         feed = {name: _sample(runner, name, values, i, dtypes[name]) for name, values in feeds_all.items()}
-        ref = dict(zip([o.name for o in session.get_outputs()], session.run(None, feed), strict=True))
+        ref = reference(feed)
         got = runner(feed)
         for name in runner.output_names:
             refs[name].append(np.asarray(ref[name], np.float32))
@@ -191,17 +141,12 @@ def _tflite_bytes(tflite_model) -> bytes:
     return data
 
 
-def _onnx_session(model):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in model.graph.node):
-        # onnxruntime's extended optimisations fuse QDQ pairs into int8 kernels whose u8s8 dot
-        # products saturate in int16 on x86 CPUs without VNNI (AVX2); basic level keeps the QDQ
-        # arithmetic the ONNX spec gives, which is the reference the TFLite model must meet.
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+def _onnx_runner(model) -> OnnxRunner:
+    # onnxruntime's extended optimisations fuse QDQ pairs into int8 kernels whose u8s8 dot
+    # products saturate in int16 on x86 CPUs without VNNI (AVX2); basic level keeps the QDQ
+    # arithmetic the ONNX spec gives, which is the reference the TFLite model must meet.
+    qdq = any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in model.graph.node)
+    return OnnxRunner(model, optimization="basic" if qdq else None)
 
 
 def _random_samples(runner: TFLiteRunner, dtypes: dict, samples: int, seed: int) -> dict[str, np.ndarray]:

@@ -134,9 +134,7 @@ class Session:
                     f"input {spec.name!r} is {value.dtype}; pass float values (quantized for you) or raw=True "
                     f"with {spec.dtype} values"
                 )
-            scale, zero_point = spec.quant
-            info = np.iinfo(spec.dtype)
-            return np.clip(np.round(value / scale + zero_point), info.min, info.max).astype(spec.dtype)
+            return quantize(spec, value)
         if value.dtype != spec.dtype:
             if np.issubdtype(spec.dtype, np.floating) and np.issubdtype(value.dtype, np.floating):
                 return value.astype(spec.dtype)
@@ -168,16 +166,24 @@ class Session:
         results = {}
         for spec in self.outputs:
             value = self._backend.get_output(spec)
-            if spec.quant is not None and not raw:
-                scale, zero_point = spec.quant
-                value = (value.astype(np.float32) - zero_point) * np.float32(scale)
-            results[spec.name] = value
+            results[spec.name] = value if raw else dequantize(spec, value)
         if hooks:
             t3 = time.perf_counter()
             record = InvokeRecord(t0, t2 - t1, t1 - t0, t3 - t2, self.backend, self.threads)
             for hook in hooks:
                 hook(record)
         return results
+
+    def tensors(self) -> list[TensorSpec]:
+        """Every tensor of the model; a .tflite loaded with ``preserve_all_tensors=True`` keeps the
+        intermediates of the last run readable through :meth:`tensor`."""
+        return self._backend.tensors()
+
+    def tensor(self, spec: TensorSpec, raw: bool = False) -> np.ndarray | None:
+        """Tensor ``spec``'s value after the last run (dequantized unless ``raw``), None when the
+        interpreter kept none."""
+        value = self._backend.get_tensor(spec)
+        return value if value is None or raw else dequantize(spec, value)
 
     def _loop_batch(self, feeds: dict) -> int:
         """N when every input of the model has batch 1 and every array fed has the same batch N."""
@@ -238,6 +244,21 @@ class Session:
         self.close()
 
 
+def quantize(spec: TensorSpec, value: np.ndarray) -> np.ndarray:
+    """Float ``value`` as quantized tensor ``spec`` takes it (its scale and zero point)."""
+    scale, zero_point = spec.quant
+    info = np.iinfo(spec.dtype)
+    return np.clip(np.round(value / scale + zero_point), info.min, info.max).astype(spec.dtype)
+
+
+def dequantize(spec: TensorSpec, value: np.ndarray) -> np.ndarray:
+    """The float values quantized tensor ``spec``'s integers stand for (``value`` itself otherwise)."""
+    if spec.quant is None:
+        return value
+    scale, zero_point = spec.quant
+    return (value.astype(np.float32) - zero_point) * np.float32(scale)
+
+
 def default_threads() -> int:
     try:
         from edgekit.devices import detect
@@ -255,6 +276,7 @@ def load(
     delegate: str | None = None,
     xnnpack: bool = True,
     reject_nonfinite: bool | None = None,
+    preserve_all_tensors: bool = False,
 ) -> Session:
     """Load a ``.tflite`` or ``.onnx`` model.
 
@@ -262,7 +284,8 @@ def load(
     set on the interpreter (default: the board's recommended count). ``delegate="edgetpu"``
     or "edgetpu:usb", "edgetpu:usb:0", "edgetpu:pci", "edgetpu::1" loads the Edge TPU delegate
     (pycoral's device strings). ``xnnpack=False`` runs TFLite's built-in kernels.
-    ``reject_nonfinite``: refuse NaN/Inf inputs (default: for quantized inputs only)."""
+    ``reject_nonfinite``: refuse NaN/Inf inputs (default: for quantized inputs only).
+    ``preserve_all_tensors``: keep every intermediate of a .tflite readable (:meth:`Session.tensor`)."""
     if isinstance(path, bytes | bytearray):
         data, where, suffix = bytes(path), "model", ".tflite" if path[4:8] == b"TFL3" else ".onnx"
     else:
@@ -284,7 +307,7 @@ def load(
     factory = resolve(backend, suffix)
 
     def rebuild() -> Backend:
-        return factory(data, threads, device, xnnpack)
+        return factory(data, threads, device, xnnpack, preserve_all_tensors)
 
     return Session(rebuild(), where, rebuild=rebuild, reject_nonfinite=reject_nonfinite)
 

@@ -45,6 +45,14 @@ class Backend:
     def delegated_partitions(self) -> int | None:
         return None
 
+    def tensors(self) -> list[TensorSpec]:
+        """Every tensor of the model, intermediates included."""
+        raise BackendError(f"the {self.name} backend cannot list the model's tensors")
+
+    def get_tensor(self, spec: TensorSpec) -> np.ndarray | None:
+        """Tensor ``spec``'s value after the last invoke; None when the interpreter kept none."""
+        raise BackendError(f"the {self.name} backend cannot read the model's tensors")
+
     def close(self) -> None:
         pass
 

@@ -22,18 +22,43 @@ _TYPES = {
 }
 
 
+# onnxruntime's graph optimization levels by short name
+OPTIMIZATION_LEVELS = {
+    "none": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+
+
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, model: bytes, threads: int, delegate: str | None = None, xnnpack: bool = True) -> None:
+    def __init__(
+        self,
+        model: bytes,
+        threads: int,
+        delegate: str | None = None,
+        xnnpack: bool = True,
+        preserve_all_tensors: bool = False,
+        optimization: str | None = None,
+    ) -> None:
+        """``threads`` 0: onnxruntime's own choice. ``optimization``: a key of OPTIMIZATION_LEVELS
+        (None: onnxruntime's default, every optimization)."""
         import onnxruntime as ort
 
         if delegate is not None:
             raise BackendError("the onnxruntime backend takes no delegate; the Edge TPU runs .tflite models")
+        if preserve_all_tensors:
+            raise BackendError("the onnxruntime backend keeps no intermediates: make them outputs of the model")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        if optimization is not None:
+            if optimization not in OPTIMIZATION_LEVELS:
+                raise BackendError(f"unknown optimization '{optimization}'; choose one of {list(OPTIMIZATION_LEVELS)}")
+            options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPTIMIZATION_LEVELS[optimization])
         self.profiling = False
         try:
             self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])

@@ -17,19 +17,28 @@ EDGETPU_LIBRARY = "libedgetpu.so.1"
 EDGETPU_DEVICE = re.compile(r"^(usb|pci)?(:\d+)?$")
 
 
-def _spec(detail: dict, name: str, layouts: LayoutRecord) -> TensorSpec:
+def _spec(detail: dict, name: str) -> TensorSpec:
     scale, zero_point = detail["quantization"]
     quant = (float(scale), int(zero_point)) if scale else None
     shape = tuple(int(d) for d in detail["shape"])
-    return layouts.label(TensorSpec(name, shape, np.dtype(detail["dtype"]), quant=quant, index=detail["index"]))
+    return TensorSpec(name, shape, np.dtype(detail["dtype"]), quant=quant, index=detail["index"])
 
 
 class _InterpreterBackend(Backend):
     module = ""
 
-    def __init__(self, model: bytes, threads: int, delegate: str | None = None, xnnpack: bool = True) -> None:
+    def __init__(
+        self,
+        model: bytes,
+        threads: int,
+        delegate: str | None = None,
+        xnnpack: bool = True,
+        preserve_all_tensors: bool = False,
+    ) -> None:
         api = importlib.import_module(self.module)
         kwargs = {"model_content": model, "num_threads": threads}
+        if preserve_all_tensors:  # intermediates stay readable after invoke (per-layer work)
+            kwargs["experimental_preserve_all_tensors"] = True
         delegates = []
         if delegate is not None:
             delegates.append(load_edgetpu(api, delegate))
@@ -56,11 +65,12 @@ class _InterpreterBackend(Backend):
             names_in = {d["index"]: n for n, d in runner.get_input_details().items()}
             names_out = {d["index"]: n for n, d in runner.get_output_details().items()}
             del runner  # it keeps views of the interpreter's buffers
+        label = self._layouts.label
         self.inputs = [
-            _spec(d, names_in.get(d["index"], d["name"]), self._layouts) for d in self.interpreter.get_input_details()
+            label(_spec(d, names_in.get(d["index"], d["name"]))) for d in self.interpreter.get_input_details()
         ]
         self.outputs = [
-            _spec(d, names_out.get(d["index"], d["name"]), self._layouts) for d in self.interpreter.get_output_details()
+            label(_spec(d, names_out.get(d["index"], d["name"]))) for d in self.interpreter.get_output_details()
         ]
 
     def set_input(self, spec: TensorSpec, value: np.ndarray) -> None:
@@ -79,6 +89,15 @@ class _InterpreterBackend(Backend):
 
     def delegated_partitions(self) -> int:
         return sum(1 for op in self.interpreter._get_ops_details() if op["op_name"] == "DELEGATE")
+
+    def tensors(self) -> list[TensorSpec]:
+        return [_spec(d, d["name"]) for d in self.interpreter.get_tensor_details()]
+
+    def get_tensor(self, spec: TensorSpec) -> np.ndarray | None:
+        try:
+            return self.interpreter.get_tensor(spec.index)
+        except ValueError:  # an intermediate the interpreter did not keep, or one without data
+            return None
 
     def close(self) -> None:
         self.interpreter = None
