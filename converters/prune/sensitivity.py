@@ -28,13 +28,11 @@ class Sensitivity:
 
 
 def _outputs(model: onnx.ModelProto, samples: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
+    from edgekit.converters.harness import OnnxRunner
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: s[None]})[0] for s in samples])
+    runner = OnnxRunner(model)
+    name = runner.input_names[0]
+    return np.concatenate([next(iter(runner({name: s[None]}).values())) for s in samples])
 
 
 def _score(reference: np.ndarray, output: np.ndarray, labels: np.ndarray | None) -> float:

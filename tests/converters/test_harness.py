@@ -22,7 +22,7 @@ from tests.runtime.models import float_model, int8_model
 N = helper.make_node
 CONVERTERS = Path(__file__).resolve().parents[2] / "converters"
 # modules still opening an interpreter themselves, each to move onto the harness
-NOT_YET_MOVED = {"prune/latency.py", "prune/recovery.py", "prune/sensitivity.py"}
+NOT_YET_MOVED = {"prune/recovery.py"}
 
 
 def _cnn():
