@@ -1,5 +1,6 @@
 """The import rules of docs/ARCHITECTURE.md, checked on the source: the device side (runtime,
-devices, the agent and what it uses) never imports the converters or the fleet manager."""
+devices, the agent and what it uses) never imports the converters or the fleet manager, and the
+converters never import the fleet, the agent, packaging or the CLI (the layers above them)."""
 
 from __future__ import annotations
 
@@ -32,3 +33,13 @@ def imports(path: Path) -> list[str]:
 def test_device_side_imports_no_server_code(path):
     bad = [n for n in imports(path) if n.startswith(FORBIDDEN)]
     assert not bad, f"{path.relative_to(ROOT)} imports {bad} (docs/ARCHITECTURE.md: the device side never does)"
+
+
+CONVERTERS = sorted((ROOT / "converters").rglob("*.py"))
+NOT_FOR_CONVERTERS = ("edgekit.fleet", "edgekit.agent", "edgekit.package", "edgekit.commands")
+
+
+@pytest.mark.parametrize("path", CONVERTERS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_converters_import_no_fleet_agent_package_or_cli(path):
+    bad = [n for n in imports(path) if n.startswith(NOT_FOR_CONVERTERS)]
+    assert not bad, f"{path.relative_to(ROOT)} imports {bad} (docs/ARCHITECTURE.md: converters never do)"
