@@ -10,6 +10,8 @@ weights dequantized at load.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from edgekit.converters.ir import Graph, Node, QuantParams
@@ -163,6 +165,25 @@ def _data_inputs(graph: Graph, node: Node) -> list[str]:
     return [i for i in node.inputs if i and not graph.is_const(i)]
 
 
+@dataclass(frozen=True)
+class _Precision:
+    """What int8 and int16x8 activations change: the dtype, the ops with a kernel, the fixed
+    output parameters, how a range becomes parameters, and the bias integers."""
+
+    sixteen: bool
+    dtype: type
+    supported: frozenset[str]
+    fixed: dict
+    make_params: object
+    bias_dtype: type
+
+    @classmethod
+    def of(cls, activations: str) -> _Precision:
+        if activations == "int16":
+            return cls(True, INT16, INT16_OPS, FIXED_OUTPUT_16, symmetric16_params, np.int64)
+        return cls(False, INT8, INT8_OPS, FIXED_OUTPUT, activation_params, np.int32)
+
+
 def quantize_int8(
     graph: Graph,
     ranges: dict[str, tuple[float, float]],
@@ -180,15 +201,37 @@ def quantize_int8(
     float too (the default: those XNNPACK has no int8 kernel for; pass an empty set for a
     fully integer model, as the Edge TPU needs)."""
     g = graph.copy()
-    sixteen = activations == "int16"
-    act = INT16 if sixteen else INT8
-    supported = INT16_OPS if sixteen else INT8_OPS
-    fixed_table = FIXED_OUTPUT_16 if sixteen else FIXED_OUTPUT
-    make_params = symmetric16_params if sixteen else activation_params
-    if sixteen and io_type != "float32":
+    precision = _Precision.of(activations)
+    if precision.sixteen and io_type != "float32":
         raise UnsupportedModelError("int16x8 models take float32 I/O; drop --io-type")
+    is_int8 = _int8_ops(g, ranges, precision, io_type, keep_float, float_ops)
+    # tensors that become int8: touched by an int8 op (data inputs and outputs)
+    quantized: set[str] = set()
+    for n in g.nodes:
+        if is_int8[id(n)]:
+            quantized.update(_data_inputs(g, n))
+            quantized.update(n.outputs)
+    quantized = {t for t in quantized if g.tensors[t].dtype == np.float32}
+    params = _activation_params(g, is_int8, quantized, dict(ranges), precision)
+    for t in quantized:
+        tensor = g.tensors[t]
+        if not tensor.is_const:
+            tensor.dtype, tensor.quant = precision.dtype, params[t]
+    _quantize_constants(g, is_int8, precision, per_channel, channel_means or {})
+    if float_ops and not precision.sixteen:
+        _clamps_as_requantization(g, is_int8)
+    _bridge_float_ops(g, is_int8)
+    _set_io(g, io_type)
+    _cpu_head_first(g)
+    g.remove_unused()
+    return g
+
+
+def _int8_ops(g: Graph, ranges, precision: _Precision, io_type: str, keep_float, float_ops) -> dict[int, bool]:
+    """Node id -> whether it runs quantized."""
     is_int8 = {
-        id(n): n.op in supported and n.op not in float_ops and n.attrs.get("_source") not in keep_float for n in g.nodes
+        id(n): n.op in precision.supported and n.op not in float_ops and n.attrs.get("_source") not in keep_float
+        for n in g.nodes
     }
     for n in g.nodes:  # int8 weights on a float constant: a hybrid kernel, whose output LiteRT wants float
         if n.op in WEIGHTED and not _data_inputs(g, n):
@@ -201,40 +244,25 @@ def quantize_int8(
             for n in g.nodes:
                 if n.op in NOT_DELEGATED and all(i in g.inputs for i in _data_inputs(g, n)):
                     is_int8[id(n)] = False
+    return is_int8
 
-    # tensors that become int8: touched by an int8 op (data inputs and outputs)
-    quantized: set[str] = set()
-    for n in g.nodes:
-        if is_int8[id(n)]:
-            quantized.update(_data_inputs(g, n))
-            quantized.update(n.outputs)
-    quantized = {t for t in quantized if g.tensors[t].dtype == np.float32}
 
-    ranges = dict(ranges)
+def _activation_params(g: Graph, is_int8, quantized: set[str], ranges, precision: _Precision) -> dict:
+    """Tensor -> its parameters: one set per shared group, from the union of its members' ranges
+    (or the op's fixed parameters), output scales widened until every requantization multiplier
+    is in XNNPACK's bounds."""
     groups = _share_groups(g, is_int8, quantized)
-    if _requantize_fixed_outputs(g, is_int8, quantized, ranges, groups, fixed_table):
+    if _requantize_fixed_outputs(g, is_int8, quantized, ranges, groups, precision.fixed):
         groups = _share_groups(g, is_int8, quantized)
-
     symmetric = _symmetric_groups(g, is_int8, groups)
     fixed: dict[str, tuple[float, int]] = {}
     for n in g.nodes:
-        if is_int8[id(n)] and n.op in fixed_table:
+        if is_int8[id(n)] and n.op in precision.fixed:
             root = groups.find(n.outputs[0])
-            if root in fixed and fixed[root] != fixed_table[n.op]:
+            if root in fixed and fixed[root] != precision.fixed[n.op]:
                 raise UnsupportedModelError(f"internal: conflicting fixed parameters at {n.name}")
-            fixed[root] = fixed_table[n.op]
-
-    # one range per group: the union of its members' observed ranges
-    group_range: dict[str, list[float]] = {}
-    masked = {n.outputs[0] for n in g.nodes if n.attrs.get("_role") == "pool_mask"}
-    for t in quantized:
-        if t not in ranges:
-            raise UnsupportedModelError(f"internal: no calibration range for tensor '{t}'")
-        r = group_range.setdefault(groups.find(t), [np.inf, -np.inf])
-        if t in masked:
-            continue  # the float minimum on the border says nothing about the values
-        lo, hi = ranges[t]
-        r[0], r[1] = min(r[0], lo), max(r[1], hi)
+            fixed[root] = precision.fixed[n.op]
+    group_range = _group_ranges(g, quantized, ranges, groups)
     min_scale: dict[str, float] = {}
     for _ in range(8):  # widen output scales until every requantization multiplier is in bounds
         params = {}
@@ -245,58 +273,61 @@ def quantize_int8(
             else:
                 lo, hi = group_range.get(root, (0.0, 1.0))
                 lo, hi = (lo if np.isfinite(lo) else 0.0), (hi if np.isfinite(hi) else 1.0)
-                make = symmetric8_params if root in symmetric and not sixteen else make_params
+                make = symmetric8_params if root in symmetric and not precision.sixteen else precision.make_params
                 params[t] = make(lo, hi, min_scale.get(root, 0.0))
-        needs = _minimum_scales(g, is_int8, params)
         changed = False
-        for t, need in needs.items():
+        for t, need in _minimum_scales(g, is_int8, params).items():
             root = groups.find(t)
             if root not in fixed and need > float(params[t].scale[0]) * (1 + 1e-6):
                 min_scale[root] = max(min_scale.get(root, 0.0), need)
                 changed = True
         if not changed:
             break
+    return params
 
-    # activations
+
+def _group_ranges(g: Graph, quantized: set[str], ranges, groups: _Groups) -> dict[str, list[float]]:
+    """One range per group: the union of its members' observed ranges."""
+    group_range: dict[str, list[float]] = {}
+    masked = {n.outputs[0] for n in g.nodes if n.attrs.get("_role") == "pool_mask"}
     for t in quantized:
-        tensor = g.tensors[t]
-        if not tensor.is_const:
-            tensor.dtype, tensor.quant = act, params[t]
+        if t not in ranges:
+            raise UnsupportedModelError(f"internal: no calibration range for tensor '{t}'")
+        r = group_range.setdefault(groups.find(t), [np.inf, -np.inf])
+        if t in masked:
+            continue  # the float minimum on the border says nothing about the values
+        lo, hi = ranges[t]
+        r[0], r[1] = min(r[0], lo), max(r[1], hi)
+    return group_range
 
-    # constants of int8 ops
+
+def _quantize_constants(g: Graph, is_int8, precision: _Precision, per_channel: bool, channel_means) -> None:
+    """The constants int8 ops read: weights and biases of weighted ops, the others on their own grid."""
     for n in g.nodes:
         if not is_int8[id(n)]:
             continue
         if n.op in WEIGHTED:
-            _quantize_weighted(g, n, per_channel, channel_means or {}, np.int64 if sixteen else np.int32)
+            _quantize_weighted(g, n, per_channel, channel_means, precision.bias_dtype)
             continue
         for k, name in enumerate(n.inputs):
             t = g.tensors.get(name) if name else None
             if t is None or not t.is_const or t.dtype != np.float32:
                 continue
-            new = g.add_tensor(f"{name}_q", t.shape, act, unique=True)
+            new = g.add_tensor(f"{name}_q", t.shape, precision.dtype, unique=True)
             if n.attrs.get("_role") == "pool_mask":
                 # 0 -> 127 keeps the interior; the float minimum saturates to -128, and so does
                 # the sum on the border, which then never wins the max (int16: zero point 0)
-                q = QuantParams(g.tensors[n.inputs[0]].quant.scale, 0 if sixteen else 127)
+                q = QuantParams(g.tensors[n.inputs[0]].quant.scale, 0 if precision.sixteen else 127)
             elif n.op in SHARED:
                 q = g.tensors[n.outputs[0]].quant
-            elif int8_rule(n.op).symmetric_input == k and not sixteen:
+            elif int8_rule(n.op).symmetric_input == k and not precision.sixteen:
                 q = symmetric8_params(float(t.data.min()), float(t.data.max()))
             else:
-                floor = 0.0 if sixteen else _constant_min_scale(g, n, k)
-                q = make_params(float(t.data.min()), float(t.data.max()), floor)
-            g.tensors[new].data = quantize_values(t.data, q, act)
+                floor = 0.0 if precision.sixteen else _constant_min_scale(g, n, k)
+                q = precision.make_params(float(t.data.min()), float(t.data.max()), floor)
+            g.tensors[new].data = quantize_values(t.data, q, precision.dtype)
             g.tensors[new].quant = q
             n.inputs[k] = new
-
-    if float_ops and not sixteen:
-        _clamps_as_requantization(g, is_int8)
-    _bridge_float_ops(g, is_int8)
-    _set_io(g, io_type)
-    _cpu_head_first(g)
-    g.remove_unused()
-    return g
 
 
 def _cpu_head_first(g: Graph) -> None:
