@@ -122,12 +122,21 @@ class Lowering:
 
     def nhwc_result(self, op: str, inputs: list[str], out_name: str, **attrs) -> None:
         """Emit an NHWC op whose NCHW result is the source tensor ``out_name``."""
-        n, c, h, w = self.shape(out_name)
-        y = self.op_new(op, inputs, (n, h, w, c), f"{out_name}_nhwc", **attrs)
-        self.out.metadata.setdefault("layouts", {})[y] = [out_name, list(NCHW_TO_NHWC)]
+        self.permuted_result(op, inputs, out_name, NCHW_TO_NHWC, **attrs)
+
+    def permuted_result(self, op: str, inputs: list[str], out_name: str, perm, **attrs) -> None:
+        """Emit ``op`` writing the source tensor ``out_name`` transposed by ``perm``, then the
+        TRANSPOSE back to it (none when ``perm`` moves nothing)."""
+        perm = tuple(perm)
+        if perm == tuple(range(len(perm))):
+            self.op_to(op, inputs, out_name, **attrs)
+            return
+        hint = f"{out_name}_nhwc" if perm == NCHW_TO_NHWC else f"{out_name}_t"
+        y = self.op_new(op, inputs, permute(self.shape(out_name), perm), hint, **attrs)
+        self.out.metadata.setdefault("layouts", {})[y] = [out_name, list(perm)]
         self.declare(out_name)
-        perm = self.constant(np.array(NHWC_TO_NCHW, np.int32), "perm")
-        self.emit("TRANSPOSE", [y, perm], [out_name])
+        back = self.constant(np.array(np.argsort(perm), np.int32), "perm")
+        self.emit("TRANSPOSE", [y, back], [out_name])
 
 
 def _tflite_dtype(dtype: np.dtype) -> np.dtype:

@@ -23,6 +23,9 @@ def _pool(ctx: Lowering, node, op: str) -> None:
     _, c, h, w = ctx.shape(x)
     _, _, oh, ow = ctx.shape(out)
     padding, per_dim = window_padding(ctx, node, (h, w), (oh, ow), kernel, strides, dilations)
+    if kernel == [1, 1] and padding == "VALID" and strides != [1, 1]:
+        subsample(ctx, ctx.use(x), (1, 1, *strides), out, channel_axis=1)
+        return
     xh = ctx.nhwc(x)
     attrs = dict(
         padding="VALID",
@@ -57,6 +60,35 @@ def _pool(ctx: Lowering, node, op: str) -> None:
     correction = (kernel[0] * kernel[1] / counts).reshape(1, oh, ow, 1)
     scale = ctx.constant(correction, f"{out}_count_correction")
     ctx.nhwc_result("MUL", [y, scale], out, fused_activation_function="NONE")
+
+
+def subsample(ctx: Lowering, x: str, steps, out: str, channel_axis: int) -> None:
+    """The source tensor ``out`` = the 4-D ``x`` (a tensor of the output graph) taking every
+    ``steps[a]``-th element along each axis a, from the first: a 1x1 DEPTHWISE_CONV_2D of unit
+    weights with the steps as strides over ``channel_axis``. XNNPACK refuses a STRIDED_SLICE with
+    steps and a 1x1 pooling with a stride, and runs this; in float and in int8 (a weight of 1 is
+    exact) it moves the values as they are."""
+    spatial = [a for a in (1, 2, 3) if a != channel_axis]
+    if steps[0] != 1 or steps[channel_axis] != 1:
+        raise ValueError(f"subsample: steps {list(steps)} move the batch or channel axis {channel_axis}")
+    perm = (0, *spatial, channel_axis)
+    x_channels_last = x if perm == (0, 1, 2, 3) else ctx.transpose(x, perm, f"{x}_channels_last")
+    channels = ctx.out.tensors[x].shape[channel_axis]
+    weights = ctx.constant(np.ones((1, 1, 1, channels), np.float32), f"{out}_subsample_weights")
+    bias = ctx.constant(np.zeros(channels, np.float32), f"{out}_subsample_bias")
+    ctx.permuted_result(
+        "DEPTHWISE_CONV_2D",
+        [x_channels_last, weights, bias],
+        out,
+        perm,
+        padding="VALID",
+        stride_h=int(steps[spatial[0]]),
+        stride_w=int(steps[spatial[1]]),
+        depth_multiplier=1,
+        dilation_h_factor=1,
+        dilation_w_factor=1,
+        fused_activation_function="NONE",
+    )
 
 
 NONNEGATIVE_PRODUCERS = frozenset({"Relu", "Sigmoid", "Softmax", "HardSigmoid"})

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from edgekit.converters.lowering import lowers
-from edgekit.converters.lowering.context import Lowering, NotLowerable
+from edgekit.converters.lowering.context import NHWC_TO_NCHW, Lowering, NotLowerable
+from edgekit.converters.lowering.pooling import FLOAT_LOWEST, subsample
 
 
 def _axis(axis: int, rank: int) -> int:
@@ -63,10 +64,8 @@ def split(ctx: Lowering, node) -> None:
         start += size
 
 
-@lowers("Slice")
-def slice_(ctx: Lowering, node) -> None:
-    x = ctx.use(node.inputs[0])
-    shape = ctx.shape(x)
+def _slice_bounds(ctx: Lowering, node, shape) -> tuple[list[int], list[int], list[int]]:
+    """Slice's (begin, end, stride) for every axis of the input."""
     rank = len(shape)
     if "starts" in node.attrs:  # opset < 10
         starts, ends = node.attrs["starts"], node.attrs["ends"]
@@ -90,17 +89,35 @@ def slice_(ctx: Lowering, node) -> None:
         a = _axis(int(a), rank)
         s, e = slice(int(s), int(e), int(st)).indices(shape[a])[:2]
         begin[a], end[a], stride[a] = s, e, int(st)
+    return begin, end, stride
+
+
+def _emit_slice(ctx: Lowering, x: str, begin, size, out: str | None) -> str:
+    """SLICE of ``size`` from ``begin``: into the source tensor ``out``, or a new tensor."""
+    inputs = [x, ctx.constant(np.array(begin, np.int32), "begin"), ctx.constant(np.array(size, np.int32), "size")]
+    if out is not None:
+        return ctx.op_to("SLICE", inputs, out)
+    return ctx.op_new("SLICE", inputs, tuple(size), f"{x}_slice", ctx.out.tensors[x].dtype)
+
+
+@lowers("Slice")
+def slice_(ctx: Lowering, node) -> None:
+    x = ctx.use(node.inputs[0])
+    shape = ctx.shape(x)
+    begin, end, stride = _slice_bounds(ctx, node, shape)
     out = node.outputs[0]
+    size = [max(e - b, 0) for b, e in zip(begin, end, strict=True)]
     if all(s == 1 for s in stride):
-        size = [e - b for b, e in zip(begin, end, strict=True)]
-        ctx.op_to(
-            "SLICE",
-            [x, ctx.constant(np.array(begin, np.int32), "begin"), ctx.constant(np.array(size, np.int32), "size")],
-            out,
-        )
+        _emit_slice(ctx, x, begin, size, out)
+        return
+    channel_axis = _subsampling_channel_axis(ctx, x, stride)
+    if channel_axis is not None and all(size):
+        if begin != [0] * len(shape) or size != list(shape):
+            x = _emit_slice(ctx, x, begin, size, None)
+        subsample(ctx, x, stride, out, channel_axis)
         return
     end_mask = 0
-    for a in range(rank):
+    for a in range(len(shape)):
         if stride[a] < 0 and end[a] < 0:
             end_mask |= 1 << a  # slice to the very start
     ctx.op_to(
@@ -118,6 +135,24 @@ def slice_(ctx: Lowering, node) -> None:
         new_axis_mask=0,
         shrink_axis_mask=0,
     )
+
+
+def _subsampling_channel_axis(ctx: Lowering, x: str, stride) -> int | None:
+    """The axis a strided Slice of ``x`` can run as the channels of a subsampling depthwise
+    convolution (:func:`subsample`): a 4-D tensor, positive steps on at most two of the axes
+    after the batch. Axis 1 when ``x`` is an NHWC result seen as NCHW (the layout pass then
+    cancels the transposes), otherwise the last axis when it is not strided."""
+    if len(stride) != 4 or stride[0] != 1 or any(s < 1 for s in stride):
+        return None
+    free = [a for a in (1, 2, 3) if stride[a] == 1]
+    if not free:
+        return None
+    producer = ctx.out.producers().get(x)
+    perm = ctx.out.const(producer.inputs[1]) if producer is not None and producer.op == "TRANSPOSE" else None
+    nhwc_underneath = perm is not None and tuple(int(p) for p in perm) == NHWC_TO_NCHW
+    if 1 in free and nhwc_underneath:
+        return 1
+    return 3 if 3 in free else free[0]
 
 
 @lowers("Pad")
@@ -146,13 +181,34 @@ def pad(ctx: Lowering, node) -> None:
         if value == 0.0:
             ctx.op_to("PAD", [x, paddings], out)
         else:
-            ctx.op_to("PADV2", [x, paddings, ctx.constant(np.array(value, np.float32), "pad_value")], out)
+            _pad_with_value(ctx, x, paddings, pads, value, out)
     elif mode in ("reflect", "edge"):
         if mode == "edge" and any(p > 1 for p in pads):
             raise NotLowerable("unsupported_attribute", "edge padding wider than 1")
         ctx.op_to("MIRROR_PAD", [x, paddings], out, mode="REFLECT" if mode == "reflect" else "SYMMETRIC")
     else:
         raise NotLowerable("unsupported_attribute", f"Pad mode '{mode}'")
+
+
+def _pad_with_value(ctx: Lowering, x: str, paddings: str, pads: list[int], value: float, out: str) -> None:
+    """Constant padding with a non-zero value: PAD with zeros, then ADD a constant that holds
+    ``value`` on the border and 0 inside (exact in float). XNNPACK runs both, not PADV2."""
+    if ctx.declare_dtype(out) != np.float32 or value >= -FLOAT_LOWEST:
+        # no float ADD, or a border int8 could not hold next to the values: PADV2 as it is
+        ctx.op_to("PADV2", [x, paddings, ctx.constant(np.array(value, ctx.declare_dtype(out)), "pad_value")], out)
+        return
+    rank = len(ctx.shape(x))
+    out_shape = ctx.shape(out)
+    padded = [bool(pads[a] or pads[a + rank]) for a in range(rank)]
+    mask = np.full([out_shape[a] if padded[a] else 1 for a in range(rank)], value, np.float32)
+    mask[tuple(slice(pads[a], out_shape[a] - pads[a + rank]) for a in range(rank))] = 0.0
+    zero_padded = ctx.op_new("PAD", [x, paddings], out_shape, f"{out}_zero_padded")
+    # a border far below any value (-inf before a max pool) is a mask: int8 saturates it to
+    # the minimum of its input's range, as for the max pool's own padding
+    role = {"_role": "pool_mask"} if value <= FLOAT_LOWEST else {}
+    ctx.op_to(
+        "ADD", [zero_padded, ctx.constant(mask, f"{out}_pad_value")], out, fused_activation_function="NONE", **role
+    )
 
 
 @lowers("Resize", "Upsample")
@@ -297,18 +353,15 @@ def gather(ctx: Lowering, node) -> None:
     axis = _axis(int(node.attrs.get("axis", 0)), rank)
     indices = np.where(indices < 0, indices + ctx.shape(x)[axis], indices).astype(np.int32)
     out = node.outputs[0]
-    if indices.ndim == 0:
-        # a single index: a SLICE plus a RESHAPE dropping the axis (both XNNPACK-friendly)
-        begin = [0] * rank
-        size = list(ctx.shape(x))
-        begin[axis], size[axis] = int(indices), 1
-        s = ctx.op_new(
-            "SLICE",
-            [x, ctx.constant(np.array(begin, np.int32), "begin"), ctx.constant(np.array(size, np.int32), "size")],
-            tuple(size),
-            f"{out}_slice",
-        )
-        ctx.reshape(s, ctx.shape(out), out=out)
+    flat = indices.reshape(-1)
+    if flat.size and np.array_equal(flat, np.arange(flat[0], flat[0] + flat.size)):
+        # consecutive indices (one index; every index in order, as torch's dynamo exporter
+        # writes as_strided): a SLICE and a RESHAPE, which XNNPACK runs, not GATHER
+        if flat.size != ctx.shape(x)[axis]:
+            begin, size = [0] * rank, list(ctx.shape(x))
+            begin[axis], size[axis] = int(flat[0]), int(flat.size)
+            x = _emit_slice(ctx, x, begin, size, None)
+        ctx.reshape(x, ctx.shape(out), out=out)
         return
     ctx.op_to("GATHER", [x, ctx.constant(indices, "indices")], out, axis=axis, batch_dims=0)
 

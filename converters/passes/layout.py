@@ -185,7 +185,12 @@ def _elementwise_full_rank(graph: Graph, node: Node, producers, perm) -> bool:
 
 @pushes(Layout.CONCATENATION, _non_const_inputs)
 def _concatenation(graph: Graph, node: Node, producers, perm) -> bool:
-    node.inputs = [producers[i].inputs[0] for i in node.inputs]
+    rank = len(perm)
+    if any(graph.is_const(i) and len(graph.shape(i)) != rank for i in node.inputs):
+        return False
+    node.inputs = [
+        _const_for(graph, i, rank, perm) if graph.is_const(i) else producers[i].inputs[0] for i in node.inputs
+    ]
     node.attrs["axis"] = perm[node.attrs["axis"] % len(perm)]
     _transpose_after(graph, node, perm)
     return True
