@@ -146,30 +146,12 @@ def outside_xnnpack(tflite: Path) -> str:
 
 def ort_int8_sqnr(onnx_path: Path, work: Path, calibration: np.ndarray, test: np.ndarray) -> float:
     import onnxruntime as ort
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from edgekit.converters.verification import sqnr_db
+    from tests.ort_int8 import ort_static_int8
 
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.items = iter(calibration)
-
-        def get_next(self):
-            item = next(self.items, None)
-            return None if item is None else {"input": item[None]}
-
-    pre, quantized = work / "pre.onnx", work / "ort_int8.onnx"
-    quant_pre_process(str(onnx_path), str(pre))
-    quantize_static(
-        str(pre),
-        str(quantized),
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=QuantType.QInt8,
-        weight_type=QuantType.QInt8,
-    )
+    quantized = work / "ort_int8.onnx"
+    ort_static_int8(onnx_path, quantized, "input", calibration)
 
     def run(path: Path) -> np.ndarray:
         options = ort.SessionOptions()

@@ -55,32 +55,15 @@ def _yolo_outputs(tflite: Path, test: np.ndarray) -> np.ndarray:
 
 def _ort_int8_boxes(path: Path, calibration: np.ndarray, test: np.ndarray, tmp: Path) -> np.ndarray:
     """onnxruntime's own int8 (quantize_static, QDQ, per channel, the same calibration)."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from tests.ort_int8 import ort_static_int8
 
     m = onnx.load(path)
     for dim, value in zip(m.graph.input[0].type.tensor_type.shape.dim, YOLO_SHAPE, strict=True):
         dim.dim_value = value
     static = tmp / "static.onnx"
     onnx.save(m, static)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.items = iter(calibration)
-
-        def get_next(self):
-            item = next(self.items, None)
-            return None if item is None else {"images": item[None]}
-
     quantized = tmp / "ort_int8.onnx"
-    quantize_static(
-        str(static),
-        str(quantized),
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=QuantType.QInt8,
-        weight_type=QuantType.QInt8,
-    )
+    ort_static_int8(static, quantized, "images", calibration, preprocess=False)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC  # exact QDQ arithmetic
     session = ort.InferenceSession(str(quantized), options, providers=["CPUExecutionProvider"])
