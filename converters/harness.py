@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
-from onnx import helper
 
 from edgekit.runtime.backends import installed
 from edgekit.runtime.backends.onnx import OnnxRuntimeBackend
 from edgekit.runtime.session import Session, load
+
+if TYPE_CHECKING:  # onnx only where an ONNX model is run: the op profiler runs .tflite files on a device
+    import onnx
 
 
 def open_tflite(model: bytes, threads: int = 1, *, xnnpack: bool = True, preserve_all_tensors: bool = False) -> Session:
@@ -115,6 +117,9 @@ class OnnxRunner:
 
 def exposing(model: onnx.ModelProto, names: Iterable[str] | None = None) -> onnx.ModelProto:
     """A copy of ``model`` whose outputs are ``names`` (default: every node output, in order)."""
+    import onnx
+    from onnx import helper
+
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     if names is None:

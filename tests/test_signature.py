@@ -19,7 +19,7 @@ from edgekit.runtime import load
 from edgekit.runtime.signature import LayoutRecord, Signature, TensorSignature
 from tests.runtime.models import float_model, int8_model
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 DIGITS = ROOT / "edgekit" / "samples" / "digits_cnn.onnx"
 
 # manifest io exactly as edgekit wrote it before signatures carried layouts: digits_cnn converted
