@@ -219,6 +219,7 @@ def run_load(broker: dict, work: Path, run: str, devices: int, per_device: int, 
     procs = max(2, math.ceil(devices / 250))
     manager = FleetManager(work / f"{run}.sqlite", port=port, username=MANAGER_USER, password=broker["manager"],
                            client_id=MANAGER_USER, broker_folder=broker["folder"])  # fmt: skip
+    manager.on_bar = broker["on_bar"]
     if not manager.start():  # subscribed, so the first window counts
         raise SystemExit(f"the broker on port {port} did not take the fleet manager's subscriptions")
     ready, go = mp.Queue(), mp.Event()
@@ -427,6 +428,7 @@ def ingest_table(args: argparse.Namespace, work: Path) -> str:
     try:
         for name, port in (("mosquitto", mosquitto.port), ("embedded", embedded_port)):
             broker = {"port": port, "creds": creds, "manager": manager_password, "folder": folder}
+            broker["on_bar"] = mosquitto.apply_bars if name == "mosquitto" else None  # as serve wires it
             per_device = args.messages // INGEST_DEVICES
             rate, sent, stored, ingest_cpu, _ = run_load(broker, work, f"ingest-{name}", INGEST_DEVICES, per_device)
             _, sent_1k, stored_1k, cpu, _ = run_load(

@@ -389,7 +389,7 @@ def serve(args: argparse.Namespace) -> int:
     repository = Repository(files.metadata.parent, signer(command_private))
     broker = _start_broker(args) if args.host is None else None
     try:
-        return _serve(args, token, token_file, command_private, repository, budget, broker is not None)
+        return _serve(args, token, token_file, command_private, repository, budget, broker)
     finally:
         if broker is not None:
             broker.stop()
@@ -453,14 +453,13 @@ def _device_budget(args: argparse.Namespace):
         ) from None
 
 
-def _serve(
-    args: argparse.Namespace, token: str, token_file, command_private: str, repository, budget, managed: bool
-) -> int:
+def _serve(args: argparse.Namespace, token: str, token_file, command_private: str, repository, budget, broker) -> int:
     from edgekit.errors import FleetError
     from edgekit.fleet.api import serve_api
     from edgekit.fleet.packages import PackageStore
 
-    manager = _start_manager(args, command_private, budget, args.broker_dir if managed else None)
+    manager = _start_manager(args, command_private, budget, args.broker_dir if broker is not None else None)
+    manager.on_bar = getattr(broker, "apply_bars", None)  # Mosquitto puts a barred device out at once
     try:
         httpd, _ = serve_api(
             manager,

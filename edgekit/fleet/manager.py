@@ -13,6 +13,7 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +65,7 @@ class FleetManager:
         self.counters = Counters()
         self.limiter = DeviceLimiter(budget, self._bar) if budget else None
         self.broker_folder = Path(broker_folder) if broker_folder else None
+        self.on_bar: Callable[[], None] | None = None  # the managed broker's apply_bars, when serve runs one
         self.queue: queue.Queue = queue.Queue()
         self.batch_size = batch_size
         self._stop = threading.Event()
@@ -156,6 +158,8 @@ class FleetManager:
             log.warning("%s; could not bar it: %s", over, exc)
             return
         log.warning("%s: barred from the broker for %.0f s", over, seconds)
+        if self.on_bar is not None:
+            self.on_bar()
 
     def _ack(self, mid: int, qos: int) -> None:
         if qos:

@@ -194,6 +194,12 @@ class ManagedMosquitto:
         write_private(path, text)
         return True
 
+    def apply_bars(self) -> None:
+        """Put out at once the devices the manager just barred (the poll below would within 0.5 s:
+        a flooding device sends thousands of messages in that time)."""
+        if self._write_passwd() and self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGHUP)
+
     def _reload_on_change(self, every_s: float = 0.5) -> None:
         """Mosquitto reads its password file and acl at start and on SIGHUP, and then disconnects
         whoever is no longer in it: a device provisioned while serve runs is let in, and one the
