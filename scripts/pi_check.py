@@ -96,10 +96,10 @@ def _publish_package(out: Path) -> None:
 
     for name in ("root", "fleet", "online"):
         keys.create(out / f"{name}.key", out / f"{name}.pub", force=True)
-    if (out / "fleet.tuf").exists():
-        import shutil
+    import shutil
 
-        shutil.rmtree(out / "fleet.tuf")
+    for stale in ("fleet.tuf", "store"):  # a package stored by an earlier run is not in the new metadata
+        shutil.rmtree(out / stale, ignore_errors=True)
     signer = {name: repository.signer_from_file(out / f"{name}.key", name) for name in ("root", "fleet", "online")}
     repository.create(out / "fleet.tuf", signer["root"], signer["fleet"], keys.read_public(out / "online.pub"))
     repo = repository.Repository(out / "fleet.tuf", signer["online"])
