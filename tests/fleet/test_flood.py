@@ -127,8 +127,10 @@ def test_a_flooding_device_is_barred_and_nothing_it_sent_is_lost(barring_broker,
 
         acked = flood_seen["acked"]
         assert acked > budget.burst  # it did flood past its burst before the bar
-        wait_for(lambda: stored("flood") == acked, timeout=30, what="every window the broker took from it stored",
+        # every acknowledged window is stored; a few more may be, whose PUBACK the disconnect cut off
+        wait_for(lambda: stored("flood") >= acked, timeout=30, what="every window the broker took from it stored",
                  detail=lambda: (stored("flood"), acked))  # fmt: skip
+        assert stored("flood") <= seq  # and nothing it did not send
         for i in range(5):  # another device is heard while the bar holds
             dev01.publish(protocol.topic("f1", "dev01", "telemetry"), _window(i), qos=1).wait_for_publish(5)
         wait_for(lambda: stored("dev01") == 5, what="the other device's windows")
