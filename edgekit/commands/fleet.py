@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -387,12 +388,17 @@ def serve(args: argparse.Namespace) -> int:
 
     command_private = keys.read_private(files.command_private)
     repository = Repository(files.metadata.parent, signer(command_private))
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)  # systemd's stop: the same clean shutdown as Ctrl-C
     broker = _start_broker(args) if args.host is None else None
     try:
         return _serve(args, token, token_file, command_private, repository, budget, broker)
     finally:
         if broker is not None:
             broker.stop()
+
+
+def _stop_on_sigterm(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _start_broker(args: argparse.Namespace):

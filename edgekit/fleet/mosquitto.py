@@ -149,6 +149,16 @@ def config(folder: str | Path, port: int, tls_port: int | None) -> str:
     return text
 
 
+def _dies_with_its_parent() -> None:
+    """In the child, before exec (Linux): SIGTERM when serve dies, however it dies (kill -9
+    included), so no broker is left holding the fleet's ports and files."""
+    import contextlib
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: serve's own shutdown stops it
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class ManagedMosquitto:
     """``mosquitto -c folder/serve-mosquitto.conf`` as a child process, stopped with serve."""
 
@@ -169,7 +179,9 @@ class ManagedMosquitto:
     def start(self, timeout_s: float = 10.0) -> ManagedMosquitto:
         self._write_passwd()
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=log, stderr=log)
+            self.proc = subprocess.Popen(
+                [self.binary, "-c", str(self.conf)], stdout=log, stderr=log, preexec_fn=_dies_with_its_parent
+            )
         threading.Thread(target=self._reload_on_change, name="edgekit-mosquitto-reload", daemon=True).start()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

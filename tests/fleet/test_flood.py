@@ -5,8 +5,11 @@ it before the bar is stored, and the other devices are heard throughout."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -183,3 +186,42 @@ def test_fleet_serve_bars_a_flooding_device_from_its_broker(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def _brokers_in(folder) -> list[int]:
+    """Pids of the Mosquitto processes running with ``folder`` as their working directory."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            ours = proc.name.isdigit() and b"mosquitto" in (proc / "cmdline").read_bytes()
+            if ours and Path(os.readlink(proc / "cwd")) == Path(folder):
+                found.append(int(proc.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_stopping_fleet_serve_stops_its_mosquitto(tmp_path, how):
+    """systemd stops serve with SIGTERM: its Mosquitto was left running, holding the fleet's ports
+    and files. It stops with serve now, and dies with it even on kill -9."""
+    from tests.fleet.test_cli import edgekit, spawn
+
+    if mosquitto.binary() is None:
+        pytest.skip("mosquitto is not installed (scripts/dev test installs it)")
+    edgekit("keys", "new", "root.key", "root.pub", cwd=tmp_path)
+    edgekit("keys", "new", "fleet.key", "fleet.pub", cwd=tmp_path)
+    edgekit("fleet", "init", "--root-key", "root.key", "--targets-key", "fleet.key", cwd=tmp_path)
+    log = tmp_path / "serve.log"
+    server = spawn("fleet", "serve", "--port", str(free_port()), "--http-port", str(free_port()), "--tls-port",
+                   str(free_port()), cwd=tmp_path, log=log)  # fmt: skip
+    try:
+        wait_for(lambda: "fleet manager" in log.read_text(), what="manager up", detail=log.read_text)
+        assert len(_brokers_in(tmp_path)) == 1
+        server.send_signal(how)
+        server.wait(timeout=30)
+        wait_for(lambda: not _brokers_in(tmp_path), timeout=15, what="serve's Mosquitto gone with it")
+    finally:
+        server.kill()
+        for pid in _brokers_in(tmp_path):
+            os.kill(pid, signal.SIGKILL)
