@@ -66,7 +66,7 @@ def quarantine(folder: str | os.PathLike, user: str, seconds: float, now: float 
     then); returns the time the bar ends."""
     path = Path(folder) / QUARANTINE_FILE
     now = time.time() if now is None else now
-    barred = {u: t for u, t in quarantined(folder, now).items()}
+    barred = quarantined(folder, now)
     barred[user] = max(barred.get(user, 0.0), now + seconds)
     write_private(path, json.dumps(barred))
     return barred[user]
