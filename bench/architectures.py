@@ -139,7 +139,7 @@ def samples(name: str, count: int, seed: int) -> np.ndarray:
 
 def outside_xnnpack(tflite: Path) -> str:
     from edgekit.converters.delegation import describe, undelegated_ops
-    from edgekit.converters.tflite_import import read_graph
+    from edgekit.converters.tflite.importer import read_graph
 
     return describe(undelegated_ops(read_graph(tflite.read_bytes())))
 

@@ -44,7 +44,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from edgekit.converters import convert
-    from edgekit.opprofile import profile_tflite
+    from edgekit.runtime.opprofile import profile_tflite
 
     work = Path(tempfile.mkdtemp(prefix="edgekit-tiles-"))
     rows = []

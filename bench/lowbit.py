@@ -93,8 +93,8 @@ class Bench:
 
         from edgekit import package
         from edgekit.converters import convert
-        from edgekit.converters.int8_rules import distinct_weight_values
-        from edgekit.converters.tflite_import import read_graph
+        from edgekit.converters.quant.int8_rules import distinct_weight_values
+        from edgekit.converters.tflite.importer import read_graph
         from edgekit.converters.verification import TFLiteRunner
 
         out = onnx_path.with_suffix(".tflite")
@@ -203,8 +203,8 @@ def eight_bit_section(bench: Bench, dense, dense_int8: dict, seed: int) -> None:
     import torch
     from torch import nn
 
-    from edgekit.converters.quantizer import WEIGHTED
-    from edgekit.converters.tflite_import import read_graph
+    from edgekit.converters.quant.quantizer import WEIGHTED
+    from edgekit.converters.tflite.importer import read_graph
     from edgekit.converters.torch import accuracy, export_onnx
     from edgekit.converters.torch_lowbit import (
         PACT,

@@ -86,7 +86,7 @@ def silero(work: Path, rounds: int) -> list[list]:
     import onnxruntime as ort
 
     from edgekit.converters import convert
-    from edgekit.converters.onnx_frontend import edit_model, read_model
+    from edgekit.converters.onnx.frontend import edit_model, read_model
     from tests.converters.test_real_models import _speech_like
 
     path = real_models.path("silero-vad-16k-op15")

@@ -125,8 +125,8 @@ def main() -> None:
     )
     print("goal: within 5%\n")
     from edgekit.converters import convert
-    from edgekit.opprofile import profile_tflite
     from edgekit.runtime.benchmark import benchmark
+    from edgekit.runtime.opprofile import profile_tflite
 
     fp32 = models["mobilenet_v2"][0]
     int8 = work / "mobilenet_v2_int8.tflite"

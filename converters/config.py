@@ -112,7 +112,7 @@ class QuantConfig:
                 )
 
     def quantize_options(self) -> dict[str, Any]:
-        """The keywords of :func:`edgekit.converters.quantizer.quantize_graph`."""
+        """The keywords of :func:`edgekit.converters.quant.quantizer.quantize_graph`."""
         return {
             "mode": self.mode,
             "calibration": self.calibration,

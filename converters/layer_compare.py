@@ -16,7 +16,7 @@ import numpy as np
 
 from edgekit.converters.harness import TFLiteRunner, onnx_intermediates
 from edgekit.converters.passes.layout import resolve_layout
-from edgekit.converters.tflite_reader import metadata, operator_names
+from edgekit.converters.tflite.reader import metadata, operator_names
 from edgekit.converters.verification import sqnr_db
 
 
@@ -50,7 +50,7 @@ class LayerReport:
 
 def compare_layers(onnx_model, tflite_model: bytes | str | os.PathLike, sample: dict[str, np.ndarray]) -> LayerReport:
     """``sample``: one input per ONNX input name, in the ONNX layout (batch included)."""
-    from edgekit.converters.onnx_frontend import read_model
+    from edgekit.converters.onnx.frontend import read_model
 
     source = read_model(onnx_model)
     data = tflite_model if isinstance(tflite_model, bytes) else Path(tflite_model).read_bytes()

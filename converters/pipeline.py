@@ -9,15 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from edgekit import __version__
-from edgekit.converters import onnx_frontend
 from edgekit.converters.config import ParameterError, PruneConfig, QuantConfig
 from edgekit.converters.harness import xnnpack_partitions
 from edgekit.converters.io_layout import IO_LAYOUTS, IoLayout
-from edgekit.converters.ir import Graph
-from edgekit.converters.lowering.driver import describe, lower, unsupported_nodes
+from edgekit.converters.ir.graph import Graph
+from edgekit.converters.onnx import frontend as onnx_frontend
+from edgekit.converters.onnx.lowering.driver import describe, lower, unsupported_nodes
 from edgekit.converters.passes import ONNX_PASSES, TFLITE_PASSES, optimize_layout, to_nhwc_io
 from edgekit.converters.passes.layout import final_layouts, nhwc_in_onnx
-from edgekit.converters.tflite_writer import serialize, write_model
+from edgekit.converters.tflite.writer import serialize, write_model
 from edgekit.errors import OutputPathError, UnsupportedModelError
 
 
@@ -178,7 +178,7 @@ def convert(
 
 def _edgetpu_report(tfl: Graph):
     """Which ops the Edge TPU compiler would leave to the CPU."""
-    from edgekit.converters.edgetpu import check_edgetpu
+    from edgekit.converters.tflite.edgetpu import check_edgetpu
 
     return check_edgetpu(tfl)
 
@@ -234,7 +234,7 @@ def _onnx_passes(graph: Graph, stem_block: int | None, equalize: bool) -> Graph:
 
 def _quantize(model, graph: Graph, tfl: Graph, quant: QuantConfig) -> Graph:
     """The float TFLite-level graph quantized as ``quant`` says, checked against TFLite's int8 rules."""
-    from edgekit.converters.quantizer import quantize_graph
+    from edgekit.converters.quant.quantizer import quantize_graph
 
     quantized = quantize_graph(tfl, graph, **quant.quantize_options())
     if quant.mode == "int8" and quant.auto_mixed is not None:
@@ -247,7 +247,7 @@ def _quantize(model, graph: Graph, tfl: Graph, quant: QuantConfig) -> Graph:
             quant = replace(quant, keep_float=(*quant.keep_float, *keep))
             quantized = quantize_graph(tfl, graph, **quant.quantize_options())
     if quant.mode == "int8":
-        from edgekit.converters.int8_rules import check_int8
+        from edgekit.converters.quant.int8_rules import check_int8
 
         check_int8(quantized, quant.max_weight_values)
     return quantized
@@ -273,7 +273,7 @@ def prune_for_conversion(
 ) -> PruningResult:
     """``model`` pruned as ``config`` says: channels first, then weight compression. MACs are
     counted with ``input_shapes`` fixed, and latency is timed as convert will build the model."""
-    from edgekit.converters.onnx_frontend import read_model
+    from edgekit.converters.onnx.frontend import read_model
 
     pruned = read_model(model).model
     result = PruningResult(model=pruned, config=config)
@@ -320,7 +320,7 @@ def _prune_channels(model, config: PruneConfig, input_shapes, stem_block) -> Pru
 
 def _fix_input_shapes(model, input_shapes) -> None:
     """Write the input shapes convert will use (the model's, or ``input_shapes``) into ``model``."""
-    from edgekit.converters.onnx_frontend import fixed_input_shapes
+    from edgekit.converters.onnx.frontend import fixed_input_shapes
 
     fixed = fixed_input_shapes(model, input_shapes)
     for vi in model.graph.input:
@@ -375,7 +375,7 @@ def _lossy_layers(model, graph: Graph, tfl: Graph, calibration, max_drop: float)
     """ONNX nodes whose int8 output loses more than ``max_drop`` dB, on one calibration sample."""
     import numpy as np
 
-    from edgekit.converters.mixed import lossy_layers
+    from edgekit.converters.quant.mixed import lossy_layers
 
     names = graph.metadata["_signature"]["inputs"]
     if isinstance(calibration, dict):

@@ -329,7 +329,7 @@ def on_int8_grids(model: nn.Module) -> nn.Module:
     on its per-channel symmetric int8 grid (``max |w_c| / 127``, the converter's): the float
     model onnxruntime runs then holds the weights the int8 model holds (binary and ternary
     levels are on the grid already; TTQ's smaller level moves to the nearest int8 code)."""
-    from edgekit.converters.quantizer import symmetric_weights
+    from edgekit.converters.quant.quantizer import symmetric_weights
     from edgekit.converters.torch import fold_batchnorm
 
     folded = fold_batchnorm(deployable(model))
@@ -432,7 +432,7 @@ def _biases_on_int8_grids(graph) -> None:
     value the int8 model adds is then the value onnxruntime adds."""
     from onnx import numpy_helper
 
-    from edgekit.converters.quantizer import symmetric_weights
+    from edgekit.converters.quant.quantizer import symmetric_weights
 
     scales = _grid_scales(graph)
     initializers = {t.name: t for t in graph.initializer}
@@ -457,7 +457,7 @@ def int8_reference(source: str, path: str, calibration: np.ndarray) -> None:
     float, so the two differ only where float rounding tips a value across a rounding boundary."""
     import onnx
 
-    from edgekit.converters.quantizer import activation_params
+    from edgekit.converters.quant.quantizer import activation_params
 
     model = onnx.load(source)
     names = _int8_tensors(model.graph)

@@ -95,7 +95,7 @@ def verify(
     threads: int | None = None,
 ) -> VerificationReport:
     """Compare ``tflite_model`` (path or bytes) with ``onnx_model`` (path/bytes/ModelProto)."""
-    from edgekit.converters.onnx_frontend import input_dtype, read_model
+    from edgekit.converters.onnx.frontend import input_dtype, read_model
 
     source = read_model(onnx_model)
     runner = TFLiteRunner(_tflite_bytes(tflite_model), threads)

@@ -70,7 +70,7 @@ MODULES = {
     "keys": Module("edgekit/keys.py", ("tests/fleet/test_key_files.py", "tests/fleet/test_keys.py")),
     # the quantizer's parameter and bias code: scales and zero points, weights, biases, bias correction
     "quant": Module(
-        "converters/quantizer.py",
+        "converters/quant/quantizer.py",
         ("tests/converters/test_quant_params.py",),
         functions=(
             "symmetric16_params",

@@ -13,8 +13,8 @@ import pytest
 
 from edgekit import package
 from edgekit.agent.runner import image_preprocessing
-from edgekit.converters.ir import Graph
-from edgekit.converters.tflite_writer import serialize
+from edgekit.converters.ir.graph import Graph
+from edgekit.converters.tflite.writer import serialize
 from edgekit.runtime import load
 from edgekit.runtime.signature import LayoutRecord, Signature, TensorSignature
 from tests.runtime.models import float_model, int8_model

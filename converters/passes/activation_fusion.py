@@ -3,8 +3,8 @@ into the op that produces their input."""
 
 from __future__ import annotations
 
-from edgekit.converters.ir import Graph
-from edgekit.converters.op_table import ops_where
+from edgekit.converters.ir.graph import Graph
+from edgekit.converters.tflite.op_table import ops_where
 
 # activations that fuse (fused_activation_function names the op), and ops that take one
 FUSABLE = ops_where(lambda f: f.clamp is not None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekit.converters.ir import Graph, Node
+from edgekit.converters.ir.graph import Graph, Node
 
 _LINEAR = ("Conv", "ConvTranspose", "Gemm")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekit.converters.ir import Graph, Node
+from edgekit.converters.ir.graph import Graph, Node
 
 
 def bypass(graph: Graph, node: Node) -> bool:

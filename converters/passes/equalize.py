@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekit.converters.ir import Graph, Node
+from edgekit.converters.ir.graph import Graph, Node
 
 HOMOGENEOUS = ("Relu",)
 

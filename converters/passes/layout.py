@@ -7,7 +7,7 @@ pass a CNN trunk runs entirely in NHWC. Tensors that change layout are recorded 
 comparison can map them back.
 
 Which ops a TRANSPOSE crosses, and how, is the op's layout class in
-:mod:`edgekit.converters.op_table`; each class has one rule here, registered with ``@pushes``.
+:mod:`edgekit.converters.tflite.op_table`; each class has one rule here, registered with ``@pushes``.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgekit.converters.ir import Graph, Node
-from edgekit.converters.op_table import Layout, facts
+from edgekit.converters.ir.graph import Graph, Node
 from edgekit.converters.passes.cleanup import bypass, remove_noop_reshapes
+from edgekit.converters.tflite.op_table import Layout, facts
 
 
 def perm_of(graph: Graph, node: Node) -> tuple[int, ...] | None:
@@ -95,7 +95,7 @@ class PushRule:
     push: Callable[[Graph, Node, dict, tuple[int, ...]], bool]  # rewrite for that perm; False: cannot
 
 
-# layout class (edgekit.converters.op_table.Layout) -> its rule; filled by @pushes
+# layout class (edgekit.converters.tflite.op_table.Layout) -> its rule; filled by @pushes
 PUSH_RULES: dict[Layout, PushRule] = {}
 
 

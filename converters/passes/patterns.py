@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from edgekit.converters.ir import Graph, Node
+from edgekit.converters.ir.graph import Graph, Node
 
 
 def _scalar(graph: Graph, name: str) -> float | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekit.converters.ir import Graph
+from edgekit.converters.ir.graph import Graph
 
 
 def strip_activation_qdq(graph: Graph) -> Graph:

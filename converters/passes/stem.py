@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekit.converters.ir import Graph, Node
+from edgekit.converters.ir.graph import Graph, Node
 
 MAX_CHANNELS = 4
 _ELEMENTWISE = ("Relu", "Clip", "LeakyRelu", "HardSwish", "HardSigmoid", "Sigmoid")

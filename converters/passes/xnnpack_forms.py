@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgekit.converters.ir import Graph, Node
+from edgekit.converters.ir.graph import Graph, Node
 
 # XNNPACK's CONCATENATION takes 2 to 5 inputs (xnnpack_delegate.cc, VisitConcatenationNode)
 MAX_CONCAT_INPUTS = 5

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import onnx
 
-from edgekit.converters.analysis import count_macs, count_params
 from edgekit.converters.config import ParameterError
+from edgekit.converters.ir.analysis import count_macs, count_params
 from edgekit.converters.prune.channels import ROUND_TO, find_groups, kept_count, prune_channels
 from edgekit.errors import InputError
 

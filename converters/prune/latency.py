@@ -80,7 +80,7 @@ def measure(
 ) -> list[GroupLatency]:
     """Per group: the MACs and the int8 LiteRT latency saved by pruning it alone by ``ratio``
     (each model converted with ``convert_options`` too, e.g. ``{"stem_block": 4}``)."""
-    from edgekit.converters.onnx_frontend import fixed_input_shapes
+    from edgekit.converters.onnx.frontend import fixed_input_shapes
     from edgekit.converters.pipeline import convert
     from edgekit.converters.prune.budget import cost
 

@@ -45,10 +45,10 @@ def size_report(model: onnx.ModelProto, calibration: np.ndarray | None = None, *
     ``xz_preset``). The int8 activation ranges come from ``calibration`` (model-layout samples)
     or, when it is None, from 8 random inputs: weights, scales and biases then still have their
     real sizes, which is all this report is about."""
-    from edgekit.converters.analysis import count_macs, count_params
-    from edgekit.converters.onnx_frontend import fixed_input_shapes
+    from edgekit.converters.ir.analysis import count_macs, count_params
+    from edgekit.converters.onnx.frontend import fixed_input_shapes
     from edgekit.converters.pipeline import convert, import_onnx, to_tflite_graph
-    from edgekit.converters.tflite_writer import serialize
+    from edgekit.converters.tflite.writer import serialize
 
     graph = import_onnx(model)
     tfl = to_tflite_graph(graph)

@@ -12,7 +12,7 @@ def per_layer(onnx_model: str, tflite_model: str, data, seed: int = 0):
     import numpy as np
 
     from edgekit.converters.layer_compare import compare_layers
-    from edgekit.converters.onnx_frontend import graph_inputs, input_dtype, read_model
+    from edgekit.converters.onnx.frontend import graph_inputs, input_dtype, read_model
     from edgekit.converters.verification import TFLiteRunner, load_samples
 
     source = read_model(onnx_model)
@@ -34,6 +34,6 @@ def per_layer(onnx_model: str, tflite_model: str, data, seed: int = 0):
 
 
 def write_report(path: str, report: dict[str, Any]) -> None:
-    from edgekit.converters.tflite_writer import write_atomic
+    from edgekit.converters.tflite.writer import write_atomic
 
     write_atomic(path, json.dumps(report, indent=1, default=float).encode())

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         )
     report = result.as_dict()
     if args.op_profile:
-        from edgekit.opprofile import profile
+        from edgekit.runtime.opprofile import profile
 
         ops = profile(args.model, backend=args.backend, threads=result.threads, xnnpack=not args.no_xnnpack)
         report["op_profile"] = [vars(o) for o in ops.ops]

@@ -186,7 +186,7 @@ def _add_verification(v: argparse._ArgumentGroup) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from edgekit.converters import convert
-    from edgekit.converters.onnx_frontend import parse_input_shapes
+    from edgekit.converters.onnx.frontend import parse_input_shapes
     from edgekit.files import check_output_path
 
     # the output is checked before any work: never the input, a folder or a special file
@@ -221,7 +221,7 @@ def _speed_check(args: argparse.Namespace, source, result):
     None when not asked for (no --quantize, --no-speed-check, or an Edge TPU target)."""
     if not args.quantize or args.no_speed_check or args.target != "cpu":
         return None
-    from edgekit.converters.onnx_frontend import parse_input_shapes
+    from edgekit.converters.onnx.frontend import parse_input_shapes
     from edgekit.converters.speed import compare_with_float
 
     converted = result.pruning.model if result.pruning is not None else source
@@ -407,7 +407,7 @@ def _edited(args: argparse.Namespace):
     """The source model, with --input-value inputs folded to constants and cut at --outputs."""
     if not args.outputs and not args.input_value:
         return args.model
-    from edgekit.converters.onnx_frontend import edit_model, read_model
+    from edgekit.converters.onnx.frontend import edit_model, read_model
     from edgekit.errors import InputError
 
     values = {}
@@ -446,7 +446,7 @@ def _verification_data(args: argparse.Namespace, calibration):
 def _calibration(args: argparse.Namespace):
     from pathlib import Path
 
-    from edgekit.converters.calibration_data import load_calibration
+    from edgekit.converters.quant.calibration_data import load_calibration
 
     return load_calibration(Path(args.calibration), resize=args.resize, mean=args.mean, std=args.std, scale=args.scale)
 

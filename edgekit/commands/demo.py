@@ -280,7 +280,7 @@ class Demo:
         import numpy as np
 
         from edgekit.converters import convert, verify
-        from edgekit.converters.onnx_frontend import read_model
+        from edgekit.converters.onnx.frontend import read_model
         from edgekit.converters.prune.budget import prune_to_budget
         from edgekit.converters.prune.recovery import correct_bias
         from edgekit.progress import progress

@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.ops:
-        from edgekit.converters.lowering import supported_ops
+        from edgekit.converters.onnx.lowering import supported_ops
 
         ops = list(supported_ops())
         print(json.dumps({"supported_ops": ops}, indent=1) if args.json else "\n".join(ops))
@@ -40,9 +40,9 @@ def _histogram(ops: dict[str, int]) -> str:
 def _onnx_facts(args: argparse.Namespace) -> dict[str, Any]:
     from collections import Counter
 
-    from edgekit.converters import onnx_frontend
-    from edgekit.converters.analysis import count_macs, count_params
-    from edgekit.converters.lowering.driver import unsupported_nodes
+    from edgekit.converters.ir.analysis import count_macs, count_params
+    from edgekit.converters.onnx import frontend as onnx_frontend
+    from edgekit.converters.onnx.lowering.driver import unsupported_nodes
     from edgekit.converters.pipeline import onnx_ir
     from edgekit.errors import ShapeError
 
@@ -99,9 +99,9 @@ def _tflite_facts(path: str) -> dict[str, Any]:
     from collections import Counter
     from pathlib import Path
 
-    from edgekit.converters.int8_rules import distinct_weight_values
-    from edgekit.converters.tflite_import import read_graph
-    from edgekit.converters.tflite_reader import load_model, metadata, operator_names  # tflite only, no onnx
+    from edgekit.converters.quant.int8_rules import distinct_weight_values
+    from edgekit.converters.tflite.importer import read_graph
+    from edgekit.converters.tflite.reader import load_model, metadata, operator_names  # tflite only, no onnx
     from edgekit.runtime import load
     from edgekit.runtime.signature import Signature
     from edgekit.runtime.validate import validate_tflite

@@ -110,7 +110,7 @@ def _add_other_methods(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import onnx
 
-    from edgekit.converters.onnx_frontend import read_model
+    from edgekit.converters.onnx.frontend import read_model
     from edgekit.errors import InputError
     from edgekit.files import check_output_path, write_atomic
 
@@ -302,7 +302,7 @@ def _samples(args: argparse.Namespace, model):
     """Samples for the sensitivity table: --data (and --labels), else 8 random inputs."""
     import numpy as np
 
-    from edgekit.converters.onnx_frontend import fixed_input_shapes
+    from edgekit.converters.onnx.frontend import fixed_input_shapes
     from edgekit.errors import InputError
 
     shape = next(iter(fixed_input_shapes(model, None).values()))

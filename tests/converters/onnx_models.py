@@ -53,7 +53,7 @@ def randomize_constant_weights(m: onnx.ModelProto, seed: int = 0) -> onnx.ModelP
     """Replace the ConstantOfShape-generated weights of the onnx package's light model zoo with
     random values (He-scaled for conv/linear weights, near 1 for vectors), so outputs depend on
     the input and a wrong conversion shows."""
-    from edgekit.converters.onnx_frontend import evaluate, fixed_input_shapes
+    from edgekit.converters.onnx.frontend import evaluate, fixed_input_shapes
 
     values = evaluate(m, fixed_input_shapes(m, None))
     rng = np.random.default_rng(seed)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekit.converters.edgetpu import check_edgetpu
-from edgekit.converters.ir import Graph, QuantParams
+from edgekit.converters.ir.graph import Graph, QuantParams
+from edgekit.converters.tflite.edgetpu import check_edgetpu
 
 
 def _int8_graph(ops: list[str], shape=(1, 8, 8, 4), dtype=np.int8) -> Graph:

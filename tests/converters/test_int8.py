@@ -14,9 +14,9 @@ import pytest
 from onnx import helper
 
 from edgekit.converters import convert, verify
-from edgekit.converters.calibration import OBSERVERS
-from edgekit.converters.int8_rules import Int8RuleError, check_int8
-from edgekit.converters.ir import Graph, QuantParams
+from edgekit.converters.ir.graph import Graph, QuantParams
+from edgekit.converters.quant.calibration import OBSERVERS
+from edgekit.converters.quant.int8_rules import Int8RuleError, check_int8
 from edgekit.converters.verification import TFLiteRunner
 from edgekit.errors import CalibrationError
 from tests.converters.onnx_models import model, rand, randomize_constant_weights
@@ -239,8 +239,8 @@ def test_weights_outside_range_are_refused():
 def test_int8_rewrites_keep_float_numbers():
     """The pre-quantization rewrites (average pools, hard-swish) compute the same in float."""
     from edgekit.converters.pipeline import import_onnx, to_tflite_graph
-    from edgekit.converters.quantizer import expand_for_int8
-    from edgekit.converters.tflite_writer import serialize
+    from edgekit.converters.quant.quantizer import expand_for_int8
+    from edgekit.converters.tflite.writer import serialize
     from edgekit.converters.verification import sqnr_db
 
     m = model(

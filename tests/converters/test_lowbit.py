@@ -16,9 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 from train_digits import DigitsCNN, load_split  # noqa: E402
 
 from edgekit.converters import convert  # noqa: E402
-from edgekit.converters.int8_rules import Int8RuleError, check_int8, distinct_weight_values  # noqa: E402
-from edgekit.converters.quantizer import WEIGHTED  # noqa: E402
-from edgekit.converters.tflite_import import read_graph  # noqa: E402
+from edgekit.converters.quant.int8_rules import Int8RuleError, check_int8, distinct_weight_values  # noqa: E402
+from edgekit.converters.quant.quantizer import WEIGHTED  # noqa: E402
+from edgekit.converters.tflite.importer import read_graph  # noqa: E402
 from edgekit.converters.torch import accuracy, train  # noqa: E402
 from edgekit.converters.torch_lowbit import (  # noqa: E402
     PACT,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import helper
 
-from edgekit.converters import onnx_frontend
+from edgekit.converters.onnx import frontend as onnx_frontend
 from edgekit.converters.passes import (
     fold_batchnorm,
     fuse_activations,
@@ -16,7 +16,7 @@ from edgekit.converters.passes import (
     to_nhwc_io,
 )
 from edgekit.converters.pipeline import to_tflite_graph
-from edgekit.converters.tflite_writer import serialize
+from edgekit.converters.tflite.writer import serialize
 from edgekit.converters.verification import TFLiteRunner, sqnr_db
 from tests.converters.onnx_models import model, rand
 
@@ -173,7 +173,7 @@ def test_layout_leaves_no_transpose_in_a_cnn_trunk():
         {"y": None},
         {"w1": rand(8, 3, 3, 3, seed=1), "w2": rand(8, 8, 3, 3, seed=2), "fc": rand(10, 16, seed=3)},
     )
-    from edgekit.converters.lowering.driver import lower
+    from edgekit.converters.onnx.lowering.driver import lower
 
     lowered = lower(ir(m))
     assert "TRANSPOSE" in ops(lowered)
@@ -184,8 +184,8 @@ def test_layout_leaves_no_transpose_in_a_cnn_trunk():
 
 
 def test_every_layout_class_of_the_op_table_has_a_push_rule():
-    from edgekit.converters.op_table import OPS, Layout
     from edgekit.converters.passes.layout import PUSH_RULES
+    from edgekit.converters.tflite.op_table import OPS, Layout
 
     assert set(PUSH_RULES) == set(Layout)
     assert {f.layout for f in OPS.values()} - {None} <= set(PUSH_RULES)
@@ -206,7 +206,7 @@ def test_layout_moves_transposes_across_an_op_by_its_table_class():
         {"y": None},
         {"w1": rand(6, 3, 3, 3, seed=1), "slope": rand(6, 1, 1, seed=2), "w2": rand(5, 6, 3, 3, seed=3)},
     )
-    from edgekit.converters.lowering.driver import lower
+    from edgekit.converters.onnx.lowering.driver import lower
 
     lowered = lower(ir(m))
     assert ops(lowered).count("TRANSPOSE") >= 6
@@ -234,7 +234,7 @@ def test_fuse_activations():
         {"y": None},
         {"w": rand(2, 3, 1, 1), "lo": np.array(0, np.float32), "hi": np.array(6, np.float32)},
     )
-    from edgekit.converters.lowering.driver import lower
+    from edgekit.converters.onnx.lowering.driver import lower
 
     g = lower(ir(m))
     assert "RELU6" in ops(g)

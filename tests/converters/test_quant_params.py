@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgekit.converters.quantizer import (
+from edgekit.converters.quant.quantizer import (
     _bias_correction,
     activation_params,
     quantize_int8,
@@ -97,7 +97,7 @@ def test_a_channel_of_denormal_weights_gets_a_normal_scale_and_zeros():
 
 
 def test_quantized_values_round_offset_and_saturate():
-    from edgekit.converters.ir import QuantParams
+    from edgekit.converters.ir.graph import QuantParams
 
     q = QuantParams(0.5, 3)
     np.testing.assert_array_equal(quantize_values(np.array([0.0, 1.2, -1.2, 100.0, -100.0]), q), [3, 5, 1, 127, -128])
@@ -176,7 +176,7 @@ def test_int16x8_biases_are_int64_and_a_bias_too_big_for_int32_raises_its_weight
 def test_transpose_conv_bias_takes_the_scale_of_its_data_input():
     """TRANSPOSE_CONV's inputs are (output shape, weights, data, bias): the bias scale is the data
     input's scale times the weights', never the output-shape constant's."""
-    from edgekit.converters.ir import Graph
+    from edgekit.converters.ir.graph import Graph
 
     rng = np.random.default_rng(3)
     g = Graph()
@@ -219,7 +219,7 @@ def test_the_op_name_is_compared_by_value():
 def test_shared_and_colliding_tensor_names_keep_each_nodes_numbers():
     """Two FULLY_CONNECTED nodes: one bias shared by both (each quantizes it at its own input scale),
     and the second node's weights named as the first's int8 copy would be ("w_int8")."""
-    from edgekit.converters.ir import Graph
+    from edgekit.converters.ir.graph import Graph
 
     rng = np.random.default_rng(5)
     w1, w2 = rng.standard_normal((4, 6)), rng.standard_normal((4, 6)) * 3

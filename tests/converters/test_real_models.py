@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgekit.converters import convert, verify
-from edgekit.converters.int8_rules import Int8RuleError, check_int8
+from edgekit.converters.quant.int8_rules import Int8RuleError, check_int8
 from edgekit.converters.verification import TFLiteRunner, sqnr_db
 from edgekit.errors import InputError
 from tests import real_models
@@ -135,8 +135,8 @@ def test_small_head_keeps_both_ranges_fully_integer(tmp_path):
 
 def test_self_check_refuses_a_fixed_range_forced_on_other_values(monkeypatch):
     """With the requantization switched off, the writer's self-check must refuse the model."""
-    from edgekit.converters import quantizer
     from edgekit.converters.pipeline import import_onnx, to_tflite_graph
+    from edgekit.converters.quant import quantizer
 
     monkeypatch.setattr(quantizer, "_requantize_fixed_outputs", lambda *args: False)
     graph = import_onnx(_sigmoid_and_boxes_model())
@@ -224,7 +224,7 @@ def test_silero_vad_converts_and_computes_what_onnxruntime_does(tmp_path):
 def test_silero_vad_int8_is_one_partition_with_its_decisions(tmp_path):
     """int8 silero-vad was two partitions: the input's QUANTIZE ran before the reflection padding
     XNNPACK does not take, splitting the delegated ops around it. The padding now runs first."""
-    from edgekit.converters.onnx_frontend import edit_model, read_model
+    from edgekit.converters.onnx.frontend import edit_model, read_model
 
     path = real_models.path("silero-vad-16k-op15")
     fixed = edit_model(read_model(path).model, input_values={"sr": 16000})
@@ -261,7 +261,7 @@ def test_yolov8n_cut_before_its_head_decoding(tmp_path):
     assert result.returncode == 0, result.stderr
     runner = TFLiteRunner(out.read_bytes())
     assert sorted(runner.output_names) == sorted(cut)
-    from edgekit.converters.onnx_frontend import edit_model, read_model
+    from edgekit.converters.onnx.frontend import edit_model, read_model
     from edgekit.converters.verification import verify
 
     reference = edit_model(read_model(path).model, outputs=cut)
@@ -269,7 +269,7 @@ def test_yolov8n_cut_before_its_head_decoding(tmp_path):
 
 
 def test_input_value_folds_a_control_input(tmp_path):
-    from edgekit.converters.onnx_frontend import edit_model
+    from edgekit.converters.onnx.frontend import edit_model
     from edgekit.converters.verification import verify
 
     m = onnx_model(

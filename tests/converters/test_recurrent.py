@@ -1,4 +1,4 @@
-"""ONNX LSTM lowered by unrolling (converters/lowering/recurrent.py), against onnxruntime."""
+"""ONNX LSTM lowered by unrolling (converters/onnx/lowering/recurrent.py), against onnxruntime."""
 
 from __future__ import annotations
 
@@ -64,11 +64,11 @@ def test_lstm_without_initial_state_quantizes_to_int8(tmp_path, direction):
 def test_weighted_op_on_a_constant_stays_float_and_the_self_check_refuses_it_int8(tmp_path, monkeypatch):
     """Without the folding, the step on the zero state must stay a float FULLY_CONNECTED; forced to
     int8 output on its float input, the writer's self-check refuses the graph."""
-    from edgekit.converters.int8_rules import Int8RuleError, check_int8
-    from edgekit.converters.ir import QuantParams
+    from edgekit.converters.ir.graph import QuantParams
     from edgekit.converters.passes import cleanup
     from edgekit.converters.pipeline import import_onnx, to_tflite_graph
-    from edgekit.converters.quantizer import quantize_graph, symmetric_weights
+    from edgekit.converters.quant.int8_rules import Int8RuleError, check_int8
+    from edgekit.converters.quant.quantizer import quantize_graph, symmetric_weights
 
     monkeypatch.delitem(cleanup.CONST_EVALUATORS, "FULLY_CONNECTED")
     model = lstm_model("forward", with_state=False, seq=6)

@@ -10,9 +10,9 @@ import tflite
 from onnx import helper
 
 from edgekit.converters import convert
-from edgekit.converters.ir import Graph
-from edgekit.converters.tflite_reader import metadata
-from edgekit.converters.tflite_writer import serialize, write_atomic
+from edgekit.converters.ir.graph import Graph
+from edgekit.converters.tflite.reader import metadata
+from edgekit.converters.tflite.writer import serialize, write_atomic
 from edgekit.errors import OutputPathError
 from tests.converters.onnx_models import model, rand
 

@@ -122,7 +122,7 @@ def _five_outputs(tmp_path):
     """The serving model's input, but 5 outputs instead of 4: valid, healthy alone, incompatible."""
     import numpy as np
 
-    from edgekit.converters.tflite_writer import serialize
+    from edgekit.converters.tflite.writer import serialize
     from tests.runtime.models import float_graph
 
     g = float_graph()

@@ -12,8 +12,8 @@ import sys
 
 import numpy as np
 
-from edgekit.converters.ir import Graph
-from edgekit.converters.tflite_writer import serialize
+from edgekit.converters.ir.graph import Graph
+from edgekit.converters.tflite.writer import serialize
 from tests.runtime.models import BIAS, WEIGHTS, float_model
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekit.converters.ir import Graph
-from edgekit.converters.tflite_writer import serialize
+from edgekit.converters.ir.graph import Graph
+from edgekit.converters.tflite.writer import serialize
 
 WEIGHTS = np.random.default_rng(0).standard_normal((4, 6)).astype(np.float32)
 BIAS = np.linspace(-1, 1, 4).astype(np.float32)
@@ -33,7 +33,7 @@ def float_model() -> bytes:
 
 
 def int8_model(io_type: str = "int8") -> bytes:
-    from edgekit.converters.quantizer import quantize_int8
+    from edgekit.converters.quant.quantizer import quantize_int8
 
     ranges = {"features": (-3.0, 3.0), "scores": (0.0, 8.0)}
     return serialize(quantize_int8(float_graph(), ranges, io_type=io_type))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from edgekit.converters.tflite_import import read_graph
-from edgekit.converters.tflite_writer import serialize
-from edgekit.opprofile import profile_tflite
+from edgekit.converters.tflite.importer import read_graph
+from edgekit.converters.tflite.writer import serialize
+from edgekit.runtime.opprofile import profile_tflite
 from tests.runtime.models import float_graph, int8_model
 
 
@@ -41,7 +41,7 @@ def _pad_conv_model() -> bytes:
     ONNX convolution whose padding TFLite's SAME cannot express."""
     import numpy as np
 
-    from edgekit.converters.ir import Graph
+    from edgekit.converters.ir.graph import Graph
 
     g = Graph()
     g.add_tensor("image", (1, 64, 64, 3), np.float32)

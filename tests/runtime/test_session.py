@@ -188,7 +188,7 @@ def test_bench_cli_json(float_path):
 def _fixed_batch_model() -> bytes:
     """The FC model behind a RESHAPE to a constant [1, 6]: like a converted CNN's flatten, it runs
     batch 1 only (LiteRT's XNNPACK cannot reshape it; the builtin kernels refuse it too)."""
-    from edgekit.converters.tflite_writer import serialize
+    from edgekit.converters.tflite.writer import serialize
     from tests.runtime.models import float_graph
 
     g = float_graph()

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekit.converters.lowering import lowers
-from edgekit.converters.lowering.context import NHWC_TO_NCHW, Lowering, NotLowerable
-from edgekit.converters.lowering.pooling import FLOAT_LOWEST, subsample
+from edgekit.converters.onnx.lowering import lowers
+from edgekit.converters.onnx.lowering.context import NHWC_TO_NCHW, Lowering, NotLowerable
+from edgekit.converters.onnx.lowering.pooling import FLOAT_LOWEST, subsample
 
 
 def _axis(axis: int, rank: int) -> int:
@@ -274,7 +274,7 @@ def _upsample_by_repeat(ctx: Lowering, x: str, out: str, sh: int, sw: int) -> No
     """Nearest upsampling by integer factors as RESHAPE to 6-D, a broadcasting ADD of zeros and a
     RESHAPE back: XNNPACK runs all three (it has no fp32 RESIZE_NEAREST_NEIGHBOR), exact in float,
     and in int8 an ADD of zero on one scale changes nothing."""
-    from edgekit.converters.lowering.context import NCHW_TO_NHWC, NHWC_TO_NCHW
+    from edgekit.converters.onnx.lowering.context import NCHW_TO_NHWC, NHWC_TO_NCHW
 
     n, c, h, w = ctx.shape(x)
     six = ctx.reshape(ctx.nhwc(x), (n, h, 1, w, 1, c))

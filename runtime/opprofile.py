@@ -118,8 +118,8 @@ def _fused_pad(graph, index: int, consumers: dict) -> bool:
 def profile_tflite(
     path: str | os.PathLike, backend: str = "auto", threads: int = 1, xnnpack: bool = True, runs: int = 20
 ) -> OpProfile:
-    from edgekit.converters.delegation import ops_model
-    from edgekit.converters.tflite_import import read_graph
+    from edgekit.converters.tflite.importer import read_graph
+    from edgekit.converters.tflite.submodel import ops_model
     from edgekit.runtime import load
 
     graph = read_graph(Path(path).read_bytes())

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekit.converters.lowering import lowers
-from edgekit.converters.lowering.context import Lowering, NotLowerable
+from edgekit.converters.onnx.lowering import lowers
+from edgekit.converters.onnx.lowering.context import Lowering, NotLowerable
 
 
 def channel_shape(rank: int, channels: int) -> tuple[int, ...]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from edgekit.converters.ir import Graph
-from edgekit.converters.lowering import LOWERINGS, _load_all
-from edgekit.converters.lowering.context import Lowering, NotLowerable
+from edgekit.converters.ir.graph import Graph
+from edgekit.converters.onnx.lowering import LOWERINGS, _load_all
+from edgekit.converters.onnx.lowering.context import Lowering, NotLowerable
 from edgekit.errors import UnsupportedModelError
 
 

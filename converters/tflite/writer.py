@@ -15,8 +15,8 @@ import flatbuffers
 import numpy as np
 import tflite
 
-from edgekit.converters.ir import Graph, Node, Tensor
-from edgekit.converters.tflite_ops import ENUM_FIELDS, OPTIONS_TABLE, TENSOR_TYPE, op_version
+from edgekit.converters.ir.graph import Graph, Node, Tensor
+from edgekit.converters.tflite.ops import ENUM_FIELDS, OPTIONS_TABLE, TENSOR_TYPE, op_version
 from edgekit.errors import UnsupportedModelError
 from edgekit.files import check_output_path, write_atomic  # noqa: F401  (the converters' writers)
 

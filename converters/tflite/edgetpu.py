@@ -4,7 +4,7 @@ The compiler maps one contiguous run of ops from the model's start: the first op
 take, and every op after it, run on the CPU. Rules (Coral's "TensorFlow models on the Edge
 TPU"): fully int8/uint8 tensors, static shapes, at most the 3 innermost dimensions larger
 than 1, only some ops, and low op versions (the compiler embeds an old TFLite): an op's
-``edgetpu`` entry in :mod:`edgekit.converters.op_table` is the highest version it maps.
+``edgetpu`` entry in :mod:`edgekit.converters.tflite.op_table` is the highest version it maps.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgekit.converters.ir import Graph, Node
-from edgekit.converters.op_table import facts
-from edgekit.converters.tflite_ops import op_version
+from edgekit.converters.ir.graph import Graph, Node
+from edgekit.converters.tflite.op_table import facts
+from edgekit.converters.tflite.ops import op_version
 
 QUANTIZED = (np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int32))
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekit.converters.lowering import lowers
-from edgekit.converters.lowering.context import Lowering, NotLowerable
+from edgekit.converters.onnx.lowering import lowers
+from edgekit.converters.onnx.lowering.context import Lowering, NotLowerable
 
 BINARY = {"Add": "ADD", "Sub": "SUB", "Mul": "MUL", "Div": "DIV", "Max": "MAXIMUM", "Min": "MINIMUM"}
 HAS_ACTIVATION = {"ADD", "SUB", "MUL", "DIV"}

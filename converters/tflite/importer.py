@@ -10,9 +10,9 @@ import re
 import numpy as np
 import tflite
 
-from edgekit.converters.ir import Graph, QuantParams
-from edgekit.converters.tflite_ops import OPTIONS_TABLE, TENSOR_TYPE
-from edgekit.converters.tflite_reader import load_model
+from edgekit.converters.ir.graph import Graph, QuantParams
+from edgekit.converters.tflite.ops import OPTIONS_TABLE, TENSOR_TYPE
+from edgekit.converters.tflite.reader import load_model
 
 _TYPE_BY_CODE = {getattr(tflite.TensorType, name): dtype for dtype, name in TENSOR_TYPE.items()}
 _OP_BY_CODE = {v: k for k, v in vars(tflite.BuiltinOperator).items() if not k.startswith("_")}

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from edgekit.converters.calibration_data import check_array
+from edgekit.converters.quant.calibration_data import check_array
 from edgekit.errors import CalibrationError
 from edgekit.progress import progress
 

@@ -15,7 +15,7 @@ from edgekit.converters.layer_compare import compare_layers
 
 def lossy_layers(onnx_model, tflite_model, sample: dict[str, np.ndarray], max_sqnr_drop: float) -> list[str]:
     """ONNX node names whose int8 output loses more than ``max_sqnr_drop`` dB."""
-    from edgekit.converters.onnx_frontend import read_model
+    from edgekit.converters.onnx.frontend import read_model
 
     model = read_model(onnx_model).model
     producer = {o: n for n in model.graph.node for o in n.output}

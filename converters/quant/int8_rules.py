@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from edgekit.converters.ir import Graph
-from edgekit.converters.quantizer import FIXED_OUTPUT, SHARED, WEIGHTED
+from edgekit.converters.ir.graph import Graph
+from edgekit.converters.quant.quantizer import FIXED_OUTPUT, SHARED, WEIGHTED
 from edgekit.errors import UnsupportedModelError
 
 INT8 = np.dtype(np.int8)

@@ -1,5 +1,5 @@
 """What the writer and the importer need about TFLite builtin operators: which options table
-each takes and its minimum kernel version (views of :mod:`edgekit.converters.op_table`), how
+each takes and its minimum kernel version (views of :mod:`edgekit.converters.tflite.op_table`), how
 option fields are encoded, and the tensor types."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.converters.op_table import OPS, facts
+from edgekit.converters.tflite.op_table import OPS, facts
 
 # op -> name of its options table in the schema (BuiltinOptions union member)
 OPTIONS_TABLE: dict[str, str] = {name: f.options for name, f in OPS.items() if f.options}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekit.converters.lowering import lowers
-from edgekit.converters.lowering.context import Lowering, NotLowerable
-from edgekit.converters.lowering.conv import pad_nhwc, window_padding
+from edgekit.converters.onnx.lowering import lowers
+from edgekit.converters.onnx.lowering.context import Lowering, NotLowerable
+from edgekit.converters.onnx.lowering.conv import pad_nhwc, window_padding
 
 FLOAT_LOWEST = float(np.finfo(np.float32).min)
 

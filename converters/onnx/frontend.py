@@ -19,7 +19,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edgekit.converters.config import ParameterError
-from edgekit.converters.ir import Graph
+from edgekit.converters.ir.graph import Graph
 from edgekit.errors import BackendError, InvalidModelError, ShapeError, UnsupportedModelError
 
 MIN_OPSET = 7

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from edgekit.converters.lowering.context import Lowering, NotLowerable
+from edgekit.converters.onnx.lowering.context import Lowering, NotLowerable
 
 LOWERINGS: dict[str, Callable[[Lowering, object], None]] = {}
 
@@ -31,7 +31,7 @@ def supported_ops() -> list[str]:
 
 
 def _load_all() -> None:
-    from edgekit.converters.lowering import (  # noqa: F401  (registration side effects)
+    from edgekit.converters.onnx.lowering import (  # noqa: F401  (registration side effects)
         activations,
         arithmetic,
         conv,

@@ -1,6 +1,6 @@
 """Minimum TFLite kernel versions (ported from TFLite's op_version.cc for the operators edgekit
 emits). Each rule sees the node and a lookup for tensor dtypes/shapes and returns what
-op_version.cc computes for that signature; :mod:`edgekit.converters.op_table` says which rule
+op_version.cc computes for that signature; :mod:`edgekit.converters.tflite.op_table` says which rule
 each op takes."""
 
 from __future__ import annotations

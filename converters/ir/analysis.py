@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from edgekit.converters.ir import Graph, Node
+from edgekit.converters.ir.graph import Graph, Node
 
 
 def _conv_macs(g: Graph, n: Node) -> int:

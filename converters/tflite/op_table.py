@@ -15,8 +15,8 @@ from typing import Literal
 
 import numpy as np
 
-from edgekit.converters import op_versions as v
-from edgekit.converters.op_versions import VersionRule
+from edgekit.converters.tflite import op_versions as v
+from edgekit.converters.tflite.op_versions import VersionRule
 
 
 class Layout(Enum):

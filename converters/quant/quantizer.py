@@ -14,13 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgekit.converters.ir import Graph, Node, QuantParams
-from edgekit.converters.op_table import ALL_INPUTS, OPS, ScaleBound, Xnnpack, int8_rule, ops_where
+from edgekit.converters.ir.graph import Graph, Node, QuantParams
+from edgekit.converters.tflite.op_table import ALL_INPUTS, OPS, ScaleBound, Xnnpack, int8_rule, ops_where
 from edgekit.errors import UnsupportedModelError
 
 _INT8_RULES = {name: f.int8 for name, f in OPS.items() if f.int8 is not None}
 
-# views of the op table (edgekit.converters.op_table), under the names other modules read
+# views of the op table (edgekit.converters.tflite.op_table), under the names other modules read
 # op -> (weight input index, per-channel axis of the weight, bias input index)
 WEIGHTED = {
     name: (r.weights.weight, r.weights.axis, r.weights.bias) for name, r in _INT8_RULES.items() if r.weights is not None
@@ -781,8 +781,8 @@ def quantize_graph(
         return quantize_dynamic(tfl, per_channel)
     if mode not in ("int8", "int16x8"):
         raise UnsupportedModelError(f"--quantize {mode}: choose int8, int16x8, dynamic or fp16")
-    from edgekit.converters.calibration import calibrate, prepare_samples
-    from edgekit.converters.tflite_writer import serialize
+    from edgekit.converters.quant.calibration import calibrate, prepare_samples
+    from edgekit.converters.tflite.writer import serialize
 
     tfl = expand_for_int8(tfl)
     names = onnx_graph.metadata["_signature"]["inputs"]

@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 
-from edgekit.converters.lowering import lowers
-from edgekit.converters.lowering.context import Lowering, NotLowerable
+from edgekit.converters.onnx.lowering import lowers
+from edgekit.converters.onnx.lowering.context import Lowering, NotLowerable
 
 
 def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int, int]:

@@ -1,0 +1,1 @@
+"""The graph every pass works on: tensors, nodes, quantization parameters."""

@@ -1,0 +1,1 @@
+"""Reading ONNX models and lowering their ops to TFLite builtins."""
