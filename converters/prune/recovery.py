@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 
 from edgekit.converters.prune.channels import constants_to_initializers, kept_channels
 from edgekit.errors import InputError
@@ -59,28 +59,23 @@ class _Runner:
         self.samples = samples
 
     def means(self, model: onnx.ModelProto, tensors: list[str]) -> dict[str, np.ndarray]:
-        import onnxruntime as ort
+        from edgekit.converters.harness import OnnxRunner, exposing
 
-        probe = onnx.ModelProto()
-        probe.CopyFrom(model)
-        del probe.graph.output[:]
-        del probe.graph.value_info[:]
-        probe.graph.output.extend(helper.make_empty_tensor_value_info(t) for t in tensors)
+        probe = exposing(model, tensors)
+        del probe.graph.value_info[:]  # their fixed batch would contradict the symbolic one
         name = probe.graph.input[0].name
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
         batched = onnx.ModelProto()
         batched.CopyFrom(probe)
         batched.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
         try:
-            session = ort.InferenceSession(batched.SerializeToString(), options, providers=["CPUExecutionProvider"])
-            outputs = session.run(tensors, {name: self.samples})
+            found = OnnxRunner(batched)({name: self.samples})
+            outputs = [found[t] for t in tensors]
             if any(o.ndim == 0 or o.shape[0] != len(self.samples) for o in outputs):
                 raise ValueError("the batch did not come through")
         except Exception:  # fixed batch in Reshape constants etc.: one sample at a time
-            session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
-            runs = [session.run(tensors, {name: s[None]}) for s in self.samples]
-            outputs = [np.concatenate([r[i] for r in runs]) for i in range(len(tensors))]
+            runner = OnnxRunner(probe)
+            runs = [runner({name: s[None]}) for s in self.samples]
+            outputs = [np.concatenate([r[t] for r in runs]) for t in tensors]
         result = {}
         for tensor, value in zip(tensors, outputs, strict=True):
             axes = tuple(i for i in range(value.ndim) if i != 1)  # N, C, spatial... -> C

@@ -21,8 +21,6 @@ from tests.runtime.models import float_model, int8_model
 
 N = helper.make_node
 CONVERTERS = Path(__file__).resolve().parents[2] / "converters"
-# modules still opening an interpreter themselves, each to move onto the harness
-NOT_YET_MOVED = {"prune/recovery.py"}
 
 
 def _cnn():
@@ -119,7 +117,7 @@ def test_converters_open_interpreters_through_the_harness_only():
         for path in CONVERTERS.rglob("*.py")
         if pattern.search(path.read_text()) and path.name != "harness.py"
     }
-    assert own <= NOT_YET_MOVED, sorted(own - NOT_YET_MOVED)
+    assert not own, sorted(own)
 
 
 def test_per_layer_report_feeds_a_scalar_input_as_a_scalar(tmp_path):
