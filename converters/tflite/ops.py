@@ -14,14 +14,21 @@ from edgekit.converters.tflite.op_table import OPS, facts
 # op -> name of its options table in the schema (BuiltinOptions union member)
 OPTIONS_TABLE: dict[str, str] = {name: f.options for name, f in OPS.items() if f.options}
 
-# option field -> schema enum class name (values given as member names, e.g. "SAME")
+# option field -> schema enum class name (values given as member names, e.g. "SAME"): the
+# enum-typed fields of TFLite's builtin options tables (StableHLO's aside), so an op added to
+# the op table finds its options' enums here already
 ENUM_FIELDS: dict[str, str] = {
     "padding": "Padding",
     "fused_activation_function": "ActivationFunctionType",
     "mode": "MirrorPadMode",
     "weights_format": "FullyConnectedOptionsWeightsFormat",
-    "in_data_type": "TensorType",
-    "out_data_type": "TensorType",
+    "kernel_type": "LSTMKernelType",
+    "combiner": "CombinerType",
+    "type": "LSHProjectionType",
+    **dict.fromkeys(
+        ("in_data_type", "out_data_type", "output_type", "out_type", "idx_out_type", "quantized_bias_type"),
+        "TensorType",
+    ),
 }
 
 TENSOR_TYPE: dict[np.dtype, str] = {
