@@ -101,6 +101,22 @@ def _table(*entries: OpFacts) -> dict[str, OpFacts]:
 OPS: dict[str, OpFacts] = _table(
     OpFacts("ABS", layout=Layout.ELEMENTWISE),
     OpFacts(
+        "ARG_MAX",
+        options="ArgMaxOptions",
+        version=v.int8_is(2),
+        layout=Layout.REDUCER,
+        int8=Int8Rule(),
+        xnnpack=Xnnpack.NONE,
+    ),
+    OpFacts(
+        "ARG_MIN",
+        options="ArgMinOptions",
+        version=v.int8_is(2),
+        layout=Layout.REDUCER,
+        int8=Int8Rule(),
+        xnnpack=Xnnpack.NONE,
+    ),
+    OpFacts(
         "ADD",
         options="AddOptions",
         version=v.int8_is(2, 3),

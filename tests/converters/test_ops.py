@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 from onnx import helper
 
@@ -11,6 +12,12 @@ from tests.converters.onnx_models import model, rand
 
 N = helper.make_node
 X = {"x": (1, 8, 10, 12)}
+
+
+def indices_out(m):
+    """``m`` with its output typed int64, as ArgMax/ArgMin make it."""
+    m.graph.output[0].type.tensor_type.elem_type = onnx.TensorProto.INT64
+    return m
 
 
 def conv_w(cout, cin, k, seed=1):
@@ -408,6 +415,18 @@ CASES = {
         {"y": None},
         {"w": conv_w(12, 8, 1)},
     ),
+    "argmax_channels": lambda: indices_out(
+        model(
+            [N("Conv", ["x", "w"], ["c"]), N("ArgMax", ["c"], ["y"], axis=1, keepdims=0)],
+            X,
+            {"y": (1, 10, 12)},
+            {"w": conv_w(5, 8, 1)},
+        )
+    ),
+    "argmax_keepdims": lambda: indices_out(model([N("ArgMax", ["x"], ["y"], axis=-1)], X, {"y": (1, 8, 10, 1)})),
+    "argmin_channels": lambda: indices_out(
+        model([N("ArgMin", ["x"], ["y"], axis=1, keepdims=1)], X, {"y": (1, 1, 10, 12)})
+    ),
     "instance_norm": lambda: model(
         [N("InstanceNormalization", ["x", "s", "b"], ["y"])],
         X,
@@ -441,3 +460,35 @@ def test_lp_normalization_int8_on_the_edge_tpu_matches_onnxruntime(tmp_path):
     assert result.ops == {"FULLY_CONNECTED": 1, "L2_NORMALIZATION": 1}
     assert result.edgetpu.fully_mapped, result.edgetpu.summary()
     assert verify(m, out, data={"x": data[:8]}).min_sqnr_db >= 30
+
+
+def test_argmax_head_int8_matches_onnxruntime_and_the_edge_tpu_maps_the_rest(tmp_path):
+    """A segmentation head (Conv -> ArgMax over the classes): ARG_MAX reads the int8 logits
+    directly (version 2); its indices (int32, as every integer the converter writes) equal
+    onnxruntime's fp32 ones wherever the two best logits are not within a quantization step; the
+    Edge TPU maps the convolution and leaves ARG_MAX (which its compiler lacks) to the CPU."""
+    import onnxruntime as ort
+
+    m = indices_out(
+        model(
+            [N("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]), N("ArgMax", ["c"], ["y"], axis=1, keepdims=0)],
+            X,
+            {"y": (1, 10, 12)},
+            {"w": conv_w(5, 8, 3), "b": rand(5, seed=4)},
+        )
+    )
+    data = rand(32, 8, 10, 12, seed=3)
+    out = tmp_path / "head.tflite"
+    result = convert(m, out, quantize="int8", calibration=data, target="edgetpu", io_type="int8")
+    assert result.ops.get("ARG_MAX") == 1 and "DEQUANTIZE" not in result.ops, result.ops
+    assert [node.op for node, _ in result.edgetpu.on_cpu] == ["ARG_MAX"], result.edgetpu.summary()
+    assert {node.op for node in result.edgetpu.mapped} >= {"CONV_2D"}, result.edgetpu.summary()
+
+    from edgekit.converters.harness import TFLiteRunner
+
+    x = rand(4, 8, 10, 12, seed=7)
+    session = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    expected = np.concatenate([session.run(None, {"x": x[i : i + 1]})[0] for i in range(4)])
+    got = np.concatenate([TFLiteRunner(out.read_bytes())({"x": x[i : i + 1]})["y"] for i in range(4)])
+    assert got.dtype == np.int32 and got.shape == expected.shape
+    assert np.mean(got == expected) >= 0.95

@@ -345,6 +345,27 @@ def reduce(ctx: Lowering, node) -> None:
     ctx.op_to(_REDUCERS[node.op], [x, ctx.constant(np.array(axes, np.int32), "axes")], out, keep_dims=keep)
 
 
+@lowers("ArgMax", "ArgMin")
+def arg_extreme(ctx: Lowering, node) -> None:
+    """ARG_MAX / ARG_MIN along one axis (segmentation heads, classifiers ending in their decision).
+    The indices are int32, as every integer tensor the converter writes (ONNX's are int64);
+    keepdims adds the axis back with a RESHAPE."""
+    if node.attrs.get("select_last_index", 0):
+        raise NotLowerable("unsupported_attribute", f"{node.op} with select_last_index=1 (TFLite takes the first)")
+    x = ctx.use(node.inputs[0])
+    shape = ctx.shape(x)
+    axis = _axis(int(node.attrs.get("axis", 0)), len(shape))
+    op = "ARG_MAX" if node.op == "ArgMax" else "ARG_MIN"
+    axis_const = ctx.constant(np.array([axis], np.int32), "axis")
+    out = node.outputs[0]
+    if not node.attrs.get("keepdims", 1):
+        ctx.op_to(op, [x, axis_const], out, output_type="INT32")
+        return
+    reduced = tuple(d for i, d in enumerate(shape) if i != axis)
+    indices = ctx.op_new(op, [x, axis_const], reduced, f"{out}_indices", dtype=np.int32, output_type="INT32")
+    ctx.reshape(indices, ctx.shape(out), out=out)
+
+
 @lowers("Gather")
 def gather(ctx: Lowering, node) -> None:
     x = ctx.use(node.inputs[0])
