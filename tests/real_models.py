@@ -1,9 +1,10 @@
-"""Trained ONNX models that wheels on the package registry ship, for tests and benches.
+"""Trained ONNX models that wheels on the package registry ship, for tests and benches, the
+photographs of people they are tried on, and the task metrics that judge them.
 
-Each entry pins a wheel and the sha256 of the model inside it. ``path(name)`` returns the
-model from the cache (``.cache/models`` in the checkout, or ``EDGEKIT_MODEL_CACHE``), fetching
-the wheel with ``pip download --no-deps`` on first use: the test command's job, never the
-product's. ``python -m tests.real_models`` fetches them all (``scripts/dev test`` does)."""
+Each entry pins a wheel and the sha256 of the file inside it. ``path(name)`` returns the file
+from the cache (``.cache/models`` in the checkout, or ``EDGEKIT_MODEL_CACHE``), fetching the
+wheel with ``pip download --no-deps`` on first use: the test command's job, never the product's.
+``python -m tests.real_models`` fetches them all (``scripts/dev test`` does)."""
 
 from __future__ import annotations
 
@@ -16,47 +17,68 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 
 @dataclass(frozen=True)
-class RealModel:
+class WheelFile:
     wheel: str  # requirement pinned to one release
-    member: str  # the model's path inside the wheel
+    member: str  # the file's path inside the wheel
     sha256: str
     about: str
 
 
 MODELS = {
-    "nudenet-yolov8n": RealModel(
+    "nudenet-yolov8n": WheelFile(
         "nudenet==3.4.2",
         "nudenet/320n.onnx",
         "c15d8273adad2d0a92f014cc69ab2d6c311a06777a55545f2c4eb46f51911f0f",
         "YOLOv8n detector trained by NudeNet, 320x320, output [1, 22, 2100] (4 box + 18 class scores)",
     ),
-    "silero-vad-16k-op15": RealModel(
+    "silero-vad-16k-op15": WheelFile(
         "silero-vad==6.2.3",
         "silero_vad/data/silero_vad_16k_op15.onnx",
         "7ed98ddbad84ccac4cd0aeb3099049280713df825c610a8ed34543318f1b2c49",
         "Silero voice activity detector (LSTM, If nodes on shapes), 16 kHz, opset 15",
     ),
-    "ppocr-v4-det": RealModel(
+    "ppocr-v4-det": WheelFile(
         "rapidocr-onnxruntime==1.4.4",
         "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
         "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9",
         "PP-OCRv4 mobile text detector (DBNet, MobileNetV3 backbone), any image size, text probability map out",
     ),
-    "ppocr-v4-rec": RealModel(
+    "ppocr-v4-rec": WheelFile(
         "rapidocr-onnxruntime==1.4.4",
         "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
         "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
         "PP-OCRv4 mobile text recogniser (SVTR neck, CTC over 6,625 classes; the alphabet in its metadata), 48 px high",
     ),
-    "ddddocr-rec": RealModel(
+    "ddddocr-rec": WheelFile(
         "ddddocr==1.6.1",
         "ddddocr/common.onnx",
         "33b5cd351ee94e73a6bf8fa18c415ed8b819b3ffd342e267c30d8ad8334e34e8",
         "ddddocr's captcha recogniser (CNN + bidirectional LSTM, no initial state, CTC over 8,210 classes), 64 px high",
     ),
 }
+
+# NudeNet finds faces and other body parts: scikit-learn's sample photographs have no people (no
+# detection at confidence 0.25 in any crop), scikit-image's test photographs do. Pure PNG members,
+# identical in every platform's wheel.
+PHOTOS = {
+    "skimage-astronaut": WheelFile(
+        "scikit-image==0.26.0",
+        "skimage/data/astronaut.png",
+        "88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5",
+        "Eileen Collins in her spacesuit, 512x512 RGB, public domain (NASA)",
+    ),
+    "skimage-camera": WheelFile(
+        "scikit-image==0.26.0",
+        "skimage/data/camera.png",
+        "b0793d2adda0fa6ae899c03989482bff9a42d3d5690fc7e3648f2795d730c23a",
+        "the cameraman behind his tripod, 512x512 grey",
+    ),
+}
+CORPUS = MODELS | PHOTOS
 
 CACHE = Path(os.environ.get("EDGEKIT_MODEL_CACHE", Path(__file__).resolve().parent.parent / ".cache" / "models"))
 
@@ -66,7 +88,7 @@ def _digest(path: Path) -> str:
 
 
 def path(name: str) -> Path:
-    model = MODELS[name]
+    model = CORPUS[name]
     target = CACHE / name / Path(model.member).name
     if target.is_file() and _digest(target) == model.sha256:
         return target
@@ -82,13 +104,113 @@ def path(name: str) -> Path:
         with zipfile.ZipFile(wheel) as z:
             data = z.read(model.member)
     if hashlib.sha256(data).hexdigest() != model.sha256:
-        raise RuntimeError(f"{model.wheel}: {model.member} is not the model this corpus pins ({model.sha256[:12]}...)")
+        raise RuntimeError(f"{model.wheel}: {model.member} is not the file this corpus pins ({model.sha256[:12]}...)")
     partial = target.with_suffix(".part")
     partial.write_bytes(data)
     partial.replace(target)
     return target
 
 
+# YOLOv8's detections and how two runs of one detector agree on them: ultralytics' defaults
+# (confidence 0.25, class-wise NMS at IoU 0.45); NudeNet's own post-processing (nudenet/nudenet.py
+# in its wheel) decodes the same [1, 4 + classes, anchors] output, with a class-blind NMS.
+YOLO_CONFIDENCE, YOLO_NMS_IOU, MATCH_IOU = 0.25, 0.45, 0.5
+
+
+@dataclass(frozen=True)
+class Detections:
+    boxes: np.ndarray  # (n, 4) x1, y1, x2, y2 in input pixels, most confident first
+    classes: np.ndarray  # (n,) int
+    scores: np.ndarray  # (n,)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box of ``a`` (n, 4) with every box of ``b`` (m, 4), corners x1, y1, x2, y2."""
+    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
+    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=-1)
+    area_a, area_b = np.prod(a[:, 2:] - a[:, :2], axis=-1), np.prod(b[:, 2:] - b[:, :2], axis=-1)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
+    """Greedy NMS: indices kept, most confident first."""
+    order, keep = np.argsort(-scores, kind="stable"), []
+    while order.size:
+        best, order = order[0], order[1:]
+        keep.append(best)
+        order = order[box_iou(boxes[best : best + 1], boxes[order])[0] <= iou]
+    return np.array(keep, np.int64)
+
+
+def yolo_detections(output: np.ndarray, confidence: float = YOLO_CONFIDENCE, iou: float = YOLO_NMS_IOU) -> Detections:
+    """A YOLOv8 output [1, 4 + classes, anchors] (boxes cx, cy, w, h; class scores after the
+    sigmoid) decoded: best class per anchor, those at ``confidence`` or above, class-wise NMS."""
+    rows = np.asarray(output, np.float32).reshape(output.shape[-2], -1).T
+    centre, size, class_scores = rows[:, :2], rows[:, 2:4], rows[:, 4:]
+    kept = class_scores.max(-1) >= confidence
+    boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=-1)[kept]
+    classes, scores = class_scores[kept].argmax(-1), class_scores[kept].max(-1)
+    keep = [np.zeros(0, np.int64)]
+    for c in np.unique(classes):
+        of_class = np.flatnonzero(classes == c)
+        keep.append(of_class[_nms(boxes[of_class], scores[of_class], iou)])
+    order = np.concatenate(keep)
+    order = order[np.argsort(-scores[order], kind="stable")]
+    return Detections(boxes[order], classes[order], scores[order])
+
+
+class NoDetections(ValueError):
+    """The reference found nothing: agreement with it would be the absence of evidence."""
+
+
+@dataclass(frozen=True)
+class DetectionAgreement:
+    reference: int  # detections of the reference (fp32) over all inputs
+    value: int  # detections of the run judged (int8)
+    matched: int  # pairs of one class with IoU >= MATCH_IOU, each detection in one pair at most
+    mean_iou: float  # over the matched pairs
+
+    @property
+    def recall(self) -> float:
+        return self.matched / self.reference
+
+    @property
+    def precision(self) -> float:
+        return self.matched / self.value if self.value else 0.0
+
+    def __str__(self) -> str:
+        return (
+            f"recall {self.recall:.2f}, precision {self.precision:.2f}, IoU {self.mean_iou:.2f} "
+            f"on {self.reference} detections"
+        )
+
+
+def _matched_ious(reference: Detections, value: Detections, threshold: float) -> list[float]:
+    """Greedy one-to-one matching, best IoU first, of same-class detections overlapping by ``threshold``."""
+    iou = box_iou(reference.boxes, value.boxes)
+    iou[reference.classes[:, None] != value.classes[None, :]] = 0
+    matched = []
+    while iou.size and iou.max() >= threshold:
+        i, j = np.unravel_index(iou.argmax(), iou.shape)
+        matched.append(float(iou[i, j]))
+        iou[i, :], iou[:, j] = 0, 0
+    return matched
+
+
+def detection_agreement(
+    reference: list[Detections], value: list[Detections], threshold: float = MATCH_IOU
+) -> DetectionAgreement:
+    """How far ``value``'s detections are ``reference``'s, input by input. Raises NoDetections when
+    the reference has none on any input."""
+    ious = [iou for r, v in zip(reference, value, strict=True) for iou in _matched_ious(r, v, threshold)]
+    total = sum(len(r.scores) for r in reference)
+    if total == 0:
+        raise NoDetections("the reference detects nothing on these inputs: give inputs with objects it finds")
+    found = sum(len(v.scores) for v in value)
+    return DetectionAgreement(total, found, len(ious), float(np.mean(ious)) if ious else 0.0)
+
+
 if __name__ == "__main__":
-    for key in MODELS:
+    for key in CORPUS:
         print(f"{key}: {path(key)}")

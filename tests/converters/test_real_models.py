@@ -39,6 +39,29 @@ def _photo_crops(count: int, seed: int) -> np.ndarray:
     return np.stack(out)
 
 
+def _people_crops(count: int, seed: int) -> np.ndarray:
+    """Square crops of scikit-image's two photographs of people (a face and clothed upper body
+    each), mirrored at random, some shrunk onto a black border at the bottom right as NudeNet
+    pads its inputs; resized to the detector's input, in [0, 1]."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    photos = [Image.open(real_models.path(key)).convert("RGB") for key in real_models.PHOTOS]
+    out = []
+    for k in range(count):
+        photo = photos[k % len(photos)]
+        side = int(rng.integers(200, min(photo.size) + 1))
+        x, y = (int(rng.integers(0, n - side + 1)) for n in photo.size)
+        crop = photo.crop((x, y, x + side, y + side))
+        if rng.random() < 0.5:
+            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        inner = YOLO_SHAPE[2] if rng.random() < 0.5 else int(rng.integers(160, YOLO_SHAPE[2]))
+        canvas = Image.new("RGB", YOLO_SHAPE[2:])
+        canvas.paste(crop.resize((inner, inner)))
+        out.append(np.asarray(canvas, np.float32).transpose(2, 0, 1) / 255.0)
+    return np.stack(out)
+
+
 @pytest.fixture(scope="module")
 def yolo():
     path = real_models.path("nudenet-yolov8n")
@@ -53,7 +76,7 @@ def _yolo_outputs(tflite: Path, test: np.ndarray) -> np.ndarray:
     return np.stack([next(iter(runner({"images": x[None]}).values())).reshape(22, -1) for x in test])
 
 
-def _ort_int8_boxes(path: Path, calibration: np.ndarray, test: np.ndarray, tmp: Path) -> np.ndarray:
+def _ort_int8_outputs(path: Path, calibration: np.ndarray, test: np.ndarray, tmp: Path) -> np.ndarray:
     """onnxruntime's own int8 (quantize_static, QDQ, per channel, the same calibration)."""
     from tests.ort_int8 import ort_static_int8
 
@@ -88,7 +111,7 @@ def test_yolov8n_int8_boxes_are_not_clipped_to_the_sigmoid_range(yolo, tmp_path)
     out = tmp_path / "int8.tflite"
     convert(path, out, input_shapes={"images": YOLO_SHAPE}, quantize="int8", calibration=calibration)
     got = _yolo_outputs(out, test)
-    ort_boxes = _ort_int8_boxes(path, calibration, test, tmp_path)
+    ort_boxes = _ort_int8_outputs(path, calibration, test, tmp_path)
     ours, theirs = sqnr_db(expected[:, :4], got[:, :4]), sqnr_db(expected[:, :4], ort_boxes[:, :4])
     assert got[:, :4].max() > 100, "boxes clipped"
     assert ours >= 30 and ours >= theirs, f"box SQNR {ours:.1f} dB, onnxruntime int8 {theirs:.1f} dB"
@@ -106,6 +129,104 @@ def test_yolov8n_fully_integer_requantizes_the_sigmoid(yolo, tmp_path):
     )
     assert "DEQUANTIZE" in result.ops and result.ops["DEQUANTIZE"] == 1  # only the float output
     assert sqnr_db(expected[:, :4], _yolo_outputs(out, test)[:, :4]) >= 30
+
+
+@pytest.fixture(scope="module")
+def yolo_people():
+    """NudeNet's YOLOv8n on crops of photographs of people: calibration, held-out crops and
+    onnxruntime's fp32 detections on them."""
+    path = real_models.path("nudenet-yolov8n")
+    calibration, test = _people_crops(24, seed=0), _people_crops(48, seed=1)
+    reference = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    expected = [real_models.yolo_detections(reference.run(None, {"images": x[None]})[0]) for x in test]
+    return path, calibration, test, expected
+
+
+def _yolo_detections(tflite: Path, test: np.ndarray) -> list[real_models.Detections]:
+    return [real_models.yolo_detections(output[None]) for output in _yolo_outputs(tflite, test)]
+
+
+def test_yolo_decoder_keeps_what_torchvision_nms_keeps(yolo_people):
+    """The decoder's class-wise NMS against torchvision's batched_nms on the same candidates."""
+    import torch
+    from torchvision.ops import batched_nms
+
+    path, _, test, expected = yolo_people
+    reference = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for x, ours in zip(test[:16], expected, strict=False):
+        rows = reference.run(None, {"images": x[None]})[0][0].T
+        rows = rows[rows[:, 4:].max(-1) >= real_models.YOLO_CONFIDENCE]
+        corners = np.concatenate([rows[:, :2] - rows[:, 2:4] / 2, rows[:, :2] + rows[:, 2:4] / 2], axis=-1)
+        keep = batched_nms(*map(torch.from_numpy, (corners, rows[:, 4:].max(-1), rows[:, 4:].argmax(-1))),
+                           real_models.YOLO_NMS_IOU).numpy()  # fmt: skip
+        np.testing.assert_array_equal(ours.boxes, corners[keep])
+        np.testing.assert_array_equal(ours.classes, rows[keep, 4:].argmax(-1))
+
+
+def test_yolo_agreement_refuses_inputs_without_detections(yolo_people):
+    """scikit-learn's photographs (a temple, a flower) have no body part NudeNet finds: agreement
+    on them would be the absence of evidence, not of error."""
+    path, _, _, expected = yolo_people
+    reference = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    empty = [real_models.yolo_detections(reference.run(None, {"images": x[None]})[0]) for x in _photo_crops(8, seed=1)]
+    with pytest.raises(real_models.NoDetections):
+        real_models.detection_agreement(empty, empty)
+    assert sum(len(d.scores) for d in expected) >= 40  # the people crops have detections
+
+
+@pytest.mark.slow
+def test_yolov8n_fp32_detections_are_onnxruntimes(yolo_people, tmp_path):
+    path, _, test, expected = yolo_people
+    out = tmp_path / "fp32.tflite"
+    convert(path, out, input_shapes={"images": YOLO_SHAPE})
+    for want, got in zip(expected, _yolo_detections(out, test), strict=True):
+        np.testing.assert_array_equal(got.classes, want.classes)
+        np.testing.assert_allclose(got.boxes, want.boxes, atol=1e-2)
+        np.testing.assert_allclose(got.scores, want.scores, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def yolo_int8_agreement(yolo_people, tmp_path_factory):
+    """int8 detections against onnxruntime fp32's, by calibration method, each converted once."""
+    path, calibration, test, expected = yolo_people
+    measured = {}
+
+    def agreement(method: str) -> real_models.DetectionAgreement:
+        if method not in measured:
+            out = tmp_path_factory.mktemp("yolo-int8") / f"{method}.tflite"
+            convert(path, out, input_shapes={"images": YOLO_SHAPE}, quantize="int8", calibration=calibration,
+                    method=method)  # fmt: skip
+            measured[method] = real_models.detection_agreement(expected, _yolo_detections(out, test))
+        return measured[method]
+
+    return agreement
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "method",
+    [
+        "mse",
+        pytest.param("minmax", marks=pytest.mark.xfail(strict=True, reason="recall 0.83, precision 0.88 measured")),
+    ],
+)
+def test_yolov8n_int8_finds_the_objects_fp32_finds(yolo_int8_agreement, method):
+    """Issue 21's bar for detectors, on 46 fp32 detections in held-out crops. Measured with the
+    mse calibration: recall 0.96, precision 1.00, IoU 0.96 (0.90-0.92 / 0.94-0.96 on two other
+    held-out sets of 64 crops). The default min-max ranges lose class scores (mean logit error
+    0.55): fp32's weak detections (FEMALE_BREAST_COVERED, FEET_COVERED at 0.27-0.37) fall under
+    0.25 and FACE_FEMALE/FACE_MALE swap where fp32's two scores are close. onnxruntime's own
+    int8 with the same calibration: recall 0.43, precision 1.00, IoU 0.93."""
+    agreement = yolo_int8_agreement(method)
+    assert agreement.mean_iou >= 0.9 and agreement.recall >= 0.9 and agreement.precision >= 0.9, agreement
+
+
+@pytest.mark.slow
+def test_yolov8n_int8_default_calibration_keeps_its_measured_detections(yolo_int8_agreement):
+    """The default (min-max) int8 below issue 21's bar, held where it was measured (recall 0.83,
+    precision 0.88, IoU 0.95) so that it gets no worse unnoticed."""
+    agreement = yolo_int8_agreement("minmax")
+    assert agreement.mean_iou >= 0.9 and agreement.recall >= 0.8 and agreement.precision >= 0.85, agreement
 
 
 def _sigmoid_and_boxes_model() -> onnx.ModelProto:
