@@ -1,8 +1,5 @@
-"""Which ops XNNPACK leaves to TFLite's built-in kernels.
-
-The Python interpreter does not say which nodes a delegate took, so each op is tried alone:
-a one-op model with the op's real tensors (shapes, types, quantization, constants) is built
-and loaded; an op XNNPACK takes comes back as one DELEGATE node."""
+"""Which ops XNNPACK leaves to TFLite's built-in kernels, in the model as LiteRT loads it (the
+runtime reads them off the DELEGATE nodes: :meth:`edgekit.runtime.Session.undelegated_ops`)."""
 
 from __future__ import annotations
 
@@ -10,24 +7,14 @@ from collections import Counter
 
 from edgekit.converters.harness import open_tflite
 from edgekit.converters.ir.graph import Graph, Node
-from edgekit.converters.tflite.submodel import single_op_model
+from edgekit.converters.tflite.writer import serialize
 
 
 def undelegated_ops(graph: Graph) -> list[Node]:
-    left: list[Node] = []
-    cache: dict[tuple, bool] = {}
-    for node in graph.nodes:
-        key = (
-            node.op,
-            tuple(sorted((k, str(v)) for k, v in node.attrs.items() if not k.startswith("_"))),
-            tuple((graph.tensors[i].dtype.str, graph.tensors[i].shape) for i in node.inputs if i),
-        )
-        if key not in cache or node.op in ("ADD", "SUB", "MUL", "CONCATENATION"):
-            with open_tflite(single_op_model(graph, node)) as session:
-                cache[key] = bool(session.delegated_partitions())
-        if not cache[key]:
-            left.append(node)
-    return left
+    """The nodes of ``graph`` XNNPACK leaves to TFLite's kernels, in the whole model as LiteRT
+    partitions it (the writer keeps the node order)."""
+    with open_tflite(serialize(graph)) as session:
+        return [graph.nodes[index] for index, _ in session.undelegated_ops()]
 
 
 def describe(nodes: list[Node]) -> str:

@@ -68,6 +68,10 @@ class Session:
     def delegated_partitions(self) -> int | None:
         return self._backend.delegated_partitions()
 
+    def undelegated_ops(self) -> list[tuple[int, str]] | None:
+        """(index, op name) of the model's ops left to the interpreter's own kernels."""
+        return self._backend.undelegated_ops()
+
     # --- hooks -----------------------------------------------------------------------------
     def add_hook(self, hook: Hook) -> None:
         self._hooks.append(hook)

@@ -1,15 +1,10 @@
-"""A model of some ops of a graph alone, with their real tensors and constants: what the
-delegate check (:mod:`edgekit.converters.delegation`) and the per-op profiler
-(:mod:`edgekit.runtime.opprofile`) load one op at a time."""
+"""A model of some ops of a graph alone, with their real tensors and constants: what the per-op
+profiler (:mod:`edgekit.runtime.opprofile`) loads one op at a time."""
 
 from __future__ import annotations
 
 from edgekit.converters.ir.graph import Graph, Node
 from edgekit.converters.tflite.writer import serialize
-
-
-def single_op_model(graph: Graph, node: Node) -> bytes:
-    return ops_model(graph, [node])
 
 
 def ops_model(graph: Graph, nodes: list[Node]) -> bytes:

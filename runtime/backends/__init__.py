@@ -45,6 +45,10 @@ class Backend:
     def delegated_partitions(self) -> int | None:
         return None
 
+    def undelegated_ops(self) -> list[tuple[int, str]] | None:
+        """(index, op name) of the ops no delegate took; None for a backend without delegates."""
+        return None
+
     def tensors(self) -> list[TensorSpec]:
         """Every tensor of the model, intermediates included."""
         raise BackendError(f"the {self.name} backend cannot list the model's tensors")

@@ -90,6 +90,25 @@ class _InterpreterBackend(Backend):
     def delegated_partitions(self) -> int:
         return sum(1 for op in self.interpreter._get_ops_details() if op["op_name"] == "DELEGATE")
 
+    def undelegated_ops(self) -> list[tuple[int, str]]:
+        """The model's ops no delegate took, as (index, op name), read off the loaded interpreter:
+        a DELEGATE node stands for the ops its outputs come from, back to its inputs; the rest
+        run on TFLite's own kernels, and each is where a partition ends."""
+        details = self.interpreter._get_ops_details()
+        own = {d["index"]: d for d in details if d["op_name"] != "DELEGATE"}
+        producer = {int(t): index for index, d in own.items() for t in d["outputs"]}
+        taken: set[int] = set()
+        for delegate in (d for d in details if d["op_name"] == "DELEGATE"):
+            boundary = {int(t) for t in delegate["inputs"]}
+            pending = [int(t) for t in delegate["outputs"]]
+            while pending:
+                index = producer.get(tensor := pending.pop())
+                if tensor in boundary or index is None or index in taken:
+                    continue
+                taken.add(index)
+                pending += [int(t) for t in own[index]["inputs"] if t >= 0]
+        return [(index, d["op_name"]) for index, d in sorted(own.items()) if index not in taken]
+
     def tensors(self) -> list[TensorSpec]:
         return [_spec(d, d["name"]) for d in self.interpreter.get_tensor_details()]
 

@@ -240,3 +240,24 @@ def test_subsampling_in_a_convolution_trunk_needs_no_transpose(name, tmp_path):
     TRANSPOSE around it (a depthwise convolution over another axis would keep two)."""
     result = convert(PATTERNS[name].build(), tmp_path / "m.tflite")
     assert result.transposes == 0, result.ops
+
+
+def test_the_ops_between_partitions_are_named(tmp_path):
+    """A GATHER with shuffled indices (XNNPACK has none) splits two convolutions into two
+    partitions; the runtime names it as the one op left to TFLite's kernels, from the loaded
+    interpreter's DELEGATE nodes, and a model XNNPACK takes whole has none."""
+    from edgekit.runtime import load
+
+    m = model(
+        [N("Conv", ["x", "w"], ["c"]), N("Gather", ["c", "i"], ["g"], axis=1), N("Conv", ["g", "w2"], ["y"])],
+        {"x": (1, 4, 8, 8)},
+        {"y": None},
+        {"w": rand(6, 4, 1, 1), "i": np.array([2, 0, 1, 5, 4, 3], np.int64), "w2": rand(3, 6, 1, 1, seed=2)},
+    )
+    result = convert(m, tmp_path / "split.tflite")
+    session = load(tmp_path / "split.tflite")
+    assert session.delegated_partitions() == result.partitions == 2
+    assert [op for _, op in session.undelegated_ops()] == ["GATHER"]
+    whole = model([N("Conv", ["x", "w"], ["y"])], {"x": (1, 4, 8, 8)}, {"y": None}, {"w": rand(6, 4, 1, 1)})
+    convert(whole, tmp_path / "whole.tflite")
+    assert load(tmp_path / "whole.tflite").undelegated_ops() == []

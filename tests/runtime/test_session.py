@@ -92,6 +92,13 @@ def test_xnnpack_switch(float_path):
     assert load(float_path, threads=1, xnnpack=False).delegated_partitions() == 0
 
 
+def test_undelegated_ops_are_read_off_the_delegate_nodes(float_path):
+    with_xnnpack, without = load(float_path, threads=1), load(float_path, threads=1, xnnpack=False)
+    assert with_xnnpack.undelegated_ops() == []
+    every_op = [(d["index"], d["op_name"]) for d in without._backend.interpreter._get_ops_details()]
+    assert without.undelegated_ops() == every_op and every_op
+
+
 def test_missing_edgetpu_library(float_path):
     with pytest.raises(BackendError, match="libedgetpu.so.1"):
         load(float_path, delegate="edgetpu:usb")
