@@ -1,9 +1,11 @@
 """What a conversion is asked to do, as typed values: :class:`QuantConfig` and :class:`PruneConfig`
 are what :func:`edgekit.converters.pipeline.convert` takes and what the CLI builds from its flags.
 
-Each config checks its own values when made, so a mistake is refused before any work. The
-errors (:class:`ParameterError`) name the library's parameters (``round_to``); a command line
-renames them to its own flags (``--prune-round-to``) with :meth:`ParameterError.renamed`.
+:class:`AccuracyBudget` is the accuracy-aware int8 mode's request: validation data, a decision
+rule and the share of decisions allowed to change. Each config checks its own values when made,
+so a mistake is refused before any work. The errors (:class:`ParameterError`) name the
+library's parameters (``round_to``); a command line renames them to its own flags
+(``--prune-round-to``) with :meth:`ParameterError.renamed`.
 Nothing here imports onnx: the CLI builds its parser from these modules on a device too."""
 
 from __future__ import annotations
@@ -66,12 +68,43 @@ def _check_fraction(name: str, value: float | None, example: float) -> None:
 
 
 @dataclass(frozen=True)
+class AccuracyBudget:
+    """The accuracy-aware int8 mode: keep in float the fewest layers for which at most
+    ``max_changed`` (a share, 0 <= share < 1) of the decisions the int8 model makes on the
+    ``validation`` samples (an array, or a dict input name -> array, as ``calibration``) differ
+    from those of the float model on onnxruntime. ``decision`` names how outputs become decisions
+    (see :data:`edgekit.converters.quant.accuracy.DECISION_RULES`: ``argmax`` over the last axis,
+    ``threshold:T``). ``measure_latency`` times float32, all-int8 and the chosen model here."""
+
+    validation: Any
+    max_changed: float
+    decision: str = "argmax"
+    measure_latency: bool = True
+
+    def __post_init__(self) -> None:
+        from edgekit.converters.quant.accuracy import decision_rule_for  # numpy only: no onnx
+
+        if isinstance(self.max_changed, bool) or not isinstance(self.max_changed, (int, float)):
+            raise ParameterError("{max_changed} must be a share of the decisions, e.g. 0.01")
+        if not 0 <= self.max_changed < 1:
+            raise ParameterError(
+                "{max_changed} must be a share of the decisions, at least 0 and below 1 (1% is 0.01)",
+                max_changed=float(self.max_changed),
+            )
+        if self.validation is None:
+            raise ParameterError("{max_changed} needs {validation:DATA}: the samples the decisions are counted on")
+        decision_rule_for(self.decision)  # refuses an unknown rule or a bad argument now, before any work
+
+
+@dataclass(frozen=True)
 class QuantConfig:
     """How to quantize: ``mode`` (int8, int16x8, dynamic, fp16); for int8 and int16x8 the
     ``calibration`` samples (None for a QDQ model, which brings its own scales), the range
     ``method``, per-channel weights, the model's ``io_type``, ONNX nodes to ``keep_float``, the
     bias correction of the weights' rounding error; ``auto_mixed=DB`` also keeps in float every
-    layer whose int8 output loses more than DB dB of SQNR. ``max_weight_values=N`` (int8; a
+    layer whose int8 output loses more than DB dB of SQNR; ``accuracy_budget``
+    (:class:`AccuracyBudget`) keeps in float the fewest layers that hold a budget of changed
+    decisions on validation data. ``max_weight_values=N`` (int8; a
     bound by op or ONNX node name is a dict) makes the writer refuse a model whose weights hold
     more than N distinct values in an output channel: binary weights hold 2, ternary 3."""
 
@@ -84,6 +117,7 @@ class QuantConfig:
     bias_correction: bool = True
     fully_integer: bool = False
     auto_mixed: float | None = None
+    accuracy_budget: AccuracyBudget | None = None
     max_weight_values: int | Mapping[str, int] | None = None
 
     def __post_init__(self) -> None:
@@ -96,6 +130,10 @@ class QuantConfig:
             raise ParameterError(f"{{io_type}} is unknown; choose {', '.join(IO_TYPES)}", io_type=self.io_type)
         if self.auto_mixed is not None and self.mode != "int8":
             raise ParameterError("{auto_mixed} goes with {mode:int8}")
+        if self.accuracy_budget is not None and self.mode != "int8":
+            raise ParameterError("{accuracy_budget} goes with {mode:int8}")
+        if self.accuracy_budget is not None and self.auto_mixed is not None:
+            raise ParameterError("{accuracy_budget} and {auto_mixed} both choose the layers kept in float; give one")
         self._check_max_weight_values()
 
     def _check_max_weight_values(self) -> None:

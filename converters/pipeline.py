@@ -6,7 +6,7 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgekit import __version__
 from edgekit.converters.config import ParameterError, PruneConfig, QuantConfig
@@ -17,8 +17,11 @@ from edgekit.converters.onnx import frontend as onnx_frontend
 from edgekit.converters.onnx.lowering.driver import describe, lower, unsupported_nodes
 from edgekit.converters.passes import ONNX_PASSES, TFLITE_PASSES, optimize_layout, to_nhwc_io
 from edgekit.converters.passes.layout import final_layouts, nhwc_in_onnx
-from edgekit.converters.tflite.writer import serialize, write_model
+from edgekit.converters.tflite.writer import write_model
 from edgekit.errors import OutputPathError, UnsupportedModelError
+
+if TYPE_CHECKING:  # the accuracy-aware mode's module loads only when a budget is given
+    from edgekit.converters.quant.accuracy import AccuracyResult
 
 
 @dataclass
@@ -33,6 +36,7 @@ class ConversionResult:
     verification: Any = None
     io_layout: dict[str, IoDecision] = field(default_factory=dict)  # input/output name -> its layout
     pruning: PruningResult | None = None
+    accuracy: AccuracyResult | None = None  # what the accuracy-aware int8 mode kept in float, held and cost
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,8 @@ def convert(
     ``quantize=MODE`` with QuantConfig's fields as keywords (``calibration=...``) is short for
     ``quant=QuantConfig(mode=MODE, ...)``. ``target="edgetpu"`` requires full-integer int8
     with int8/uint8 I/O and reports which ops the Edge TPU compiler would leave to the CPU.
+    ``quant.accuracy_budget`` keeps in float the fewest layers that hold a budget of changed
+    decisions on validation data; ``result.accuracy`` says which, and what they hold and cost.
     ``equalize`` applies cross-layer equalization before quantizing. ``stem_block=B`` rewrites a
     strided convolution on at most 4 channels as SpaceToDepth(B) -> convolution -> DepthToSpace
     (:mod:`edgekit.converters.passes.stem`): faster on x86 CPUs with AMX, not on Arm.
@@ -155,8 +161,9 @@ def convert(
         model = pruning.model
     graph = _onnx_passes(import_onnx(model, input_shapes), stem_block, equalize)
     tfl = to_tflite_graph(graph, io_layout)
+    accuracy = None
     if quant is not None:
-        tfl = _quantize(model, graph, tfl, quant)
+        tfl, accuracy = _quantize(model, graph, tfl, quant)
     _short_constant_names(tfl)
     layout_decisions = _layout_decisions(tfl, io_layout)
     tfl.metadata = _edgekit_metadata(tfl, graph, layout_decisions, quant)
@@ -173,6 +180,7 @@ def convert(
         edgetpu=edgetpu_report,
         io_layout=layout_decisions,
         pruning=pruning,
+        accuracy=accuracy,
     )
 
 
@@ -209,6 +217,8 @@ def _check_options(output, io_layout, quant, prune, target, equalize, stem_block
         raise UnsupportedModelError(f"unknown target '{target}'; choose cpu or edgetpu")
     if target == "edgetpu" and (quant is None or quant.mode != "int8" or quant.io_type not in ("int8", "uint8")):
         raise ParameterError("{target:edgetpu} needs a fully integer model: add {mode:int8} {io_type:int8} (or uint8)")
+    if target == "edgetpu" and quant.accuracy_budget is not None:
+        raise ParameterError("{accuracy_budget} keeps layers in float, which {target:edgetpu} cannot run; drop one")
     if equalize and prune is not None and prune.clusters is not None:
         raise ParameterError(
             "{equalize} rescales the weights per input channel and would undo {clusters}; drop one of them"
@@ -232,13 +242,22 @@ def _onnx_passes(graph: Graph, stem_block: int | None, equalize: bool) -> Graph:
     return graph
 
 
-def _quantize(model, graph: Graph, tfl: Graph, quant: QuantConfig) -> Graph:
-    """The float TFLite-level graph quantized as ``quant`` says, checked against TFLite's int8 rules."""
+def _quantize(model, graph: Graph, tfl: Graph, quant: QuantConfig) -> tuple[Graph, AccuracyResult | None]:
+    """The float TFLite-level graph quantized as ``quant`` says, checked against TFLite's int8
+    rules, and the accuracy-aware mode's result (None unless ``quant.accuracy_budget``)."""
     from edgekit.converters.quant.quantizer import quantize_graph
 
-    quantized = quantize_graph(tfl, graph, **quant.quantize_options())
+    accuracy = None
+    if quant.mode == "int8" and quant.accuracy_budget is not None:
+        from edgekit.converters.quant.accuracy import quantize_within_budget
+
+        quantized, accuracy = quantize_within_budget(model, graph, tfl, quant)
+    else:
+        quantized = quantize_graph(tfl, graph, **quant.quantize_options())
     if quant.mode == "int8" and quant.auto_mixed is not None:
-        keep = _lossy_layers(model, graph, quantized, quant.calibration, quant.auto_mixed)
+        from edgekit.converters.quant.mixed import lossy_layers_on_calibration
+
+        keep = lossy_layers_on_calibration(model, graph, quantized, quant.calibration, quant.auto_mixed)
         if keep:
             print(
                 f"auto-mixed: keeping {len(keep)} layer(s) in float: {', '.join(keep[:8])}"
@@ -250,7 +269,7 @@ def _quantize(model, graph: Graph, tfl: Graph, quant: QuantConfig) -> Graph:
         from edgekit.converters.quant.int8_rules import check_int8
 
         check_int8(quantized, quant.max_weight_values)
-    return quantized
+    return quantized, accuracy
 
 
 def _edgekit_metadata(tfl: Graph, graph: Graph, layouts: dict[str, IoDecision], quant: QuantConfig | None) -> dict:
@@ -369,25 +388,6 @@ def _layout_decisions(tfl: Graph, io_layout: IoLayout) -> dict[str, IoDecision]:
                 layout, why = None, "as in the ONNX model"
             decisions[name] = IoDecision(kind, name, shape, layout, why)
     return decisions
-
-
-def _lossy_layers(model, graph: Graph, tfl: Graph, calibration, max_drop: float) -> list[str]:
-    """ONNX nodes whose int8 output loses more than ``max_drop`` dB, on one calibration sample."""
-    import numpy as np
-
-    from edgekit.converters.quant.mixed import lossy_layers
-
-    names = graph.metadata["_signature"]["inputs"]
-    if isinstance(calibration, dict):
-        sample = {k: np.asarray(v)[:1] for k, v in calibration.items()}
-    else:
-        sample = {names[0]: np.asarray(calibration)[:1].reshape(graph.shape(graph.inputs[0]))}
-    probe = tfl.copy()
-    probe.metadata = {
-        "_signature": tfl.metadata["_signature"],
-        "edgekit": {"io_layout": tfl.metadata.get("io_layout", {}), "tensor_layouts": tfl.metadata.get("layouts", {})},
-    }
-    return lossy_layers(model, serialize(probe), sample, max_drop)
 
 
 def _short_constant_names(graph: Graph) -> None:

@@ -4,34 +4,105 @@ them in float.
 A layer's loss is how many dB of SQNR its output has below its input's (the per-layer table
 compares every intermediate tensor with onnxruntime); layers losing more than
 ``max_sqnr_drop`` dB are named, worst first, and the model is converted again with them in
-float."""
+float. The accuracy-aware mode (:mod:`edgekit.converters.quant.accuracy`) takes the same
+ranking with no threshold and keeps the shortest prefix that holds its budget."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
+from edgekit.converters.ir.graph import Graph
 from edgekit.converters.layer_compare import compare_layers
 
 
-def lossy_layers(onnx_model, tflite_model, sample: dict[str, np.ndarray], max_sqnr_drop: float) -> list[str]:
-    """ONNX node names whose int8 output loses more than ``max_sqnr_drop`` dB."""
-    from edgekit.converters.onnx.frontend import read_model
+@dataclass(frozen=True)
+class RankedLayer:
+    """One compared tensor and the nodes that make it from the compared tensors before it (one
+    node, or a chain the converter fused, e.g. Conv + Relu): its int8 loss in dB."""
 
-    model = read_model(onnx_model).model
-    producer = {o: n for n in model.graph.node for o in n.output}
-    report = compare_layers(model, tflite_model, sample)
-    sqnr = {layer.tensor: layer.sqnr_db for layer in report.layers}
-    inputs = {i.name for i in model.graph.input}
-    losses = []
-    for layer in report.layers:
-        node = producer.get(layer.tensor)
-        if node is None:
+    tensor: str
+    nodes: tuple[str, ...]  # as the converter names them (``keep_float`` takes these names)
+    ops: tuple[str, ...]  # their ONNX op types (HardSwish, Gelu: a pattern the converter matched)
+    sqnr_drop: float
+
+
+def ranked_layers(onnx_model, graph: Graph, tflite_model, sample: dict[str, np.ndarray]) -> list[RankedLayer]:
+    """Every layer whose int8 output is not exact, worst loss first. A layer's loss is the SQNR
+    of the tensors it reads (the worst of them; inputs and constants are exact) minus its own.
+    Layers are nodes of ``graph``, the ONNX-level IR ``tflite_model`` was converted from (its
+    node names are what ``keep_float`` matches); nodes whose outputs the converted model does
+    not hold (fused away) join the layer that reads them."""
+    producer = graph.producers()
+    sqnr = {layer.tensor: layer.sqnr_db for layer in compare_layers(onnx_model, tflite_model, sample).layers}
+    ranked = []
+    for tensor, sqnr_db in sqnr.items():
+        if tensor not in producer or not np.isfinite(sqnr_db):
             continue
-        before = [sqnr.get(i, np.inf if i in inputs or i not in producer else None) for i in node.input if i]
-        before = [b for b in before if b is not None]
-        if not before:
+        chain, before = _chain(graph, tensor, producer, sqnr)
+        if before:
+            drop = min(min(before), 120.0) - sqnr_db
+            ranked.append(RankedLayer(tensor, tuple(n.name for n in chain), tuple(n.op for n in chain), drop))
+    return sorted(ranked, key=lambda layer: -layer.sqnr_drop)
+
+
+def _chain(graph: Graph, tensor: str, producer: dict, sqnr: dict[str, float]) -> tuple[list, list[float]]:
+    """The nodes from the compared tensors (or inputs, constants) back from ``tensor`` up to
+    ``tensor``, and the SQNR of what they read."""
+    chain, before, todo, seen = [], [], [tensor], set()
+    while todo:
+        node = producer[todo.pop()]
+        if node.name in seen:
             continue
-        drop = min(min(before), 120.0) - layer.sqnr_db
-        if drop > max_sqnr_drop:
-            losses.append((drop, node.name or layer.tensor))
-    return [name for _, name in sorted(losses, reverse=True)]
+        seen.add(node.name)
+        chain.append(node)
+        for i in filter(None, node.inputs):
+            if i in sqnr:
+                before.append(sqnr[i])
+            elif i in producer and not graph.is_const(i):
+                todo.append(i)
+            else:  # a graph input or a constant: exact
+                before.append(np.inf)
+    return chain[::-1], before
+
+
+def lossy_layers(
+    onnx_model, graph: Graph, tflite_model, sample: dict[str, np.ndarray], max_sqnr_drop: float
+) -> list[str]:
+    """Node names of the layers whose int8 output loses more than ``max_sqnr_drop`` dB, worst first."""
+    return [
+        name
+        for layer in ranked_layers(onnx_model, graph, tflite_model, sample)
+        if layer.sqnr_drop > max_sqnr_drop
+        for name in layer.nodes
+    ]
+
+
+def first_sample(graph: Graph, calibration) -> dict[str, np.ndarray]:
+    """The first sample of calibration data (an array, or input name -> array), by input name."""
+    names = graph.metadata["_signature"]["inputs"]
+    if isinstance(calibration, dict):
+        return {k: np.asarray(v)[:1] for k, v in calibration.items()}
+    return {names[0]: np.asarray(calibration)[:1].reshape(graph.shape(graph.inputs[0]))}
+
+
+def lossy_layers_on_calibration(
+    onnx_model, graph: Graph, quantized: Graph, calibration, max_sqnr_drop: float
+) -> list[str]:
+    """:func:`lossy_layers` of the int8 TFLite-level graph ``quantized`` (converted from the
+    ONNX-level ``graph``), measured on the first calibration sample."""
+    return lossy_layers(onnx_model, graph, runnable(quantized), first_sample(graph, calibration), max_sqnr_drop)
+
+
+def runnable(tfl: Graph) -> bytes:
+    """A TFLite-level graph mid-conversion as a .tflite model the harness can feed and read in
+    the source model's layout (the metadata convert writes at the end, the parts runs need)."""
+    from edgekit.converters.tflite.writer import serialize
+
+    probe = tfl.copy()
+    probe.metadata = {
+        "_signature": tfl.metadata["_signature"],
+        "edgekit": {"io_layout": tfl.metadata.get("io_layout", {}), "tensor_layouts": tfl.metadata.get("layouts", {})},
+    }
+    return serialize(probe)

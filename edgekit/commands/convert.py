@@ -24,6 +24,10 @@ PARAMETER_FLAGS = {
     "keep_float": "--keep-float",
     "bias_correction": "--no-bias-correction",
     "auto_mixed": "--auto-mixed",
+    "accuracy_budget": "--accuracy-budget",
+    "max_changed": "--accuracy-budget",
+    "validation": "--validation-data",
+    "decision": "--decision",
     "max_weight_values": "--max-weight-values",
     "target": "--target",
     "equalize": "--equalize",
@@ -105,6 +109,7 @@ def _add_quantization(q: argparse._ArgumentGroup) -> None:
         help="keep in float the layers whose int8 output loses more than --max-sqnr-drop dB",
     )
     q.add_argument("--max-sqnr-drop", type=float, metavar="DB", help=f"for --auto-mixed (default {AUTO_MIXED_DB:g})")
+    _add_accuracy_budget(q)
     q.add_argument(
         "--equalize", action="store_true", help="cross-layer equalization of consecutive convolutions before quantizing"
     )
@@ -135,6 +140,27 @@ def _add_quantization(q: argparse._ArgumentGroup) -> None:
     q.add_argument("--mean", metavar="M[,M,M]", help="image calibration: subtract per-channel mean")
     q.add_argument("--std", metavar="S[,S,S]", help="image calibration: divide by per-channel std")
     q.add_argument("--scale", type=float, default=1 / 255, help="image calibration: multiply pixels first")
+
+
+def _add_accuracy_budget(q: argparse._ArgumentGroup) -> None:
+    q.add_argument(
+        "--accuracy-budget",
+        type=_share,
+        metavar="SHARE",
+        help="int8: keep in float the fewest layers for which at most this share of the decisions on "
+        "--validation-data differ from float32 on onnxruntime (1%% or 0.01)",
+    )
+    q.add_argument(
+        "--validation-data",
+        metavar="DATA",
+        help="for --accuracy-budget: held-out samples, .npy/.npz (arrays named after the inputs) or images",
+    )
+    q.add_argument(
+        "--decision",
+        metavar="RULE",
+        help="for --accuracy-budget: how outputs become decisions: argmax (last axis: classes, CTC steps; "
+        "argmax:AXIS), threshold:T (masks, scores); default argmax",
+    )
 
 
 def _add_pruning(pr: argparse._ArgumentGroup) -> None:
@@ -190,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
     from edgekit.files import check_output_path
 
     # the output is checked before any work: never the input, a folder or a special file
-    check_output_path(args.output, args.model, args.calibration, getattr(args, "data", None))
+    check_output_path(args.output, args.model, args.calibration, getattr(args, "data", None), args.validation_data)
     if args.report:
         check_output_path(args.report, args.model, args.output)
     _refuse_options_that_do_nothing(args)
@@ -222,7 +248,13 @@ def _speed_check(args: argparse.Namespace, source, result):
     if not args.quantize or args.no_speed_check or args.target != "cpu":
         return None
     from edgekit.converters.onnx.frontend import parse_input_shapes
-    from edgekit.converters.speed import compare_with_float
+    from edgekit.converters.speed import SpeedComparison, compare_with_float
+
+    if result.accuracy is not None and result.accuracy.latency is not None:  # measured already, in one run
+        timed = result.accuracy.latency
+        speed = SpeedComparison(args.quantize, timed.mixed_ms, timed.float_ms, timed.threads)
+        print(speed.summary())
+        return speed
 
     converted = result.pruning.model if result.pruning is not None else source
     speed = compare_with_float(
@@ -247,6 +279,7 @@ def _quant_config(args: argparse.Namespace, calibration):
         if args.auto_mixed
         else None,
         "max_weight_values": args.max_weight_values,
+        "accuracy_budget": _accuracy_budget(args),
     }
     return QuantConfig(
         mode=args.quantize,
@@ -256,6 +289,37 @@ def _quant_config(args: argparse.Namespace, calibration):
         bias_correction=not args.no_bias_correction,
         **{name: value for name, value in given.items() if value is not None},
     )
+
+
+def _accuracy_budget(args: argparse.Namespace):
+    """The AccuracyBudget --accuracy-budget asks for (None without it)."""
+    from pathlib import Path
+
+    from edgekit.converters.config import AccuracyBudget
+    from edgekit.converters.quant.accuracy import load_validation
+
+    if args.accuracy_budget is None:
+        return None
+    validation = None
+    if args.validation_data:
+        options = {"resize": args.resize, "mean": args.mean, "std": args.std, "scale": args.scale}
+        validation = load_validation(Path(args.validation_data), **options)
+    return AccuracyBudget(
+        validation=validation,
+        max_changed=args.accuracy_budget,
+        decision=args.decision or "argmax",
+        measure_latency=not args.no_speed_check,
+    )
+
+
+def _share(text: str) -> float:
+    """A share given as 1% or 0.01 (argparse reports the ValueError as one line)."""
+    number = text[:-1] if text.endswith("%") else text
+    try:
+        value = float(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a share: write 1% or 0.01") from None
+    return value / 100 if text.endswith("%") else value
 
 
 def _prune_config(args: argparse.Namespace, calibration):
@@ -297,6 +361,8 @@ def _print_result(args: argparse.Namespace, result) -> None:
         )
     if args.quantize in ("int8", "int16x8"):
         _print_io_quantization(result.path)
+    if result.accuracy is not None:
+        print(result.accuracy.summary())
     if result.edgetpu is not None:
         print(result.edgetpu.summary())
 
@@ -361,6 +427,7 @@ def _write_report(args: argparse.Namespace, converted_from, result, report, prun
             "quantization": args.quantize or "float32",
             "pruning": pruning,
             "speed": speed.as_dict() if speed is not None else None,
+            "accuracy": result.accuracy.as_dict() if result.accuracy is not None else None,
             "outputs": [asdict(o) for o in report.outputs],
             "layers": [asdict(layer) for layer in layers.layers],
         },
@@ -394,6 +461,7 @@ def _refuse_options_that_do_nothing(args: argparse.Namespace) -> None:
                 ("--no-bias-correction", args.no_bias_correction),
                 ("--max-weight-values", args.max_weight_values is not None),
                 ("--no-speed-check", args.no_speed_check),
+                ("--accuracy-budget", args.accuracy_budget is not None),
             )
             if value
         ]
@@ -401,6 +469,9 @@ def _refuse_options_that_do_nothing(args: argparse.Namespace) -> None:
             raise InputError(f"{given[0]} goes with --quantize (int8 or int16x8); without it the model stays float")
     if args.max_sqnr_drop is not None and not args.auto_mixed:
         raise InputError("--max-sqnr-drop goes with --auto-mixed")
+    for flag, value in (("--validation-data", args.validation_data), ("--decision", args.decision)):
+        if value is not None and args.accuracy_budget is None:
+            raise InputError(f"{flag} goes with --accuracy-budget SHARE (e.g. 1%)")
 
 
 def _edited(args: argparse.Namespace):

@@ -1,0 +1,333 @@
+"""Accuracy-aware int8: keep in float the fewest layers for which the int8 model's decisions on
+the user's validation data stay within a budget of those of the float model.
+
+A decision is what a user reads off an output: the class of a classifier, the character of a CTC
+recogniser at each time step (``argmax`` over the last axis), whether a mask pixel or a score is
+above a threshold (``threshold:T``). The float reference is the source ONNX model on
+onnxruntime; each candidate is the converted model on LiteRT with XNNPACK, as it would ship.
+
+The layers are ranked by their own loss of SQNR in int8 (:mod:`edgekit.converters.quant.mixed`,
+worst first), and a binary search finds the shortest prefix of that ranking to keep in float.
+Decision rules are a registry: one decorated function adds one (:func:`decision_rule`).
+This module imports only numpy at load (the configs check rules with it on a device too)."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgekit.converters.config import ParameterError
+from edgekit.errors import CalibrationError
+
+if TYPE_CHECKING:
+    from edgekit.converters.config import AccuracyBudget, QuantConfig
+    from edgekit.converters.ir.graph import Graph
+    from edgekit.converters.quant.mixed import RankedLayer
+
+Decide = Callable[[np.ndarray], np.ndarray]  # one output (batch included) -> its decisions
+DECISION_RULES: dict[str, Callable[[str | None], Decide]] = {}  # rule name -> (argument -> decide)
+LATENCY_ROUNDS = 3  # alternating rounds, so the machine's noise hits every model alike
+
+
+def decision_rule(name: str):
+    """Register a decision rule: a function of the rule's argument (the text after ``name:``, or
+    None) that returns how one output becomes decisions, refusing a bad argument with a
+    :class:`ParameterError` naming ``{decision}``."""
+
+    def register(make: Callable[[str | None], Decide]) -> Callable[[str | None], Decide]:
+        DECISION_RULES[name] = make
+        return make
+
+    return register
+
+
+@decision_rule("argmax")
+def _argmax(argument: str | None) -> Decide:
+    """The index of the largest value along an axis (``argmax:AXIS``; the last by default): a
+    classifier's class, a CTC recogniser's character at each time step."""
+    try:
+        axis = -1 if argument is None else int(argument)
+    except ValueError:
+        raise ParameterError("{decision} takes an axis, e.g. argmax:1", decision=f"argmax:{argument}") from None
+
+    def decide(output: np.ndarray) -> np.ndarray:
+        if not -output.ndim <= axis < output.ndim:
+            raise ParameterError(
+                f"{{decision}}: the output has {output.ndim} axes; give one of them", decision=f"argmax:{axis}"
+            )
+        return np.argmax(output, axis=axis)
+
+    return decide
+
+
+@decision_rule("threshold")
+def _threshold(argument: str | None) -> Decide:
+    """Every value above T, one decision each (``threshold:T``): a mask's pixels, detection scores."""
+    try:
+        limit = float(argument) if argument is not None else float("nan")
+    except ValueError:
+        limit = float("nan")
+    if not np.isfinite(limit):
+        raise ParameterError("{decision} needs a number, e.g. threshold:0.5", decision=f"threshold:{argument}")
+    return lambda output: output > limit
+
+
+def decision_rule_for(spec: str) -> Decide:
+    """The decide function ``spec`` (``name`` or ``name:argument``) names."""
+    name, sep, argument = str(spec).partition(":")
+    if name not in DECISION_RULES:
+        raise ParameterError(f"{{decision}} is unknown; choose {', '.join(DECISION_RULES)}", decision=spec)
+    return DECISION_RULES[name](argument if sep else None)
+
+
+@dataclass(frozen=True)
+class Latencies:
+    """Median latency (ms) of each model, LiteRT with XNNPACK, on this machine."""
+
+    float_ms: float
+    int8_ms: float
+    mixed_ms: float
+    threads: int
+
+
+@dataclass(frozen=True)
+class AccuracyResult:
+    """What the accuracy-aware mode kept in float and what that holds and costs."""
+
+    max_changed: float
+    decision: str
+    samples: int
+    decisions: int  # per model, over every validation sample and output
+    changed_int8: int  # decisions of the all-int8 model that differ from the float reference
+    changed: int  # the same, for the chosen model
+    kept: tuple[RankedLayer, ...]  # the layers kept in float, worst loss in int8 first
+    candidates: int  # layers ranked by their loss in int8
+    trials: tuple[tuple[int, int], ...]  # (layers kept in float, decisions changed), as measured
+    search_seconds: float  # ranking, quantizing and counting: the time the mode adds to a conversion
+    latency: Latencies | None = None
+    kept_before: tuple[str, ...] = field(default=())  # the user's own keep_float
+
+    def summary(self) -> str:
+        """What the CLI prints."""
+        layers = ", ".join(_said(k) for k in self.kept[:8]) + (" ..." if len(self.kept) > 8 else "")
+        lines = [
+            f"accuracy budget: at most {self.max_changed:.2%} of {self.decisions:,} decisions ({self.decision}, "
+            f"{self.samples} validation samples) may differ from float32 on onnxruntime",
+            f"  all-int8: {_share(self.changed_int8, self.decisions)} differ",
+            f"  kept in float: {len(self.kept)} of {self.candidates} ranked layer(s){': ' + layers if layers else ''}",
+            f"  chosen: {_share(self.changed, self.decisions)} differ ({len(self.trials)} models measured, "
+            f"{self.search_seconds:.1f} s)",
+        ]
+        if self.latency is not None:
+            t = self.latency
+            lines.append(
+                f"  latency on this machine ({t.threads} thread{'s' if t.threads > 1 else ''}): float32 "
+                f"{t.float_ms:.3g} ms, all-int8 {t.int8_ms:.3g} ms, chosen {t.mixed_ms:.3g} ms "
+                f"({t.mixed_ms / t.float_ms:.2f}x float32)"
+            )
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The figures, as the conversion report records them."""
+        return asdict(self) | {
+            "share_changed_int8": self.changed_int8 / self.decisions,
+            "share_changed": self.changed / self.decisions,
+        }
+
+
+def _said(layer: RankedLayer) -> str:
+    return f"{layer.tensor} ({'+'.join(layer.ops)}, loses {layer.sqnr_drop:.1f} dB)"
+
+
+def _share(changed: int, total: int) -> str:
+    return f"{changed:,}/{total:,} decisions ({changed / total:.2%})"
+
+
+class AccuracyBudgetError(ParameterError):
+    """The budget cannot be held: even with every ranked layer in float too many decisions change."""
+
+
+def quantize_within_budget(model, graph: Graph, tfl: Graph, quant: QuantConfig) -> tuple[Graph, AccuracyResult]:
+    """The int8 model with the fewest layers kept in float whose decisions on
+    ``quant.accuracy_budget.validation`` differ from the float model's (onnxruntime on ``model``)
+    for at most ``max_changed`` of them, and the figures of the search.
+
+    ``graph`` is the ONNX-level IR ``model`` became, ``tfl`` its float TFLite-level graph. The
+    binary search over the ranked prefix assumes that keeping more layers in float never
+    changes more decisions; where that fails it may keep more layers than needed, never fewer
+    than it measured: the model returned is the one whose decisions were counted.
+    Raises :class:`AccuracyBudgetError` when even every ranked layer in float misses the budget."""
+    from edgekit.converters.quant.mixed import first_sample, ranked_layers, runnable
+    from edgekit.converters.quant.quantizer import quantize_graph
+
+    start = time.perf_counter()
+    budget = quant.accuracy_budget
+    counter = _DecisionCounter(model, graph, budget)
+
+    def quantized(layers: list[RankedLayer]) -> Graph:
+        keep = (*quant.keep_float, *(name for layer in layers for name in layer.nodes))
+        return quantize_graph(tfl, graph, **replace(quant, keep_float=keep).quantize_options())
+
+    int8 = quantized([])
+    # ranked on a calibration sample, as --auto-mixed ranks; a QDQ model may bring none: a validation one
+    sample = first_sample(graph, quant.calibration) if quant.calibration is not None else counter.feeds[0]
+    ranked = ranked_layers(model, graph, runnable(int8), sample)
+    ranked = [layer for layer in ranked if not set(layer.nodes) <= set(quant.keep_float)]
+    search = _PrefixSearch(ranked, quantized, lambda g: counter.changed(runnable(g)), counter.allowed)
+    chosen, changed = search.run(int8)
+    if changed > counter.allowed:
+        raise AccuracyBudgetError(
+            f"{{max_changed}} cannot be held: with all {len(ranked)} ranked layers in float "
+            f"{_share(changed, counter.total)} still differ from the float model on onnxruntime; "
+            "raise {max_changed}, or check {decision} and {validation}",
+            max_changed=budget.max_changed,
+        )
+    kept, seconds = ranked[:chosen], time.perf_counter() - start
+    latency = _latencies(runnable(tfl), runnable(int8), runnable(search.best)) if budget.measure_latency else None
+    result = AccuracyResult(
+        max_changed=budget.max_changed,
+        decision=budget.decision,
+        samples=counter.samples,
+        decisions=counter.total,
+        changed_int8=search.measured[0],
+        changed=changed,
+        kept=tuple(kept),
+        candidates=len(ranked),
+        trials=tuple(search.measured.items()),
+        search_seconds=seconds,
+        latency=latency,
+        kept_before=tuple(quant.keep_float),
+    )
+    return search.best, result
+
+
+class _PrefixSearch:
+    """The shortest prefix of ``ranked`` to keep in float whose model changes at most
+    ``allowed`` decisions: all-int8 first, then every ranked layer, then a binary search between."""
+
+    def __init__(self, ranked: list, quantized, changed, allowed: int) -> None:
+        self.ranked, self.quantized, self.changed, self.allowed = ranked, quantized, changed, allowed
+        self.measured: dict[int, int] = {}  # prefix length -> decisions changed
+        self.best: Graph | None = None
+
+    def _try(self, k: int, model: Graph | None = None) -> bool:
+        model = model if model is not None else self.quantized(self.ranked[:k])
+        self.measured[k] = self.changed(model)
+        holds = self.measured[k] <= self.allowed
+        if holds:
+            self.best = model  # the search only moves to shorter prefixes that hold
+        return holds
+
+    def run(self, int8: Graph) -> tuple[int, int]:
+        """(prefix length, decisions changed) of the model in ``best``; a count over ``allowed``
+        when not even the whole ranking holds (``best`` is then None)."""
+        if self._try(0, int8):
+            return 0, self.measured[0]
+        n = len(self.ranked)
+        if n == 0 or not self._try(n):
+            return n, self.measured[n]
+        low, high = 0, n  # low misses, high holds: both measured
+        while high - low > 1:
+            mid = (low + high) // 2
+            if self._try(mid):
+                high = mid
+            else:
+                low = mid
+        return high, self.measured[high]
+
+
+class _DecisionCounter:
+    """The validation samples, the float reference's decisions on them, and how many decisions
+    a candidate model changes."""
+
+    def __init__(self, model, graph: Graph, budget: AccuracyBudget) -> None:
+        from edgekit.converters.harness import OnnxRunner
+        from edgekit.converters.onnx.frontend import read_model
+
+        source = read_model(model).model
+        self.decide = decision_rule_for(budget.decision)
+        self.feeds = validation_samples(budget.validation, graph)
+        self.samples = len(self.feeds)
+        reference = OnnxRunner(source)
+        self.outputs = graph.metadata["_signature"]["outputs"]
+        self.reference = [self._decisions(reference(feed)) for feed in self.feeds]
+        self.total = sum(d.size for d in self.reference)
+        if self.total == 0:
+            raise ParameterError(
+                "{validation} gives no decisions: the outputs are empty under {decision}", decision=budget.decision
+            )
+        self.allowed = int(np.floor(budget.max_changed * self.total + 1e-9))
+
+    def _decisions(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
+        return np.concatenate([np.ravel(self.decide(np.asarray(outputs[name]))) for name in self.outputs])
+
+    def changed(self, tflite_model: bytes) -> int:
+        """How many decisions the model (LiteRT, XNNPACK, one thread) makes otherwise than the reference."""
+        from edgekit.converters.harness import TFLiteRunner
+
+        runner = TFLiteRunner(tflite_model, threads=1)
+        return sum(
+            int(np.count_nonzero(self._decisions(runner(feed)).reshape(ref.shape) != ref))
+            for feed, ref in zip(self.feeds, self.reference, strict=True)
+        )
+
+
+def validation_samples(validation, graph: Graph) -> list[dict[str, np.ndarray]]:
+    """Per-run feeds from ``validation`` (as calibration data: an array, or input name -> array),
+    checked against the model's inputs; none at all is refused, not counted as a pass."""
+    from edgekit.converters.quant.calibration import prepare_samples
+
+    names = graph.metadata["_signature"]["inputs"]
+    shapes = {user: graph.shape(t) for user, t in zip(names, graph.inputs, strict=True)}
+    arrays = validation.values() if isinstance(validation, dict) else [validation]
+    if any(np.size(a) == 0 for a in arrays):
+        raise ParameterError("{validation} holds no samples: the budget needs decisions to count")
+    with _said_of_validation():
+        feeds = prepare_samples(validation, names, shapes)
+    if not feeds:
+        raise ParameterError("{validation} holds no samples: the budget needs decisions to count")
+    return feeds
+
+
+def load_validation(path: Path, **image_options) -> np.ndarray | dict[str, np.ndarray]:
+    """Validation samples from a file or folder, read as calibration data is (see
+    :func:`edgekit.converters.quant.calibration_data.load_calibration` for ``image_options``)."""
+    from edgekit.converters.quant.calibration_data import load_calibration
+
+    with _said_of_validation():
+        return load_calibration(path, **image_options)
+
+
+@contextmanager
+def _said_of_validation():
+    """Calibration data's checks, applied to validation data, said of it (naming ``validation``)."""
+    try:
+        yield
+    except CalibrationError as exc:
+        said = str(exc).replace("calibration", "validation").replace("{", "{{").replace("}", "}}")
+        raise ParameterError("{validation}: " + said) from None
+
+
+def _latencies(float_model: bytes, int8_model: bytes, mixed_model: bytes, threads: int = 1) -> Latencies:
+    """Median latency of the three models on LiteRT with XNNPACK, in alternating rounds."""
+    from edgekit.runtime.benchmark import benchmark
+
+    with tempfile.TemporaryDirectory(prefix="edgekit-accuracy-") as tmp:
+        paths = []
+        for name, data in (("float32", float_model), ("int8", int8_model), ("mixed", mixed_model)):
+            paths.append(Path(tmp) / f"{name}.tflite")
+            paths[-1].write_bytes(data)
+        times: list[list[float]] = [[] for _ in paths]
+        for _ in range(LATENCY_ROUNDS):
+            for path, found in zip(paths, times, strict=True):
+                found.append(benchmark(os.fspath(path), threads=threads, runs=10, min_secs=0.2, max_secs=30).p50_ms)
+    return Latencies(*(statistics.median(t) for t in times), threads=threads)

@@ -1,0 +1,208 @@
+"""The accuracy-aware int8 mode (issue 21): keep in float the fewest layers for which at most a
+budget of the decisions on validation data differ from the float model on onnxruntime.
+
+The digits CNN loses no decision in int8 when calibrated on its own data; calibrated on four
+samples scaled down to 30%, its activations clip and int8 changes most of its decisions: a
+model that needs layers in float, built from a real trained one. Every share the tests assert is
+counted here, with onnxruntime and LiteRT's own interpreter, not read from the mode's figures."""
+
+from __future__ import annotations
+
+import json
+from importlib.resources import files
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from ai_edge_litert.interpreter import Interpreter
+from onnx import helper
+
+from edgekit.cli import main
+from edgekit.converters import convert
+from edgekit.converters.config import AccuracyBudget, ParameterError, QuantConfig
+from edgekit.converters.quant.accuracy import DECISION_RULES, AccuracyBudgetError, decision_rule, decision_rule_for
+from tests.converters.onnx_models import model, rand
+
+SAMPLES = files("edgekit") / "samples"
+DIGITS = str(SAMPLES / "digits_cnn.onnx")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    data = np.load(str(SAMPLES / "digits_data.npz"))
+    return {"calibration": data["x_calib"][:4] * 0.3, "validation": data["x_test"][:150]}
+
+
+def onnx_outputs(path: str, samples: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: x[None]})[0] for x in samples])
+
+
+def litert_outputs(path, samples: np.ndarray, nhwc: bool) -> np.ndarray:
+    interpreter = Interpreter(model_path=str(path), num_threads=1)
+    interpreter.allocate_tensors()
+    feed, read = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
+    outputs = []
+    for x in samples:
+        interpreter.set_tensor(feed, (x.transpose(1, 2, 0) if nhwc else x)[None].astype(np.float32))
+        interpreter.invoke()
+        outputs.append(interpreter.get_tensor(read).copy())
+    return np.concatenate(outputs)
+
+
+def changed_classes(path, samples: np.ndarray) -> float:
+    """The share of samples whose class (argmax) the converted model gives otherwise than onnxruntime."""
+    expected = onnx_outputs(DIGITS, samples).argmax(-1)
+    return float(np.mean(litert_outputs(path, samples, nhwc=True).argmax(-1) != expected))
+
+
+def within(budget: float, digits, path, **options):
+    accuracy = AccuracyBudget(digits["validation"], budget, measure_latency=False, **options)
+    return convert(DIGITS, path, quant=QuantConfig(calibration=digits["calibration"], accuracy_budget=accuracy))
+
+
+def test_the_budget_holds_on_the_validation_data(digits, tmp_path):
+    int8, chosen = tmp_path / "int8.tflite", tmp_path / "chosen.tflite"
+    convert(DIGITS, int8, quantize="int8", calibration=digits["calibration"])
+    assert changed_classes(int8, digits["validation"]) > 0.2  # all-int8 is far over the budget
+    result = within(0.01, digits, chosen)
+    share = changed_classes(chosen, digits["validation"])
+    assert share <= 0.01
+    assert result.accuracy.kept and result.ops.get("DEQUANTIZE", 0) >= 1
+    assert result.accuracy.changed == round(share * len(digits["validation"]))  # the figure it reports is real
+
+
+def test_a_tight_budget_keeps_more_layers_in_float_than_a_loose_one(digits, tmp_path):
+    tight = within(0.0, digits, tmp_path / "tight.tflite").accuracy
+    loose = within(0.1, digits, tmp_path / "loose.tflite").accuracy
+    assert len(tight.kept) > len(loose.kept) >= 1
+    assert changed_classes(tmp_path / "tight.tflite", digits["validation"]) == 0
+    assert changed_classes(tmp_path / "loose.tflite", digits["validation"]) <= 0.1
+    assert all(layer.nodes and layer.ops for layer in tight.kept)
+
+
+@pytest.mark.parametrize("empty", [np.zeros((0, 1, 8, 8), np.float32), {"image": np.zeros((0, 1, 8, 8), np.float32)}])
+def test_no_validation_samples_is_refused_not_passed(digits, empty):
+    accuracy = AccuracyBudget(empty, 0.5, measure_latency=False)
+    with pytest.raises(ParameterError, match="validation holds no samples"):
+        convert(DIGITS, quant=QuantConfig(calibration=digits["calibration"], accuracy_budget=accuracy))
+
+
+def test_a_budget_not_even_float_holds_is_refused(tmp_path):
+    """threshold:T at a score where LiteRT's float32 sigmoid and onnxruntime's (each its own
+    approximation) fall on two sides of T: no choice of layers in float can hold a budget of 0."""
+    nodes = [helper.make_node("Gemm", ["x", "w"], ["h"]), helper.make_node("Sigmoid", ["h"], ["y"])]
+    m = model(nodes, {"x": (1, 256)}, {"y": (1, 16)}, {"w": rand(256, 16, scale=0.1)})
+    path, fp32 = str(tmp_path / "gemm.onnx"), tmp_path / "fp32.tflite"
+    (tmp_path / "gemm.onnx").write_bytes(m.SerializeToString())
+    validation = rand(32, 1, 256, seed=1)[:, 0]
+    convert(path, fp32)
+    reference, float32 = onnx_outputs(path, validation), litert_outputs(fp32, validation, nhwc=False)
+    differ = np.flatnonzero(reference != float32)
+    assert differ.size, "LiteRT and onnxruntime agree to the bit on every score: pick another model"
+    k = differ[0]
+    low = np.float32(reference.flat[k])
+    limit = low if float32.flat[k] > low else np.nextafter(low, np.float32(-np.inf))
+    accuracy = AccuracyBudget(validation, 0.0, f"threshold:{float(limit)!r}", measure_latency=False)
+    with pytest.raises(AccuracyBudgetError, match="max_changed=0 cannot be held"):
+        convert(path, quant=QuantConfig(calibration=rand(8, 256, seed=2), accuracy_budget=accuracy))
+
+
+def test_decision_rules():
+    ctc = rand(1, 40, 7)
+    assert decision_rule_for("argmax")(ctc).shape == (1, 40)  # one decision per time step
+    assert decision_rule_for("argmax:1")(ctc).shape == (1, 7)
+    assert decision_rule_for("threshold:0.5")(ctc).sum() == (ctc > 0.5).sum()
+    for bad in ("top5", "threshold", "threshold:x", "argmax:x"):
+        with pytest.raises(ParameterError, match="decision"):
+            decision_rule_for(bad)
+
+
+def test_a_decision_rule_is_one_decorated_function(digits, tmp_path):
+    @decision_rule("sign")
+    def sign(argument):
+        return lambda output: output > 0
+
+    try:
+        result = within(0.05, digits, tmp_path / "m.tflite", decision="sign")
+    finally:
+        del DECISION_RULES["sign"]
+    assert result.accuracy.decisions == 10 * len(digits["validation"])  # one per logit
+
+
+@pytest.fixture
+def files_for_cli(digits, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    np.savez("cal.npz", image=digits["calibration"])
+    np.savez("val.npz", image=digits["validation"])
+    np.savez("empty.npz", image=np.zeros((0, 1, 8, 8), np.float32))
+    return tmp_path
+
+
+def test_cli_accuracy_budget(files_for_cli, capsys):
+    argv = ["convert", DIGITS, "-o", "m.tflite", "--quantize", "int8", "--calibration", "cal.npz"]
+    argv += ["--accuracy-budget", "1%", "--validation-data", "val.npz", "--no-speed-check", "--report", "r.json"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "kept in float:" in out and "all-int8:" in out
+    report = json.loads((files_for_cli / "r.json").read_text())["accuracy"]
+    assert report["max_changed"] == 0.01 and report["share_changed"] <= 0.01 < report["share_changed_int8"]
+    assert changed_classes(files_for_cli / "m.tflite", np.load("val.npz")["image"]) <= 0.01
+
+
+QUANTIZE = ["--quantize", "int8", "--calibration", "cal.npz"]
+BUDGET = ["--accuracy-budget", "1%", "--validation-data", "val.npz"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--validation-data", "val.npz", *QUANTIZE], "--validation-data goes with --accuracy-budget"),
+        (["--decision", "argmax", *QUANTIZE], "--decision goes with --accuracy-budget"),
+        (BUDGET, "--accuracy-budget goes with --quantize"),
+        ([*BUDGET, "--quantize", "int16x8", "--calibration", "cal.npz"], "--accuracy-budget goes with --quantize int8"),
+        ([*BUDGET, *QUANTIZE, "--auto-mixed"], "--accuracy-budget and --auto-mixed"),
+        ([*QUANTIZE, "--accuracy-budget", "100%", "--validation-data", "val.npz"], "below 1"),
+        ([*QUANTIZE, "--accuracy-budget=-0.01", "--validation-data", "val.npz"], "at least 0"),
+        ([*QUANTIZE, "--accuracy-budget", "some", "--validation-data", "val.npz"], "1% or 0.01"),
+        ([*QUANTIZE, "--accuracy-budget", "1%"], "needs --validation-data"),
+        ([*QUANTIZE, "--accuracy-budget", "1%", "--validation-data", "empty.npz"], "empty"),
+        ([*QUANTIZE, *BUDGET, "--decision", "top5"], "--decision top5 is unknown"),
+    ],
+)
+def test_cli_refuses_in_one_line(files_for_cli, capsys, argv, words):
+    try:
+        code = main(["convert", DIGITS, "-o", "m.tflite", *argv])
+    except SystemExit as exc:  # argparse's own refusals
+        code = exc.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and words in err[0], err
+    assert not (files_for_cli / "m.tflite").exists()
+
+
+def test_layers_are_named_as_keep_float_matches_them_fused_ones_too():
+    """paddle2onnx writes HardSwish as Add, Clip, Mul, Div; the converter fuses them into one node
+    of its own name. The ranking names that node (keep_float then takes it), not the four it replaced."""
+    from edgekit.converters.pipeline import import_onnx, to_tflite_graph
+    from edgekit.converters.quant.mixed import first_sample, ranked_layers, runnable
+    from edgekit.converters.quant.quantizer import quantize_graph
+
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        n("Add", ["c1", "three"], ["a"], name="add"),
+        n("Clip", ["a", "zero", "six"], ["clip"], name="clip"),
+        n("Mul", ["c1", "clip"], ["m"], name="mul"),
+        n("Div", ["m", "six"], ["hs"], name="div"),
+        n("Conv", ["hs", "w2"], ["y"], name="conv2", pads=[1, 1, 1, 1]),
+    ]
+    weights = {"w1": rand(8, 3, 3, 3), "w2": rand(4, 8, 3, 3, seed=1), "three": np.float32(3), "zero": np.float32(0)}
+    m = model(nodes, {"x": (1, 3, 8, 8)}, {"y": None}, weights | {"six": np.float32(6)})
+    graph = import_onnx(m)
+    calibration = rand(8, 3, 8, 8, seed=2)
+    int8 = quantize_graph(to_tflite_graph(graph), graph, mode="int8", calibration=calibration)
+    ranked = ranked_layers(m, graph, runnable(int8), first_sample(graph, calibration))
+    names = {node.name for node in graph.nodes}
+    assert any("HardSwish" in layer.ops for layer in ranked), ranked
+    assert all(set(layer.nodes) <= names for layer in ranked), (ranked, names)
