@@ -3,7 +3,7 @@ and converted by edgekit: per (model, exporter, mode), whether it converts, SQNR
 onnxruntime, XNNPACK partitions and the ops left outside them, onnxruntime's own int8 SQNR
 (quantize_static, QDQ, per channel, the same calibration) and conversion time.
 
-    python bench/architectures.py [--models convnext_atto resnet18] [--timeout 300]
+    python -m bench.architectures [--models convnext_atto resnet18] [--timeout 300]
 
 Weights are never downloaded (timm ``pretrained=False``, torchvision ``weights=None``; seed 0).
 Every model is exported twice when the installed torch's default exporter is the dynamo one:
@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import table  # noqa: E402
+if not __package__:  # run as a file: the imports below need the repository root, which -m puts on sys.path
+    sys.exit(f"run from the repository root: python -m bench.{Path(__file__).stem}")
+from bench._common import table  # noqa: E402
 
 # name -> (library, input side); mobilevit_xxs at its native 256: at 224 its 7x7 stage does
 # not divide into 2x2 patches and timm inserts a bilinear resize the trained model never has.
@@ -213,9 +213,9 @@ def ort_reference(name: str, onnx_path: Path, work: Path) -> dict:
 
 
 def run_isolated(name: str, exporter: str, timeout: float) -> list[Row]:
-    command = [sys.executable, __file__, "--worker", name, exporter]
+    command = [sys.executable, "-m", "bench.architectures", "--worker", name, exporter]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
         out = done.stdout
         error = (done.stderr.strip().splitlines() or ["no output"])[-1][:160]
         ending = f"crashed (exit {done.returncode}): {error}"

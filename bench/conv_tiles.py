@@ -3,7 +3,7 @@ one 3x3 convolution (stride 1, SAME) timed alone, input channels down, output ch
 Flat runs are the channel tiles of XNNPACK's kernels (64 wide with AMX, 8-16 on Arm): pruning
 inside a tile buys nothing, which is what ``edgekit prune --round-to N`` is for.
 
-    python bench/conv_tiles.py [--side 56] [--cin 8 16 32 48 64 80 96 128] [--cout 16 32 48 64 96 128]
+    python -m bench.conv_tiles [--side 56] [--cin 8 16 32 48 64 80 96 128] [--cout 16 32 48 64 96 128]
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import table  # noqa: E402
+if not __package__:  # run as a file: the imports below need the repository root, which -m puts on sys.path
+    sys.exit(f"run from the repository root: python -m bench.{Path(__file__).stem}")
+from bench._common import table  # noqa: E402
 
 
 def conv_model(cin: int, cout: int, side: int):

@@ -4,7 +4,7 @@ Prints conversion time, file sizes, and LiteRT (XNNPACK) latency against onnxrun
 same model, same machine, same run, at 1 and 2 threads. Ratios are what to read: absolute
 times move with the machine's load.
 
-    python bench/convert.py [--model mobilenet_v2] [--rounds 5]
+    python -m bench.convert [--model mobilenet_v2] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import export_torchvision, interleaved, table  # noqa: E402
+if not __package__:  # run as a file: the imports below need the repository root, which -m puts on sys.path
+    sys.exit(f"run from the repository root: python -m bench.{Path(__file__).stem}")
+from bench._common import export_torchvision, interleaved, table  # noqa: E402
 
 
 def main() -> None:

@@ -13,7 +13,7 @@
    checks), driven through the HTTP API: a good package goes through a 5% canary and waves
    25/50/100; then a package with a broken model must stop in the canary.
 
-    python bench/fleet.py [--messages 50000] [--idle 1000] [--agents 200] [--skip-ingest]
+    python -m bench.fleet [--messages 50000] [--idle 1000] [--agents 200] [--skip-ingest]
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from pathlib import Path
 # a fleet broker needs room for QoS 1 bursts to the manager (Mosquitto defaults: 20 in flight, 1000 queued)
 FLEET_BROKER = "max_inflight_messages 1000\nmax_queued_messages 1000000\n"
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import table  # noqa: E402
+if not __package__:  # run as a file: the imports below need the repository root, which -m puts on sys.path
+    sys.exit(f"run from the repository root: python -m bench.{Path(__file__).stem}")
+from bench._common import table  # noqa: E402
 
 
 def cpu_seconds() -> float:

@@ -14,7 +14,7 @@ this run (test accuracy and test cross-entropy, finer than accuracy near 100%); 
 model with PACT's trained ranges (its output scales checked against alpha / 255) against
 calibrated ranges.
 
-    python bench/lowbit.py [--epochs 30] [--finetune 10] [--seeds 0,1,2,3]
+    python -m bench.lowbit [--epochs 30] [--finetune 10] [--seeds 0,1,2,3]
 """
 
 from __future__ import annotations
@@ -28,10 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import table  # noqa: E402
+if not __package__:  # run as a file: the imports below need the repository root, which -m puts on sys.path
+    sys.exit(f"run from the repository root: python -m bench.{Path(__file__).stem}")
+from bench._common import table  # noqa: E402
 
 
 def output_scale(onnx_path: Path, output: str = "logits") -> float | None:
@@ -267,10 +266,10 @@ def main() -> None:
     seeds = [int(v) for v in args.seeds.split(",")]
 
     import torch
-    from train_digits import DigitsCNN, load_split
 
     from edgekit import package
     from edgekit.converters.torch import accuracy, train
+    from scripts.train_digits import DigitsCNN, load_split
 
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="edgekit-lowbit-"))

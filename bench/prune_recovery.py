@@ -3,7 +3,7 @@ scikit-learn's 8x8 digits) pruned uniformly at several ratios, corrected on the 
 split, measured with onnxruntime on the held-out split: output SQNR against the dense model and
 accuracy, without and with the correction.
 
-    python bench/prune_recovery.py [--criterion l1]
+    python -m bench.prune_recovery [--criterion l1]
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import table  # noqa: E402
+if not __package__:  # run as a file: the imports below need the repository root, which -m puts on sys.path
+    sys.exit(f"run from the repository root: python -m bench.{Path(__file__).stem}")
+from bench._common import table  # noqa: E402
 
 
 def main() -> None:

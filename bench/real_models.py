@@ -2,7 +2,7 @@
 per model, fp32 SQNR against onnxruntime and XNNPACK partitions, int8 task agreement with fp32
 (and onnxruntime's own int8 where it applies), LiteRT latency int8 vs fp32, conversion time.
 
-    python bench/real_models.py [--rounds 5] [--models yolo silero ocr]
+    python -m bench.real_models [--rounds 5] [--models yolo silero ocr]
 
 Inputs are realistic and made here: crops of scikit-image's photographs of people for the
 detector (from its wheel, cached like the models), tones in noise for the voice activity
@@ -20,11 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import interleaved, table  # noqa: E402
-
+if not __package__:  # run as a file: the imports below need the repository root, which -m puts on sys.path
+    sys.exit(f"run from the repository root: python -m bench.{Path(__file__).stem}")
+from bench._common import interleaved, table  # noqa: E402
 from tests import real_models  # noqa: E402
 
 

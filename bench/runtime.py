@@ -7,7 +7,7 @@
 
 Everything in the same process and run, interleaved; read the ratios.
 
-    python bench/runtime.py [--rounds 5]
+    python -m bench.runtime [--rounds 5]
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import table  # noqa: E402
+if not __package__:  # run as a file: the imports below need the repository root, which -m puts on sys.path
+    sys.exit(f"run from the repository root: python -m bench.{Path(__file__).stem}")
+from bench._common import table  # noqa: E402
 
 
 def mobilenet_v2(work: Path) -> Path:
@@ -47,7 +48,6 @@ def mobilenet_v2(work: Path) -> Path:
 
 
 def tiny(work: Path) -> Path:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from tests.runtime.models import float_model
 
     out = work / "tiny.tflite"

@@ -3,7 +3,7 @@ signature check with its sequence persisted (fsync), the field validation of the
 TUF metadata refresh (python-tuf ngclient over loopback HTTP) that says what the package is, with
 1 and 100 packages published; and on the manager, taking a new targets metadata upload.
 
-    python bench/signing.py [--messages 2000] [--refreshes 50]
+    python -m bench.signing [--messages 2000] [--refreshes 50]
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import table  # noqa: E402
+if not __package__:  # run as a file: the imports below need the repository root, which -m puts on sys.path
+    sys.exit(f"run from the repository root: python -m bench.{Path(__file__).stem}")
+from bench._common import table  # noqa: E402
 
 DEPLOY = {
     "deployment": "r1",

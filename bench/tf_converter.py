@@ -12,7 +12,7 @@ TensorFlow's pins clash with edgekit's, so it lives in a virtualenv of its own
 (``python -m venv /work/tfvenv && /work/tfvenv/bin/pip install tensorflow-cpu tf2onnx``); this
 script runs itself there with ``--export`` for the TensorFlow side.
 
-    python bench/tf_converter.py [--tf-python /work/tfvenv/bin/python] [--rounds 5] [--calibration-samples 32]
+    python -m bench.tf_converter [--tf-python /work/tfvenv/bin/python] [--rounds 5] [--calibration-samples 32]
 """
 
 from __future__ import annotations
@@ -25,8 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import interleaved, table  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+if not __package__:  # run as a file: the imports below need the repository root, which -m puts on sys.path
+    sys.exit(f"run from the repository root: python -m bench.{Path(__file__).stem}")
+from bench._common import interleaved, table  # noqa: E402
 
 SIZE = 224
 INPUT = "image"
@@ -75,7 +77,9 @@ def compare(folder: Path, tf_python: str, calibration_samples: int, rounds: int)
     samples = rng.uniform(-1, 1, (calibration_samples + 8, 1, SIZE, SIZE, 3)).astype(np.float32)
     calibration, held_out = samples[:calibration_samples], samples[calibration_samples:]
     np.save(folder / "calibration.npy", calibration)
-    export = subprocess.run([tf_python, __file__, "--export", str(folder)], capture_output=True, text=True)
+    export = subprocess.run(
+        [tf_python, "-m", "bench.tf_converter", "--export", str(folder)], capture_output=True, text=True, cwd=ROOT
+    )
     if export.returncode != 0:
         sys.exit(f"the TensorFlow side failed:\n{export.stderr[-3000:]}")
     result = convert(folder / "keras.onnx", folder / "edgekit_int8.tflite", quantize="int8", calibration=calibration)

@@ -3,18 +3,11 @@ and converted to int8 TFLite: the levels survive, the activation range is PACT's
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-
-from train_digits import DigitsCNN, load_split  # noqa: E402
-
 from edgekit.converters import convert  # noqa: E402
 from edgekit.converters.quant.int8_rules import Int8RuleError, check_int8, distinct_weight_values  # noqa: E402
 from edgekit.converters.quant.quantizer import WEIGHTED  # noqa: E402
@@ -33,6 +26,7 @@ from edgekit.converters.torch_lowbit import (  # noqa: E402
     train_lowbit,
 )
 from edgekit.converters.verification import TFLiteRunner  # noqa: E402
+from scripts.train_digits import DigitsCNN, load_split  # noqa: E402
 
 EXAMPLE = torch.zeros(1, 1, 8, 8)
 

@@ -3,18 +3,11 @@ converted with its trained scales."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-
-from train_digits import DigitsCNN, load_split  # noqa: E402
-
 from edgekit.converters import convert  # noqa: E402
 from edgekit.converters.torch import (  # noqa: E402
     MagnitudePruner,
@@ -29,6 +22,7 @@ from edgekit.converters.torch import (  # noqa: E402
     train,
 )
 from edgekit.converters.verification import TFLiteRunner  # noqa: E402
+from scripts.train_digits import DigitsCNN, load_split  # noqa: E402
 
 
 @pytest.fixture(scope="module")
