@@ -47,3 +47,13 @@ def export_torchvision(name: str, path) -> None:
 
     torch.manual_seed(0)
     export_onnx(getattr(torchvision.models, name)(weights=None), torch.zeros(1, 3, 224, 224), path)
+
+
+def save_svg(fig, path) -> None:
+    """An SVG that changes only when the figure does (fixed element ids, no date): the docs keep
+    these files in git."""
+    import matplotlib
+
+    matplotlib.rcParams["svg.hashsalt"] = "edgekit"
+    fig.tight_layout()
+    fig.savefig(path, format="svg", metadata={"Date": None})

@@ -13,7 +13,12 @@ peer is run the way its authors advise on this machine. Its model's SQNR is give
 onnxruntime runs it here, and under the exact QDQ arithmetic of the ONNX spec (basic graph
 optimisations, no fused int8 kernels).
 
-    python bench/quantize.py [--calibration-samples 100] [--rounds 5] [--ort-reduce-range auto|on|off]
+``--layer-plot FILE.svg`` draws the SQNR of every edgekit int8 layer against the fp32 ONNX
+tensor it stands for, on the first held-out input, one panel per model (the picture in
+docs/benchmarks.md; needs the ``bench`` extra, matplotlib).
+
+    python -m bench.quantize [--calibration-samples 100] [--rounds 5] [--ort-reduce-range auto|on|off]
+                             [--models digits,mobilenet_v2,resnet18] [--layer-plot FILE.svg]
 """
 
 from __future__ import annotations
@@ -27,10 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.ort_int8: the peer, made one way
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import export_torchvision, interleaved, table  # noqa: E402
-
+if not __package__:  # run as a file: the imports below need the repository root, which -m puts on sys.path
+    sys.exit(f"run from the repository root: python -m bench.{Path(__file__).stem}")
+from bench._common import export_torchvision, interleaved, save_svg, table  # noqa: E402
 from edgekit.converters import convert  # noqa: E402
 from edgekit.converters.verification import TFLiteRunner, sqnr_db  # noqa: E402
 
@@ -109,8 +113,7 @@ def evaluate(name, fp32, calib, test, labels, work, rounds, runs, reduce_range):
         interpreter = Interpreter(model_path=str(edge), num_threads=threads)
         interpreter.allocate_tensors()
         detail = interpreter.get_input_details()[0]
-        perm = runner.io_layout.get(input_name)
-        interpreter.set_tensor(detail["index"], np.ascontiguousarray(np.transpose(x, perm) if perm else x))
+        interpreter.set_tensor(detail["index"], runner.prepare(input_name, x).astype(detail["dtype"]))
         ort_int8 = session(ort_path, threads)
         timings = interleaved(
             {"litert": interpreter.invoke, "ort": lambda s=ort_int8, f={input_name: x}: s.run(None, f)}, rounds, runs
@@ -118,6 +121,64 @@ def evaluate(name, fp32, calib, test, labels, work, rounds, runs, reduce_range):
         latency.append((threads, timings["litert"], timings["ort"]))
     sizes = (fp32.stat().st_size, result.size_bytes, ort_path.stat().st_size)
     return quality, latency, sizes, (edge_seconds, ort_seconds), result.partitions
+
+
+def load(name: str, work: Path, calibration_samples: int, rng: np.random.Generator):
+    """(fp32 ONNX path, calibration inputs, held-out inputs, held-out labels or None)."""
+    if name == "digits":
+        fp32 = Path(str(files("edgekit") / "samples" / "digits_cnn.onnx"))
+        data = np.load(str(files("edgekit") / "samples" / "digits_data.npz"))
+        return fp32, data["x_calib"][:calibration_samples], data["x_test"], data["y_test"]
+    fp32 = work / f"{name}.onnx"
+    export_torchvision(name, fp32)
+    calib = rng.uniform(-2, 2, (calibration_samples, 3, 224, 224)).astype(np.float32)
+    return fp32, calib, rng.uniform(-2, 2, (16, 3, 224, 224)).astype(np.float32), None
+
+
+def quality_row(name: str, quality: dict, seconds, partitions) -> list:
+    acc = ""
+    if "fp32 acc" in quality:
+        acc = " / ".join(f"{100 * quality[k]:.2f}" for k in ("fp32 acc", "edgekit acc", "onnxruntime acc"))
+    sqnr = [f"{quality[k]:.2f}" for k in ("edgekit SQNR dB", "onnxruntime SQNR dB", "exact QDQ SQNR dB")]
+    return [name, *sqnr, acc, partitions, f"{seconds[0]:.1f}", f"{seconds[1]:.1f}"]
+
+
+def latency_rows(name: str, latency) -> list[list]:
+    return [
+        [
+            name,
+            threads,
+            f"{ours:.3f}",
+            f"{theirs:.3f}",
+            f"{ours / theirs:.3f}",
+            "yes" if ours / theirs <= 0.85 else "no",
+        ]
+        for threads, ours, theirs in latency
+    ]
+
+
+def size_row(name: str, sizes) -> list:
+    fp32, ours, theirs = sizes
+    return [name, f"{fp32 / 1e6:.3f}", f"{ours / 1e6:.3f}", f"{ours / fp32:.3f}", f"{theirs / 1e6:.3f}"]
+
+
+def plot_layers(reports: dict, path: Path) -> None:
+    """Per-layer SQNR in the order of the model's tensors, one panel per model, one colour per op."""
+    import matplotlib.pyplot as plt
+
+    ops = sorted({layer.op for report in reports.values() for layer in report.layers})
+    colour = {op: f"C{i % 10}" for i, op in enumerate(ops)}  # one colour per op in every panel
+    fig, axes = plt.subplots(len(reports), 1, figsize=(9, 3.2 * len(reports)), squeeze=False)
+    for ax, (name, report) in zip(axes[:, 0], reports.items(), strict=True):
+        sqnr = [layer.sqnr_db for layer in report.layers]
+        ax.plot(sqnr, c="lightgrey", lw=1, zorder=1)
+        for op in sorted({layer.op for layer in report.layers}):
+            at = [i for i, layer in enumerate(report.layers) if layer.op == op]
+            ax.scatter(at, [sqnr[i] for i in at], s=14, c=colour[op], label=op, zorder=2)
+        ax.set(title=f"{name}, int8", xlabel="layer (order of the model's tensors)", ylabel="SQNR dB")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small", ncol=2)
+    save_svg(fig, path)
 
 
 def main() -> None:
@@ -132,87 +193,40 @@ def main() -> None:
         default="auto",
         help="7-bit weights for onnxruntime's quantize_static; auto: on where the x86 CPU has no VNNI",
     )
+    parser.add_argument("--layer-plot", type=Path, metavar="FILE.svg", help="draw per-layer SQNR into FILE.svg")
     args = parser.parse_args()
     vnni = cpu_has_vnni()
     reduce_range = {"on": True, "off": False}.get(args.ort_reduce_range, not vnni)
     work = Path(tempfile.mkdtemp(prefix="edgekit-quant-"))
     rng = np.random.default_rng(0)
-    rows_q, rows_l, rows_s = [], [], []
+    rows_q, rows_l, rows_s, reports = [], [], [], {}
     for name in args.models.split(","):
-        if name == "digits":
-            fp32 = Path(str(files("edgekit") / "samples" / "digits_cnn.onnx"))
-            data = np.load(str(files("edgekit") / "samples" / "digits_data.npz"))
-            calib, test, labels = data["x_calib"][: args.calibration_samples], data["x_test"], data["y_test"]
-        else:
-            fp32 = work / f"{name}.onnx"
-            export_torchvision(name, fp32)
-            calib = rng.uniform(-2, 2, (args.calibration_samples, 3, 224, 224)).astype(np.float32)
-            test, labels = rng.uniform(-2, 2, (16, 3, 224, 224)).astype(np.float32), None
+        fp32, calib, test, labels = load(name, work, args.calibration_samples, rng)
         quality, latency, sizes, seconds, partitions = evaluate(
             name, fp32, calib, test, labels, work, args.rounds, args.runs, reduce_range
         )
-        acc = ""
-        if labels is not None:
-            acc = (
-                f"{100 * quality['fp32 acc']:.2f} / {100 * quality['edgekit acc']:.2f} / "
-                f"{100 * quality['onnxruntime acc']:.2f}"
-            )
-        rows_q.append(
-            [
-                name,
-                f"{quality['edgekit SQNR dB']:.2f}",
-                f"{quality['onnxruntime SQNR dB']:.2f}",
-                f"{quality['exact QDQ SQNR dB']:.2f}",
-                acc,
-                partitions,
-                f"{seconds[0]:.1f}",
-                f"{seconds[1]:.1f}",
-            ]
-        )
-        for threads, ours, theirs in latency:
-            rows_l.append(
-                [
-                    name,
-                    threads,
-                    f"{ours:.3f}",
-                    f"{theirs:.3f}",
-                    f"{ours / theirs:.3f}",
-                    "yes" if ours / theirs <= 0.85 else "no",
-                ]
-            )
-        rows_s.append(
-            [
-                name,
-                f"{sizes[0] / 1e6:.3f}",
-                f"{sizes[1] / 1e6:.3f}",
-                f"{sizes[1] / sizes[0]:.3f}",
-                f"{sizes[2] / 1e6:.3f}",
-            ]
-        )
+        rows_q.append(quality_row(name, quality, seconds, partitions))
+        rows_l += latency_rows(name, latency)
+        rows_s.append(size_row(name, sizes))
+        if args.layer_plot:
+            from edgekit.converters.layer_compare import compare_layers
+
+            input_name = session(fp32, 1).get_inputs()[0].name
+            reports[name] = compare_layers(str(fp32), work / f"{name}_int8.tflite", {input_name: test[:1]})
     print(f"calibration: {args.calibration_samples} samples, min-max, per-channel weights")
     print(
         f"CPU int8 dot products: {'VNNI/AMX or not x86' if vnni else 'x86 without VNNI'}; "
         f"onnxruntime reduce_range={reduce_range} (--ort-reduce-range {args.ort_reduce_range})\n"
     )
-    print(
-        table(
-            rows_q,
-            [
-                "model",
-                "edgekit SQNR dB",
-                "ORT SQNR dB",
-                "ORT model, exact QDQ dB",
-                "acc fp32/edgekit/ORT %",
-                "XNNPACK partitions",
-                "edgekit s",
-                "ORT s",
-            ],
-        )
-    )
+    quality_header = ["model", "edgekit SQNR dB", "ORT SQNR dB", "ORT model, exact QDQ dB", "acc fp32/edgekit/ORT %"]
+    print(table(rows_q, [*quality_header, "XNNPACK partitions", "edgekit s", "ORT s"]))
     print()
     print(table(rows_l, ["model", "threads", "LiteRT int8 ms", "ORT int8 ms", "ratio", "<= 0.85"]))
     print()
     print(table(rows_s, ["model", "fp32 ONNX MB", "edgekit int8 MB", "int8/fp32", "ORT QDQ MB"]))
+    if args.layer_plot:
+        plot_layers(reports, args.layer_plot)
+        print(f"\nwrote {args.layer_plot}")
 
 
 if __name__ == "__main__":
