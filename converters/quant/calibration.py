@@ -39,6 +39,10 @@ class MinMaxObserver(Observer):
         return self.lo, self.hi
 
 
+# a tensor whose values all stay below this is zero to every scale the quantizer gives
+NEGLIGIBLE = 1e-30
+
+
 class HistogramObserver(MinMaxObserver):
     """A histogram of |x| over [0, R]; R doubles (merging bin pairs) when a larger value comes."""
 
@@ -51,7 +55,7 @@ class HistogramObserver(MinMaxObserver):
         super().observe(value)
         magnitude = np.abs(value.ravel())
         top = float(magnitude.max()) if magnitude.size else 0.0
-        if top == 0.0:
+        if top < NEGLIGIBLE:  # zeros to int8 (and float32 has no BINS distinct edges below ~1e-41)
             self.hist[0] += magnitude.size
             return
         if self.limit == 0.0:
