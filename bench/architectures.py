@@ -138,10 +138,10 @@ def samples(name: str, count: int, seed: int) -> np.ndarray:
 
 
 def outside_xnnpack(tflite: Path) -> str:
-    from edgekit.converters.delegation import describe, undelegated_ops
-    from edgekit.converters.tflite.importer import read_graph
+    from edgekit.commands._report import op_counts
+    from edgekit.converters.harness import xnnpack_delegation
 
-    return describe(undelegated_ops(read_graph(tflite.read_bytes())))
+    return op_counts(xnnpack_delegation(tflite.read_bytes()).cpu_op_counts()) or "none"
 
 
 def ort_int8_sqnr(onnx_path: Path, work: Path, calibration: np.ndarray, test: np.ndarray) -> float:

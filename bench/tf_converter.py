@@ -69,7 +69,7 @@ def compare(folder: Path, tf_python: str, calibration_samples: int, rounds: int)
     from ai_edge_litert.interpreter import Interpreter
 
     from edgekit.converters import convert
-    from edgekit.converters.harness import xnnpack_partitions
+    from edgekit.converters.harness import xnnpack_delegation
     from edgekit.converters.verification import sqnr_db
 
     rng = np.random.default_rng(0)
@@ -101,7 +101,7 @@ def compare(folder: Path, tf_python: str, calibration_samples: int, rounds: int)
             interpreter.invoke()
             outputs.append(interpreter.get_tensor(out["index"]).copy())
         sqnr = sqnr_db(np.concatenate(references), np.concatenate(outputs))
-        rows[label] = [label, f"{len(data):,}", str(xnnpack_partitions(data)), f"{sqnr:.1f}"]
+        rows[label] = [label, f"{len(data):,}", str(xnnpack_delegation(data).partitions), f"{sqnr:.1f}"]
         for threads in (1, 2):
             timed = Interpreter(model_content=data, num_threads=threads)
             timed.allocate_tensors()

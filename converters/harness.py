@@ -5,14 +5,16 @@ outputs; its backends count delegate partitions and read intermediates).
 - :func:`open_tflite`: a .tflite model as a runtime Session; per-layer work passes
   ``preserve_all_tensors=True`` and ``xnnpack=False`` (TFLite's reference kernels).
 - :class:`TFLiteRunner`: a converted model fed and read in the source (ONNX) model's layout.
-- :func:`xnnpack_partitions`: how many XNNPACK partitions LiteRT makes of a model.
+- :func:`xnnpack_delegation`: the XNNPACK partitions LiteRT makes of a model and the ops between them.
 - :class:`OnnxRunner` and :func:`onnx_intermediates`: an ONNX model on onnxruntime, optionally with
   every intermediate tensor exposed as an output."""
 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -33,12 +35,24 @@ def open_tflite(model: bytes, threads: int = 1, *, xnnpack: bool = True, preserv
     )
 
 
-def xnnpack_partitions(model: bytes) -> int | None:
-    """How many XNNPACK delegate partitions LiteRT makes of the model (None without LiteRT)."""
+@dataclass(frozen=True)
+class XnnpackDelegation:
+    """How LiteRT's XNNPACK delegate splits a model: its partitions, and the ops it leaves to
+    TFLite's own kernels (in model order), which are where one partition ends and the next begins."""
+
+    partitions: int
+    cpu_ops: tuple[str, ...]
+
+    def cpu_op_counts(self) -> dict[str, int]:
+        return dict(Counter(self.cpu_ops).most_common())
+
+
+def xnnpack_delegation(model: bytes) -> XnnpackDelegation | None:
+    """What XNNPACK takes of the model, read off the loaded interpreter (None without LiteRT)."""
     if not installed("litert"):
         return None
     with open_tflite(model) as session:
-        return session.delegated_partitions()
+        return XnnpackDelegation(session.delegated_partitions(), tuple(op for _, op in session.undelegated_ops()))
 
 
 class TFLiteRunner:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgekit import __version__
 from edgekit.converters.config import ParameterError, PruneConfig, QuantConfig
-from edgekit.converters.harness import xnnpack_partitions
+from edgekit.converters.harness import xnnpack_delegation
 from edgekit.converters.io_layout import IO_LAYOUTS, IoLayout
 from edgekit.converters.ir.graph import Graph
 from edgekit.converters.onnx import frontend as onnx_frontend
@@ -31,7 +31,8 @@ class ConversionResult:
     seconds: float
     ops: dict[str, int]
     transposes: int
-    partitions: int | None = None
+    partitions: int | None = None  # XNNPACK's (None without LiteRT)
+    cpu_ops: dict[str, int] = field(default_factory=dict)  # ops XNNPACK leaves to TFLite's kernels
     edgetpu: Any = None
     verification: Any = None
     io_layout: dict[str, IoDecision] = field(default_factory=dict)  # input/output name -> its layout
@@ -170,13 +171,15 @@ def convert(
     edgetpu_report = _edgetpu_report(tfl) if target == "edgetpu" else None
     data = write_model(tfl, output)
     ops = tfl.op_histogram()
+    delegation = xnnpack_delegation(data)
     return ConversionResult(
         path=Path(output) if output is not None else None,
         size_bytes=len(data),
         seconds=time.perf_counter() - start,
         ops=ops,
         transposes=ops.get("TRANSPOSE", 0),
-        partitions=xnnpack_partitions(data),
+        partitions=delegation.partitions if delegation else None,
+        cpu_ops=delegation.cpu_op_counts() if delegation else {},
         edgetpu=edgetpu_report,
         io_layout=layout_decisions,
         pruning=pruning,

@@ -7,6 +7,11 @@ from pathlib import Path
 from typing import Any
 
 
+def op_counts(ops: dict[str, int]) -> str:
+    """``{"CONV_2D": 3, ...}`` as the commands print it: "CONV_2D x3, ..."."""
+    return ", ".join(f"{op} x{n}" for op, n in ops.items())
+
+
 def per_layer(onnx_model: str, tflite_model: str, data, seed: int = 0):
     """Per-layer report on the first sample of ``data`` (or one random sample)."""
     import numpy as np

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from edgekit.commands._report import op_counts
 from edgekit.commands._shapes import SAMPLES, add_input_shape
 from edgekit.converters.config import CALIBRATION_METHODS, IO_TYPES, PRUNE_ALLOCATIONS, QUANTIZE_MODES
 from edgekit.converters.io_layout import IO_LAYOUTS
@@ -343,10 +344,11 @@ def _prune_config(args: argparse.Namespace, calibration):
 def _print_result(args: argparse.Namespace, result) -> None:
     if result.pruning is not None:
         _print_pruning(result.pruning)
-    ops = ", ".join(f"{op} x{n}" for op, n in result.ops.items())
     print(f"wrote {result.path} ({result.size_bytes:,} bytes) in {result.seconds:.2f} s")
-    print(f"ops: {ops}")
+    print(f"ops: {op_counts(result.ops)}")
     print(f"TRANSPOSE ops remaining: {result.transposes}; XNNPACK partitions: {result.partitions}")
+    if result.cpu_ops:
+        print(f"left to TFLite's own kernels, between or after XNNPACK's partitions: {op_counts(result.cpu_ops)}")
     for decision in result.io_layout.values():
         print(decision)
     if result.pruning is not None and result.pruning.config.weights:
@@ -424,6 +426,7 @@ def _write_report(args: argparse.Namespace, converted_from, result, report, prun
             "ops": result.ops,
             "transposes": result.transposes,
             "xnnpack_partitions": result.partitions,
+            "cpu_ops": result.cpu_ops,
             "quantization": args.quantize or "float32",
             "pruning": pruning,
             "speed": speed.as_dict() if speed is not None else None,

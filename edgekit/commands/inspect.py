@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from edgekit.commands._report import op_counts
 from edgekit.commands._shapes import add_input_shape
 
 
@@ -31,10 +32,6 @@ def run(args: argparse.Namespace) -> int:
         report = _onnx_report
     print(json.dumps(facts, indent=1) if args.json else report(facts))
     return 1 if facts.get("cannot_lower") else 0
-
-
-def _histogram(ops: dict[str, int]) -> str:
-    return ", ".join(f"{op} x{n}" for op, n in ops.items())
 
 
 def _onnx_facts(args: argparse.Namespace) -> dict[str, Any]:
@@ -80,9 +77,9 @@ def _onnx_report(facts: dict[str, Any]) -> str:
     lines += [f"output {o['name']}: {o['shape']}" for o in facts["outputs"]]
     if "shapes_unknown" in facts:
         lines.append(f"shapes: {facts['shapes_unknown']}")
-        lines.append(f"ops (before folding): {_histogram(facts['ops_before_folding'])}")
+        lines.append(f"ops (before folding): {op_counts(facts['ops_before_folding'])}")
         return "\n".join(lines)
-    lines.append(f"ops: {_histogram(facts['ops'])}")
+    lines.append(f"ops: {op_counts(facts['ops'])}")
     lines.append(f"parameters: {facts['parameters']:,}")
     lines.append(f"MACs: {facts['macs']:,}")
     if facts["cannot_lower"]:
@@ -113,10 +110,20 @@ def _tflite_facts(path: str) -> dict[str, Any]:
         "size_bytes": len(data),
         "ops": dict(Counter(operator_names(data)).most_common()),
         "signature": Signature.from_model(path, data).to_dict(),  # as a package manifest records it
-        "xnnpack_partitions": load(data, threads=1).delegated_partitions(),
+        **_delegation(load(data, threads=1)),
         # per weighted op ("index:OP"): the most distinct values an output channel holds (2 binary, 3 ternary)
         "weight_values": distinct_weight_values(read_graph(data)),
         "metadata": metadata(data),
+    }
+
+
+def _delegation(session) -> dict[str, Any]:
+    """XNNPACK's partitions and the ops it leaves to TFLite's kernels, as the loaded model has them."""
+    from collections import Counter
+
+    return {
+        "xnnpack_partitions": session.delegated_partitions(),
+        "cpu_ops": dict(Counter(op for _, op in session.undelegated_ops() or ()).most_common()),
     }
 
 
@@ -125,8 +132,9 @@ def _tflite_report(facts: dict[str, Any]) -> str:
 
     lines = [
         f"model: {facts['model']}  ({facts['size_bytes']:,} bytes)",
-        f"ops: {_histogram(facts['ops'])}",
-        f"XNNPACK partitions: {facts['xnnpack_partitions']}",
+        f"ops: {op_counts(facts['ops'])}",
+        f"XNNPACK partitions: {facts['xnnpack_partitions']}"
+        + (f"; left to TFLite's own kernels: {op_counts(facts['cpu_ops'])}" if facts["cpu_ops"] else ""),
         "distinct weight values per output channel: "
         + (", ".join(f"{layer} {n}" for layer, n in facts["weight_values"].items()) or "no weighted ops"),
     ]

@@ -258,6 +258,7 @@ def test_the_ops_between_partitions_are_named(tmp_path):
     session = load(tmp_path / "split.tflite")
     assert session.delegated_partitions() == result.partitions == 2
     assert [op for _, op in session.undelegated_ops()] == ["GATHER"]
+    assert result.cpu_ops == {"GATHER": 1}  # what convert prints and reports
     whole = model([N("Conv", ["x", "w"], ["y"])], {"x": (1, 4, 8, 8)}, {"y": None}, {"w": rand(6, 4, 1, 1)})
     convert(whole, tmp_path / "whole.tflite")
     assert load(tmp_path / "whole.tflite").undelegated_ops() == []
