@@ -151,7 +151,11 @@ def prepare_samples(calibration, input_names: list[str], source_shapes: dict[str
         calibration = {input_names[0]: calibration}
     missing = [n for n in input_names if n not in calibration]
     if missing:
-        raise CalibrationError(f"calibration data has no samples for input(s) {missing}; name arrays after the inputs")
+        held = ", ".join(calibration) or "no array"
+        raise CalibrationError(
+            f"calibration data has no samples for input(s) {missing} (it holds {held}); name the arrays "
+            "after the model's inputs, or pass a .npy for a single-input model"
+        )
     per_input = {}
     for name in input_names:
         array = check_array(np.asarray(calibration[name]), f"for input '{name}'")

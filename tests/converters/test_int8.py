@@ -66,9 +66,9 @@ def test_integer_io(io_type, digits, tmp_path):
     out = tmp_path / "m.tflite"
     convert(DIGITS, out, quantize="int8", calibration=digits["x_calib"], io_type=io_type)
     runner = TFLiteRunner(out.read_bytes())
-    detail = runner.input_details["image"]
-    assert detail["dtype"] == np.dtype(io_type) and detail["quantization"][0] > 0
-    assert runner.output_details["logits"]["dtype"] == np.dtype(io_type)
+    image = runner.tensors["image"]
+    assert image.dtype == np.dtype(io_type) and image.quant[0] > 0
+    assert runner.tensors["logits"].dtype == np.dtype(io_type)
     assert accuracy(out, digits) > 0.95
 
 
@@ -144,6 +144,17 @@ def test_bad_calibration_data(data, words, tmp_path):
 
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "edgekit", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_an_npz_not_named_after_the_inputs_says_what_it_holds(tmp_path):
+    """The bundled digits_data.npz passed as it is (x_calib, x_test, y_test; the input is "image"):
+    the error names the arrays it found and what to do, not the dtype of an array no input takes."""
+    from edgekit.converters.quant.calibration_data import load_calibration
+
+    data = load_calibration(Path(str(files("edgekit") / "samples" / "digits_data.npz")))
+    with pytest.raises(CalibrationError, match=r"input\(s\) \['image'\] \(it holds x_calib, x_test, y_test\)"):
+        convert(DIGITS, tmp_path / "m.tflite", quantize="int8", calibration=data)
+    assert not (tmp_path / "m.tflite").exists()
 
 
 def test_calibration_folder_errors(tmp_path):
@@ -357,7 +368,7 @@ def test_int16x8_is_more_precise_than_int8(digits, tmp_path):
     interpreter = Interpreter(model_path=str(tmp_path / "int16x8.tflite"))
     conv = next(op for op in interpreter._get_ops_details() if op["op_name"] == "CONV_2D")
     assert interpreter.get_tensor_details()[conv["inputs"][0]]["dtype"] == np.int16
-    assert runner.output_details["logits"]["dtype"] == np.float32
+    assert runner.tensors["logits"].dtype == np.float32
     assert scores["int16x8"] > scores["int8"], scores
 
 
