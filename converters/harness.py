@@ -69,15 +69,6 @@ class TFLiteRunner:
         self.input_names: list[str] = sorted(t.name for t in self.session.inputs)
         self.output_names: list[str] = sorted(t.name for t in self.session.outputs)
 
-    @property
-    def input_details(self) -> dict[str, dict]:
-        """LiteRT-style details (index, shape, dtype, quantization) of each input, by name."""
-        return {name: _details(self.tensors[name]) for name in self.input_names}
-
-    @property
-    def output_details(self) -> dict[str, dict]:
-        return {name: _details(self.tensors[name]) for name in self.output_names}
-
     def source_shape(self, name: str) -> tuple[int, ...]:
         """Input ``name``'s shape in the source (ONNX) model's layout."""
         spec = self.tensors[name]
@@ -103,16 +94,6 @@ class TFLiteRunner:
             perm = self.tensors[name].source_perm
             outputs[name] = np.transpose(results[name], np.argsort(perm)) if perm else results[name]
         return outputs
-
-
-def _details(spec) -> dict:
-    return {
-        "name": spec.name,
-        "index": spec.index,
-        "shape": np.array(spec.shape, np.int32),
-        "dtype": spec.dtype.type,
-        "quantization": spec.quant or (0.0, 0),
-    }
 
 
 class OnnxRunner:

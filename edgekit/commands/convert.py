@@ -527,11 +527,10 @@ def _calibration(args: argparse.Namespace):
 
 def _print_io_quantization(path) -> None:
     """The scales and zero points a device needs to feed and read the model (also stored in it)."""
-    from edgekit.converters.verification import TFLiteRunner
+    from edgekit.runtime.signature import Signature
 
-    runner = TFLiteRunner(path.read_bytes())
-    for kind, details in (("input", runner.input_details), ("output", runner.output_details)):
-        for name, d in details.items():
-            scale, zero_point = d["quantization"]
-            io = f"scale {scale:.6g}, zero point {zero_point}" if scale else "float (quantized inside the model)"
-            print(f"{kind} {name}: {d['dtype'].__name__} {[int(v) for v in d['shape']]}, {io}")
+    signature = Signature.from_model(path.name, path.read_bytes())
+    for kind, tensors in (("input", signature.inputs), ("output", signature.outputs)):
+        for t in tensors:
+            io = f"scale {t.quant[0]:.6g}, zero point {t.quant[1]}" if t.quant else "float (quantized inside the model)"
+            print(f"{kind} {t.name}: {t.dtype} {list(t.shape)}, {io}")

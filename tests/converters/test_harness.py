@@ -81,8 +81,8 @@ def test_int8_io_runs_as_litert_with_the_models_scales():
     expected = (interpreter.get_tensor(taken["index"]).astype(np.float32) - out_zero) * np.float32(out_scale)
     runner = TFLiteRunner(data, threads=1)
     np.testing.assert_array_equal(runner({"features": x})["scores"], expected)
-    assert runner.input_details["features"]["quantization"] == (in_scale, in_zero)
-    assert runner.output_details["scores"]["dtype"] == np.uint8
+    assert runner.tensors["features"].quant == (in_scale, in_zero)
+    assert runner.tensors["scores"].dtype == np.uint8
 
 
 def test_onnx_intermediates_are_onnxruntime_outputs():

@@ -55,7 +55,7 @@ def test_an_nhwc_input_keeps_its_layout(tmp_path):
     out = tmp_path / "keras.tflite"
     result = convert(model, out)
     runner = TFLiteRunner(out.read_bytes())
-    assert list(runner.input_details["keras_tensor"]["shape"]) == [1, 16, 12, 3]  # not [1, 16, 3, 12]
+    assert runner.tensors["keras_tensor"].shape == (1, 16, 12, 3)  # not (1, 16, 3, 12)
     assert result.io_layout["keras_tensor"].layout == "NHWC"
     assert str(result.io_layout["keras_tensor"]) == (
         "input  keras_tensor: NHWC [1,16,12,3] (NHWC in the ONNX model already: the graph transposes it)"
