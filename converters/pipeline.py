@@ -40,6 +40,12 @@ class ConversionResult:
     accuracy: AccuracyResult | None = None  # what the accuracy-aware int8 mode kept in float, held and cost
 
 
+def _delegation(data: bytes) -> dict[str, Any]:
+    """XNNPACK's partitions of the written model and the ops it leaves to TFLite's kernels."""
+    found = xnnpack_delegation(data)
+    return {"partitions": found.partitions, "cpu_ops": found.cpu_op_counts()} if found else {}
+
+
 @dataclass(frozen=True)
 class PruningResult:
     """What pruning before conversion did; ``model`` is the pruned ONNX model that was converted."""
@@ -171,15 +177,13 @@ def convert(
     edgetpu_report = _edgetpu_report(tfl) if target == "edgetpu" else None
     data = write_model(tfl, output)
     ops = tfl.op_histogram()
-    delegation = xnnpack_delegation(data)
     return ConversionResult(
         path=Path(output) if output is not None else None,
         size_bytes=len(data),
         seconds=time.perf_counter() - start,
         ops=ops,
         transposes=ops.get("TRANSPOSE", 0),
-        partitions=delegation.partitions if delegation else None,
-        cpu_ops=delegation.cpu_op_counts() if delegation else {},
+        **_delegation(data),
         edgetpu=edgetpu_report,
         io_layout=layout_decisions,
         pruning=pruning,
