@@ -177,3 +177,10 @@ def test_native_log_lines_become_records_and_other_text_stays(capfd, caplog, mon
         (logging.ERROR, "a kernel failed"),
     ]
     assert capfd.readouterr().err == "not a log line\n"
+
+
+def test_inspect_ops_lists_the_lowerable_ops_without_a_model():
+    """The README's `edgekit inspect --ops`: it needed a model argument it then ignored."""
+    result = edgekit("inspect", "--ops")
+    assert result.returncode == 0, result.stderr
+    assert {"Conv", "GRU", "ArgMax"} <= set(result.stdout.split())

@@ -11,13 +11,14 @@ from edgekit.commands._shapes import add_input_shape
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="an .onnx or .tflite file")
+    parser.add_argument("model", nargs="?", help="an .onnx or .tflite file (none with --ops)")
     add_input_shape(parser)
     parser.add_argument("--ops", action="store_true", help="list every op type edgekit can lower and exit")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
 
 
 def run(args: argparse.Namespace) -> int:
+    _check(args)
     if args.ops:
         from edgekit.converters.onnx.lowering import supported_ops
 
@@ -32,6 +33,18 @@ def run(args: argparse.Namespace) -> int:
         report = _onnx_report
     print(json.dumps(facts, indent=1) if args.json else report(facts))
     return 1 if facts.get("cannot_lower") else 0
+
+
+def _check(args: argparse.Namespace) -> None:
+    """Refuse what would do nothing: a model with --ops, shapes for a .tflite (its shapes are fixed)."""
+    from edgekit.errors import InputError
+
+    if args.ops and (args.model or args.input_shape):
+        raise InputError("--ops lists the ops edgekit can lower and takes no model or --input-shape")
+    if not args.ops and not args.model:
+        raise InputError("give a model (an .onnx or .tflite file), or --ops for the ops edgekit can lower")
+    if args.input_shape and args.model.endswith(".tflite"):
+        raise InputError("--input-shape is for ONNX models: a .tflite's shapes are fixed in the file")
 
 
 def _onnx_facts(args: argparse.Namespace) -> dict[str, Any]:
