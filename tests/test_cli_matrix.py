@@ -177,6 +177,11 @@ CASES = [
         ["does not fit"],
     ),
     ("package-no-args", ["package"], ["--sign"]),
+    (
+        "package-new-key-with-a-model",
+        ["package", "model.tflite", "--name", "m", "--version", "1", "--new-key", "new.key", "new.pub"],
+        ["--new-key only makes a key pair", "MODEL, --name, --version"],
+    ),
     ("keys-overwrite", ["keys", "new", "k.key", "k.pub"], ["exists already"]),
     ("keys-same-path", ["keys", "new", "same", "same"], ["two different files"]),
     ("keys-show-missing", ["keys", "show", "nokey"], ["cannot read"]),

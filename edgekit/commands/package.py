@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from edgekit.errors import InputError
 
     if args.new_key:
+        _check_key_only(args)
         public_key = package.generate_key(*args.new_key)
         print(json.dumps({"public_key": public_key}) if args.json else f"public key: {public_key}")
         return 0
@@ -84,3 +85,28 @@ def run(args: argparse.Namespace) -> int:
             for tensor in tensors:
                 print(f"{kind} {tensor.describe()}")
     return 0
+
+
+def _check_key_only(args: argparse.Namespace) -> None:
+    """--new-key makes a key pair and exits: packaging options beside it would do nothing."""
+    from edgekit.errors import InputError
+
+    given = [
+        flag
+        for flag, value in (
+            ("MODEL", args.model),
+            ("-o", args.output),
+            ("--name", args.name),
+            ("--version", args.version),
+            ("--sign", args.sign),
+            ("--latency-budget-ms", args.latency_budget_ms),
+            ("--preprocess", args.preprocess),
+            ("--io-change", args.io_change),
+        )
+        if value
+    ]
+    if given:
+        raise InputError(
+            f"--new-key only makes a key pair; {', '.join(given)} would do nothing: make the key first, "
+            "then package with --sign PRIVATE"
+        )
