@@ -1,10 +1,15 @@
 """One exception family for mistakes a user can make.
 
 The CLI prints an ``EdgekitError`` as one line and exits non-zero; anything else is a bug
-and keeps its traceback.
+and keeps its traceback. Where a library (onnx, onnxruntime, LiteRT) refuses what the user gave
+it, :func:`mapped` turns its exception into one of these, as httpx maps the exceptions of the
+transports it wraps.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class EdgekitError(Exception):
@@ -47,3 +52,23 @@ class PackageError(EdgekitError):
 
 class FleetError(EdgekitError):
     """Fleet, broker or rollout problems a user can fix."""
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (its type's name when it has none), cut at ``limit``."""
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:limit]
+
+
+@contextmanager
+def mapped(
+    error: type[EdgekitError], what: str, catch: tuple[type[BaseException], ...] = (Exception,)
+) -> Iterator[None]:
+    """A library exception of a ``catch`` type raised inside becomes ``error("{what}: {its first
+    line}")``; edgekit's own errors pass unchanged."""
+    try:
+        yield
+    except EdgekitError:
+        raise
+    except catch as exc:
+        raise error(f"{what}: {first_line(exc)}") from exc

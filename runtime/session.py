@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import InputError, InvalidModelError
+from edgekit.errors import InputError, InvalidModelError, first_line
 from edgekit.runtime.backends import Backend, TensorSpec, resolve
 from edgekit.runtime.profiling import InvokeRecord
 from edgekit.runtime.signature import Signature
@@ -228,7 +228,7 @@ class Session:
             fresh.invoke()
         except Exception as exc:
             fresh.close()
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = first_line(exc)
             now = {s.name: list(s.shape) for s in self.inputs if s.name in shapes}
             asked = {name: list(shape) for name, shape in shapes.items()}
             raise InputError(

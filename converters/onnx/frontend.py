@@ -20,7 +20,7 @@ from onnx import helper, numpy_helper
 
 from edgekit.converters.config import ParameterError
 from edgekit.converters.ir.graph import Graph
-from edgekit.errors import BackendError, InvalidModelError, ShapeError, UnsupportedModelError
+from edgekit.errors import BackendError, InvalidModelError, ShapeError, UnsupportedModelError, first_line, mapped
 
 MIN_OPSET = 7
 MAX_OPSET = 21
@@ -62,11 +62,8 @@ def read_model(source: str | os.PathLike | onnx.ModelProto | bytes) -> OnnxSourc
         raise InvalidModelError(f"{where} is not an ONNX model with a graph (no nodes or no outputs)")
     if path is not None and _has_external_data(model):
         data = _load_external_data(model, Path(path))
-    try:
+    with mapped(InvalidModelError, f"{where} fails the ONNX checker", (onnx.checker.ValidationError,)):
         onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid"
-        raise InvalidModelError(f"{where} fails the ONNX checker: {first}") from None
     opset = default_opset(model)
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise UnsupportedModelError(
@@ -86,11 +83,12 @@ def _load_external_data(model: onnx.ModelProto, path: Path) -> bytes:
     model's bytes, so its digest covers the weights too."""
     from onnx.external_data_helper import load_external_data_for_model
 
-    try:
+    with mapped(
+        InvalidModelError,
+        f"{path}: cannot read the weights it keeps in another file",
+        (OSError, ValueError, onnx.checker.ValidationError),
+    ):
         load_external_data_for_model(model, str(path.resolve().parent))
-    except (OSError, ValueError, onnx.checker.ValidationError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise InvalidModelError(f"{path}: cannot read the weights it keeps in another file: {first}") from None
     return model.SerializeToString()
 
 
@@ -312,8 +310,9 @@ def evaluate(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> dict
     except BackendError as exc:  # refused at load: the backend's message says so
         raise InvalidModelError(f"{exc} (with the fixed input shapes)") from None
     except Exception as exc:
-        msg = str(exc).strip().splitlines()[0][:300]
-        raise InvalidModelError(f"onnxruntime cannot run the model with the fixed input shapes: {msg}") from None
+        raise InvalidModelError(
+            f"onnxruntime cannot run the model with the fixed input shapes: {first_line(exc)}"
+        ) from exc
 
 
 def _inline_constant_ifs(model: onnx.ModelProto, values: dict, constant: set[str]) -> bool:

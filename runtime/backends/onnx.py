@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 
-from edgekit.errors import BackendError
+from edgekit.errors import BackendError, mapped
 from edgekit.runtime.backends import Backend, TensorSpec
 from edgekit.runtime.signature import LayoutRecord
 
@@ -60,10 +60,8 @@ class OnnxRuntimeBackend(Backend):
                 raise BackendError(f"unknown optimization '{optimization}'; choose one of {list(OPTIMIZATION_LEVELS)}")
             options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPTIMIZATION_LEVELS[optimization])
         self.profiling = False
-        try:
+        with mapped(BackendError, "onnxruntime cannot load the model"):
             self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise BackendError(f"onnxruntime cannot load the model: {str(exc).strip().splitlines()[0]}") from None
         self.threads = threads
         self.inputs = [self._spec(i, k) for k, i in enumerate(self.session.get_inputs())]
         self.outputs = [self._spec(o, k) for k, o in enumerate(self.session.get_outputs())]

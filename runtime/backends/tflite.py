@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 
-from edgekit.errors import BackendError, InputError, InvalidModelError
+from edgekit.errors import BackendError, InputError, InvalidModelError, mapped
 from edgekit.runtime.backends import Backend, TensorSpec
 from edgekit.runtime.native_log import to_logging
 from edgekit.runtime.signature import LayoutRecord
@@ -45,16 +45,13 @@ class _InterpreterBackend(Backend):
             kwargs["experimental_delegates"] = delegates
         if not xnnpack:
             kwargs["experimental_op_resolver_type"] = api.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        try:
+        with mapped(InvalidModelError, f"{self.name} cannot load the model"):  # the interpreter's refusal
             with to_logging():  # the XNNPACK delegate announces itself on the first allocation
                 self.interpreter = api.Interpreter(**kwargs)
                 self.interpreter.allocate_tensors()
             self.threads = threads
             self._layouts = LayoutRecord.of_model(".tflite", model)
             self._refresh()
-        except Exception as exc:  # the interpreter's own refusal of a damaged model
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise InvalidModelError(f"{self.name} cannot load the model: {first}") from None
 
     def _refresh(self) -> None:
         names_in: dict[int, str] = {}
