@@ -45,24 +45,18 @@ INT16_OPS = frozenset(name for name, r in _INT8_RULES.items() if r.int16)
 FIXED_OUTPUT_16 = {name: r.fixed16 for name, r in _INT8_RULES.items() if r.fixed16 is not None}
 
 
-# the least activation scale: TFLite's reference kernels turn a fused RELU6's 6 (RELU_N1_TO_1's
-# 1) into an int32 at the output scale when they prepare the op and refuse the model under
-# 6 / 2**31 (kernel_util.cc, Quantize); XNNPACK does not check, so a tensor calibrated to a
-# vanishing range (a dead branch) made a model that loaded on one and not on the other
-MIN_ACTIVATION_SCALE = 1e-8
-
-
 def symmetric16_params(lo: float, hi: float, min_scale: float = 0.0) -> QuantParams:
     """int16 activation parameters: symmetric, zero point 0."""
-    scale = max(abs(float(lo)), abs(float(hi))) / 32767.0
-    return QuantParams(np.float32(max(scale, min_scale, MIN_ACTIVATION_SCALE)), 0)
+    scale = max(abs(float(lo)), abs(float(hi)), 1e-30) / 32767.0
+    return QuantParams(np.float32(max(scale, min_scale)), 0)
 
 
 def activation_params(lo: float, hi: float, min_scale: float = 0.0) -> QuantParams:
     """Asymmetric int8 parameters whose grid holds 0 exactly; the scale is at least
     ``min_scale`` (the range then widens around its centre)."""
     lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
-    min_scale = max(min_scale, MIN_ACTIVATION_SCALE)
+    if hi - lo < 1e-30:
+        hi = lo + 1e-30
     scale = max((hi - lo) / 255.0, min_scale)
     if scale > (hi - lo) / 255.0:
         centre = (hi + lo) / 2
@@ -79,8 +73,8 @@ MIN_CHANNEL_RANGE_RATIO = 2.0**-20
 def symmetric8_params(lo: float, hi: float, min_scale: float = 0.0) -> QuantParams:
     """int8 activation parameters with zero point 0 (XNNPACK's int8 BATCH_MATMUL wants them on
     its second input)."""
-    scale = max(abs(float(lo)), abs(float(hi))) / 127.0
-    return QuantParams(np.float32(max(scale, min_scale, MIN_ACTIVATION_SCALE)), 0)
+    scale = max(abs(float(lo)), abs(float(hi)), 1e-30) / 127.0
+    return QuantParams(np.float32(max(scale, min_scale)), 0)
 
 
 def symmetric_weights(w: np.ndarray, axis: int | None) -> tuple[np.ndarray, QuantParams]:
