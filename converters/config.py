@@ -74,12 +74,15 @@ class AccuracyBudget:
     ``validation`` samples (an array, or a dict input name -> array, as ``calibration``) differ
     from those of the float model on onnxruntime. ``decision`` names how outputs become decisions
     (see :data:`edgekit.converters.quant.accuracy.DECISION_RULES`: ``argmax`` over the last axis,
-    ``threshold:T``). ``measure_latency`` times float32, all-int8 and the chosen model here."""
+    ``threshold:T``). ``measure_latency`` times float32, all-int8 and the chosen model here.
+    ``refine_trials`` bounds the models measured after the search to drop kept layers the
+    budget does not need, costliest first (0: keep what the search found)."""
 
     validation: Any
     max_changed: float
     decision: str = "argmax"
     measure_latency: bool = True
+    refine_trials: int = 12
 
     def __post_init__(self) -> None:
         from edgekit.converters.quant.accuracy import decision_rule_for  # numpy only: no onnx
@@ -94,6 +97,8 @@ class AccuracyBudget:
         if self.validation is None:
             raise ParameterError("{max_changed} needs {validation:DATA}: the samples the decisions are counted on")
         decision_rule_for(self.decision)  # refuses an unknown rule or a bad argument now, before any work
+        if isinstance(self.refine_trials, bool) or not isinstance(self.refine_trials, int) or self.refine_trials < 0:
+            raise ParameterError("{refine_trials} must be a whole number >= 0", refine_trials=self.refine_trials)
 
 
 @dataclass(frozen=True)
@@ -153,14 +158,16 @@ class QuantConfig:
         """The keywords of :func:`edgekit.converters.quant.quantizer.quantize_graph`."""
         return {
             "mode": self.mode,
-            "calibration": self.calibration,
-            "method": self.method,
+            **self.calibration_options(),
             "per_channel": self.per_channel,
             "io_type": self.io_type,
             "keep_float": list(self.keep_float),
             "fully_integer": self.fully_integer,
-            "bias_correction": self.bias_correction,
         }
+
+    def calibration_options(self) -> dict[str, Any]:
+        """The keywords of :func:`edgekit.converters.quant.quantizer.calibrate_graph`."""
+        return {"calibration": self.calibration, "method": self.method, "bias_correction": self.bias_correction}
 
 
 @dataclass(frozen=True)

@@ -205,6 +205,7 @@ def quantize_int8(
     if precision.sixteen and io_type != "float32":
         raise UnsupportedModelError("int16x8 models take float32 I/O; drop --io-type")
     is_int8 = _int8_ops(g, ranges, precision, io_type, keep_float, float_ops)
+    _hard_swish_kept_float(g, is_int8, keep_float)
     # tensors that become int8: touched by an int8 op (data inputs and outputs)
     quantized: set[str] = set()
     for n in g.nodes:
@@ -225,6 +226,24 @@ def quantize_int8(
     _cpu_head_first(g)
     g.remove_unused()
     return g
+
+
+def _hard_swish_kept_float(g: Graph, is_int8: dict[int, bool], keep_float) -> None:
+    """A HARD_SWISH that :func:`expand_for_int8` split into three ops for int8 kernels, and that
+    ``keep_float`` keeps in float, is one op again: one float pass over the values, not three."""
+    parts: dict[str, list[Node]] = {}
+    for n in g.nodes:
+        if "_hard_swish" in n.attrs:
+            parts.setdefault(n.attrs["_hard_swish"], []).append(n)
+    for name, nodes in parts.items():
+        if nodes[0].attrs["_source"] not in keep_float or any(is_int8[id(n)] for n in nodes):
+            continue
+        joined = Node("HARD_SWISH", [nodes[0].inputs[0]], [nodes[-1].outputs[0]], {}, name=name)
+        joined.attrs["_source"] = nodes[0].attrs["_source"]
+        g.nodes.insert(g.nodes.index(nodes[0]), joined)
+        for n in nodes:
+            g.nodes.remove(n)
+        is_int8[id(joined)] = False
 
 
 def _int8_ops(g: Graph, ranges, precision: _Precision, io_type: str, keep_float, float_ops) -> dict[int, bool]:
@@ -757,8 +776,53 @@ def expand_for_int8(graph: Graph) -> Graph:
             ]
         ):
             new.attrs["_source"] = n.attrs.get("_source", "")
+            new.attrs["_hard_swish"] = n.name  # quantize_int8 joins the three again if they stay float
             g.nodes.insert(at + k, new)
     return g
+
+
+CALIBRATED_MODES = ("int8", "int16x8")  # the modes whose activations are quantized from measured ranges
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    """What int8 quantization measures of a float graph, whatever stays in float: the graph
+    rewritten for int8 kernels (:func:`expand_for_int8`), every activation's range, and (for bias
+    correction) the mean of each channel read by a weighted op. One per conversion: every choice
+    of ``keep_float`` quantizes from the same one."""
+
+    graph: Graph
+    ranges: dict[str, tuple[float, float]]
+    channel_means: dict[str, np.ndarray] | None
+
+
+def calibrate_graph(
+    tfl: Graph, onnx_graph: Graph, *, calibration=None, method: str = "minmax", bias_correction: bool = True
+) -> Calibrated:
+    """Run the float TFLite-level graph ``tfl`` (converted from ``onnx_graph``) over
+    ``calibration``, or take the ranges a QDQ model brings when there is no calibration."""
+    from edgekit.converters.quant.calibration import calibrate, prepare_samples
+    from edgekit.converters.tflite.writer import serialize
+
+    tfl = expand_for_int8(tfl)
+    names = onnx_graph.metadata["_signature"]["inputs"]
+    shapes = {user: onnx_graph.shape(t) for user, t in zip(names, onnx_graph.inputs, strict=True)}
+    trained = qdq_tensor_ranges(tfl, onnx_graph.metadata.get("qdq", {}))
+    if calibration is None and trained:
+        return Calibrated(tfl, complete_ranges(tfl, trained), None)  # a QDQ model: its own scales
+    samples = prepare_samples(calibration, names, shapes)
+    float_model = tfl.copy()
+    float_model.metadata = {"_signature": tfl.metadata["_signature"]}
+    means = None
+    if bias_correction:
+        means = {
+            n.inputs[0]: np.zeros(tfl.shape(n.inputs[0])[-1])
+            for n in tfl.nodes
+            if n.op in WEIGHTED and n.op != "TRANSPOSE_CONV"
+        }
+    ranges = calibrate(serialize(float_model), samples, tfl.metadata.get("io_layout", {}), method, means)
+    ranges.update(shared_copies(tfl, trained))
+    return Calibrated(tfl, ranges, means)
 
 
 def quantize_graph(
@@ -773,44 +837,29 @@ def quantize_graph(
     keep_float: list[str] | None = None,
     fully_integer: bool = False,
     bias_correction: bool = True,
+    calibrated: Calibrated | None = None,
 ) -> Graph:
-    """Quantize the float TFLite-level graph ``tfl`` converted from ``onnx_graph``."""
+    """Quantize the float TFLite-level graph ``tfl`` converted from ``onnx_graph``; int8 and
+    int16x8 from ``calibrated`` when given (:func:`calibrate_graph` of the same ``tfl``, which
+    ``calibration``, ``method`` and ``bias_correction`` then no longer concern)."""
     if mode == "fp16":
         return quantize_fp16(tfl)
     if mode == "dynamic":
         return quantize_dynamic(tfl, per_channel)
-    if mode not in ("int8", "int16x8"):
+    if mode not in CALIBRATED_MODES:
         raise UnsupportedModelError(f"--quantize {mode}: choose int8, int16x8, dynamic or fp16")
-    from edgekit.converters.quant.calibration import calibrate, prepare_samples
-    from edgekit.converters.tflite.writer import serialize
-
-    tfl = expand_for_int8(tfl)
-    names = onnx_graph.metadata["_signature"]["inputs"]
-    shapes = {user: onnx_graph.shape(t) for user, t in zip(names, onnx_graph.inputs, strict=True)}
-    trained = qdq_tensor_ranges(tfl, onnx_graph.metadata.get("qdq", {}))
-    means = None
-    if calibration is None and trained:
-        ranges = complete_ranges(tfl, trained)  # a QDQ model: its own scales, no calibration
-    else:
-        samples = prepare_samples(calibration, names, shapes)
-        float_model = tfl.copy()
-        float_model.metadata = {"_signature": tfl.metadata["_signature"]}
-        if bias_correction:
-            means = {
-                n.inputs[0]: np.zeros(tfl.shape(n.inputs[0])[-1])
-                for n in tfl.nodes
-                if n.op in WEIGHTED and n.op != "TRANSPOSE_CONV"
-            }
-        ranges = calibrate(serialize(float_model), samples, tfl.metadata.get("io_layout", {}), method, means)
-        ranges.update(shared_copies(tfl, trained))
+    if calibrated is None:
+        calibrated = calibrate_graph(
+            tfl, onnx_graph, calibration=calibration, method=method, bias_correction=bias_correction
+        )
     return quantize_int8(
-        tfl,
-        ranges,
+        calibrated.graph,
+        calibrated.ranges,
         per_channel=per_channel,
         io_type=io_type,
         keep_float=set(keep_float or []),
         float_ops=frozenset() if fully_integer or mode == "int16x8" else FLOAT_ON_CPU,
-        channel_means=means,
+        channel_means=calibrated.channel_means,
         activations="int16" if mode == "int16x8" else "int8",
     )
 
