@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgekit.converters.ir.graph import Graph, Node, QuantParams
-from edgekit.converters.tflite.op_table import ALL_INPUTS, OPS, ScaleBound, Xnnpack, int8_rule, ops_where
+from edgekit.converters.tflite.op_table import ALL_INPUTS, OPS, ScaleBound, Xnnpack, facts, int8_rule, ops_where
 from edgekit.errors import UnsupportedModelError
 
 _INT8_RULES = {name: f.int8 for name, f in OPS.items() if f.int8 is not None}
@@ -219,6 +219,7 @@ def quantize_int8(
         if not tensor.is_const:
             tensor.dtype, tensor.quant = precision.dtype, params[t]
     _quantize_constants(g, is_int8, precision, per_channel, channel_means or {})
+    _unreachable_clamps_dropped(g)
     if float_ops and not precision.sixteen:
         _clamps_as_requantization(g, is_int8)
     _bridge_float_ops(g, is_int8)
@@ -226,6 +227,25 @@ def quantize_int8(
     _cpu_head_first(g)
     g.remove_unused()
     return g
+
+
+def _unreachable_clamps_dropped(g: Graph) -> None:
+    """A fused RELU6 or RELU_N1_TO_1 whose bound lies beyond what the quantized output can hold
+    becomes RELU or NONE, which computes the same codes. TFLite's reference kernels turn the bound
+    into an int32 at the output scale when they prepare the op, and refuse the whole model when it
+    overflows (kernel_util.cc: a random-weight MobileNetV2's activations reach a scale of 2.6e-9);
+    XNNPACK, which clamps the codes, does not check."""
+    for n in g.nodes:
+        activation = n.attrs.get("fused_activation_function", "NONE")
+        if activation not in ("RELU6", "RELU_N1_TO_1") or not n.outputs:
+            continue
+        quant = g.tensors[n.outputs[0]].quant
+        if quant is None or g.tensors[n.outputs[0]].dtype not in (INT8, INT16):
+            continue
+        scale, zero_point = float(quant.scale[0]), int(quant.zero_point[0])
+        low, high = facts(activation).clamp
+        if abs(high) / scale + abs(zero_point) >= 2.0**31 or abs(low) / scale + abs(zero_point) >= 2.0**31:
+            n.attrs["fused_activation_function"] = "RELU" if low == 0.0 else "NONE"
 
 
 def _hard_swish_kept_float(g: Graph, is_int8: dict[int, bool], keep_float) -> None:

@@ -241,3 +241,40 @@ def test_shared_and_colliding_tensor_names_keep_each_nodes_numbers():
         bias_scale = (x.quant.scale[0].astype(np.float64) * params.scale.astype(np.float64)).astype(np.float32)
         np.testing.assert_array_equal(b.quant.scale, bias_scale)
         np.testing.assert_array_equal(b.data, np.round(BIAS / bias_scale.astype(np.float64)).astype(np.int32))
+
+
+def test_a_fused_clamp_the_output_cannot_reach_is_dropped_so_the_reference_kernels_load(tmp_path):
+    """A convolution whose output calibrates to ~1e-7 (random-weight MobileNetV2 has such layers)
+    with a fused RELU6: at that output scale 6 does not fit an int32, and TFLite's reference
+    kernels refused the whole model when preparing the op (XNNPACK took it), so --report,
+    verify --per-layer and boards without XNNPACK failed. The clamp becomes RELU: the same codes,
+    and the scale stays the range's own (a floor on scales zeroed MobileNetV2's int8)."""
+    import tflite
+    from onnx import helper
+
+    from edgekit.converters import convert, verify
+    from edgekit.converters.tflite.importer import read_graph
+    from edgekit.runtime import load
+    from tests.converters.onnx_models import model, rand
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Clip", ["c", "lo", "hi"], ["r"]),
+        helper.make_node("Conv", ["r", "w2"], ["y"]),
+    ]
+    inits = {
+        "w": rand(4, 3, 3, 3, scale=1e-9),
+        "lo": np.array(0.0, np.float32),
+        "hi": np.array(6.0, np.float32),
+        "w2": rand(2, 4, 1, 1, seed=2),
+    }
+    m = model(nodes, {"x": (1, 3, 8, 8)}, {"y": None}, inits)
+    out = tmp_path / "small.tflite"
+    result = convert(m, out, quantize="int8", calibration=rand(8, 3, 8, 8, seed=3))
+    assert result.ops.get("CONV_2D") == 2 and "RELU6" not in result.ops, result.ops  # fused
+    first = next(n for n in read_graph(out.read_bytes()).nodes if n.op == "CONV_2D")
+    assert first.attrs["fused_activation_function"] == tflite.ActivationFunctionType.RELU
+    x = rand(1, 8, 8, 3, seed=4)
+    reference = load(out, xnnpack=False).run({"x": x})
+    np.testing.assert_allclose(reference["y"], load(out).run({"x": x})["y"], rtol=1e-5)  # float dequantization
+    assert verify(m, out, samples=4).min_sqnr_db >= 20  # 25 dB, with or without the clamp (XNNPACK)
