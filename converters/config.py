@@ -74,9 +74,10 @@ class AccuracyBudget:
     ``validation`` samples (an array, or a dict input name -> array, as ``calibration``) differ
     from those of the float model on onnxruntime. ``decision`` names how outputs become decisions
     (see :data:`edgekit.converters.quant.accuracy.DECISION_RULES`: ``argmax`` over the last axis,
-    ``threshold:T``). ``measure_latency`` times float32, all-int8 and the chosen model here.
-    ``refine_trials`` bounds the models measured after the search to drop kept layers the
-    budget does not need, costliest first (0: keep what the search found)."""
+    ``threshold:T``, ``detections:CONF`` for a YOLOv8/YOLO11 head). ``measure_latency`` times
+    float32, all-int8 and the chosen model here. ``refine_trials`` bounds the models measured
+    after the search to drop kept layers the budget does not need, costliest first (0: keep what
+    the search found)."""
 
     validation: Any
     max_changed: float

@@ -19,6 +19,18 @@ from pathlib import Path
 
 import numpy as np
 
+# YOLOv8's detections (ultralytics' defaults: confidence 0.25, class-wise NMS at IoU 0.45) and
+# their matching are the product's (the accuracy-aware mode's ``detections`` rule counts with
+# them), re-exported for the tests and bench; NudeNet's own post-processing (nudenet/nudenet.py
+# in its wheel) decodes the same [1, 4 + classes, anchors] output, with a class-blind NMS.
+from edgekit.converters.quant.detections import MATCH_IOU as MATCH_IOU
+from edgekit.converters.quant.detections import YOLO_CONFIDENCE as YOLO_CONFIDENCE
+from edgekit.converters.quant.detections import YOLO_NMS_IOU as YOLO_NMS_IOU
+from edgekit.converters.quant.detections import Detections as Detections
+from edgekit.converters.quant.detections import box_iou as box_iou
+from edgekit.converters.quant.detections import matched_pairs, nms
+from edgekit.converters.quant.detections import yolo_detections as yolo_detections
+
 
 @dataclass(frozen=True)
 class WheelFile:
@@ -132,55 +144,6 @@ def path(name: str) -> Path:
     return target
 
 
-# YOLOv8's detections and how two runs of one detector agree on them: ultralytics' defaults
-# (confidence 0.25, class-wise NMS at IoU 0.45); NudeNet's own post-processing (nudenet/nudenet.py
-# in its wheel) decodes the same [1, 4 + classes, anchors] output, with a class-blind NMS.
-YOLO_CONFIDENCE, YOLO_NMS_IOU, MATCH_IOU = 0.25, 0.45, 0.5
-
-
-@dataclass(frozen=True)
-class Detections:
-    boxes: np.ndarray  # (n, 4) x1, y1, x2, y2 in input pixels, most confident first
-    classes: np.ndarray  # (n,) int
-    scores: np.ndarray  # (n,)
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box of ``a`` (n, 4) with every box of ``b`` (m, 4), corners x1, y1, x2, y2."""
-    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
-    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=-1)
-    area_a, area_b = np.prod(a[:, 2:] - a[:, :2], axis=-1), np.prod(b[:, 2:] - b[:, :2], axis=-1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
-
-
-def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
-    """Greedy NMS: indices kept, most confident first."""
-    order, keep = np.argsort(-scores, kind="stable"), []
-    while order.size:
-        best, order = order[0], order[1:]
-        keep.append(best)
-        order = order[box_iou(boxes[best : best + 1], boxes[order])[0] <= iou]
-    return np.array(keep, np.int64)
-
-
-def yolo_detections(output: np.ndarray, confidence: float = YOLO_CONFIDENCE, iou: float = YOLO_NMS_IOU) -> Detections:
-    """A YOLOv8 output [1, 4 + classes, anchors] (boxes cx, cy, w, h; class scores after the
-    sigmoid) decoded: best class per anchor, those at ``confidence`` or above, class-wise NMS."""
-    rows = np.asarray(output, np.float32).reshape(output.shape[-2], -1).T
-    centre, size, class_scores = rows[:, :2], rows[:, 2:4], rows[:, 4:]
-    kept = class_scores.max(-1) >= confidence
-    boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=-1)[kept]
-    classes, scores = class_scores[kept].argmax(-1), class_scores[kept].max(-1)
-    keep = [np.zeros(0, np.int64)]
-    for c in np.unique(classes):
-        of_class = np.flatnonzero(classes == c)
-        keep.append(of_class[_nms(boxes[of_class], scores[of_class], iou)])
-    order = np.concatenate(keep)
-    order = order[np.argsort(-scores[order], kind="stable")]
-    return Detections(boxes[order], classes[order], scores[order])
-
-
 # ddddocr's detector is YOLOX's: per anchor of the 8/16/32-stride grids of a 416x416 input, a
 # box (cx, cy offsets from the cell, log w, h, in strides), an objectness and class scores after
 # their sigmoids. Its post-processing (ddddocr/core/detection_engine.py in the wheel) keeps
@@ -214,7 +177,7 @@ def yolox_detections(
     rows, cells, strides, class_scores = rows[kept], cells[kept], strides[kept], class_scores[kept]
     centre, size = (rows[:, :2] + cells) * strides, np.exp(rows[:, 2:4]) * strides
     boxes, scores = np.concatenate([centre - size / 2, centre + size / 2], axis=-1), class_scores.max(-1)
-    keep = _nms(boxes, scores, iou)
+    keep = nms(boxes, scores, iou)
     return Detections(boxes[keep], class_scores[keep].argmax(-1), scores[keep])
 
 
@@ -244,24 +207,12 @@ class DetectionAgreement:
         )
 
 
-def _matched_ious(reference: Detections, value: Detections, threshold: float) -> list[float]:
-    """Greedy one-to-one matching, best IoU first, of same-class detections overlapping by ``threshold``."""
-    iou = box_iou(reference.boxes, value.boxes)
-    iou[reference.classes[:, None] != value.classes[None, :]] = 0
-    matched = []
-    while iou.size and iou.max() >= threshold:
-        i, j = np.unravel_index(iou.argmax(), iou.shape)
-        matched.append(float(iou[i, j]))
-        iou[i, :], iou[:, j] = 0, 0
-    return matched
-
-
 def detection_agreement(
     reference: list[Detections], value: list[Detections], threshold: float = MATCH_IOU
 ) -> DetectionAgreement:
     """How far ``value``'s detections are ``reference``'s, input by input. Raises NoDetections when
     the reference has none on any input."""
-    ious = [iou for r, v in zip(reference, value, strict=True) for iou in _matched_ious(r, v, threshold)]
+    ious = [iou for r, v in zip(reference, value, strict=True) for _, _, iou in matched_pairs(r, v, threshold)]
     total = sum(len(r.scores) for r in reference)
     if total == 0:
         raise NoDetections("the reference detects nothing on these inputs: give inputs with objects it finds")

@@ -3,15 +3,19 @@ the user's validation data stay within a budget of those of the float model.
 
 A decision is what a user reads off an output: the class of a classifier, the character of a CTC
 recogniser at each time step (``argmax`` over the last axis), whether a mask pixel or a score is
-above a threshold (``threshold:T``). The float reference is the source ONNX model on
-onnxruntime; each candidate is the converted model on LiteRT with XNNPACK, as it would ship.
+above a threshold (``threshold:T``), each compared position by position; or the detections of
+a YOLOv8/YOLO11 head (``detections:CONF``), compared as sets: a reference detection with no
+same-class match at IoU 0.5 changed, as did an extra one. The float reference is the source
+ONNX model on onnxruntime; each candidate is the converted model on LiteRT with XNNPACK, as it
+would ship.
 
 The layers are ranked by their own loss of SQNR in int8 (:mod:`edgekit.converters.quant.mixed`,
 worst first), and a binary search finds the shortest prefix of that ranking to keep in float.
 The ranking is a weak guide to decisions (keeping more layers in float can change more of them),
 so the prefix then sheds, costliest first, the layers whose return to int8 still holds the
 budget, a capped number of measured models. Every candidate quantizes from one calibration.
-Decision rules are a registry: one decorated function adds one (:func:`decision_rule`).
+Decision rules are a registry: one decorated function adds one (:func:`decision_rule`), its
+decisions compared elementwise unless it returns a :class:`DecisionRule` of its own.
 This module imports only numpy at load (the configs check rules with it on a device too)."""
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import os
 import statistics
 import tempfile
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -38,7 +43,6 @@ if TYPE_CHECKING:
     from edgekit.converters.quant.quantizer import Calibrated
 
 Decide = Callable[[np.ndarray], np.ndarray]  # one output (batch included) -> its decisions
-DECISION_RULES: dict[str, Callable[[str | None], Decide]] = {}  # rule name -> (argument -> decide)
 LATENCY_ROUNDS = 3  # alternating rounds, so the machine's noise hits every model alike
 # what keeping a layer in float costs, MACs per value written, measured on PP-OCRv4's recogniser
 # (LiteRT XNNPACK, 1 thread): 33 HardSwish/Add layers in float add 83 us each for 230k values,
@@ -46,12 +50,41 @@ LATENCY_ROUNDS = 3  # alternating rounds, so the machine's noise hits every mode
 MACS_PER_VALUE = 64
 
 
+class DecisionRule(ABC):
+    """How the float reference's output and a candidate's output of one run are compared:
+    ``count`` gives (decisions that changed, decisions of the reference)."""
+
+    @abstractmethod
+    def count(self, reference: np.ndarray, candidate: np.ndarray) -> tuple[int, int]: ...
+
+
+@dataclass(frozen=True)
+class Elementwise(DecisionRule):
+    """Decisions made value by value (``decide``), compared position by position: the default
+    for a rule that returns a plain decide function."""
+
+    decide: Decide
+
+    def __call__(self, output: np.ndarray) -> np.ndarray:
+        return self.decide(output)
+
+    def count(self, reference: np.ndarray, candidate: np.ndarray) -> tuple[int, int]:
+        expected = np.ravel(self.decide(reference))
+        got = np.ravel(self.decide(np.asarray(candidate).reshape(np.shape(reference))))
+        return int(np.count_nonzero(got != expected)), expected.size
+
+
+# rule name -> (argument -> a DecisionRule, or a decide function compared elementwise)
+DECISION_RULES: dict[str, Callable[[str | None], DecisionRule | Decide]] = {}
+
+
 def decision_rule(name: str):
     """Register a decision rule: a function of the rule's argument (the text after ``name:``, or
-    None) that returns how one output becomes decisions, refusing a bad argument with a
+    None) that returns how one output becomes decisions (compared elementwise), or a
+    :class:`DecisionRule` that compares outputs its own way, refusing a bad argument with a
     :class:`ParameterError` naming ``{decision}``."""
 
-    def register(make: Callable[[str | None], Decide]) -> Callable[[str | None], Decide]:
+    def register(make: Callable[[str | None], DecisionRule | Decide]) -> Callable[[str | None], DecisionRule | Decide]:
         DECISION_RULES[name] = make
         return make
 
@@ -80,21 +113,68 @@ def _argmax(argument: str | None) -> Decide:
 @decision_rule("threshold")
 def _threshold(argument: str | None) -> Decide:
     """Every value above T, one decision each (``threshold:T``): a mask's pixels, detection scores."""
-    try:
-        limit = float(argument) if argument is not None else float("nan")
-    except ValueError:
-        limit = float("nan")
+    limit = _number(argument)
     if not np.isfinite(limit):
         raise ParameterError("{decision} needs a number, e.g. threshold:0.5", decision=f"threshold:{argument}")
     return lambda output: output > limit
 
 
-def decision_rule_for(spec: str) -> Decide:
-    """The decide function ``spec`` (``name`` or ``name:argument``) names."""
+def _number(argument: str | None) -> float:
+    try:
+        return float(argument) if argument is not None else float("nan")
+    except ValueError:
+        return float("nan")
+
+
+@dataclass(frozen=True)
+class DetectionsRule(DecisionRule):
+    """An ultralytics detector head's detections (:mod:`edgekit.converters.quant.detections`) at
+    ``confidence``: the reference's detections are the decisions; each with no same-class match
+    at IoU 0.5 in the candidate changed, and so did each of the candidate's left unmatched."""
+
+    confidence: float
+
+    def count(self, reference: np.ndarray, candidate: np.ndarray) -> tuple[int, int]:
+        from edgekit.converters.quant.detections import matched_pairs, yolo_detections
+
+        reference = np.asarray(reference)
+        if reference.ndim != 3 or reference.shape[1] < 5:
+            raise ParameterError(
+                f"{{decision}} needs an ultralytics detector output [batch, 4 + classes, anchors]; this "
+                f"output is {list(reference.shape)}: choose another rule",
+                decision=f"detections:{self.confidence:g}",
+            )
+        candidate = np.asarray(candidate).reshape(reference.shape)
+        changed = total = 0
+        for want, got in zip(reference, candidate, strict=True):
+            expected, found = yolo_detections(want, self.confidence), yolo_detections(got, self.confidence)
+            matched = len(matched_pairs(expected, found))
+            changed += len(expected.scores) + len(found.scores) - 2 * matched
+            total += len(expected.scores)
+        return changed, total
+
+
+@decision_rule("detections")
+def _detections(argument: str | None) -> DetectionsRule:
+    """A YOLOv8/YOLO11 head's detections at a confidence (``detections:CONF``, 0.25 by default)."""
+    from edgekit.converters.quant.detections import YOLO_CONFIDENCE
+
+    confidence = YOLO_CONFIDENCE if argument is None else _number(argument)
+    if not 0 < confidence <= 1:
+        raise ParameterError(
+            "{decision} needs a confidence above 0 and at most 1, e.g. detections:0.25",
+            decision=f"detections:{argument}",
+        )
+    return DetectionsRule(confidence)
+
+
+def decision_rule_for(spec: str) -> DecisionRule:
+    """The decision rule ``spec`` (``name`` or ``name:argument``) names."""
     name, sep, argument = str(spec).partition(":")
     if name not in DECISION_RULES:
         raise ParameterError(f"{{decision}} is unknown; choose {', '.join(DECISION_RULES)}", decision=spec)
-    return DECISION_RULES[name](argument if sep else None)
+    rule = DECISION_RULES[name](argument if sep else None)
+    return rule if isinstance(rule, DecisionRule) else Elementwise(rule)
 
 
 @dataclass(frozen=True)
@@ -336,39 +416,37 @@ def _halves(group: list[RankedLayer], cost: dict[str, int]) -> tuple[list[Ranked
 
 
 class _DecisionCounter:
-    """The validation samples, the float reference's decisions on them, and how many decisions
-    a candidate model changes."""
+    """The validation samples, the float reference's outputs on them, and how many of its
+    decisions a candidate model changes."""
 
     def __init__(self, model, graph: Graph, budget: AccuracyBudget) -> None:
         from edgekit.converters.harness import OnnxRunner
         from edgekit.converters.onnx.frontend import read_model
 
         source = read_model(model).model
-        self.decide = decision_rule_for(budget.decision)
+        self.rule = decision_rule_for(budget.decision)
         self.feeds = validation_samples(budget.validation, graph)
         self.samples = len(self.feeds)
         reference = OnnxRunner(source)
         self.outputs = graph.metadata["_signature"]["outputs"]
-        self.reference = [self._decisions(reference(feed)) for feed in self.feeds]
-        self.total = sum(d.size for d in self.reference)
+        self.reference = [reference(feed) for feed in self.feeds]
+        self.total = sum(self._count(outputs, outputs)[1] for outputs in self.reference)
         if self.total == 0:
             raise ParameterError(
                 "{validation} gives no decisions: the outputs are empty under {decision}", decision=budget.decision
             )
         self.allowed = int(np.floor(budget.max_changed * self.total + 1e-9))
 
-    def _decisions(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
-        return np.concatenate([np.ravel(self.decide(np.asarray(outputs[name]))) for name in self.outputs])
+    def _count(self, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> tuple[int, int]:
+        counts = [self.rule.count(np.asarray(reference[name]), np.asarray(candidate[name])) for name in self.outputs]
+        return sum(changed for changed, _ in counts), sum(total for _, total in counts)
 
     def changed(self, tflite_model: bytes) -> int:
         """How many decisions the model (LiteRT, XNNPACK, one thread) makes otherwise than the reference."""
         from edgekit.converters.harness import TFLiteRunner
 
         runner = TFLiteRunner(tflite_model, threads=1)
-        return sum(
-            int(np.count_nonzero(self._decisions(runner(feed)).reshape(ref.shape) != ref))
-            for feed, ref in zip(self.feeds, self.reference, strict=True)
-        )
+        return sum(self._count(ref, runner(feed))[0] for feed, ref in zip(self.feeds, self.reference, strict=True))
 
 
 def validation_samples(validation, graph: Graph) -> list[dict[str, np.ndarray]]:

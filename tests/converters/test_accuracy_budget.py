@@ -170,6 +170,8 @@ BUDGET = ["--accuracy-budget", "1%", "--validation-data", "val.npz"]
         ([*QUANTIZE, "--accuracy-budget", "1%"], "needs --validation-data"),
         ([*QUANTIZE, "--accuracy-budget", "1%", "--validation-data", "empty.npz"], "empty"),
         ([*QUANTIZE, *BUDGET, "--decision", "top5"], "--decision top5 is unknown"),
+        ([*QUANTIZE, *BUDGET, "--decision", "detections:2"], "--decision detections:2 needs a confidence"),
+        ([*QUANTIZE, *BUDGET, "--decision", "detections"], "--decision detections:0.25 needs an ultralytics detector"),
     ],
 )
 def test_cli_refuses_in_one_line(files_for_cli, capsys, argv, words):
@@ -288,3 +290,93 @@ def test_a_hard_swish_kept_in_float_is_one_op_again(tmp_path):
         return 10 * np.log10(np.sum(expected**2) / np.sum((got - expected) ** 2))
 
     assert sqnr(tmp_path / "kept.tflite") >= sqnr(tmp_path / "int8.tflite") - 0.1 > 25
+
+
+def yolo_head(*detections: tuple[float, float, float, float, int, float], classes: int = 3, anchors: int = 8):
+    """An ultralytics head output [1, 4 + classes, anchors]: one anchor per (cx, cy, w, h, class,
+    score), every other anchor scoring 0.01 for every class."""
+    output = np.full((1, 4 + classes, anchors), 0.01, np.float32)
+    output[0, :4] = 10
+    for anchor, (cx, cy, w, h, cls, score) in enumerate(detections):
+        output[0, :4, anchor] = cx, cy, w, h
+        output[0, 4 + cls, anchor] = score
+    return output
+
+
+FACE, HAND = (50, 50, 20, 20, 0, 0.9), (150, 150, 30, 30, 1, 0.8)
+
+
+@pytest.mark.parametrize(
+    ("candidate", "changed"),
+    [
+        ((FACE, HAND), 0),
+        (((53, 52, 20, 20, 0, 0.7), HAND), 0),  # moved, IoU 0.62 and less sure: the same detection
+        (((70, 50, 20, 20, 0, 0.9), HAND), 2),  # moved off itself (IoU 0): one lost, one extra
+        ((FACE,), 1),  # dropped
+        ((FACE, (150, 150, 30, 30, 1, 0.2)), 1),  # under the confidence: dropped
+        ((FACE, HAND, (250, 250, 10, 10, 2, 0.5)), 1),  # an extra one
+        (((50, 50, 20, 20, 2, 0.9), HAND), 2),  # a class change: one lost, one extra
+        ((FACE, (149, 150, 30, 30, 1, 0.8), (151, 150, 30, 30, 1, 0.7)), 0),  # a duplicate NMS removes
+    ],
+)
+def test_the_detections_rule_counts_detections_that_changed(candidate, changed):
+    rule = decision_rule_for("detections")
+    assert rule.count(yolo_head(FACE, HAND), yolo_head(*candidate)) == (changed, 2)  # (changed, reference's)
+
+
+def test_the_detections_rule_takes_a_confidence():
+    assert decision_rule_for("detections:0.85").count(yolo_head(FACE, HAND), yolo_head(FACE)) == (0, 1)
+    for bad in ("detections:x", "detections:0", "detections:1.5", "detections:nan"):
+        with pytest.raises(ParameterError, match=f"decision={bad} needs a confidence"):
+            decision_rule_for(bad)
+
+
+@pytest.mark.parametrize("shape", [(1, 10), (1, 4, 100), (2, 3, 4, 5)])
+def test_the_detections_rule_refuses_an_output_not_of_a_detector_head(shape):
+    output = np.zeros(shape, np.float32)
+    with pytest.raises(ParameterError, match=r"decision=detections:0.25 needs an ultralytics detector output"):
+        decision_rule_for("detections").count(output, output)
+
+
+@pytest.fixture(scope="module")
+def yolo_within_budget(tmp_path_factory):
+    """NudeNet's YOLOv8n converted in the accuracy-aware mode, at most 10% of its fp32 detections
+    changed on 48 validation crops of people (default min-max calibration: all-int8 finds recall
+    0.83, precision 0.88 of fp32's on the held-out crops); fp32 detections by onnxruntime and the
+    chosen model's by LiteRT's own interpreter on the validation and on 48 held-out crops."""
+    from tests import real_models
+    from tests.converters.test_real_models import YOLO_SHAPE, _people_crops
+
+    path = real_models.path("nudenet-yolov8n")
+    calibration, validation, test = _people_crops(24, seed=0), _people_crops(48, seed=2), _people_crops(48, seed=1)
+    out = tmp_path_factory.mktemp("yolo-budget") / "chosen.tflite"
+    accuracy = AccuracyBudget(validation, 0.1, "detections")
+    quant = QuantConfig(calibration=calibration, accuracy_budget=accuracy)
+    result = convert(path, out, input_shapes={"images": YOLO_SHAPE}, quant=quant)
+
+    def detections(outputs: np.ndarray) -> list:
+        return [real_models.yolo_detections(output[None]) for output in outputs]
+
+    def agreement(samples: np.ndarray):
+        expected = detections(onnx_outputs(str(path), samples))
+        return real_models.detection_agreement(expected, detections(litert_outputs(out, samples, nhwc=True)))
+
+    return result, agreement(validation), agreement(test)
+
+
+@pytest.mark.slow
+def test_yolov8n_within_a_detections_budget_finds_what_fp32_finds(yolo_within_budget):
+    """Issue 21's bar for detectors, reached by the budget where default int8 misses it.
+    Measured: all-int8 changes 18 of the 62 validation detections; the mode keeps 63 of 236 ranked
+    layers in float and changes 6 (validation recall 0.92, precision 0.98); on the 46 held-out
+    detections recall 1.00, precision 1.00, IoU 0.98. It costs latency: 0.83x fp32 (all-int8
+    0.26x), and 42 s of conversion (24 s of search)."""
+    result, validation, held_out = yolo_within_budget
+    accuracy = result.accuracy
+    print(accuracy.summary(), f"\nvalidation: {validation}\nheld out: {held_out}", f"\nops: {result.ops}")
+    # the figure the mode reports is the one counted again with onnxruntime and LiteRT
+    assert accuracy.decisions == validation.reference
+    assert accuracy.changed == validation.reference + validation.value - 2 * validation.matched
+    assert accuracy.changed <= 0.1 * accuracy.decisions < accuracy.changed_int8
+    assert validation.recall >= 0.9 and validation.precision >= 0.9
+    assert held_out.recall >= 0.9 and held_out.precision >= 0.9 and held_out.mean_iou >= 0.9, held_out
