@@ -98,8 +98,11 @@ def symmetric_weights(w: np.ndarray, axis: int | None) -> tuple[np.ndarray, Quan
 
 
 def quantize_values(value: np.ndarray, q: QuantParams, dtype=np.int8) -> np.ndarray:
+    """``value`` in ``dtype`` codes, saturating: a value beyond the float range of the codes (the
+    pool mask's float32 minimum, meant to become the lowest code) overflows to -inf on purpose."""
     info = np.iinfo(dtype)
-    return np.clip(np.round(value / q.scale[0]) + q.zero_point[0], info.min, info.max).astype(dtype)
+    with np.errstate(over="ignore"):
+        return np.clip(np.round(value / q.scale[0]) + q.zero_point[0], info.min, info.max).astype(dtype)
 
 
 class _Groups:
