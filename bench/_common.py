@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
+
+
+def work_dir(prefix: str) -> Path:
+    """A temporary folder for a bench's models, removed when the bench exits (a run leaves tens of MB)."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)
+    return work
 
 
 def time_calls(fn: Callable[[], object], runs: int, warmup: int = 5) -> list[float]:

@@ -12,7 +12,6 @@ import argparse
 import contextlib
 import io
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 if not __package__:  # run as a file: the imports below need the repository root, which -m puts on sys.path
     sys.exit(f"run from the repository root: python -m bench.{Path(__file__).stem}")
-from bench._common import table  # noqa: E402
+from bench._common import table, work_dir  # noqa: E402
 
 
 def conv_model(cin: int, cout: int, side: int):
@@ -47,7 +46,7 @@ def main() -> None:
     from edgekit.converters import convert
     from edgekit.runtime.opprofile import profile_tflite
 
-    work = Path(tempfile.mkdtemp(prefix="edgekit-tiles-"))
+    work = work_dir("edgekit-tiles-")
     rows = []
     for cin in args.cin:
         row = [str(cin)]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import numpy as np
 
 if not __package__:  # run as a file: the imports below need the repository root, which -m puts on sys.path
     sys.exit(f"run from the repository root: python -m bench.{Path(__file__).stem}")
-from bench._common import export_torchvision, interleaved, table  # noqa: E402
+from bench._common import export_torchvision, interleaved, table, work_dir  # noqa: E402
 
 
 def main() -> None:
@@ -34,7 +33,7 @@ def main() -> None:
 
     from edgekit.converters import convert
 
-    work = Path(tempfile.mkdtemp(prefix="edgekit-bench-"))
+    work = work_dir("edgekit-bench-")
     onnx_path, tfl_path = work / f"{args.model}.onnx", work / f"{args.model}.tflite"
     export_torchvision(args.model, onnx_path)
     start = time.perf_counter()

@@ -25,7 +25,6 @@ import resource
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,7 +33,7 @@ FLEET_BROKER = "max_inflight_messages 1000\nmax_queued_messages 1000000\n"
 ROOT = Path(__file__).resolve().parent.parent
 if not __package__:  # run as a file: the imports below need the repository root, which -m puts on sys.path
     sys.exit(f"run from the repository root: python -m bench.{Path(__file__).stem}")
-from bench._common import table  # noqa: E402
+from bench._common import table, work_dir  # noqa: E402
 
 
 def cpu_seconds() -> float:
@@ -498,7 +497,7 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=200, help="rollout: simulated agents (0: skip)")
     parser.add_argument("--skip-ingest", action="store_true")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="edgekit-fleet-"))
+    work = work_dir("edgekit-fleet-")
     if not args.skip_ingest:
         print(ingest_table(args, work), flush=True)
     if args.agents:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ import numpy as np
 
 if not __package__:  # run as a file: the imports below need the repository root, which -m puts on sys.path
     sys.exit(f"run from the repository root: python -m bench.{Path(__file__).stem}")
-from bench._common import table  # noqa: E402
+from bench._common import table, work_dir  # noqa: E402
 
 
 def output_scale(onnx_path: Path, output: str = "logits") -> float | None:
@@ -272,7 +271,7 @@ def main() -> None:
     from scripts.train_digits import DigitsCNN, load_split
 
     torch.set_num_threads(args.threads)
-    work = Path(tempfile.mkdtemp(prefix="edgekit-lowbit-"))
+    work = work_dir("edgekit-lowbit-")
     package.generate_key(work / "fleet.key", work / "fleet.pub")
     bench = Bench(*load_split(), work=work, key=work / "fleet.key", finetune=args.finetune)
     start = time.perf_counter()

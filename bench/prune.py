@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +35,7 @@ import onnx
 
 if not __package__:  # run as a file: the imports below need the repository root, which -m puts on sys.path
     sys.exit(f"run from the repository root: python -m bench.{Path(__file__).stem}")
-from bench._common import export_torchvision, interleaved, save_svg, table  # noqa: E402
+from bench._common import export_torchvision, interleaved, save_svg, table, work_dir  # noqa: E402
 from edgekit.converters.prune.channels import ROUND_TO  # noqa: E402
 
 DENSE = "dense"
@@ -190,7 +189,7 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, metavar="FILE.svg", help="draw latency against MACs into FILE.svg")
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="edgekit-prune-"))
+    work = work_dir("edgekit-prune-")
     calibration = np.random.default_rng(0).uniform(-2, 2, (16, 3, 224, 224)).astype(np.float32)
     variants = pruned_variants(args)
     allocations = {v.label: v.allocation for v in variants}

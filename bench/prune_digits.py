@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import numpy as np
 
 if not __package__:  # run as a file: the imports below need the repository root, which -m puts on sys.path
     sys.exit(f"run from the repository root: python -m bench.{Path(__file__).stem}")
-from bench._common import table  # noqa: E402
+from bench._common import table, work_dir  # noqa: E402
 
 KEPT_LAYERS = ("features.0", "features.3", "features.9")  # the convolutions whose channels are pruned
 
@@ -259,7 +258,7 @@ def main() -> None:
     from edgekit import package
     from scripts.train_digits import load_split
 
-    work = Path(tempfile.mkdtemp(prefix="edgekit-digits-"))
+    work = work_dir("edgekit-digits-")
     package.generate_key(work / "fleet.key", work / "fleet.pub")
     d = Digits(*load_split(), epochs=args.epochs, work=work, key=work / "fleet.key")
     rows = [row for width in widths for row in compression_rows(d, width, seeds[0])]

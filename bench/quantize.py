@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from importlib.resources import files
 from pathlib import Path
@@ -34,7 +33,7 @@ import numpy as np
 
 if not __package__:  # run as a file: the imports below need the repository root, which -m puts on sys.path
     sys.exit(f"run from the repository root: python -m bench.{Path(__file__).stem}")
-from bench._common import export_torchvision, interleaved, save_svg, table  # noqa: E402
+from bench._common import export_torchvision, interleaved, save_svg, table, work_dir  # noqa: E402
 from edgekit.converters import convert  # noqa: E402
 from edgekit.converters.verification import TFLiteRunner, sqnr_db  # noqa: E402
 
@@ -197,7 +196,7 @@ def main() -> None:
     args = parser.parse_args()
     vnni = cpu_has_vnni()
     reduce_range = {"on": True, "off": False}.get(args.ort_reduce_range, not vnni)
-    work = Path(tempfile.mkdtemp(prefix="edgekit-quant-"))
+    work = work_dir("edgekit-quant-")
     rng = np.random.default_rng(0)
     rows_q, rows_l, rows_s, reports = [], [], [], {}
     for name in args.models.split(","):

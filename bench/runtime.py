@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import numpy as np
 
 if not __package__:  # run as a file: the imports below need the repository root, which -m puts on sys.path
     sys.exit(f"run from the repository root: python -m bench.{Path(__file__).stem}")
-from bench._common import table  # noqa: E402
+from bench._common import table, work_dir  # noqa: E402
 
 
 def mobilenet_v2(work: Path) -> Path:
@@ -105,7 +104,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="edgekit-runtime-"))
+    work = work_dir("edgekit-runtime-")
     models = {"mobilenet_v2": (mobilenet_v2(work), 30), "tiny": (tiny(work), 20000)}
     rows = []
     for name, (path, n) in models.items():
