@@ -4,6 +4,7 @@ quantized for speed should hear it at conversion, not on the board."""
 
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
 from dataclasses import asdict, dataclass
@@ -47,16 +48,30 @@ def _time(ms: float) -> str:
 
 def compare_with_float(source, quantized: Path, mode: str, threads: int = 1, rounds: int = 3, **convert_options):
     """Convert ``source`` (what was quantized into ``quantized``) to float32 with the same
-    ``convert_options`` (input shapes, I/O layout) and time both on LiteRT, in alternating rounds
-    so that the machine's noise hits both alike."""
+    ``convert_options`` (input shapes, I/O layout) and time both on LiteRT."""
     from edgekit.converters.pipeline import convert
-    from edgekit.runtime.benchmark import benchmark
 
     with tempfile.TemporaryDirectory(prefix="edgekit-speed-") as tmp:
         float_model = Path(tmp) / "float32.tflite"
         convert(source, float_model, **convert_options)
-        times: dict[Path, list[float]] = {quantized: [], float_model: []}
+        ms = median_latencies({mode: quantized, "float32": float_model}, threads, rounds)
+    return SpeedComparison(mode, ms[mode], ms["float32"], threads)
+
+
+def median_latencies(models: dict[str, bytes | Path], threads: int = 1, rounds: int = 3) -> dict[str, float]:
+    """Each model's median latency (ms) on LiteRT with XNNPACK, timed in alternating rounds so
+    that the machine's noise hits every model alike; ``models`` maps names to files or bytes."""
+    from edgekit.runtime.benchmark import benchmark
+
+    with tempfile.TemporaryDirectory(prefix="edgekit-speed-") as tmp:
+        paths = {}
+        for k, (name, model) in enumerate(models.items()):
+            if isinstance(model, bytes):
+                Path(tmp, f"{k}.tflite").write_bytes(model)
+                model = Path(tmp, f"{k}.tflite")
+            paths[name] = os.fspath(model)
+        times: dict[str, list[float]] = {name: [] for name in paths}
         for _ in range(rounds):
-            for path, found in times.items():
-                found.append(benchmark(path, threads=threads, runs=10, min_secs=0.2, max_secs=30).p50_ms)
-    return SpeedComparison(mode, statistics.median(times[quantized]), statistics.median(times[float_model]), threads)
+            for name, path in paths.items():
+                times[name].append(benchmark(path, threads=threads, runs=10, min_secs=0.2, max_secs=30).p50_ms)
+    return {name: statistics.median(found) for name, found in times.items()}

@@ -20,9 +20,6 @@ This module imports only numpy at load (the configs check rules with it on a dev
 
 from __future__ import annotations
 
-import os
-import statistics
-import tempfile
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -487,15 +484,7 @@ def _said_of_validation():
 
 def _latencies(float_model: bytes, int8_model: bytes, mixed_model: bytes, threads: int = 1) -> Latencies:
     """Median latency of the three models on LiteRT with XNNPACK, in alternating rounds."""
-    from edgekit.runtime.benchmark import benchmark
+    from edgekit.converters.speed import median_latencies
 
-    with tempfile.TemporaryDirectory(prefix="edgekit-accuracy-") as tmp:
-        paths = []
-        for name, data in (("float32", float_model), ("int8", int8_model), ("mixed", mixed_model)):
-            paths.append(Path(tmp) / f"{name}.tflite")
-            paths[-1].write_bytes(data)
-        times: list[list[float]] = [[] for _ in paths]
-        for _ in range(LATENCY_ROUNDS):
-            for path, found in zip(paths, times, strict=True):
-                found.append(benchmark(os.fspath(path), threads=threads, runs=10, min_secs=0.2, max_secs=30).p50_ms)
-    return Latencies(*(statistics.median(t) for t in times), threads=threads)
+    ms = median_latencies({"float32": float_model, "int8": int8_model, "mixed": mixed_model}, threads, LATENCY_ROUNDS)
+    return Latencies(ms["float32"], ms["int8"], ms["mixed"], threads=threads)
