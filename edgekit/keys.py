@@ -63,7 +63,11 @@ def _read(path: str | os.PathLike, what: str) -> tuple[str | None, str]:
         raise InputError(f"{path} is not a key file (binary data); give the {what}") from None
     tag, _, value = text.rpartition(":")
     if not HEX_KEY.fullmatch(value) or tag not in ("", PRIVATE_TAG, PUBLIC_TAG):
-        raise InputError(f"{path} is not an ed25519 key file of edgekit's; give the {what}")
+        kind = " (a PEM file, as openssl writes)" if text.startswith("-----BEGIN") else ""
+        raise InputError(
+            f"{path} is not an ed25519 key file of edgekit's{kind}; give the {what}, "
+            "or make a pair with `edgekit keys new PRIVATE PUBLIC`"
+        )
     return tag or None, value
 
 

@@ -80,6 +80,13 @@ def test_malformed_key_files_are_refused(tmp_path, text):
         keys.read_public(tmp_path / "key")
 
 
+def test_a_pem_key_is_refused_saying_how_to_make_one_of_edgekits(tmp_path):
+    pem = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n"
+    (tmp_path / "key.pem").write_text(pem)
+    with pytest.raises(InputError, match=r"\(a PEM file, as openssl writes\).*`edgekit keys new PRIVATE PUBLIC`"):
+        keys.read_private(tmp_path / "key.pem", "signing key")
+
+
 def test_a_missing_file_is_an_input_error_naming_what_was_wanted(tmp_path):
     with pytest.raises(InputError, match="cannot read the public key"):
         keys.read_public(tmp_path / "absent")
