@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.converters.harness import OnnxRunner, TFLiteRunner
-from edgekit.errors import InputError, InvalidModelError
+from edgekit.errors import InputError
+from edgekit.files import read_model
 from edgekit.runtime.validate import validate_tflite
 
 
@@ -133,10 +134,7 @@ def _tflite_bytes(tflite_model) -> bytes:
         data, where = bytes(tflite_model), "model"
     else:
         where = str(tflite_model)
-        try:
-            data = Path(tflite_model).read_bytes()
-        except OSError as exc:
-            raise InvalidModelError(f"{tflite_model}: {exc.strerror}") from None
+        data = read_model(tflite_model)
     validate_tflite(data, where)
     return data
 

@@ -12,7 +12,19 @@ import os
 import tempfile
 from pathlib import Path
 
-from edgekit.errors import OutputPathError
+from edgekit.errors import InvalidModelError, OutputPathError
+
+
+def read_model(path: str | os.PathLike) -> bytes:
+    """A model file's bytes, or one line saying why there are none (missing, a folder, unreadable)."""
+    try:
+        return Path(path).read_bytes()
+    except IsADirectoryError:
+        raise InvalidModelError(f"{path}: is a folder; give the model's .tflite or .onnx file") from None
+    except FileNotFoundError:
+        raise InvalidModelError(f"{path}: no such file; give the model's .tflite or .onnx file") from None
+    except OSError as exc:
+        raise InvalidModelError(f"{path}: {exc.strerror}") from None
 
 
 def umask_mode(base: int = 0o666) -> int:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import InputError, InvalidModelError, first_line
+from edgekit.files import read_model
 from edgekit.runtime.backends import Backend, TensorSpec, resolve
 from edgekit.runtime.profiling import InvokeRecord
 from edgekit.runtime.signature import Signature
@@ -294,10 +295,7 @@ def load(
         data, where, suffix = bytes(path), "model", ".tflite" if path[4:8] == b"TFL3" else ".onnx"
     else:
         where, suffix = str(path), Path(path).suffix.lower()
-        try:
-            data = Path(path).read_bytes()
-        except OSError as exc:
-            raise InvalidModelError(f"{path}: {exc.strerror}") from None
+        data = read_model(path)
     if suffix == ".tflite":
         validate_tflite(data, where)
     elif suffix != ".onnx":

@@ -8,14 +8,12 @@ from pathlib import Path
 import tflite
 
 from edgekit.errors import InvalidModelError
+from edgekit.files import read_model
 
 
 def load_model(data: bytes | str | Path) -> tuple[tflite.Model, bytes]:
     if not isinstance(data, bytes | bytearray):
-        try:
-            data = Path(data).read_bytes()
-        except OSError as exc:
-            raise InvalidModelError(f"{data}: {exc.strerror}") from None
+        data = read_model(data)
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise InvalidModelError("not a TFLite flatbuffer (the TFL3 identifier is missing)")
     return tflite.Model.GetRootAs(data, 0), bytes(data)

@@ -113,8 +113,11 @@ def test_truncated_and_corrupt_models(tmp_path, float_path):
         bad.write_bytes(data[:cut])
         with pytest.raises(InvalidModelError):
             load(bad)
-    with pytest.raises(InvalidModelError, match="no such file|No such file"):
+    with pytest.raises(InvalidModelError, match="missing.tflite: no such file; give the model's .tflite or .onnx"):
         load(tmp_path / "missing.tflite")
+    (tmp_path / "models").mkdir()
+    with pytest.raises(InvalidModelError, match="models: is a folder; give the model's .tflite or .onnx file"):
+        load(tmp_path / "models")
 
 
 def test_random_corruption_never_crashes_the_process(float_path):
