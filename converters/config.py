@@ -17,7 +17,7 @@ from typing import Any
 from edgekit.errors import InputError
 
 QUANTIZE_MODES = ("int8", "int16x8", "dynamic", "fp16")
-CALIBRATION_METHODS = ("minmax", "percentile", "entropy", "mse")
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy", "mse")  # the first is the default
 IO_TYPES = ("float32", "int8", "uint8")
 PRUNE_ALLOCATIONS = ("uniform", "latency")
 MAX_CLUSTERS = 256  # the int8 grid has 256 values: more clusters than that share nothing
@@ -106,17 +106,19 @@ class AccuracyBudget:
 class QuantConfig:
     """How to quantize: ``mode`` (int8, int16x8, dynamic, fp16); for int8 and int16x8 the
     ``calibration`` samples (None for a QDQ model, which brings its own scales), the range
-    ``method``, per-channel weights, the model's ``io_type``, ONNX nodes to ``keep_float``, the
-    bias correction of the weights' rounding error; ``auto_mixed=DB`` also keeps in float every
-    layer whose int8 output loses more than DB dB of SQNR; ``accuracy_budget``
-    (:class:`AccuracyBudget`) keeps in float the fewest layers that hold a budget of changed
-    decisions on validation data. ``max_weight_values=N`` (int8; a
-    bound by op or ONNX node name is a dict) makes the writer refuse a model whose weights hold
-    more than N distinct values in an output channel: binary weights hold 2, ternary 3."""
+    ``method`` (None: minmax; with ``accuracy_budget``, each of :data:`CALIBRATION_METHODS`,
+    keeping the one whose all-int8 model changes the fewest decisions), per-channel weights, the
+    model's ``io_type``, ONNX nodes to ``keep_float``, the bias correction of the weights'
+    rounding error; ``auto_mixed=DB`` also keeps in float every layer whose int8 output loses
+    more than DB dB of SQNR; ``accuracy_budget`` (:class:`AccuracyBudget`) keeps in float the
+    fewest layers that hold a budget of changed decisions on validation data.
+    ``max_weight_values=N`` (int8; a bound by op or ONNX node name is a dict) makes the writer
+    refuse a model whose weights hold more than N distinct values in an output channel: binary
+    weights hold 2, ternary 3."""
 
     mode: str = "int8"
     calibration: Any = None
-    method: str = "minmax"
+    method: str | None = None
     per_channel: bool = True
     io_type: str = "float32"
     keep_float: tuple[str, ...] = ()
@@ -130,7 +132,7 @@ class QuantConfig:
         object.__setattr__(self, "keep_float", tuple(self.keep_float or ()))
         if self.mode not in QUANTIZE_MODES:
             raise ParameterError(f"{{mode}} is not a quantization; choose {', '.join(QUANTIZE_MODES)}", mode=self.mode)
-        if self.method not in CALIBRATION_METHODS:
+        if self.method is not None and self.method not in CALIBRATION_METHODS:
             raise ParameterError(f"{{method}} is unknown; choose {', '.join(CALIBRATION_METHODS)}", method=self.method)
         if self.io_type not in IO_TYPES:
             raise ParameterError(f"{{io_type}} is unknown; choose {', '.join(IO_TYPES)}", io_type=self.io_type)
@@ -168,7 +170,15 @@ class QuantConfig:
 
     def calibration_options(self) -> dict[str, Any]:
         """The keywords of :func:`edgekit.converters.quant.quantizer.calibrate_graph`."""
-        return {"calibration": self.calibration, "method": self.method, "bias_correction": self.bias_correction}
+        method = self.method or CALIBRATION_METHODS[0]
+        return {"calibration": self.calibration, "method": method, "bias_correction": self.bias_correction}
+
+    def methods_to_try(self) -> tuple[str, ...]:
+        """The calibration methods the conversion measures: the one asked for; with an accuracy
+        budget and none asked for, every one (the budget's decisions choose)."""
+        if self.method is None and self.accuracy_budget is not None:
+            return CALIBRATION_METHODS
+        return (self.method or CALIBRATION_METHODS[0],)
 
 
 @dataclass(frozen=True)

@@ -252,15 +252,17 @@ def _onnx_passes(graph: Graph, stem_block: int | None, equalize: bool) -> Graph:
 def _quantize(model, graph: Graph, tfl: Graph, quant: QuantConfig) -> tuple[Graph, AccuracyResult | None]:
     """The float TFLite-level graph quantized as ``quant`` says, checked against TFLite's int8
     rules, and the accuracy-aware mode's result (None unless ``quant.accuracy_budget``)."""
-    from edgekit.converters.quant.quantizer import CALIBRATED_MODES, calibrate_graph, quantize_graph
+    from edgekit.converters.quant.quantizer import CALIBRATED_MODES, calibrate_graph_each, quantize_graph
 
     accuracy, calibrated = None, None
     if quant.mode in CALIBRATED_MODES:  # once: every choice of layers in float reuses the ranges
-        calibrated = calibrate_graph(tfl, graph, **quant.calibration_options())
+        options = {k: v for k, v in quant.calibration_options().items() if k != "method"}
+        calibrations = calibrate_graph_each(tfl, graph, methods=quant.methods_to_try(), **options)
+        calibrated = next(iter(calibrations.values()))
     if quant.mode == "int8" and quant.accuracy_budget is not None:
         from edgekit.converters.quant.accuracy import quantize_within_budget
 
-        quantized, accuracy = quantize_within_budget(model, graph, tfl, quant, calibrated)
+        quantized, accuracy = quantize_within_budget(model, graph, tfl, quant, calibrations)
     else:
         quantized = quantize_graph(tfl, graph, **quant.quantize_options(), calibrated=calibrated)
     if quant.mode == "int8" and quant.auto_mixed is not None:

@@ -203,6 +203,8 @@ class AccuracyResult:
     search_seconds: float  # ranking, quantizing and counting: the time the mode adds to a conversion
     latency: Latencies | None = None
     kept_before: tuple[str, ...] = field(default=())  # the user's own keep_float
+    method: str = "minmax"  # the calibration every candidate quantized from
+    methods: tuple[tuple[str, int], ...] = ()  # each method tried: its all-int8 model's decisions changed
 
     def summary(self) -> str:
         """What the CLI prints."""
@@ -210,7 +212,7 @@ class AccuracyResult:
         lines = [
             f"accuracy budget: at most {self.max_changed:.2%} of {self.decisions:,} decisions ({self.decision}, "
             f"{self.samples} validation samples) may differ from float32 on onnxruntime",
-            f"  all-int8: {_share(self.changed_int8, self.decisions)} differ",
+            f"  all-int8: {_share(self.changed_int8, self.decisions)} differ{self._calibration_said()}",
             f"  kept in float: {len(self.kept)} of {self.candidates} ranked layer(s){': ' + layers if layers else ''}",
             f"  search: the shortest prefix that holds keeps {self.searched} ({len(self.trials)} models); the "
             f"refinement returns {self.searched - len(self.kept)} to int8 ({len(self.refinements)} models, "
@@ -225,6 +227,12 @@ class AccuracyResult:
                 f"({t.mixed_ms / t.float_ms:.2f}x float32)"
             )
         return "\n".join(lines)
+
+    def _calibration_said(self) -> str:
+        if not self.methods:
+            return f" ({self.method} calibration)"
+        tried = ", ".join(f"{method} {changed:,}" for method, changed in self.methods)
+        return f" with {self.method} calibration, the fewest of the methods tried ({tried})"
 
     def as_dict(self) -> dict[str, Any]:
         """The figures, as the conversion report records them."""
@@ -247,14 +255,15 @@ class AccuracyBudgetError(ParameterError):
 
 
 def quantize_within_budget(
-    model, graph: Graph, tfl: Graph, quant: QuantConfig, calibrated: Calibrated
+    model, graph: Graph, tfl: Graph, quant: QuantConfig, calibrations: dict[str, Calibrated]
 ) -> tuple[Graph, AccuracyResult]:
     """The int8 model with the fewest layers kept in float whose decisions on
     ``quant.accuracy_budget.validation`` differ from the float model's (onnxruntime on ``model``)
     for at most ``max_changed`` of them, and the figures of the search.
 
     ``graph`` is the ONNX-level IR ``model`` became, ``tfl`` its float TFLite-level graph,
-    ``calibrated`` its calibration, which every candidate quantizes from. The binary search over
+    ``calibrations`` its calibration by each method tried (method -> ranges): the one whose
+    all-int8 model changes the fewest decisions is the one every candidate quantizes from. The binary search over
     the ranked prefix assumes that keeping more layers in float never changes more decisions;
     where that fails it may keep more layers than needed, which the refinement then trims, never
     fewer than it measured: the model returned is the one whose decisions were counted.
@@ -264,8 +273,8 @@ def quantize_within_budget(
     start = time.perf_counter()
     budget = quant.accuracy_budget
     counter = _DecisionCounter(model, graph, budget)
-    trial = _Trial(tfl, graph, quant, calibrated, counter)
-    int8 = trial.quantized([])
+    method, int8, by_method = _fewest_changes(tfl, graph, quant, calibrations, counter)
+    trial = _Trial(tfl, graph, quant, calibrations[method], counter)
     # ranked on a calibration sample, as --auto-mixed ranks; a QDQ model may bring none: a validation one
     sample = first_sample(graph, quant.calibration) if quant.calibration is not None else counter.feeds[0]
     ranked = ranked_layers(model, graph, runnable(int8), sample)
@@ -299,8 +308,27 @@ def quantize_within_budget(
         search_seconds=seconds,
         latency=latency,
         kept_before=tuple(quant.keep_float),
+        method=method,
+        methods=by_method,
     )
     return refined.best, result
+
+
+def _fewest_changes(
+    tfl: Graph, graph: Graph, quant: QuantConfig, calibrations: dict[str, Calibrated], counter: _DecisionCounter
+) -> tuple[str, Graph, tuple[tuple[str, int], ...]]:
+    """The calibration method whose all-int8 model changes the fewest decisions (the first of
+    equals), that model, and each method's count; one method: no count (the search makes it)."""
+    if len(calibrations) == 1:
+        method, calibrated = next(iter(calibrations.items()))
+        return method, _Trial(tfl, graph, quant, calibrated, counter).quantized([]), ()
+    counted, models = [], {}
+    for method, calibrated in calibrations.items():
+        trial = _Trial(tfl, graph, quant, calibrated, counter)
+        models[method] = trial.quantized([])
+        counted.append((method, trial.changed(models[method])))
+    best = min(counted, key=lambda pair: pair[1])[0]
+    return best, models[best], tuple(counted)
 
 
 def latency_cost(graph: Graph, layer: RankedLayer) -> int:

@@ -186,15 +186,27 @@ def calibrate(
 
     Tensors named in ``channel_means`` also get the mean of each channel (last axis) over the
     run, written back into that dict (bias correction uses them)."""
+    return calibrate_each(model, samples, io_layout, (method,), channel_means)[method]
+
+
+def calibrate_each(
+    model: bytes,
+    samples: list[dict[str, np.ndarray]],
+    io_layout: dict[str, list[int]],
+    methods: tuple[str, ...],
+    channel_means: dict[str, np.ndarray] | None = None,
+) -> dict[str, dict[str, tuple[float, float]]]:
+    """:func:`calibrate` by each of ``methods`` from one run of the model: method -> ranges."""
     from edgekit.converters.harness import open_tflite
 
-    if method not in OBSERVERS:
-        raise CalibrationError(f"unknown calibration method '{method}'; choose one of {sorted(OBSERVERS)}")
+    for method in methods:
+        if method not in OBSERVERS:
+            raise CalibrationError(f"unknown calibration method '{method}'; choose one of {sorted(OBSERVERS)}")
     session = open_tflite(model, threads=2, xnnpack=False, preserve_all_tensors=True)
     inputs = {spec.name: spec for spec in session.inputs}
     tensors = [t for t in session.tensors() if t.dtype == np.float32]
-    observers: dict[str, Observer] = {}
-    with progress(f"calibrating ({method})", total=len(samples), unit="samples") as bar:
+    observers: dict[str, dict[str, Observer]] = {method: {} for method in methods}
+    with progress(f"calibrating ({', '.join(methods)})", total=len(samples), unit="samples") as bar:
         for sample in samples:
             feeds = {}
             for name, value in sample.items():
@@ -206,7 +218,8 @@ def calibrate(
                 value = session.tensor(tensor, raw=True)
                 if value is None or value.size == 0:
                     continue
-                observers.setdefault(tensor.name, OBSERVERS[method]()).observe(value)
+                for method, observed in observers.items():
+                    observed.setdefault(tensor.name, OBSERVERS[method]()).observe(value)
                 if channel_means is not None and tensor.name in channel_means:
                     means = value.reshape(-1, value.shape[-1]).mean(axis=0) / len(samples)
                     channel_means[tensor.name] = channel_means[tensor.name] + means
@@ -214,4 +227,7 @@ def calibrate(
     # graph outputs keep their full range: clipping what the user reads costs more than it saves
     output_indices = {spec.index for spec in session.outputs}
     outputs = {t.name for t in session.tensors() if t.index in output_indices}
-    return {name: (obs.lo, obs.hi) if name in outputs else obs.range() for name, obs in observers.items()}
+    return {
+        method: {name: (obs.lo, obs.hi) if name in outputs else obs.range() for name, obs in observed.items()}
+        for method, observed in observers.items()
+    }

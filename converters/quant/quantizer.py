@@ -824,7 +824,17 @@ def calibrate_graph(
 ) -> Calibrated:
     """Run the float TFLite-level graph ``tfl`` (converted from ``onnx_graph``) over
     ``calibration``, or take the ranges a QDQ model brings when there is no calibration."""
-    from edgekit.converters.quant.calibration import calibrate, prepare_samples
+    return calibrate_graph_each(
+        tfl, onnx_graph, calibration=calibration, methods=(method,), bias_correction=bias_correction
+    )[method]
+
+
+def calibrate_graph_each(
+    tfl: Graph, onnx_graph: Graph, *, calibration=None, methods: tuple[str, ...], bias_correction: bool = True
+) -> dict[str, Calibrated]:
+    """:func:`calibrate_graph` by each of ``methods``, from one run of the float model: method ->
+    its calibration. A QDQ model without ``calibration`` has one, its own: under every name."""
+    from edgekit.converters.quant.calibration import calibrate_each, prepare_samples
     from edgekit.converters.tflite.writer import serialize
 
     tfl = expand_for_int8(tfl)
@@ -832,7 +842,8 @@ def calibrate_graph(
     shapes = {user: onnx_graph.shape(t) for user, t in zip(names, onnx_graph.inputs, strict=True)}
     trained = qdq_tensor_ranges(tfl, onnx_graph.metadata.get("qdq", {}))
     if calibration is None and trained:
-        return Calibrated(tfl, complete_ranges(tfl, trained), None)  # a QDQ model: its own scales
+        own = Calibrated(tfl, complete_ranges(tfl, trained), None)  # a QDQ model: its own scales
+        return dict.fromkeys(methods, own)
     samples = prepare_samples(calibration, names, shapes)
     float_model = tfl.copy()
     float_model.metadata = {"_signature": tfl.metadata["_signature"]}
@@ -843,9 +854,10 @@ def calibrate_graph(
             for n in tfl.nodes
             if n.op in WEIGHTED and n.op != "TRANSPOSE_CONV"
         }
-    ranges = calibrate(serialize(float_model), samples, tfl.metadata.get("io_layout", {}), method, means)
-    ranges.update(shared_copies(tfl, trained))
-    return Calibrated(tfl, ranges, means)
+    layout = tfl.metadata.get("io_layout", {})
+    by_method = calibrate_each(serialize(float_model), samples, layout, methods, means)
+    shared = shared_copies(tfl, trained)
+    return {method: Calibrated(tfl, ranges | shared, means) for method, ranges in by_method.items()}
 
 
 def quantize_graph(

@@ -94,7 +94,12 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 def _add_quantization(q: argparse._ArgumentGroup) -> None:
     q.add_argument("--quantize", choices=QUANTIZE_MODES, help="quantize weights/activations (default: float32)")
     q.add_argument("--calibration", metavar="DATA", help="calibration samples: .npy/.npz or a folder of images")
-    q.add_argument("--calibration-method", choices=CALIBRATION_METHODS, help="default minmax")
+    q.add_argument(
+        "--calibration-method",
+        choices=CALIBRATION_METHODS,
+        help="default minmax; with --accuracy-budget, every method, keeping the one whose all-int8 model "
+        "changes the fewest decisions",
+    )
     q.add_argument("--per-tensor", action="store_true", help="per-tensor weights (default: per-channel)")
     q.add_argument("--io-type", choices=IO_TYPES, help="quantized model's I/O (default float32)")
     q.add_argument(
