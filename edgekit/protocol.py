@@ -32,6 +32,8 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "cmd/resp": ("id", "ok"),
 }
 NUMBER = (int, float)
+OPTIONAL_TEXT = (str, type(None))
+MAX_WHOLE = 2**63 - 1  # a counter or size a database column holds (SQLite and PostgreSQL BIGINT)
 # fields whose type is checked wherever they appear (bool is not a number here)
 TYPES: dict[str, tuple[type, ...]] = {
     "seq": (int,),
@@ -50,7 +52,11 @@ TYPES: dict[str, tuple[type, ...]] = {
     "ok": (bool,),
     "tags": (list,),
     "board": (str,),
+    "model": OPTIONAL_TEXT,
+    "version": OPTIONAL_TEXT,
+    "errors": (int,),
 }
+WHOLE_NUMBERS = ("seq", "count", "size", "errors")  # 0 .. MAX_WHOLE wherever they appear
 STATUS_STATES = ("online", "offline")
 
 
@@ -140,8 +146,10 @@ def decode(channel: str, data: bytes) -> dict[str, Any]:
         return {}  # an empty retained message clears a topic
     try:
         payload = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, ValueError) as exc:  # ValueError: bad JSON, or an integer of 4,300+ digits
         raise ProtocolError(f"malformed JSON on {channel}: {exc}") from None
+    except RecursionError:
+        raise ProtocolError(f"malformed JSON on {channel}: nested too deep") from None
     validate(channel, payload)
     return payload
 
@@ -158,6 +166,13 @@ def validate(channel: str, payload: Any) -> None:
         value = payload.get(name)
         if name in payload and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)):
             raise ProtocolError(f"{channel} field {name!r} has the wrong type ({type(value).__name__})")
+    for name in WHOLE_NUMBERS:
+        if name in payload and not 0 <= payload[name] <= MAX_WHOLE:
+            raise ProtocolError(f"{channel} field {name!r} must be a whole number from 0 to 2**63-1")
+    if "ts" in payload and not (_finite(payload["ts"]) and payload["ts"] <= MAX_WHOLE):
+        raise ProtocolError(f"{channel} field 'ts' must be a time in seconds, from 0 to 2**63-1")
+    if not all(isinstance(tag, str) for tag in payload.get("tags", [])):
+        raise ProtocolError(f"{channel} field 'tags' must be a list of strings")
     if channel == "status" and payload["state"] not in STATUS_STATES:
         raise ProtocolError(f"status state {payload['state']!r} is not one of {STATUS_STATES}")
     if channel == "progress" and payload["step"] not in PROGRESS_STEPS:
@@ -172,12 +187,8 @@ def _finite(value: Any, minimum: float = 0.0) -> bool:
 
 def _validate_window(payload: dict) -> None:
     """A telemetry window a health gate can judge, or a ProtocolError at ingest (never in a gate)."""
-    if payload["count"] < 0 or not _finite(payload["window_s"]):
+    if not _finite(payload["window_s"]):
         raise ProtocolError("telemetry count and window_s must not be negative")
-    if "errors" in payload and not (
-        isinstance(payload["errors"], int) and not isinstance(payload["errors"], bool) and payload["errors"] >= 0
-    ):
-        raise ProtocolError("telemetry errors must be a whole number >= 0")
     latency = payload.get("latency")
     percentiles = ("p50_ms", "p90_ms", "p99_ms")
     if latency is not None and (not isinstance(latency, dict) or not all(_finite(latency.get(k)) for k in percentiles)):

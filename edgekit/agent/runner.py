@@ -201,6 +201,13 @@ class Agent:
 
     def _on_message(self, client, userdata, message) -> None:
         try:
+            self._receive(message)
+        except Exception:  # paho's loop thread dies with an exception here, and the agent's link with it
+            self.malformed += 1
+            log.exception("ignored a message on %s that could not be handled", message.topic)
+
+    def _receive(self, message) -> None:
+        try:
             channel = protocol.parse_topic(message.topic).channel
             payload = protocol.decode(channel, message.payload)
         except protocol.ProtocolError as exc:

@@ -96,7 +96,8 @@ class FleetManager:
         the background."""
         self.client.connect(self.host, self.port, keepalive=15, **connect_args(self.mqtt_version, persistent=True))
         self.client.loop_start()
-        threading.Thread(target=self._writer, name="edgekit-fleet-writer", daemon=True).start()
+        self._writer_thread = threading.Thread(target=self._writer, name="edgekit-fleet-writer", daemon=True)
+        self._writer_thread.start()
         threading.Thread(target=self._rollout_loop, name="edgekit-rollouts", daemon=True).start()
         if self._answered.wait(wait_s) and self.subscribed.is_set():
             return True
@@ -131,6 +132,14 @@ class FleetManager:
 
     def _on_message(self, client, userdata, message) -> None:
         self.counters.received += 1
+        try:
+            self._receive(message)
+        except Exception:  # paho's loop thread dies with an exception here, and all ingest with it
+            self.counters.malformed += 1
+            log.exception("ignored a message on %s that could not be handled", message.topic)
+            self._ack(message.mid, message.qos)
+
+    def _receive(self, message) -> None:
         try:
             t = protocol.parse_topic(message.topic)
             if self.limiter is not None:
@@ -167,7 +176,10 @@ class FleetManager:
 
     def _writer(self) -> None:
         while not self._stop.is_set():
-            self.flush(timeout=0.2)
+            try:
+                self.flush(timeout=0.2)
+            except Exception:  # the writer thread must outlive anything one batch does
+                log.exception("storing a batch failed")
 
     def flush(self, timeout: float = 0.0) -> None:
         """Store what arrived, in one transaction, then acknowledge it. A message whose content the
@@ -187,7 +199,7 @@ class FleetManager:
             return
         try:
             self.store.write([m for m, _ in batch])
-        except (*self.store.errors, KeyError, TypeError, ValueError):  # which message, or the database?
+        except Exception:  # which message, or the database?
             self._store_one_by_one(batch)
             return
         self.counters.stored += len(batch)
@@ -198,12 +210,15 @@ class FleetManager:
         for k, (message, (mid, qos)) in enumerate(batch):
             try:
                 self.store.write([message])
+            except self.store.refused_data as exc:  # the message's content: drop it
+                self.counters.malformed += 1
+                log.warning("could not store a %s message from %s: %s", message[2], message[1], exc)
             except self.store.errors as exc:  # the database's trouble, not the message's: hold the rest
                 self._unstored = batch[k:]
                 self.counters.storage_errors += 1
                 log.warning("cannot store %d messages (%s); held unacknowledged, retrying", len(batch) - k, exc)
                 return
-            except (KeyError, TypeError, ValueError) as exc:
+            except Exception as exc:  # KeyError, TypeError, OverflowError...: the message's content
                 self.counters.malformed += 1
                 log.warning("could not store a %s message from %s: %s", message[2], message[1], exc)
             else:

@@ -61,7 +61,10 @@ UPSERT_DEPLOYMENT_STATE = (
 
 
 class FleetStore:
-    """Thread-safe access to the fleet database (one connection, one lock)."""
+    """Thread-safe access to the fleet database (one connection, one lock). ``errors`` are the
+    database's exceptions; of those, ``refused_data`` says a row's content was refused (a value
+    of the wrong type or out of range), which retrying will not change: the others (disk full,
+    database locked or gone) may pass."""
 
     def __init__(self, location: str | Path) -> None:
         self.location = str(location)
@@ -74,6 +77,8 @@ class FleetStore:
     # --- engines ------------------------------------------------------------------------------
     def _open_sqlite(self) -> None:
         self.dialect, self.errors = "sqlite", (sqlite3.Error,)
+        self.refused_data = (sqlite3.ProgrammingError, sqlite3.IntegrityError, sqlite3.DataError)
+        self.refused_data += (sqlite3.InterfaceError,)
         try:
             self.db = sqlite3.connect(self.location, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -93,6 +98,7 @@ class FleetStore:
         except ImportError:
             raise FleetError("a postgresql:// database needs psycopg: pip install 'edgekit[postgres]'") from None
         self.dialect, self.errors = "postgresql", (psycopg.Error,)
+        self.refused_data = (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError)
         try:
             self.db = psycopg.connect(self.location, autocommit=True)
             with self.db.transaction():
