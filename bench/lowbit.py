@@ -3,7 +3,10 @@
 
 Weights: fp32, TTQ ternary and BWN binary (fine-tuned from the fp32 model with the STE, first
 and last layers int8), each exported as the QDQ model of its int8 computation (``export_lowbit``
-with calibration samples) and converted to int8 TFLite with those parameters; accuracy of the
+with calibration samples), on the converter's own int8 grids and on ``CompactGrids`` (short
+scales, coarser biases, one scale per low-bit layer where it can move), and converted to int8
+TFLite with those parameters; the dense int8 package on the converter's grids is the
+reference the goals are stated against, the compact dense one is shown too; accuracy of the
 TFLite model, its int8 output codes against the exported ONNX run on onnxruntime (graph
 optimizations off: the ONNX arithmetic as specified), the most distinct int8 values in an
 output channel of the low-bit layers, the signed xz package's size against the dense int8 one,
@@ -136,30 +139,31 @@ def weights_section(bench: Bench, dense) -> dict:
         models[label] = train_lowbit(lowbit, bench.x_tr, bench.y_tr, bench.finetune, lr=1e-3, seed=0)
     found = {}
     for k, (label, model) in enumerate(models.items()):
-        path = bench.work / f"model{k}.onnx"
-        export_lowbit(model, _example(), str(path), calibration=bench.calibration)
-        found[label] = bench.int8(path)
+        for compact in (False, True):  # the converter's own int8 grids, then CompactGrids
+            path = bench.work / f"model{k}{'c' * compact}.onnx"
+            export_lowbit(model, _example(), str(path), calibration=bench.calibration, compact=compact)
+            found[label, compact] = bench.int8(path)
     fp32_acc = accuracy(dense, bench.x_te, bench.y_te)
-    dense_size = found["fp32 (dense int8)"]["package"]
+    dense_sizes = [found["fp32 (dense int8)", compact]["package"] for compact in (False, True)]
     rows, byte_rows = [], []
-    for label, model in models.items():
-        f = found[label]
+    for (name, compact), f in found.items():
+        label = f"{name}, {'compact grids' if compact else 'converter grids'}"
         inner = list(f["values"].values())[1:-1]  # the first and last layers stay int8
-        torch_acc = accuracy(deployable(model), bench.x_te, bench.y_te)
+        torch_acc = accuracy(deployable(models[name]), bench.x_te, bench.y_te)
         rows.append(
             [label, f"{100 * torch_acc:.2f}", f"{100 * f['acc']:.2f}", f"{100 * (f['acc'] - fp32_acc):+.2f}"]
             + [f"{min(inner)}-{max(inner)}", f"{100 * f['codes_equal']:.1f}%", f["max_steps"], f["partitions"]]
-            + [f"{f['package']:,}", f"{f['package'] / dense_size:.1%}"]
+            + [f"{f['package']:,}", *[f"{f['package'] / size:.1%}" for size in dense_sizes]]
         )
         low = f["report"].get("low_bit_weights", {})
         byte_rows.append([label, *[f"{v:,}" for v in f["bytes"].values()], f"{low.get('packed_bytes', '-')}"])
-    header = ["weights", "torch acc %", "int8 TFLite acc %", "vs fp32 pt", "values/channel (inner layers)"]
+    header = ["weights, QDQ export", "torch acc %", "int8 TFLite acc %", "vs fp32 pt", "values/channel (inner layers)"]
     header += ["int8 output = ORT (samples)", "max steps", "partitions", "package xz bytes", "vs dense int8"]
-    print(table(rows, header))
+    print(table(rows, header + ["vs dense int8, compact grids"]))
     print("\nwhere the package's xz bytes go (each part blanked before xz; rest = structure, manifest, tar)")
-    parts = list(found["fp32 (dense int8)"]["bytes"])
+    parts = list(found["fp32 (dense int8)", False]["bytes"])
     print(table(byte_rows, ["weights", *parts, "low-bit packed bytes (report)"]))
-    return found["fp32 (dense int8)"]
+    return found["fp32 (dense int8)", False]
 
 
 def _test_loss(model, x: np.ndarray, y: np.ndarray) -> float:
@@ -215,7 +219,7 @@ def eight_bit_section(bench: Bench, dense, dense_int8: dict, seed: int) -> None:
 
     pact8 = pact_activations(dense, alpha=6.0, bits=8)
     train_lowbit(pact8, bench.x_tr, bench.y_tr, bench.finetune, lr=1e-3, seed=seed, alpha_decay=1e-3, alpha_lr=0.05)
-    export_lowbit(pact8, _example(), str(bench.work / "pact8.onnx"), calibration=bench.calibration)
+    export_lowbit(pact8, _example(), str(bench.work / "pact8.onnx"), calibration=bench.calibration, compact=False)
 
     class ClipOnly(nn.Module):  # the same clip with no grid: the converter calibrates its range
         def __init__(self, alpha: float) -> None:

@@ -21,7 +21,10 @@ distinct values per output channel and PACT's ``alpha`` as the activation range.
 calibration samples it writes the QDQ model of the int8 computation itself (BatchNorm folded,
 weights and biases on their int8/int32 grids, every activation's int8 parameters): ``convert``
 takes it without calibration, and onnxruntime running it is the int8 model's reference, code
-for code.
+for code. Those grids are ``CompactGrids`` by default: short float32 scales, coarser int32
+biases and one scale per low-bit layer where the channels' own can move to the next layer,
+which the package's xz stores in a fraction of the bytes (the weights' own bits are all that
+is left of a low-bit model otherwise).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from __future__ import annotations
 import copy
 import tempfile
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -302,18 +306,52 @@ def export_lowbit(
     input_name: str = "image",
     output_name: str = "logits",
     calibration: np.ndarray | None = None,
+    compact: bool = True,
 ) -> dict[str, int]:
     """Write ``deployable(model)`` to ONNX; returns ``lowbit_levels(model)``. With
     ``calibration`` (input samples) the file is a QDQ model of the int8 computation instead
-    (see ``int8_reference``): ``convert`` then needs no calibration."""
+    (see ``int8_reference``): ``convert`` then needs no calibration; ``compact`` puts its
+    constants on the short grids of ``CompactGrids`` (``False``: the converter's own)."""
     if calibration is None:
         export_onnx(deployable(model), example, path, input_name, output_name)
     else:
+        grids = CompactGrids() if compact else None
         with tempfile.TemporaryDirectory() as work:
             plain = Path(work) / "plain.onnx"
-            export_onnx(on_int8_grids(model), example, str(plain), input_name, output_name)
-            int8_reference(str(plain), path, calibration)
+            export_onnx(on_int8_grids(model, grids), example, str(plain), input_name, output_name)
+            int8_reference(str(plain), path, calibration, grids)
     return lowbit_levels(model)
+
+
+@dataclass(frozen=True)
+class CompactGrids:
+    """Int8 parameters chosen so that the package's xz stores little of them; the QDQ export
+    carries them, so the int8 model and onnxruntime still compute the same. The float32 scales
+    the .tflite holds per output channel (the weights' and the int32 biases', input scale x
+    weight scale) otherwise fill their 23 mantissa bits: low-bit weights leave little else.
+
+    - ``weight_scale_bits``: significant bits of each channel's weight scale (8: bfloat16's;
+      the weights move by at most 2**-9 of their channel's largest).
+    - ``activation_scale_bits``: of each observed activation scale, rounded up so the range
+      still fits (1: a power of two, and then a bias scale has the weight scale's bits).
+    - ``bias_margin_bits``: a bias is rounded to a power-of-two multiple of its int32 step,
+      at most ``2**-bias_margin_bits`` of its layer's output step (an error of at most half
+      that, in output steps).
+    - ``uniform_lowbit_scales``: one scale for all the channels of a low-bit layer where its
+      channels' own can move into the layer that reads them (see ``_move_channel_scales``)."""
+
+    weight_scale_bits: int = 8
+    activation_scale_bits: int = 1
+    bias_margin_bits: int = 4
+    uniform_lowbit_scales: bool = True
+
+
+def short_scale(value, bits: int, up: bool = False) -> np.ndarray:
+    """``value`` (positive) rounded to ``bits`` significant bits, to nearest or up: a float32
+    whose low mantissa bits are zero."""
+    mantissa, exponent = np.frexp(np.asarray(value, np.float64))
+    rounded = (np.ceil if up else np.round)(np.ldexp(mantissa, bits))
+    return np.ldexp(rounded, exponent - bits).astype(np.float32)
 
 
 # ops whose output holds values of their input (TFLite gives it the input's int8 parameters)
@@ -324,21 +362,101 @@ _ACTIVATION_OPS = frozenset({"Relu", "Clip"})
 
 
 @torch.no_grad()
-def on_int8_grids(model: nn.Module) -> nn.Module:
+def on_int8_grids(model: nn.Module, grids: CompactGrids | None = None) -> nn.Module:
     """``deployable(model)`` with BatchNorm folded into its layers and every Conv2d/Linear weight
     on its per-channel symmetric int8 grid (``max |w_c| / 127``, the converter's): the float
     model onnxruntime runs then holds the weights the int8 model holds (binary and ternary
-    levels are on the grid already; TTQ's smaller level moves to the nearest int8 code)."""
+    levels are on the grid already; TTQ's smaller level moves to the nearest int8 code). With
+    ``grids``, each channel's scale is first rounded to its short mantissa: ``127 * scale`` is
+    exact in float32, so the converter's ``max |w_c| / 127`` gives that scale back."""
     from edgekit.converters.quant.quantizer import symmetric_weights
     from edgekit.converters.torch import fold_batchnorm
 
     folded = fold_batchnorm(deployable(model))
+    if grids is not None and grids.uniform_lowbit_scales:
+        _move_channel_scales(folded)
     for m in folded.modules():
         if _forward_for(m) is not None:
             q, params = symmetric_weights(m.weight.detach().numpy(), 0)
-            scale = params.scale.reshape(-1, *([1] * (q.ndim - 1)))
+            scale = params.scale if grids is None else short_scale(params.scale, grids.weight_scale_bits)
+            scale = scale.reshape(-1, *([1] * (q.ndim - 1)))
             m.weight.copy_(torch.from_numpy((q.astype(np.float32) * scale).astype(np.float32)))
     return folded
+
+
+# what a positive per-channel factor passes through unchanged: f(r * x) = r * f(x) for r > 0
+_HOMOGENEOUS_MODULES = (nn.ReLU, nn.Identity, nn.Flatten, nn.Dropout, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.MaxPool2d)
+_HOMOGENEOUS_FUNCTIONS = frozenset(
+    {torch.relu, torch.flatten, nn.functional.relu, nn.functional.adaptive_avg_pool2d, nn.functional.avg_pool2d}
+)
+
+
+def _channel_levels(layer: nn.Module) -> int:
+    return max(len(torch.unique(c)) for c in layer.weight.detach().flatten(1))
+
+
+def _is_depthwise(layer: nn.Module) -> bool:
+    return isinstance(layer, nn.Conv2d) and layer.groups == layer.in_channels == layer.out_channels
+
+
+def _takes_channel_factors(reader: nn.Module, channels: int) -> bool:
+    """Whether ``reader`` can scale each of its ``channels`` input channels and stay what it
+    is: a depthwise layer, or a plain int8 one (a low-bit one would lose its levels)."""
+    if _is_depthwise(reader):
+        return reader.in_channels == channels
+    if _channel_levels(reader) <= 3 or (isinstance(reader, nn.Conv2d) and reader.groups != 1):
+        return False
+    return reader.weight.shape[1] % channels == 0
+
+
+def _next_layer(node, modules: dict[str, nn.Module]) -> nn.Module | None:
+    """The Conv2d/Linear that alone reads ``node``'s output through homogeneous ops, if any."""
+    while len(node.users) == 1:
+        (node,) = node.users
+        target = modules.get(node.target) if node.op == "call_module" else None
+        if target is not None and _forward_for(target) is not None:
+            return target
+        homogeneous = isinstance(target, _HOMOGENEOUS_MODULES) or (
+            node.op in ("call_function", "call_method") and node.target in _HOMOGENEOUS_FUNCTIONS | {"flatten"}
+        )
+        if not homogeneous:
+            return None
+    return None
+
+
+@torch.no_grad()
+def _move_channel_scales(folded: nn.Module) -> None:
+    """Give every channel of a low-bit layer the same levels, the layer's power of two nearest
+    their geometric mean, by moving each channel's factor into the layer that reads it through
+    ReLU, pooling or flattening (which a positive factor passes through) where that layer takes
+    a factor per input channel and stays what it was: a plain int8 layer or a depthwise one.
+    The folded BatchNorm scales are what made the channels' levels (and their float32 scales in
+    the .tflite) all different; the model computes the same. No-op for what torch.fx cannot
+    trace."""
+    try:
+        traced = torch.fx.symbolic_trace(folded)
+    except Exception:  # noqa: BLE001 - data-dependent control flow: leave the scales where they are
+        return
+    modules = dict(folded.named_modules())
+    for node in traced.graph.nodes:
+        layer = modules.get(node.target) if node.op == "call_module" else None
+        if layer is None or _forward_for(layer) is None or _channel_levels(layer) > 3:
+            continue
+        reader = _next_layer(node, modules)
+        if reader is None or not _takes_channel_factors(reader, layer.weight.shape[0]):
+            continue
+        levels = layer.weight.abs().flatten(1).amax(1)
+        if not bool((levels > 0).all()):
+            continue
+        factor = levels / 2.0 ** torch.round(torch.log2(levels).mean())
+        layer.weight.div_(_per_channel(factor, layer.weight))
+        if layer.bias is not None:
+            layer.bias.div_(factor)
+        if _is_depthwise(reader):
+            reader.weight.mul_(_per_channel(factor, reader.weight))
+        else:  # input channel c: column c of a Conv2d, its flattened positions in a Linear
+            spread = factor.repeat_interleave(reader.weight.shape[1] // len(factor))
+            reader.weight.mul_(spread.reshape(1, -1, *([1] * (reader.weight.dim() - 2))))
 
 
 def _int8_tensors(graph) -> list[str]:
@@ -427,9 +545,24 @@ def _grid_scales(graph) -> dict[str, float]:
     return scales
 
 
-def _biases_on_int8_grids(graph) -> None:
+def _output_grid_scale(graph, node) -> float | None:
+    """The scale of the int8 grid a layer's output lands on (through a fused activation)."""
+    name = node.output[0]
+    while True:
+        users = [n for n in graph.node if name in n.input]
+        quantized = [u for u in users if u.op_type == "QuantizeLinear"]
+        if quantized:
+            return float(_constants(graph)[quantized[0].input[1]])
+        activations = [u for u in users if u.op_type in _ACTIVATION_OPS]
+        if len(users) != 1 or not activations:
+            return None
+        name = activations[0].output[0]
+
+
+def _biases_on_int8_grids(graph, grids: CompactGrids | None = None) -> None:
     """Each Conv/Gemm bias on the int32 grid ``input scale * weight scale`` of its channel: the
-    value the int8 model adds is then the value onnxruntime adds."""
+    value the int8 model adds is then the value onnxruntime adds. With ``grids``, on every
+    ``2**k``-th point of it (see ``CompactGrids.bias_margin_bits``)."""
     from onnx import numpy_helper
 
     from edgekit.converters.quant.quantizer import symmetric_weights
@@ -443,28 +576,43 @@ def _biases_on_int8_grids(graph) -> None:
         transposed = node.op_type == "Gemm" and not any(a.name == "transB" and a.i for a in node.attribute)
         _, w_params = symmetric_weights(weight, 1 if transposed else 0)
         bias_scale = (scales[node.input[0]] * w_params.scale.astype(np.float64)).astype(np.float32).astype(np.float64)
+        output_scale = _output_grid_scale(graph, node) if grids is not None else None
+        if output_scale is not None:
+            steps = np.floor(np.log2(output_scale / bias_scale)) - grids.bias_margin_bits
+            bias_scale = bias_scale * 2.0 ** np.maximum(steps, 0)
         bias = numpy_helper.to_array(initializers[node.input[2]]).astype(np.float64)
         snapped = (np.round(bias / bias_scale) * bias_scale).astype(np.float32)
         initializers[node.input[2]].CopyFrom(numpy_helper.from_array(snapped, node.input[2]))
 
 
-def int8_reference(source: str, path: str, calibration: np.ndarray) -> None:
+def _activation_grid(lo: float, hi: float, grids: CompactGrids | None) -> tuple[float, int]:
+    """The converter's int8 parameters for ``[lo, hi]``; with ``grids``, the scale rounded up to
+    its short mantissa and the zero point that keeps ``lo`` on the grid."""
+    from edgekit.converters.quant.quantizer import activation_params
+
+    params = activation_params(lo, hi)
+    scale, zero_point = float(params.scale[0]), int(params.zero_point[0])
+    if grids is None:
+        return scale, zero_point
+    short = float(short_scale(scale, grids.activation_scale_bits, up=True))
+    return short, int(np.clip(round(-128 - min(lo, 0.0) / short), -128, 127))
+
+
+def int8_reference(source: str, path: str, calibration: np.ndarray, grids: CompactGrids | None = None) -> None:
     """Write ``source`` (an ONNX model on int8 grids, see ``on_int8_grids``) as the QDQ model of
     its int8 computation: QuantizeLinear/DequantizeLinear on the input and on every activation
     the int8 model holds, with the converter's parameters for the range observed on
-    ``calibration`` (PACT's ``[0, alpha]`` grids kept), and biases on their int32 grids.
-    ``convert`` takes these parameters as they are; onnxruntime runs the same arithmetic in
-    float, so the two differ only where float rounding tips a value across a rounding boundary."""
+    ``calibration`` (PACT's ``[0, alpha]`` grids kept), and biases on their int32 grids (both
+    made short by ``grids``). ``convert`` takes these parameters as they are; onnxruntime runs
+    the same arithmetic in float, so the two differ only where float rounding tips a value
+    across a rounding boundary."""
     import onnx
-
-    from edgekit.converters.quant.quantizer import activation_params
 
     model = onnx.load(source)
     names = _int8_tensors(model.graph)
     for name, (lo, hi) in _observed_ranges(model, names, np.asarray(calibration, np.float32)).items():
-        params = activation_params(lo, hi)
-        _add_qdq(model.graph, name, float(params.scale[0]), int(params.zero_point[0]))
-    _biases_on_int8_grids(model.graph)
+        _add_qdq(model.graph, name, *_activation_grid(lo, hi, grids))
+    _biases_on_int8_grids(model.graph, grids)
     onnx.checker.check_model(model)
     onnx.save(model, path)
 
@@ -495,6 +643,7 @@ def train_lowbit(
 
 __all__ = [
     "ACTIVATIONS",
+    "CompactGrids",
     "FORWARD_WITH_WEIGHT",
     "PACT",
     "WEIGHT_QUANTIZERS",
@@ -508,6 +657,7 @@ __all__ = [
     "lowbit_weights",
     "pact_activations",
     "pact_alphas",
+    "short_scale",
     "train_lowbit",
     "weighted_layers",
 ]

@@ -235,16 +235,21 @@ def int8_references(digits, converted, pact_model, tmp_path_factory):
     x_tr = digits[0]
     work = tmp_path_factory.mktemp("qdq")
     models = {method: found[0] for method, found in converted.items()} | {"pact": pact_model}
+    models["binary, converter's grids"] = converted["binary"][0]
     exported = {}
     for name, model in models.items():
         onnx_path, tflite_path = work / f"{name}.onnx", work / f"{name}.tflite"
-        export_lowbit(model, EXAMPLE, str(onnx_path), calibration=x_tr[:100])
+        compact = name != "binary, converter's grids"
+        export_lowbit(model, EXAMPLE, str(onnx_path), calibration=x_tr[:100], compact=compact)
         assert convert(str(onnx_path), tflite_path, quantize="int8").partitions == 1
         exported[name] = (onnx_path, tflite_path)
     return exported
 
 
-@pytest.mark.parametrize(("name", "equal_share"), [("binary", 0.99), ("ttq", 0.99), ("pact", 0.85)])
+@pytest.mark.parametrize(
+    ("name", "equal_share"),
+    [("binary", 0.99), ("ttq", 0.99), ("ternary", 0.99), ("pact", 0.85), ("binary, converter's grids", 0.99)],
+)
 def test_qdq_export_agrees_with_onnxruntime_bit_for_bit(digits, int8_references, name, equal_share):
     _, x_te, _, y_te, _ = digits
     onnx_codes, tflite_codes = _int8_output_codes(*int8_references[name], x_te)
@@ -290,3 +295,72 @@ def test_ttq_with_layer_scales_puts_every_channel_on_the_same_codes(digits, tmp_
         k = min(abs(v) for v in values if v)
         assert values <= {-127, -k, 0, k, 127}
         assert all(len(np.unique(c)) <= 3 for c in _channels(graph, node))
+
+
+def _short_mantissa(scales, bits: int) -> bool:
+    """Every float32 in ``scales`` holds at most ``bits`` significant bits."""
+    raw = np.asarray(scales, np.float32).view(np.uint32)
+    return bool(np.all(raw & np.uint32((1 << (24 - bits)) - 1) == 0))
+
+
+def _layer_constants(graph):
+    """(layer, weight tensor, bias tensor, output tensor) of each weighted layer."""
+    for node in _weighted(graph):
+        w_index, _, b_index = WEIGHTED[node.op]
+        yield (
+            node,
+            graph.tensors[node.inputs[w_index]],
+            graph.tensors[node.inputs[b_index]],
+            graph.tensors[node.outputs[0]],
+        )
+
+
+@pytest.mark.parametrize("method", ["binary", "ternary", "ttq"])
+def test_compact_export_puts_scales_and_biases_on_short_grids(int8_references, method):
+    """What the package's xz then stores for nothing: float32 scales whose low 16 mantissa bits
+    are zero (weights: bfloat16; activations: powers of two, so each bias scale too), one
+    weight scale for every channel of a low-bit layer read through ReLU, and biases on every
+    2**k-th point of their int32 grid. The bit-for-bit agreement with onnxruntime is
+    test_qdq_export_agrees_with_onnxruntime_bit_for_bit."""
+    graph = read_graph(int8_references[method][1].read_bytes())
+    plain = read_graph(int8_references["binary, converter's grids"][1].read_bytes())
+    assert not all(_short_mantissa(w.quant.scale, 8) for _, w, _, _ in _layer_constants(plain))
+    activations = [t.quant.scale for t in graph.tensors.values() if t.quant is not None and t.data is None]
+    assert all(_short_mantissa(s, 1) for s in activations)
+    for node, weight, bias, output in _layer_constants(graph):
+        assert _short_mantissa(weight.quant.scale, 8) and _short_mantissa(bias.quant.scale, 8), node.name
+        steps = np.floor(np.log2(float(output.quant.scale[0]) / np.asarray(bias.quant.scale, np.float64))) - 4
+        assert np.all(bias.data.astype(np.int64) % (2 ** np.maximum(steps, 0)).astype(np.int64) == 0), node.name
+    counts = distinct_weight_values(graph)
+    first, conv, depthwise, pointwise, last = _weighted(graph)
+    assert [counts[n.name] for n in (conv, depthwise, pointwise)] == [2 if method == "binary" else 3] * 3
+    for node in (conv, pointwise):  # read through ReLU by a depthwise / an int8 layer
+        assert len(np.unique(graph.tensors[node.inputs[WEIGHTED[node.op][0]]].quant.scale)) == 1, node.name
+    assert len(np.unique(graph.tensors[depthwise.inputs[1]].quant.scale)) > 1  # ReLU6 keeps its factors
+
+
+def test_compact_export_makes_the_package_smaller(int8_references):
+    import lzma
+
+    compact, plain = (int8_references[k][1].read_bytes() for k in ("binary", "binary, converter's grids"))
+    assert len(lzma.compress(compact)) < 0.9 * len(lzma.compress(plain))
+
+
+def test_moving_channel_scales_keeps_what_the_model_computes(digits, converted):
+    import copy
+
+    from edgekit.converters.torch import fold_batchnorm
+    from edgekit.converters.torch_lowbit import _move_channel_scales
+
+    x = torch.from_numpy(digits[1])
+    kept = fold_batchnorm(deployable(converted["binary"][0]))
+    moved = copy.deepcopy(kept)
+    _move_channel_scales(moved)
+    with torch.no_grad():
+        assert torch.allclose(moved(x), kept(x), rtol=1e-5, atol=1e-5)
+    for conv, reader in (("features.3", "features.6"), ("features.9", "classifier")):  # read through ReLU
+        levels = moved.get_submodule(conv).weight.detach().abs().flatten(1).amax(1)
+        assert torch.all(levels == levels[0])  # one level for every channel...
+        assert not torch.equal(moved.get_submodule(reader).weight, kept.get_submodule(reader).weight)  # moved here
+    levels = moved.features[6].weight.detach().abs().flatten(1).amax(1)  # ReLU6 after: kept
+    assert len(torch.unique(levels)) > 1
