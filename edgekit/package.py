@@ -10,6 +10,7 @@ read."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -283,6 +284,17 @@ def verify(
     raise PackageError("package signature does not verify with the fleet's package key: refusing it")
 
 
+def _manifest_object(data: bytes | str) -> dict:
+    """A manifest's text as a JSON object, or PackageError."""
+    try:
+        manifest = json.loads(data)
+    except (ValueError, RecursionError) as exc:  # ValueError: bad JSON or UTF-8, an integer of 4,300+ digits
+        raise PackageError(f"the package manifest is not JSON: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise PackageError(f"the package manifest is a JSON {type(manifest).__name__}, not an object")
+    return manifest
+
+
 def read_manifest(path: str | os.PathLike) -> dict:
     """The manifest of a (verified) package, read without unpacking anything else."""
     try:
@@ -290,46 +302,70 @@ def read_manifest(path: str | os.PathLike) -> dict:
             member = tar.getmember(MANIFEST)
             if not member.isfile() or member.size > 1 << 20:
                 raise PackageError("package manifest is not a small regular file")
-            manifest = json.loads(tar.extractfile(member).read())
+            data = tar.extractfile(member).read()
     except (tarfile.TarError, lzma.LZMAError, EOFError, KeyError, OSError, ValueError) as exc:
         raise PackageError(f"cannot read the package manifest: {exc}") from None
-    if not isinstance(manifest, dict) or manifest.get("schema") != MANIFEST_SCHEMA:
+    manifest = _manifest_object(data)
+    if manifest.get("schema") != MANIFEST_SCHEMA:
         raise PackageError(f"package manifest has an unknown schema (this side reads {MANIFEST_SCHEMA})")
     return manifest
+
+
+# errors creating a member that the archive's names cause (a file "a" and a member "a/b", a name
+# too long): the package is bad. Others (a full disk or quota, a read-only or failing disk) are the device's.
+NAME_ERRNOS = frozenset({errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.EINVAL, errno.EILSEQ})
 
 
 def unpack(path: str | os.PathLike, destination: str | os.PathLike, max_member_bytes: int = MAX_PACKAGE_BYTES) -> dict:
     """Extract a verified package into ``destination`` (must not exist); returns the manifest.
     ``max_member_bytes`` bounds each member and all of them together, so a small compressed
-    archive cannot fill the device's disk."""
+    archive cannot fill the device's disk. The manifest's model must be one of the members."""
     destination = Path(destination)
     try:
         with _open_archive(Path(path)) as tar:
             members = tar.getmembers()
-            names = set()
-            total = sum(m.size for m in members)
-            if total > max_member_bytes:
-                raise PackageError(f"package unpacks to {total} bytes, over the {max_member_bytes}-byte limit")
-            for m in members:
-                target = (destination / m.name).resolve()
-                if not m.isfile():
-                    raise PackageError(f"package member {m.name!r} is not a regular file (links are refused)")
-                if m.name.startswith("/") or ".." in Path(m.name).parts or destination.resolve() not in target.parents:
-                    raise PackageError(f"package member {m.name!r} would land outside the package folder")
-                if m.size > max_member_bytes:
-                    raise PackageError(f"package member {m.name!r} is {m.size} bytes, over the limit")
-                names.add(m.name)
-            if MANIFEST not in names:
-                raise PackageError("package has no manifest.json")
+            files = _checked_members(members, destination, max_member_bytes)
             destination.mkdir(parents=True)
             for m in members:
-                source = tar.extractfile(m)
-                (destination / m.name).parent.mkdir(parents=True, exist_ok=True)
-                (destination / m.name).write_bytes(source.read())
+                _extract(tar, m, destination)
     except (tarfile.TarError, lzma.LZMAError, EOFError) as exc:
         raise PackageError(f"package is not a readable archive: {exc}") from None
-    manifest = json.loads((destination / MANIFEST).read_text())
-    model = destination / manifest.get("model", "")
-    if not model.is_file() or hashlib.sha256(model.read_bytes()).hexdigest() != manifest.get("model_sha256"):
+    manifest = _manifest_object((destination / MANIFEST).read_bytes())
+    model = manifest.get("model")
+    if not isinstance(model, str) or (destination / model).resolve() not in files:
+        raise PackageError(f"the package manifest's model {str(model)[:80]!r} is not one of the package's files")
+    if hashlib.sha256((destination / model).read_bytes()).hexdigest() != manifest.get("model_sha256"):
         raise PackageError("the model inside the package does not match its manifest")
     return manifest
+
+
+def _checked_members(members: list[tarfile.TarInfo], destination: Path, max_member_bytes: int) -> set[Path]:
+    """Where each member will land, once every one is a regular file inside ``destination``
+    within the size limits and the manifest is among them; PackageError otherwise."""
+    total = sum(m.size for m in members)
+    if total > max_member_bytes:
+        raise PackageError(f"package unpacks to {total} bytes, over the {max_member_bytes}-byte limit")
+    files = set()
+    for m in members:
+        target = (destination / m.name).resolve()
+        if not m.isfile():
+            raise PackageError(f"package member {m.name!r} is not a regular file (links are refused)")
+        if m.name.startswith("/") or ".." in Path(m.name).parts or destination.resolve() not in target.parents:
+            raise PackageError(f"package member {m.name!r} would land outside the package folder")
+        if m.size > max_member_bytes:
+            raise PackageError(f"package member {m.name!r} is {m.size} bytes, over the limit")
+        files.add(target)
+    if (destination / MANIFEST).resolve() not in files:
+        raise PackageError("package has no manifest.json")
+    return files
+
+
+def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, destination: Path) -> None:
+    target = destination / member.name
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(tar.extractfile(member).read())
+    except OSError as exc:
+        if exc.errno not in NAME_ERRNOS:
+            raise
+        raise PackageError(f"package member {member.name!r} cannot be unpacked: {exc.strerror}") from None

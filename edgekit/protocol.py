@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from dataclasses import dataclass
 from enum import Enum
@@ -58,6 +59,22 @@ TYPES: dict[str, tuple[type, ...]] = {
 }
 WHOLE_NUMBERS = ("seq", "count", "size", "errors")  # 0 .. MAX_WHOLE wherever they appear
 STATUS_STATES = ("online", "offline")
+
+# A deployment (rollout) id: what a device accepts in a deploy (it reaches the device's state and
+# logs) and the manager's API takes as a path segment. The one rule both sides apply.
+ID_MAX = 64
+SAFE_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{ID_MAX - 1}}}")
+SAFE_ID_RULE = f"1 to {ID_MAX} characters of A-Z a-z 0-9 . _ -, the first a letter or digit"
+
+
+def safe_id(text: str, suffix: str = "") -> str:
+    """An id SAFE_ID accepts, made from ``text`` and ending in ``suffix``: characters the rule
+    refuses become ``_``, leading punctuation goes, ``text`` is cut so the whole fits."""
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", text).lstrip("._-") or "deployment"
+    result = stem[: ID_MAX - len(suffix)] + suffix
+    if not SAFE_ID.fullmatch(result):  # only a suffix outside the rule gets here
+        raise ValueError(f"cannot make an id ending in {suffix!r}: ids are {SAFE_ID_RULE}")
+    return result
 
 
 class Step(str, Enum):

@@ -36,13 +36,14 @@ from pathlib import Path
 from edgekit import package
 from edgekit.agent.trust import UpdateTrust
 from edgekit.errors import FleetError, PackageError
-from edgekit.protocol import ProtocolError, Step
+from edgekit.protocol import SAFE_ID, ProtocolError, Step
 
 log = logging.getLogger("edgekit.agent")
 
 CHUNK = 1 << 16
 STALL_S = 30.0  # no byte for this long: the connection is dead
 DOWNLOAD_ATTEMPTS = 4  # with backoff 1, 2, 4 s between them, each resuming where the last stopped
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # the disk or the user's quota: the download and the slot are removed
 
 
 def download_deadline(size: int) -> float:
@@ -107,7 +108,6 @@ class Deployment:
             raise ProtocolError(f"deploy url host {url.hostname!r} is not one of the fleet's {sorted(allowed_hosts)}")
 
 
-SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 SAFE_NAME_OR_EMPTY = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9._+-]{0,127})?")
 HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -273,11 +273,15 @@ class Slots:
             self._fail(d, report, str(exc), give_up=False)
             return False
         except OSError as exc:  # network or disk: the retained desired state retries it later
-            if exc.errno == errno.ENOSPC:
+            if exc.errno in DISK_FULL:
                 archive.unlink(missing_ok=True)  # the partial download or the unpacked archive: its space back
                 self._discard_unfinished_slot()
                 exc = OSError(exc.errno, f"no space left on the device for the package: {_space(d, archive)}")
             self._fail(d, report, f"{exc.strerror or exc}", give_up=False)
+            return False
+        except Exception as exc:  # a fault of this agent's: reported, the previous model keeps serving
+            log.exception("deployment %s failed unexpectedly", d.id)
+            self._fail(d, report, f"unexpected error: {type(exc).__name__}: {exc}", give_up=False)
             return False
         self._switch(d, slot, manifest)
         report(d.id, Step.SWITCHED, {"slot": slot})
@@ -467,7 +471,7 @@ class Slots:
                 self._fetch(d, path, have, deadline)
                 return
             except (OSError, http.client.HTTPException) as exc:
-                if isinstance(exc, Superseded) or getattr(exc, "errno", None) == errno.ENOSPC:
+                if isinstance(exc, Superseded) or getattr(exc, "errno", None) in DISK_FULL:
                     raise
                 if attempt + 1 == DOWNLOAD_ATTEMPTS or time.monotonic() > deadline:
                     raise OSError(f"download failed after {attempt + 1} attempt(s): {exc}") from None

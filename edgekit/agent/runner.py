@@ -228,7 +228,13 @@ class Agent:
                 deployment = Deployment.from_message(payload, self.package_hosts)
             except protocol.ProtocolError as exc:
                 self.rejected += 1
-                log.warning("refused a deploy message: %s", exc)
+                deployment_id = payload["deployment"]  # a str: protocol.validate checked its type
+                if self.verifier is not None and SAFE_ID.fullmatch(deployment_id):
+                    # signed by the manager, and an id safe to echo: say why, or the rollout waits on silence
+                    reason = f"refused the deploy message: {exc}"
+                    self._progress(deployment_id, protocol.Step.FAILED, {"reason": reason})
+                else:
+                    log.warning("refused a deploy message: %s", exc)
                 return
             threading.Thread(target=self._deploy, args=(deployment,), daemon=True).start()
         elif channel == "cmd":

@@ -21,7 +21,7 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
-from edgekit import __version__, package
+from edgekit import __version__, package, protocol
 from edgekit.errors import EdgekitError
 from edgekit.fleet import console
 from edgekit.fleet.gates import Gates
@@ -82,7 +82,7 @@ ROUTES = (
         "POST",
         "/api/v1/rollouts",
         "deploy",
-        "Start a rollout: {package, to: [all | tag:NAME | id:DEV,...], canary, waves, gates, fleet}",
+        "Start a rollout: {package, to: [all | tag:NAME | id:DEV,...], canary, waves, gates, fleet, id}",
         changes=True,
         body="application/json",
     ),
@@ -205,7 +205,8 @@ class _ApiHandler(_Handler):
                         self.send_metadata()
                         return
                     query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-                    result = getattr(self.api, route.handler)(self, query=query, **match.groupdict())
+                    params = {k: unquote(v) for k, v in match.groupdict().items()}
+                    result = getattr(self.api, route.handler)(self, query=query, **params)
                     self._json(201 if method == "POST" and route.handler in ("upload", "deploy") else 200, result)
                     return
             raise ApiError(404, f"no route {method} {url.path}; see /openapi.json")
@@ -397,7 +398,7 @@ class FleetApi:
         fleet = request.get("fleet") or query.get("fleet") or self.fleet
         targets = request.get("to") or ["all"]
         devices = self.manager.resolve_targets(fleet, [targets] if isinstance(targets, str) else list(targets))
-        rollout_id = request.get("id") or f"{info['name']}-{info['version']}-{uuid.uuid4().hex[:8]}"
+        rollout_id = _rollout_id(request.get("id"), info)
         deploy = {
             "deployment": rollout_id,
             "package": published[0],
@@ -445,6 +446,16 @@ class FleetApi:
 
     def openapi(self, handler, query: dict) -> dict:
         return openapi()
+
+
+def _rollout_id(given, info: dict) -> str:
+    """The id a deploy request gives, which every device must accept (protocol.SAFE_ID), or one
+    made from the package's name and version (whatever characters those hold) and a random part."""
+    if given is None:
+        return protocol.safe_id(f"{info['name']}-{info['version']}", suffix=f"-{uuid.uuid4().hex[:8]}")
+    if not isinstance(given, str) or not protocol.SAFE_ID.fullmatch(given):
+        raise ApiError(400, f"rollout id {str(given)[:80]!r} is not valid: an id is {protocol.SAFE_ID_RULE}")
+    return given
 
 
 def serve_api(

@@ -14,6 +14,11 @@ PUBLIC_PATHS = ("/tuf/", "/packages/", "/openapi.json")  # what devices fetch: n
 NEEDS_TOKEN = "the fleet API needs its token: --token, $EDGEKIT_FLEET_TOKEN or the DB.token file"
 
 
+def _segment(value: str) -> str:
+    """One path segment of a URL: every reserved character quoted, '/' too (the API unquotes it)."""
+    return urllib.parse.quote(value, safe="")
+
+
 class FleetClient:
     def __init__(self, url: str, token: str | None = None, fleet: str = "default", timeout: float = 60.0) -> None:
         parts = urllib.parse.urlsplit(url)
@@ -52,7 +57,7 @@ class FleetClient:
         return self._call("GET", "/api/v1/devices", tag=tag)
 
     def telemetry(self, device: str, last: int = 10) -> list[dict]:
-        return self._call("GET", f"/api/v1/devices/{urllib.parse.quote(device)}/telemetry", last=last)
+        return self._call("GET", f"/api/v1/devices/{_segment(device)}/telemetry", last=last)
 
     def packages(self) -> list[dict]:
         return self._call("GET", "/api/v1/packages")
@@ -110,10 +115,10 @@ class FleetClient:
         return self._call("GET", "/api/v1/rollouts")
 
     def rollout(self, rollout_id: str) -> dict:
-        return self._call("GET", f"/api/v1/rollouts/{urllib.parse.quote(rollout_id)}")
+        return self._call("GET", f"/api/v1/rollouts/{_segment(rollout_id)}")
 
     def events(self, rollout_id: str, since: float = 0.0) -> list[dict]:
-        return self._call("GET", f"/api/v1/rollouts/{urllib.parse.quote(rollout_id)}/events", since=repr(since))
+        return self._call("GET", f"/api/v1/rollouts/{_segment(rollout_id)}/events", since=repr(since))
 
     def control(self, rollout_id: str, action: str) -> dict:
-        return self._call("POST", f"/api/v1/rollouts/{urllib.parse.quote(rollout_id)}/{action}", b"{}")
+        return self._call("POST", f"/api/v1/rollouts/{_segment(rollout_id)}/{_segment(action)}", b"{}")

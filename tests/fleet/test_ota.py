@@ -3,10 +3,16 @@ leaves a consistent, working model after restart."""
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import io
 import json
+import os
 import signal
 import subprocess
 import sys
+import tarfile
+from pathlib import Path
 
 import pytest
 
@@ -86,6 +92,78 @@ def test_bad_packages_never_serve(tmp_path, server, keys, models):
     unlisted.package = "fc-5.tar"  # a package the signed targets metadata does not name
     assert not slots.deploy(unlisted, log) and slots.current()["version"] == "1"
     assert "not in the fleet's signed targets metadata" in log.details[-1][1]["reason"]
+
+
+def _hand_made_deployment(tmp_path, server, members: list[tuple[str, bytes]], version: str, dep_id: str):
+    """A plain tar of ``members``, published in the fleet's signed targets as fc ``version``: what
+    a careless (or hostile) holder of the package key can make devices download and unpack."""
+    path = tmp_path / f"fc-{version}.tar"
+    with tarfile.open(path, "w") as tar:
+        for name, payload in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    server.publish(package.PackageInfo(path, digest, len(data), b"", {"name": "fc", "version": version}))
+    return Deployment(dep_id, path.name, digest, len(data), f"{server.base}{digest}.tar", "fc", version)
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        [("manifest.json", b"{not json")],
+        [("manifest.json", b"[1, 2]")],
+        [("manifest.json", b"{}"), ("a", b"x"), ("a/b", b"y")],
+    ],
+    ids=["not-json", "a-list", "file-and-folder"],
+)
+def test_a_package_that_cannot_be_unpacked_fails_and_is_given_up(tmp_path, server, members):
+    """Red team finding 9: each of these escaped as JSONDecodeError, AttributeError or an OSError
+    (read as disk trouble: retried at every redelivery), or unpacked; now each ends in `failed`,
+    is given up, and leaves no half-made slot behind."""
+    slots, log = Slots(tmp_path / "device", server.trust(tmp_path / "device")), Log()
+    d = _hand_made_deployment(tmp_path, server, members, "5", "bad-5")
+    assert not slots.deploy(d, log)
+    assert log.steps[-1] == "failed" and "package" in log.details[-1][1]["reason"]
+    state = slots.state()
+    assert state["pending"] is None and state["given_up"] == ["bad-5"] and state["current"] is None
+    assert list((tmp_path / "device" / "slots" / "a").glob("*")) == []
+    assert list((tmp_path / "device" / "downloads").iterdir()) == []
+    assert not slots.deploy(d, log) and log.steps.count("downloading") == 1  # not retried
+
+
+def test_a_manifest_naming_a_model_outside_the_package_never_serves(tmp_path, server, models):
+    """Red team finding 9(a): a package whose manifest names a working model elsewhere on the
+    device (here planted next to the slots) passed unpack and the health check, and served."""
+    slots, log = Slots(tmp_path / "device", server.trust(tmp_path / "device")), Log()
+    planted = tmp_path / "device" / "planted.tflite"
+    planted.write_bytes(models[0].read_bytes())
+    manifest = {"schema": 1, "name": "fc", "version": "5", "model": "../../planted.tflite"}
+    manifest["model_sha256"] = hashlib.sha256(planted.read_bytes()).hexdigest()
+    d = _hand_made_deployment(tmp_path, server, [("manifest.json", json.dumps(manifest).encode())], "5", "out-5")
+    assert not slots.deploy(d, log) and slots.current() is None
+    assert log.steps[-1] == "failed" and "not one of the package's files" in log.details[-1][1]["reason"]
+    assert slots.state()["given_up"] == ["out-5"]
+
+
+def test_a_full_quota_mid_unpack_is_disk_trouble_retried_later(tmp_path, server, keys, models, monkeypatch):
+    """EDQUOT is a full disk for this user: the archive and the half-made slot go (their space
+    back), the deployment fails saying so, and is not given up (the desired state retries it)."""
+    slots, log = Slots(tmp_path / "device", server.trust(tmp_path / "device")), Log()
+    d = _deployment(tmp_path, server, keys, models[0], version="1")
+
+    def quota_exceeded(archive, destination, **limits):
+        Path(destination).mkdir(parents=True)
+        (Path(destination) / "manifest.json").write_text("{}")
+        raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
+
+    monkeypatch.setattr(package, "unpack", quota_exceeded)
+    assert not slots.deploy(d, log)
+    assert log.steps[-1] == "failed" and "no space left" in log.details[-1][1]["reason"]
+    assert slots.state()["given_up"] == [] and slots.state()["pending"] is None
+    assert not (tmp_path / "device" / "slots" / "a").exists()
+    assert list((tmp_path / "device" / "downloads").iterdir()) == []
 
 
 AGENT = """

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import io
 import json
 import lzma
+import os
 import subprocess
 import sys
 import tarfile
@@ -226,3 +229,95 @@ def test_a_package_with_an_old_format_manifest_still_verifies_and_unpacks(tmp_pa
     new = package.build(models[0], tmp_path / "new.tar", name="fc", version="2", signing_key=keys[0])
     assert package.io_differences(unpacked["io"], new.manifest["io"]) == []
     assert package.manifest_signature(new.manifest).differences(old) == []
+
+
+def _archive_of(path, members: list[tuple[str, bytes]]):
+    """A plain tar of regular files, in this order (what a hand-made or hostile package holds)."""
+    with tarfile.open(path, "w") as tar:
+        for name, payload in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    return path
+
+
+def _manifest_naming(model: str, data: bytes) -> bytes:
+    digest = hashlib.sha256(data).hexdigest()
+    return json.dumps({"schema": 1, "name": "m", "version": "2", "model": model, "model_sha256": digest}).encode()
+
+
+@pytest.mark.parametrize(
+    ("model", "members"),
+    [
+        ("../state/secret.bin", []),  # a file outside the slot whose sha256 the manifest knows
+        ("SECRET", []),  # an absolute path (filled in below)
+        ("sub", [("sub/m.tflite", b"TFL3")]),  # a folder the members make
+        ("m.tflite", []),  # no such member
+        (None, []),  # not a name at all
+    ],
+)
+def test_the_manifests_model_must_be_one_of_the_packages_files(tmp_path, model, members):
+    """Red team finding 9(a): a manifest whose model lay outside the package unpacked fine; the
+    health check and the agent would then have run that file."""
+    secret = tmp_path / "state" / "secret.bin"
+    secret.parent.mkdir()
+    secret.write_bytes(b"not in the package")
+    model = str(secret) if model == "SECRET" else model
+    manifest = _manifest_naming(model, secret.read_bytes()) if model else json.dumps({"model": model}).encode()
+    archive = _archive_of(tmp_path / "p.tar", [("manifest.json", manifest), *members])
+    with pytest.raises(PackageError, match="model .* is not one of the package's files"):
+        package.unpack(archive, tmp_path / "slot")
+
+
+def test_a_model_in_a_subfolder_of_the_package_unpacks(tmp_path):
+    data = b"TFL3 pretend model"
+    archive = _archive_of(
+        tmp_path / "p.tar", [("manifest.json", _manifest_naming("sub/m.tflite", data)), ("sub/m.tflite", data)]
+    )
+    assert package.unpack(archive, tmp_path / "slot")["model"] == "sub/m.tflite"
+
+
+@pytest.mark.parametrize(
+    ("manifest", "message"),
+    [
+        (b"{not json", "not JSON"),
+        (b"\xff\xfe\x00{", "not JSON"),
+        (b"[1, 2]", "JSON list, not an object"),
+        (b"7", "JSON int"),
+    ],
+)
+def test_a_manifest_that_is_no_json_object_is_a_package_error(tmp_path, manifest, message):
+    """Red team finding 9(b): JSONDecodeError and AttributeError escaped unpack, which the agent's
+    Slots.deploy does not catch: no `failed` progress, the deployment stuck at `verified`."""
+    archive = _archive_of(tmp_path / "p.tar", [("manifest.json", manifest)])
+    with pytest.raises(PackageError, match=message):
+        package.unpack(archive, tmp_path / "slot")
+    with pytest.raises(PackageError, match=message):
+        package.read_manifest(archive)
+
+
+@pytest.mark.parametrize("order", [("a", "a/b"), ("a/b", "a")])
+def test_members_that_cannot_both_exist_are_a_package_error(tmp_path, order):
+    """Red team finding 9(c): a file `a` and a member `a/b` raised FileExistsError, which the agent
+    takes for disk trouble and retries forever; the package is what is wrong."""
+    archive = _archive_of(tmp_path / "p.tar", [("manifest.json", b"{}"), *((name, b"x") for name in order)])
+    with pytest.raises(PackageError, match="cannot be unpacked"):
+        package.unpack(archive, tmp_path / "slot")
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO])
+def test_the_devices_own_disk_errors_stay_os_errors(tmp_path, monkeypatch, code):
+    """A full disk or quota, a read-only or failing disk: not the package's fault, so not a
+    PackageError (the agent frees the space, reports and retries the desired state later)."""
+    data = b"TFL3 pretend model"
+    archive = _archive_of(
+        tmp_path / "p.tar", [("manifest.json", _manifest_naming("m.tflite", data)), ("m.tflite", data)]
+    )
+
+    def failing_write(self, payload):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(package.Path, "write_bytes", failing_write)
+    with pytest.raises(OSError) as raised:
+        package.unpack(archive, tmp_path / "slot")
+    assert raised.value.errno == code and not isinstance(raised.value, PackageError)
