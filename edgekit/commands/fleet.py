@@ -119,8 +119,12 @@ def _add_deploy(sub) -> None:
     deploy.add_argument("--to", nargs="+", default=["all"], help="all | tag:NAME | id:DEV[,DEV] (several allowed)")
     deploy.add_argument("--canary", default="5%", help="canary group share (at least one device)")
     deploy.add_argument("--waves", default="25,50,100", help="cumulative wave shares in percent")
-    deploy.add_argument("--max-failures", default="10%", help="abort and roll back past this share of failures")
-    deploy.add_argument("--max-error-rate", help="gate: invocation error rate on the new model, e.g. 2%%")
+    deploy.add_argument(
+        "--max-failures",
+        default="10%",
+        help="abort and roll back past this share of devices failed (or over --max-error-rate)",
+    )
+    deploy.add_argument("--max-error-rate", help="gate: each device's invocation error rate on the new model, e.g. 2%%")
     deploy.add_argument("--max-latency-regression", type=float, help="gate: p90 new/old, e.g. 1.2")
     deploy.add_argument("--max-power-w", type=float, help="gate: median watts on the new model")
     deploy.add_argument(

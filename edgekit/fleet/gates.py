@@ -19,14 +19,14 @@ from edgekit.errors import InputError
 
 @dataclass(frozen=True)
 class Gates:
-    max_failures: float = 0.1  # share of a wave's devices whose deployment failed
-    max_error_rate: float | None = None  # failed / all invocations on the new model
+    max_failures: float = 0.1  # share of a wave's devices whose deployment failed (or error rate is over the limit)
+    max_error_rate: float | None = None  # per device: failed / all its invocations on the new model
     max_latency_regression: float | None = None  # p90 new / p90 before (1.2 = 20% slower allowed)
     max_power_w: float | None = None  # median watts on the new model
     power_measured_only: bool = False  # judge power on sensor readings alone, not on estimates
     telemetry_windows: int = 3  # windows per device on the new model, after its switch, before a verdict
     min_invocations: int = 30  # ... holding at least this many invocations per device
-    wave_timeout_s: float = 900.0  # then unfinished devices stop blocking (they get it when they return)
+    wave_timeout_s: float = 900.0  # then unfinished devices stop blocking if one of the wave committed
 
     @classmethod
     def from_dict(cls, values: dict | None) -> Gates:
@@ -80,10 +80,19 @@ class Verdict:
 
 @dataclass(frozen=True)
 class Evidence:
-    """What a wave's telemetry gates judge, from the wave's devices only."""
+    """What a wave's telemetry gates judge, from the wave's devices only, per device: a device
+    can lie about itself, so a gate that adds devices up must not let one outweigh the rest."""
 
-    new: list[dict]  # windows on the new model, started after the device switched, with invocations
-    previous: list[dict]  # windows on any other model: the baseline
+    new_by_device: dict[str, list[dict]]  # windows on the new model, started after the switch, with invocations
+    previous_by_device: dict[str, list[dict]]  # windows on any other model: the baseline
+
+    @property
+    def new(self) -> list[dict]:
+        return [w for ws in self.new_by_device.values() for w in ws]
+
+    @property
+    def previous(self) -> list[dict]:
+        return [w for ws in self.previous_by_device.values() for w in ws]
 
 
 @dataclass
@@ -113,24 +122,45 @@ def gate(limit: str):
 
 @gate("max_error_rate")
 def error_rate(gates: Gates, evidence: Evidence) -> Finding:
+    # each device's own rate, so a device that reports a billion good invocations speaks for
+    # itself only; like failed deployments, more devices over the limit than the max_failures
+    # share fail the gate. The figure is the rate that decides: the highest once the devices
+    # max_failures tolerates are set aside.
+    rates = {d: _error_rate(ws) for d, ws in evidence.new_by_device.items() if _sum_invocations(ws)}
+    if not rates:
+        return Finding(figures={"error_rate": 0.0})
+    allowed = max(k for k in range(len(rates) + 1) if k / len(rates) <= gates.max_failures)
+    ranked = sorted(rates, key=rates.get, reverse=True)
+    rate = rates[ranked[min(allowed, len(ranked) - 1)]]
+    finding = Finding(figures={"error_rate": rate})
+    over = [d for d in ranked if rates[d] > gates.max_error_rate]
+    if len(over) > allowed:
+        finding.failures.append(
+            f"error rate {rate:.1%} > {gates.max_error_rate:.1%} on {len(over)} of {len(rates)} devices "
+            f"({', '.join(f'{d} {rates[d]:.1%}' for d in over[:5])}; max_failures allows {allowed})"
+        )
+    return finding
+
+
+def _error_rate(windows: list[dict]) -> float:
     # a window's count is the invocations that succeeded (timed by the Session's hooks);
     # errors are the ones that raised, so the rate is errors over both
-    errors = sum(w.get("errors", 0) for w in evidence.new)
-    invocations = sum(w.get("count", 0) for w in evidence.new) + errors
-    rate = errors / invocations if invocations else 0.0
-    finding = Finding(figures={"error_rate": rate})
-    if invocations and rate > gates.max_error_rate:
-        finding.failures.append(f"error rate {rate:.1%} > {gates.max_error_rate:.1%}")
-    return finding
+    return sum(int(w.get("errors", 0) or 0) for w in windows) / _sum_invocations(windows)
 
 
 @gate("max_latency_regression")
 def latency_regression(gates: Gates, evidence: Evidence) -> Finding:
-    p90_new = [w["latency"]["p90_ms"] for w in evidence.new if w.get("latency")]
-    p90_old = [w["latency"]["p90_ms"] for w in evidence.previous if w.get("latency")]
+    # one vote per device (the median of its own windows), then the median of the votes: a device
+    # sending many windows outweighs nobody
+    p90_new = _device_medians(evidence.new_by_device, lambda w: (w.get("latency") or {}).get("p90_ms"))
+    p90_old = _device_medians(evidence.previous_by_device, lambda w: (w.get("latency") or {}).get("p90_ms"))
     finding = Finding()
     if not p90_old:
         finding.missing.append("no verdict on latency: the wave's devices sent no p90 on the previous version")
+    elif statistics.median(p90_old) <= 0:  # nothing to divide by: no baseline, never a pass
+        finding.missing.append(
+            "no verdict on latency: the previous version's median p90 is 0 ms, nothing to compare against"
+        )
     elif p90_new:
         ratio = statistics.median(p90_new) / statistics.median(p90_old)
         finding.figures["p90_ratio"] = ratio
@@ -143,21 +173,40 @@ def latency_regression(gates: Gates, evidence: Evidence) -> Finding:
 
 @gate("max_power_w")
 def power(gates: Gates, evidence: Evidence) -> Finding:
-    readings = [w["power"] for w in evidence.new if w.get("power") and w["power"].get("watts") is not None]
+    def reading(window: dict) -> float | None:
+        measured = window.get("power") or {}
+        if measured.get("watts") is None or (gates.power_measured_only and measured.get("estimated")):
+            return None
+        return measured["watts"]
+
     finding = Finding()
+    windows = [w for w in evidence.new if (w.get("power") or {}).get("watts") is not None]
+    estimated = sum(1 for w in windows if w["power"].get("estimated"))
     if gates.power_measured_only:
-        measured = [r for r in readings if not r.get("estimated")]
-        finding.figures["power_estimates_ignored"] = len(readings) - len(measured)
-        readings = measured
-    if not readings:
+        finding.figures["power_estimates_ignored"] = estimated
+    watts_by_device = _device_medians(evidence.new_by_device, reading)
+    if not watts_by_device:  # no reading is no evidence, never a pass
+        only = " from a sensor (estimates ignored)" if gates.power_measured_only else ""
+        finding.missing.append(f"no verdict on power: the wave's devices sent no power reading{only}")
         return finding
-    estimated = sum(1 for r in readings if r.get("estimated"))
-    watts = statistics.median(r["watts"] for r in readings)
-    finding.figures.update(watts=watts, watts_estimated=estimated)
+    judged = len(windows) - (estimated if gates.power_measured_only else 0)
+    counted = 0 if gates.power_measured_only else estimated
+    watts = statistics.median(watts_by_device)
+    finding.figures.update(watts=watts, watts_estimated=counted)
     if watts > gates.max_power_w:
-        note = f" ({estimated} of {len(readings)} windows estimated, not measured)" if estimated else ""
+        note = f" ({counted} of {judged} windows estimated, not measured)" if counted else ""
         finding.failures.append(f"median power {watts:.2f} W > {gates.max_power_w:.2f} W{note}")
     return finding
+
+
+def _device_medians(by_device: dict[str, list[dict]], value) -> list[float]:
+    """Each device's median of ``value`` over its windows (those that hold one): one per device."""
+    medians = []
+    for windows in by_device.values():
+        values = [v for v in map(value, windows) if v is not None]
+        if values:
+            medians.append(statistics.median(values))
+    return medians
 
 
 def _windows(rows: list[tuple[str, str]]) -> dict[str, list[dict]]:
@@ -169,6 +218,10 @@ def _windows(rows: list[tuple[str, str]]) -> dict[str, list[dict]]:
 
 def _invocations(window: dict) -> int:
     return int(window.get("count", 0)) + int(window.get("errors", 0) or 0)
+
+
+def _sum_invocations(windows: list[dict]) -> int:
+    return sum(_invocations(w) for w in windows)
 
 
 def _started_after(window: dict, switched: float | None) -> bool:
@@ -206,8 +259,7 @@ def judge_telemetry(
     short = [
         d
         for d in devices
-        if len(new.get(d, [])) < gates.telemetry_windows
-        or sum(_invocations(w) for w in new.get(d, [])) < gates.min_invocations
+        if len(new.get(d, [])) < gates.telemetry_windows or _sum_invocations(new.get(d, [])) < gates.min_invocations
     ]
     verdict = Verdict(True, False, [], [], {})
     if short:
@@ -215,7 +267,7 @@ def judge_telemetry(
             f"no verdict yet: {len(short)} of {len(devices)} devices ({', '.join(short[:5])}) have not sent "
             f"{gates.telemetry_windows} windows with {gates.min_invocations} invocations on the new model"
         )
-    evidence = Evidence([w for d in devices for w in new.get(d, [])], [w for d in devices for w in old.get(d, [])])
+    evidence = Evidence({d: new.get(d, []) for d in devices}, {d: old.get(d, []) for d in devices})
     for limit, check in GATES.items():
         if getattr(gates, limit) is not None:
             finding = check(gates, evidence)

@@ -87,6 +87,7 @@ class FleetManager:
         self.host, self.port = host, port
         self._sent: set[tuple[str, str]] = set()
         self._rolled_back: set[tuple[str, str]] = set()
+        self._loop_errors: dict[str, str] = {}  # rollout ("" for the loop) -> the error last logged
 
     def start(self, wait_s: float = 10.0) -> bool:
         """Connect and start the writer and rollout threads; wait up to ``wait_s`` for the broker to
@@ -411,7 +412,7 @@ class FleetManager:
 
     def resume(self, rollout_id: str) -> None:
         self._set_state(rollout_id, RolloutState.RUNNING, "", allowed=(RolloutState.PAUSED,))
-        self._advance(rollout_id)
+        self._advance_or_pause(rollout_id)
 
     def abort(
         self,
@@ -477,6 +478,8 @@ class FleetManager:
         timed_out = time.time() - r["wave_started"] > gates.wave_timeout_s
         if any(steps.get(d) not in FINAL_STEPS for d in targeted) and not timed_out:
             return
+        if not self._wave_has_evidence(r, steps, timed_out):
+            return
         if gates.needs_telemetry and not self._telemetry_gates_pass(r, targeted, steps, timed_out):
             return
         if r["wave"] + 1 < len(r["cuts"]):
@@ -492,6 +495,23 @@ class FleetManager:
             self._event(
                 rollout_id, RolloutState.DONE.value, f"{list(steps.values()).count(Step.COMMITTED)} devices committed"
             )
+
+    def _wave_has_evidence(self, r: dict, steps: dict[str, str], timed_out: bool) -> bool:
+        """A wave passes only if one of its own devices committed: silence is no evidence. Devices
+        still silent at the timeout stop blocking once another committed (they get it when they
+        return); if none did, the rollout pauses saying so (resume waits again, abort stops)."""
+        wave = r["wave"]
+        own = r["devices"][r["cuts"][wave - 1] if wave else 0 : r["cuts"][wave]]
+        if any(steps.get(d) == Step.COMMITTED for d in own):
+            return True
+        silent = [d for d in own if d not in steps]
+        reason = (
+            f"no evidence: none of wave {wave + 1}'s {len(own)} devices committed the new model"
+            + (f"; {len(silent)} never reported a step ({', '.join(silent[:5])})" if silent else "")
+            + (" (wave timeout)" if timed_out else "")
+        )
+        self._set_state(r["id"], RolloutState.PAUSED, reason)
+        return False
 
     def _telemetry_gates_pass(self, r: dict, targeted: list[str], steps: dict[str, str], timed_out: bool) -> bool:
         """Judge the wave's telemetry; a failed gate aborts and rolls back, and a wave that ran out
@@ -535,15 +555,42 @@ class FleetManager:
                 self._event(rollout_id, "device_failed", reason or "(no reason given)", device=device)
 
     def _rollout_loop(self) -> None:
+        """Judge every live rollout twice a second. Nothing one rollout does stops the others or
+        the loop: a rollout whose judgement raises pauses with the error as its reason."""
         while not self._stop.wait(0.5):
-            for (rollout_id,) in self.store.query(
-                "SELECT id FROM rollouts WHERE state=? OR (state IN (?, ?) AND rollback=1)",
-                (RolloutState.RUNNING.value, RolloutState.ABORTED.value, RolloutState.ROLLED_BACK.value),
-            ):
-                try:
-                    self._advance(rollout_id)
-                except Exception:
-                    log.exception("rollout %s", rollout_id)
+            try:
+                due = self.store.query(
+                    "SELECT id FROM rollouts WHERE state=? OR (state IN (?, ?) AND rollback=1)",
+                    (RolloutState.RUNNING.value, RolloutState.ABORTED.value, RolloutState.ROLLED_BACK.value),
+                )
+            except Exception as error:  # the store is down: the next turn tries again
+                self._log_loop_error("", error)
+                continue
+            self._loop_errors.pop("", None)  # the store is back: log its next outage
+            for (rollout_id,) in due:
+                self._advance_or_pause(rollout_id)
+
+    def _advance_or_pause(self, rollout_id: str) -> None:
+        try:
+            self._advance(rollout_id)
+        except Exception as error:
+            self._pause_on_error(rollout_id, error)
+
+    def _pause_on_error(self, rollout_id: str, error: Exception) -> None:
+        self._log_loop_error(rollout_id, error)
+        try:
+            if self._rollout(rollout_id)["state"] == RolloutState.RUNNING:  # resume judges it again
+                reason = f"paused: judging the rollout failed: {type(error).__name__}: {error}"
+                self._set_state(rollout_id, RolloutState.PAUSED, reason)
+        except Exception as again:  # the store itself fails: the next turn tries again
+            self._log_loop_error(rollout_id, again)
+
+    def _log_loop_error(self, rollout_id: str, error: Exception) -> None:
+        """Log an error of the rollout loop with its traceback once, not twice a second."""
+        text = f"{type(error).__name__}: {error}"
+        if self._loop_errors.get(rollout_id) != text:
+            self._loop_errors[rollout_id] = text
+            log.error("rollout loop%s: %s", f" ({rollout_id})" if rollout_id else "", text, exc_info=error)
 
     def prune_telemetry(self, older_than_s: float) -> int:
         """Retention: drop telemetry windows older than this; returns how many went."""

@@ -47,22 +47,37 @@ def test_power_measured_only_ignores_estimates():
     rows.append(w("a", power=power(8.0, estimated=False)))
     verdict = judge_telemetry(gates, NEW, rows, [], ["a", "b"])
     assert not verdict.passed and verdict.reasons == ["median power 6.50 W > 6.00 W"]
-    # only estimates: no verdict on power, and the figures say why
+    # only estimates: no verdict on power (it passed before: a gate without evidence), and the figures say why
     verdict = judge_telemetry(gates, NEW, rows[:2], [], ["a"])
-    assert verdict.passed and verdict.figures == {"power_estimates_ignored": 2}
+    assert not verdict.ready and not verdict.passed and verdict.figures == {"power_estimates_ignored": 2}
+    assert verdict.reasons == [
+        "no verdict on power: the wave's devices sent no power reading from a sensor (estimates ignored)"
+    ]
 
 
 def test_power_under_the_limit_passes():
     rows = [w("a", power=power(4.0)), w("a", power=power(5.5)), w("b", power=power(5.0))]
     verdict = judge_telemetry(G(max_power_w=6.0), NEW, rows, [], ["a", "b"])
     assert verdict.ready and verdict.passed and verdict.reasons == []
-    assert verdict.figures == {"watts": 5.0, "watts_estimated": 3}
+    assert verdict.figures == {"watts": 4.875, "watts_estimated": 3}  # a: 4.75 (its median), b: 5.0
+
+
+def test_one_device_cannot_outvote_its_wave_on_latency_or_power():
+    """Medians of each device's own median: a device that floods windows is one vote."""
+    flood = [w("c", power=power(1.0), latency={"p90_ms": 1.0}) for _ in range(50)]
+    rows = [w(d, power=power(9.0), latency={"p90_ms": 9.0}) for d in ("a", "b")] + flood
+    before = [w(d, OLD, latency={"p90_ms": 3.0}) for d in ("a", "b", "c")]
+    gates = G(max_power_w=6.0, max_latency_regression=1.5)
+    verdict = judge_telemetry(gates, NEW, rows, before, ["a", "b", "c"])
+    assert verdict.figures["watts"] == 9.0 and verdict.figures["p90_ratio"] == 3.0 and not verdict.passed
 
 
 def test_windows_without_a_power_reading_say_nothing_about_power():
+    """...and no reading at all is no verdict (it passed before: a gate without evidence)."""
     rows = [w("a"), w("b", power=power(None)), w("b", power=None)]
     verdict = judge_telemetry(G(max_power_w=1.0), NEW, rows, [], ["a", "b"])
-    assert verdict.ready and verdict.passed and verdict.reasons == [] and "watts" not in verdict.figures
+    assert not verdict.ready and not verdict.passed and "watts" not in verdict.figures
+    assert verdict.reasons == ["no verdict on power: the wave's devices sent no power reading"]
     # the windows that have one are judged alone, and only those on the new model of the wave's devices
     rows += [w("a", power=power(3.0)), w("b", OLD, power=power(0.1)), w("c", power=power(0.1))]
     verdict = judge_telemetry(G(max_power_w=1.0), NEW, rows, [], ["a", "b"])
@@ -84,12 +99,52 @@ def test_not_ready_until_every_device_has_its_windows_on_the_new_model():
 
 
 def test_error_rate_figures():
+    """Each device's own rate is judged (red team finding 7): pooled, b's 24% hid behind a's 3%
+    as 15 / 150 = 10% of the wave, and a limit of 11% passed."""
     rows = [w("a", count=97, errors=3), w("b", count=38, errors=12), w("a", OLD, count=100, errors=100)]
     rows.append(w("c", count=10, errors=10))  # not in the wave
     verdict = judge_telemetry(G(max_error_rate=0.05), NEW, rows, [], ["a", "b"])
-    assert verdict.figures["error_rate"] == pytest.approx(15 / 150)  # errors over successes + errors
-    assert not verdict.passed and verdict.reasons == ["error rate 10.0% > 5.0%"]
-    assert judge_telemetry(G(max_error_rate=0.11), NEW, rows, [], ["a", "b"]).passed
+    assert verdict.figures["error_rate"] == pytest.approx(12 / 50)  # b's errors over its successes + errors
+    assert not verdict.passed
+    assert verdict.reasons == ["error rate 24.0% > 5.0% on 1 of 2 devices (b 24.0%; max_failures allows 0)"]
+    assert not judge_telemetry(G(max_error_rate=0.11), NEW, rows, [], ["a", "b"]).passed
+    assert judge_telemetry(G(max_error_rate=0.24), NEW, rows, [], ["a", "b"]).passed
+    # a device's windows add up to its rate: 3 + 9 errors of 100 + 50 invocations
+    rows.append(w("a", count=41, errors=9))
+    verdict = judge_telemetry(G(max_error_rate=0.1, max_failures=0.5), NEW, rows, [], ["a", "b"])
+    assert verdict.passed and verdict.figures["error_rate"] == pytest.approx(12 / 150)  # b is tolerated
+
+
+def test_one_device_cannot_outvote_its_wave_on_error_rate():
+    """Red team finding 7: nine devices fail every invocation, one reports a billion good ones.
+    Pooled, the wave's rate was 4.5e-07 and the gate passed."""
+    rows = [w(f"d{i}", count=0, errors=50) for i in range(9)] + [w("liar", count=10**9, errors=0)]
+    devices = [d for d, _ in rows]
+    verdict = judge_telemetry(G(max_error_rate=0.05), NEW, rows, [], devices)
+    assert verdict.ready and not verdict.passed and verdict.figures == {"error_rate": 1.0}
+    assert verdict.reasons == [
+        "error rate 100.0% > 5.0% on 9 of 10 devices (d0 100.0%, d1 100.0%, d2 100.0%, d3 100.0%, d4 100.0%; "
+        "max_failures allows 1)"
+    ]
+
+
+def test_the_error_rate_gate_tolerates_the_max_failures_share_of_devices():
+    """A device over the error-rate limit counts like one whose deployment failed: the wave
+    fails when more of its devices are over than max_failures allows. The figure is the rate
+    that decides: the highest once the tolerated devices are set aside."""
+    good = [w(f"g{i}", count=99, errors=1) for i in range(8)]  # 1%
+    one_bad = [*good, w("g8", count=99, errors=1), w("bad", count=60, errors=40)]
+    devices = [d for d, _ in one_bad]
+    verdict = judge_telemetry(G(max_error_rate=0.05), NEW, one_bad, [], devices)  # 1 of 10 <= 10%
+    assert verdict.passed and verdict.figures["error_rate"] == pytest.approx(0.01)
+    verdict = judge_telemetry(G(max_error_rate=0.05, max_failures=0.0), NEW, one_bad, [], devices)
+    assert not verdict.passed and verdict.figures["error_rate"] == pytest.approx(0.4)
+    two_bad = [*good, w("bad2", count=90, errors=10), w("bad", count=60, errors=40)]
+    verdict = judge_telemetry(G(max_error_rate=0.05), NEW, two_bad, [], [d for d, _ in two_bad])  # 2 of 10
+    assert not verdict.passed and verdict.figures["error_rate"] == pytest.approx(0.1)  # the second worst
+    assert verdict.reasons == [
+        "error rate 10.0% > 5.0% on 2 of 10 devices (bad 40.0%, bad2 10.0%; max_failures allows 1)"
+    ]
 
 
 def test_p90_regression_figures():
@@ -104,6 +159,23 @@ def test_p90_regression_figures():
     verdict = judge_telemetry(G(max_latency_regression=1.5), NEW, after, [], ["a", "b"])
     assert not verdict.ready and not verdict.passed and "p90_ratio" not in verdict.figures
     assert verdict.reasons == ["no verdict on latency: the wave's devices sent no p90 on the previous version"]
+
+
+def test_a_baseline_p90_of_zero_is_no_baseline():
+    """Red team finding 8: a previous version's median p90 of 0 ms divided by zero at every turn of
+    the rollout loop. Nothing to compare against is missing evidence, not a pass."""
+    after = [w("a", latency={"p90_ms": 9.0})]
+    zero = [w("a", OLD, latency={"p90_ms": 0.0}), w("a", OLD, latency={"p90_ms": 0.0})]
+    verdict = judge_telemetry(G(max_latency_regression=1.2), NEW, after, zero, ["a"])
+    assert not verdict.ready and not verdict.passed and "p90_ratio" not in verdict.figures
+    assert verdict.reasons == [
+        "no verdict on latency: the previous version's median p90 is 0 ms, nothing to compare against"
+    ]
+    # a zero among positive p90s is a figure like any other: the median is what is compared
+    verdict = judge_telemetry(
+        G(max_latency_regression=1.2), NEW, after, [*zero, *[w("a", OLD, latency={"p90_ms": 10.0})] * 3], ["a"]
+    )
+    assert verdict.passed and verdict.figures == {"p90_ratio": 0.9}
 
 
 def test_every_gate_at_once_lists_every_reason():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 
 import pytest
 
@@ -69,3 +70,70 @@ def test_pause_and_resume_move_between_typed_states_only(manager, tmp_path):
     manager.abort(rollout)
     with pytest.raises(InputError, match="rollout r1 is aborted already"):
         manager.abort(rollout)
+
+
+def _progress(manager: FleetManager, rollout_id: str, steps: dict[str, str]) -> None:
+    now = protocol.now()
+    manager.store.write(
+        [("f1", d, "progress", {"deployment": rollout_id, "step": s, "ts": now, "schema": 1}) for d, s in steps.items()]
+    )
+
+
+def test_a_wave_none_of_whose_devices_committed_pauses_and_never_ends_done(manager, monkeypatch):
+    """Red team finding 3: at the wave timeout the failure gate counted failed devices only, so a
+    rollout nobody acknowledged ended ``done`` under the default gates. A wave passes only if one
+    of its own devices committed (the canary's commit is no evidence for the next wave)."""
+    deploy = {"deployment": "r1", "package": "p.tar", "sha256": SHA, "size": 1, "url": "http://h/p.tar"}
+    manager.start_rollout("f1", deploy, ["cam1", "cam2"], canary=0.5, waves=(1.0,), gates={"wave_timeout_s": 60})
+    late = time.time() + 61
+    monkeypatch.setattr(time, "time", lambda: late)  # the wave timeout has passed
+    manager._advance("r1")
+    status = manager.rollout_status("r1")
+    assert (status["state"], status["wave"]) == (RolloutState.PAUSED, 0)
+    assert status["reason"] == (
+        "no evidence: none of wave 1's 1 devices committed the new model; 1 never reported a step (cam1) (wave timeout)"
+    )
+    monkeypatch.undo()
+    _progress(manager, "r1", {"cam1": "committed"})
+    manager.resume("r1")  # the canary committed: wave 2 opens
+    assert manager.rollout_status("r1")["wave"] == 1
+    late = time.time() + 61
+    monkeypatch.setattr(time, "time", lambda: late)
+    manager._advance("r1")
+    status = manager.rollout_status("r1")
+    assert status["state"] is RolloutState.PAUSED and "none of wave 2's 1 devices committed" in status["reason"]
+    monkeypatch.undo()
+    _progress(manager, "r1", {"cam2": "failed"})  # a final step, but no evidence the package works
+    manager.resume("r1")
+    status = manager.rollout_status("r1")
+    assert status["state"] is RolloutState.ABORTED  # 1 of 2 failed > max_failures 10%: the failure gate
+
+
+def test_silent_devices_stop_blocking_at_the_timeout_once_one_of_their_wave_committed(manager, monkeypatch):
+    """The documented behaviour kept: a device that does not answer (offline) does not hold a wave
+    past its timeout when another device of the wave committed; it gets the rollout when it returns."""
+    deploy = {"deployment": "r1", "package": "p.tar", "sha256": SHA, "size": 1, "url": "http://h/p.tar"}
+    devices = ["cam1", "cam2", "cam3"]  # the canary cam1, then cam2 and cam3
+    manager.start_rollout("f1", deploy, devices, canary=0.3, waves=(1.0,), gates={"wave_timeout_s": 60})
+    _progress(manager, "r1", {"cam1": "committed", "cam2": "committed"})
+    manager._advance("r1")
+    status = manager.rollout_status("r1")
+    assert (status["state"], status["wave"]) == (RolloutState.RUNNING, 1)  # cam3 has time to answer
+    late = time.time() + 61
+    monkeypatch.setattr(time, "time", lambda: late)
+    manager._advance("r1")
+    assert manager.rollout_status("r1")["state"] is RolloutState.DONE
+
+
+def test_a_rollout_whose_judgement_raises_is_paused_with_the_error_on_resume(manager, monkeypatch):
+    rollout = _rollout(manager, "r1")
+    manager.pause(rollout)
+
+    def trips(rollout_id):
+        raise ZeroDivisionError("float division by zero")
+
+    monkeypatch.setattr(manager, "_advance", trips)
+    manager.resume(rollout)  # nothing raises to the caller
+    status = manager.rollout_status(rollout)
+    assert status["state"] is RolloutState.PAUSED
+    assert status["reason"] == "paused: judging the rollout failed: ZeroDivisionError: float division by zero"
