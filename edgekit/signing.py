@@ -6,11 +6,15 @@ acts on nothing that does not verify (``CommandVerifier``)."""
 from __future__ import annotations
 
 import json
+import logging
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from edgekit.protocol import SCHEMA, ProtocolError
 
+log = logging.getLogger("edgekit.signing")
 SIGNED_FIELDS = ("fleet", "device", "seq", "expires", "sig")
 DEPLOY_TTL_S = 30 * 86400.0  # a retained desired state outlives a device's month offline, no longer
 COMMAND_TTL_S = 3600.0
@@ -29,13 +33,34 @@ def new_command_key(private_path: Path, public_path: Path) -> str:
 
 
 class CommandSigner:
-    """The manager's side: binds a payload to its fleet and device and signs it."""
+    """The manager's side: binds a payload to its fleet and device and signs it.
 
-    def __init__(self, private_hex: str) -> None:
+    Sequence numbers are the clock in nanoseconds, but never at or below the last one issued
+    (``last_seq``, and ``record`` keeps each new one, e.g. in the manager's database): devices
+    refuse a sequence below what they accepted, so a clock that once ran ahead and was set back
+    (a wrong manual date, NTP stepping) would otherwise lock every device out until real time
+    caught up."""
+
+    def __init__(self, private_hex: str, last_seq: int = -1, record: Callable[[int], None] | None = None) -> None:
         from nacl.signing import SigningKey
 
         self.key = SigningKey(bytes.fromhex(private_hex.strip().rpartition(":")[2]))
         self.public = self.key.verify_key.encode().hex()
+        self.last_seq, self.record = last_seq, record
+        self._lock = threading.Lock()
+        self._counting_on = False  # warned that the clock is behind: said once, until it catches up
+
+    def next_seq(self) -> int:
+        with self._lock:
+            now = time.time_ns()
+            if now <= self.last_seq and not self._counting_on:
+                log.warning("the clock is behind the last sequence issued (%d ns): counting on from it", self.last_seq)
+            self._counting_on = now <= self.last_seq
+            seq = max(now, self.last_seq + 1)
+            if self.record is not None:
+                self.record(seq)  # recorded before use: a restart never issues it again
+            self.last_seq = seq
+            return seq
 
     def sign(self, payload: dict, fleet: str, device: str, ttl_s: float) -> dict:
         signed = {
@@ -43,7 +68,7 @@ class CommandSigner:
             **payload,
             "fleet": fleet,
             "device": device,
-            "seq": time.time_ns(),
+            "seq": self.next_seq(),
             "expires": time.time() + ttl_s,
         }
         signed["sig"] = self.key.sign(canonical(signed)).signature.hex()

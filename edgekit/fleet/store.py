@@ -29,6 +29,8 @@ SCHEMA = (
     """CREATE TABLE IF NOT EXISTS rollout_events (rollout TEXT, ts DOUBLE PRECISION, kind TEXT, device TEXT,
     message TEXT, figures TEXT)""",
     "CREATE INDEX IF NOT EXISTS rollout_events_by_rollout ON rollout_events (rollout, ts)",
+    # numbers the manager must never issue twice or lower, whatever its clock does (name -> value)
+    "CREATE TABLE IF NOT EXISTS sequences (name TEXT PRIMARY KEY, value BIGINT)",
     "CREATE INDEX IF NOT EXISTS telemetry_by_time ON telemetry (fleet, ts)",
 )
 # columns added after the first release: (table, column, type)
@@ -163,6 +165,16 @@ class FleetStore:
             self._many(INSERT_TELEMETRY, telemetry)
             self._many(TOUCH_DEVICE, [(ts, ts, fleet, device) for (fleet, device), ts in seen.items()])
             self._many(UPSERT_DEPLOYMENT_STATE, progress)
+
+    def sequence(self, name: str) -> int:
+        """The last value recorded under ``name`` (-1: none yet)."""
+        rows = self.query("SELECT value FROM sequences WHERE name=?", (name,))
+        return int(rows[0][0]) if rows else -1
+
+    def record_sequence(self, name: str, value: int) -> None:
+        self.execute(
+            "INSERT INTO sequences VALUES (?,?) ON CONFLICT (name) DO UPDATE SET value=excluded.value", (name, value)
+        )
 
     def prune_telemetry(self, older_than_s: float, now: float | None = None) -> int:
         """Retention: drop telemetry windows older than this; returns how many went."""

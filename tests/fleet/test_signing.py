@@ -169,3 +169,22 @@ def test_a_sequence_that_cannot_be_recorded_is_not_acted_on(tmp_path):
         verifier.check("cmd", message)
     folder.mkdir()
     verifier.check("cmd", message)  # not recorded before, so not a replay now
+
+
+def test_a_clock_set_back_does_not_lock_devices_out(pair, tmp_path):
+    """The manager once signed with its clock a year ahead, then the clock was corrected: devices
+    that accepted the year-ahead sequence still accept what it signs next, after a restart too."""
+    from edgekit.fleet.store import FleetStore
+
+    signer, verifier = pair
+    store = FleetStore(tmp_path / "fleet.sqlite")
+    ahead = time.time_ns() + 365 * 86400 * 10**9
+    key = (tmp_path / "cmd.key").read_text()
+    signer = CommandSigner(key, last_seq=ahead - 1, record=lambda seq: store.record_sequence("command", seq))
+    verifier.check("cmd", signer.sign({"op": "a"}, "f1", "dev01", 60.0))
+    assert store.sequence("command") == ahead
+    restarted = CommandSigner(key, store.sequence("command"), lambda seq: store.record_sequence("command", seq))
+    for op in ("b", "c"):
+        verifier.check("cmd", restarted.sign({"op": op}, "f1", "dev01", 60.0))
+    assert store.sequence("command") == ahead + 2
+    store.close()
