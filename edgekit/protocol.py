@@ -28,6 +28,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "status": ("state", "seq", "ts"),
     "telemetry": ("seq", "ts", "window_s", "count"),
     "deploy": ("deployment", "package", "sha256", "url", "size"),
+    "deploy cancel": ("deployment", "cancel"),  # a withdrawn desired state: deploy with "cancel": true
     "progress": ("deployment", "step", "ts"),
     "cmd": ("id", "command"),
     "cmd/resp": ("id", "ok"),
@@ -56,6 +57,7 @@ TYPES: dict[str, tuple[type, ...]] = {
     "model": OPTIONAL_TEXT,
     "version": OPTIONAL_TEXT,
     "errors": (int,),
+    "cancel": (bool,),
 }
 WHOLE_NUMBERS = ("seq", "count", "size", "errors")  # 0 .. MAX_WHOLE wherever they appear
 STATUS_STATES = ("online", "offline")
@@ -176,7 +178,8 @@ def validate(channel: str, payload: Any) -> None:
         raise ProtocolError(f"{channel} payload must be a JSON object")
     if payload.get("schema") != SCHEMA:
         raise ProtocolError(f"{channel} payload has schema {payload.get('schema')!r}; this side speaks {SCHEMA}")
-    missing = [f for f in REQUIRED[channel] if f not in payload]
+    cancel = channel == "deploy" and payload.get("cancel") is True
+    missing = [f for f in REQUIRED["deploy cancel" if cancel else channel] if f not in payload]
     if missing:
         raise ProtocolError(f"{channel} payload lacks {missing}")
     for name, kinds in TYPES.items():

@@ -223,7 +223,9 @@ class Agent:
                 self.rejected += 1
                 log.warning("refused a %s message: %s", channel, exc)
                 return
-        if channel == "deploy":
+        if channel == "deploy" and payload.get("cancel") is True:
+            self._cancel(payload["deployment"])
+        elif channel == "deploy":
             try:
                 deployment = Deployment.from_message(payload, self.package_hosts)
             except protocol.ProtocolError as exc:
@@ -239,6 +241,18 @@ class Agent:
             threading.Thread(target=self._deploy, args=(deployment,), daemon=True).start()
         elif channel == "cmd":
             self._command(payload)
+
+    def _cancel(self, deployment_id: str) -> None:
+        """The fleet withdrew its desired state (a rollout aborted): a download of that deployment
+        stops, one waiting never starts. Its sequence, recorded when it verified, is what makes a
+        replay of the withdrawn deploy message refused; what already switched stays (rollback is
+        a command of its own)."""
+        log.info("the fleet withdrew deployment %s", deployment_id if SAFE_ID.fullmatch(deployment_id) else "?")
+        with self._lock:
+            if self._wanted is not None and self._wanted.id == deployment_id:
+                self._wanted = None
+            if self._deploying_now is not None and self._deploying_now.id == deployment_id:
+                self.slots.superseded.set()
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         self._wake.set()  # the sender thread retires acknowledged rows and sends more

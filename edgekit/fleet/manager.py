@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from edgekit import protocol
@@ -60,8 +61,11 @@ class FleetManager:
     ) -> None:
         from edgekit.signing import CommandSigner
 
-        self.signer = CommandSigner(command_key) if command_key else None
         self.store = FleetStore(db)
+        self.signer = None
+        if command_key:  # sequences never repeat or go down, across restarts and clock steps
+            record = partial(self.store.record_sequence, "command")
+            self.signer = CommandSigner(command_key, self.store.sequence("command"), record)
         self.counters = Counters()
         self.limiter = DeviceLimiter(budget, self._bar) if budget else None
         self.broker_folder = Path(broker_folder) if broker_folder else None
@@ -264,9 +268,17 @@ class FleetManager:
         payload = self._signed("deploy", fleet, device, deploy)
         self.client.publish(protocol.topic(fleet, device, "deploy"), payload, qos=1, retain=True)
 
-    def clear_deploy(self, fleet: str, device: str) -> None:
-        """Remove the retained desired state, so a device that was offline does not pick it up."""
-        self.client.publish(protocol.topic(fleet, device, "deploy"), b"", qos=1, retain=True)
+    def withdraw_deploy(self, fleet: str, device: str, deployment: str) -> None:
+        """Replace the retained desired state, so a device that was offline does not pick it up:
+        with a signed cancel whose newer sequence makes the device refuse the withdrawn deploy if
+        anyone replays it (an empty message would leave the signed deploy valid for a month);
+        without a command key (a lab), with an empty retained message."""
+        topic = protocol.topic(fleet, device, "deploy")
+        if self.signer is None:
+            self.client.publish(topic, b"", qos=1, retain=True)
+            return
+        cancel = self._signed("deploy", fleet, device, {"deployment": deployment, "cancel": True})
+        self.client.publish(topic, cancel, qos=1, retain=True)
 
     def command(self, fleet: str, device: str, command: str, **fields) -> None:
         payload = self._signed("cmd", fleet, device, {"id": uuid.uuid4().hex, "command": command, **fields})
@@ -292,6 +304,11 @@ class FleetManager:
             )
         gates = gates if isinstance(gates, Gates) else Gates.from_dict({"max_failures": max_failures, **(gates or {})})
         rollout_id = deploy["deployment"]
+        if not isinstance(rollout_id, str) or not protocol.SAFE_ID.fullmatch(rollout_id):
+            raise InputError(
+                f"rollout id {str(rollout_id)[:80]!r} is not valid: an id is {protocol.SAFE_ID_RULE} "
+                "(devices refuse others)"
+            )
         if self.store.query("SELECT 1 FROM rollouts WHERE id=?", (rollout_id,)):
             raise InputError(f"rollout {rollout_id} exists already")
         n = len(devices)
@@ -433,7 +450,7 @@ class FleetManager:
         steps = self.rollout_status(rollout_id)["steps"]
         for device in r["devices"]:
             if (rollout_id, device) in self._sent or device in steps:
-                self.clear_deploy(r["fleet"], device)
+                self.withdraw_deploy(r["fleet"], device, rollout_id)
         if rollback:
             self._roll_back_switched(rollout_id, r["fleet"], steps)
 
