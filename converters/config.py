@@ -114,7 +114,9 @@ class QuantConfig:
     fewest layers that hold a budget of changed decisions on validation data.
     ``max_weight_values=N`` (int8; a bound by op or ONNX node name is a dict) makes the writer
     refuse a model whose weights hold more than N distinct values in an output channel: binary
-    weights hold 2, ternary 3."""
+    weights hold 2, ternary 3. ``smooth_activations`` (calibrated int8) equalizes the channels
+    between a convolution and the depthwise convolution after its HardSwish, exactly in float
+    (:mod:`edgekit.converters.passes.smooth`)."""
 
     mode: str = "int8"
     calibration: Any = None
@@ -127,6 +129,7 @@ class QuantConfig:
     auto_mixed: float | None = None
     accuracy_budget: AccuracyBudget | None = None
     max_weight_values: int | Mapping[str, int] | None = None
+    smooth_activations: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "keep_float", tuple(self.keep_float or ()))
@@ -142,6 +145,11 @@ class QuantConfig:
             raise ParameterError("{accuracy_budget} goes with {mode:int8}")
         if self.accuracy_budget is not None and self.auto_mixed is not None:
             raise ParameterError("{accuracy_budget} and {auto_mixed} both choose the layers kept in float; give one")
+        if self.smooth_activations and (self.mode != "int8" or self.calibration is None):
+            raise ParameterError(
+                "{smooth_activations} goes with {mode:int8} and {calibration:DATA}: "
+                "it measures the channel ranges on the calibration samples"
+            )
         self._check_max_weight_values()
 
     def _check_max_weight_values(self) -> None:

@@ -153,9 +153,9 @@ def convert(
     with int8/uint8 I/O and reports which ops the Edge TPU compiler would leave to the CPU.
     ``quant.accuracy_budget`` keeps in float the fewest layers that hold a budget of changed
     decisions on validation data; ``result.accuracy`` says which, and what they hold and cost.
-    ``equalize`` applies cross-layer equalization before quantizing. ``stem_block=B`` rewrites a
-    strided convolution on at most 4 channels as SpaceToDepth(B) -> convolution -> DepthToSpace
-    (:mod:`edgekit.converters.passes.stem`): faster on x86 CPUs with AMX, not on Arm.
+    ``equalize`` applies cross-layer equalization before quantizing, ``quant.smooth_activations``
+    :mod:`edgekit.converters.passes.smooth`. ``stem_block=B`` rewrites a strided convolution on
+    at most 4 channels as SpaceToDepth(B) -> convolution -> DepthToSpace (faster on AMX x86 CPUs).
     ``io_layout`` (auto, nhwc, keep): what becomes of 4-D float inputs and outputs, see
     :mod:`edgekit.converters.io_layout`; ``result.io_layout`` says what was done."""
     quant = _quant_config(quant, quantize, quant_options)
@@ -167,6 +167,7 @@ def convert(
     if pruning is not None:
         model = pruning.model
     graph = _onnx_passes(import_onnx(model, input_shapes), stem_block, equalize)
+    graph = _smooth_activations(model, graph, quant)
     tfl = to_tflite_graph(graph, io_layout)
     accuracy = None
     if quant is not None:
@@ -247,6 +248,24 @@ def _onnx_passes(graph: Graph, stem_block: int | None, equalize: bool) -> Graph:
 
         graph = cross_layer_equalization(graph)
     return graph
+
+
+def _smooth_activations(model, graph: Graph, quant: QuantConfig | None) -> Graph:
+    """``graph`` with the activation equalization of :mod:`edgekit.converters.passes.smooth`
+    when ``quant`` asks for it, its channel ranges measured on the calibration samples through
+    the source ``model``."""
+    from edgekit.converters.onnx.frontend import read_model
+    from edgekit.converters.passes.smooth import channel_ranges, hard_swish_chains, smooth_activations
+    from edgekit.converters.quant.calibration import prepare_samples
+
+    chains = hard_swish_chains(graph) if quant is not None and quant.smooth_activations else []
+    if not chains:
+        return graph
+    names = graph.metadata["_signature"]["inputs"]
+    shapes = {name: graph.shape(t) for name, t in zip(names, graph.inputs, strict=True)}
+    samples = prepare_samples(quant.calibration, names, shapes)
+    ranges = channel_ranges(read_model(model).model, [chain.equalized for chain in chains], samples)
+    return smooth_activations(graph, ranges)
 
 
 def _quantize(model, graph: Graph, tfl: Graph, quant: QuantConfig) -> tuple[Graph, AccuracyResult | None]:

@@ -30,6 +30,7 @@ PARAMETER_FLAGS = {
     "validation": "--validation-data",
     "decision": "--decision",
     "max_weight_values": "--max-weight-values",
+    "smooth_activations": "--smooth-activations",
     "target": "--target",
     "equalize": "--equalize",
     "stem_block": "--stem-block",
@@ -116,14 +117,7 @@ def _add_quantization(q: argparse._ArgumentGroup) -> None:
     )
     q.add_argument("--max-sqnr-drop", type=float, metavar="DB", help=f"for --auto-mixed (default {AUTO_MIXED_DB:g})")
     _add_accuracy_budget(q)
-    q.add_argument(
-        "--equalize", action="store_true", help="cross-layer equalization of consecutive convolutions before quantizing"
-    )
-    q.add_argument(
-        "--no-bias-correction",
-        action="store_true",
-        help="skip the correction of the bias for the weights' rounding error (on by default)",
-    )
+    _add_rewrites(q)
     q.add_argument(
         "--max-weight-values",
         type=int,
@@ -146,6 +140,25 @@ def _add_quantization(q: argparse._ArgumentGroup) -> None:
     q.add_argument("--mean", metavar="M[,M,M]", help="image calibration: subtract per-channel mean")
     q.add_argument("--std", metavar="S[,S,S]", help="image calibration: divide by per-channel std")
     q.add_argument("--scale", type=float, default=1 / 255, help="image calibration: multiply pixels first")
+
+
+def _add_rewrites(q: argparse._ArgumentGroup) -> None:
+    """The rewrites before and during quantization that change numbers, not the model's function."""
+    q.add_argument(
+        "--equalize", action="store_true", help="cross-layer equalization of consecutive convolutions before quantizing"
+    )
+    q.add_argument(
+        "--smooth-activations",
+        action="store_true",
+        help="int8 with --calibration: equalize the channels between a convolution and the depthwise "
+        "convolution after its HardSwish (MobileNetV3, PP-LCNet backbones): more accurate, but its "
+        "per-channel ops can make int8 slower; compare both",
+    )
+    q.add_argument(
+        "--no-bias-correction",
+        action="store_true",
+        help="skip the correction of the bias for the weights' rounding error (on by default)",
+    )
 
 
 def _add_accuracy_budget(q: argparse._ArgumentGroup) -> None:
@@ -294,6 +307,7 @@ def _quant_config(args: argparse.Namespace, calibration):
         per_channel=not args.per_tensor,
         keep_float=args.keep_float,
         bias_correction=not args.no_bias_correction,
+        smooth_activations=args.smooth_activations,
         **{name: value for name, value in given.items() if value is not None},
     )
 
@@ -468,6 +482,7 @@ def _refuse_options_that_do_nothing(args: argparse.Namespace) -> None:
                 ("--keep-float", args.keep_float),
                 ("--auto-mixed", args.auto_mixed),
                 ("--no-bias-correction", args.no_bias_correction),
+                ("--smooth-activations", args.smooth_activations),
                 ("--max-weight-values", args.max_weight_values is not None),
                 ("--no-speed-check", args.no_speed_check),
                 ("--accuracy-budget", args.accuracy_budget is not None),
