@@ -332,7 +332,7 @@ def test_an_empty_canary_still_holds_one_device(tmp_path, fleet, keys, models):
 
 def test_abort_clears_the_retained_desired_state(tmp_path, fleet, keys, models):
     """An aborted rollout must not reach a device that comes online later: its retained deploy
-    message is cleared (an empty retained message), for every device it was sent to."""
+    message is replaced by a signed withdrawal, for every device it was sent to."""
     import paho.mqtt.client as mqtt
 
     from edgekit import protocol
@@ -351,5 +351,7 @@ def test_abort_clears_the_retained_desired_state(tmp_path, fleet, keys, models):
     late.subscribe(f"{protocol.PREFIX}/f1/+/deploy", qos=1)
     time.sleep(1.0)  # retained messages arrive right after the SUBACK; an empty one is never delivered
     late.loop_stop()
-    left = [topic for topic, payload in retained.items() if payload]  # b"": the clearing message itself
+    withdrawn = {topic for topic, payload in retained.items() if protocol.decode("deploy", payload).get("cancel")}
+    left = [topic for topic, payload in retained.items() if payload and topic not in withdrawn]
     assert left == [], f"retained desired states left after abort: {left}"
+    assert f"{protocol.PREFIX}/f1/dev00/deploy" in withdrawn
