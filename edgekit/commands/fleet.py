@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.commands._shapes import PORT
-from edgekit.protocol import FAILED_STEPS, ROLLOUT_ENDS, Step
+from edgekit.protocol import FAILED_STEPS, ROLLOUT_ENDS, SAFE_ID_RULE, Step
 
 DEFAULT_API = "http://127.0.0.1:8765"
 JSON_HELP = "print the API's JSON instead of the table"
@@ -139,7 +139,10 @@ def _add_deploy(sub) -> None:
     deploy.add_argument(
         "--min-invocations", type=int, default=30, help="telemetry gates: invocations per device in them (default 30)"
     )
-    deploy.add_argument("--id", help="rollout id (default NAME-VERSION-RANDOM)")
+    deploy.add_argument(
+        "--id",
+        help=f"rollout id: {SAFE_ID_RULE} (default NAME-VERSION-RANDOM)",
+    )
 
 
 def _add_rollout_actions(sub) -> None:

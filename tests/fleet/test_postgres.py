@@ -67,3 +67,23 @@ def test_retention_drops_old_telemetry(tmp_path, engine, request):
     assert store.prune_telemetry(older_than_s=100, now=1105.5) == 6  # ts 1000..1005 go
     assert [s for (s,) in store.query("SELECT seq FROM telemetry ORDER BY seq")] == [6, 7, 8, 9]
     store.close()
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_content_a_database_refuses_is_the_messages_fault_not_an_outage(tmp_path, engine, request):
+    """A row the database cannot take (an object where text goes) is ``refused_data`` on both
+    engines: the manager drops it as malformed instead of holding its batch forever. The manager's
+    signing sequence lives in both."""
+    location = request.getfixturevalue("postgres").url if engine == "postgresql" else tmp_path / "fleet.sqlite"
+    store = FleetStore(location)
+    try:
+        with pytest.raises(store.refused_data):
+            store.write([("f1", "d1", "status", {"state": "online", "seq": 1, "ts": 1.0, "model": {"x": 1}})])
+        store.write([("f1", "d1", "telemetry", {"seq": 1, "ts": 1.0, "count": 1})])  # the connection still works
+        assert store.query("SELECT COUNT(*) FROM telemetry")[0][0] == 1
+        assert store.sequence("command") == -1
+        store.record_sequence("command", 2**62)
+        store.record_sequence("command", 2**62 + 1)
+        assert store.sequence("command") == 2**62 + 1
+    finally:
+        store.close()
