@@ -16,9 +16,8 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from edgekit import protocol
-from edgekit.agent.runner import Agent, AgentConfig
 from edgekit.fleet.manager import FleetManager
-from tests.fleet.test_fleet_mqtt import broker, wait_for  # noqa: F401  (broker is a fixture)
+from tests.fleet.test_fleet_mqtt import _agents, broker, wait_for  # noqa: F401  (broker is a fixture)
 
 WINDOW = '"schema":1,"ts":1,"window_s":1,"count":1'
 HOSTILE = {
@@ -106,17 +105,7 @@ def test_unsigned_junk_on_its_deploy_topic_does_not_cut_the_agent_off(tmp_path, 
     junk = "[" * 3000 + "]" * 3000
     evil.publish(protocol.topic("f1", "dev00", "deploy"), junk.encode(), qos=1, retain=True).wait_for_publish(5)
     evil.loop_stop()
-    config = AgentConfig(
-        fleet="f1",
-        device="dev00",
-        state_dir=str(tmp_path / "dev00"),
-        trusted_root=server.root_bytes().decode(),
-        port=broker.port,
-        telemetry_interval_s=3600,
-        command_key=command_key[1],
-    )
-    agent = Agent(config)
-    agent.start()
+    (agent,) = _agents(tmp_path, broker, server.root_bytes().decode(), 1, command_key[1])
     try:
         wait_for(lambda: agent.malformed >= 1, timeout=20, what="the junk received")
         time.sleep(0.5)

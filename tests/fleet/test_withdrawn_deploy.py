@@ -12,9 +12,8 @@ import time
 import paho.mqtt.client as mqtt
 
 from edgekit import package, protocol
-from edgekit.agent.runner import Agent, AgentConfig
 from edgekit.fleet.manager import FleetManager
-from tests.fleet.test_fleet_mqtt import _deploy_message, broker, wait_for  # noqa: F401  (broker is a fixture)
+from tests.fleet.test_fleet_mqtt import _agents, _deploy_message, broker, wait_for  # noqa: F401  (broker is a fixture)
 
 
 def test_a_replayed_deploy_of_an_aborted_rollout_is_refused(tmp_path, broker, server, keys, models, command_key):  # noqa: F811
@@ -30,16 +29,6 @@ def test_a_replayed_deploy_of_an_aborted_rollout_is_refused(tmp_path, broker, se
     spy.connect("127.0.0.1", broker.port)
     spy.loop_start()
     spy.subscribe(protocol.topic("f1", "dev00", "deploy"), qos=1)
-    config = AgentConfig(
-        fleet="f1",
-        device="dev00",
-        state_dir=str(tmp_path / "dev00"),
-        trusted_root=server.root_bytes().decode(),
-        port=broker.port,
-        telemetry_interval_s=3600,
-        watch_invocations=0,
-        command_key=command_key[1],
-    )
     agent = None
     try:
         rollout = manager.start_rollout("f1", _deploy_message(info, base, "bad-1"), ["dev00"], canary=0.0, waves=(1.0,))
@@ -48,8 +37,8 @@ def test_a_replayed_deploy_of_an_aborted_rollout_is_refused(tmp_path, broker, se
         wait_for(lambda: len(captured) >= 2, timeout=10, what="the withdrawal seen on the broker")
         withdrawal = protocol.decode("deploy", captured[-1])
         assert withdrawal["cancel"] is True and withdrawal["seq"] > protocol.decode("deploy", captured[0])["seq"]
-        agent = Agent(config)
-        agent.start()  # it hears the retained withdrawal, signed: its deploy sequence moves past the deploy's
+        # the device comes online and hears the retained withdrawal: its deploy sequence moves past the deploy's
+        (agent,) = _agents(tmp_path, broker, server.root_bytes().decode(), 1, command_key[1])
         wait_for(lambda: agent.verifier.last.get("deploy") == withdrawal["seq"], timeout=20, what="the withdrawal")
         spy.publish(protocol.topic("f1", "dev00", "deploy"), captured[0], qos=1, retain=True).wait_for_publish(5)
         wait_for(lambda: agent.rejected >= 1, timeout=20, what="the replay refused")
