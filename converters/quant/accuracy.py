@@ -280,7 +280,7 @@ def quantize_within_budget(
     ranked = ranked_layers(model, graph, runnable(int8), sample)
     ranked = [layer for layer in ranked if not set(layer.nodes) <= set(quant.keep_float)]
     search = _PrefixSearch(ranked, trial)
-    chosen, changed = search.run(int8)
+    chosen, changed = search.run(int8, dict(by_method).get(method))
     if changed > counter.allowed:
         raise AccuracyBudgetError(
             f"{{max_changed}} cannot be held: with all {len(ranked)} ranked layers in float "
@@ -378,18 +378,19 @@ class _PrefixSearch:
         self.measured: dict[int, int] = {}  # prefix length -> decisions changed
         self.best: Graph | None = None
 
-    def _try(self, k: int, model: Graph | None = None) -> bool:
+    def _try(self, k: int, model: Graph | None = None, changed: int | None = None) -> bool:
         model = model if model is not None else self.trial.quantized(self.ranked[:k])
-        self.measured[k] = self.trial.changed(model)
+        self.measured[k] = changed if changed is not None else self.trial.changed(model)
         holds = self.measured[k] <= self.trial.allowed
         if holds:
             self.best = model  # the search only moves to shorter prefixes that hold
         return holds
 
-    def run(self, int8: Graph) -> tuple[int, int]:
+    def run(self, int8: Graph, int8_changed: int | None = None) -> tuple[int, int]:
         """(prefix length, decisions changed) of the model in ``best``; a count over ``allowed``
-        when not even the whole ranking holds (``best`` is then None)."""
-        if self._try(0, int8):
+        when not even the whole ranking holds (``best`` is then None). ``int8_changed``: the
+        all-int8 model's count, when it was measured already."""
+        if self._try(0, int8, int8_changed):
             return 0, self.measured[0]
         n = len(self.ranked)
         if n == 0 or not self._try(n):
