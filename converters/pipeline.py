@@ -258,8 +258,11 @@ def _smooth_activations(model, graph: Graph, quant: QuantConfig | None) -> Graph
     from edgekit.converters.passes.smooth import channel_ranges, hard_swish_chains, smooth_activations
     from edgekit.converters.quant.calibration import prepare_samples
 
-    chains = hard_swish_chains(graph) if quant is not None and quant.smooth_activations else []
-    if not chains:
+    if quant is None or not quant.smooth_activations:
+        return graph
+    chains = hard_swish_chains(graph)
+    if not chains:  # said, not silent: the option the user gave changes nothing here
+        print("smooth-activations: this model has no convolution -> HardSwish -> depthwise chain; nothing changed")
         return graph
     names = graph.metadata["_signature"]["inputs"]
     shapes = {name: graph.shape(t) for name, t in zip(names, graph.inputs, strict=True)}

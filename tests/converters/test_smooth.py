@@ -150,3 +150,19 @@ def test_ppocr_recogniser_reads_what_onnxruntime_reads_with_it(tmp_path):
     got = _run_tflite(out, "x", lines[24:]).reshape(expected.shape)
     agreement = np.mean([ctc_greedy(a) == ctc_greedy(b) for a, b in zip(expected, got, strict=True)])
     assert agreement >= 0.95 and sqnr_db(expected, got) >= 14 and result.partitions == 1, f"{agreement:.0%} of lines"
+
+
+def test_a_model_without_a_chain_is_said_to_be_unchanged(tmp_path, capsys):
+    """The option changes nothing on a model with no Conv -> HardSwish -> depthwise chain: it says so."""
+    from importlib.resources import files
+
+    samples = files("edgekit") / "samples"
+    calibration = np.load(str(samples / "digits_data.npz"))["x_calib"][:8]
+    quant = QuantConfig(calibration=calibration, smooth_activations=True)
+    model = str(samples / "digits_cnn.onnx")
+    smooth = convert(model, tmp_path / "smooth.tflite", quant=quant)
+    plain = convert(model, tmp_path / "plain.tflite", quant=QuantConfig(calibration=calibration))
+    said = capsys.readouterr().out
+    assert "smooth-activations: this model has no convolution -> HardSwish -> depthwise chain" in said
+    assert (tmp_path / "smooth.tflite").read_bytes() == (tmp_path / "plain.tflite").read_bytes()
+    assert smooth.ops == plain.ops
