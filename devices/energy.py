@@ -91,11 +91,10 @@ class EnergyMeter:
                 self._cpu.append((t, reading["cpu_total"], reading["cpu_idle"]))
 
     def _loop(self) -> None:
-        next_time = time.monotonic()
-        while not self._stop.is_set():
+        next_time = time.monotonic() + self.period
+        while not self._stop.wait(max(next_time - time.monotonic(), 0.0)):
             self._sample()
-            next_time += self.period
-            self._stop.wait(max(next_time - time.monotonic(), 0.0))
+            next_time = max(next_time + self.period, time.monotonic())  # late: no burst to catch up
 
     def begin(self) -> None:
         self._samples.clear()
@@ -103,6 +102,9 @@ class EnergyMeter:
         self._cpu.clear()
         self._stop.clear()
         self._start = time.monotonic()
+        # the window starts now, not when the thread first runs: a late first reading would drop
+        # the energy before it (RAPL) or start the curve late
+        self._sample()
         self._thread = threading.Thread(target=self._loop, name="edgekit-energy", daemon=True)
         self._thread.start()
 
