@@ -109,7 +109,8 @@ class AccuracyBudget:
 class QuantConfig:
     """How to quantize: ``mode`` (int8, int16x8, dynamic, fp16); for int8 and int16x8 the
     ``calibration`` samples (None for a QDQ model, which brings its own scales), the range
-    ``method`` (None: minmax; with ``accuracy_budget``, each of :data:`BUDGET_METHODS`,
+    ``method`` (None: minmax; with ``accuracy_budget``, each of :data:`BUDGET_METHODS`, and each
+    again with ``smooth_activations`` where the model has chains for it and it is not set,
     keeping the one whose all-int8 model changes the fewest decisions), per-channel weights, the
     model's ``io_type``, ONNX nodes to ``keep_float``, the bias correction of the weights'
     rounding error; ``auto_mixed=DB`` also keeps in float every layer whose int8 output loses

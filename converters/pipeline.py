@@ -171,7 +171,7 @@ def convert(
     tfl = to_tflite_graph(graph, io_layout)
     accuracy = None
     if quant is not None:
-        tfl, accuracy = _quantize(model, graph, tfl, quant)
+        tfl, accuracy = _quantize(model, graph, tfl, quant, io_layout)
     _short_constant_names(tfl)
     layout_decisions = _layout_decisions(tfl, io_layout)
     tfl.metadata = _edgekit_metadata(tfl, graph, layout_decisions, quant)
@@ -252,28 +252,57 @@ def _onnx_passes(graph: Graph, stem_block: int | None, equalize: bool) -> Graph:
 
 def _smooth_activations(model, graph: Graph, quant: QuantConfig | None) -> Graph:
     """``graph`` with the activation equalization of :mod:`edgekit.converters.passes.smooth`
-    when ``quant`` asks for it, its channel ranges measured on the calibration samples through
-    the source ``model``."""
+    when ``quant`` asks for it."""
+    if quant is None or not quant.smooth_activations:
+        return graph
+    smoothed = _smoothed(model, graph, quant.calibration)
+    if smoothed is None:  # said, not silent: the option the user gave changes nothing here
+        print("smooth-activations: this model has no convolution -> HardSwish -> depthwise chain; nothing changed")
+        return graph
+    return smoothed
+
+
+def _smoothed(model, graph: Graph, calibration) -> Graph | None:
+    """A copy of ``graph`` with its HardSwish chains equalized, their channel ranges measured
+    on the ``calibration`` samples through the source ``model``; None when it has no chain."""
     from edgekit.converters.onnx.frontend import read_model
     from edgekit.converters.passes.smooth import channel_ranges, hard_swish_chains, smooth_activations
     from edgekit.converters.quant.calibration import prepare_samples
 
-    if quant is None or not quant.smooth_activations:
-        return graph
     chains = hard_swish_chains(graph)
-    if not chains:  # said, not silent: the option the user gave changes nothing here
-        print("smooth-activations: this model has no convolution -> HardSwish -> depthwise chain; nothing changed")
-        return graph
+    if not chains:
+        return None
     names = graph.metadata["_signature"]["inputs"]
     shapes = {name: graph.shape(t) for name, t in zip(names, graph.inputs, strict=True)}
-    samples = prepare_samples(quant.calibration, names, shapes)
+    samples = prepare_samples(calibration, names, shapes)
     ranges = channel_ranges(read_model(model).model, [chain.equalized for chain in chains], samples)
-    return smooth_activations(graph, ranges)
+    return smooth_activations(graph.copy(), ranges)
 
 
-def _quantize(model, graph: Graph, tfl: Graph, quant: QuantConfig) -> tuple[Graph, AccuracyResult | None]:
+def _smoothed_calibrations(model, graph: Graph, quant: QuantConfig, io_layout: IoLayout, options) -> dict:
+    """For the accuracy budget, unless the user chose already: each calibration method again on
+    the graph with its activations smoothed (label "METHOD+smooth"); none for a model without
+    HardSwish chains or without calibration samples."""
+    from edgekit.converters.quant.quantizer import calibrate_graph_each
+
+    if quant.smooth_activations or quant.calibration is None:
+        return {}
+    smoothed = _smoothed(model, graph, quant.calibration)
+    if smoothed is None:
+        return {}
+    tfl = to_tflite_graph(smoothed, io_layout)
+    each = calibrate_graph_each(tfl, smoothed, methods=quant.methods_to_try(), **options)
+    # every tensor the pass rescales gets a new name, so the budget's per-layer ranking against the
+    # ONNX model leaves them out rather than counting the scale as loss
+    return {f"{method}+smooth": calibrated for method, calibrated in each.items()}
+
+
+def _quantize(
+    model, graph: Graph, tfl: Graph, quant: QuantConfig, io_layout: IoLayout
+) -> tuple[Graph, AccuracyResult | None]:
     """The float TFLite-level graph quantized as ``quant`` says, checked against TFLite's int8
-    rules, and the accuracy-aware mode's result (None unless ``quant.accuracy_budget``)."""
+    rules, and the accuracy-aware mode's result (None unless ``quant.accuracy_budget``; it also
+    tries each calibration on the graph with its activations smoothed)."""
     from edgekit.converters.quant.quantizer import CALIBRATED_MODES, calibrate_graph_each, quantize_graph
 
     accuracy, calibrated = None, None
@@ -284,6 +313,7 @@ def _quantize(model, graph: Graph, tfl: Graph, quant: QuantConfig) -> tuple[Grap
     if quant.mode == "int8" and quant.accuracy_budget is not None:
         from edgekit.converters.quant.accuracy import quantize_within_budget
 
+        calibrations |= _smoothed_calibrations(model, graph, quant, io_layout, options)
         quantized, accuracy = quantize_within_budget(model, graph, tfl, quant, calibrations)
     else:
         quantized = quantize_graph(tfl, graph, **quant.quantize_options(), calibrated=calibrated)

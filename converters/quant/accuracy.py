@@ -203,7 +203,7 @@ class AccuracyResult:
     search_seconds: float  # ranking, quantizing and counting: the time the mode adds to a conversion
     latency: Latencies | None = None
     kept_before: tuple[str, ...] = field(default=())  # the user's own keep_float
-    method: str = "minmax"  # the calibration every candidate quantized from
+    method: str = "minmax"  # the calibration every candidate quantized from ("mse+smooth": on the smoothed graph)
     methods: tuple[tuple[str, int], ...] = ()  # each method tried: its all-int8 model's decisions changed
 
     def summary(self) -> str:

@@ -98,8 +98,9 @@ def _add_quantization(q: argparse._ArgumentGroup) -> None:
     q.add_argument(
         "--calibration-method",
         choices=CALIBRATION_METHODS,
-        help="default minmax; with --accuracy-budget, minmax, percentile and mse, keeping the one whose "
-        "all-int8 model changes the fewest decisions",
+        help="default minmax; with --accuracy-budget, minmax, percentile and mse (and each with "
+        "--smooth-activations where the model has HardSwish chains), keeping the one whose all-int8 model "
+        "changes the fewest decisions",
     )
     q.add_argument("--per-tensor", action="store_true", help="per-tensor weights (default: per-channel)")
     q.add_argument("--io-type", choices=IO_TYPES, help="quantized model's I/O (default float32)")

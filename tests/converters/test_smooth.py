@@ -3,6 +3,8 @@ more accurate in int8, against onnxruntime's float32 outputs."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -10,7 +12,7 @@ import pytest
 from onnx import helper
 
 from edgekit.converters import convert
-from edgekit.converters.config import ParameterError, QuantConfig
+from edgekit.converters.config import AccuracyBudget, ParameterError, QuantConfig
 from edgekit.converters.harness import TFLiteRunner
 from edgekit.converters.passes.smooth import channel_scales, hard_swish_chains
 from edgekit.converters.pipeline import import_onnx
@@ -166,3 +168,24 @@ def test_a_model_without_a_chain_is_said_to_be_unchanged(tmp_path, capsys):
     assert "smooth-activations: this model has no convolution -> HardSwish -> depthwise chain" in said
     assert (tmp_path / "smooth.tflite").read_bytes() == (tmp_path / "plain.tflite").read_bytes()
     assert smooth.ops == plain.ops
+
+
+def test_the_accuracy_budget_tries_each_calibration_smoothed_too(tmp_path):
+    """With an accuracy budget the pass is one more way to quantize, judged as the calibration
+    methods are: by the validation decisions its all-int8 model changes. On the outlier block it
+    changes fewer, so the budget starts from it and the model written is the smoothed one."""
+    m = _outlier_block()
+    calibration, validation, test = (rand(n, 3, 16, 16, seed=s) for n, s in ((16, 5), (16, 7), (8, 6)))
+    expected = _onnxruntime(m, test)
+    budget = AccuracyBudget(validation, 0.5, measure_latency=False)
+    quant = QuantConfig(mode="int8", calibration=calibration, method="minmax", accuracy_budget=budget)
+    out = tmp_path / "budget.tflite"
+    accuracy = convert(m, out, quant=quant).accuracy
+    tried = dict(accuracy.methods)
+    assert set(tried) == {"minmax", "minmax+smooth"} and tried["minmax+smooth"] < tried["minmax"], tried
+    assert accuracy.method == "minmax+smooth" and accuracy.changed_int8 == tried["minmax+smooth"]
+    assert sqnr_db(expected, _tflite(out, test).reshape(expected.shape)) >= 30
+
+    # asked for already: it is applied, and there is nothing more to try
+    smoothed = convert(m, tmp_path / "smoothed.tflite", quant=replace(quant, smooth_activations=True)).accuracy
+    assert smoothed.methods == () and smoothed.method == "minmax"
