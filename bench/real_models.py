@@ -174,8 +174,8 @@ SMOOTH = {"smooth_activations": True}  # the opt-in equalization across HardSwis
 def ocr(work: Path, rounds: int) -> list[list]:
     """PP-OCRv4 det/rec and ddddocr's recogniser on the tests' rendered text: the task figure of each
     against onnxruntime (text-mask IoU, lines or captchas read alike), SQNR, latency, conversion time.
-    The recogniser also runs the accuracy-aware mode: at most 1% of its CTC time steps may differ
-    from float32 on 48 validation lines of their own."""
+    The recogniser also runs the accuracy-aware mode with issue 21's bar as its budget: at most 5%
+    of 48 validation lines of their own may be read differently from float32."""
     from edgekit.converters.config import AccuracyBudget
     from tests.converters import test_real_models as t
 
@@ -184,12 +184,12 @@ def ocr(work: Path, rounds: int) -> list[list]:
 
     _, lines = t._text_lines(48, seed=0)
     _, validation = t._text_lines(48, seed=2)
-    budget = {"accuracy_budget": AccuracyBudget(validation, 0.01, measure_latency=False)}
+    budget = {"accuracy_budget": AccuracyBudget(validation, 0.05, "ctc", measure_latency=False)}
     cases = [  # model, input, shape, calibration, test samples, task figure, extra int8 modes
         ("ppocr-v4-det", "x", t.DET_SHAPE, t._text_pages(16, seed=0), t._text_pages(6, seed=1),
          lambda e, g: f"mask IoU {t.mask_iou(e, g):.3f}", {}),
         ("ppocr-v4-rec", "x", t.REC_SHAPE, lines[:24], lines[24:],
-         lambda e, g: f"{read_alike(e, g):.0%} lines", {"int8, budget 1%": budget, "int8, smooth": SMOOTH}),
+         lambda e, g: f"{read_alike(e, g):.0%} lines", {"int8, budget 5% ctc": budget, "int8, smooth": SMOOTH}),
         ("ddddocr-rec", "input1", t.CAPTCHA_SHAPE, t._captchas(24, seed=0), t._captchas(24, seed=1),
          lambda e, g: f"{read_alike(e, g):.0%} captchas", {}),
     ]  # fmt: skip
@@ -258,7 +258,8 @@ def _model_rows(
         peer = f"{figure(expected, ort_int8)}; SQNR {sqnr_db(expected, ort_int8):.1f}"
     rows = []
     for mode, (result, seconds, got, _) in converted.items():
-        kept = f" ({len(result.accuracy.kept)} layers float)" if result.accuracy is not None else ""
+        budget = result.accuracy
+        kept = f" ({budget.method}; {len(budget.kept)} layers float)" if budget is not None else ""
         rows.append(
             [
                 f"{key} {mode}",

@@ -165,6 +165,39 @@ def _detections(argument: str | None) -> DetectionsRule:
     return DetectionsRule(confidence)
 
 
+@dataclass(frozen=True)
+class CtcLines(DecisionRule):
+    """A CTC recogniser's text, one decision per line (output ``[batch, time, classes]``): the
+    best class at each time step, repeats merged, ``blank`` dropped; a line whose characters
+    differ from the reference's changed, whatever its time steps did."""
+
+    blank: int
+
+    def lines(self, output: np.ndarray) -> list[list[int]]:
+        best = np.argmax(output, axis=-1)
+        return [row[(row != self.blank) & np.r_[True, row[1:] != row[:-1]]].tolist() for row in best]
+
+    def count(self, reference: np.ndarray, candidate: np.ndarray) -> tuple[int, int]:
+        reference = np.asarray(reference)
+        if reference.ndim != 3:
+            raise ParameterError(
+                f"{{decision}} needs a CTC output [batch, time, classes]; this output is "
+                f"{list(reference.shape)}: choose another rule",
+                decision=f"ctc:{self.blank}",
+            )
+        expected = self.lines(reference)
+        got = self.lines(np.asarray(candidate).reshape(reference.shape))
+        return sum(a != b for a, b in zip(expected, got, strict=True)), len(expected)
+
+
+@decision_rule("ctc")
+def _ctc(argument: str | None) -> CtcLines:
+    """A CTC recogniser's decoded lines (``ctc:BLANK``; the blank class is 0 by default)."""
+    if argument is not None and not argument.isdigit():
+        raise ParameterError("{decision} takes the blank class, e.g. ctc:0", decision=f"ctc:{argument}")
+    return CtcLines(int(argument) if argument is not None else 0)
+
+
 def decision_rule_for(spec: str) -> DecisionRule:
     """The decision rule ``spec`` (``name`` or ``name:argument``) names."""
     name, sep, argument = str(spec).partition(":")

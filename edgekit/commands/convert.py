@@ -180,7 +180,8 @@ def _add_accuracy_budget(q: argparse._ArgumentGroup) -> None:
         metavar="RULE",
         help="for --accuracy-budget: how outputs become decisions: argmax (last axis: classes, CTC steps; "
         "argmax:AXIS), threshold:T (masks, scores), detections[:CONF] (a YOLOv8/YOLO11 head "
-        "[1, 4+classes, anchors]: detections lost or added; confidence 0.25); default argmax",
+        "[1, 4+classes, anchors]: detections lost or added; confidence 0.25), ctc[:BLANK] (a CTC "
+        "recogniser [1, time, classes]: lines read differently; blank 0); default argmax",
     )
 
 

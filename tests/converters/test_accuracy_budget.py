@@ -137,9 +137,31 @@ def test_decision_rules():
     assert decision_rule_for("argmax")(ctc).shape == (1, 40)  # one decision per time step
     assert decision_rule_for("argmax:1")(ctc).shape == (1, 7)
     assert decision_rule_for("threshold:0.5")(ctc).sum() == (ctc > 0.5).sum()
-    for bad in ("top5", "threshold", "threshold:x", "argmax:x"):
+    for bad in ("top5", "threshold", "threshold:x", "argmax:x", "ctc:x", "ctc:-1"):
         with pytest.raises(ParameterError, match="decision"):
             decision_rule_for(bad)
+
+
+def _ctc_output(*steps: int, classes: int = 5) -> np.ndarray:
+    return np.eye(classes, dtype=np.float32)[list(steps)][None]
+
+
+@pytest.mark.parametrize(
+    "candidate, changed",
+    [
+        ((1, 1, 0, 2, 2, 0), 0),  # the same steps
+        ((1, 0, 1, 0, 2, 2), 1),  # a step moved: the reference's "1 2" becomes "1 1 2"
+        ((1, 1, 1, 2, 0, 0), 0),  # other steps, the same line: "1 2"
+        ((1, 1, 0, 3, 3, 0), 1),  # a character read as another
+        ((0, 0, 0, 0, 0, 0), 1),  # nothing read
+    ],
+)
+def test_the_ctc_rule_counts_lines_read_differently(candidate, changed):
+    rule = decision_rule_for("ctc")
+    assert rule.count(_ctc_output(1, 1, 0, 2, 2, 0), _ctc_output(*candidate)) == (changed, 1)
+    assert decision_rule_for("ctc:3").count(_ctc_output(1, 3, 2), _ctc_output(1, 2, 2)) == (0, 1)  # 3 is blank
+    with pytest.raises(ParameterError, match="needs a CTC output"):
+        rule.count(np.zeros((1, 5)), np.zeros((1, 5)))
 
 
 def test_a_decision_rule_is_one_decorated_function(digits, tmp_path):
