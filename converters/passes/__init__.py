@@ -9,12 +9,20 @@ from edgekit.converters.passes.cleanup import (
     remove_identities,
     remove_noop_reshapes,
 )
+from edgekit.converters.passes.frames import frame_strided_convs
 from edgekit.converters.passes.layout import optimize_layout, to_nhwc_io
 from edgekit.converters.passes.patterns import fuse_gelu, fuse_hardswish
 from edgekit.converters.passes.qdq import strip_activation_qdq
 from edgekit.converters.passes.xnnpack_forms import split_wide_concatenations
 
-ONNX_PASSES = (strip_activation_qdq, remove_identities, fold_batchnorm, fuse_gelu, fuse_hardswish)
+ONNX_PASSES = (
+    strip_activation_qdq,
+    remove_identities,
+    fold_batchnorm,
+    fuse_gelu,
+    fuse_hardswish,
+    frame_strided_convs,
+)
 TFLITE_PASSES = (
     fold_constants,
     drop_zero_arithmetic,
@@ -31,6 +39,7 @@ __all__ = [
     "drop_zero_arithmetic",
     "fold_batchnorm",
     "fold_constants",
+    "frame_strided_convs",
     "fuse_activations",
     "fuse_gelu",
     "fuse_hardswish",
