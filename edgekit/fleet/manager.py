@@ -311,6 +311,7 @@ class FleetManager:
             )
         if self.store.query("SELECT 1 FROM rollouts WHERE id=?", (rollout_id,)):
             raise InputError(f"rollout {rollout_id} exists already")
+        self._refuse_devices_in_open_rollouts(fleet, devices)
         n = len(devices)
         cuts = sorted({max(1, math.ceil(canary * n))} | {math.ceil(w * n) for w in waves} | {n})
         now = time.time()
@@ -335,6 +336,23 @@ class FleetManager:
         self._event(rollout_id, "started", f"{len(devices)} devices, waves end at {cuts}", figures=gates.to_dict())
         self._advance(rollout_id)
         return rollout_id
+
+    def _refuse_devices_in_open_rollouts(self, fleet: str, devices: list[str]) -> None:
+        """A device takes part in one unfinished rollout at a time: two would send it two deploys,
+        and each rollout's gates would judge telemetry of the other's model."""
+        ends = tuple(state.value for state in ROLLOUT_ENDS)
+        rows = self.store.query(
+            f"SELECT id, devices FROM rollouts WHERE fleet=? AND state NOT IN ({','.join('?' * len(ends))})",
+            (fleet, *ends),
+        )
+        wanted = set(devices)
+        for other, members in rows:
+            busy = sorted(wanted & set(json.loads(members)))
+            if busy:
+                raise InputError(
+                    f"{', '.join(busy[:5])}{' ...' if len(busy) > 5 else ''} {'is' if len(busy) == 1 else 'are'} "
+                    f"in rollout {other}, which has not ended: abort it or let it finish first"
+                )
 
     def _event(
         self, rollout_id: str, kind: str, message: str, device: str | None = None, figures: dict | None = None

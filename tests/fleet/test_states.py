@@ -137,3 +137,16 @@ def test_a_rollout_whose_judgement_raises_is_paused_with_the_error_on_resume(man
     status = manager.rollout_status(rollout)
     assert status["state"] is RolloutState.PAUSED
     assert status["reason"] == "paused: judging the rollout failed: ZeroDivisionError: float division by zero"
+
+
+def test_a_device_takes_part_in_one_unfinished_rollout_at_a_time(manager):
+    """Found by a red-team probe: three deploys, then a fourth, to the same device left four
+    rollouts running on it at once, each sending it a deploy and judging the others' telemetry."""
+    first = _rollout(manager, "r1")
+    manager.pause(first)
+    with pytest.raises(InputError, match="cam1, cam2 are in rollout r1, which has not ended"):
+        _rollout(manager, "r2")
+    deploy = {"deployment": "r3", "package": "p.tar", "sha256": SHA, "size": 1, "url": "http://h/p.tar"}
+    manager.start_rollout("other-fleet", deploy, ["cam1"], canary=0.5, waves=(1.0,))  # another fleet's cam1
+    manager.abort(first)
+    assert _rollout(manager, "r2") == "r2"  # once it ended
