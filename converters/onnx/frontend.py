@@ -120,6 +120,12 @@ def edit_model(
             ) from None
         m.graph.input.remove(vi)
         m.graph.initializer.append(numpy_helper.from_array(array, name))
+    if input_values and not graph_inputs(m):
+        raise ParameterError(
+            "{input_values} gives every input of the model a value: it would compute one constant; "
+            "leave at least one input (values are for control inputs such as a sample rate)",
+            input_values=", ".join(input_values),
+        )
     if outputs:
         produced = {o for n in m.graph.node for o in n.output if o} | {vi.name for vi in m.graph.input}
         unknown = [o for o in outputs if o not in produced]
@@ -188,43 +194,46 @@ def parse_input_shapes(specs: list[str] | None) -> dict[str, tuple[int, ...]]:
             if not sep or not name:
                 raise ValueError
             shape = tuple(int(d) for d in dims.split(","))
-            if any(d <= 0 for d in shape):
-                raise ValueError
         except ValueError:
             raise ShapeError(
                 f"--input-shape '{spec}' is not NAME=D1,D2,...; e.g. --input-shape input=1,3,224,224"
             ) from None
+        if any(d <= 0 for d in shape):
+            raise ShapeError(f"--input-shape '{spec}': every dimension must be a whole number above 0")
+        if name in shapes:
+            raise ShapeError(f"--input-shape gives '{name}' twice; give each input once")
         shapes[name] = shape
     return shapes
+
+
+def check_input_shapes(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]]) -> None:
+    """Refuse given shapes for inputs the model lacks, of another rank, or that contradict a fixed dimension."""
+    inputs = {vi.name: vi for vi in graph_inputs(model)}
+    for name, shape in input_shapes.items():
+        if name not in inputs:
+            raise ShapeError(
+                f"--input-shape names '{name}', which is not an input of the model; inputs are: " + ", ".join(inputs)
+            )
+        dims = _dims(inputs[name])
+        if dims and len(shape) != len(dims):
+            raise ShapeError(f"--input-shape gives '{name}' {len(shape)} dimensions but the model has {len(dims)}")
+        for want, have in zip(shape, dims, strict=False):
+            if isinstance(have, int) and have != want:
+                raise ShapeError(
+                    f"--input-shape {name}={','.join(map(str, shape))} contradicts the model's fixed shape {dims}"
+                )
 
 
 def fixed_input_shapes(
     model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]] | None
 ) -> dict[str, tuple[int, ...]]:
     input_shapes = dict(input_shapes or {})
-    inputs = graph_inputs(model)
-    names = [i.name for i in inputs]
-    for name in input_shapes:
-        if name not in names:
-            raise ShapeError(
-                f"--input-shape names '{name}', which is not an input of the model; inputs are: " + ", ".join(names)
-            )
+    check_input_shapes(model, input_shapes)
     shapes: dict[str, tuple[int, ...]] = {}
-    for vi in inputs:
+    for vi in graph_inputs(model):
         dims = _dims(vi)
         if vi.name in input_shapes:
-            shape = input_shapes[vi.name]
-            if dims and len(shape) != len(dims):
-                raise ShapeError(
-                    f"--input-shape gives '{vi.name}' {len(shape)} dimensions but the model has {len(dims)}"
-                )
-            for want, have in zip(shape, dims, strict=False):
-                if isinstance(have, int) and have != want:
-                    raise ShapeError(
-                        f"--input-shape {vi.name}={','.join(map(str, shape))} contradicts the model's "
-                        f"fixed shape {dims}"
-                    )
-            shapes[vi.name] = tuple(shape)
+            shapes[vi.name] = tuple(input_shapes[vi.name])
         elif all(isinstance(d, int) for d in dims):
             shapes[vi.name] = tuple(dims)  # type: ignore[arg-type]
         else:

@@ -58,17 +58,22 @@ def _onnx_facts(args: argparse.Namespace) -> dict[str, Any]:
 
     source = onnx_frontend.read_model(args.model)
     model = source.model
+    shapes = onnx_frontend.parse_input_shapes(args.input_shape)
+    onnx_frontend.check_input_shapes(model, shapes)  # as convert checks them: mistakes are refused
     facts: dict[str, Any] = {
         "model": args.model,
         "opset": onnx_frontend.default_opset(model),
         "sha256": source.sha256,
         "inputs": [
-            {"name": vi.name, "shape": onnx_frontend._dims(vi), "dtype": str(onnx_frontend.input_dtype(vi))}
+            {
+                "name": vi.name,
+                "shape": list(shapes.get(vi.name, onnx_frontend._dims(vi))),
+                "dtype": str(onnx_frontend.input_dtype(vi)),
+            }
             for vi in onnx_frontend.graph_inputs(model)
         ],
         "outputs": [{"name": vi.name, "shape": onnx_frontend._dims(vi)} for vi in model.graph.output],
     }
-    shapes = onnx_frontend.parse_input_shapes(args.input_shape)
     try:
         graph = onnx_ir(source, shapes)
     except ShapeError as exc:

@@ -416,6 +416,10 @@ def test_input_value_folds_a_control_input(tmp_path):
         edit_model(m, input_values={"sr": 1})
     with pytest.raises(InputError, match="no tensor named"):
         edit_model(m, outputs=["nope"])
+    # every input given a value: the model would be one constant (a red-team probe got a model
+    # with no inputs and no ops, exit 0)
+    with pytest.raises(InputError, match="gives every input of the model a value"):
+        edit_model(m, input_values={"x": 1.0, "k": 3.0})
 
 
 # OCR: PP-OCRv4's detector and recogniser (rapidocr-onnxruntime) and ddddocr's captcha recogniser,

@@ -1,0 +1,31 @@
+"""--input-shape and --input-value mistakes a red-team probe found accepted: each is one line,
+exit 2, and nothing written (the harness of test_cli_matrix)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.test_cli_matrix import test_bad_input_is_one_line_exit_2_and_changes_nothing as one_line_exit_2
+from tests.test_cli_matrix import work  # noqa: F401 (the fixture)
+
+CASES = [  # (case id, argv, words the one line must hold)
+    ("inspect-unknown-input", ["inspect", "model.onnx", "--input-shape", "foo=1,1,16"], ["'foo'", "inputs are"]),
+    ("inspect-wrong-rank", ["inspect", "model.onnx", "--input-shape", "image=1,1"], ["2 dimensions", "has 4"]),
+    ("inspect-contradicts", ["inspect", "model.onnx", "--input-shape", "image=1,3,16,16"], ["contradicts"]),
+    (
+        "shape-given-twice",
+        ["convert", "model.onnx", "-o", "x.tflite", "--input-shape", "image=1,1,8,8", "--input-shape", "image=1,1,8,8"],
+        ["twice"],
+    ),
+    ("shape-zero", ["inspect", "model.onnx", "--input-shape", "image=0,1,8,8"], ["above 0"]),
+    (
+        "input-value-every-input",
+        ["convert", "model.onnx", "-o", "x.tflite", "--input-value", "image=3"],
+        ["every input"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("argv", "words"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_shape_mistakes_are_one_line_exit_2(work, argv, words):  # noqa: F811
+    one_line_exit_2(work, argv, words)
