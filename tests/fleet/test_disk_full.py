@@ -15,7 +15,9 @@ import pytest
 from edgekit import package
 from edgekit.agent.runner import Agent, AgentConfig
 from edgekit.broker import Broker
+from edgekit.errors import InputError
 from edgekit.fleet.manager import FleetManager
+from edgekit.protocol import ROLLOUT_ENDS
 from edgekit.runtime import load
 from tests.fleet.test_fleet_mqtt import _deploy_message, wait_for
 from tests.fleet.test_ingest import _publish
@@ -89,6 +91,16 @@ def test_a_full_disk_on_the_device_fails_the_deployment_with_the_reason(
                     what=f"dev00 {final} in {deployment}",
                     detail=lambda: manager.rollout_status(deployment),
                 )
+                # a device is in one unfinished rollout at a time: end this one before the next
+                if final == "committed":  # done, or its gates wait for telemetry this test does not send
+                    with contextlib.suppress(InputError):  # "is done already"
+                        manager.abort(deployment)
+                else:  # the failed deployment fails the wave's gate, which ends the rollout
+                    wait_for(
+                        lambda: manager.rollout_status(deployment)["state"] in ROLLOUT_ENDS,
+                        what=f"{deployment} ended",
+                        detail=lambda: manager.rollout_status(deployment),
+                    )
                 return manager.rollout_status(deployment)
 
             first = package.build(models[0], tmp_path / "fc-1.tar", name="fc", version="1", signing_key=keys[0])
