@@ -11,6 +11,7 @@ import ssl
 import struct
 
 MQTT_V311, MQTT_V5 = 4, 5
+VERSION_NAMES = {"5": MQTT_V5, "5.0": MQTT_V5, "4": MQTT_V311, "3.1.1": MQTT_V311, "311": MQTT_V311}
 
 
 def _connect_packet(client_id: str) -> bytes:
@@ -23,10 +24,8 @@ def choose_version(wanted: int | str, host: str, port: int, tls: dict | None = N
     """``auto`` asks the broker; 5 or 4 (also "3.1.1") are taken as given."""
     if str(wanted) == "auto":
         return broker_version(host, port, tls)
-    if str(wanted) in ("5", "5.0"):
-        return MQTT_V5
-    if str(wanted) in ("4", "3.1.1", "311"):
-        return MQTT_V311
+    if str(wanted) in VERSION_NAMES:
+        return VERSION_NAMES[str(wanted)]
     raise ValueError(f"mqtt_version must be auto, 5 or 3.1.1 (got {wanted!r})")
 
 
@@ -51,6 +50,26 @@ def broker_version(host: str, port: int, tls: dict | None = None, timeout: float
         return MQTT_V311
 
 
+def tls_file_problem(path: str) -> str | None:
+    """Why ``path`` cannot serve as a TLS file (CA, certificate, key), or None: checked before
+    anything connects, so a typo is one line and not an ssl traceback from inside paho."""
+    if not os.path.exists(path):
+        return f"{path}: no such file"
+    if not os.path.isfile(path):
+        return f"{path}: not a file"
+    if not os.access(path, os.R_OK):
+        return f"{path}: cannot be read (permissions)"
+    return None
+
+
+def check_tls(tls: dict | None) -> None:
+    """Refuse a ``tls`` dict ({"ca", "cert", "key"}) whose files cannot be used."""
+    for role, path in (tls or {}).items():
+        problem = tls_file_problem(path) if path else None
+        if problem:
+            raise ValueError(f"tls {role} file {problem}")
+
+
 def make_client(
     client_id: str,
     version: int,
@@ -64,6 +83,7 @@ def make_client(
     (``connect_args``), a 3.1.1 one here."""
     import paho.mqtt.client as mqtt
 
+    check_tls(tls)
     if version == MQTT_V5:
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=manual_ack

@@ -4,6 +4,7 @@ first inference, warm-up average, then count/min/max/mean/std/percentiles and th
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -64,6 +65,34 @@ class BenchmarkResult:
         )
 
 
+DEFAULT_MAX_SECS = 150.0  # the timed runs stop here, whatever ``runs`` asks
+MAX_RUNS = 10_000_000  # far past what max_secs lets run; a bound so a typo is refused, not "days left"
+MAX_WARMUP = 100_000
+
+
+class BenchmarkSettingError(ValueError):
+    """A benchmark parameter out of its range: ``parameter`` names it, ``rule`` says what it takes."""
+
+    def __init__(self, parameter: str, rule: str, value: object) -> None:
+        super().__init__(f"{parameter} {rule}, not {value!r}")
+        self.parameter, self.rule, self.value = parameter, rule, value
+
+
+def check_settings(runs: int, warmup: int, min_secs: float, max_secs: float) -> None:
+    """Refuse counts and times the timing loops cannot honour (NaN, infinity, negative, absurd)."""
+    for name, count, low, high in (("runs", runs, 1, MAX_RUNS), ("warmup", warmup, 0, MAX_WARMUP)):
+        if isinstance(count, bool) or not isinstance(count, numbers.Integral) or not low <= count <= high:
+            raise BenchmarkSettingError(name, f"must be a whole number from {low} to {high}", count)
+    if not _finite(max_secs) or max_secs <= 0:
+        raise BenchmarkSettingError("max_secs", "must be a finite number of seconds above 0", max_secs)
+    if not _finite(min_secs) or not 0 <= min_secs <= max_secs:
+        raise BenchmarkSettingError("min_secs", f"must be a number of seconds from 0 to {max_secs:g}", min_secs)
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def random_inputs(session: Session, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     feeds = {}
@@ -87,10 +116,11 @@ def benchmark(
     runs: int = 50,
     warmup: int = 1,
     min_secs: float = 1.0,
-    max_secs: float = 150.0,
+    max_secs: float = DEFAULT_MAX_SECS,
     progress: Progress | None = None,
 ) -> BenchmarkResult:
     """``progress`` (edgekit.progress) counts the timed runs; its total is estimated from the warm-up."""
+    check_settings(runs, warmup, min_secs, max_secs)
     start = time.perf_counter()
     session = load(path, backend=backend, threads=threads, delegate=delegate, xnnpack=xnnpack)
     init = time.perf_counter() - start

@@ -8,10 +8,10 @@ import logging
 import random
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgekit import protocol
+from edgekit.agent.config import AgentConfig, load_config
 from edgekit.agent.ota import SAFE_ID, Deployment, Slots
 from edgekit.agent.outbox import Outbox
 from edgekit.agent.telemetry import TelemetryCollector
@@ -21,39 +21,6 @@ from edgekit.mqtt import choose_version, connect_args, make_client
 
 log = logging.getLogger("edgekit.agent")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-
-
-@dataclass
-class AgentConfig:
-    fleet: str
-    device: str
-    state_dir: str
-    trusted_root: str  # the fleet's TUF root metadata (JSON), pinned at provisioning
-    host: str = "127.0.0.1"
-    port: int = 1883
-    username: str | None = None
-    password: str | None = None
-    telemetry_interval_s: float = 10.0
-    outbox_limit: int = 10_000
-    send_rate: float = 50.0  # messages a second the outbox drains at most: well inside the manager's budget
-    error_rate_threshold: float = 0.2  # after a switch: roll back above this error rate ...
-    watch_invocations: int = 20  # ... measured over this many invocations
-    tags: list[str] = field(default_factory=list)
-    board: str | None = None  # a board profile id (devices/boards); default: detected from this machine
-    workload_images: str | None = None  # built-in workload: run the model on these images in a loop
-    workload_rate_hz: float = 10.0  # ... at this rate (a rate, never "as fast as it goes": that takes a core)
-    tls_ca_pem: str | None = None  # TLS to the broker: its CA certificate, pinned at provisioning (turns TLS on) ...
-    tls_ca: str | None = None  # ... or a CA file
-    tls_cert: str | None = None  # ... and a client certificate and key, when the broker asks for one
-    tls_key: str | None = None
-    mqtt_version: str = "auto"  # auto: MQTT 5 where the broker speaks it, else 3.1.1; or "5", "3.1.1"
-    package_hosts: list[str] = field(default_factory=list)  # hosts packages may come from (default: the broker's)
-    command_key: str | None = None  # the manager's command key (hex ed25519): deploys and commands must verify
-    allow_unsigned_commands: bool = False  # only for a lab without a command key: obey unsigned messages
-
-    def __post_init__(self) -> None:
-        if not (isinstance(self.send_rate, (int, float)) and self.send_rate > 0):
-            raise ValueError(f"send_rate must be a number of messages a second above 0, not {self.send_rate!r}")
 
 
 def _board(board_id: str | None):
@@ -73,9 +40,6 @@ def _normalized(config: AgentConfig) -> None:
 
     if config.command_key:
         config.command_key = hex_of(config.command_key)
-    rate = config.workload_rate_hz
-    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= 1000:
-        raise FleetError(f"workload_rate_hz must be a rate in (0, 1000] per second (got {rate!r})")
 
 
 class Agent:
@@ -493,18 +457,6 @@ def image_preprocessing(tensor) -> dict:
         "color": "L" if sizes["C"] == 1 else "RGB",
         "layout": tensor.layout.lower(),
     }
-
-
-def load_config(path: str) -> AgentConfig:
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10 (Ubuntu 22.04, JetPack 6): the same parser as a package
-        import tomli as tomllib
-
-    with open(path, "rb") as f:
-        data = tomllib.load(f)
-    agent = data.get("agent", data)
-    return AgentConfig(**agent)
 
 
 def run_forever(config: AgentConfig) -> None:

@@ -11,7 +11,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--config",
         required=True,
-        help="agent.toml ([agent] fleet, device, state_dir, public_key, host, port, telemetry_interval_s, ...)",
+        help="agent.toml ([agent] fleet, device, state_dir, trusted_root, command_key, host, port, "
+        "telemetry_interval_s, ...: edgekit fleet provision writes one)",
     )
 
 
@@ -21,7 +22,9 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         config = load_config(args.config)
-    except (OSError, ValueError, TypeError) as exc:
-        raise InputError(f"cannot read agent config {args.config}: {exc}") from None
+    except OSError as exc:
+        raise InputError(f"cannot read agent config {args.config}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # also TOML syntax: tomllib's error is a ValueError
+        raise InputError(f"agent config {args.config}: {exc}") from None
     run_forever(config)
     return 0

@@ -27,10 +27,13 @@ def run(args: argparse.Namespace) -> int:
 
     from edgekit.errors import InputError
     from edgekit.progress import progress
-    from edgekit.runtime.benchmark import benchmark
+    from edgekit.runtime.benchmark import DEFAULT_MAX_SECS, BenchmarkSettingError, benchmark, check_settings
 
-    if args.runs < 1 or args.min_secs < 0 or (args.threads is not None and args.threads < 1):
-        raise InputError("--runs and --threads must be at least 1 and --min-secs not negative")
+    try:  # before the model loads (--threads is the session's to check)
+        check_settings(args.runs, args.warmup, args.min_secs, max_secs=DEFAULT_MAX_SECS)
+    except BenchmarkSettingError as exc:
+        flag = "--" + exc.parameter.replace("_", "-")
+        raise InputError(f"{flag} {exc.rule}, not {exc.value}") from None
     with progress("bench", total=args.runs, unit="runs") as timed_runs:
         result = benchmark(
             args.model,

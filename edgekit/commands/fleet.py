@@ -39,6 +39,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_provision(sub)
 
 
+MAX_RETENTION_DAYS = 36_500  # a century: beyond it the cutoff in seconds stops being a useful number
+
+
+def _retention_days(text: str) -> float:
+    """An argparse type: days of telemetry to keep, refused unless a finite number above 0."""
+    import math
+
+    try:
+        days = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days") from None
+    if not (math.isfinite(days) and 0 < days <= MAX_RETENTION_DAYS):
+        raise argparse.ArgumentTypeError(f"{text} must be a number of days above 0 and at most {MAX_RETENTION_DAYS}")
+    return days
+
+
 def _add_key_actions(sub) -> None:
     init = sub.add_parser(
         "init", help="make the fleet's update metadata (TUF root) once, where the root key is; then serve"
@@ -86,7 +102,12 @@ def _add_serve(sub) -> None:
     serve.add_argument("--http-host", default="127.0.0.1", help="API address (0.0.0.0 for the fleet to reach it)")
     serve.add_argument("--http-port", type=PORT, default=8765, help="API port (0: any free one)")
     serve.add_argument("--public-url", help="URL devices download packages from (default http://HOST:PORT)")
-    serve.add_argument("--retention-days", type=float, default=30.0, help="drop telemetry older than this")
+    serve.add_argument(
+        "--retention-days",
+        type=_retention_days,
+        default=30.0,
+        help=f"drop telemetry older than this many days (above 0, at most {MAX_RETENTION_DAYS})",
+    )
     serve.add_argument(
         "--device-rate", type=float, default=200.0, help="messages a second a device may send (default 200)"
     )
@@ -378,6 +399,7 @@ def serve(args: argparse.Namespace) -> int:
 
     if args.host is not None and (args.broker != "auto" or args.tls_name):
         raise InputError("--broker and --tls-name choose the broker serve runs; with --host it runs none")
+    _check_tls_files(args)
     budget = _device_budget(args)
     if "://" not in args.db and not Path(args.db).resolve().parent.is_dir():
         raise InputError(f"--db {args.db}: folder {Path(args.db).parent} does not exist; create it first")
@@ -402,6 +424,20 @@ def serve(args: argparse.Namespace) -> int:
     finally:
         if broker is not None:
             broker.stop()
+
+
+def _check_tls_files(args: argparse.Namespace) -> None:
+    """The manager's TLS files, before anything starts: each one there and a file, and a client
+    certificate or key only with the CA that turns TLS on (else they would be ignored)."""
+    from edgekit.errors import InputError
+    from edgekit.mqtt import tls_file_problem
+
+    for flag, path in (("--tls-ca", args.tls_ca), ("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
+        problem = tls_file_problem(path) if path else None
+        if problem:
+            raise InputError(f"{flag} {problem}")
+    if (args.tls_cert or args.tls_key) and not args.tls_ca:
+        raise InputError("--tls-cert and --tls-key need --tls-ca (the broker's CA file), which turns TLS on")
 
 
 def _stop_on_sigterm(signum, frame) -> None:

@@ -180,6 +180,7 @@ class FleetStore:
         """Retention: drop telemetry windows older than this; returns how many went."""
         import time
 
+        check_retention(older_than_s)
         cutoff = (time.time() if now is None else now) - older_than_s
         with self.lock, self._transaction():
             cursor = self.db.execute(self._sql("DELETE FROM telemetry WHERE ts<?"), (cutoff,))
@@ -188,6 +189,16 @@ class FleetStore:
     def close(self) -> None:
         with self.lock:
             self.db.close()
+
+
+def check_retention(older_than_s: float) -> None:
+    """Refuse a retention that is not a finite time above 0: a negative one puts the cutoff in the
+    future and a NaN one compares false, so a slip would delete every telemetry window stored."""
+    import math
+
+    number = isinstance(older_than_s, int | float) and not isinstance(older_than_s, bool)
+    if not (number and math.isfinite(older_than_s) and older_than_s > 0):
+        raise ValueError(f"older_than_s must be a finite number of seconds above 0, not {older_than_s!r}")
 
 
 def _redact(url: str) -> str:
