@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -167,6 +168,7 @@ def convert(
     if pruning is not None:
         model = pruning.model
     graph = _onnx_passes(import_onnx(model, input_shapes), stem_block, equalize)
+    _check_keep_float(graph, quant)
     graph = _smooth_activations(model, graph, quant)
     tfl = to_tflite_graph(graph, io_layout)
     accuracy = None
@@ -235,6 +237,22 @@ def _check_options(output, io_layout, quant, prune, target, equalize, stem_block
         out_dir = Path(output).parent
         if not out_dir.is_dir():
             raise OutputPathError(f"cannot write {output}: folder {out_dir} does not exist; create it first")
+
+
+def _check_keep_float(graph: Graph, quant: QuantConfig | None) -> None:
+    """Refuse ``keep_float`` names that match no node of the ONNX-level graph (what the quantizer
+    matches them against): ignored, a mistyped name would leave its layer int8 without a word."""
+    if quant is None or not quant.keep_float:
+        return
+    known = {n.name for n in graph.nodes if n.name}
+    unknown = [name for name in quant.keep_float if name not in known]
+    if not unknown:
+        return
+    names = sorted(known)
+    close = difflib.get_close_matches(unknown[0], names, n=3)
+    hint = f"close names: {close}" if close else f"its nodes are named like {names[:3]}"
+    message = f"the model has no node named {', '.join(map(repr, unknown))}; {hint}"
+    raise ParameterError("{keep_float}: " + message.replace("{", "{{").replace("}", "}}"))
 
 
 def _onnx_passes(graph: Graph, stem_block: int | None, equalize: bool) -> Graph:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.converters.harness import OnnxRunner, TFLiteRunner
+from edgekit.converters.quant.calibration_data import load_array_file, refuse_non_finite
 from edgekit.errors import InputError
 from edgekit.files import read_model
 from edgekit.runtime.validate import validate_tflite
@@ -30,7 +31,15 @@ class VerificationReport:
 
     @property
     def min_sqnr_db(self) -> float:
-        return min(o.sqnr_db for o in self.outputs)
+        """The lowest output SQNR; NaN when any output's is NaN (min() would skip it by order)."""
+        figures = [o.sqnr_db for o in self.outputs]
+        return float("nan") if any(np.isnan(f) for f in figures) else min(figures)
+
+    def meets(self, min_sqnr_db: float) -> bool:
+        """Whether every output's SQNR is at least ``min_sqnr_db``; a NaN SQNR is no evidence and never meets it."""
+        if not np.isfinite(min_sqnr_db):
+            raise InputError(f"min_sqnr_db must be a finite number of dB, not {min_sqnr_db}")
+        return all(o.sqnr_db >= min_sqnr_db for o in self.outputs)
 
     def table(self) -> str:
         lines = [f"{'output':<24} {'SQNR dB':>9} {'cosine':>9} {'max |err|':>11} {'top-1':>7}"]
@@ -58,32 +67,44 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if denom == 0 and np.array_equal(a, b) else float(a @ b / denom) if denom else 0.0
 
 
-def load_samples(data, input_names: list[str]) -> dict[str, np.ndarray]:
-    """``data``: an array (single input), a dict, a .npy/.npz file, or a folder of .npy files."""
+def load_samples(data, input_names: list[str], what: str = "data") -> dict[str, np.ndarray]:
+    """``data``: an array (single input), a dict, a .npy/.npz file, or a folder of .npy files.
+    Floating-point samples must be finite: a comparison of NaN outputs says nothing. ``what``
+    is what the errors call ``data``."""
+    samples = _samples_by_input(data, input_names, what)
+    for name, values in samples.items():
+        refuse_non_finite(values, f"{what} for input '{name}'")
+    return samples
+
+
+def _samples_by_input(data, input_names: list[str], what: str) -> dict[str, np.ndarray]:
     if isinstance(data, np.ndarray):
         return {input_names[0]: data}
     if isinstance(data, dict):
         return {k: np.asarray(v) for k, v in data.items()}
     path = Path(data)
     if path.is_dir():
-        files = sorted(path.glob("*.npy"))
-        if not files:
-            raise InputError(f"{path} holds no .npy files; pass a .npy/.npz file or a folder of .npy samples")
-        return {input_names[0]: np.stack([np.load(f) for f in files])}
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise InputError(f"{path} is not a .npy/.npz array file ({exc})") from None
+        return {input_names[0]: _stacked_folder(path, what)}
+    loaded = load_array_file(path, what)
     if isinstance(loaded, np.ndarray):
         return {input_names[0]: loaded}
-    keys = list(loaded.keys())
+    keys = list(loaded)
     if all(n in keys for n in input_names):
         return {n: loaded[n] for n in input_names}
     if len(input_names) == 1 and keys:
         return {input_names[0]: loaded[keys[0]]}
-    raise InputError(f"{path} has arrays {keys}; name them after the model's inputs {input_names}")
+    raise InputError(f"{what} {path} has arrays {keys}; name them after the model's inputs {input_names}")
+
+
+def _stacked_folder(folder: Path, what: str) -> np.ndarray:
+    """The .npy samples of ``folder``, one per file, stacked."""
+    files = sorted(folder.glob("*.npy"))
+    if not files:
+        raise InputError(f"{what} {folder} holds no .npy files; pass a .npy/.npz file or a folder of .npy samples")
+    arrays = [load_array_file(f, what) for f in files]
+    if any(not isinstance(a, np.ndarray) for a in arrays) or len({a.shape for a in arrays}) > 1:
+        raise InputError(f"{what} {folder}: the .npy samples must be single arrays of one shape, one sample each")
+    return np.stack(arrays)
 
 
 def verify(

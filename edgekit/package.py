@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import lzma
+import math
 import os
 import tarfile
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from edgekit.errors import InvalidModelError, PackageError
 from edgekit.files import check_output_path, write_atomic
+from edgekit.protocol import SAFE_ID, SAFE_ID_RULE, SAFE_VERSION, SAFE_VERSION_RULE
 from edgekit.runtime.signature import Signature
 
 MANIFEST = "manifest.json"
@@ -77,13 +79,13 @@ def build(
     point; :class:`edgekit.runtime.signature.Signature`), the preprocessing, the latency budget and
     a compression report. ``validate=False`` packages a .tflite that does not parse as it is (the
     device's health check then refuses it: how the tests exercise that)."""
-    if compression not in COMPRESSIONS:
-        raise PackageError(f"unknown compression {compression!r}; choose one of {', '.join(COMPRESSIONS)}")
+    _check_request(name, version, latency_budget_ms, compression)
     signer = _signing_key(signing_key)  # a public key or an unreadable file: refused before any work
     model = Path(model)
     output = Path(output)
-    check_output_path(output, model)  # a folder, /proc, the model itself: refused before any work
-    check_output_path(output.with_suffix(output.suffix + ".sig"), model)
+    inputs = {"model": model, "signing_key": signing_key}  # a folder, /proc, an input: refused before any work
+    check_output_path(output, option="output", named=inputs)
+    check_output_path(output.with_suffix(output.suffix + ".sig"), option="output", named=inputs)
     if not model.is_file():
         raise PackageError(f"{model}: no such model file")
     data = model.read_bytes()
@@ -106,12 +108,45 @@ def build(
         "compression": _compression_report(data, compression),
         **(extra or {}),
     }
-    archive = _archive({MANIFEST: json.dumps(manifest, indent=1).encode(), model.name: data}, compression)
+    archive = _archive({MANIFEST: _manifest_json(manifest), model.name: data}, compression)
     digest = hashlib.sha256(archive).hexdigest()
     signature_bytes = signer.sign(bytes.fromhex(digest)).signature
     write_atomic(output, archive)
     write_atomic(output.with_suffix(output.suffix + ".sig"), signature_bytes.hex().encode())
     return PackageInfo(output, digest, len(archive), signature_bytes, manifest)
+
+
+def _check_request(name: str, version: str, latency_budget_ms: float | None, compression: str) -> None:
+    """What ``build`` is asked for, refused before any work: a name or version devices and the
+    fleet would not take as an id (they become file names: ``../x`` would land elsewhere), a
+    latency budget that is no limit (NaN passes every comparison, and is not JSON), an unknown
+    compression."""
+    for parameter, value, rule, said in (
+        ("name", name, SAFE_ID, SAFE_ID_RULE),
+        ("version", version, SAFE_VERSION, SAFE_VERSION_RULE),
+    ):
+        if not isinstance(value, str) or not rule.fullmatch(value):
+            raise PackageError(f"package {parameter} {str(value)[:80]!r} is not valid: it must be {said}")
+    if latency_budget_ms is not None and not (
+        isinstance(latency_budget_ms, int | float)
+        and not isinstance(latency_budget_ms, bool)
+        and math.isfinite(latency_budget_ms)
+        and latency_budget_ms > 0
+    ):
+        raise PackageError(f"latency_budget_ms must be a number of milliseconds > 0 (got {latency_budget_ms!r})")
+    if compression not in COMPRESSIONS:
+        raise PackageError(f"unknown compression {compression!r}; choose one of {', '.join(COMPRESSIONS)}")
+
+
+def _manifest_json(manifest: dict) -> bytes:
+    """The manifest as strict JSON: NaN or infinity (in ``preprocessing``, ``extra``) is refused,
+    naming the field, since JSON has no such numbers and a device's reader may take them for none."""
+    for field, value in manifest.items():
+        try:
+            json.dumps(value, allow_nan=False)
+        except ValueError:
+            raise PackageError(f"the manifest's {field} holds NaN or infinity; give finite numbers") from None
+    return json.dumps(manifest, indent=1, allow_nan=False).encode()
 
 
 def _archive(members: dict[str, bytes], compression: str) -> bytes:
@@ -148,8 +183,6 @@ def _low_bit_weights(data: bytes) -> dict | None:
     and the bytes they need at the bits their values need (each channel's values numbered);
     compression takes most of the difference. None for other models, none such or without the
     ``tflite`` schema package."""
-    import math
-
     try:
         from edgekit.runtime.weights import constant_tensors
 
@@ -286,13 +319,17 @@ def verify(
 
 def _manifest_object(data: bytes | str) -> dict:
     """A manifest's text as a JSON object, or PackageError."""
-    try:
-        manifest = json.loads(data)
+    try:  # NaN and Infinity are not JSON: a NaN latency budget would pass every health check
+        manifest = json.loads(data, parse_constant=_not_json)
     except (ValueError, RecursionError) as exc:  # ValueError: bad JSON or UTF-8, an integer of 4,300+ digits
         raise PackageError(f"the package manifest is not JSON: {exc}") from None
     if not isinstance(manifest, dict):
         raise PackageError(f"the package manifest is a JSON {type(manifest).__name__}, not an object")
     return manifest
+
+
+def _not_json(constant: str):
+    raise ValueError(f"{constant} is not a JSON number")
 
 
 def read_manifest(path: str | os.PathLike) -> dict:

@@ -67,6 +67,9 @@ STATUS_STATES = ("online", "offline")
 ID_MAX = 64
 SAFE_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{ID_MAX - 1}}}")
 SAFE_ID_RULE = f"1 to {ID_MAX} characters of A-Z a-z 0-9 . _ -, the first a letter or digit"
+# a package version: an id, or a semantic version with build metadata (1.0+cuda); it names files
+SAFE_VERSION = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._+-]{{0,{ID_MAX - 1}}}")
+SAFE_VERSION_RULE = f"1 to {ID_MAX} characters of A-Z a-z 0-9 . _ - +, the first a letter or digit"
 
 
 def safe_id(text: str, suffix: str = "") -> str:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from edgekit.converters.quant.calibration_data import check_array
+from edgekit.converters.quant.calibration_data import check_array, split_samples
 from edgekit.errors import CalibrationError
 from edgekit.progress import progress
 
@@ -159,18 +159,7 @@ def prepare_samples(calibration, input_names: list[str], source_shapes: dict[str
     per_input = {}
     for name in input_names:
         array = check_array(np.asarray(calibration[name]), f"for input '{name}'")
-        want = tuple(source_shapes[name])
-        if array.shape[1:] == want[1:] and want[0] == 1:
-            per_input[name] = [array[i : i + 1] for i in range(len(array))]
-        elif array.shape == want:
-            per_input[name] = [array]
-        elif array.shape[1:] == want:
-            per_input[name] = list(array)
-        else:
-            raise CalibrationError(
-                f"calibration samples for '{name}' have shape {list(array.shape)}; the model takes "
-                f"{list(want)} (pass an array of shape [N, {', '.join(map(str, want[1:]))}])"
-            )
+        per_input[name] = split_samples(array, tuple(source_shapes[name]), f"calibration samples for '{name}'")
     count = min(len(v) for v in per_input.values())
     return [{n: per_input[n][i] for n in input_names} for i in range(count)]
 

@@ -235,17 +235,15 @@ def _add_verification(v: argparse._ArgumentGroup) -> None:
 def run(args: argparse.Namespace) -> int:
     from edgekit.converters import convert
     from edgekit.converters.onnx.frontend import parse_input_shapes
-    from edgekit.files import check_output_path
 
-    # the output is checked before any work: never the input, a folder or a special file
-    check_output_path(args.output, args.model, args.calibration, getattr(args, "data", None), args.validation_data)
-    if args.report:
-        check_output_path(args.report, args.model, args.output)
+    _check_outputs(args)
     _refuse_options_that_do_nothing(args)
     io_layout = _io_layout(args)
     calibration = _calibration(args) if args.calibration else None
     quant, prune = _quant_config(args, calibration), _prune_config(args, calibration)
     source = _edited(args)
+    if args.data and (args.verify or args.report):
+        _check_verification_data(args, source)
     result = convert(
         source,
         args.output,
@@ -262,6 +260,42 @@ def run(args: argparse.Namespace) -> int:
     if args.verify or args.report:
         _verify_and_report(args, source, result, calibration, speed)
     return 0
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """-o and --report, before any work: neither is an input nor a folder or special file, they
+    differ, and -o does not name an ONNX model (a TFLite flatbuffer would replace it)."""
+    from edgekit.files import check_output_path
+
+    inputs = {
+        "MODEL": args.model,
+        "--calibration": args.calibration,
+        "--data": args.data,
+        "--validation-data": args.validation_data,
+    }
+    check_output_path(args.output, named=inputs, model_format="tflite")
+    if args.report:
+        check_output_path(args.report, option="--report", named=inputs, outputs={"-o": args.output})
+
+
+def _check_verification_data(args: argparse.Namespace, source) -> None:
+    """--data read and its samples' shapes checked before converting, as verification will read
+    them, so a mistake there leaves no converted model behind."""
+    import numpy as np
+
+    from edgekit.converters.onnx.frontend import fixed_input_shapes, graph_inputs, parse_input_shapes, read_model
+    from edgekit.converters.verification import load_samples
+    from edgekit.errors import InputError
+
+    model = read_model(source).model
+    shapes = fixed_input_shapes(model, parse_input_shapes(args.input_shape))
+    for name, values in load_samples(args.data, [i.name for i in graph_inputs(model)], what="--data").items():
+        values, want = np.asarray(values), shapes[name]
+        if values.ndim == 0 or len(values) == 0 or values[0].size != int(np.prod(want)):
+            raise InputError(
+                f"--data {args.data}: the samples for input {name!r} have shape {list(values.shape)}; the model "
+                f"takes {list(want)} (pass an array of shape [{', '.join(['N', *map(str, want[1:])])}])"
+            )
 
 
 def _speed_check(args: argparse.Namespace, source, result):

@@ -4,15 +4,45 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+
+from edgekit.protocol import SAFE_ID, SAFE_ID_RULE, SAFE_VERSION, SAFE_VERSION_RULE
+
+
+def _package_id(text: str) -> str:
+    """--name: an id devices and the fleet take (it becomes file and target names)."""
+    if not SAFE_ID.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid: it must be {SAFE_ID_RULE}")
+    return text
+
+
+def _package_version(text: str) -> str:
+    """--version: the same, or a semantic version with build metadata (1.0+cuda)."""
+    if not SAFE_VERSION.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid: it must be {SAFE_VERSION_RULE}")
+    return text
+
+
+def _milliseconds(text: str) -> float:
+    """A latency limit: a finite number > 0 (NaN would pass every health check)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of milliseconds") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of milliseconds > 0, e.g. 50")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", nargs="?", help="the .tflite (or .onnx) model")
     parser.add_argument("-o", "--output", help="package file (default NAME-VERSION.tar.xz, or .tar uncompressed)")
-    parser.add_argument("--name")
-    parser.add_argument("--version")
+    parser.add_argument("--name", type=_package_id, help=f"the model's name: {SAFE_ID_RULE}")
+    parser.add_argument("--version", type=_package_version, help="the model's version, e.g. 1.2 or 1.2+cuda")
     parser.add_argument("--sign", metavar="KEY", help="the fleet's ed25519 private key file")
-    parser.add_argument("--latency-budget-ms", type=float, help="the health check's p50 latency limit")
+    parser.add_argument(
+        "--latency-budget-ms", type=_milliseconds, metavar="MS", help="the health check's p50 latency limit (> 0)"
+    )
     parser.add_argument(
         "--preprocess",
         metavar="JSON",
@@ -44,16 +74,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not (args.model and args.name and args.version and args.sign):
         raise InputError("edgekit package MODEL --name N --version V --sign KEY (or --new-key PRIVATE PUBLIC)")
-    preprocessing = None
-    if args.preprocess:
-        try:
-            preprocessing = json.loads(args.preprocess)
-        except ValueError as exc:
-            raise InputError(f"--preprocess is not valid JSON ({exc})") from None
-        if not isinstance(preprocessing, dict):
-            raise InputError("--preprocess takes a JSON object, e.g. '{\"resize\": [224, 224]}'")
+    preprocessing = _preprocessing(args.preprocess) if args.preprocess else None
     suffix = ".tar.xz" if args.compression == "xz" else ".tar"
     output = args.output or f"{args.name}-{args.version}{suffix}"
+    _check_outputs(args, output)
     info = package.build(
         args.model,
         output,
@@ -110,3 +134,32 @@ def _check_key_only(args: argparse.Namespace) -> None:
             f"--new-key only makes a key pair; {', '.join(given)} would do nothing: make the key first, "
             "then package with --sign PRIVATE"
         )
+
+
+def _preprocessing(text: str) -> dict:
+    """--preprocess as a JSON object; NaN, Infinity and 1e999, which Python's JSON reader takes, refused."""
+    from edgekit.errors import InputError
+
+    def refuse(constant: str):
+        raise InputError(f"--preprocess holds {constant}; give finite numbers")
+
+    def finite(number: str) -> float:
+        return float(number) if math.isfinite(float(number)) else refuse(number)
+
+    try:
+        preprocessing = json.loads(text, parse_constant=refuse, parse_float=finite)
+    except ValueError as exc:
+        raise InputError(f"--preprocess is not valid JSON ({exc})") from None
+    if not isinstance(preprocessing, dict):
+        raise InputError("--preprocess takes a JSON object, e.g. '{\"resize\": [224, 224]}'")
+    return preprocessing
+
+
+def _check_outputs(args: argparse.Namespace, output: str) -> None:
+    """The package and its .sig are neither the model nor the signing key (nor a folder...), told
+    with this command's flags before the library checks them again."""
+    from edgekit.files import check_output_path
+
+    inputs = {"MODEL": args.model, "--sign": args.sign}
+    check_output_path(output, named=inputs)
+    check_output_path(f"{output}.sig", named=inputs)

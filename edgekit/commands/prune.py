@@ -115,6 +115,9 @@ def run(args: argparse.Namespace) -> int:
     from edgekit.files import check_output_path, write_atomic
 
     model = read_model(args.model).model
+    if args.output:  # before any work: never over an input, nor an ONNX model named .tflite
+        inputs = {"MODEL": args.model, "--data": args.data, "--labels": args.labels}
+        check_output_path(args.output, named=inputs, model_format="onnx")
     samples = labels = None
     if args.bias_correct and (args.method != "channel" or not args.data):
         raise InputError("--bias-correct needs --method channel (the default) and --data SAMPLES.npy")
@@ -126,7 +129,6 @@ def run(args: argparse.Namespace) -> int:
             return 0
     if not args.output:
         raise InputError("pass -o PRUNED.onnx (or --sensitivity alone for the table)")
-    check_output_path(args.output, args.model, args.data)
     pruned = METHODS[args.method](args, model, _excluded(args, model), samples, labels)
     onnx.checker.check_model(pruned)
     write_atomic(args.output, pruned.SerializeToString())
@@ -303,16 +305,38 @@ def _samples(args: argparse.Namespace, model):
     import numpy as np
 
     from edgekit.converters.onnx.frontend import fixed_input_shapes
-    from edgekit.errors import InputError
 
-    shape = next(iter(fixed_input_shapes(model, None).values()))
+    name, shape = next(iter(fixed_input_shapes(model, None).items()))
     if args.data:
-        try:
-            samples = np.load(args.data).astype(np.float32)
-        except (OSError, ValueError):
-            raise InputError(f"{args.data} is not a .npy array") from None
-        samples = samples.reshape((-1, *shape[1:]))
+        samples = _data_samples(args.data, name, shape)
     else:
         samples = np.random.default_rng(0).standard_normal((8, *shape[1:])).astype(np.float32)
-    labels = np.load(args.labels) if args.labels else None
-    return samples, labels
+    return samples, _labels(args.labels, len(samples)) if args.labels else None
+
+
+def _data_samples(data: str, name: str, shape: tuple[int, ...]):
+    """--data as samples of the model's input ``name`` (of ``shape``): [N, *shape[1:]] float32,
+    refused in one line when unreadable, not float, not finite, or not of the model's shape."""
+    import numpy as np
+
+    from edgekit.converters.quant.calibration_data import check_array, split_samples
+    from edgekit.converters.verification import load_samples
+    from edgekit.errors import InputError
+
+    array = load_samples(data, [name], what="--data")[name]
+    array = check_array(array, data, what="--data", error=InputError)
+    return np.concatenate(split_samples(array, tuple(shape), f"--data samples for input '{name}'", InputError))
+
+
+def _labels(path: str, count: int):
+    """--labels: one whole-number class for each of the ``count`` samples, from a .npy file."""
+    import numpy as np
+
+    from edgekit.converters.quant.calibration_data import load_array_file
+    from edgekit.errors import InputError
+
+    labels = load_array_file(path, "--labels")
+    if not isinstance(labels, np.ndarray) or not np.issubdtype(labels.dtype, np.integer) or labels.shape != (count,):
+        held = "a .npz" if isinstance(labels, dict) else f"shape {list(labels.shape)} of {labels.dtype}"
+        raise InputError(f"--labels {path} holds {held}; give a .npy of {count} whole-number classes, one per sample")
+    return labels

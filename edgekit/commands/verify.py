@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from edgekit.commands._shapes import SAMPLES
 
@@ -12,9 +13,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("tflite_model", help="the converted .tflite model")
     parser.add_argument("--data", help="inputs: .npy/.npz file or folder of .npy samples (default: random)")
     parser.add_argument("--samples", type=SAMPLES, default=8, help="number of random samples, 1..100000 (default 8)")
-    parser.add_argument("--min-sqnr", type=float, help="exit 1 when any output's SQNR is below this (dB)")
+    parser.add_argument("--min-sqnr", type=_decibels, help="exit 1 unless every output's SQNR is at least this (dB)")
     parser.add_argument("--per-layer", action="store_true", help="also compare every intermediate tensor")
     parser.add_argument("--report", metavar="FILE.json", help="write the comparison (and per-layer table) as JSON")
+
+
+def _decibels(text: str) -> float:
+    """A finite number of dB (argparse reports the error as one line): NaN would pass every check."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a finite number of dB, e.g. 30")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -22,7 +34,11 @@ def run(args: argparse.Namespace) -> int:
 
     from edgekit.commands._report import per_layer, write_report
     from edgekit.converters import verify
+    from edgekit.files import check_output_path
 
+    if args.report:  # before any work; never over the models or data it reads
+        inputs = {"ONNX_MODEL": args.onnx_model, "TFLITE_MODEL": args.tflite_model, "--data": args.data}
+        check_output_path(args.report, option="--report", named=inputs)
     report = verify(args.onnx_model, args.tflite_model, data=args.data, samples=args.samples)
     print(report.table())
     layers = None
@@ -39,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
                 "layers": [asdict(layer) for layer in layers.layers],
             },
         )
-    if args.min_sqnr is not None and report.min_sqnr_db < args.min_sqnr:
-        print(f"FAIL: SQNR {report.min_sqnr_db:.2f} dB < {args.min_sqnr} dB")
+    if args.min_sqnr is not None and not report.meets(args.min_sqnr):
+        print(f"FAIL: SQNR {report.min_sqnr_db:.2f} dB is not at least {args.min_sqnr} dB")
         return 1
     return 0

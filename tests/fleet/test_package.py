@@ -284,6 +284,10 @@ def test_a_model_in_a_subfolder_of_the_package_unpacks(tmp_path):
         (b"\xff\xfe\x00{", "not JSON"),
         (b"[1, 2]", "JSON list, not an object"),
         (b"7", "JSON int"),
+        # a CLI probe signed NaN into a manifest; a device read it and its health check, NaN
+        # comparing false to every latency, passed: a device refuses it whoever signed it
+        (b'{"schema": 1, "latency_budget_ms": NaN}', "NaN is not a JSON number"),
+        (b'{"schema": 1, "latency_budget_ms": Infinity}', "Infinity is not a JSON number"),
     ],
 )
 def test_a_manifest_that_is_no_json_object_is_a_package_error(tmp_path, manifest, message):
