@@ -107,12 +107,15 @@ def _stacked_folder(folder: Path, what: str) -> np.ndarray:
     return np.stack(arrays)
 
 
+RANDOM_SAMPLES = 8  # random N(0,1) inputs when no data is given
+
+
 def verify(
     onnx_model,
     tflite_model,
     *,
     data=None,
-    samples: int = 8,
+    samples: int = RANDOM_SAMPLES,
     seed: int = 0,
     threads: int | None = None,
 ) -> VerificationReport:

@@ -140,7 +140,7 @@ def _add_quantization(q: argparse._ArgumentGroup) -> None:
     q.add_argument("--resize", metavar="H,W", help="image calibration: resize to H,W")
     q.add_argument("--mean", metavar="M[,M,M]", help="image calibration: subtract per-channel mean")
     q.add_argument("--std", metavar="S[,S,S]", help="image calibration: divide by per-channel std")
-    q.add_argument("--scale", type=float, default=1 / 255, help="image calibration: multiply pixels first")
+    q.add_argument("--scale", type=float, help="image calibration: multiply pixels first (default 1/255)")
 
 
 def _add_rewrites(q: argparse._ArgumentGroup) -> None:
@@ -189,18 +189,16 @@ def _add_pruning(pr: argparse._ArgumentGroup) -> None:
     budget = pr.add_mutually_exclusive_group()
     budget.add_argument("--prune-ratio", type=float, metavar="R", help="remove this share of every group's channels")
     budget.add_argument("--prune-macs", type=float, metavar="F", help="keep this fraction of the MACs")
-    pr.add_argument("--prune-criterion", choices=("l1", "l2", "fpgm"), default="l1")
+    pr.add_argument("--prune-criterion", choices=("l1", "l2", "fpgm"), help="channel ranking (default l1)")
     pr.add_argument(
         "--prune-round-to",
         type=int,
-        default=16,  # converters.prune.channels.ROUND_TO, not imported: this module loads without onnx
         metavar="N",
         help="keep a multiple of N channels in groups wider than N (default 16, 1: no rounding)",
     )
     pr.add_argument(
         "--prune-allocation",
         choices=PRUNE_ALLOCATIONS,
-        default="uniform",
         help="with --prune-macs: one ratio for every group, or more where MACs cost more time (measured here)",
     )
     pr.add_argument(
@@ -228,7 +226,7 @@ def _add_weight_compression(w: argparse._ArgumentGroup) -> None:
 def _add_verification(v: argparse._ArgumentGroup) -> None:
     v.add_argument("--verify", action="store_true", help="compare the result with onnxruntime afterwards")
     v.add_argument("--data", help="verification inputs: .npy/.npz file or folder of .npy (default: random)")
-    v.add_argument("--samples", type=SAMPLES, default=8, help="random verification samples, 1..100000 (default 8)")
+    v.add_argument("--samples", type=SAMPLES, help="random verification samples, 1..100000 (default 8)")
     v.add_argument("--report", metavar="FILE.json", help="write conversion, verification and per-layer results")
 
 
@@ -383,16 +381,16 @@ def _prune_config(args: argparse.Namespace, calibration):
     """The PruneConfig the --prune-* flags describe (None when none is given)."""
     from edgekit.converters.config import PruneConfig
 
+    given = {"criterion": args.prune_criterion, "allocation": args.prune_allocation}  # else PruneConfig's defaults
     config = PruneConfig(
         ratio=args.prune_ratio,
         macs=args.prune_macs,
-        criterion=args.prune_criterion,
         round_to=args.prune_round_to,
-        allocation=args.prune_allocation,
         bias_correct=args.prune_bias_correct,
         samples=calibration if args.prune_bias_correct else None,
         sparsity=args.prune_sparsity,
         clusters=args.prune_clusters,
+        **{name: value for name, value in given.items() if value is not None},
     )
     return config if config.channels or config.weights else None
 
@@ -448,15 +446,16 @@ def _verify_and_report(args: argparse.Namespace, source, result, calibration, sp
     from pathlib import Path
 
     from edgekit.converters import verify
+    from edgekit.converters.verification import RANDOM_SAMPLES
 
     data, said = _verification_data(args, calibration)
     print(f"verification data: {said}")
     converted_from = source if result.pruning is None else result.pruning.model
-    report = verify(converted_from, args.output, data=data, samples=args.samples)
+    report = verify(converted_from, args.output, data=data, samples=args.samples or RANDOM_SAMPLES)
     print(report.table())
     pruning = None
     if result.pruning is not None:
-        unpruned = verify(source, args.output, data=data, samples=args.samples)
+        unpruned = verify(source, args.output, data=data, samples=args.samples or RANDOM_SAMPLES)
         print(f"against the unpruned {Path(args.model).name}, same inputs (what pruning and conversion cost):")
         print(unpruned.table())
         pruning = result.pruning.as_dict() | {"outputs_vs_unpruned": [asdict(o) for o in unpruned.outputs]}
@@ -527,11 +526,64 @@ def _refuse_options_that_do_nothing(args: argparse.Namespace) -> None:
         ]
         if given:
             raise InputError(f"{given[0]} goes with --quantize (int8 or int16x8); without it the model stays float")
+    _refuse_uncalibrated(args)
+    _refuse_without_their_step(args)
     if args.max_sqnr_drop is not None and not args.auto_mixed:
         raise InputError("--max-sqnr-drop goes with --auto-mixed")
     for flag, value in (("--validation-data", args.validation_data), ("--decision", args.decision)):
         if value is not None and args.accuracy_budget is None:
             raise InputError(f"{flag} goes with --accuracy-budget SHARE (e.g. 1%)")
+
+
+def _refuse_uncalibrated(args: argparse.Namespace) -> None:
+    """--quantize dynamic and fp16 measure no activation: what only calibrated int8 and int16x8
+    use would be ignored (--io-type int8 left a dynamic model's input float32, silently)."""
+    from edgekit.errors import InputError
+
+    if args.quantize in (None, "int8", "int16x8"):
+        return
+    for flag, value in (
+        ("--calibration", args.calibration and not args.prune_bias_correct),
+        ("--calibration-method", args.calibration_method),
+        ("--io-type", args.io_type),
+        ("--keep-float", args.keep_float),
+        ("--auto-mixed", args.auto_mixed),
+        ("--no-bias-correction", args.no_bias_correction),
+        ("--smooth-activations", args.smooth_activations),
+        ("--accuracy-budget", args.accuracy_budget is not None),
+        ("--per-tensor", args.per_tensor and args.quantize == "fp16"),
+    ):
+        if value:
+            raise InputError(f"{flag} goes with --quantize int8 or int16x8; --quantize {args.quantize} does not use it")
+
+
+def _refuse_without_their_step(args: argparse.Namespace) -> None:
+    """Options of a step the run does not take: pruning without a budget, verification without
+    --verify or --report, image preprocessing without images, equalization of a float model."""
+    from pathlib import Path
+
+    from edgekit.errors import InputError
+
+    budget = "--prune-ratio or --prune-macs"
+    pruning = args.prune_ratio is not None or args.prune_macs is not None
+    checked = "--verify or --report"
+    images = "images: a folder as --calibration or --validation-data"
+    weights_pruned = args.prune_sparsity is not None or args.prune_clusters is not None
+    random_inputs = (args.verify or args.report) and not args.data and not args.calibration
+    has_images = any(p is not None and Path(p).is_dir() for p in (args.calibration, args.validation_data))
+    for flag, given, taken, goes_with in (
+        ("--prune-criterion", args.prune_criterion, pruning, budget),
+        ("--prune-round-to", args.prune_round_to is not None, pruning, budget),
+        ("--data", args.data, args.verify or args.report, checked),
+        ("--samples", args.samples is not None, random_inputs, "random inputs: --verify without --data, --calibration"),
+        ("--resize", args.resize, has_images, images),
+        ("--mean", args.mean, has_images, images),
+        ("--std", args.std, has_images, images),
+        ("--scale", args.scale is not None, has_images, images),
+        ("--equalize", args.equalize, args.quantize or weights_pruned, "--quantize or --prune-sparsity/clusters"),
+    ):
+        if given and not taken:
+            raise InputError(f"{flag} goes with {goes_with}; without it, it would change nothing")
 
 
 def _edited(args: argparse.Namespace):
@@ -571,7 +623,12 @@ def _verification_data(args: argparse.Namespace, calibration):
         data = {k: head(v) for k, v in calibration.items()} if isinstance(calibration, dict) else head(calibration)
         count = len(next(iter(data.values())) if isinstance(data, dict) else data)
         return data, f"{count} of the calibration samples (in-sample: pass --data for held-out data)"
-    return None, f"{args.samples} random N(0,1) inputs (pass --data, or --calibration, for real ones)"
+    from edgekit.converters.verification import RANDOM_SAMPLES
+
+    return (
+        None,
+        f"{args.samples or RANDOM_SAMPLES} random N(0,1) inputs (pass --data, or --calibration, for real ones)",
+    )
 
 
 def _calibration(args: argparse.Namespace):
@@ -579,7 +636,8 @@ def _calibration(args: argparse.Namespace):
 
     from edgekit.converters.quant.calibration_data import load_calibration
 
-    return load_calibration(Path(args.calibration), resize=args.resize, mean=args.mean, std=args.std, scale=args.scale)
+    scale = {"scale": args.scale} if args.scale is not None else {}
+    return load_calibration(Path(args.calibration), resize=args.resize, mean=args.mean, std=args.std, **scale)
 
 
 def _print_io_quantization(path) -> None:

@@ -187,7 +187,12 @@ def test_cli_rounding_defaults_are_the_library_default():
 
     parser = build_parser()
     assert parser.parse_args(["prune", "m.onnx", "-o", "p.onnx", "--ratio", "0.5"]).round_to == ROUND_TO
-    assert parser.parse_args(["convert", "m.onnx", "-o", "m.tflite"]).prune_round_to == ROUND_TO
+    # convert leaves it unset (a --prune-round-to without a pruning budget is refused), and the
+    # library's default applies: PruneConfig.round_to None is ROUND_TO
+    from edgekit.commands.convert import _prune_config
+
+    args = parser.parse_args(["convert", "m.onnx", "-o", "m.tflite", "--prune-ratio", "0.5"])
+    assert args.prune_round_to is None and _prune_config(args, None).round_to is None
 
 
 def test_channel_counts_round_to_tiles():
