@@ -55,6 +55,8 @@ class Gates:
                 raise InputError(f"gate {name} must be a whole number of at least 1 (got {value!r})")
         if not isinstance(self.power_measured_only, bool):
             raise InputError(f"gate power_measured_only must be true or false (got {self.power_measured_only!r})")
+        if self.power_measured_only and self.max_power_w is None:  # it qualifies the power gate alone
+            raise InputError("gate power_measured_only goes with max_power_w; without a power gate it changes nothing")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -6,6 +6,7 @@ so a restarted manager resumes where it stopped."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -301,6 +302,10 @@ class FleetManager:
         if not 0 <= canary < 1 or not waves or any(not 0 < w <= 1 for w in waves):
             raise InputError(
                 "canary is a share in [0, 1) and waves shares in (0, 1], e.g. --canary 5% --waves 25,50,100"
+            )
+        if any(later <= earlier for earlier, later in itertools.pairwise(waves)):
+            raise InputError(
+                f"waves are cumulative shares, each above the one before, e.g. 25,50,100 (got {list(waves)})"
             )
         gates = gates if isinstance(gates, Gates) else Gates.from_dict({"max_failures": max_failures, **(gates or {})})
         rollout_id = deploy["deployment"]

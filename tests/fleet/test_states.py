@@ -150,3 +150,19 @@ def test_a_device_takes_part_in_one_unfinished_rollout_at_a_time(manager):
     manager.start_rollout("other-fleet", deploy, ["cam1"], canary=0.5, waves=(1.0,))  # another fleet's cam1
     manager.abort(first)
     assert _rollout(manager, "r2") == "r2"  # once it ended
+
+
+@pytest.mark.parametrize("waves", [(0.5, 0.1), (0.5, 0.5, 1.0)])
+def test_waves_that_do_not_grow_are_refused(manager, waves):
+    """A red-team probe's --waves 50,10 was accepted; cumulative shares must each be larger."""
+    deploy = {"deployment": "r1", "package": "p.tar", "sha256": SHA, "size": 1, "url": "http://h/p.tar"}
+    with pytest.raises(InputError, match="cumulative shares, each above the one before"):
+        manager.start_rollout("f1", deploy, ["cam1", "cam2"], canary=0.1, waves=waves)
+
+
+def test_power_measured_only_without_a_power_gate_is_refused():
+    from edgekit.fleet.gates import Gates
+
+    with pytest.raises(InputError, match="power_measured_only goes with max_power_w"):
+        Gates.from_dict({"power_measured_only": True})
+    assert Gates.from_dict({"power_measured_only": True, "max_power_w": 5.0}).power_measured_only
