@@ -7,6 +7,7 @@ hosted MQTT services do: its flood stops at the broker instead of costing the ot
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,10 +22,11 @@ class DeviceBudget:
     first_bar_s: float = 30.0  # the first bar; each repeat doubles it, up to an hour
 
     def __post_init__(self) -> None:
-        if not (self.rate > 0 and self.burst >= 1 and 0 < self.first_bar_s <= LONGEST_BAR_S):
+        finite = all(math.isfinite(v) for v in (self.rate, self.burst))  # inf would be no budget at all
+        if not (finite and self.rate > 0 and self.burst >= 1 and 0 < self.first_bar_s <= LONGEST_BAR_S):
             raise ValueError(
-                f"a device budget needs rate > 0, burst >= 1 and 0 < first_bar_s <= {LONGEST_BAR_S:g} "
-                f"(got {self.rate}, {self.burst}, {self.first_bar_s})"
+                f"a device budget needs a finite rate > 0 and burst >= 1, and 0 < first_bar_s <= "
+                f"{LONGEST_BAR_S:g} (got {self.rate}, {self.burst}, {self.first_bar_s})"
             )
 
     def describe(self) -> str:

@@ -47,6 +47,9 @@ def test_a_device_is_barred_once_per_overdraw_and_longer_each_time():
     assert limiter.admit("f", "dev")  # the bucket refills at its rate
     with pytest.raises(ValueError, match="rate > 0"):
         DeviceBudget(rate=0)
+    for unbounded in ({"rate": float("inf")}, {"burst": float("inf")}, {"rate": float("nan")}):  # no budget at all
+        with pytest.raises(ValueError, match="finite rate"):
+            DeviceBudget(**unbounded)
 
 
 def test_a_bar_leaves_the_passwd_file_alone_and_ends(tmp_path):
