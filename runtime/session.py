@@ -300,6 +300,8 @@ def load(
         validate_tflite(data, where)
     elif suffix != ".onnx":
         raise InvalidModelError(f"{where}: expected a .tflite or .onnx file")
+    elif not xnnpack:  # onnxruntime has no XNNPACK delegate here: the option would change nothing
+        raise InputError(f"{where}: xnnpack=False is for .tflite models; onnxruntime runs its own kernels")
     device = None
     if delegate is not None:
         kind, _, device = delegate.partition(":")

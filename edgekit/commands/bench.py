@@ -29,6 +29,8 @@ def run(args: argparse.Namespace) -> int:
     from edgekit.progress import progress
     from edgekit.runtime.benchmark import DEFAULT_MAX_SECS, BenchmarkSettingError, benchmark, check_settings
 
+    if args.no_xnnpack and str(args.model).lower().endswith(".onnx"):
+        raise InputError("--no-xnnpack is for .tflite models; onnxruntime runs its own kernels")
     try:  # before the model loads (--threads is the session's to check)
         check_settings(args.runs, args.warmup, args.min_secs, max_secs=DEFAULT_MAX_SECS)
     except BenchmarkSettingError as exc:

@@ -31,3 +31,13 @@ def test_a_damaged_model_is_one_line_from_the_interpreter():
     with pytest.raises(InvalidModelError) as caught:
         load(bytes(4) + b"TFL3" + bytes(56))  # the identifier right, the rest zeros
     assert "\n" not in str(caught.value)
+
+
+def test_xnnpack_off_for_an_onnx_model_is_refused_not_ignored(tmp_path):
+    """A red-team probe's `bench model.onnx --no-xnnpack` ran onnxruntime as if nothing was asked."""
+    from edgekit.errors import InputError
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"not parsed: refused before")
+    with pytest.raises(InputError, match="xnnpack=False is for .tflite models"):
+        load(model, xnnpack=False)
