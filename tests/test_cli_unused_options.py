@@ -1,4 +1,4 @@
-"""Options convert would ignore, found accepted by a red-team probe: each is refused in one line,
+"""Options convert and prune would ignore, found accepted by a red-team probe: each is refused in one line,
 exit 2, before any work (the harness of test_cli_matrix)."""
 
 from __future__ import annotations
@@ -29,3 +29,20 @@ CASES = [  # (case id, extra argv, words the one line must hold)
 @pytest.mark.parametrize(("argv", "words"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_an_option_convert_would_ignore_is_refused(work, argv, words):  # noqa: F811
     one_line_exit_2(work, [*CONVERT, *argv], words)
+
+
+PRUNE = ["prune", "model.onnx", "-o", "p.onnx"]
+PRUNE_CASES = [  # (case id, extra argv, words the one line must hold)
+    ("clusters-with-channel", ["--ratio", "0.5", "--clusters", "4"], ["--clusters goes with --method cluster"]),
+    ("criterion-with-magnitude", ["--method", "magnitude", "--ratio", "0.5", "--criterion", "l2"], ["channel"]),
+    ("scope-with-channel", ["--ratio", "0.5", "--scope", "layer"], ["--method magnitude"]),
+    ("energy-and-rank", ["--method", "lowrank", "--energy", "0.9", "--rank", "0.5"], ["give one"]),
+    ("threads-without-latency", ["--ratio", "0.5", "--threads", "2"], ["--allocation latency"]),
+    ("labels-without-table", ["--ratio", "0.5", "--labels", "ints.npy"], ["--sensitivity"]),
+    ("min-channels-negative", ["--ratio", "0.5", "--min-channels", "-3"], ["1 or more"]),
+]
+
+
+@pytest.mark.parametrize(("argv", "words"), [c[1:] for c in PRUNE_CASES], ids=[c[0] for c in PRUNE_CASES])
+def test_an_option_prune_would_ignore_is_refused(work, argv, words):  # noqa: F811
+    one_line_exit_2(work, [*PRUNE, *argv], words)

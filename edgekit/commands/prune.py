@@ -40,8 +40,8 @@ def _add_channel_options(parser: argparse.ArgumentParser) -> None:
     budget.add_argument("--macs", type=float, metavar="F", help="channel: keep this fraction of the MACs")
     budget.add_argument("--target-macs", type=float, dest="macs", help=argparse.SUPPRESS)  # the old name of --macs
     budget.add_argument("--params", type=float, metavar="F", help="channel: keep this fraction of the parameters")
-    parser.add_argument("--criterion", choices=("l1", "l2", "fpgm"), default="l1")
-    parser.add_argument("--min-channels", type=int, default=1, help="never keep fewer channels in a group")
+    parser.add_argument("--criterion", choices=("l1", "l2", "fpgm"), help="channel: ranking (default l1)")
+    parser.add_argument("--min-channels", type=int, help="channel: never keep fewer channels in a group (default 1)")
     parser.add_argument(
         "--round-to",
         type=int,
@@ -76,7 +76,7 @@ def _add_allocation_options(parser: argparse.ArgumentParser) -> None:
         help="how --macs spreads the pruning over groups (latency: in proportion to the LiteRT time each "
         "group's MACs cost, measured here by pruning each group alone)",
     )
-    parser.add_argument("--threads", type=int, default=1, help="LiteRT threads for --allocation latency timings")
+    parser.add_argument("--threads", type=int, help="LiteRT threads for --allocation latency timings (default 1)")
     parser.add_argument(
         "--stem-block",
         type=int,
@@ -92,16 +92,15 @@ def _add_allocation_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_other_methods(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--scope", choices=("global", "layer"), default="global", help="magnitude: where the threshold applies"
+        "--scope", choices=("global", "layer"), help="magnitude: where the threshold applies (default global)"
     )
-    parser.add_argument("--clusters", type=int, default=16, help="cluster: shared values per output channel")
+    parser.add_argument("--clusters", type=int, help="cluster: shared values per output channel (default 16)")
     parser.add_argument(
         "--cluster-scope",
         choices=("channel", "layer"),
-        default="channel",
-        help="cluster: N values per output channel (snapped to its int8 grid) or per layer",
+        help="cluster: N values per output channel (snapped to its int8 grid; the default) or per layer",
     )
-    parser.add_argument("--energy", type=float, default=0.9, help="lowrank: singular-value energy to keep")
+    parser.add_argument("--energy", type=float, help="lowrank: singular-value energy to keep (default 0.9)")
     parser.add_argument(
         "--rank", type=float, help="lowrank: keep this fraction of each layer's full rank (not --energy)"
     )
@@ -114,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
     from edgekit.errors import InputError
     from edgekit.files import check_output_path, write_atomic
 
+    _method_options(args)
     model = read_model(args.model).model
     if args.output:  # before any work: never over an input, nor an ONNX model named .tflite
         inputs = {"MODEL": args.model, "--data": args.data, "--labels": args.labels}
@@ -137,6 +137,41 @@ def run(args: argparse.Namespace) -> int:
     _print_size_report(args, model, pruned, samples)
     print(f"wrote {args.output}")
     return 0
+
+
+# option -> (the --method it belongs to, its default): given with another method it is refused
+METHOD_OPTIONS = {
+    "criterion": ("channel", "l1"),
+    "min_channels": ("channel", 1),
+    "scope": ("magnitude", "global"),
+    "clusters": ("cluster", 16),
+    "cluster_scope": ("cluster", "channel"),
+    "energy": ("lowrank", 0.9),
+    "rank": ("lowrank", None),
+}
+
+
+def _method_options(args: argparse.Namespace) -> None:
+    """Refuse options the run would ignore (another --method's, --threads without latency
+    timings, --labels without a sensitivity table), then fill in the defaults of the others."""
+    from edgekit.errors import InputError
+
+    if args.energy is not None and args.rank is not None:
+        raise InputError("--energy and --rank both set the kept rank; give one")
+    table = args.sensitivity or args.allocation == "sensitivity"
+    for name, (method, default) in METHOD_OPTIONS.items():
+        value = getattr(args, name)
+        if value is None:
+            setattr(args, name, default)
+        elif args.method != method and not (name == "criterion" and table):
+            raise InputError(f"--{name.replace('_', '-')} goes with --method {method}; it would change nothing here")
+    if args.threads is not None and args.allocation != "latency":
+        raise InputError("--threads goes with --allocation latency (the timings it runs)")
+    args.threads = 1 if args.threads is None else args.threads
+    if args.labels and not table:
+        raise InputError("--labels goes with --sensitivity or --allocation sensitivity")
+    if args.min_channels < 1:
+        raise InputError(f"--min-channels must be 1 or more, not {args.min_channels}")
 
 
 def _print_sensitivity(args: argparse.Namespace, model, samples, labels) -> None:
