@@ -80,6 +80,8 @@ def build(
     a compression report. ``validate=False`` packages a .tflite that does not parse as it is (the
     device's health check then refuses it: how the tests exercise that)."""
     _check_request(name, version, latency_budget_ms, compression)
+    if compression == "none" and Path(output).suffix.lower() == ".xz":  # an .xz name on a plain tar misleads
+        raise PackageError(f"{output}: the name says xz, but compression is none; name it .tar")
     signer = _signing_key(signing_key)  # a public key or an unreadable file: refused before any work
     model = Path(model)
     output = Path(output)

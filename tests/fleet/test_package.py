@@ -48,6 +48,9 @@ def test_manifest_records_io_and_compression(tmp_path, keys, models):
         models[1], tmp_path / "m.tar", name="fc", version="1", signing_key=keys[0], compression="none"
     )
     assert plain.size > info.size and package.unpack(plain.path, tmp_path / "plain")["version"] == "1"
+    with pytest.raises(PackageError, match="the name says xz, but compression is none"):  # a CLI probe's find
+        package.build(models[1], tmp_path / "p.tar.xz", name="fc", version="1", signing_key=keys[0], compression="none")
+    assert not (tmp_path / "p.tar.xz").exists()
 
 
 def test_bad_preprocessing_and_model(tmp_path, keys, models):
