@@ -62,3 +62,16 @@ def test_fleet_serve_refuses_before_starting_anything(tmp_path, argv, words):
     serve = ("fleet", "--db", "f.db", "serve", "--broker", "embedded", "--port", "0", "--http-port", "0")
     assert_one_line_refusal(edgekit(*serve, *argv, cwd=tmp_path), *words)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ca.pem"]  # no database, token or broker folder
+
+
+@pytest.mark.parametrize("action", [["init", "--root-key", "r.key", "--targets-key", "t.key"], ["serve"]])
+@pytest.mark.parametrize("db", ["model.onnx", "folder"])
+def test_fleet_refuses_a_db_that_is_no_database_before_writing_anything(tmp_path, action, db):
+    """A red-team probe gave an ONNX model as --db: init took it, and serve failed only after
+    writing the token, the update metadata and the broker's files next to it."""
+    (tmp_path / "model.onnx").write_bytes(b"\x08\x07\x12\x07pytorch not a database")
+    (tmp_path / "folder").mkdir()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = edgekit("fleet", "--db", db, *action, cwd=tmp_path)
+    assert_one_line_refusal(result, f"--db {db}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

@@ -401,8 +401,7 @@ def serve(args: argparse.Namespace) -> int:
         raise InputError("--broker and --tls-name choose the broker serve runs; with --host it runs none")
     _check_tls_files(args)
     budget = _device_budget(args)
-    if "://" not in args.db and not Path(args.db).resolve().parent.is_dir():
-        raise InputError(f"--db {args.db}: folder {Path(args.db).parent} does not exist; create it first")
+    _check_db_file(args.db)
     files = fleet_files(args.db)
     if not files.command_private.exists():
         raise InputError(f"no fleet at {args.db}: make it once with edgekit fleet init --root-key R --targets-key P")
@@ -616,6 +615,25 @@ class FleetFiles:
     metadata: Path  # the TUF repository's metadata folder
 
 
+def _check_db_file(db: str) -> None:
+    """--db, before anything is written next to it: a URL, or an SQLite file (new or empty, or
+    an existing database) in a folder that exists; a model or a folder given by mistake is refused."""
+    from edgekit.errors import InputError
+
+    if "://" in db:
+        return
+    path = Path(db)
+    if not path.resolve().parent.is_dir():
+        raise InputError(f"--db {db}: folder {path.parent} does not exist; create it first")
+    if path.is_dir():
+        raise InputError(f"--db {db}: is a folder; give the fleet's database file, e.g. {path / 'fleet.sqlite'}")
+    if path.is_file():
+        with path.open("rb") as f:
+            head = f.read(16)
+        if head and head != b"SQLite format 3\x00":
+            raise InputError(f"--db {db}: not an SQLite database; give the fleet's database or a new file name")
+
+
 def fleet_files(db: str) -> FleetFiles:
     base = Path("fleet.sqlite") if "://" in db else Path(db)
     return FleetFiles(
@@ -630,8 +648,7 @@ def init(args: argparse.Namespace) -> int:
     from edgekit.fleet import repository
     from edgekit.signing import new_command_key
 
-    if "://" not in args.db and not Path(args.db).resolve().parent.is_dir():
-        raise InputError(f"--db {args.db}: folder {Path(args.db).parent} does not exist; create it first")
+    _check_db_file(args.db)
     root_signer = repository.signer_from_file(args.root_key, "root key")
     targets_signer = repository.signer_from_file(args.targets_key, "package key")
     if root_signer.public_key.keyid == targets_signer.public_key.keyid:
