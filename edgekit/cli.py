@@ -50,7 +50,32 @@ class OneLineParser(argparse.ArgumentParser):
     """Usage mistakes in one line (what was wrong, where to look), exit 2: not a usage dump."""
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        path = _typed_path(self, getattr(self, "typed", []))
+        hint = _where_options_go(path, message) or f"see {path[-1].prog} --help"
+        self.exit(2, f"{self.prog}: error: {message} ({hint})\n")
+
+
+def _where_options_go(path: list[argparse.ArgumentParser], message: str) -> str | None:
+    """For an option given after a sub-action (``edgekit fleet devices --api URL``): the command
+    on the typed path that takes it, before its action."""
+    if not message.startswith("unrecognized arguments: "):
+        return None
+    options = [word.split("=")[0] for word in message.split(": ", 1)[1].split() if word.startswith("--")]
+    for option in options:
+        for owner in path:
+            if option in owner._option_string_actions:
+                return f"{option} belongs to '{owner.prog}': put it before the action, right after '{owner.prog}'"
+    return None
+
+
+def _typed_path(parser: argparse.ArgumentParser, words: Sequence[str]) -> list[argparse.ArgumentParser]:
+    """``parser`` and the sub-parsers the typed ``words`` select, outermost first."""
+    path = [parser]
+    for word in words:
+        actions = [a for a in path[-1]._actions if isinstance(a, argparse._SubParsersAction)]
+        if actions and word in actions[0].choices:
+            path.append(actions[0].choices[word])
+    return path
 
 
 def version_report() -> str:
@@ -137,6 +162,7 @@ def user_message(exc: EdgekitError, module) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    parser.typed = list(sys.argv[1:] if argv is None else argv)  # for the hint of OneLineParser.error
     args = parser.parse_args(argv)
     if not getattr(args, "_module", None):
         parser.print_help()

@@ -1,5 +1,5 @@
-"""--input-shape and --input-value mistakes a red-team probe found accepted: each is one line,
-exit 2, and nothing written (the harness of test_cli_matrix)."""
+"""--input-shape and --input-value mistakes a red-team probe found accepted, and options typed
+in the wrong place: each is one line, exit 2, and nothing written (the harness of test_cli_matrix)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,10 @@ CASES = [  # (case id, argv, words the one line must hold)
         ["convert", "model.onnx", "-o", "x.tflite", "--input-value", "image=3"],
         ["every input"],
     ),
+    # an option typed after the action: say where it goes, or which --help to read
+    ("option-after-action", ["fleet", "devices", "--api", "http://x"], ["--api belongs to 'edgekit fleet'"]),
+    ("top-option-after-action", ["inspect", "model.onnx", "--log-level", "debug"], ["belongs to 'edgekit'"]),
+    ("unknown-option", ["inspect", "model.onnx", "--bogus"], ["see edgekit inspect --help"]),
 ]
 
 
