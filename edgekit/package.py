@@ -23,7 +23,7 @@ from pathlib import Path
 
 from edgekit.errors import InvalidModelError, PackageError
 from edgekit.files import check_output_path, write_atomic
-from edgekit.protocol import SAFE_ID, SAFE_ID_RULE, SAFE_VERSION, SAFE_VERSION_RULE
+from edgekit.protocol import package_id_problem
 from edgekit.runtime.signature import Signature
 
 MANIFEST = "manifest.json"
@@ -123,12 +123,9 @@ def _check_request(name: str, version: str, latency_budget_ms: float | None, com
     fleet would not take as an id (they become file names: ``../x`` would land elsewhere), a
     latency budget that is no limit (NaN passes every comparison, and is not JSON), an unknown
     compression."""
-    for parameter, value, rule, said in (
-        ("name", name, SAFE_ID, SAFE_ID_RULE),
-        ("version", version, SAFE_VERSION, SAFE_VERSION_RULE),
-    ):
-        if not isinstance(value, str) or not rule.fullmatch(value):
-            raise PackageError(f"package {parameter} {str(value)[:80]!r} is not valid: it must be {said}")
+    problem = package_id_problem(name, version)
+    if problem:
+        raise PackageError(problem)
     if latency_budget_ms is not None and not (
         isinstance(latency_budget_ms, int | float)
         and not isinstance(latency_budget_ms, bool)

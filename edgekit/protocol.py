@@ -72,6 +72,18 @@ SAFE_VERSION = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._+-]{{0,{ID_MAX - 1}}}")
 SAFE_VERSION_RULE = f"1 to {ID_MAX} characters of A-Z a-z 0-9 . _ - +, the first a letter or digit"
 
 
+def package_id_problem(name: object, version: object) -> str | None:
+    """Why ``name`` and ``version`` cannot name a package, or None: they become file names and
+    update-metadata target paths (``../x`` would name a file elsewhere)."""
+    for what, value, rule, said in (
+        ("name", name, SAFE_ID, SAFE_ID_RULE),
+        ("version", version, SAFE_VERSION, SAFE_VERSION_RULE),
+    ):
+        if not isinstance(value, str) or not rule.fullmatch(value):
+            return f"package {what} {str(value)[:80]!r} is not valid: it must be {said}"
+    return None
+
+
 def safe_id(text: str, suffix: str = "") -> str:
     """An id SAFE_ID accepts, made from ``text`` and ending in ``suffix``: characters the rule
     refuses become ``_``, leading punctuation goes, ``text`` is cut so the whole fits."""

@@ -100,6 +100,12 @@ def _signed_by(md, signer_, what: str, role: str) -> None:
 
 
 def target_path(name: str, version: str) -> str:
+    """The package's target path in the update metadata, and its file name on the package server."""
+    from edgekit.protocol import package_id_problem
+
+    problem = package_id_problem(name, version)
+    if problem:
+        raise FleetError(problem)
     return f"{name}-{version}.tar"
 
 

@@ -141,3 +141,11 @@ def test_manager_refuses_metadata_that_does_not_verify(tmp_path, server, keys, m
     with pytest.raises(FleetError, match="published already with other contents"):
         other = package.build(models[1], tmp_path / "x.tar", name="fc", version="1", signing_key=keys[0])
         repository.sign_targets(server.repo.file("targets.json").read_bytes(), signer, other.path, other.manifest)
+
+
+@pytest.mark.parametrize(("name", "version"), [("../evil", "1"), ("fc", "1/../../x"), ("fc", ".hidden")])
+def test_a_target_path_is_made_only_of_valid_names(name, version):
+    """Defence behind package.build's own check: the manager signs and serves targets by this path."""
+    with pytest.raises(FleetError, match="is not valid"):
+        repository.target_path(name, version)
+    assert repository.target_path("fc", "1.0+cuda") == "fc-1.0+cuda.tar"
