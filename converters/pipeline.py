@@ -171,9 +171,7 @@ def convert(
     _check_keep_float(graph, quant)
     graph = _smooth_activations(model, graph, quant)
     tfl = to_tflite_graph(graph, io_layout)
-    accuracy = None
-    if quant is not None:
-        tfl, accuracy = _quantize(model, graph, tfl, quant, io_layout)
+    tfl, accuracy = _quantize(model, graph, tfl, quant, io_layout) if quant is not None else (tfl, None)
     _short_constant_names(tfl)
     layout_decisions = _layout_decisions(tfl, io_layout)
     tfl.metadata = _edgekit_metadata(tfl, graph, layout_decisions, quant)

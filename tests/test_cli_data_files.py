@@ -7,13 +7,13 @@ stderr, exit 2, and no file written or changed."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from edgekit.cli import main
+from tests.test_cli_paths import _refused
 
 SAMPLE = Path(__file__).resolve().parent.parent / "edgekit" / "samples"
 
@@ -36,25 +36,6 @@ def work(tmp_path_factory) -> Path:
     np.save(folder / "nan.npy", nan)
     np.save(folder / "objects.npy", np.array([calibration[0], None], dtype=object), allow_pickle=True)
     return folder
-
-
-def _snapshot(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
-
-
-def _one_line_exit_2(folder: Path, capsys, argv: list[str]) -> str:
-    """Runs edgekit (in ``folder``); the single stderr line of a user error, after checking it is
-    one, with exit 2 and no file written or changed."""
-    before = _snapshot(folder)
-    try:
-        code = main(argv)
-    except SystemExit as exc:  # argparse's refusals
-        code = exc.code
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip() and "XNNPACK" not in line]
-    assert code == 2 and len(lines) == 1, (code, err)
-    assert _snapshot(folder) == before
-    return lines[0]
 
 
 INT8 = ["convert", "model.onnx", "-o", "out.tflite", "--quantize", "int8"]
@@ -111,8 +92,7 @@ CASES = [
 
 @pytest.mark.parametrize(("argv", "words"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_data_is_one_line_exit_2_and_changes_nothing(work, capsys, monkeypatch, argv, words):
-    monkeypatch.chdir(work)
-    line = _one_line_exit_2(work, capsys, argv)
+    line = _refused(work, monkeypatch, capsys, argv)
     assert "allow_pickle" not in line, line
     for word in words:
         assert word in line, line
