@@ -33,3 +33,19 @@ CASES = [  # (case id, argv, words the one line must hold)
 @pytest.mark.parametrize(("argv", "words"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_shape_mistakes_are_one_line_exit_2(work, argv, words):  # noqa: F811
     one_line_exit_2(work, argv, words)
+
+
+def test_an_empty_or_foreign_model_file_is_named_and_called_so(tmp_path):
+    """A probe found "no nodes or no outputs" for an empty .onnx and messages without the file's
+    name for a text or empty .tflite."""
+    from edgekit.converters.onnx.frontend import read_model
+    from edgekit.converters.tflite.reader import load_model
+    from edgekit.errors import InvalidModelError
+
+    for name, read in (("e.onnx", read_model), ("e.tflite", load_model)):
+        (tmp_path / name).write_bytes(b"")
+        with pytest.raises(InvalidModelError, match=f"{name} is an empty file"):
+            read(tmp_path / name)
+    (tmp_path / "t.tflite").write_text("hello")
+    with pytest.raises(InvalidModelError, match="t.tflite is not a TFLite flatbuffer"):
+        load_model(tmp_path / "t.tflite")

@@ -52,6 +52,8 @@ def read_model(source: str | os.PathLike | onnx.ModelProto | bytes) -> OnnxSourc
         except IsADirectoryError:
             raise InvalidModelError(f"{path}: is a folder, expected an .onnx file") from None
     where = path or "model"
+    if not data:
+        raise InvalidModelError(f"{where} is an empty file; give the model's .onnx file")
     try:
         model = onnx.load_model_from_string(data)
     except Exception as exc:  # protobuf raises DecodeError and friends

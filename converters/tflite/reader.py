@@ -12,10 +12,13 @@ from edgekit.files import read_model
 
 
 def load_model(data: bytes | str | Path) -> tuple[tflite.Model, bytes]:
+    where = "model"
     if not isinstance(data, bytes | bytearray):
-        data = read_model(data)
+        where, data = str(data), read_model(data)
+    if not data:
+        raise InvalidModelError(f"{where} is an empty file; give the model's .tflite file")
     if len(data) < 8 or data[4:8] != b"TFL3":
-        raise InvalidModelError("not a TFLite flatbuffer (the TFL3 identifier is missing)")
+        raise InvalidModelError(f"{where} is not a TFLite flatbuffer (the TFL3 identifier is missing)")
     return tflite.Model.GetRootAs(data, 0), bytes(data)
 
 

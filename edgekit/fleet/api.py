@@ -262,6 +262,8 @@ class _ApiHandler(_Handler):
         # (SameSite=Strict already keeps the cookie off cross-site requests)
         if self.headers.get(console.BUTTON_HEADER) == "1" and self.api.console.logged_in(self):
             return
+        if given:  # a token, not this fleet's: say so rather than ask for one
+            raise ApiError(401, "the fleet token given is wrong: use the one in fleet.token beside the database")
         raise ApiError(401, "this needs the fleet token: Authorization: Bearer TOKEN")
 
     def _json(self, status: int, payload) -> None:
@@ -327,10 +329,12 @@ class FleetApi:
             last = int(query.get("last", 10))
         except ValueError:
             raise ApiError(400, "last must be a number of windows") from None
+        fleet = query.get("fleet", self.fleet)
         rows = self.manager.store.query(
-            "SELECT payload FROM telemetry WHERE fleet=? AND device=? ORDER BY ts DESC LIMIT ?",
-            (query.get("fleet", self.fleet), device, last),
+            "SELECT payload FROM telemetry WHERE fleet=? AND device=? ORDER BY ts DESC LIMIT ?", (fleet, device, last)
         )
+        if not rows and device not in self.manager.devices(fleet):  # an empty table would read as "no data yet"
+            raise ApiError(404, f"no device {device!r} in fleet {fleet!r}")
         return [json.loads(p) for (p,) in rows]
 
     def packages(self, handler, query: dict) -> list[dict]:

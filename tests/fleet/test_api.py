@@ -168,6 +168,14 @@ def test_openapi_describes_every_route(fleet):
     with pytest.raises(urllib.error.HTTPError) as error:
         urllib.request.urlopen(request)
     assert error.value.code == 400 and "not JSON" in json.loads(error.value.read())["error"]
+    # a wrong token is told so; a device that does not exist is not an empty table (a CLI probe's finds)
+    wrong = urllib.request.Request(f"{url}/api/v1/devices?fleet=f1")
+    wrong.add_header("Authorization", "Bearer not-the-token")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(wrong)
+    assert refused.value.code == 401 and "given is wrong" in json.loads(refused.value.read())["error"]
+    with pytest.raises(FleetError, match="no device 'nosuch'"):
+        client.telemetry("nosuch")
 
 
 def test_offline_device_gets_the_rollout_when_it_returns(tmp_path, fleet, keys, models):
