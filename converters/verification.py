@@ -182,12 +182,28 @@ def _random_samples(runner: TFLiteRunner, dtypes: dict, samples: int, seed: int)
     return feeds
 
 
+def _fits(sample: np.ndarray, want) -> bool:
+    """A sample verification can feed: the input's shape, or the same values flattened."""
+    return sample.size == int(np.prod(want))
+
+
+def check_sample_shapes(samples: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]], what: str) -> None:
+    """Refuse, before any work, ``samples`` (input name -> [N, ...]) verification could not feed."""
+    for name, values in samples.items():
+        values, want = np.asarray(values), shapes[name]
+        if values.ndim == 0 or len(values) == 0 or not _fits(values[0], want):
+            raise InputError(
+                f"{what}: the samples for input {name!r} have shape {list(values.shape)}; the model "
+                f"takes {list(want)} (pass an array of shape [{', '.join(['N', *map(str, want[1:])])}])"
+            )
+
+
 def _sample(runner: TFLiteRunner, name: str, values, i: int, dtype) -> np.ndarray:
     """Sample ``i`` of input ``name`` in the source model's shape."""
     sample = np.asarray(values[i])
     want = runner.source_shape(name)
     if sample.shape != want:
-        if sample.size != int(np.prod(want)):
+        if not _fits(sample, want):
             raise InputError(f"sample {i} for input '{name}' has shape {sample.shape}; the model takes {list(want)}")
         sample = sample.reshape(want)
     return sample.astype(dtype)

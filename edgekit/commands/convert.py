@@ -279,21 +279,13 @@ def _check_outputs(args: argparse.Namespace) -> None:
 def _check_verification_data(args: argparse.Namespace, source) -> None:
     """--data read and its samples' shapes checked before converting, as verification will read
     them, so a mistake there leaves no converted model behind."""
-    import numpy as np
-
     from edgekit.converters.onnx.frontend import fixed_input_shapes, graph_inputs, parse_input_shapes, read_model
-    from edgekit.converters.verification import load_samples
-    from edgekit.errors import InputError
+    from edgekit.converters.verification import check_sample_shapes, load_samples
 
     model = read_model(source).model
     shapes = fixed_input_shapes(model, parse_input_shapes(args.input_shape))
-    for name, values in load_samples(args.data, [i.name for i in graph_inputs(model)], what="--data").items():
-        values, want = np.asarray(values), shapes[name]
-        if values.ndim == 0 or len(values) == 0 or values[0].size != int(np.prod(want)):
-            raise InputError(
-                f"--data {args.data}: the samples for input {name!r} have shape {list(values.shape)}; the model "
-                f"takes {list(want)} (pass an array of shape [{', '.join(['N', *map(str, want[1:])])}])"
-            )
+    samples = load_samples(args.data, [i.name for i in graph_inputs(model)], what="--data")
+    check_sample_shapes(samples, shapes, f"--data {args.data}")
 
 
 def _speed_check(args: argparse.Namespace, source, result):
