@@ -3,7 +3,7 @@ are what :func:`edgekit.converters.pipeline.convert` takes and what the CLI buil
 
 :class:`AccuracyBudget` is the accuracy-aware int8 mode's request: validation data, a decision
 rule and the share of decisions allowed to change. Each config checks its own values when made,
-so a mistake is refused before any work. The errors (:class:`ParameterError`) name the
+so a mistake is refused before any work. The errors (:class:`edgekit.errors.ParameterError`) name the
 library's parameters (``round_to``); a command line renames them to its own flags
 (``--prune-round-to``) with :meth:`ParameterError.renamed`.
 Nothing here imports onnx: the CLI builds its parser from these modules on a device too."""
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from edgekit.errors import InputError
+from edgekit.errors import ParameterError
 
 QUANTIZE_MODES = ("int8", "int16x8", "dynamic", "fp16")
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy", "mse")  # the first is the default
@@ -24,45 +24,6 @@ BUDGET_METHODS = ("minmax", "percentile", "mse")
 IO_TYPES = ("float32", "int8", "uint8")
 PRUNE_ALLOCATIONS = ("uniform", "latency")
 MAX_CLUSTERS = 256  # the int8 grid has 256 values: more clusters than that share nothing
-
-
-class ParameterError(InputError):
-    """A parameter value the library refuses. The message is a template whose fields are
-    parameters: ``{name}`` alone, ``{name:METAVAR}`` with a placeholder, and with the value
-    given (``values``) that value. The library says ``name`` / ``name=VALUE``; a CLI says
-    ``--flag`` / ``--flag VALUE``, its ``flags`` mapping parameter -> flag."""
-
-    def __init__(self, template: str, **values: Any):
-        self.template = template
-        self.values = values
-        super().__init__(self.renamed({}))
-
-    def renamed(self, flags: Mapping[str, str]) -> str:
-        """The message with each parameter named as ``flags`` says (unknown ones keep their name)."""
-        return self.template.format_map(_Names(flags, self.values))
-
-
-class _Names(dict):
-    def __init__(self, flags: Mapping[str, str], values: Mapping[str, Any]):
-        super().__init__()
-        self.flags = flags
-        self.values = values
-
-    def __missing__(self, parameter: str) -> _Name:
-        return _Name(parameter, self.flags.get(parameter), self.values.get(parameter))
-
-
-@dataclass(frozen=True)
-class _Name:
-    parameter: str
-    flag: str | None
-    value: Any
-
-    def __format__(self, metavar: str) -> str:
-        shown = metavar if self.value is None else f"{self.value:g}" if isinstance(self.value, float) else self.value
-        if self.flag is None:
-            return f"{self.parameter}={shown}" if shown != "" else self.parameter
-        return f"{self.flag} {shown}" if shown != "" else self.flag
 
 
 def _check_fraction(name: str, value: float | None, example: float) -> None:

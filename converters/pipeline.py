@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgekit import __version__
-from edgekit.converters.config import ParameterError, PruneConfig, QuantConfig
+from edgekit.converters.config import PruneConfig, QuantConfig
 from edgekit.converters.harness import xnnpack_delegation
 from edgekit.converters.io_layout import IO_LAYOUTS, IoLayout
 from edgekit.converters.ir.graph import Graph
@@ -19,7 +19,7 @@ from edgekit.converters.onnx.lowering.driver import describe, lower, unsupported
 from edgekit.converters.passes import ONNX_PASSES, TFLITE_PASSES, optimize_layout, to_nhwc_io
 from edgekit.converters.passes.layout import final_layouts, nhwc_in_onnx
 from edgekit.converters.tflite.writer import write_model
-from edgekit.errors import OutputPathError, UnsupportedModelError
+from edgekit.errors import OutputPathError, ParameterError, UnsupportedModelError
 
 if TYPE_CHECKING:  # the accuracy-aware mode's module loads only when a budget is given
     from edgekit.converters.quant.accuracy import AccuracyResult

@@ -8,8 +8,10 @@ transports it wraps.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 
 class EdgekitError(Exception):
@@ -72,3 +74,42 @@ def mapped(
         raise
     except catch as exc:
         raise error(f"{what}: {first_line(exc)}") from exc
+
+
+class ParameterError(InputError):
+    """A parameter value the library refuses. The message is a template whose fields are
+    parameters: ``{name}`` alone, ``{name:METAVAR}`` with a placeholder, and with the value
+    given (``values``) that value. The library says ``name`` / ``name=VALUE``; a CLI says
+    ``--flag`` / ``--flag VALUE``, its ``flags`` mapping parameter -> flag."""
+
+    def __init__(self, template: str, **values: Any):
+        self.template = template
+        self.values = values
+        super().__init__(self.renamed({}))
+
+    def renamed(self, flags: Mapping[str, str]) -> str:
+        """The message with each parameter named as ``flags`` says (unknown ones keep their name)."""
+        return self.template.format_map(_Names(flags, self.values))
+
+
+class _Names(dict):
+    def __init__(self, flags: Mapping[str, str], values: Mapping[str, Any]):
+        super().__init__()
+        self.flags = flags
+        self.values = values
+
+    def __missing__(self, parameter: str) -> _Name:
+        return _Name(parameter, self.flags.get(parameter), self.values.get(parameter))
+
+
+@dataclass(frozen=True)
+class _Name:
+    parameter: str
+    flag: str | None
+    value: Any
+
+    def __format__(self, metavar: str) -> str:
+        shown = metavar if self.value is None else f"{self.value:g}" if isinstance(self.value, float) else self.value
+        if self.flag is None:
+            return f"{self.parameter}={shown}" if shown != "" else self.parameter
+        return f"{self.flag} {shown}" if shown != "" else self.flag

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import InputError, InvalidModelError, first_line
+from edgekit.errors import InputError, InvalidModelError, ParameterError, first_line
 from edgekit.files import read_model
 from edgekit.runtime.backends import Backend, TensorSpec, resolve
 from edgekit.runtime.profiling import InvokeRecord
@@ -325,5 +325,7 @@ def check_threads(threads: int | None) -> int:
     if threads is None:
         return default_threads()
     if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= max_threads():
-        raise InputError(f"threads must be a whole number from 1 to {max_threads()} (4 per core); got {threads!r}")
+        raise ParameterError(
+            f"{{threads}} must be a whole number from 1 to {max_threads()} (4 per core)", threads=threads
+        )
     return threads

@@ -31,6 +31,7 @@ BENCH = [
     (["--warmup", "-1"], ["--warmup must be a whole number from 0"]),
     (["--runs", "99999999999999999999"], ["--runs must be a whole number from 1 to"]),
     (["--runs", "0"], ["--runs must be"]),
+    (["--threads", "0"], ["--threads 0 must be a whole number from 1 to"]),  # the flag, not the parameter
 ]
 
 

@@ -18,9 +18,16 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from edgekit.converters.config import ParameterError
 from edgekit.converters.ir.graph import Graph
-from edgekit.errors import BackendError, InvalidModelError, ShapeError, UnsupportedModelError, first_line, mapped
+from edgekit.errors import (
+    BackendError,
+    InvalidModelError,
+    ParameterError,
+    ShapeError,
+    UnsupportedModelError,
+    first_line,
+    mapped,
+)
 
 MIN_OPSET = 7
 MAX_OPSET = 21

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import onnx
 
-from edgekit.converters.config import ParameterError
 from edgekit.converters.ir.analysis import count_macs, count_params
 from edgekit.converters.prune.channels import ROUND_TO, find_groups, kept_count, prune_channels
-from edgekit.errors import InputError
+from edgekit.errors import InputError, ParameterError
 
 MAX_RATIO = 0.95
 

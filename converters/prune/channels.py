@@ -28,8 +28,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from edgekit.converters.config import ParameterError
-from edgekit.errors import InputError, UnsupportedModelError
+from edgekit.errors import InputError, ParameterError, UnsupportedModelError
 
 
 @dataclass

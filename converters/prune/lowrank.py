@@ -7,8 +7,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from edgekit.converters.config import ParameterError
-from edgekit.errors import InputError
+from edgekit.errors import InputError, ParameterError
 
 
 def _rank(singular: np.ndarray, energy: float | None, rank_fraction: float | None) -> int:

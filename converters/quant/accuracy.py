@@ -30,8 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgekit.converters.config import ParameterError
-from edgekit.errors import CalibrationError
+from edgekit.errors import CalibrationError, ParameterError
 
 if TYPE_CHECKING:
     from edgekit.converters.config import AccuracyBudget, QuantConfig

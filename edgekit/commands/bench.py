@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+# library parameter -> the flag that sets it, so the library's errors name this command's flags
+PARAMETER_FLAGS = {"threads": "--threads"}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="a .tflite or .onnx model")

@@ -17,6 +17,17 @@ from edgekit.commands._shapes import PORT
 from edgekit.protocol import FAILED_STEPS, ROLLOUT_ENDS, SAFE_ID_RULE, Step
 
 DEFAULT_API = "http://127.0.0.1:8765"
+# library parameter (a Gates field) -> the deploy flag that sets it, so the library's errors name flags
+PARAMETER_FLAGS = {
+    "max_failures": "--max-failures",
+    "max_error_rate": "--max-error-rate",
+    "max_latency_regression": "--max-latency-regression",
+    "max_power_w": "--max-power-w",
+    "power_measured_only": "--power-measured-only",
+    "wave_timeout_s": "--wave-timeout",
+    "telemetry_windows": "--min-windows",
+    "min_invocations": "--min-invocations",
+}
 JSON_HELP = "print the API's JSON instead of the table"
 
 

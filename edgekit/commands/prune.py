@@ -19,6 +19,7 @@ PARAMETER_FLAGS = {
     "clusters": "--clusters",
     "energy": "--energy",
     "rank_fraction": "--rank",
+    "threads": "--threads",
 }
 
 

@@ -14,7 +14,7 @@ import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 
-from edgekit.errors import InputError
+from edgekit.errors import InputError, ParameterError
 
 
 @dataclass(frozen=True)
@@ -43,20 +43,22 @@ class Gates:
             if value is None and name in optional:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-                raise InputError(f"gate {name} must be a number (got {value!r})")
+                raise ParameterError(f"{{{name}}} must be a number", **{name: value})
             if name in ("max_failures", "max_error_rate"):  # shares: 10% = 0.1
                 if not 0 <= value <= 1:
-                    raise InputError(f"gate {name} must lie in [0, 1] (got {value!r})")
+                    raise ParameterError(f"{{{name}}} must lie in [0, 1]", **{name: value})
             elif value <= 0:
-                raise InputError(f"gate {name} must lie in (0, inf] (got {value!r})")
+                raise ParameterError(f"{{{name}}} must lie in (0, inf]", **{name: value})
         for name in ("telemetry_windows", "min_invocations"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"gate {name} must be a whole number of at least 1 (got {value!r})")
+                raise ParameterError(f"{{{name}}} must be a whole number of at least 1", **{name: value})
         if not isinstance(self.power_measured_only, bool):
-            raise InputError(f"gate power_measured_only must be true or false (got {self.power_measured_only!r})")
+            raise ParameterError(
+                "{power_measured_only} must be true or false", power_measured_only=self.power_measured_only
+            )
         if self.power_measured_only and self.max_power_w is None:  # it qualifies the power gate alone
-            raise InputError("gate power_measured_only goes with max_power_w; without a power gate it changes nothing")
+            raise ParameterError("{power_measured_only} goes with {max_power_w}: without a power gate it does nothing")
 
     def to_dict(self) -> dict:
         return asdict(self)

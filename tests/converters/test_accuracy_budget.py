@@ -19,9 +19,10 @@ from onnx import helper
 
 from edgekit.cli import main
 from edgekit.converters import convert
-from edgekit.converters.config import BUDGET_METHODS, AccuracyBudget, ParameterError, QuantConfig
+from edgekit.converters.config import BUDGET_METHODS, AccuracyBudget, QuantConfig
 from edgekit.converters.quant.accuracy import DECISION_RULES, AccuracyBudgetError, decision_rule, decision_rule_for
 from edgekit.converters.quant.calibration import OBSERVERS
+from edgekit.errors import ParameterError
 from tests.converters.onnx_models import model, rand
 
 SAMPLES = files("edgekit") / "samples"

@@ -11,10 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekit.converters.config import ParameterError
 from edgekit.converters.quant.calibration_data import load_array_file, load_calibration, split_samples
 from edgekit.converters.verification import OutputComparison, VerificationReport, load_samples
-from edgekit.errors import CalibrationError, InputError
+from edgekit.errors import CalibrationError, InputError, ParameterError
 
 
 def _npz(folder: Path) -> Path:

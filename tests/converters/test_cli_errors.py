@@ -243,7 +243,8 @@ def test_max_weight_values_is_refused_where_it_cannot_apply(tmp_path, good_model
 
 def test_library_errors_name_parameters_and_the_cli_names_its_flags(tmp_path, good_model):
     """convert --prune-round-to 0 once answered with `--round-to 0`, a flag convert does not have."""
-    from edgekit.converters.config import ParameterError, PruneConfig
+    from edgekit.converters.config import PruneConfig
+    from edgekit.errors import ParameterError
 
     with pytest.raises(ParameterError, match=r"^round_to=0 must be a positive channel count") as raised:
         PruneConfig(ratio=0.5, round_to=0)

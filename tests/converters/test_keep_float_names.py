@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edgekit.converters import convert
-from edgekit.converters.config import ParameterError
+from edgekit.errors import ParameterError
 
 SAMPLES = Path(__file__).resolve().parents[2] / "edgekit" / "samples"
 DIGITS = str(SAMPLES / "digits_cnn.onnx")

@@ -12,11 +12,12 @@ import pytest
 from onnx import helper
 
 from edgekit.converters import convert
-from edgekit.converters.config import AccuracyBudget, ParameterError, QuantConfig
+from edgekit.converters.config import AccuracyBudget, QuantConfig
 from edgekit.converters.harness import TFLiteRunner
 from edgekit.converters.passes.smooth import channel_scales, hard_swish_chains
 from edgekit.converters.pipeline import import_onnx
 from edgekit.converters.verification import sqnr_db
+from edgekit.errors import ParameterError
 from tests import real_models
 from tests.converters.onnx_models import model, rand
 

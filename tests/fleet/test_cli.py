@@ -88,7 +88,7 @@ def test_serve_deploy_and_workload_telemetry(tmp_path, digits_tflite):
         bad_gate = edgekit(*api, "deploy", "digits-1.tar.xz", "--max-latency-regression", "0", cwd=tmp_path,
                            check=False)  # fmt: skip
         assert bad_gate.returncode == 2 and "Traceback" not in bad_gate.stderr
-        says = "edgekit fleet: error: gate max_latency_regression must lie in (0, inf] (got 0.0)"
+        says = "edgekit fleet: error: --max-latency-regression 0 must lie in (0, inf]"  # the flag, not the field
         assert bad_gate.stderr.strip() == says
         token = (tmp_path / "fleet.token").read_text().strip()
         for secret in (
