@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from edgekit.commands._report import op_counts
-from edgekit.commands._shapes import SAMPLES, add_input_shape
+from edgekit.commands._shapes import SAMPLES, add_input_shape, share
 from edgekit.converters.config import CALIBRATION_METHODS, IO_TYPES, PRUNE_ALLOCATIONS, QUANTIZE_MODES
 from edgekit.converters.io_layout import IO_LAYOUTS
 
@@ -165,7 +165,7 @@ def _add_rewrites(q: argparse._ArgumentGroup) -> None:
 def _add_accuracy_budget(q: argparse._ArgumentGroup) -> None:
     q.add_argument(
         "--accuracy-budget",
-        type=_share,
+        type=share,
         metavar="SHARE",
         help="int8: keep in float the fewest layers for which at most this share of the decisions on "
         "--validation-data differ from float32 on onnxruntime (1%% or 0.01)",
@@ -187,8 +187,8 @@ def _add_accuracy_budget(q: argparse._ArgumentGroup) -> None:
 
 def _add_pruning(pr: argparse._ArgumentGroup) -> None:
     budget = pr.add_mutually_exclusive_group()
-    budget.add_argument("--prune-ratio", type=float, metavar="R", help="remove this share of every group's channels")
-    budget.add_argument("--prune-macs", type=float, metavar="F", help="keep this fraction of the MACs")
+    budget.add_argument("--prune-ratio", type=share, metavar="R", help="remove this share of every group's channels")
+    budget.add_argument("--prune-macs", type=share, metavar="F", help="keep this fraction of the MACs")
     pr.add_argument("--prune-criterion", choices=("l1", "l2", "fpgm"), help="channel ranking (default l1)")
     pr.add_argument(
         "--prune-round-to",
@@ -211,7 +211,7 @@ def _add_pruning(pr: argparse._ArgumentGroup) -> None:
 def _add_weight_compression(w: argparse._ArgumentGroup) -> None:
     w.add_argument(
         "--prune-sparsity",
-        type=float,
+        type=share,
         metavar="S",
         help="zero this share of the Conv/Gemm/MatMul weights, smallest magnitudes over all layers (e.g. 0.8)",
     )
@@ -357,16 +357,6 @@ def _accuracy_budget(args: argparse.Namespace):
         decision=args.decision or "argmax",
         measure_latency=not args.no_speed_check,
     )
-
-
-def _share(text: str) -> float:
-    """A share given as 1% or 0.01 (argparse reports the ValueError as one line)."""
-    number = text[:-1] if text.endswith("%") else text
-    try:
-        value = float(number)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a share: write 1% or 0.01") from None
-    return value / 100 if text.endswith("%") else value
 
 
 def _prune_config(args: argparse.Namespace, calibration):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from edgekit.commands._shapes import share
+
 # library parameter (PruneConfig) -> the flag that sets it, so the library's errors name this command's flags
 PARAMETER_FLAGS = {
     "ratio": "--ratio",
@@ -36,11 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_channel_options(parser: argparse.ArgumentParser) -> None:
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument(
-        "--ratio", type=float, help="channel: share of each group's channels to remove; magnitude: sparsity"
+        "--ratio", type=share, help="channel: share of each group's channels to remove; magnitude: sparsity"
     )
-    budget.add_argument("--macs", type=float, metavar="F", help="channel: keep this fraction of the MACs")
-    budget.add_argument("--target-macs", type=float, dest="macs", help=argparse.SUPPRESS)  # the old name of --macs
-    budget.add_argument("--params", type=float, metavar="F", help="channel: keep this fraction of the parameters")
+    budget.add_argument("--macs", type=share, metavar="F", help="channel: keep this fraction of the MACs")
+    budget.add_argument("--target-macs", type=share, dest="macs", help=argparse.SUPPRESS)  # the old name of --macs
+    budget.add_argument("--params", type=share, metavar="F", help="channel: keep this fraction of the parameters")
     parser.add_argument("--criterion", choices=("l1", "l2", "fpgm"), help="channel: ranking (default l1)")
     parser.add_argument("--min-channels", type=int, help="channel: never keep fewer channels in a group (default 1)")
     parser.add_argument(
@@ -101,9 +103,9 @@ def _add_other_methods(parser: argparse.ArgumentParser) -> None:
         choices=("channel", "layer"),
         help="cluster: N values per output channel (snapped to its int8 grid; the default) or per layer",
     )
-    parser.add_argument("--energy", type=float, help="lowrank: singular-value energy to keep (default 0.9)")
+    parser.add_argument("--energy", type=share, help="lowrank: singular-value energy to keep (default 0.9)")
     parser.add_argument(
-        "--rank", type=float, help="lowrank: keep this fraction of each layer's full rank (not --energy)"
+        "--rank", type=share, help="lowrank: keep this fraction of each layer's full rank (not --energy)"
     )
 
 

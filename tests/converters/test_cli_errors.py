@@ -254,3 +254,20 @@ def test_library_errors_name_parameters_and_the_cli_names_its_flags(tmp_path, go
     assert_user_error(result, "--prune-round-to 0 must be a positive channel count")
     assert "--round-to" not in result.stderr.replace("--prune-round-to", "")
     assert result.returncode == 2 and not out.exists()
+
+
+def test_shares_are_written_as_percentages_or_fractions(tmp_path):
+    """prune --ratio 50% once said "invalid float value", while --accuracy-budget took 5%."""
+    sample = Path(__file__).resolve().parents[2] / "edgekit" / "samples" / "digits_cnn.onnx"
+    outputs = []
+    for ratio in ("50%", "0.5"):
+        out = tmp_path / f"pruned-{ratio.rstrip('%')}.onnx"
+        assert edgekit("prune", str(sample), "-o", str(out), "--ratio", ratio).returncode == 0
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1]
+    out = tmp_path / "half.onnx"
+    assert_user_error(edgekit("prune", str(sample), "-o", str(out), "--ratio", "half"), "--ratio", "50% or 0.5")
+    assert_user_error(
+        edgekit("prune", str(sample), "-o", str(out), "--ratio", "150%"), "--ratio 1.5", "between 0 and 1"
+    )
+    assert not out.exists()
