@@ -246,11 +246,22 @@ def fixed_input_shapes(
         elif all(isinstance(d, int) for d in dims):
             shapes[vi.name] = tuple(dims)  # type: ignore[arg-type]
         else:
-            example = ",".join(str(d) if isinstance(d, int) else "1" for d in dims)
-            raise ShapeError(
-                f"input '{vi.name}' has dynamic dimensions {dims}; fix them with --input-shape {vi.name}={example}"
-            )
+            raise ShapeError(f"input '{vi.name}' has dynamic dimensions {dims}; {_shape_hint(vi.name, dims)}")
     return shapes
+
+
+def _shape_hint(name: str, dims: list) -> str:
+    """How to fix dims: a batch of 1, and a placeholder for each other size only the user knows
+    (a 1x1 image would convert, and be useless)."""
+    sizes = [str(d) if isinstance(d, int) else "1" if i == 0 else _placeholder(d, i) for i, d in enumerate(dims)]
+    unknown = [size for size, d in zip(sizes, dims, strict=True) if not isinstance(d, int) and size != "1"]
+    hint = f"fix them with --input-shape {name}={','.join(sizes)}"
+    return hint + (f", putting your sizes for {', '.join(unknown)}" if unknown else "")
+
+
+def _placeholder(dim, index: int) -> str:
+    text = str(dim)
+    return text.upper() if text.isidentifier() and len(text) <= 8 else f"D{index}"
 
 
 _ONNX_TO_NUMPY = {

@@ -80,6 +80,15 @@ def test_dynamic_shape_needs_input_shape(tmp_path):
     assert out.exists()
 
 
+def test_dynamic_image_sizes_get_placeholders_not_a_1x1_example(tmp_path):
+    """The hint once read --input-shape x=1,3,1,1: it converts, to a model of 1x1 images."""
+    m = model([N("Relu", ["x"], ["y"])], {"x": ("batch", 3, "h", "w")}, {"y": None})
+    path = tmp_path / "dyn.onnx"
+    path.write_bytes(m.SerializeToString())
+    result = edgekit("convert", str(path), "-o", str(tmp_path / "out.tflite"))
+    assert_user_error(result, "--input-shape x=1,3,H,W, putting your sizes for H, W")
+
+
 def test_output_in_missing_folder(tmp_path, good_model):
     out = tmp_path / "no" / "such" / "dir" / "out.tflite"
     assert_user_error(edgekit("convert", str(good_model), "-o", str(out)), "does not exist")
