@@ -63,7 +63,9 @@ class HistogramObserver(MinMaxObserver):
         while top > self.limit:
             self.hist = np.concatenate([self.hist.reshape(-1, 2).sum(1), np.zeros(BINS // 2)])
             self.limit *= 2
-        self.hist += np.histogram(magnitude, bins=BINS, range=(0.0, self.limit))[0]
+        # np.histogram's bins, read off directly: its edge checks made calibration twice as slow
+        index = (magnitude * (BINS / self.limit)).astype(np.intp)
+        self.hist += np.bincount(np.minimum(index, BINS - 1, out=index), minlength=BINS)
 
     def edges(self) -> np.ndarray:
         return np.linspace(0.0, self.limit, BINS + 1)
