@@ -54,6 +54,8 @@ class HistogramObserver(MinMaxObserver):
     def observe(self, value: np.ndarray) -> None:
         super().observe(value)
         magnitude = np.abs(value.ravel())
+        if not np.isfinite(magnitude).all():  # a -inf pad before a max pool: no bin holds it
+            magnitude = magnitude[np.isfinite(magnitude)]
         top = float(magnitude.max()) if magnitude.size else 0.0
         if top < NEGLIGIBLE:  # zeros to int8 (and float32 has no BINS distinct edges below ~1e-41)
             self.hist[0] += magnitude.size

@@ -212,7 +212,7 @@ BUDGET = ["--accuracy-budget", "1%", "--validation-data", "val.npz"]
         ([*BUDGET, *QUANTIZE, "--auto-mixed"], "--accuracy-budget and --auto-mixed"),
         ([*QUANTIZE, "--accuracy-budget", "100%", "--validation-data", "val.npz"], "below 1"),
         ([*QUANTIZE, "--accuracy-budget=-0.01", "--validation-data", "val.npz"], "at least 0"),
-        ([*QUANTIZE, "--accuracy-budget", "some", "--validation-data", "val.npz"], "1% or 0.01"),
+        ([*QUANTIZE, "--accuracy-budget", "some", "--validation-data", "val.npz"], "50% or 0.5"),
         ([*QUANTIZE, "--accuracy-budget", "1%"], "needs --validation-data"),
         ([*QUANTIZE, "--accuracy-budget", "1%", "--validation-data", "empty.npz"], "empty"),
         ([*QUANTIZE, *BUDGET, "--decision", "top5"], "--decision top5 is unknown"),

@@ -51,6 +51,20 @@ def test_every_calibration_method_takes_a_tensor_of_denormals(method):
 
 
 @pytest.mark.parametrize("method", sorted(OBSERVERS))
+def test_every_calibration_method_takes_a_minus_inf_pad(method, tmp_path):
+    """timm's MaxPool2dSame pads with -inf: the histogram methods once raised ValueError on it,
+    and the accuracy-aware mode calibrates with two of them whatever the user chose."""
+    from tests.converters.test_partitions import pad_minus_inf_before_max_pool
+
+    m = pad_minus_inf_before_max_pool()
+    calibration = np.random.default_rng(0).standard_normal((16, 8, 10, 12)).astype(np.float32)
+    out = tmp_path / "m.tflite"
+    result = convert(m, out, quantize="int8", calibration=calibration, method=method)
+    assert result.partitions == 1, result.ops
+    assert verify(m, out, samples=4).min_sqnr_db >= 25
+
+
+@pytest.mark.parametrize("method", sorted(OBSERVERS))
 def test_digits_int8_keeps_accuracy(method, digits, tmp_path):
     fp32, int8 = tmp_path / "fp32.tflite", tmp_path / "int8.tflite"
     convert(DIGITS, fp32)
