@@ -534,11 +534,28 @@ def nhwc_in_onnx(graph: Graph) -> set[str]:
                 readers = [n for n in graph.nodes if tensor in n.inputs]
                 nhwc = bool(readers) and all(n.op == "TRANSPOSE" and perm_of(graph, n) == perm for n in readers)
             else:
-                producer = producers.get(tensor)
+                producer = _before_axis_keeping_ops(graph, tensor, producers)
                 nhwc = producer is not None and producer.op == "TRANSPOSE" and perm_of(graph, producer) == perm
             if nhwc:
                 found.add(name)
     return found
+
+
+# ops whose output axes are their data input's axes: the layout an output has is its source's
+_AXIS_KEEPING = (Layout.ELEMENTWISE, Layout.ELEMENTWISE_FULL_RANK, Layout.LAST_AXIS)
+
+
+def _before_axis_keeping_ops(graph: Graph, tensor: str, producers: dict[str, Node]) -> Node | None:
+    """The producer of ``tensor`` once single-data-input, shape-keeping ops that keep each axis
+    where it is (a Keras head's softmax over channels after the graph's own NCHW->NHWC
+    transpose) are walked back through."""
+    producer = producers.get(tensor)
+    while producer is not None and facts(producer.op).layout in _AXIS_KEEPING:
+        data = [t for t in producer.inputs if t and not graph.is_const(t)]
+        if len(data) != 1 or graph.shape(data[0]) != graph.shape(producer.outputs[0]):
+            break
+        producer = producers.get(data[0])
+    return producer
 
 
 def to_nhwc_io(graph: Graph, inputs: bool = True, outputs: bool = True, every_output: bool = False) -> Graph:

@@ -18,9 +18,10 @@ from edgekit.converters.verification import TFLiteRunner, sqnr_db
 NCHW_TO_NHWC = (0, 2, 3, 1)
 
 
-def keras_like(h: int = 16, w: int = 12, feature_map: bool = False) -> object:
+def keras_like(h: int = 16, w: int = 12, feature_map: bool = False, softmax_head: bool = False) -> object:
     """As tf2onnx writes a Keras CNN: NHWC input, Transpose to NCHW, conv, ReLU, pooling, dense;
-    with ``feature_map`` also the ReLU's output, transposed back to NHWC as tf2onnx writes it."""
+    with ``feature_map`` also the ReLU's output, transposed back to NHWC as tf2onnx writes it, and
+    with ``softmax_head`` a softmax over its channels after that transpose (MTCNN's face map)."""
     rng = np.random.default_rng(0)
     nodes = [
         helper.make_node("Transpose", ["keras_tensor"], ["t"], perm=[0, 3, 1, 2]),
@@ -31,8 +32,12 @@ def keras_like(h: int = 16, w: int = 12, feature_map: bool = False) -> object:
         helper.make_node("Gemm", ["f", "d"], ["logits"], transB=1),
     ]
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 5])]
-    if feature_map:
+    if feature_map and softmax_head:
+        nodes.append(helper.make_node("Transpose", ["r"], ["r_nhwc"], perm=list(NCHW_TO_NHWC)))
+        nodes.append(helper.make_node("Softmax", ["r_nhwc"], ["features"], axis=3))
+    elif feature_map:
         nodes.append(helper.make_node("Transpose", ["r"], ["features"], perm=list(NCHW_TO_NHWC)))
+    if feature_map:
         outputs.append(helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, h, w, 8]))
     graph = helper.make_graph(
         nodes,
@@ -153,9 +158,12 @@ def test_io_layout_keep_leaves_every_io_as_in_onnx(tmp_path):
     )
 
 
+@pytest.mark.parametrize("softmax_head", [False, True], ids=["transpose", "softmax_after_transpose"])
 @pytest.mark.parametrize("io_layout", ["auto", "nhwc", "keep"])
-def test_nhwc_io_in_onnx_stays_nhwc_whatever_the_option(tmp_path, io_layout):
-    model, out = keras_like(feature_map=True), tmp_path / f"{io_layout}.tflite"
+def test_nhwc_io_in_onnx_stays_nhwc_whatever_the_option(tmp_path, io_layout, softmax_head):
+    """With a softmax after the graph's own transpose, the output was once taken for NCHW and
+    transposed again: [1,16,12,8] came out as [1,12,8,16], silently, and verification agreed."""
+    model, out = keras_like(feature_map=True, softmax_head=softmax_head), tmp_path / f"{io_layout}.tflite"
     result = convert(model, out, io_layout=io_layout)
     assert_matches_onnxruntime(model, out, {})  # NHWC in ONNX: the .tflite takes and gives the same arrays
     assert result.io_layout["features"].layout == "NHWC" and result.transposes == 0, result.ops
