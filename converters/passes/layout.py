@@ -520,7 +520,7 @@ def nhwc_in_onnx(graph: Graph) -> set[str]:
     such an output with Transpose(0, 2, 3, 1). Only meaningful on a graph fresh from lowering,
     before the layout pass moves transposes."""
     signature = graph.metadata.get("_signature", {"inputs": list(graph.inputs), "outputs": list(graph.outputs)})
-    producers = graph.producers()
+    producers, consumers = graph.producers(), graph.consumers()
     found = set()
     for names, tensors, perm, io in (
         (signature["inputs"], graph.inputs, (0, 3, 1, 2), "input"),
@@ -531,7 +531,7 @@ def nhwc_in_onnx(graph: Graph) -> set[str]:
             if len(t.shape) != 4 or t.dtype != np.float32:
                 continue
             if io == "input":
-                readers = [n for n in graph.nodes if tensor in n.inputs]
+                readers = _past_axis_keeping_ops(graph, tensor, consumers)
                 nhwc = bool(readers) and all(n.op == "TRANSPOSE" and perm_of(graph, n) == perm for n in readers)
             else:
                 producer = _before_axis_keeping_ops(graph, tensor, producers)
@@ -545,16 +545,37 @@ def nhwc_in_onnx(graph: Graph) -> set[str]:
 _AXIS_KEEPING = (Layout.ELEMENTWISE, Layout.ELEMENTWISE_FULL_RANK, Layout.LAST_AXIS)
 
 
+def _keeps_axes(graph: Graph, node: Node) -> str | None:
+    """The one data input of an op whose output has that input's shape and axes, else None."""
+    if facts(node.op).layout not in _AXIS_KEEPING:
+        return None
+    data = [t for t in node.inputs if t and not graph.is_const(t)]
+    return data[0] if len(data) == 1 and graph.shape(data[0]) == graph.shape(node.outputs[0]) else None
+
+
+def _past_axis_keeping_ops(graph: Graph, tensor: str, consumers: dict[str, list[Node]]) -> list[Node]:
+    """The readers of ``tensor`` once axis-keeping ops (a Keras rescaling before the graph's own
+    NHWC->NCHW transpose) are walked through; an output on the way counts as a reader."""
+    readers, todo = [], [tensor]
+    while todo:
+        name = todo.pop()
+        if name in graph.outputs and name != tensor:
+            return []
+        for node in consumers.get(name, []):
+            if _keeps_axes(graph, node) == name:
+                todo.extend(node.outputs)
+            else:
+                readers.append(node)
+    return readers
+
+
 def _before_axis_keeping_ops(graph: Graph, tensor: str, producers: dict[str, Node]) -> Node | None:
     """The producer of ``tensor`` once single-data-input, shape-keeping ops that keep each axis
     where it is (a Keras head's softmax over channels after the graph's own NCHW->NHWC
     transpose) are walked back through."""
     producer = producers.get(tensor)
-    while producer is not None and facts(producer.op).layout in _AXIS_KEEPING:
-        data = [t for t in producer.inputs if t and not graph.is_const(t)]
-        if len(data) != 1 or graph.shape(data[0]) != graph.shape(producer.outputs[0]):
-            break
-        producer = producers.get(data[0])
+    while producer is not None and (data := _keeps_axes(graph, producer)) is not None:
+        producer = producers.get(data)
     return producer
 
 

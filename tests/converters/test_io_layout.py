@@ -18,13 +18,22 @@ from edgekit.converters.verification import TFLiteRunner, sqnr_db
 NCHW_TO_NHWC = (0, 2, 3, 1)
 
 
-def keras_like(h: int = 16, w: int = 12, feature_map: bool = False, softmax_head: bool = False) -> object:
+def keras_like(
+    h: int = 16, w: int = 12, feature_map: bool = False, softmax_head: bool = False, rescaling: bool = False
+) -> object:
     """As tf2onnx writes a Keras CNN: NHWC input, Transpose to NCHW, conv, ReLU, pooling, dense;
     with ``feature_map`` also the ReLU's output, transposed back to NHWC as tf2onnx writes it, and
-    with ``softmax_head`` a softmax over its channels after that transpose (MTCNN's face map)."""
+    with ``softmax_head`` a softmax over its channels after that transpose (MTCNN's face map); with
+    ``rescaling`` a Keras Rescaling layer (x * 1/127.5 - 1) before the first transpose."""
     rng = np.random.default_rng(0)
-    nodes = [
-        helper.make_node("Transpose", ["keras_tensor"], ["t"], perm=[0, 3, 1, 2]),
+    image = "keras_tensor"
+    nodes = []
+    if rescaling:
+        nodes.append(helper.make_node("Mul", [image, "inv_scale"], ["scaled"]))
+        nodes.append(helper.make_node("Sub", ["scaled", "one"], ["rescaled"]))
+        image = "rescaled"
+    nodes += [
+        helper.make_node("Transpose", [image], ["t"], perm=[0, 3, 1, 2]),
         helper.make_node("Conv", ["t", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c"], ["r"]),
         helper.make_node("GlobalAveragePool", ["r"], ["p"]),
@@ -48,6 +57,8 @@ def keras_like(h: int = 16, w: int = 12, feature_map: bool = False, softmax_head
             numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w"),
             numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "b"),
             numpy_helper.from_array(rng.standard_normal((5, 8)).astype(np.float32), "d"),
+            numpy_helper.from_array(np.array(1 / 127.5, np.float32), "inv_scale"),
+            numpy_helper.from_array(np.array(1.0, np.float32), "one"),
         ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -55,8 +66,11 @@ def keras_like(h: int = 16, w: int = 12, feature_map: bool = False, softmax_head
     return model
 
 
-def test_an_nhwc_input_keeps_its_layout(tmp_path):
-    model = keras_like()
+@pytest.mark.parametrize("rescaling", [False, True], ids=["transpose_first", "rescaling_first"])
+def test_an_nhwc_input_keeps_its_layout(tmp_path, rescaling):
+    """Behind a Keras Rescaling layer the input was once taken for NCHW: [1,16,12,3] became
+    [1,12,3,16]."""
+    model = keras_like(rescaling=rescaling)
     out = tmp_path / "keras.tflite"
     result = convert(model, out)
     runner = TFLiteRunner(out.read_bytes())
