@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgekit.converters.ir.graph import Graph, Node
+from edgekit.errors import ParameterError
 
 MAX_CHANNELS = 4
 _ELEMENTWISE = ("Relu", "Clip", "LeakyRelu", "HardSwish", "HardSigmoid", "Sigmoid")
@@ -70,15 +71,22 @@ def _folded_weights(weights: np.ndarray, block: int, stride: int, pads_begin) ->
 
 def space_to_depth_stem(graph: Graph, block: int = 4) -> Graph:
     """Rewrite every Conv on at most 4 channels with stride ``s`` >= 2 dividing ``block`` (and
-    input sides divisible by ``block``); other convolutions are left alone."""
-    for node in [n for n in graph.nodes if _rewritable(graph, n, block)]:
-        _rewrite(graph, node, block)
+    input sides divisible by ``block``); other convolutions are left alone. A model with none
+    is refused: the option would do nothing."""
+    rewritten = [_rewrite(graph, node, block) for node in [n for n in graph.nodes if _rewritable(graph, n, block)]]
+    if not any(rewritten):
+        raise ParameterError(
+            f"{{stem_block}} changes nothing here: no convolution on at most {MAX_CHANNELS} channels has a stride "
+            f"of 2 or more dividing {block}, with input sides divisible by {block}; leave it out",
+            stem_block=block,
+        )
     graph.toposort()
     graph.remove_unused()
     return graph
 
 
-def _rewrite(graph: Graph, node: Node, block: int) -> None:
+def _rewrite(graph: Graph, node: Node, block: int) -> bool:
+    """Rewrite ``node``; False when its padding cannot be expressed over blocks."""
     weights = graph.const(node.inputs[1])
     stride = int(node.attrs["strides"][0])
     r = block // stride
@@ -90,7 +98,7 @@ def _rewrite(graph: Graph, node: Node, block: int) -> None:
     sh, sw, th, tw = h // block, w // block, oh // r, ow // r
     new_pads = [-lo[0], -lo[1], th - 1 + taps[0] - sh + lo[0], tw - 1 + taps[1] - sw + lo[1]]
     if min(new_pads) < 0:
-        return
+        return False
     bias = graph.const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else np.zeros(f, weights.dtype)
     s2d = graph.add_tensor(f"{x}_space_to_depth", (n, block * block * c, sh, sw), graph.dtype(x), unique=True)
     graph.add_node("SpaceToDepth", [x], [s2d], {"blocksize": block}, name=f"{node.name}_space_to_depth")
@@ -104,7 +112,7 @@ def _rewrite(graph: Graph, node: Node, block: int) -> None:
     node.attrs = {"kernel_shape": taps, "strides": [1, 1], "pads": new_pads, "group": 1}
     if r == 1:
         graph.replace_uses(y, conv_out)
-        return
+        return True
     # an elementwise activation right after the conv commutes with DepthToSpace: keep it next to
     # the conv, where the lowering fuses it
     last = conv_out
@@ -117,3 +125,4 @@ def _rewrite(graph: Graph, node: Node, block: int) -> None:
         act.outputs = [act_out]
         last = act_out
     graph.add_node("DepthToSpace", [last], [y], {"blocksize": r, "mode": "DCR"}, name=f"{node.name}_depth_to_space")
+    return True

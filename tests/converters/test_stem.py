@@ -3,12 +3,15 @@ and int8, and only on the convolutions it is meant for."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from onnx import helper
 
 from edgekit.converters import convert, verify
-from edgekit.errors import UnsupportedModelError
+from edgekit.errors import ParameterError, UnsupportedModelError
 from tests.converters.onnx_models import model, rand
 
 N = helper.make_node
@@ -68,14 +71,29 @@ def test_rewritten_stem_int8_as_close_to_onnxruntime_as_the_plain_conversion(blo
 
 
 def test_only_strided_convs_on_few_channels_are_rewritten(tmp_path):
+    """A model with no such convolution is refused, not converted unchanged: the option would do
+    nothing (CREPE's stride-(4, 1) stem and MTCNN's stride-1 one came out byte-identical)."""
     wide = stem(3, 2, [1, 1, 1, 1], cin=8)
-    assert "SPACE_TO_DEPTH" not in convert(wide, tmp_path / "a.tflite", stem_block=4).ops
     stride1 = stem(3, 1, [1, 1, 1, 1])
-    assert "SPACE_TO_DEPTH" not in convert(stride1, tmp_path / "b.tflite", stem_block=4).ops
     odd_side = stem(3, 2, [1, 1, 1, 1], side=30)  # 30 is not a multiple of the block
-    assert "SPACE_TO_DEPTH" not in convert(odd_side, tmp_path / "c.tflite", stem_block=4).ops
     stride4_block2 = stem(4, 4, [0, 0, 0, 0])  # the block must be a multiple of the stride
-    assert "SPACE_TO_DEPTH" not in convert(stride4_block2, tmp_path / "d.tflite", stem_block=2).ops
+    for m, block in ((wide, 4), (stride1, 4), (odd_side, 4), (stride4_block2, 2)):
+        out = tmp_path / "m.tflite"
+        with pytest.raises(ParameterError, match=rf"^stem_block={block} changes nothing here"):
+            convert(m, out, stem_block=block)
+        assert not out.exists()
+
+
+def test_cli_names_the_flag_that_changes_nothing(tmp_path):
+    path = tmp_path / "wide.onnx"
+    path.write_bytes(stem(3, 2, [1, 1, 1, 1], cin=8).SerializeToString())
+    out = tmp_path / "wide.tflite"
+    result = subprocess.run(
+        [sys.executable, "-m", "edgekit", "convert", str(path), "-o", str(out), "--stem-block", "4"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "--stem-block 4 changes nothing here" in result.stderr and not out.exists()
 
 
 def test_stem_output_as_graph_output(tmp_path):
