@@ -42,10 +42,13 @@ class VerificationReport:
         return all(o.sqnr_db >= min_sqnr_db for o in self.outputs)
 
     def table(self) -> str:
-        lines = [f"{'output':<24} {'SQNR dB':>9} {'cosine':>9} {'max |err|':>11} {'top-1':>7}"]
+        # whole names: exporters give outputs names alike up to their last characters
+        width = max([24, *(len(o.name) for o in self.outputs)])
+        lines = [f"{'output':<{width}} {'SQNR dB':>9} {'cosine':>9} {'max |err|':>11} {'top-1':>7}"]
         for o in self.outputs:
             top1 = "-" if o.top1_agreement is None else f"{100 * o.top1_agreement:.1f}%"
-            lines.append(f"{o.name[:24]:<24} {o.sqnr_db:>9.2f} {o.cosine:>9.6f} {o.max_abs_error:>11.3g} {top1:>7}")
+            row = f"{o.sqnr_db:>9.2f} {o.cosine:>9.6f} {o.max_abs_error:>11.3g} {top1:>7}"
+            lines.append(f"{o.name:<{width}} {row}")
         lines.append(f"({self.samples} samples)")
         return "\n".join(lines)
 

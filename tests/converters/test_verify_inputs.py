@@ -45,3 +45,14 @@ def test_report_on_a_dynamic_batch_model_uses_the_given_shape(tmp_path):
     assert run.returncode == 0, run.stderr
     layers = json.loads(report.read_text())["layers"]
     assert [layer["tensor"] for layer in layers] == ["y"] and layers[0]["sqnr_db"] == float("inf")
+
+
+def test_the_table_names_outputs_whole():
+    """basic-pitch's three outputs all printed as `StatefulPartitionedCall:` (cut at 24 characters)."""
+    from edgekit.converters.verification import OutputComparison, VerificationReport
+
+    names = [f"StatefulPartitionedCall:{k}" for k in range(3)]
+    report = VerificationReport(3, [OutputComparison(name, 40.0, 0.99, 0.1, None) for name in names])
+    rows = report.table().splitlines()[1:-1]
+    assert [row.split()[0] for row in rows] == names
+    assert len({len(row) for row in report.table().splitlines()[:-1]}) == 1  # the columns still line up
