@@ -105,12 +105,16 @@ def edit_model(
     model: onnx.ModelProto,
     outputs: list[str] | None = None,
     input_values: dict[str, object] | None = None,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
 ) -> onnx.ModelProto:
     """The model with inputs fixed to constants (``input_values``: a control input such as an
-    audio model's sample rate, which then folds like any constant) and cut at the named tensors
-    (``outputs``: a detector's head before its NMS, whose post-processing stays in Python)."""
+    audio model's sample rate, which then folds like any constant; of the shape ``input_shapes``
+    gives where the model's is dynamic) and cut at the named tensors (``outputs``: a detector's
+    head before its NMS, whose post-processing stays in Python)."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
+    shapes = {name: shape for name, shape in (input_shapes or {}).items() if name in (input_values or {})}
+    check_input_shapes(m, shapes)
     inputs = {vi.name: vi for vi in graph_inputs(m)}
     for name, value in (input_values or {}).items():
         if name not in inputs:
@@ -118,9 +122,12 @@ def edit_model(
                 f"{{input_values}}: the model has no input {name!r}; its inputs are {list(inputs)}", input_values=name
             )
         vi = inputs[name]
-        dims = _dims(vi)
+        dims = list(shapes.get(name, _dims(vi)))
         if any(not isinstance(d, int) for d in dims):
-            raise ParameterError(f"{{input_values}}: the input's shape {dims} is not fixed", input_values=name)
+            raise ParameterError(
+                f"{{input_values}}: the input's shape {dims} is not fixed; give it with {{input_shapes}}",
+                input_values=name,
+            )
         try:
             array = np.broadcast_to(np.asarray(value, dtype=input_dtype(vi)), tuple(dims)).copy()
         except ValueError:

@@ -36,6 +36,7 @@ PARAMETER_FLAGS = {
     "stem_block": "--stem-block",
     "io_layout": "--io-layout",
     "input_values": "--input-value",
+    "input_shapes": "--input-shape",
     "outputs": "--outputs",
     "ratio": "--prune-ratio",
     "macs": "--prune-macs",
@@ -239,13 +240,13 @@ def run(args: argparse.Namespace) -> int:
     io_layout = _io_layout(args)
     calibration = _calibration(args) if args.calibration else None
     quant, prune = _quant_config(args, calibration), _prune_config(args, calibration)
-    source = _edited(args)
+    source, shapes = _edited(args, parse_input_shapes(args.input_shape))
     if args.data and (args.verify or args.report):
-        _check_verification_data(args, source)
+        _check_verification_data(args, source, shapes)
     result = convert(
         source,
         args.output,
-        input_shapes=parse_input_shapes(args.input_shape),
+        input_shapes=shapes,
         io_layout=io_layout,
         quant=quant,
         prune=prune,
@@ -254,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
         stem_block=args.stem_block,
     )
     _print_result(args, result)
-    speed = _speed_check(args, source, result)
+    speed = _speed_check(args, source, result, shapes)
     if args.verify or args.report:
         _verify_and_report(args, source, result, calibration, speed)
     return 0
@@ -276,24 +277,23 @@ def _check_outputs(args: argparse.Namespace) -> None:
         check_output_path(args.report, option="--report", named=inputs, outputs={"-o": args.output})
 
 
-def _check_verification_data(args: argparse.Namespace, source) -> None:
+def _check_verification_data(args: argparse.Namespace, source, input_shapes) -> None:
     """--data read and its samples' shapes checked before converting, as verification will read
     them, so a mistake there leaves no converted model behind."""
-    from edgekit.converters.onnx.frontend import fixed_input_shapes, graph_inputs, parse_input_shapes, read_model
+    from edgekit.converters.onnx.frontend import fixed_input_shapes, graph_inputs, read_model
     from edgekit.converters.verification import check_sample_shapes, load_samples
 
     model = read_model(source).model
-    shapes = fixed_input_shapes(model, parse_input_shapes(args.input_shape))
+    shapes = fixed_input_shapes(model, input_shapes)
     samples = load_samples(args.data, [i.name for i in graph_inputs(model)], what="--data")
     check_sample_shapes(samples, shapes, f"--data {args.data}")
 
 
-def _speed_check(args: argparse.Namespace, source, result):
+def _speed_check(args: argparse.Namespace, source, result, input_shapes):
     """The quantized model timed against a float32 conversion of the same model on this machine;
     None when not asked for (no --quantize, --no-speed-check, or an Edge TPU target)."""
     if not args.quantize or args.no_speed_check or args.target != "cpu":
         return None
-    from edgekit.converters.onnx.frontend import parse_input_shapes
     from edgekit.converters.speed import SpeedComparison, compare_with_float
 
     if result.accuracy is not None and result.accuracy.latency is not None:  # measured already, in one run
@@ -304,7 +304,7 @@ def _speed_check(args: argparse.Namespace, source, result):
 
     converted = result.pruning.model if result.pruning is not None else source
     speed = compare_with_float(
-        converted, result.path, args.quantize, input_shapes=parse_input_shapes(args.input_shape),
+        converted, result.path, args.quantize, input_shapes=input_shapes,
         io_layout=_io_layout(args), stem_block=args.stem_block,
     )  # fmt: skip
     print(speed.summary())
@@ -568,10 +568,11 @@ def _refuse_without_their_step(args: argparse.Namespace) -> None:
             raise InputError(f"{flag} goes with {goes_with}; without it, it would change nothing")
 
 
-def _edited(args: argparse.Namespace):
-    """The source model, with --input-value inputs folded to constants and cut at --outputs."""
+def _edited(args: argparse.Namespace, input_shapes: dict) -> tuple[object, dict]:
+    """The source model, with --input-value inputs folded to constants (at their --input-shape,
+    if given) and cut at --outputs; and the --input-shape of the inputs left."""
     if not args.outputs and not args.input_value:
-        return args.model
+        return args.model, input_shapes
     from edgekit.converters.onnx.frontend import edit_model, read_model
     from edgekit.errors import InputError
 
@@ -585,7 +586,8 @@ def _edited(args: argparse.Namespace):
         if not name or numbers is None:
             raise InputError(f"--input-value {item!r}: write NAME=VALUE or NAME=V1,V2,... (numbers)")
         values[name] = numbers[0] if len(numbers) == 1 else numbers
-    return edit_model(read_model(args.model).model, args.outputs, values)
+    edited = edit_model(read_model(args.model).model, args.outputs, values, input_shapes)
+    return edited, {name: shape for name, shape in input_shapes.items() if name not in values}
 
 
 VERIFY_CALIBRATION_SAMPLES = 256  # enough for SQNR and top-1 to settle; calibration sets can be larger

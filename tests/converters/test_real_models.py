@@ -422,6 +422,29 @@ def test_input_value_folds_a_control_input(tmp_path):
         edit_model(m, input_values={"x": 1.0, "k": 3.0})
 
 
+def test_input_value_takes_the_input_shape_given_for_its_input(tmp_path):
+    """A side input of dynamic shape was refused as "not fixed" although --input-shape fixed it."""
+    import subprocess
+    import sys
+
+    m = onnx_model(
+        [helper.make_node("Mul", ["x", "gain"], ["y"])],
+        {"x": (1, 4), "gain": ("n", 4)},
+        {"y": (1, 4)},
+    )
+    path, out = tmp_path / "gain.onnx", tmp_path / "gain.tflite"
+    path.write_bytes(m.SerializeToString())
+    argv = [sys.executable, "-m", "edgekit", "convert", str(path), "-o", str(out), "--input-value", "gain=2"]
+    refused = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "give it with --input-shape" in refused.stderr, refused.stderr
+    fixed = subprocess.run(
+        [*argv, "--input-shape", "gain=1,4", "--verify"], capture_output=True, text=True, timeout=120
+    )
+    assert fixed.returncode == 0, fixed.stderr
+    x = np.arange(4, dtype=np.float32).reshape(1, 4)
+    np.testing.assert_allclose(next(iter(TFLiteRunner(out.read_bytes())({"x": x}).values())), 2 * x)
+
+
 # OCR: PP-OCRv4's detector and recogniser (rapidocr-onnxruntime) and ddddocr's captcha recogniser,
 # on text rendered here with Pillow's own font
 OCR_WORDS = [
