@@ -226,7 +226,7 @@ def quantize_int8(
     if float_ops and not precision.sixteen:
         _clamps_as_requantization(g, is_int8)
     _bridge_float_ops(g, is_int8)
-    _set_io(g, io_type)
+    _set_io(g, io_type, _float_output_params(g, ranges, precision))
     _cpu_head_first(g)
     g.remove_unused()
     return g
@@ -662,7 +662,23 @@ def _bridge_float_ops(g: Graph, is_int8: dict[int, bool]) -> None:
                 g.nodes.insert(g.nodes.index(n) + 1, Node("QUANTIZE", [f], [name], {}, name=f"{n.name}/quantize"))
 
 
-def _set_io(g: Graph, io_type: str) -> None:
+def _float_output_params(g: Graph, ranges, precision: _Precision) -> dict[str, QuantParams]:
+    """int8 parameters for the outputs an op kept in float makes (a softmax on the CPU target),
+    so that integer I/O covers them too: the op's fixed parameters, else its calibrated range."""
+    producers, params = g.producers(), {}
+    for name in g.outputs:
+        if g.tensors[name].dtype != np.float32 or name not in producers:
+            continue
+        op = producers[name].op
+        if op in precision.fixed:
+            params[name] = QuantParams(np.float32(precision.fixed[op][0]), precision.fixed[op][1])
+        elif name in ranges and all(np.isfinite(ranges[name])):
+            params[name] = activation_params(*ranges[name])
+    return params
+
+
+def _set_io(g: Graph, io_type: str, float_output_params: dict[str, QuantParams]) -> None:
+    """The I/O ``io_type`` asks for; an output left float by its op gets a QUANTIZE after it."""
     if io_type not in ("float32", "int8", "uint8"):
         raise UnsupportedModelError(f"--io-type {io_type}: choose float32, int8 or uint8")
     for k, name in enumerate(list(g.inputs)):
@@ -676,6 +692,16 @@ def _set_io(g: Graph, io_type: str) -> None:
         g.inputs[k] = outer
     for k, name in enumerate(list(g.outputs)):
         t = g.tensors[name]
+        if t.dtype == np.float32 and io_type != "float32" and name in float_output_params:
+            q = float_output_params[name]
+            if io_type == "uint8":
+                q = QuantParams(q.scale, q.zero_point + 128)
+            outer = g.add_tensor(
+                f"{name}_output", t.shape, np.int8 if io_type == "int8" else np.uint8, quant=q, unique=True
+            )
+            g.nodes.append(Node("QUANTIZE", [name], [outer], {}, name=f"{name}/to_{io_type}"))
+            g.outputs[k] = outer
+            continue
         if t.dtype not in (INT8, INT16) or io_type == "int8":
             continue
         if io_type == "float32":

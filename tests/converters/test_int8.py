@@ -86,6 +86,37 @@ def test_integer_io(io_type, digits, tmp_path):
     assert accuracy(out, digits) > 0.95
 
 
+@pytest.mark.parametrize("io_type", ["int8", "uint8"])
+def test_integer_io_covers_an_output_its_op_keeps_in_float(io_type, tmp_path):
+    """A face map's softmax stays float on the CPU target (XNNPACK has no int8 SOFTMAX), and its
+    output stayed float32 under --io-type uint8, silently, beside a uint8 box output."""
+    import onnxruntime as ort
+
+    m = model(
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+            helper.make_node("Softmax", ["c"], ["faces"], axis=1),
+            helper.make_node("Conv", ["x", "w2"], ["boxes"]),
+        ],
+        {"x": (1, 3, 12, 16)},
+        {"faces": None, "boxes": None},
+        {"w": rand(2, 3, 3, 3, seed=1), "w2": rand(4, 3, 1, 1, seed=2)},
+    )
+    rng = np.random.default_rng(0)
+    calibration = rng.standard_normal((16, 3, 12, 16)).astype(np.float32)
+    out = tmp_path / "m.tflite"
+    result = convert(m, out, quantize="int8", calibration=calibration, io_type=io_type)
+    runner = TFLiteRunner(out.read_bytes())
+    assert {runner.tensors[name].dtype for name in ("x", "faces", "boxes")} == {np.dtype(io_type)}
+    scale, zero_point = runner.tensors["faces"].quant
+    assert (scale, zero_point) == (pytest.approx(1 / 256), -128 if io_type == "int8" else 0)  # softmax's range
+    plain = convert(m, tmp_path / "float_io.tflite", quantize="int8", calibration=calibration)
+    assert result.partitions == plain.partitions, result.ops
+    want = ort.InferenceSession(m.SerializeToString()).run(["faces"], {"x": calibration[:1]})[0]
+    got = runner({"x": calibration[:1]})["faces"]  # fed and read as floats, in the ONNX layout
+    np.testing.assert_allclose(got, want, atol=0.05)
+
+
 def test_fp16_and_dynamic(digits, tmp_path):
     for mode in ("fp16", "dynamic"):
         out = tmp_path / f"{mode}.tflite"
