@@ -1,5 +1,11 @@
 """Fold BatchNormalization (and per-channel Mul/Add by constants, on either side) into the
-Conv, ConvTranspose or Gemm that produces its input (ONNX level, before lowering)."""
+Conv, ConvTranspose, Gemm or MatMul by a constant matrix that produces its input (ONNX level,
+before lowering).
+
+A MatMul takes its folded bias as a third input, which ONNX's MatMul does not have: the IR is
+never written back to ONNX, and its lowering makes that input FULLY_CONNECTED's bias. Keras
+Dense layers exported by tf2onnx are MatMul + Add, on 2-D and N-D activations alike; left as an
+ADD, the bias costs int8 a requantization of the product without it."""
 
 from __future__ import annotations
 
@@ -7,16 +13,20 @@ import numpy as np
 
 from edgekit.converters.ir.graph import Graph, Node
 
-_LINEAR = ("Conv", "ConvTranspose", "Gemm")
+_LINEAR = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+_CHANNELS_LAST = ("Gemm", "MatMul")  # output channels on the last axis, not axis 1
 
 
-def _per_channel(value: np.ndarray, channels: int, rank: int) -> np.ndarray | None:
-    """``value`` as a [channels] vector if it broadcasts along axis 1 of a rank-``rank`` tensor."""
+def _per_channel(value: np.ndarray, channels: int, rank: int, axis: int) -> np.ndarray | None:
+    """``value`` as a [channels] vector if it broadcasts along ``axis`` of a rank-``rank`` tensor
+    without changing its shape."""
+    if value.ndim > rank:
+        return None
     if value.size == 1:
         return np.full(channels, float(value.reshape(())), np.float64)
     shape = (1,) * (rank - value.ndim) + value.shape
     expected = [1] * rank
-    expected[1] = channels
+    expected[axis] = channels
     if list(shape) != expected:
         return None
     return value.reshape(channels).astype(np.float64)
@@ -27,7 +37,9 @@ def _weights_and_bias(graph: Graph, node: Node) -> tuple[np.ndarray, np.ndarray,
     weights = graph.const(node.inputs[1])
     if weights is None:
         return None
-    if node.op == "Gemm":
+    if node.op == "MatMul" and (weights.ndim != 2 or len(graph.shape(node.inputs[0])) < 2):
+        return None
+    if node.op in _CHANNELS_LAST:  # a MatMul is a Gemm without attributes
         if node.attrs.get("transA", 0) or float(node.attrs.get("alpha", 1.0)) != 1.0:
             return None
         if len(node.inputs) > 2 and node.inputs[2] and float(node.attrs.get("beta", 1.0)) != 1.0:
@@ -88,7 +100,10 @@ def fold_batchnorm(graph: Graph) -> Graph:
             weights, bias, axis = found
             channels = bias.size
             rank = len(graph.shape(x))
+            channel_axis = rank - 1 if producer.op in _CHANNELS_LAST else 1
             if node.op == "BatchNormalization":
+                if channel_axis != 1:  # BatchNormalization normalizes axis 1: the tokens of a [B, T, C] MatMul
+                    continue
                 stats = [graph.const(n) for n in node.inputs[1:5]]
                 if any(s is None for s in stats) or len([o for o in node.outputs if o]) != 1:
                     continue
@@ -98,8 +113,8 @@ def fold_batchnorm(graph: Graph) -> Graph:
             else:
                 other = node.inputs[1] if node.inputs[0] == x else node.inputs[0]
                 value = graph.const(other)
-                vec = None if value is None else _per_channel(value, channels, rank)
-                if vec is None or producer.op == "Gemm" and value.ndim > 1 and value.shape[0] != 1:
+                vec = None if value is None else _per_channel(value, channels, rank, channel_axis)
+                if vec is None:
                     continue
                 scale, shift = (vec, np.zeros(channels)) if node.op == "Mul" else (np.ones(channels), vec)
             _apply(graph, producer, weights, bias, axis, scale, shift, node.outputs[0])

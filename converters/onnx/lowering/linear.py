@@ -64,11 +64,13 @@ def gemm(ctx: Lowering, node) -> None:
 
 @lowers("MatMul")
 def matmul(ctx: Lowering, node) -> None:
-    a, b = node.inputs
+    """A third input is the bias ``fold_batchnorm`` gave a MatMul by a constant matrix."""
+    a, b = node.inputs[:2]
     out = node.outputs[0]
     weights = ctx.const(b)
     if weights is not None and weights.ndim == 2:
-        fully_connected(ctx, ctx.use(a), weights.T, None, out, keep_num_dims=len(ctx.shape(a)) > 2)
+        bias = ctx.const(node.inputs[2]) if len(node.inputs) > 2 else None
+        fully_connected(ctx, ctx.use(a), weights.T, bias, out, keep_num_dims=len(ctx.shape(a)) > 2)
         return
     if len(ctx.shape(a)) < 2 or len(ctx.shape(b)) < 2:
         raise NotLowerable("unsupported_rank", "MatMul with a 1-D operand")
