@@ -221,6 +221,7 @@ def orientation(work: Path, rounds: int) -> list[list]:
     (calibration, _), (test, labels) = t._turned_pages(32, seed=0), t._turned_pages(64, seed=1)
     modes = {"fp32": {}, "int8": {"quantize": "int8", "calibration": calibration}}
     modes["int8, smooth"] = {**modes["int8"], **SMOOTH}
+    modes["int8, stem-block 4"] = {**modes["int8"], "stem_block": 4}  # the 3-channel stem over 4x4 blocks
 
     def figure(expected: np.ndarray, got: np.ndarray) -> str:
         decided = got.reshape(len(test), -1).argmax(-1)
