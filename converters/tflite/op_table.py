@@ -168,9 +168,13 @@ OPS: dict[str, OpFacts] = _table(
     OpFacts("DEQUANTIZE", options="DequantizeOptions", version=v.dequantize, layout=Layout.ELEMENTWISE, edgetpu=2),
     OpFacts("DIV", options="DivOptions", version=v.int8_is(1), layout=Layout.ELEMENTWISE, fused_activation=True),
     OpFacts("ELU", version=v.int8_is(1), layout=Layout.ELEMENTWISE, int8=Int8Rule(bound=ScaleBound.WIDEST_INPUT)),
+    OpFacts("EQUAL", options="EqualOptions", version=v.int8_is(2, 4), layout=Layout.ELEMENTWISE, xnnpack=Xnnpack.NONE),
     OpFacts("EXP", options="ExpOptions", layout=Layout.ELEMENTWISE),
     OpFacts("EXPAND_DIMS", edgetpu=1),
     OpFacts("FLOOR", layout=Layout.ELEMENTWISE),
+    OpFacts(
+        "FLOOR_MOD", options="FloorModOptions", version=v.int8_is(2, 2), layout=Layout.ELEMENTWISE, xnnpack=Xnnpack.NONE
+    ),
     OpFacts(
         "FULLY_CONNECTED",
         options="FullyConnectedOptions",
@@ -187,6 +191,14 @@ OPS: dict[str, OpFacts] = _table(
         layout=Layout.ELEMENTWISE,
         int8=Int8Rule(),
         xnnpack=Xnnpack.FLOAT,
+    ),
+    OpFacts("GREATER", options="GreaterOptions", version=v.int8_is(2), layout=Layout.ELEMENTWISE, xnnpack=Xnnpack.NONE),
+    OpFacts(
+        "GREATER_EQUAL",
+        options="GreaterEqualOptions",
+        version=v.int8_is(2),
+        layout=Layout.ELEMENTWISE,
+        xnnpack=Xnnpack.NONE,
     ),
     OpFacts(
         "HARD_SWISH",
@@ -212,8 +224,15 @@ OPS: dict[str, OpFacts] = _table(
         layout=Layout.ELEMENTWISE,
         int8=Int8Rule(int16=True, bound=ScaleBound.WIDEST_INPUT),
     ),
+    OpFacts("LESS", options="LessOptions", version=v.int8_is(2), layout=Layout.ELEMENTWISE, xnnpack=Xnnpack.NONE),
+    OpFacts(
+        "LESS_EQUAL", options="LessEqualOptions", version=v.int8_is(2), layout=Layout.ELEMENTWISE, xnnpack=Xnnpack.NONE
+    ),
     OpFacts("LOCAL_RESPONSE_NORMALIZATION", options="LocalResponseNormalizationOptions"),
     OpFacts("LOG", layout=Layout.ELEMENTWISE),
+    OpFacts("LOGICAL_AND", options="LogicalAndOptions", layout=Layout.ELEMENTWISE, xnnpack=Xnnpack.NONE),
+    OpFacts("LOGICAL_NOT", options="LogicalNotOptions", layout=Layout.ELEMENTWISE, xnnpack=Xnnpack.NONE),
+    OpFacts("LOGICAL_OR", options="LogicalOrOptions", layout=Layout.ELEMENTWISE, xnnpack=Xnnpack.NONE),
     OpFacts(
         "LOGISTIC",
         version=v.int8_is(2, 3),
@@ -332,6 +351,14 @@ OPS: dict[str, OpFacts] = _table(
         edgetpu=3,
     ),
     OpFacts("RSQRT", layout=Layout.ELEMENTWISE, int8=Int8Rule(), xnnpack=Xnnpack.FLOAT, edgetpu=2),
+    # the int8 kernel copies bytes from either data input: both carry the output's parameters
+    OpFacts(
+        "SELECT_V2",
+        options="SelectV2Options",
+        layout=Layout.ELEMENTWISE,
+        int8=Int8Rule(shared=(1, 2)),
+        xnnpack=Xnnpack.NONE,
+    ),
     OpFacts(
         "SLICE",
         options="SliceOptions",

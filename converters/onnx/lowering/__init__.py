@@ -36,6 +36,7 @@ def _load_all() -> None:
         arithmetic,
         conv,
         linear,
+        logic,
         normalization,
         pooling,
         recurrent,

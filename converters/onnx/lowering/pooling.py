@@ -159,7 +159,10 @@ def global_average_pool(ctx: Lowering, node) -> None:
 def global_max_pool(ctx: Lowering, node) -> None:
     x, out = node.inputs[0], node.outputs[0]
     if len(ctx.shape(x)) != 4:
-        raise NotLowerable("unsupported_rank", "GlobalMaxPool on a tensor that is not 4-D")
+        # 1-D or 3-D pooling: REDUCE_MAX over every axis after the channels, as GlobalAveragePool
+        axes = ctx.constant(np.arange(2, len(ctx.shape(x)), dtype=np.int32), "axes")
+        ctx.op_to("REDUCE_MAX", [ctx.use(x), axes], out, keep_dims=True)
+        return
     _, _, h, w = ctx.shape(x)
     ctx.nhwc_result(
         "MAX_POOL_2D",

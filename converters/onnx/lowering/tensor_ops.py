@@ -369,9 +369,12 @@ def arg_extreme(ctx: Lowering, node) -> None:
 @lowers("Gather")
 def gather(ctx: Lowering, node) -> None:
     x = ctx.use(node.inputs[0])
-    indices = ctx.require_const(node.inputs[1], "Gather indices")
     rank = len(ctx.shape(x))
     axis = _axis(int(node.attrs.get("axis", 0)), rank)
+    indices = ctx.const(node.inputs[1])
+    if indices is None:
+        _gather_runtime(ctx, x, node.inputs[1], axis, node.outputs[0])
+        return
     indices = np.where(indices < 0, indices + ctx.shape(x)[axis], indices).astype(np.int32)
     out = node.outputs[0]
     flat = indices.reshape(-1)
@@ -385,6 +388,38 @@ def gather(ctx: Lowering, node) -> None:
         ctx.reshape(x, ctx.shape(out), out=out)
         return
     ctx.op_to("GATHER", [x, ctx.constant(indices, "indices")], out, axis=axis, batch_dims=0)
+
+
+# ops whose integer output is never negative: the indices they make need no wrapping
+NONNEGATIVE_INDEX_PRODUCERS = frozenset({"ArgMax", "ArgMin"})
+
+
+def _gather_runtime(ctx: Lowering, x: str, indices: str, axis: int, out: str) -> None:
+    """GATHER with indices computed at run time (an embedding lookup). ONNX counts a negative
+    index from the end, TFLite's GATHER refuses it: unless the indices cannot be negative, a
+    FLOOR_MOD by the axis size wraps them first (exact for every index ONNX allows)."""
+    index = ctx.use(indices)  # int32, as every integer the converter writes
+    if not _nonnegative_indices(ctx, indices):
+        size = ctx.constant(np.array(ctx.shape(x)[axis], np.int32), "axis_size")
+        index = ctx.op_new("FLOOR_MOD", [index, size], ctx.shape(indices), f"{indices}_wrapped", np.int32)
+    ctx.op_to("GATHER", [x, index], out, axis=axis, batch_dims=0)
+
+
+def _nonnegative_indices(ctx: Lowering, name: str) -> bool:
+    """Whether the integer source tensor ``name`` provably holds no negative value: unsigned or
+    bool data, or an op making positions, seen through Casts and reshapes."""
+    producers = ctx.src.producers()
+    while True:
+        if np.dtype(ctx.dtype(name)).kind in "ub":
+            return True
+        producer = producers.get(name)
+        if producer is None:
+            return False
+        if producer.op in NONNEGATIVE_INDEX_PRODUCERS:
+            return True
+        if producer.op not in ("Cast", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"):
+            return False
+        name = producer.inputs[0]
 
 
 @lowers("SpaceToDepth", "DepthToSpace")
