@@ -288,9 +288,7 @@ def _smoothed(model, graph: Graph, calibration) -> Graph | None:
     chains = hard_swish_chains(graph)
     if not chains:
         return None
-    names = graph.metadata["_signature"]["inputs"]
-    shapes = {name: graph.shape(t) for name, t in zip(names, graph.inputs, strict=True)}
-    samples = prepare_samples(calibration, names, shapes)
+    samples = prepare_samples(calibration, graph)
     ranges = channel_ranges(read_model(model).model, [chain.equalized for chain in chains], samples)
     return smooth_activations(graph.copy(), ranges)
 

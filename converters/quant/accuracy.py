@@ -512,13 +512,11 @@ def validation_samples(validation, graph: Graph) -> list[dict[str, np.ndarray]]:
     checked against the model's inputs; none at all is refused, not counted as a pass."""
     from edgekit.converters.quant.calibration import prepare_samples
 
-    names = graph.metadata["_signature"]["inputs"]
-    shapes = {user: graph.shape(t) for user, t in zip(names, graph.inputs, strict=True)}
     arrays = validation.values() if isinstance(validation, dict) else [validation]
     if any(np.size(a) == 0 for a in arrays):
         raise ParameterError("{validation} is empty: it holds no samples, and the budget needs decisions to count")
     with _said_of_validation():
-        feeds = prepare_samples(validation, names, shapes)
+        feeds = prepare_samples(validation, graph)
     if not feeds:
         raise ParameterError("{validation} is empty: it holds no samples, and the budget needs decisions to count")
     return feeds

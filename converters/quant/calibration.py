@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from edgekit.converters.ir.graph import Graph
 from edgekit.converters.quant.calibration_data import check_array, split_samples
 from edgekit.errors import CalibrationError
 from edgekit.progress import progress
@@ -140,8 +141,11 @@ OBSERVERS: dict[str, Callable[[], Observer]] = {
 }
 
 
-def prepare_samples(calibration, input_names: list[str], source_shapes: dict[str, tuple[int, ...]]) -> list[dict]:
-    """Split calibration data into per-invoke feeds (source layout), checking shape and values."""
+def prepare_samples(calibration, graph: Graph) -> list[dict]:
+    """Split calibration data into per-invoke feeds for ``graph``'s inputs (source layout, the
+    input's dtype), checking shape and values."""
+    input_names = graph.metadata["_signature"]["inputs"]
+    tensors = dict(zip(input_names, graph.inputs, strict=True))
     if calibration is None:
         raise CalibrationError(
             "int8 quantization needs calibration data: pass --calibration samples.npy (an array in the "
@@ -162,8 +166,9 @@ def prepare_samples(calibration, input_names: list[str], source_shapes: dict[str
         )
     per_input = {}
     for name in input_names:
-        array = check_array(np.asarray(calibration[name]), f"for input '{name}'")
-        per_input[name] = split_samples(array, tuple(source_shapes[name]), f"calibration samples for '{name}'")
+        tensor = tensors[name]
+        array = check_array(np.asarray(calibration[name]), f"for input '{name}'", dtype=graph.dtype(tensor))
+        per_input[name] = split_samples(array, tuple(graph.shape(tensor)), f"calibration samples for '{name}'")
     count = min(len(v) for v in per_input.values())
     return [{n: per_input[n][i] for n in input_names} for i in range(count)]
 
@@ -205,7 +210,7 @@ def calibrate_each(
             for name, value in sample.items():
                 perm = io_layout.get(name)
                 value = np.transpose(value, perm) if perm else value
-                feeds[name] = np.ascontiguousarray(value, np.float32).reshape(inputs[name].shape)
+                feeds[name] = np.ascontiguousarray(value, inputs[name].dtype).reshape(inputs[name].shape)
             session.run(feeds)
             for tensor in tensors:
                 value = session.tensor(tensor, raw=True)

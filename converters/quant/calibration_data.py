@@ -87,24 +87,33 @@ def load_calibration(
     """Samples in the model's input layout (N, C, H, W for images by default)."""
     if path.is_dir():
         return _images(path, resize, _floats(mean, "mean"), _floats(std, "std"), scale, layout)
-    loaded = load_array_file(path, "calibration data", CalibrationError)
-    if isinstance(loaded, np.ndarray):
-        return check_array(loaded, str(path))
-    return loaded  # the arrays the model's inputs take are checked then
+    # checked against the input each array is for (float or integer) when the model is read
+    return load_array_file(path, "calibration data", CalibrationError)
 
 
 def check_array(
-    array: np.ndarray, where: str, *, what: str = "calibration data", error: type[InputError] = CalibrationError
+    array: np.ndarray,
+    where: str,
+    *,
+    what: str = "calibration data",
+    error: type[InputError] = CalibrationError,
+    dtype: np.dtype | type = np.float32,
 ) -> np.ndarray:
-    """``array`` as float32 samples: refused when empty, not floating-point, or not finite."""
+    """``array`` as samples of an input of ``dtype``: refused when empty; for a float input, when
+    not floating-point (raw pixels, most likely) or not finite; for an integer input (token ids,
+    bytes), when not whole numbers."""
     if array.size == 0:
         raise error(f"{what} {where} is empty")
-    if not np.issubdtype(array.dtype, np.floating):
-        raise error(
-            f"{what} {where} has dtype {array.dtype}; pass float samples already preprocessed the way the model expects"
-        )
-    refuse_non_finite(array, f"{what} {where}", error)
-    return array.astype(np.float32)
+    if np.issubdtype(np.dtype(dtype), np.floating):
+        if not np.issubdtype(array.dtype, np.floating):
+            raise error(f"{what} {where} has dtype {array.dtype}; pass float samples preprocessed as the model expects")
+        refuse_non_finite(array, f"{what} {where}", error)
+        return array.astype(np.float32)
+    whole = np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_
+    if not whole and not (np.issubdtype(array.dtype, np.floating) and np.isfinite(array).all()
+                          and np.array_equal(array, np.round(array))):  # fmt: skip
+        raise error(f"{what} {where} has dtype {array.dtype}; the input takes {np.dtype(dtype)}: pass whole numbers")
+    return array.astype(dtype)
 
 
 def refuse_non_finite(array: np.ndarray, what: str, error: type[InputError] = InputError) -> None:

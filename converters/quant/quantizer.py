@@ -864,13 +864,11 @@ def calibrate_graph_each(
     from edgekit.converters.tflite.writer import serialize
 
     tfl = expand_for_int8(tfl)
-    names = onnx_graph.metadata["_signature"]["inputs"]
-    shapes = {user: onnx_graph.shape(t) for user, t in zip(names, onnx_graph.inputs, strict=True)}
     trained = qdq_tensor_ranges(tfl, onnx_graph.metadata.get("qdq", {}))
     if calibration is None and trained:
         own = Calibrated(tfl, complete_ranges(tfl, trained), None)  # a QDQ model: its own scales
         return dict.fromkeys(methods, own)
-    samples = prepare_samples(calibration, names, shapes)
+    samples = prepare_samples(calibration, onnx_graph)
     float_model = tfl.copy()
     float_model.metadata = {"_signature": tfl.metadata["_signature"]}
     means = None

@@ -631,5 +631,8 @@ def _print_io_quantization(path) -> None:
     signature = Signature.from_model(path.name, path.read_bytes())
     for kind, tensors in (("input", signature.inputs), ("output", signature.outputs)):
         for t in tensors:
-            io = f"scale {t.quant[0]:.6g}, zero point {t.quant[1]}" if t.quant else "float (quantized inside the model)"
-            print(f"{kind} {t.name}: {t.dtype} {list(t.shape)}, {io}")
+            if t.quant:
+                io = f", scale {t.quant[0]:.6g}, zero point {t.quant[1]}"
+            else:  # an integer input (token ids, bytes) is read as it is
+                io = ", float (quantized inside the model)" if "float" in str(t.dtype) else ""
+            print(f"{kind} {t.name}: {t.dtype} {list(t.shape)}{io}")

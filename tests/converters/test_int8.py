@@ -117,6 +117,36 @@ def test_integer_io_covers_an_output_its_op_keeps_in_float(io_type, tmp_path):
     np.testing.assert_allclose(got, want, atol=0.05)
 
 
+@pytest.mark.parametrize("ids_type", [onnx.TensorProto.INT64, onnx.TensorProto.INT32])
+def test_a_model_with_integer_inputs_calibrates_on_integer_samples(ids_type, tmp_path):
+    """Token ids or file bytes (magika) in, an embedding lookup first: int8 calibration refused
+    the samples ("has dtype int32; pass float samples") and fed the model float32."""
+    import onnxruntime as ort
+
+    table, head = rand(300, 8, seed=3), rand(8, 4, seed=4)
+    m = onnx.helper.make_model(
+        onnx.helper.make_graph(
+            [helper.make_node("Gather", ["table", "ids"], ["e"]), helper.make_node("MatMul", ["e", "head"], ["y"])],
+            "embedding",
+            [onnx.helper.make_tensor_value_info("ids", ids_type, [1, 16])],
+            [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 16, 4])],
+            [onnx.numpy_helper.from_array(table, "table"), onnx.numpy_helper.from_array(head, "head")],
+        ),
+        opset_imports=[onnx.helper.make_opsetid("", 17)],
+    )
+    ids = np.random.default_rng(0).integers(0, 300, (32, 16))
+    out = tmp_path / "m.tflite"
+    convert(m, out, quantize="int8", calibration=ids.astype(np.int32))
+    dtype = np.int64 if ids_type == onnx.TensorProto.INT64 else np.int32
+    want = ort.InferenceSession(m.SerializeToString()).run(None, {"ids": ids[:1].astype(dtype)})[0]
+    got = TFLiteRunner(out.read_bytes())({"ids": ids[:1]})["y"]
+    assert 10 * np.log10(np.sum(want**2) / np.sum((want - got) ** 2)) >= 30
+    with pytest.raises(CalibrationError, match=r"has dtype float64; the input takes int(32|64): pass whole numbers"):
+        convert(m, tmp_path / "bad.tflite", quantize="int8", calibration=ids + 0.5)
+    with pytest.raises(CalibrationError, match="pass float samples"):  # a float input still refuses integers
+        convert(DIGITS, tmp_path / "digits.tflite", quantize="int8", calibration=np.ones((4, 1, 8, 8), np.uint8))
+
+
 def test_fp16_and_dynamic(digits, tmp_path):
     for mode in ("fp16", "dynamic"):
         out = tmp_path / f"{mode}.tflite"
