@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgekit.converters.ir.graph import Graph, Node, QuantParams
+from edgekit.converters.passes.xnnpack_forms import prelu_as_int8_arithmetic
 from edgekit.converters.tflite.op_table import ALL_INPUTS, OPS, ScaleBound, Xnnpack, facts, int8_rule, ops_where
 from edgekit.errors import UnsupportedModelError
 
@@ -804,7 +805,8 @@ def _average_pool_as_depthwise(g: Graph, n: Node) -> None:
 
 def expand_for_int8(graph: Graph) -> Graph:
     """Rewrite ops whose int8 kernels XNNPACK lacks into ones it has, before calibration:
-    HARD_SWISH(x) = x * (relu6(x + 3) * 1/6); AVERAGE_POOL_2D as MEAN or DEPTHWISE_CONV_2D."""
+    HARD_SWISH(x) = x * (relu6(x + 3) * 1/6); AVERAGE_POOL_2D as MEAN or DEPTHWISE_CONV_2D; PRELU
+    as int8 arithmetic (:func:`~edgekit.converters.passes.xnnpack_forms.prelu_as_int8_arithmetic`)."""
     g = graph.copy()
     for n in [n for n in g.nodes if n.op == "AVERAGE_POOL_2D"]:
         _average_pool_as_depthwise(g, n)
@@ -827,7 +829,7 @@ def expand_for_int8(graph: Graph) -> Graph:
             new.attrs["_source"] = n.attrs.get("_source", "")
             new.attrs["_hard_swish"] = n.name  # quantize_int8 joins the three again if they stay float
             g.nodes.insert(at + k, new)
-    return g
+    return prelu_as_int8_arithmetic(g)
 
 
 CALIBRATED_MODES = ("int8", "int16x8")  # the modes whose activations are quantized from measured ranges

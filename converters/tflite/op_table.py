@@ -306,6 +306,8 @@ OPS: dict[str, OpFacts] = _table(
         version=v.int8_is(1),
         layout=Layout.ELEMENTWISE_FULL_RANK,
         int8=Int8Rule(bound=ScaleBound.WIDEST_INPUT),
+        # the int8 quantizer rewrites it first (passes.xnnpack_forms.prelu_as_int8_arithmetic)
+        xnnpack=Xnnpack.FLOAT,
         edgetpu=1,
     ),
     OpFacts("QUANTIZE", options="QuantizeOptions", version=v.int8_is(1), layout=Layout.ELEMENTWISE, edgetpu=2),

@@ -122,10 +122,13 @@ def prelu(ctx: Lowering, node) -> None:
     slope = ctx.require_const(node.inputs[1], "the PRelu slope").astype(np.float32)
     x = ctx.use(node.inputs[0])
     rank = len(ctx.shape(x))
-    if slope.size == 1:
-        slope = slope.reshape(())
-        ctx.op_to("LEAKY_RELU", [x], node.outputs[0], alpha=float(slope))
+    if np.all(slope == slope.flat[0]):  # one shared slope: one op XNNPACK also runs in int8
+        if slope.flat[0] == 0.0:  # XNNPACK refuses a LEAKY_RELU with alpha 0
+            ctx.op_to("RELU", [x], node.outputs[0])
+        else:
+            ctx.op_to("LEAKY_RELU", [x], node.outputs[0], alpha=float(slope.flat[0]))
         return
+    # int8 rewrites it into int8 arithmetic (passes.xnnpack_forms.prelu_as_int8_arithmetic)
     slope = slope.reshape((1,) * (rank - slope.ndim) + slope.shape)
     ctx.op_to("PRELU", [x, ctx.constant(slope, "prelu_slope")], node.outputs[0])
 
