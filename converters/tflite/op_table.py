@@ -247,6 +247,7 @@ OPS: dict[str, OpFacts] = _table(
         version=v.int8_is(2),
         layout=Layout.ELEMENTWISE,
         int8=Int8Rule(shared=(0, 1), int16=True),
+        xnnpack=Xnnpack.FLOAT,  # VisitBinaryNode: float only; an int8 one splits the partition
         edgetpu=2,
     ),
     OpFacts(
@@ -271,6 +272,7 @@ OPS: dict[str, OpFacts] = _table(
         version=v.int8_is(2),
         layout=Layout.ELEMENTWISE,
         int8=Int8Rule(shared=(0, 1), int16=True),
+        xnnpack=Xnnpack.FLOAT,  # VisitBinaryNode: float only; an int8 one splits the partition
         edgetpu=2,
     ),
     OpFacts(

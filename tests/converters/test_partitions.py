@@ -194,6 +194,29 @@ def concat_constant_last_axis() -> onnx.ModelProto:
     )
 
 
+def max_of_two_branches() -> onnx.ModelProto:
+    """Max of two convolutions' outputs and a Clip to arbitrary bounds: XNNPACK runs MAXIMUM and
+    MINIMUM in float only, and int8 ones split the partition (kept float inside it now)."""
+    return model(
+        [
+            N("Conv", ["x", "w"], ["a"]),
+            N("Conv", ["x", "w2"], ["b"]),
+            N("Max", ["a", "b"], ["m"]),
+            N("Clip", ["m", "lo", "hi"], ["c"]),
+            N("Conv", ["c", "w3"], ["y"]),
+        ],
+        NCHW,
+        {"y": None},
+        {
+            "w": rand(8, 8, 1, 1, seed=17, scale=0.3),
+            "w2": rand(8, 8, 1, 1, seed=18, scale=0.3),
+            "lo": np.array(-0.5, np.float32),
+            "hi": np.array(0.7, np.float32),
+            "w3": rand(4, 8, 1, 1, seed=19, scale=0.3),
+        },
+    )
+
+
 @dataclass(frozen=True)
 class Pattern:
     build: Callable[[], onnx.ModelProto]
@@ -212,6 +235,7 @@ PATTERNS = {
     "pad_minus_inf_before_max_pool": Pattern(pad_minus_inf_before_max_pool, "PADV2"),
     "concat_constant_channels": Pattern(concat_constant_channels, None),
     "concat_constant_last_axis": Pattern(concat_constant_last_axis, None),
+    "max_of_two_branches": Pattern(max_of_two_branches, None),
 }
 
 
