@@ -28,6 +28,8 @@ import numpy as np
 MODELS = ("digits_fp32.tflite", "digits_int8.tflite")
 PRUNED = ("digits_channels50_int8.tflite", "digits_sparse80_int8.tflite", "digits_clusters16_int8.tflite")
 STEM = "stem_s2d_int8.tflite"  # a 7x7/2 conv on 3 channels, converted with --stem-block 4
+PRELU = "prelu_dense_int8.tflite"  # PReLUs as int8 arithmetic, a MatMul + bias Add as one FULLY_CONNECTED
+IMAGE_MODELS = (STEM, PRELU)  # fed the same random 64x64 images
 LOWBIT = {"digits_ternary_int8.tflite": 3, "digits_binary_int8.tflite": 2}  # model -> values per channel
 
 
@@ -143,6 +145,40 @@ def _deploy_package(out: Path, name: str) -> Path:
         server.shutdown()
 
 
+def _prelu_model():
+    """Conv 3x3 -> PRelu (slopes of both signs) -> Conv 1x1 -> PRelu (slopes <= 1) -> mean ->
+    MatMul + Add (a Keras Dense) -> 10 logits."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(2)
+    weights = {
+        "w": rng.normal(0, 0.2, (16, 3, 3, 3)),
+        "a": rng.uniform(-0.5, 1.5, (16, 1, 1)),
+        "w2": rng.normal(0, 0.3, (32, 16, 1, 1)),
+        "a2": rng.uniform(0.0, 0.3, (32, 1, 1)),
+        "fc": rng.normal(0, 0.3, (32, 10)),
+        "bias": rng.normal(0, 0.1, 10),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1] * 4),
+        helper.make_node("PRelu", ["c", "a"], ["r"]),
+        helper.make_node("Conv", ["r", "w2"], ["c2"]),
+        helper.make_node("PRelu", ["c2", "a2"], ["r2"]),
+        helper.make_node("GlobalAveragePool", ["r2"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("MatMul", ["f", "fc"], ["m"]),
+        helper.make_node("Add", ["m", "bias"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "prelu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 64, 64])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
 def main() -> None:
     command, out = sys.argv[1], Path(sys.argv[2])
     data = np.load(str(files("edgekit") / "samples" / "digits_data.npz"))
@@ -167,6 +203,7 @@ def main() -> None:
             convert(model, out / name, quantize="int8", calibration=data["x_calib"], max_weight_values=bound)
         images = np.random.default_rng(1).uniform(-1, 1, (48, 3, 64, 64)).astype(np.float32)
         convert(_stem_model(), out / STEM, quantize="int8", calibration=images[:16], stem_block=4)
+        convert(_prelu_model(), out / PRELU, quantize="int8", calibration=images[:16])
         np.save(out / "stem_inputs.npy", images[16:].transpose(0, 2, 3, 1))
         _publish_package(out)
     elif command == "run":
@@ -183,10 +220,10 @@ def main() -> None:
         paths = {name: out / name for name in (*MODELS, *PRUNED, *LOWBIT) if (out / name).exists()}
         if (out / "fleet.tuf").exists():  # the device's OTA path, end to end: TUF metadata, download, install
             paths["package:" + MODELS[1]] = _deploy_package(out, sys.argv[3])
-        if (out / STEM).exists():
-            session = load(out / STEM, threads=2)
+        for name in (n for n in IMAGE_MODELS if (out / n).exists()):
+            session = load(out / name, threads=2)
             images = np.load(out / "stem_inputs.npy")
-            result[f"{STEM} xnnpack=True"] = np.concatenate([session.run(v[None])["logits"] for v in images]).tolist()
+            result[f"{name} xnnpack=True"] = np.concatenate([session.run(v[None])["logits"] for v in images]).tolist()
         for name, path in paths.items():
             for xnnpack in (True, False):
                 session = load(path, threads=2, xnnpack=xnnpack)
