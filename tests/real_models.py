@@ -83,6 +83,20 @@ MODELS = {
         "2f62c9bfb830a0b417241269fde7ef2d0ad5446c0ed2b8af33b1f6543545e8e2",
         "RapidAI's document orientation classifier (PP-LCNet, HardSwish), 224x224, 0/90/180/270 degrees clockwise",
     ),
+    "basic-pitch": WheelFile(
+        "basic-pitch==0.4.0",
+        "basic_pitch/saved_models/icassp_2022/nmp.onnx",
+        "2c3c1d144bfa61ad236e92e169c13535c880469a12a047d4e73451f2c059a0ec",
+        "Spotify's Basic Pitch (tf2onnx): a CQT front end as Conv1D banks, div_no_nan as Where(Equal), note/onset/"
+        "contour heads; 43,844 samples at 22,050 Hz",
+    ),
+    "magika": WheelFile(
+        "magika==1.0.3",
+        "magika/models/standard_v3_3/model.onnx",
+        "fe2d2eb49c5f88a9e0a6c048e15d6ffdf86235519c2afc535044de433169ec8c",
+        "Google's Magika file-type classifier v3.3 (jax export: one_hot as Equal, 3-D GlobalMaxPool): a file's "
+        "first and last 1,024 bytes as int32 (256 pads), 214 content types",
+    ),
 }
 
 # NudeNet finds faces and other body parts: scikit-learn's sample photographs have no people (no
