@@ -20,14 +20,17 @@ def whole_number(low: int, high: int):
     return parse
 
 
+def parse_share(text: str) -> float:
+    """A share written as 50% or 0.5 -> 0.5 (ValueError when it is no number)."""
+    return float(text[:-1]) / 100 if text.endswith("%") else float(text)
+
+
 def share(text: str) -> float:
     """An argparse type: a share given as 50% or 0.5 (its range is the library's to check)."""
-    number = text[:-1] if text.endswith("%") else text
     try:
-        value = float(number)
+        return parse_share(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a share: write 50% or 0.5") from None
-    return value / 100 if text.endswith("%") else value
 
 
 SAMPLES = whole_number(1, 100_000)  # verification samples: each is one inference on both runtimes

@@ -211,14 +211,16 @@ def _add_provision(sub) -> None:
 
 
 def share(text: str, what: str) -> float:
-    """'5%', '5' (percent) or '0.05' -> 0.05."""
+    """'5%', '5' (percent, as --waves 25,50,100 reads) or '0.05' -> 0.05."""
+    from edgekit.commands._shapes import parse_share
     from edgekit.errors import InputError
 
     try:
-        value = float(text.rstrip("%"))
+        value = parse_share(text)
     except ValueError:
         raise InputError(f"{what} must be a percentage like 10% (got {text!r})") from None
-    value = value / 100 if text.endswith("%") or value > 1 else value
+    if value > 1 and not text.endswith("%"):  # a bare number above 1 is a percentage
+        value /= 100
     if not 0 <= value <= 1:
         raise InputError(f"{what} must lie between 0% and 100% (got {text!r})")
     return value
