@@ -687,32 +687,31 @@ def _set_io(g: Graph, io_type: str, float_output_params: dict[str, QuantParams])
         if t.dtype not in (INT8, INT16) or io_type == "int8":
             continue
         outer_dtype = np.float32 if io_type == "float32" else np.uint8
-        outer_quant = None if io_type == "float32" else QuantParams(t.quant.scale, t.quant.zero_point + 128)
+        outer_quant = None if io_type == "float32" else _as_uint8(t.quant)
         outer = g.add_tensor(f"{name}_input", t.shape, outer_dtype, quant=outer_quant, unique=True)
         g.nodes.insert(0, Node("QUANTIZE", [outer], [name], {}, name=f"{name}/quantize"))
         g.inputs[k] = outer
     for k, name in enumerate(list(g.outputs)):
         t = g.tensors[name]
-        if t.dtype == np.float32 and io_type != "float32" and name in float_output_params:
-            q = float_output_params[name]
-            if io_type == "uint8":
-                q = QuantParams(q.scale, q.zero_point + 128)
-            outer = g.add_tensor(
-                f"{name}_output", t.shape, np.int8 if io_type == "int8" else np.uint8, quant=q, unique=True
-            )
-            g.nodes.append(Node("QUANTIZE", [name], [outer], {}, name=f"{name}/to_{io_type}"))
-            g.outputs[k] = outer
-            continue
-        if t.dtype not in (INT8, INT16) or io_type == "int8":
-            continue
         if io_type == "float32":
-            outer = g.add_tensor(f"{name}_output", t.shape, np.float32, unique=True)
-            g.nodes.append(Node("DEQUANTIZE", [name], [outer], {}, name=f"{name}/dequantize"))
-        else:
-            q = QuantParams(t.quant.scale, t.quant.zero_point + 128)
-            outer = g.add_tensor(f"{name}_output", t.shape, np.uint8, quant=q, unique=True)
-            g.nodes.append(Node("QUANTIZE", [name], [outer], {}, name=f"{name}/to_uint8"))
+            if t.dtype in (INT8, INT16):
+                outer = g.add_tensor(f"{name}_output", t.shape, np.float32, unique=True)
+                g.nodes.append(Node("DEQUANTIZE", [name], [outer], {}, name=f"{name}/dequantize"))
+                g.outputs[k] = outer
+            continue
+        # integer I/O: a float output is quantized, an int8 one requantized to uint8 when asked
+        q = float_output_params.get(name) if t.dtype == np.float32 else t.quant if io_type == "uint8" else None
+        if q is None or t.dtype not in (np.float32, INT8, INT16):
+            continue
+        dtype, q = (np.int8, q) if io_type == "int8" else (np.uint8, _as_uint8(q))
+        outer = g.add_tensor(f"{name}_output", t.shape, dtype, quant=q, unique=True)
+        g.nodes.append(Node("QUANTIZE", [name], [outer], {}, name=f"{name}/to_{io_type}"))
         g.outputs[k] = outer
+
+
+def _as_uint8(q: QuantParams) -> QuantParams:
+    """The same grid as uint8: values 0..255 for int8's -128..127."""
+    return QuantParams(q.scale, q.zero_point + 128)
 
 
 def quantize_dynamic(graph: Graph, per_channel: bool = True) -> Graph:
