@@ -109,9 +109,8 @@ def check_array(
             raise error(f"{what} {where} has dtype {array.dtype}; pass float samples preprocessed as the model expects")
         refuse_non_finite(array, f"{what} {where}", error)
         return array.astype(np.float32)
-    whole = np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_
-    if not whole and not (np.issubdtype(array.dtype, np.floating) and np.isfinite(array).all()
-                          and np.array_equal(array, np.round(array))):  # fmt: skip
+    whole_floats = array.dtype.kind == "f" and np.isfinite(array).all() and np.array_equal(array, np.trunc(array))
+    if array.dtype.kind not in "iub" and not whole_floats:
         raise error(f"{what} {where} has dtype {array.dtype}; the input takes {np.dtype(dtype)}: pass whole numbers")
     return array.astype(dtype)
 
