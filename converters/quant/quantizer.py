@@ -209,7 +209,7 @@ def quantize_int8(
     if precision.sixteen and io_type != "float32":
         raise UnsupportedModelError("int16x8 models take float32 I/O; drop --io-type")
     is_int8 = _int8_ops(g, ranges, precision, io_type, keep_float, float_ops)
-    _hard_swish_kept_float(g, is_int8, keep_float)
+    _hard_swish_kept_float(g, is_int8)
     # tensors that become int8: touched by an int8 op (data inputs and outputs)
     quantized: set[str] = set()
     for n in g.nodes:
@@ -252,17 +252,23 @@ def _unreachable_clamps_dropped(g: Graph) -> None:
             n.attrs["fused_activation_function"] = "RELU" if low == 0.0 else "NONE"
 
 
-def _hard_swish_kept_float(g: Graph, is_int8: dict[int, bool], keep_float) -> None:
-    """A HARD_SWISH that :func:`expand_for_int8` split into three ops for int8 kernels, and that
-    ``keep_float`` keeps in float, is one op again: one float pass over the values, not three."""
+def _hard_swish_kept_float(g: Graph, is_int8: dict[int, bool]) -> None:
+    """A HARD_SWISH that :func:`expand_for_int8` split into three ops for int8 kernels is one float
+    op again where it stays float (``keep_float``, a float tail) or where it reads a float op's
+    output or feeds only float ops: one float pass over the values, not three int8 ones, and its
+    DEQUANTIZE or QUANTIZE moves to the int8 side, where it was needed anyway."""
     parts: dict[str, list[Node]] = {}
     for n in g.nodes:
         if "_hard_swish" in n.attrs:
             parts.setdefault(n.attrs["_hard_swish"], []).append(n)
+    producers, consumers = g.producers(), g.consumers()
     for name, nodes in parts.items():
-        if nodes[0].attrs["_source"] not in keep_float or any(is_int8[id(n)] for n in nodes):
+        x, out = nodes[0].inputs[0], nodes[-1].outputs[0]
+        after_float = x in producers and not is_int8[id(producers[x])]
+        before_float = bool(consumers.get(out)) and not any(is_int8[id(c)] for c in consumers[out])
+        if any(is_int8[id(n)] for n in nodes) and not (after_float or before_float):
             continue
-        joined = Node("HARD_SWISH", [nodes[0].inputs[0]], [nodes[-1].outputs[0]], {}, name=name)
+        joined = Node("HARD_SWISH", [x], [out], {}, name=name)
         joined.attrs["_source"] = nodes[0].attrs["_source"]
         g.nodes.insert(g.nodes.index(nodes[0]), joined)
         for n in nodes:
@@ -645,16 +651,21 @@ def _weights_for(w: np.ndarray, axis: int | None, bias, in_scale: float, out_qua
 
 
 def _bridge_float_ops(g: Graph, is_int8: dict[int, bool]) -> None:
-    """DEQUANTIZE int8 inputs of float ops and QUANTIZE their outputs back where int8 is read."""
+    """DEQUANTIZE int8 inputs of float ops (once per tensor) and QUANTIZE their outputs back where
+    int8 is read."""
+    dequantized: dict[str, str] = {}
     for n in list(g.nodes):
         if is_int8.get(id(n), True):
             continue
         for k, name in enumerate(n.inputs):
             t = g.tensors.get(name) if name else None
-            if t is not None and t.dtype in (INT8, INT16) and t.quant is not None and not t.is_const:
-                f = g.add_tensor(f"{name}_float", t.shape, np.float32, unique=True)
-                g.nodes.insert(g.nodes.index(n), Node("DEQUANTIZE", [name], [f], {}, name=f"{n.name}/dequantize"))
-                n.inputs[k] = f
+            if t is None or t.dtype not in (INT8, INT16) or t.quant is None or t.is_const:
+                continue
+            if name not in dequantized:
+                dequantized[name] = g.add_tensor(f"{name}_float", t.shape, np.float32, unique=True)
+                dequantize = Node("DEQUANTIZE", [name], [dequantized[name]], {}, name=f"{n.name}/dequantize")
+                g.nodes.insert(g.nodes.index(n), dequantize)
+            n.inputs[k] = dequantized[name]
         for k, name in enumerate(n.outputs):
             t = g.tensors[name]
             if t.dtype in (INT8, INT16) and t.quant is not None:
