@@ -81,7 +81,9 @@ class QuantConfig:
     refuse a model whose weights hold more than N distinct values in an output channel: binary
     weights hold 2, ternary 3. ``smooth_activations`` (calibrated int8) equalizes the channels
     between a convolution and the depthwise convolution after its HardSwish, exactly in float
-    (:mod:`edgekit.converters.passes.smooth`)."""
+    (:mod:`edgekit.converters.passes.smooth`). ``float_where_faster`` (int8 on a CPU target) times
+    every weighted op in int8 and in float on this machine and keeps in float those slower in
+    int8, if the model is then faster (:mod:`edgekit.converters.quant.faster`)."""
 
     mode: str = "int8"
     calibration: Any = None
@@ -95,6 +97,7 @@ class QuantConfig:
     accuracy_budget: AccuracyBudget | None = None
     max_weight_values: int | Mapping[str, int] | None = None
     smooth_activations: bool = False
+    float_where_faster: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "keep_float", tuple(self.keep_float or ()))
@@ -115,7 +118,18 @@ class QuantConfig:
                 "{smooth_activations} goes with {mode:int8} and {calibration:DATA}: "
                 "it measures the channel ranges on the calibration samples"
             )
+        self._check_float_where_faster()
         self._check_max_weight_values()
+
+    def _check_float_where_faster(self) -> None:
+        if not self.float_where_faster:
+            return
+        if self.mode != "int8" or self.fully_integer:
+            raise ParameterError("{float_where_faster} goes with {mode:int8} on a CPU target (not the Edge TPU)")
+        if self.accuracy_budget is not None:
+            raise ParameterError(
+                "{float_where_faster} and {accuracy_budget} both choose the layers kept in float; give one"
+            )
 
     def _check_max_weight_values(self) -> None:
         bound = self.max_weight_values

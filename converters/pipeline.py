@@ -23,6 +23,7 @@ from edgekit.errors import OutputPathError, ParameterError, UnsupportedModelErro
 
 if TYPE_CHECKING:  # the accuracy-aware mode's module loads only when a budget is given
     from edgekit.converters.quant.accuracy import AccuracyResult
+    from edgekit.converters.quant.faster import SpeedChoice
 
 
 @dataclass
@@ -39,6 +40,7 @@ class ConversionResult:
     io_layout: dict[str, IoDecision] = field(default_factory=dict)  # input/output name -> its layout
     pruning: PruningResult | None = None
     accuracy: AccuracyResult | None = None  # what the accuracy-aware int8 mode kept in float, held and cost
+    speed_choice: SpeedChoice | None = None  # what float_where_faster measured and kept in float
 
 
 def _delegation(data: bytes) -> dict[str, Any]:
@@ -171,7 +173,9 @@ def convert(
     _check_keep_float(graph, quant)
     graph = _smooth_activations(model, graph, quant)
     tfl = to_tflite_graph(graph, io_layout)
-    tfl, accuracy = _quantize(model, graph, tfl, quant, io_layout) if quant is not None else (tfl, None)
+    accuracy = speed_choice = None
+    if quant is not None:
+        tfl, accuracy, speed_choice = _quantize(model, graph, tfl, quant, io_layout)
     _short_constant_names(tfl)
     layout_decisions = _layout_decisions(tfl, io_layout)
     tfl.metadata = _edgekit_metadata(tfl, graph, layout_decisions, quant)
@@ -189,6 +193,7 @@ def convert(
         io_layout=layout_decisions,
         pruning=pruning,
         accuracy=accuracy,
+        speed_choice=speed_choice,
     )
 
 
@@ -313,10 +318,11 @@ def _smoothed_calibrations(model, graph: Graph, quant: QuantConfig, io_layout: I
 
 def _quantize(
     model, graph: Graph, tfl: Graph, quant: QuantConfig, io_layout: IoLayout
-) -> tuple[Graph, AccuracyResult | None]:
+) -> tuple[Graph, AccuracyResult | None, SpeedChoice | None]:
     """The float TFLite-level graph quantized as ``quant`` says, checked against TFLite's int8
-    rules, and the accuracy-aware mode's result (None unless ``quant.accuracy_budget``; it also
-    tries each calibration on the graph with its activations smoothed)."""
+    rules; the accuracy-aware mode's result (None unless ``quant.accuracy_budget``; it also
+    tries each calibration on the graph with its activations smoothed) and what
+    ``quant.float_where_faster`` measured (else None)."""
     from edgekit.converters.quant.quantizer import CALIBRATED_MODES, calibrate_graph_each, quantize_graph
 
     accuracy, calibrated = None, None
@@ -342,11 +348,17 @@ def _quantize(
             )
             quant = replace(quant, keep_float=(*quant.keep_float, *keep))
             quantized = quantize_graph(tfl, graph, **quant.quantize_options(), calibrated=calibrated)
+    speed_choice = None
+    if quant.float_where_faster:
+        from edgekit.converters.quant.faster import float_where_faster
+
+        quantized, speed_choice = float_where_faster(tfl, graph, quantized, quant, calibrated)
+        print(speed_choice.summary())
     if quant.mode == "int8":
         from edgekit.converters.quant.int8_rules import check_int8
 
         check_int8(quantized, quant.max_weight_values)
-    return quantized, accuracy
+    return quantized, accuracy, speed_choice
 
 
 def _edgekit_metadata(tfl: Graph, graph: Graph, layouts: dict[str, IoDecision], quant: QuantConfig | None) -> dict:

@@ -115,27 +115,38 @@ def _fused_pad(graph, index: int, consumers: dict) -> bool:
     return paddings is not None and paddings.shape == (4, 2) and not paddings[[0, 3]].any()
 
 
+def time_ops(
+    graph, nodes: list, backend: str = "auto", threads: int = 1, xnnpack: bool = True, runs: int = 20, rng=None
+) -> tuple[float, bool | None]:
+    """Median ms of ``nodes`` (of a graph read by :func:`edgekit.converters.tflite.importer.read_graph`)
+    run alone as a model of their own on random inputs, and whether a delegate took them (None
+    when the backend cannot say)."""
+    from edgekit.converters.tflite.submodel import ops_model
+    from edgekit.runtime import load
+
+    rng = rng if rng is not None else np.random.default_rng(0)
+    session = load(ops_model(graph, nodes), backend=backend, threads=threads, xnnpack=xnnpack)
+    session.run({s.name: _random_feed(s, rng) for s in session.inputs}, raw=True)
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        session.invoke_raw()
+        samples.append(time.perf_counter() - start)
+    partitions = session.delegated_partitions()
+    session.close()
+    return 1000 * statistics.median(samples), None if partitions is None or not xnnpack else partitions > 0
+
+
 def profile_tflite(
     path: str | os.PathLike, backend: str = "auto", threads: int = 1, xnnpack: bool = True, runs: int = 20
 ) -> OpProfile:
     from edgekit.converters.tflite.importer import read_graph
-    from edgekit.converters.tflite.submodel import ops_model
-    from edgekit.runtime import load
 
     graph = read_graph(Path(path).read_bytes())
     rng = np.random.default_rng(0)
 
     def timed(nodes) -> tuple[float, bool | None]:
-        session = load(ops_model(graph, nodes), backend=backend, threads=threads, xnnpack=xnnpack)
-        session.run({s.name: _random_feed(s, rng) for s in session.inputs}, raw=True)
-        samples = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            session.invoke_raw()
-            samples.append(time.perf_counter() - start)
-        partitions = session.delegated_partitions()
-        session.close()
-        return 1000 * statistics.median(samples), None if partitions is None or not xnnpack else partitions > 0
+        return time_ops(graph, nodes, backend=backend, threads=threads, xnnpack=xnnpack, runs=runs, rng=rng)
 
     timings = []
     consumers = graph.consumers()

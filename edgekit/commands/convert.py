@@ -31,6 +31,7 @@ PARAMETER_FLAGS = {
     "decision": "--decision",
     "max_weight_values": "--max-weight-values",
     "smooth_activations": "--smooth-activations",
+    "float_where_faster": "--float-where-faster",
     "target": "--target",
     "equalize": "--equalize",
     "stem_block": "--stem-block",
@@ -118,6 +119,13 @@ def _add_quantization(q: argparse._ArgumentGroup) -> None:
         help="keep in float the layers whose int8 output loses more than --max-sqnr-drop dB",
     )
     q.add_argument("--max-sqnr-drop", type=float, metavar="DB", help=f"for --auto-mixed (default {AUTO_MIXED_DB:g})")
+    q.add_argument(
+        "--float-where-faster",
+        action="store_true",
+        help="int8: time every convolution in int8 and in float on this machine and keep in float those "
+        "slower in int8 (x86: depthwise, few-channel stems), if the whole model is then faster; "
+        "convert on the target's CPU",
+    )
     _add_accuracy_budget(q)
     _add_rewrites(q)
     q.add_argument(
@@ -334,6 +342,7 @@ def _quant_config(args: argparse.Namespace, calibration):
         keep_float=args.keep_float,
         bias_correction=not args.no_bias_correction,
         smooth_activations=args.smooth_activations,
+        float_where_faster=args.float_where_faster,
         **{name: value for name, value in given.items() if value is not None},
     )
 
@@ -500,6 +509,7 @@ def _refuse_options_that_do_nothing(args: argparse.Namespace) -> None:
                 ("--auto-mixed", args.auto_mixed),
                 ("--no-bias-correction", args.no_bias_correction),
                 ("--smooth-activations", args.smooth_activations),
+                ("--float-where-faster", args.float_where_faster),
                 ("--max-weight-values", args.max_weight_values is not None),
                 ("--no-speed-check", args.no_speed_check),
                 ("--accuracy-budget", args.accuracy_budget is not None),
@@ -532,6 +542,7 @@ def _refuse_uncalibrated(args: argparse.Namespace) -> None:
         ("--auto-mixed", args.auto_mixed),
         ("--no-bias-correction", args.no_bias_correction),
         ("--smooth-activations", args.smooth_activations),
+        ("--float-where-faster", args.float_where_faster),
         ("--accuracy-budget", args.accuracy_budget is not None),
         ("--per-tensor", args.per_tensor and args.quantize == "fp16"),
     ):

