@@ -22,6 +22,7 @@ CALIBRATION_METHODS = ("minmax", "percentile", "entropy", "mse")  # the first is
 # 20x min-max's (PP-OCRv4 rec, 24 samples: 73 s against 3.4 s; percentile 12 s, mse 14 s)
 BUDGET_METHODS = ("minmax", "percentile", "mse")
 IO_TYPES = ("float32", "int8", "uint8")
+WEIGHT_ROUNDINGS = ("nearest", "reconstruct")  # the first is the default
 PRUNE_ALLOCATIONS = ("uniform", "latency")
 MAX_CLUSTERS = 256  # the int8 grid has 256 values: more clusters than that share nothing
 
@@ -83,7 +84,10 @@ class QuantConfig:
     between a convolution and the depthwise convolution after its HardSwish, exactly in float
     (:mod:`edgekit.converters.passes.smooth`). ``float_where_faster`` (int8 on a CPU target) times
     every weighted op in int8 and in float on this machine and keeps in float those slower in
-    int8, if the model is then faster (:mod:`edgekit.converters.quant.faster`)."""
+    int8, if the model is then faster (:mod:`edgekit.converters.quant.faster`).
+    ``weight_rounding="reconstruct"`` (calibrated int8 and int16x8) rounds each weight by
+    layer-wise reconstruction on the calibration data instead of to nearest
+    (:mod:`edgekit.converters.quant.reconstruct`)."""
 
     mode: str = "int8"
     calibration: Any = None
@@ -98,6 +102,7 @@ class QuantConfig:
     max_weight_values: int | Mapping[str, int] | None = None
     smooth_activations: bool = False
     float_where_faster: bool = False
+    weight_rounding: str = WEIGHT_ROUNDINGS[0]
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "keep_float", tuple(self.keep_float or ()))
@@ -117,6 +122,17 @@ class QuantConfig:
             raise ParameterError(
                 "{smooth_activations} goes with {mode:int8} and {calibration:DATA}: "
                 "it measures the channel ranges on the calibration samples"
+            )
+        if self.weight_rounding not in WEIGHT_ROUNDINGS:
+            raise ParameterError(
+                f"{{weight_rounding}} is unknown; choose {', '.join(WEIGHT_ROUNDINGS)}",
+                weight_rounding=self.weight_rounding,
+            )
+        if self.weight_rounding != "nearest" and (self.mode not in ("int8", "int16x8") or self.calibration is None):
+            raise ParameterError(
+                "{weight_rounding} goes with {mode:int8} (or int16x8) and {calibration:DATA}: "
+                "it reconstructs each layer's output on the calibration samples",
+                weight_rounding=self.weight_rounding,
             )
         self._check_float_where_faster()
         self._check_max_weight_values()
@@ -158,7 +174,12 @@ class QuantConfig:
     def calibration_options(self) -> dict[str, Any]:
         """The keywords of :func:`edgekit.converters.quant.quantizer.calibrate_graph`."""
         method = self.method or CALIBRATION_METHODS[0]
-        return {"calibration": self.calibration, "method": method, "bias_correction": self.bias_correction}
+        return {
+            "calibration": self.calibration,
+            "method": method,
+            "bias_correction": self.bias_correction,
+            "weight_rounding": self.weight_rounding,
+        }
 
     def methods_to_try(self) -> tuple[str, ...]:
         """The calibration methods the conversion measures: the one asked for; with an accuracy

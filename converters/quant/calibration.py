@@ -193,8 +193,10 @@ def calibrate_each(
     io_layout: dict[str, list[int]],
     methods: tuple[str, ...],
     channel_means: dict[str, np.ndarray] | None = None,
+    taps: dict[str, list[Callable[[np.ndarray], None]]] | None = None,
 ) -> dict[str, dict[str, tuple[float, float]]]:
-    """:func:`calibrate` by each of ``methods`` from one run of the model: method -> ranges."""
+    """:func:`calibrate` by each of ``methods`` from one run of the model: method -> ranges.
+    ``taps`` (tensor name -> functions) are called with each sample's value of their tensor."""
     from edgekit.converters.harness import open_tflite
 
     for method in methods:
@@ -221,6 +223,8 @@ def calibrate_each(
                 if channel_means is not None and tensor.name in channel_means:
                     means = value.reshape(-1, value.shape[-1]).mean(axis=0) / len(samples)
                     channel_means[tensor.name] = channel_means[tensor.name] + means
+                for tap in (taps or {}).get(tensor.name, ()):
+                    tap(value)
             bar.update()
     # graph outputs keep their full range: clipping what the user reads costs more than it saves
     output_indices = {spec.index for spec in session.outputs}

@@ -198,12 +198,15 @@ def quantize_int8(
     float_ops: frozenset[str] = FLOAT_ON_CPU,
     channel_means: dict[str, np.ndarray] | None = None,
     activations: str = "int8",
+    input_moments: dict[str, np.ndarray] | None = None,
 ) -> Graph:
     """A full-integer copy of ``graph`` (activations int8 wherever a kernel exists).
 
     ``keep_float`` names source (ONNX) nodes to leave in float; ops in ``float_ops`` stay
     float too (the default: those XNNPACK has no int8 kernel for; pass an empty set for a
-    fully integer model, as the Edge TPU needs)."""
+    fully integer model, as the Edge TPU needs). ``input_moments`` (weighted op's output name ->
+    its inputs' moment, :mod:`~edgekit.converters.quant.reconstruct`) rounds those ops' weights
+    by reconstruction instead of to nearest."""
     g = graph.copy()
     precision = _Precision.of(activations)
     if precision.sixteen and io_type != "float32":
@@ -222,7 +225,7 @@ def quantize_int8(
         tensor = g.tensors[t]
         if not tensor.is_const:
             tensor.dtype, tensor.quant = precision.dtype, params[t]
-    _quantize_constants(g, is_int8, precision, per_channel, channel_means or {})
+    _quantize_constants(g, is_int8, precision, per_channel, channel_means or {}, input_moments or {})
     _unreachable_clamps_dropped(g)
     if float_ops and not precision.sixteen:
         _clamps_as_requantization(g, is_int8)
@@ -350,13 +353,16 @@ def _group_ranges(g: Graph, quantized: set[str], ranges, groups: _Groups) -> dic
     return group_range
 
 
-def _quantize_constants(g: Graph, is_int8, precision: _Precision, per_channel: bool, channel_means) -> None:
+def _quantize_constants(
+    g: Graph, is_int8, precision: _Precision, per_channel: bool, channel_means, input_moments
+) -> None:
     """The constants int8 ops read: weights and biases of weighted ops, the others on their own grid."""
     for n in g.nodes:
         if not is_int8[id(n)]:
             continue
         if n.op in WEIGHTED:
-            _quantize_weighted(g, n, per_channel, channel_means, precision.bias_dtype)
+            moment = input_moments.get(n.outputs[0])
+            _quantize_weighted(g, n, per_channel, channel_means, precision.bias_dtype, moment)
             continue
         for k, name in enumerate(n.inputs):
             t = g.tensors.get(name) if name else None
@@ -583,7 +589,7 @@ def _bias_correction(op: str, error: np.ndarray, mean: np.ndarray) -> np.ndarray
 
 
 def _quantize_weighted(
-    g: Graph, n: Node, per_channel: bool, channel_means: dict[str, np.ndarray], bias_dtype=np.int32
+    g: Graph, n: Node, per_channel: bool, channel_means: dict[str, np.ndarray], bias_dtype=np.int32, moment=None
 ) -> None:
     weights = int8_rule(n.op).weights
     w_index, axis, b_index = weights.weight, weights.axis, weights.bias
@@ -597,6 +603,10 @@ def _quantize_weighted(
     bias_values = g.tensors[n.inputs[b_index]].data if has_bias else None
     out_quant = g.tensors[n.outputs[0]].quant
     q, wq = _weights_for(w.data, channel_axis, bias_values, in_scale, out_quant, np.iinfo(bias_dtype).max)
+    if moment is not None:
+        from edgekit.converters.quant.reconstruct import reconstructed_weights
+
+        q = reconstructed_weights(n.op, w.data, wq.scale, moment)
     name = g.add_tensor(f"{w.name}_int8", w.shape, INT8, q, wq, unique=True)
     n.inputs[w_index] = name
     if has_bias:
@@ -855,24 +865,44 @@ class Calibrated:
     graph: Graph
     ranges: dict[str, tuple[float, float]]
     channel_means: dict[str, np.ndarray] | None
+    input_moments: dict[str, np.ndarray] | None = None  # for weights rounded by reconstruction
 
 
 def calibrate_graph(
-    tfl: Graph, onnx_graph: Graph, *, calibration=None, method: str = "minmax", bias_correction: bool = True
+    tfl: Graph,
+    onnx_graph: Graph,
+    *,
+    calibration=None,
+    method: str = "minmax",
+    bias_correction: bool = True,
+    weight_rounding: str = "nearest",
 ) -> Calibrated:
     """Run the float TFLite-level graph ``tfl`` (converted from ``onnx_graph``) over
-    ``calibration``, or take the ranges a QDQ model brings when there is no calibration."""
+    ``calibration``, or take the ranges a QDQ model brings when there is no calibration;
+    ``weight_rounding="reconstruct"`` also measures what rounding by reconstruction needs."""
     return calibrate_graph_each(
-        tfl, onnx_graph, calibration=calibration, methods=(method,), bias_correction=bias_correction
+        tfl,
+        onnx_graph,
+        calibration=calibration,
+        methods=(method,),
+        bias_correction=bias_correction,
+        weight_rounding=weight_rounding,
     )[method]
 
 
 def calibrate_graph_each(
-    tfl: Graph, onnx_graph: Graph, *, calibration=None, methods: tuple[str, ...], bias_correction: bool = True
+    tfl: Graph,
+    onnx_graph: Graph,
+    *,
+    calibration=None,
+    methods: tuple[str, ...],
+    bias_correction: bool = True,
+    weight_rounding: str = "nearest",
 ) -> dict[str, Calibrated]:
     """:func:`calibrate_graph` by each of ``methods``, from one run of the float model: method ->
     its calibration. A QDQ model without ``calibration`` has one, its own: under every name."""
     from edgekit.converters.quant.calibration import calibrate_each, prepare_samples
+    from edgekit.converters.quant.reconstruct import InputMoments
     from edgekit.converters.tflite.writer import serialize
 
     tfl = expand_for_int8(tfl)
@@ -891,9 +921,12 @@ def calibrate_graph_each(
             if n.op in WEIGHTED and n.op != "TRANSPOSE_CONV"
         }
     layout = tfl.metadata.get("io_layout", {})
-    by_method = calibrate_each(serialize(float_model), samples, layout, methods, means)
+    moments = InputMoments(tfl) if weight_rounding == "reconstruct" else None
+    taps = moments.taps() if moments is not None else None
+    by_method = calibrate_each(serialize(float_model), samples, layout, methods, means, taps)
     shared = shared_copies(tfl, trained)
-    return {method: Calibrated(tfl, ranges | shared, means) for method, ranges in by_method.items()}
+    found = moments.moments if moments is not None else None
+    return {method: Calibrated(tfl, ranges | shared, means, found) for method, ranges in by_method.items()}
 
 
 def quantize_graph(
@@ -908,6 +941,7 @@ def quantize_graph(
     keep_float: list[str] | None = None,
     fully_integer: bool = False,
     bias_correction: bool = True,
+    weight_rounding: str = "nearest",
     calibrated: Calibrated | None = None,
 ) -> Graph:
     """Quantize the float TFLite-level graph ``tfl`` converted from ``onnx_graph``; int8 and
@@ -921,7 +955,12 @@ def quantize_graph(
         raise UnsupportedModelError(f"--quantize {mode}: choose int8, int16x8, dynamic or fp16")
     if calibrated is None:
         calibrated = calibrate_graph(
-            tfl, onnx_graph, calibration=calibration, method=method, bias_correction=bias_correction
+            tfl,
+            onnx_graph,
+            calibration=calibration,
+            method=method,
+            bias_correction=bias_correction,
+            weight_rounding=weight_rounding,
         )
     return quantize_int8(
         calibrated.graph,
@@ -932,6 +971,7 @@ def quantize_graph(
         float_ops=frozenset() if fully_integer or mode == "int16x8" else FLOAT_ON_CPU,
         channel_means=calibrated.channel_means,
         activations="int16" if mode == "int16x8" else "int8",
+        input_moments=calibrated.input_moments,
     )
 
 

@@ -10,7 +10,13 @@ import argparse
 
 from edgekit.commands._report import op_counts
 from edgekit.commands._shapes import SAMPLES, add_input_shape, share
-from edgekit.converters.config import CALIBRATION_METHODS, IO_TYPES, PRUNE_ALLOCATIONS, QUANTIZE_MODES
+from edgekit.converters.config import (
+    CALIBRATION_METHODS,
+    IO_TYPES,
+    PRUNE_ALLOCATIONS,
+    QUANTIZE_MODES,
+    WEIGHT_ROUNDINGS,
+)
 from edgekit.converters.io_layout import IO_LAYOUTS
 
 AUTO_MIXED_DB = 10.0  # --max-sqnr-drop's default
@@ -32,6 +38,7 @@ PARAMETER_FLAGS = {
     "max_weight_values": "--max-weight-values",
     "smooth_activations": "--smooth-activations",
     "float_where_faster": "--float-where-faster",
+    "weight_rounding": "--weight-rounding",
     "target": "--target",
     "equalize": "--equalize",
     "stem_block": "--stem-block",
@@ -163,6 +170,13 @@ def _add_rewrites(q: argparse._ArgumentGroup) -> None:
         help="int8 with --calibration: equalize the channels between a convolution and the depthwise "
         "convolution after its HardSwish (MobileNetV3, PP-LCNet backbones): more accurate, but its "
         "per-channel ops can make int8 slower; compare both",
+    )
+    q.add_argument(
+        "--weight-rounding",
+        choices=WEIGHT_ROUNDINGS,
+        help="int8 with --calibration: reconstruct rounds each weight so that each layer's output on the "
+        "calibration samples stays closest to float (GPTQ-style, layer by layer) instead of to nearest "
+        "(the default)",
     )
     q.add_argument(
         "--no-bias-correction",
@@ -334,6 +348,7 @@ def _quant_config(args: argparse.Namespace, calibration):
         else None,
         "max_weight_values": args.max_weight_values,
         "accuracy_budget": _accuracy_budget(args),
+        "weight_rounding": args.weight_rounding,
     }
     return QuantConfig(
         mode=args.quantize,
@@ -510,6 +525,7 @@ def _refuse_options_that_do_nothing(args: argparse.Namespace) -> None:
                 ("--no-bias-correction", args.no_bias_correction),
                 ("--smooth-activations", args.smooth_activations),
                 ("--float-where-faster", args.float_where_faster),
+                ("--weight-rounding", args.weight_rounding),
                 ("--max-weight-values", args.max_weight_values is not None),
                 ("--no-speed-check", args.no_speed_check),
                 ("--accuracy-budget", args.accuracy_budget is not None),
@@ -543,6 +559,7 @@ def _refuse_uncalibrated(args: argparse.Namespace) -> None:
         ("--no-bias-correction", args.no_bias_correction),
         ("--smooth-activations", args.smooth_activations),
         ("--float-where-faster", args.float_where_faster),
+        ("--weight-rounding", args.weight_rounding),
         ("--accuracy-budget", args.accuracy_budget is not None),
         ("--per-tensor", args.per_tensor and args.quantize == "fp16"),
     ):
