@@ -46,33 +46,37 @@ class InputMoments:
         return found
 
     def _add(self, node: Node, value: np.ndarray) -> None:
-        patches = self._patches(node, value.astype(np.float64))
-        if node.op == "DEPTHWISE_CONV_2D":  # [P, K, C]: one K x K moment per input channel
-            moment = np.einsum("pkc,plc->ckl", patches, patches)
-        else:
-            moment = patches.T @ patches
+        if node.op == "FULLY_CONNECTED":
+            rows = value.reshape(-1, value.shape[-1]).astype(np.float64)
+            rows = rows[self._chosen(len(rows))]
+            moment = rows.T @ rows
+        else:  # [P, G, D]: the patches of each group of input channels (one group, or one per channel)
+            moment = sum(self._moment(node, x.astype(np.float64)) for x in value.reshape(-1, *value.shape[-3:]))
         key = node.outputs[0]
         self.moments[key] = self.moments[key] + moment if key in self.moments else moment
 
-    def _patches(self, node: Node, x: np.ndarray) -> np.ndarray:
-        if node.op == "FULLY_CONNECTED":
-            rows = x.reshape(-1, x.shape[-1])
-            return rows[self._chosen(len(rows))]
-        kh, kw = self.graph.shape(node.inputs[1])[1:3]
+    def _moment(self, node: Node, x: np.ndarray) -> np.ndarray:
+        """One HWC sample's moment: [D, D] for a plain convolution, [G, D, D] for one of G groups
+        (a depthwise convolution's groups are its input channels)."""
+        weights = self.graph.shape(node.inputs[1])
+        kh, kw = weights[1:3]
         a = node.attrs
         dh, dw = a.get("dilation_h_factor", 1), a.get("dilation_w_factor", 1)
         sh, sw = a.get("stride_h", 1), a.get("stride_w", 1)
-        x = x.reshape(x.shape[-3:])  # one sample, HWC
         if a.get("padding") in ("SAME", 0):
             x = np.pad(x, [_same(x.shape[0], kh, sh, dh), _same(x.shape[1], kw, sw, dw), (0, 0)])
         span_h, span_w = (kh - 1) * dh + 1, (kw - 1) * dw + 1
         windows = np.lib.stride_tricks.sliding_window_view(x, (span_h, span_w), axis=(0, 1))
         windows = windows[::sh, ::sw, :, ::dh, ::dw]  # [Ho, Wo, C, kh, kw], a view
         rows, columns = np.divmod(self._chosen(windows.shape[0] * windows.shape[1]), windows.shape[1])
-        windows = windows[rows, columns].transpose(0, 2, 3, 1)  # [P, kh, kw, C]: only these copied
-        if node.op == "DEPTHWISE_CONV_2D":
-            return windows.reshape(len(windows), kh * kw, -1)
-        return windows.reshape(len(windows), -1)
+        windows = windows[rows, columns]  # [P, C, kh, kw]: only the chosen positions copied
+        channels = windows.shape[1]
+        groups = channels if node.op == "DEPTHWISE_CONV_2D" else channels // weights[3]
+        patches = windows.reshape(len(windows), groups, channels // groups, kh, kw).transpose(0, 1, 3, 4, 2)
+        patches = patches.reshape(len(windows), groups, -1)  # each group's patch as its weights are flattened
+        if groups == 1:
+            return patches[:, 0].T @ patches[:, 0]
+        return np.einsum("pgk,pgl->gkl", patches, patches)
 
     def _chosen(self, count: int) -> np.ndarray:
         if count <= POSITIONS:
@@ -90,16 +94,12 @@ def _same(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]
 def reconstructed_weights(op: str, w: np.ndarray, scale: np.ndarray, moment: np.ndarray, qmax: int = 127):
     """int8 weights of ``op`` (float ``w`` in TFLite's layout, per-channel or per-tensor
     ``scale``) rounded by reconstruction against ``moment`` (:class:`InputMoments`)."""
-    if op == "DEPTHWISE_CONV_2D":  # [1, kh, kw, C*M]: a row of kh*kw weights per output channel
-        channels = w.shape[-1]
-        rows = w.reshape(-1, channels).T
-        per_row = np.broadcast_to(scale.reshape(-1), (channels,))
-        multiplier = channels // moment.shape[0]
-        q = _rounded(rows, per_row, np.repeat(moment, multiplier, axis=0), qmax)
-        return q.T.reshape(w.shape)
-    rows = w.reshape(w.shape[0], -1)
+    depthwise = op == "DEPTHWISE_CONV_2D"  # [1, kh, kw, C*M]: a row of kh*kw weights per output channel
+    rows = w.reshape(-1, w.shape[-1]).T if depthwise else w.reshape(w.shape[0], -1)
+    if moment.ndim == 3:  # one moment per group of input channels; each output channel reads one group
+        moment = np.repeat(moment, len(rows) // len(moment), axis=0)
     q = _rounded(rows, np.broadcast_to(scale.reshape(-1), (len(rows),)), moment, qmax)
-    return q.reshape(w.shape)
+    return q.T.reshape(w.shape) if depthwise else q.reshape(w.shape)
 
 
 def _rounded(w: np.ndarray, scale: np.ndarray, moment: np.ndarray, qmax: int) -> np.ndarray:
