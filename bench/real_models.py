@@ -27,6 +27,9 @@ if not __package__:  # run as a file: the imports below need the repository root
 from bench._common import interleaved, table  # noqa: E402
 from tests import real_models  # noqa: E402
 
+SMOOTH = {"smooth_activations": True}  # the opt-in equalization across HardSwish, on the models that have it
+FASTER = {"float_where_faster": True}  # float where this machine's int8 kernel is slower (x86: depthwise)
+
 
 def _runner(path: Path, threads: int):
     from edgekit.runtime import load
@@ -74,6 +77,7 @@ def yolo(work: Path, rounds: int) -> list[list]:
         "int8": {"quantize": "int8", "calibration": calibration},
         "int8 mse": {"quantize": "int8", "calibration": calibration, "method": "mse"},
         "int8, budget 10% detections": {"quantize": "int8", "calibration": calibration, "accuracy_budget": budget},
+        "int8, float where faster": {"quantize": "int8", "calibration": calibration, **FASTER},
     }
     outputs = {}
     for mode, options in modes.items():
@@ -168,10 +172,6 @@ def silero(work: Path, rounds: int) -> list[list]:
     return rows
 
 
-SMOOTH = {"smooth_activations": True}  # the opt-in equalization across HardSwish, on the models that have it
-FASTER = {"float_where_faster": True}  # float where this machine's int8 kernel is slower (x86: depthwise)
-
-
 def ocr(work: Path, rounds: int) -> list[list]:
     """PP-OCRv4 det/rec and ddddocr's recogniser on the tests' rendered text: the task figure of each
     against onnxruntime (text-mask IoU, lines or captchas read alike), SQNR, latency, conversion time.
@@ -225,6 +225,7 @@ def orientation(work: Path, rounds: int) -> list[list]:
     modes["int8, smooth"] = {**modes["int8"], **SMOOTH}
     modes["int8, stem-block 4"] = {**modes["int8"], "stem_block": 4}  # the 3-channel stem over 4x4 blocks
     modes["int8, float where faster"] = {**modes["int8"], **FASTER}
+    modes["int8, weight rounding reconstruct"] = {**modes["int8"], "weight_rounding": "reconstruct"}
 
     def figure(expected: np.ndarray, got: np.ndarray) -> str:
         decided = got.reshape(len(test), -1).argmax(-1)

@@ -173,9 +173,7 @@ def convert(
     _check_keep_float(graph, quant)
     graph = _smooth_activations(model, graph, quant)
     tfl = to_tflite_graph(graph, io_layout)
-    accuracy = speed_choice = None
-    if quant is not None:
-        tfl, accuracy, speed_choice = _quantize(model, graph, tfl, quant, io_layout)
+    tfl, accuracy, speed_choice = _quantize(model, graph, tfl, quant, io_layout)
     _short_constant_names(tfl)
     layout_decisions = _layout_decisions(tfl, io_layout)
     tfl.metadata = _edgekit_metadata(tfl, graph, layout_decisions, quant)
@@ -317,12 +315,14 @@ def _smoothed_calibrations(model, graph: Graph, quant: QuantConfig, io_layout: I
 
 
 def _quantize(
-    model, graph: Graph, tfl: Graph, quant: QuantConfig, io_layout: IoLayout
+    model, graph: Graph, tfl: Graph, quant: QuantConfig | None, io_layout: IoLayout
 ) -> tuple[Graph, AccuracyResult | None, SpeedChoice | None]:
-    """The float TFLite-level graph quantized as ``quant`` says, checked against TFLite's int8
-    rules; the accuracy-aware mode's result (None unless ``quant.accuracy_budget``; it also
-    tries each calibration on the graph with its activations smoothed) and what
-    ``quant.float_where_faster`` measured (else None)."""
+    """The float TFLite-level graph quantized as ``quant`` says (unchanged without it), checked
+    against TFLite's int8 rules; the accuracy-aware mode's result (None unless
+    ``quant.accuracy_budget``; it also tries each calibration on the graph with its activations
+    smoothed) and what ``quant.float_where_faster`` measured (else None)."""
+    if quant is None:
+        return tfl, None, None
     from edgekit.converters.quant.quantizer import CALIBRATED_MODES, calibrate_graph_each, quantize_graph
 
     accuracy, calibrated = None, None
