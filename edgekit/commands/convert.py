@@ -558,7 +558,6 @@ def _refuse_uncalibrated(args: argparse.Namespace) -> None:
         ("--auto-mixed", args.auto_mixed),
         ("--no-bias-correction", args.no_bias_correction),
         ("--smooth-activations", args.smooth_activations),
-        ("--float-where-faster", args.float_where_faster),
         ("--weight-rounding", args.weight_rounding),
         ("--accuracy-budget", args.accuracy_budget is not None),
         ("--per-tensor", args.per_tensor and args.quantize == "fp16"),
