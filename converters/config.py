@@ -84,7 +84,8 @@ class QuantConfig:
     between a convolution and the depthwise convolution after its HardSwish, exactly in float
     (:mod:`edgekit.converters.passes.smooth`). ``float_where_faster`` (int8 on a CPU target) times
     every weighted op in int8 and in float on this machine and keeps in float those slower in
-    int8, if the model is then faster (:mod:`edgekit.converters.quant.faster`).
+    int8, if the model is then faster (:mod:`edgekit.converters.quant.faster`); with
+    ``accuracy_budget``, on top of the budget's choice and only if the budget still holds.
     ``weight_rounding="reconstruct"`` (calibrated int8 and int16x8) rounds each weight by
     layer-wise reconstruction on the calibration data instead of to nearest
     (:mod:`edgekit.converters.quant.reconstruct`)."""
@@ -142,10 +143,6 @@ class QuantConfig:
             return
         if self.mode != "int8" or self.fully_integer:
             raise ParameterError("{float_where_faster} goes with {mode:int8} on a CPU target (not the Edge TPU)")
-        if self.accuracy_budget is not None:
-            raise ParameterError(
-                "{float_where_faster} and {accuracy_budget} both choose the layers kept in float; give one"
-            )
 
     def _check_max_weight_values(self) -> None:
         bound = self.max_weight_values

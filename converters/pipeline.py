@@ -325,7 +325,7 @@ def _quantize(
         return tfl, None, None
     from edgekit.converters.quant.quantizer import CALIBRATED_MODES, calibrate_graph_each, quantize_graph
 
-    accuracy, calibrated = None, None
+    accuracy = calibrated = speed_choice = None
     if quant.mode in CALIBRATED_MODES:  # once: every choice of layers in float reuses the ranges
         options = {k: v for k, v in quant.calibration_options().items() if k != "method"}
         calibrations = calibrate_graph_each(tfl, graph, methods=quant.methods_to_try(), **options)
@@ -335,6 +335,7 @@ def _quantize(
 
         calibrations |= _smoothed_calibrations(model, graph, quant, io_layout, options)
         quantized, accuracy = quantize_within_budget(model, graph, tfl, quant, calibrations)
+        speed_choice = accuracy.speed
     else:
         quantized = quantize_graph(tfl, graph, **quant.quantize_options(), calibrated=calibrated)
     if quant.mode == "int8" and quant.auto_mixed is not None:
@@ -348,11 +349,11 @@ def _quantize(
             )
             quant = replace(quant, keep_float=(*quant.keep_float, *keep))
             quantized = quantize_graph(tfl, graph, **quant.quantize_options(), calibrated=calibrated)
-    speed_choice = None
-    if quant.float_where_faster:
+    if quant.float_where_faster and accuracy is None:
         from edgekit.converters.quant.faster import float_where_faster
 
         quantized, speed_choice = float_where_faster(tfl, graph, quantized, quant, calibrated)
+    if speed_choice is not None:
         print(speed_choice.summary())
     if quant.mode == "int8":
         from edgekit.converters.quant.int8_rules import check_int8

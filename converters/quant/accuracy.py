@@ -35,6 +35,7 @@ from edgekit.errors import CalibrationError, ParameterError
 if TYPE_CHECKING:
     from edgekit.converters.config import AccuracyBudget, QuantConfig
     from edgekit.converters.ir.graph import Graph
+    from edgekit.converters.quant.faster import SpeedChoice
     from edgekit.converters.quant.mixed import RankedLayer
     from edgekit.converters.quant.quantizer import Calibrated
 
@@ -237,6 +238,7 @@ class AccuracyResult:
     kept_before: tuple[str, ...] = field(default=())  # the user's own keep_float
     method: str = "minmax"  # the calibration every candidate quantized from ("mse+smooth": on the smoothed graph)
     methods: tuple[tuple[str, int], ...] = ()  # each method tried: its all-int8 model's decisions changed
+    speed: SpeedChoice | None = None  # what --float-where-faster kept in float on top, measured here
 
     def summary(self) -> str:
         """What the CLI prints."""
@@ -251,6 +253,8 @@ class AccuracyResult:
             f"at most {self.refine_trials})",
             f"  chosen: {_share(self.changed, self.decisions)} differ ({self.search_seconds:.1f} s)",
         ]
+        if self.speed is not None and self.speed.kept_float:
+            lines.insert(-1, f"  also in float, slower in int8 here: {len(self.speed.kept_float)} weighted op(s)")
         if self.latency is not None:
             t = self.latency
             lines.append(
@@ -322,15 +326,16 @@ def quantize_within_budget(
         )
     refined = _Refinement(ranked[:chosen], search.best, changed, trial)
     refined.run({layer.tensor: latency_cost(graph, layer) for layer in ranked[:chosen]}, budget.refine_trials)
+    best, changed, speed = _faster_within_budget(trial, refined, quant.float_where_faster)
     seconds = time.perf_counter() - start
-    latency = _latencies(runnable(tfl), runnable(int8), runnable(refined.best)) if budget.measure_latency else None
+    latency = _latencies(runnable(tfl), runnable(int8), runnable(best)) if budget.measure_latency else None
     result = AccuracyResult(
         max_changed=budget.max_changed,
         decision=budget.decision,
         samples=counter.samples,
         decisions=counter.total,
         changed_int8=search.measured[0],
-        changed=refined.changed,
+        changed=changed,
         kept=tuple(refined.kept),
         candidates=len(ranked),
         trials=tuple(search.measured.items()),
@@ -342,8 +347,30 @@ def quantize_within_budget(
         kept_before=tuple(quant.keep_float),
         method=method,
         methods=by_method,
+        speed=speed,
     )
-    return refined.best, result
+    return best, result
+
+
+def _faster_within_budget(trial: _Trial, refined: _Refinement, wanted: bool):
+    """``--float-where-faster`` (if ``wanted``) on the budget's choice: the ops slower in int8 here
+    kept in float too, if the model still holds the budget (its decisions counted) and is faster;
+    the model, its decisions changed and the :class:`~edgekit.converters.quant.faster.SpeedChoice`."""
+    from edgekit.converters.quant.faster import speed_choice
+
+    if not wanted:
+        return refined.best, refined.changed, None
+
+    counted: dict[str, int] = {}
+
+    def holds(model: Graph) -> bool:
+        counted["changed"] = trial.changed(model)
+        return counted["changed"] <= trial.allowed
+
+    model, choice = speed_choice(
+        trial.calibrated.graph, refined.best, lambda keep: trial.quantized(refined.kept, keep), holds
+    )
+    return model, counted["changed"] if choice.kept_float else refined.changed, choice
 
 
 def _fewest_changes(
@@ -384,10 +411,11 @@ class _Trial:
     def __init__(self, tfl: Graph, graph: Graph, quant: QuantConfig, calibrated: Calibrated, counter) -> None:
         self.tfl, self.graph, self.quant, self.calibrated, self.counter = tfl, graph, quant, calibrated, counter
 
-    def quantized(self, layers: list[RankedLayer]) -> Graph:
+    def quantized(self, layers: list[RankedLayer], also: tuple[str, ...] = ()) -> Graph:
+        """The model with ``layers`` (and the nodes named in ``also``) in float."""
         from edgekit.converters.quant.quantizer import quantize_graph
 
-        keep = (*self.quant.keep_float, *(name for layer in layers for name in layer.nodes))
+        keep = (*self.quant.keep_float, *(name for layer in layers for name in layer.nodes), *also)
         options = replace(self.quant, keep_float=keep).quantize_options()
         return quantize_graph(self.tfl, self.graph, **options, calibrated=self.calibrated)
 

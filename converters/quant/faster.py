@@ -17,6 +17,7 @@ converts: run it on the target's CPU, since an Arm board's int8 kernels rank dif
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -32,22 +33,25 @@ SLOWER = 1.05
 @dataclass(frozen=True)
 class SpeedChoice:
     """What ``float_where_faster`` measured and chose: the ONNX nodes kept in float (empty when
-    int8 was as fast everywhere, or when the mixed model was not faster as a whole) and the
-    median latencies (ms) of the whole models it compared."""
+    int8 was as fast everywhere, when the mixed model was not faster as a whole, or when it
+    missed the accuracy budget) and the median latencies (ms) of the whole models it compared."""
 
     kept_float: tuple[str, ...]
     slower_ops: int  # weighted ops slower in int8 when timed alone
     weighted_ops: int
     int8_ms: float | None = None
     mixed_ms: float | None = None
+    over_budget: bool = False  # the mixed model changed more decisions than the accuracy budget allows
 
     def summary(self) -> str:
         said = f"float where faster: {self.slower_ops} of {self.weighted_ops} weighted ops are slower in int8 here"
         if not self.slower_ops:
             return said + "; the model stays all-int8"
-        timed = f"mixed {self.mixed_ms:.3g} ms, all-int8 {self.int8_ms:.3g} ms"
+        if self.over_budget:
+            return said + ", but with them in float the model misses the accuracy budget; it stays as the budget chose"
+        timed = f"{self.mixed_ms:.3g} ms with them in float, {self.int8_ms:.3g} ms without"
         if not self.kept_float:
-            return f"{said}, but the model with them in float is not faster ({timed}); it stays all-int8"
+            return f"{said}, but the model with them in float is not faster ({timed}); it stays as it was"
         return f"{said}; kept {len(self.kept_float)} in float ({timed})"
 
 
@@ -87,17 +91,34 @@ def float_where_faster(tfl: Graph, graph: Graph, quantized: Graph, quant, calibr
     """``quantized`` (``tfl`` quantized as ``quant`` says, from ``calibrated``) with the weighted
     ops that are slower in int8 on this machine kept in float, if that model is faster as a
     whole; and the :class:`SpeedChoice` that says what was measured."""
-    from edgekit.converters.quant.mixed import runnable
     from edgekit.converters.quant.quantizer import quantize_graph
+
+    def requantize(keep: tuple[str, ...]) -> Graph:
+        options = replace(quant, keep_float=(*quant.keep_float, *keep)).quantize_options()
+        return quantize_graph(tfl, graph, **options, calibrated=calibrated)
+
+    return speed_choice(tfl, quantized, requantize, threads=threads)
+
+
+def speed_choice(
+    float_graph: Graph,
+    quantized: Graph,
+    requantize: Callable[[tuple[str, ...]], Graph],
+    holds: Callable[[Graph], bool] | None = None,
+    threads: int = 1,
+) -> tuple[Graph, SpeedChoice]:
+    """``quantized`` or, if faster as a whole (and ``holds`` it, an accuracy budget), the model
+    ``requantize`` makes with the ops slower in int8 than in ``float_graph`` kept in float."""
+    from edgekit.converters.quant.mixed import runnable
     from edgekit.converters.speed import median_latencies
 
-    slower, timed = slower_in_int8(tfl, quantized, threads)
+    slower, timed = slower_in_int8(float_graph, quantized, threads)
     if not slower:
         return quantized, SpeedChoice((), 0, timed)
-    keep = tuple(name for name in slower if name not in quant.keep_float)
-    mixed_quant = replace(quant, keep_float=(*quant.keep_float, *keep))
-    mixed = quantize_graph(tfl, graph, **mixed_quant.quantize_options(), calibrated=calibrated)
+    mixed = requantize(tuple(slower))
+    if holds is not None and not holds(mixed):
+        return quantized, SpeedChoice((), len(slower), timed, over_budget=True)
     ms = median_latencies({"int8": runnable(quantized), "mixed": runnable(mixed)}, threads, rounds=5)
     if ms["mixed"] >= ms["int8"]:
         return quantized, SpeedChoice((), len(slower), timed, ms["int8"], ms["mixed"])
-    return mixed, SpeedChoice(keep, len(slower), timed, ms["int8"], ms["mixed"])
+    return mixed, SpeedChoice(tuple(slower), len(slower), timed, ms["int8"], ms["mixed"])
