@@ -868,26 +868,12 @@ class Calibrated:
     input_moments: dict[str, np.ndarray] | None = None  # for weights rounded by reconstruction
 
 
-def calibrate_graph(
-    tfl: Graph,
-    onnx_graph: Graph,
-    *,
-    calibration=None,
-    method: str = "minmax",
-    bias_correction: bool = True,
-    weight_rounding: str = "nearest",
-) -> Calibrated:
+def calibrate_graph(tfl: Graph, onnx_graph: Graph, *, method: str = "minmax", **options) -> Calibrated:
     """Run the float TFLite-level graph ``tfl`` (converted from ``onnx_graph``) over
-    ``calibration``, or take the ranges a QDQ model brings when there is no calibration;
-    ``weight_rounding="reconstruct"`` also measures what rounding by reconstruction needs."""
-    return calibrate_graph_each(
-        tfl,
-        onnx_graph,
-        calibration=calibration,
-        methods=(method,),
-        bias_correction=bias_correction,
-        weight_rounding=weight_rounding,
-    )[method]
+    ``calibration``, or take the ranges a QDQ model brings when there is no calibration; the
+    ``options`` (``calibration``, ``bias_correction``, ``weight_rounding``) are those of
+    :func:`calibrate_graph_each`."""
+    return calibrate_graph_each(tfl, onnx_graph, methods=(method,), **options)[method]
 
 
 def calibrate_graph_each(
@@ -900,7 +886,8 @@ def calibrate_graph_each(
     weight_rounding: str = "nearest",
 ) -> dict[str, Calibrated]:
     """:func:`calibrate_graph` by each of ``methods``, from one run of the float model: method ->
-    its calibration. A QDQ model without ``calibration`` has one, its own: under every name."""
+    its calibration. A QDQ model without ``calibration`` has one, its own: under every name.
+    ``weight_rounding="reconstruct"`` also measures each weighted op's input moment."""
     from edgekit.converters.quant.calibration import calibrate_each, prepare_samples
     from edgekit.converters.quant.reconstruct import InputMoments
     from edgekit.converters.tflite.writer import serialize
