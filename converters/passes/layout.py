@@ -532,13 +532,28 @@ def nhwc_in_onnx(graph: Graph) -> set[str]:
                 continue
             if io == "input":
                 readers = _past_axis_keeping_ops(graph, tensor, consumers)
-                nhwc = bool(readers) and all(n.op == "TRANSPOSE" and perm_of(graph, n) == perm for n in readers)
+                nhwc = bool(readers) and all(_moves_axes(graph, n, perm) for n in readers)
             else:
                 producer = _before_axis_keeping_ops(graph, tensor, producers)
-                nhwc = producer is not None and producer.op == "TRANSPOSE" and perm_of(graph, producer) == perm
+                nhwc = producer is not None and _moves_axes(graph, producer, perm)
             if nhwc:
                 found.add(name)
     return found
+
+
+def _moves_axes(graph: Graph, node: Node, perm: tuple[int, ...]) -> bool:
+    """Does ``node`` permute its 4-D input's axes by ``perm``: a TRANSPOSE, or the RESHAPE
+    tf2onnx writes for it when the axis that moves has size 1 (a one-channel Keras input,
+    [N, H, W, 1] -> [N, 1, H, W])?"""
+    if node.op == "TRANSPOSE":
+        return perm_of(graph, node) == perm
+    if node.op != "RESHAPE" or not node.inputs:
+        return False
+    before, after = graph.shape(node.inputs[0]), graph.shape(node.outputs[0])
+    if len(before) != 4 or len(after) != 4:
+        return False
+    moved = [before[axis] for axis in perm]
+    return moved == list(after) and [d for d in before if d != 1] == [d for d in after if d != 1]
 
 
 # ops whose output axes are their data input's axes: the layout an output has is its source's
@@ -546,11 +561,17 @@ _AXIS_KEEPING = (Layout.ELEMENTWISE, Layout.ELEMENTWISE_FULL_RANK, Layout.LAST_A
 
 
 def _keeps_axes(graph: Graph, node: Node) -> str | None:
-    """The one data input of an op whose output has that input's shape and axes, else None."""
-    if facts(node.op).layout not in _AXIS_KEEPING:
+    """The one data input of an op whose output has that input's axes (and its shape, but for a
+    padding, which only widens them), else None."""
+    layout = facts(node.op).layout
+    if layout not in (*_AXIS_KEEPING, Layout.PADDING):
         return None
     data = [t for t in node.inputs if t and not graph.is_const(t)]
-    return data[0] if len(data) == 1 and graph.shape(data[0]) == graph.shape(node.outputs[0]) else None
+    if len(data) != 1:
+        return None
+    before, after = graph.shape(data[0]), graph.shape(node.outputs[0])
+    same = len(before) == len(after) if layout == Layout.PADDING else before == after
+    return data[0] if same else None
 
 
 def _past_axis_keeping_ops(graph: Graph, tensor: str, consumers: dict[str, list[Node]]) -> list[Node]:

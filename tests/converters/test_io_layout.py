@@ -83,6 +83,50 @@ def test_an_nhwc_input_keeps_its_layout(tmp_path, rescaling):
     assert verify(model, out, samples=4).min_sqnr_db >= 60
 
 
+def keras_one_channel() -> object:
+    """As tf2onnx writes a Keras model on a one-channel input (openwakeword's speech embedding,
+    [N, frames, mels, 1]): Pad of the width, then a Reshape to NCHW where a Transpose would be,
+    since the channel axis that moves has size 1; conv, ReLU, and Transpose back to NHWC."""
+    rng = np.random.default_rng(3)
+    nodes = [
+        helper.make_node("Pad", ["spectrogram", "pads"], ["padded"]),
+        helper.make_node("Reshape", ["padded", "nchw"], ["t"]),
+        helper.make_node("Conv", ["t", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("Transpose", ["r"], ["features"], perm=list(NCHW_TO_NHWC)),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "keras_one_channel",
+        [helper.make_tensor_value_info("spectrogram", TensorProto.FLOAT, [1, 16, 12, 1])],
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 16, 14, 4])],
+        [
+            numpy_helper.from_array(np.array([0, 0, 1, 0, 0, 0, 1, 0], np.int64), "pads"),
+            numpy_helper.from_array(np.array([1, 1, 16, 14], np.int64), "nchw"),
+            numpy_helper.from_array(rng.standard_normal((4, 1, 3, 3)).astype(np.float32), "w"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_a_one_channel_nhwc_input_read_through_a_reshape_keeps_its_layout(tmp_path):
+    """openwakeword's embedding model took [1,32,1,76] for its [1,76,32,1] input: the buffer its
+    users feed failed in XNNPACK, a reshaped one ran and was wrong (max error 12.2)."""
+    model = keras_one_channel()
+    out = tmp_path / "one_channel.tflite"
+    result = convert(model, out)
+    assert result.io_layout["spectrogram"].layout == "NHWC" and result.partitions == 1
+    x = np.random.default_rng(4).uniform(-1, 1, (1, 16, 12, 1)).astype(np.float32)
+    expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"spectrogram": x}
+    )[0]
+    runner = Interpreter(model_path=str(out)).get_signature_runner()
+    got = next(iter(runner(spectrogram=x).values()))
+    assert got.shape == expected.shape and sqnr_db(expected, got) >= 60
+
+
 def test_an_nhwc_input_in_int8_stays_in_one_partition(tmp_path):
     model = keras_like()
     calibration = np.random.default_rng(1).uniform(0, 1, (16, 1, 16, 12, 3)).astype(np.float32)
