@@ -80,11 +80,11 @@ def lossy_layers(
 
 
 def first_sample(graph: Graph, calibration) -> dict[str, np.ndarray]:
-    """The first sample of calibration data (an array, or input name -> array), by input name."""
-    names = graph.metadata["_signature"]["inputs"]
-    if isinstance(calibration, dict):
-        return {k: np.asarray(v)[:1] for k, v in calibration.items()}
-    return {names[0]: np.asarray(calibration)[:1].reshape(graph.shape(graph.inputs[0]))}
+    """The first sample of calibration data (an array, or input name -> array), by input name,
+    split as calibration splits it (rows of [N, ...] or of [N, 1, ...] alike)."""
+    from edgekit.converters.quant.calibration import prepare_samples
+
+    return prepare_samples(calibration if isinstance(calibration, dict) else np.asarray(calibration), graph)[0]
 
 
 def lossy_layers_on_calibration(

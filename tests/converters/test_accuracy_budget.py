@@ -428,3 +428,18 @@ def test_yolov8n_within_a_detections_budget_finds_what_fp32_finds(yolo_within_bu
     assert accuracy.method == "mse" and dict(accuracy.methods)["minmax"] > accuracy.changed_int8
     assert validation.recall >= 0.9 and validation.precision >= 0.9
     assert held_out.recall >= 0.9 and held_out.precision >= 0.9 and held_out.mean_iou >= 0.9, held_out
+
+
+@pytest.mark.parametrize("rows", ["[N, ...]", "[N, 1, ...]"])
+def test_layers_rank_on_multi_input_calibration_stored_either_way(tmp_path, rows):
+    """A .npz of one [1, ...] sample per row ([N, 1, 576] for silero-vad v6's input) is what
+    --calibration and --verify --data take; --auto-mixed and the budget, which rank layers on
+    its first sample, once passed onnxruntime [1, 1, 576] and died in a traceback."""
+    n = helper.make_node
+    nodes = [n("MatMul", ["x", "w"], ["a"]), n("Add", ["a", "state"], ["s"]), n("Relu", ["s"], ["y"])]
+    m = model(nodes, {"x": (1, 8), "state": (1, 4)}, {"y": None}, {"w": rand(8, 4)})
+    samples = {"x": rand(16, 8, seed=1), "state": rand(16, 4, seed=2)}
+    if rows == "[N, 1, ...]":
+        samples = {name: value[:, None] for name, value in samples.items()}
+    result = convert(m, tmp_path / "mixed.tflite", quant=QuantConfig(calibration=samples, auto_mixed=0.0))
+    assert result.partitions == 1
