@@ -459,6 +459,8 @@ def _verify_and_report(args: argparse.Namespace, source, result, calibration, sp
     converted_from = source if result.pruning is None else result.pruning.model
     report = verify(converted_from, args.output, data=data, samples=args.samples or RANDOM_SAMPLES)
     print(report.table())
+    for poor in report.poor_outputs():
+        print(_poor_output_warning(poor, args.quantize))
     pruning = None
     if result.pruning is not None:
         unpruned = verify(source, args.output, data=data, samples=args.samples or RANDOM_SAMPLES)
@@ -467,6 +469,18 @@ def _verify_and_report(args: argparse.Namespace, source, result, calibration, sp
         pruning = result.pruning.as_dict() | {"outputs_vs_unpruned": [asdict(o) for o in unpruned.outputs]}
     if args.report:
         _write_report(args, converted_from, result, report, pruning, data, speed)
+
+
+def _poor_output_warning(poor, quantize: str | None) -> str:
+    """One line on an output verification found far from the ONNX model's, and what to do."""
+    figures = f"SQNR {poor.sqnr_db:.1f} dB, cosine {poor.cosine:.2f}"
+    said = f"warning: output {poor.name} is far from the ONNX model's ({figures})"
+    if quantize:
+        return (
+            f"{said}: --quantize {quantize} loses it; keep its lossy layers in float (--accuracy-budget, "
+            "--auto-mixed or --keep-float with the names --report gives) or ship float32"
+        )
+    return f"{said}: a float conversion should match it; please report the model"
 
 
 def _write_report(args: argparse.Namespace, converted_from, result, report, pruning, data, speed) -> None:
