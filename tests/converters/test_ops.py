@@ -112,6 +112,27 @@ CASES = {
         {"lo": np.array(-0.5, np.float32), "hi": np.array(0.7, np.float32)},
     ),
     "clip_opset9": lambda: model([N("Clip", ["x"], ["y"], min=-0.2, max=0.3)], X, {"y": None}, opset=9),
+    # bounds the graph computes: a log-mel's floor at its maximum less 80 dB (openwakeword's front end)
+    "clip_to_computed_floor": lambda: model(
+        [
+            N("ReduceMax", ["x"], ["top"], keepdims=0),
+            N("Sub", ["top", "range"], ["floor"]),
+            N("Clip", ["x", "floor"], ["y"]),
+        ],
+        X,
+        {"y": None},
+        {"range": np.array(1.5, np.float32)},
+    ),
+    "clip_between_computed_bounds": lambda: model(
+        [
+            N("ReduceMin", ["x"], ["low"], keepdims=0),
+            N("Mul", ["low", "half"], ["lo"]),
+            N("Clip", ["x", "lo", "hi"], ["y"]),
+        ],
+        X,
+        {"y": None},
+        {"half": np.array(0.5, np.float32), "hi": np.array(0.7, np.float32)},
+    ),
     "leaky_relu": lambda: model([N("LeakyRelu", ["x"], ["y"], alpha=0.2)], X, {"y": None}),
     "prelu": lambda: model([N("PRelu", ["x", "s"], ["y"])], X, {"y": None}, {"s": rand(8, 1, 1, seed=3)}),
     "sigmoid": lambda: model([N("Sigmoid", ["x"], ["y"])], X, {"y": None}),

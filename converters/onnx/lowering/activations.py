@@ -108,8 +108,27 @@ def clamp(ctx: Lowering, x: str, low: float | None, high: float | None, out: str
 
 @lowers("Clip")
 def clip(ctx: Lowering, node) -> None:
+    bounds = [node.inputs[i] if len(node.inputs) > i else "" for i in (1, 2)]
+    if any(name and ctx.const(name) is None for name in bounds):
+        _clip_to_computed_bounds(ctx, node, *bounds)
+        return
     low, high = clip_bounds(ctx, node)
     clamp(ctx, ctx.use(node.inputs[0]), low, high, node.outputs[0])
+
+
+def _clip_to_computed_bounds(ctx: Lowering, node, low: str, high: str) -> None:
+    """Clip whose bounds the graph computes (a log-mel spectrogram's floor, its maximum less 80 dB,
+    as librosa's top_db): MAXIMUM with the lower bound, MINIMUM with the upper, broadcast."""
+    from edgekit.converters.onnx.lowering.arithmetic import binary, operand
+
+    x, out = operand(ctx, node.inputs[0]), node.outputs[0]
+    if low and high:
+        x = binary(ctx, "MAXIMUM", x, operand(ctx, low), None, ctx.shape(out))
+        binary(ctx, "MINIMUM", x, operand(ctx, high), out)
+    elif low:
+        binary(ctx, "MAXIMUM", x, operand(ctx, low), out)
+    else:
+        binary(ctx, "MINIMUM", x, operand(ctx, high), out)
 
 
 @lowers("LeakyRelu")
