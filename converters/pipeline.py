@@ -15,7 +15,7 @@ from edgekit.converters.harness import xnnpack_delegation
 from edgekit.converters.io_layout import IO_LAYOUTS, IoLayout
 from edgekit.converters.ir.graph import Graph
 from edgekit.converters.onnx import frontend as onnx_frontend
-from edgekit.converters.onnx.lowering.driver import describe, lower, unsupported_nodes
+from edgekit.converters.onnx.lowering.driver import lower, refuse, unsupported_nodes
 from edgekit.converters.passes import ONNX_PASSES, TFLITE_PASSES, optimize_layout, to_nhwc_io
 from edgekit.converters.passes.layout import final_layouts, nhwc_in_onnx
 from edgekit.converters.tflite.writer import write_model
@@ -115,7 +115,7 @@ def import_onnx(model, input_shapes: dict[str, tuple[int, ...]] | None = None) -
     graph = onnx_ir(source, input_shapes)
     problems = unsupported_nodes(graph)
     if problems:
-        raise UnsupportedModelError(f"the model uses ops edgekit cannot convert: {describe(problems)}")
+        refuse("the model uses ops edgekit cannot convert", problems)
     return graph
 
 

@@ -76,11 +76,8 @@ def mapped(
         raise error(f"{what}: {first_line(exc)}") from exc
 
 
-class ParameterError(InputError):
-    """A parameter value the library refuses. The message is a template whose fields are
-    parameters: ``{name}`` alone, ``{name:METAVAR}`` with a placeholder, and with the value
-    given (``values``) that value. The library says ``name`` / ``name=VALUE``; a CLI says
-    ``--flag`` / ``--flag VALUE``, its ``flags`` mapping parameter -> flag."""
+class _Templated:
+    """An error whose message is a template naming parameters (see :class:`ParameterError`)."""
 
     def __init__(self, template: str, **values: Any):
         self.template = template
@@ -90,6 +87,18 @@ class ParameterError(InputError):
     def renamed(self, flags: Mapping[str, str]) -> str:
         """The message with each parameter named as ``flags`` says (unknown ones keep their name)."""
         return self.template.format_map(_Names(flags, self.values))
+
+
+class ParameterError(_Templated, InputError):
+    """A parameter value the library refuses. The message is a template whose fields are
+    parameters: ``{name}`` alone, ``{name:METAVAR}`` with a placeholder, and with the value
+    given (``values``) that value. The library says ``name`` / ``name=VALUE``; a CLI says
+    ``--flag`` / ``--flag VALUE``, its ``flags`` mapping parameter -> flag."""
+
+
+class UnsupportedOpsError(_Templated, UnsupportedModelError):
+    """Ops edgekit cannot lower, every one named; the message (a template, as
+    :class:`ParameterError`'s) says how to convert the part of the model before them."""
 
 
 class _Names(dict):

@@ -64,8 +64,10 @@ def test_unsupported_ops_are_all_listed(tmp_path):
     path.write_bytes(m.SerializeToString())
     out = tmp_path / "out.tflite"
     result = edgekit("convert", str(path), "-o", str(out))
-    assert_user_error(result, "Hardmax x2", "Celu x1")
+    assert_user_error(result, "Hardmax x2", "Celu x1", "cut the graph at the tensors they read (--outputs NAME ...)")
     assert not out.exists()
+    cut = edgekit("convert", str(path), "-o", str(out), "--outputs", "r")  # what the message says to do
+    assert cut.returncode == 0 and out.exists(), cut.stderr
 
 
 def test_dynamic_shape_needs_input_shape(tmp_path):
