@@ -26,6 +26,7 @@ import numpy as np
 from edgekit.converters.ir.graph import Graph
 
 ROUNDS = 3  # interleaved timings of each op in int8 and in float; the median counts
+RUNS = 7  # invokes per timing (median): a 480x640 detector's 85 convolutions took 70 s at 20
 # int8 must be this much slower alone to be kept float: a tie is noise, and a float op between int8
 # ones costs a DEQUANTIZE and a QUANTIZE the op's own timing does not see
 SLOWER = 1.05
@@ -81,8 +82,8 @@ def slower_in_int8(tfl: Graph, quantized: Graph, threads: int = 1) -> tuple[list
     for int8_op, float_op in pairs:
         times: dict[str, list[float]] = {"int8": [], "float": []}
         for _ in range(ROUNDS):
-            times["int8"].append(time_ops(as_int8, [int8_op], threads=threads, rng=rng)[0])
-            times["float"].append(time_ops(as_float, [float_op], threads=threads, rng=rng)[0])
+            times["int8"].append(time_ops(as_int8, [int8_op], threads=threads, runs=RUNS, rng=rng)[0])
+            times["float"].append(time_ops(as_float, [float_op], threads=threads, runs=RUNS, rng=rng)[0])
         if statistics.median(times["int8"]) > SLOWER * statistics.median(times["float"]):
             slower.append(source[int8_op.outputs[0]])
     return list(dict.fromkeys(slower)), len(pairs)
