@@ -39,7 +39,8 @@ class AccuracyBudget:
     ``validation`` samples (an array, or a dict input name -> array, as ``calibration``) differ
     from those of the float model on onnxruntime. ``decision`` names how outputs become decisions
     (see :data:`edgekit.converters.quant.accuracy.DECISION_RULES`: ``argmax`` over the last axis,
-    ``threshold:T``, ``detections:CONF`` for a YOLOv8/YOLO11 head). ``measure_latency`` times
+    ``threshold:T``, ``detections:CONF`` for a YOLOv8/YOLO11 head), on every output or those
+    ``decision_outputs`` names (not a recurrent model's state). ``measure_latency`` times
     float32, all-int8 and the chosen model here. ``refine_trials`` bounds the models measured
     after the search to drop kept layers the budget does not need, costliest first (0: keep what
     the search found)."""
@@ -47,6 +48,7 @@ class AccuracyBudget:
     validation: Any
     max_changed: float
     decision: str = "argmax"
+    decision_outputs: tuple[str, ...] = ()
     measure_latency: bool = True
     refine_trials: int = 12
 
@@ -63,6 +65,9 @@ class AccuracyBudget:
         if self.validation is None:
             raise ParameterError("{max_changed} needs {validation:DATA}: the samples the decisions are counted on")
         decision_rule_for(self.decision)  # refuses an unknown rule or a bad argument now, before any work
+        object.__setattr__(self, "decision_outputs", tuple(self.decision_outputs or ()))
+        if not all(isinstance(name, str) and name for name in self.decision_outputs):
+            raise ParameterError("{decision_outputs} must be output names", decision_outputs=self.decision_outputs)
         if isinstance(self.refine_trials, bool) or not isinstance(self.refine_trials, int) or self.refine_trials < 0:
             raise ParameterError("{refine_trials} must be a whole number >= 0", refine_trials=self.refine_trials)
 

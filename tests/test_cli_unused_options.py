@@ -23,6 +23,7 @@ CASES = [  # (case id, extra argv, words the one line must hold)
     ("round-to-without-budget", ["--prune-round-to", "8"], ["--prune-round-to"]),
     ("mean-without-images", ["--quantize", "int8", "--calibration", "nan.npy", "--mean", "0.5"], ["images"]),
     ("scale-without-images", ["--scale", "0.5"], ["--scale", "images"]),
+    ("decision-output-without-budget", ["--decision-output", "y"], ["--decision-output goes with --accuracy-budget"]),
 ]
 
 

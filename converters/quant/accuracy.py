@@ -514,7 +514,7 @@ class _DecisionCounter:
         self.feeds = validation_samples(budget.validation, graph)
         self.samples = len(self.feeds)
         reference = OnnxRunner(source)
-        self.outputs = graph.metadata["_signature"]["outputs"]
+        self.outputs = _decision_outputs(graph.metadata["_signature"]["outputs"], budget.decision_outputs)
         self.reference = [reference(feed) for feed in self.feeds]
         self.total = sum(self._count(outputs, outputs)[1] for outputs in self.reference)
         if self.total == 0:
@@ -533,6 +533,17 @@ class _DecisionCounter:
 
         runner = TFLiteRunner(tflite_model, threads=1)
         return sum(self._count(ref, runner(feed))[0] for feed, ref in zip(self.feeds, self.reference, strict=True))
+
+
+def _decision_outputs(outputs: list[str], chosen: tuple[str, ...]) -> list[str]:
+    """The model's outputs whose decisions count: ``chosen``, each one of ``outputs``, or all."""
+    unknown = [name for name in chosen if name not in outputs]
+    if unknown:
+        raise ParameterError(
+            f"{{decision_outputs}} names no output of the model: {', '.join(unknown)}; "
+            f"its outputs are {', '.join(outputs)}"
+        )
+    return list(chosen) or list(outputs)
 
 
 def validation_samples(validation, graph: Graph) -> list[dict[str, np.ndarray]]:

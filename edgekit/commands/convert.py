@@ -35,6 +35,7 @@ PARAMETER_FLAGS = {
     "max_changed": "--accuracy-budget",
     "validation": "--validation-data",
     "decision": "--decision",
+    "decision_outputs": "--decision-output",
     "max_weight_values": "--max-weight-values",
     "smooth_activations": "--smooth-activations",
     "float_where_faster": "--float-where-faster",
@@ -205,6 +206,13 @@ def _add_accuracy_budget(q: argparse._ArgumentGroup) -> None:
         "argmax:AXIS), threshold:T (masks, scores), detections[:CONF] (a YOLOv8/YOLO11 head "
         "[1, 4+classes, anchors]: detections lost or added; confidence 0.25), ctc[:BLANK] (a CTC "
         "recogniser [1, time, classes]: lines read differently; blank 0); default argmax",
+    )
+    q.add_argument(
+        "--decision-output",
+        nargs="+",
+        metavar="NAME",
+        help="for --accuracy-budget: the outputs whose decisions count (default every output; leave out "
+        "a recurrent model's state outputs)",
     )
 
 
@@ -379,6 +387,7 @@ def _accuracy_budget(args: argparse.Namespace):
         validation=validation,
         max_changed=args.accuracy_budget,
         decision=args.decision or "argmax",
+        decision_outputs=tuple(args.decision_output or ()),
         measure_latency=not args.no_speed_check,
     )
 
@@ -552,7 +561,11 @@ def _refuse_options_that_do_nothing(args: argparse.Namespace) -> None:
     _refuse_without_their_step(args)
     if args.max_sqnr_drop is not None and not args.auto_mixed:
         raise InputError("--max-sqnr-drop goes with --auto-mixed")
-    for flag, value in (("--validation-data", args.validation_data), ("--decision", args.decision)):
+    for flag, value in (
+        ("--validation-data", args.validation_data),
+        ("--decision", args.decision),
+        ("--decision-output", args.decision_output),
+    ):
         if value is not None and args.accuracy_budget is None:
             raise InputError(f"{flag} goes with --accuracy-budget SHARE (e.g. 1%)")
 

@@ -443,3 +443,34 @@ def test_layers_rank_on_multi_input_calibration_stored_either_way(tmp_path, rows
         samples = {name: value[:, None] for name, value in samples.items()}
     result = convert(m, tmp_path / "mixed.tflite", quant=QuantConfig(calibration=samples, auto_mixed=0.0))
     assert result.partitions == 1
+
+
+def _vad_like():
+    """A speech probability and a recurrent state output, as silero-vad has (h, c)."""
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", "w"], ["c"], name="conv"),
+        n("ReduceMean", ["c"], ["m"], axes=[1, 2, 3], keepdims=0, name="pool"),
+        n("Sigmoid", ["m"], ["prob"], name="sigmoid"),
+        n("Tanh", ["c"], ["state"], name="state"),
+    ]
+    return model(nodes, {"x": (1, 3, 4, 4)}, {"prob": (1,), "state": (1, 8, 4, 4)}, {"w": rand(8, 3, 1, 1)})
+
+
+def test_decisions_are_counted_on_the_outputs_named():
+    """silero-vad v6 under threshold:0.5 counted 257 decisions a sample: its speech probability
+    and 256 values of its LSTM state; the state decides nothing."""
+    samples = rand(12, 3, 4, 4, seed=5)
+    every = AccuracyBudget(samples, 0.5, "threshold:0.5", measure_latency=False)
+    named = AccuracyBudget(samples, 0.5, "threshold:0.5", decision_outputs=("prob",), measure_latency=False)
+    counted = {}
+    for label, budget in (("every", every), ("named", named)):
+        quant = QuantConfig(calibration=samples, accuracy_budget=budget)
+        counted[label] = convert(_vad_like(), quant=quant).accuracy.decisions
+    assert counted == {"every": 12 * (1 + 8 * 4 * 4), "named": 12}
+
+
+def test_a_decision_output_the_model_lacks_is_refused():
+    budget = AccuracyBudget(rand(4, 3, 4, 4), 0.1, decision_outputs=("speech",))
+    with pytest.raises(ParameterError, match=r"decision_outputs names no output of the model: speech; its outputs"):
+        convert(_vad_like(), quant=QuantConfig(calibration=rand(4, 3, 4, 4), accuracy_budget=budget))
