@@ -304,16 +304,19 @@ def quantize_within_budget(
     where that fails it may keep more layers than needed, which the refinement then trims, never
     fewer than it measured: the model returned is the one whose decisions were counted.
     Raises :class:`AccuracyBudgetError` when even every ranked layer in float misses the budget."""
-    from edgekit.converters.quant.mixed import first_sample, ranked_layers, runnable
+    from edgekit.converters.quant.mixed import RANKING_SAMPLES, first_samples, ranked_layers, runnable
 
     start = time.perf_counter()
     budget = quant.accuracy_budget
     counter = _DecisionCounter(model, graph, budget)
     method, int8, by_method = _fewest_changes(tfl, graph, quant, calibrations, counter)
     trial = _Trial(tfl, graph, quant, calibrations[method], counter)
-    # ranked on a calibration sample, as --auto-mixed ranks; a QDQ model may bring none: a validation one
-    sample = first_sample(graph, quant.calibration) if quant.calibration is not None else counter.feeds[0]
-    ranked = ranked_layers(model, graph, runnable(int8), sample)
+    # ranked on the first calibration samples, as --auto-mixed ranks; a QDQ model may bring none: validation ones
+    if quant.calibration is not None:
+        samples = first_samples(graph, quant.calibration)
+    else:
+        samples = counter.feeds[:RANKING_SAMPLES]
+    ranked = ranked_layers(model, graph, runnable(int8), samples)
     ranked = [layer for layer in ranked if not set(layer.nodes) <= set(quant.keep_float)]
     search = _PrefixSearch(ranked, trial)
     chosen, changed = search.run(int8, dict(by_method).get(method))

@@ -28,14 +28,18 @@ class RankedLayer:
     sqnr_drop: float
 
 
-def ranked_layers(onnx_model, graph: Graph, tflite_model, sample: dict[str, np.ndarray]) -> list[RankedLayer]:
+RANKING_SAMPLES = 4  # samples a ranking averages over: one silent sample (a VAD's pause) says nothing
+
+
+def ranked_layers(onnx_model, graph: Graph, tflite_model, samples: list[dict[str, np.ndarray]]) -> list[RankedLayer]:
     """Every layer whose int8 output is not exact, worst loss first. A layer's loss is the SQNR
-    of the tensors it reads (the worst of them; inputs and constants are exact) minus its own.
-    Layers are nodes of ``graph``, the ONNX-level IR ``tflite_model`` was converted from (its
-    node names are what ``keep_float`` matches); nodes whose outputs the converted model does
-    not hold (fused away) join the layer that reads them."""
+    of the tensors it reads (the worst of them; inputs and constants are exact) minus its own,
+    each the mean over ``samples`` of its finite SQNRs. Layers are nodes of ``graph``, the
+    ONNX-level IR ``tflite_model`` was converted from (its node names are what ``keep_float``
+    matches); nodes whose outputs the converted model does not hold (fused away) join the layer
+    that reads them."""
     producer = graph.producers()
-    sqnr = {layer.tensor: layer.sqnr_db for layer in compare_layers(onnx_model, tflite_model, sample).layers}
+    sqnr = _mean_sqnr(onnx_model, tflite_model, samples)
     ranked = []
     for tensor, sqnr_db in sqnr.items():
         if tensor not in producer or not np.isfinite(sqnr_db):
@@ -45,6 +49,20 @@ def ranked_layers(onnx_model, graph: Graph, tflite_model, sample: dict[str, np.n
             drop = min(min(before), 120.0) - sqnr_db
             ranked.append(RankedLayer(tensor, tuple(n.name for n in chain), tuple(n.op for n in chain), drop))
     return sorted(ranked, key=lambda layer: -layer.sqnr_drop)
+
+
+def _mean_sqnr(onnx_model, tflite_model, samples: list[dict[str, np.ndarray]]) -> dict[str, float]:
+    """Tensor -> the mean of its finite SQNRs over ``samples`` (exact on all: inf; none: NaN). A
+    silent sample makes every tensor's SQNR 0/0 or inf, which says nothing of the others."""
+    found: dict[str, list[float]] = {}
+    for sample in samples:
+        for layer in compare_layers(onnx_model, tflite_model, sample).layers:
+            found.setdefault(layer.tensor, []).append(layer.sqnr_db)
+    averaged = {}
+    for tensor, values in found.items():
+        finite = [v for v in values if np.isfinite(v)]
+        averaged[tensor] = float(np.mean(finite)) if finite else (np.inf if np.inf in values else np.nan)
+    return averaged
 
 
 def _chain(graph: Graph, tensor: str, producer: dict, sqnr: dict[str, float]) -> tuple[list, list[float]]:
@@ -68,23 +86,23 @@ def _chain(graph: Graph, tensor: str, producer: dict, sqnr: dict[str, float]) ->
 
 
 def lossy_layers(
-    onnx_model, graph: Graph, tflite_model, sample: dict[str, np.ndarray], max_sqnr_drop: float
+    onnx_model, graph: Graph, tflite_model, samples: list[dict[str, np.ndarray]], max_sqnr_drop: float
 ) -> list[str]:
     """Node names of the layers whose int8 output loses more than ``max_sqnr_drop`` dB, worst first."""
     return [
         name
-        for layer in ranked_layers(onnx_model, graph, tflite_model, sample)
+        for layer in ranked_layers(onnx_model, graph, tflite_model, samples)
         if layer.sqnr_drop > max_sqnr_drop
         for name in layer.nodes
     ]
 
 
-def first_sample(graph: Graph, calibration) -> dict[str, np.ndarray]:
-    """The first sample of calibration data (an array, or input name -> array), by input name,
-    split as calibration splits it (rows of [N, ...] or of [N, 1, ...] alike)."""
+def first_samples(graph: Graph, calibration, count: int = RANKING_SAMPLES) -> list[dict[str, np.ndarray]]:
+    """The first ``count`` samples of calibration data (an array, or input name -> array), by
+    input name, split as calibration splits it (rows of [N, ...] or of [N, 1, ...] alike)."""
     from edgekit.converters.quant.calibration import prepare_samples
 
-    return prepare_samples(calibration if isinstance(calibration, dict) else np.asarray(calibration), graph)[0]
+    return prepare_samples(calibration if isinstance(calibration, dict) else np.asarray(calibration), graph)[:count]
 
 
 def lossy_layers_on_calibration(
@@ -92,7 +110,7 @@ def lossy_layers_on_calibration(
 ) -> list[str]:
     """:func:`lossy_layers` of the int8 TFLite-level graph ``quantized`` (converted from the
     ONNX-level ``graph``), measured on the first calibration sample."""
-    return lossy_layers(onnx_model, graph, runnable(quantized), first_sample(graph, calibration), max_sqnr_drop)
+    return lossy_layers(onnx_model, graph, runnable(quantized), first_samples(graph, calibration), max_sqnr_drop)
 
 
 def runnable(tfl: Graph) -> bytes:

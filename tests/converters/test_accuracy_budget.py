@@ -249,14 +249,14 @@ def test_layers_are_named_as_keep_float_matches_them_fused_ones_too():
     """paddle2onnx writes HardSwish as Add, Clip, Mul, Div; the converter fuses them into one node
     of its own name. The ranking names that node (keep_float then takes it), not the four it replaced."""
     from edgekit.converters.pipeline import import_onnx, to_tflite_graph
-    from edgekit.converters.quant.mixed import first_sample, ranked_layers, runnable
+    from edgekit.converters.quant.mixed import first_samples, ranked_layers, runnable
     from edgekit.converters.quant.quantizer import quantize_graph
 
     m = hard_swish_model()
     graph = import_onnx(m)
     calibration = rand(8, 3, 8, 8, seed=2)
     int8 = quantize_graph(to_tflite_graph(graph), graph, mode="int8", calibration=calibration)
-    ranked = ranked_layers(m, graph, runnable(int8), first_sample(graph, calibration))
+    ranked = ranked_layers(m, graph, runnable(int8), first_samples(graph, calibration))
     names = {node.name for node in graph.nodes}
     assert any("HardSwish" in layer.ops for layer in ranked), ranked
     assert all(set(layer.nodes) <= names for layer in ranked), (ranked, names)
@@ -474,3 +474,24 @@ def test_a_decision_output_the_model_lacks_is_refused():
     budget = AccuracyBudget(rand(4, 3, 4, 4), 0.1, decision_outputs=("speech",))
     with pytest.raises(ParameterError, match=r"decision_outputs names no output of the model: speech; its outputs"):
         convert(_vad_like(), quant=QuantConfig(calibration=rand(4, 3, 4, 4), accuracy_budget=budget))
+
+
+def test_a_silent_first_calibration_sample_does_not_hide_the_lossy_layers():
+    """Layers were ranked on the first calibration sample alone: a silent one (a VAD's pause, a
+    black frame) makes every layer exact or 0/0, and --auto-mixed then kept nothing in float."""
+    from edgekit.converters.pipeline import import_onnx, to_tflite_graph
+    from edgekit.converters.quant.mixed import lossy_layers_on_calibration
+    from edgekit.converters.quant.quantizer import quantize_graph
+
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", "w1"], ["a"], name="first"),
+        n("Relu", ["a"], ["r"], name="relu"),
+        n("Conv", ["r", "w2"], ["y"], name="second"),
+    ]
+    m = model(nodes, {"x": (1, 3, 8, 8)}, {"y": None}, {"w1": rand(8, 3, 3, 3), "w2": rand(4, 8, 1, 1, seed=1)})
+    calibration = rand(8, 3, 8, 8, seed=2)
+    calibration[0] = 0.0
+    graph = import_onnx(m)
+    int8 = quantize_graph(to_tflite_graph(graph), graph, mode="int8", calibration=calibration)
+    assert lossy_layers_on_calibration(m, graph, int8, calibration, 0.0)
