@@ -304,19 +304,14 @@ def quantize_within_budget(
     where that fails it may keep more layers than needed, which the refinement then trims, never
     fewer than it measured: the model returned is the one whose decisions were counted.
     Raises :class:`AccuracyBudgetError` when even every ranked layer in float misses the budget."""
-    from edgekit.converters.quant.mixed import RANKING_SAMPLES, first_samples, ranked_layers, runnable
+    from edgekit.converters.quant.mixed import ranked_layers, runnable
 
     start = time.perf_counter()
     budget = quant.accuracy_budget
     counter = _DecisionCounter(model, graph, budget)
     method, int8, by_method = _fewest_changes(tfl, graph, quant, calibrations, counter)
     trial = _Trial(tfl, graph, quant, calibrations[method], counter)
-    # ranked on the first calibration samples, as --auto-mixed ranks; a QDQ model may bring none: validation ones
-    if quant.calibration is not None:
-        samples = first_samples(graph, quant.calibration)
-    else:
-        samples = counter.feeds[:RANKING_SAMPLES]
-    ranked = ranked_layers(model, graph, runnable(int8), samples)
+    ranked = ranked_layers(model, graph, runnable(int8), _ranking_samples(graph, quant, counter))
     ranked = [layer for layer in ranked if not set(layer.nodes) <= set(quant.keep_float)]
     search = _PrefixSearch(ranked, trial)
     chosen, changed = search.run(int8, dict(by_method).get(method))
@@ -353,6 +348,16 @@ def quantize_within_budget(
         speed=speed,
     )
     return best, result
+
+
+def _ranking_samples(graph: Graph, quant: QuantConfig, counter: _DecisionCounter) -> list[dict[str, np.ndarray]]:
+    """The first calibration samples, as --auto-mixed ranks on; a QDQ model may bring none:
+    then the first validation samples."""
+    from edgekit.converters.quant.mixed import RANKING_SAMPLES, first_samples
+
+    if quant.calibration is not None:
+        return first_samples(graph, quant.calibration)
+    return counter.feeds[:RANKING_SAMPLES]
 
 
 def _faster_within_budget(trial: _Trial, refined: _Refinement, wanted: bool):
