@@ -18,6 +18,7 @@ converts: run it on the target's CPU, since an Arm board's int8 kernels rank dif
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -44,9 +45,12 @@ class SpeedChoice:
     int8_ms: float | None = None
     mixed_ms: float | None = None
     over_budget: bool = False  # the mixed model changed more decisions than the accuracy budget allows
+    slower_kinds: tuple[tuple[str, int], ...] = ()  # TFLite op -> how many of the slower ops it is
 
     def summary(self) -> str:
         said = f"float where faster: {self.slower_ops} of {self.weighted_ops} weighted ops are slower in int8 here"
+        if self.slower_kinds:
+            said += " (" + ", ".join(f"{op} x{count}" for op, count in self.slower_kinds) + ")"
         if not self.slower_ops:
             return said + "; the model stays all-int8"
         if self.over_budget:
@@ -57,10 +61,10 @@ class SpeedChoice:
         return f"{said}; kept {len(self.kept_float)} in float ({timed})"
 
 
-def slower_in_int8(tfl: Graph, quantized: Graph, threads: int = 1) -> tuple[list[str], int]:
-    """The ONNX node names (``keep_float`` names) of the weighted ops of ``quantized`` whose int8
-    kernel, timed alone on this machine, is :data:`SLOWER` than the same op in ``tfl`` (the
-    float TFLite-level graph it was quantized from); and how many weighted int8 ops were timed."""
+def slower_in_int8(tfl: Graph, quantized: Graph, threads: int = 1) -> tuple[dict[str, str], int]:
+    """The weighted ops of ``quantized`` whose int8 kernel, timed alone on this machine, is
+    :data:`SLOWER` than the same op in ``tfl`` (the float TFLite-level graph it was quantized
+    from), as ONNX node name (a ``keep_float`` name) -> TFLite op; and how many were timed."""
     from edgekit.converters.quant.mixed import runnable
     from edgekit.converters.quant.quantizer import INT8, WEIGHTED
     from edgekit.converters.tflite.importer import read_graph
@@ -78,15 +82,15 @@ def slower_in_int8(tfl: Graph, quantized: Graph, threads: int = 1) -> tuple[list
         and as_int8.tensors[n.inputs[0]].dtype == INT8
     ]
     rng = np.random.default_rng(0)
-    slower = []
+    slower: dict[str, str] = {}
     for int8_op, float_op in pairs:
         times: dict[str, list[float]] = {"int8": [], "float": []}
         for _ in range(ROUNDS):
             times["int8"].append(time_ops(as_int8, [int8_op], threads=threads, runs=RUNS, rng=rng)[0])
             times["float"].append(time_ops(as_float, [float_op], threads=threads, runs=RUNS, rng=rng)[0])
         if statistics.median(times["int8"]) > SLOWER * statistics.median(times["float"]):
-            slower.append(source[int8_op.outputs[0]])
-    return list(dict.fromkeys(slower)), len(pairs)
+            slower.setdefault(source[int8_op.outputs[0]], int8_op.op)
+    return slower, len(pairs)
 
 
 def float_where_faster(tfl: Graph, graph: Graph, quantized: Graph, quant, calibrated, threads: int = 1):
@@ -117,10 +121,11 @@ def speed_choice(
     slower, timed = slower_in_int8(float_graph, quantized, threads)
     if not slower:
         return quantized, SpeedChoice((), 0, timed)
+    kinds = tuple(Counter(slower.values()).most_common())
     mixed = requantize(tuple(slower))
     if holds is not None and not holds(mixed):
-        return quantized, SpeedChoice((), len(slower), timed, over_budget=True)
+        return quantized, SpeedChoice((), len(slower), timed, over_budget=True, slower_kinds=kinds)
     ms = median_latencies({"int8": runnable(quantized), "mixed": runnable(mixed)}, threads, rounds=5)
-    if ms["mixed"] >= ms["int8"]:
-        return quantized, SpeedChoice((), len(slower), timed, ms["int8"], ms["mixed"])
-    return mixed, SpeedChoice(tuple(slower), len(slower), timed, ms["int8"], ms["mixed"])
+    kept = () if ms["mixed"] >= ms["int8"] else tuple(slower)
+    choice = SpeedChoice(kept, len(slower), timed, ms["int8"], ms["mixed"], slower_kinds=kinds)
+    return (mixed if kept else quantized), choice
