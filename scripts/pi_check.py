@@ -60,9 +60,23 @@ def _low_bit(dense, levels: int):
     return model, [n.name for n in inner]
 
 
+def _image_classifier(name: str, nodes: list, weights: dict):
+    """An ONNX model of ``nodes`` from image x [1, 3, 64, 64] to logits [1, 10]."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 64, 64])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
 def _stem_model():
     """Conv 7x7/2 (3 -> 16) -> ReLU -> MaxPool 3x3/2 -> Conv 1x1 -> mean -> MatMul (10 logits)."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
 
     rng = np.random.default_rng(0)
     weights = {
@@ -80,14 +94,7 @@ def _stem_model():
         helper.make_node("Flatten", ["g"], ["f"]),
         helper.make_node("MatMul", ["f", "fc"], ["logits"]),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "stem",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 64, 64])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
-        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return _image_classifier("stem", nodes, weights)
 
 
 def _publish_package(out: Path) -> None:
@@ -148,7 +155,7 @@ def _deploy_package(out: Path, name: str) -> Path:
 def _prelu_model():
     """Conv 3x3 -> PRelu (slopes of both signs) -> Conv 1x1 -> PRelu (slopes <= 1) -> mean ->
     MatMul + Add (a Keras Dense) -> 10 logits."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
 
     rng = np.random.default_rng(2)
     weights = {
@@ -169,14 +176,7 @@ def _prelu_model():
         helper.make_node("MatMul", ["f", "fc"], ["m"]),
         helper.make_node("Add", ["m", "bias"], ["logits"]),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "prelu",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 64, 64])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
-        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return _image_classifier("prelu", nodes, weights)
 
 
 def main() -> None:
