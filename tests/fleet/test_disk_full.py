@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -47,7 +48,19 @@ def small_disk(folder):
 
 
 def _files(folder) -> list[str]:
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    """The folder's files once no atomic write is in flight: the agent writes commands.json by a
+    temporary .NAME.XXXX.tmp and a rename, and a listing taken between the two (as one CI run's
+    was) holds a file that is gone a moment later. A temporary file still there after 5 s is left
+    behind, and stays in the listing."""
+    import time
+
+    deadline = time.monotonic() + 5
+    while True:
+        found = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+        in_flight = any(Path(name).name.startswith(".") and name.endswith(".tmp") for name in found)
+        if not in_flight or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
 
 
 def _too_big_model(tmp_path, how: str):
